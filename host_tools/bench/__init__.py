@@ -1,0 +1,49 @@
+"""`make bench`: runs every benchmark module, prints a table and writes build/bench.json (a flat object).
+
+Each module in BENCHES has `run() -> dict` of flat keys; a failing benchmark is reported, not fatal."""
+import importlib
+import json
+import sys
+import time
+import traceback
+
+from host_tools.paths import BUILD
+
+BENCHES = [
+    "host_tools.bench.sim_bench",
+]
+
+
+def main(argv=None):
+    names = (argv if argv is not None else sys.argv[1:]) or BENCHES
+    results, failed = {}, []
+    BUILD.mkdir(exist_ok=True)
+    out = BUILD / "bench.json"
+    if out.exists():
+        try:
+            results.update(json.loads(out.read_text()))
+        except ValueError:
+            pass
+    for name in names:
+        t0 = time.monotonic()
+        print(f"== {name}", flush=True)
+        try:
+            got = importlib.import_module(name).run()
+        except Exception:
+            traceback.print_exc()
+            failed.append(name)
+            continue
+        results.update(got)
+        for k, v in got.items():
+            print(f"   {k:45s} {v}")
+        print(f"   ({time.monotonic() - t0:.1f} s)", flush=True)
+        out.write_text(json.dumps(results, indent=2, sort_keys=True) + "\n")
+    print(f"\n{'key':45s} value")
+    for k in sorted(results):
+        print(f"{k:45s} {results[k]}")
+    print(f"\nwrote {out}")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

