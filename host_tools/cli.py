@@ -8,7 +8,12 @@ from host_tools.errors import MeterkitError
 
 # verb -> module defining register(subparsers). Add one line per verb module.
 COMMANDS = [
+    "host_tools.build.cli",
+    "host_tools.flash.cli",
+    "host_tools.deploy.cli",
     "host_tools.sim.cli",
+    "host_tools.vend.cli",
+    "host_tools.device.cli",
 ]
 
 

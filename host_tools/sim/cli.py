@@ -3,6 +3,8 @@ import importlib
 
 # module -> register_sim(simsub). Add one line per module.
 SIM_COMMANDS = [
+    "host_tools.sim.commands",
+    "host_tools.flash.rom_cli",
 ]
 
 

@@ -1,0 +1,102 @@
+"""Composition and the superloop: builds every subsystem from the board and the settings, registers
+the periodic jobs and the service commands, and runs."""
+import gc
+
+import config
+from events import Events
+from metering import registry
+from metering.meter import Meter
+from sched import Scheduler
+from service.port import ServicePort
+
+VERSION = "0.1.0"
+
+
+class App:
+    def __init__(self, board):
+        self.board = board
+        clock = board.clock
+        self.clock = clock
+        self.events = Events(clock)
+        self.heap_peak = 0
+        self.heap_total = 0
+        self._heap_sample()
+        self.root = None
+        try:
+            self.root = board.mount("/flash")
+        except OSError as e:
+            self.events.emit("flash_unavailable", {"errno": e.args[0] if e.args else 0})
+        self.settings, problems = config.load((self.root or "") + "/settings.json")
+        for key, msg in problems:
+            self.events.emit("config_invalid", {"key": key, "error": msg})
+        metering = board.info["metering"]
+        self.metering_info = metering
+        cal = dict(metering["calibration"])
+        chip = registry.make_chip(metering, board.meter_bus, clock, cal)
+        self.meter = Meter(chip, clock, self.events, metering["meter_constant_imp_per_kwh"],
+                           registry.max_power_w(metering), self.settings["max_voltage_cv"])
+        self.service = ServicePort(board.service, self.settings["service_line_max"])
+        for name in ("ping", "readings", "totals", "events", "status"):
+            self.service.command(name, getattr(self, "cmd_" + name))
+        self.sched = Scheduler(clock, board.watchdog, self._job_failed)
+        self.sched.every("meter", self.settings["meter_period_s"] * 1000, self.meter.poll,
+                         self.settings["meter_period_s"] * 1000)
+        self.sched.every("gc", self.settings["meter_period_s"] * 1000 * self.settings["gc_every_polls"],
+                         self._gc)
+        self.sched.on_input(self.service.poll)
+        self.boot_ticks = clock.ticks_ms()
+
+    def _job_failed(self, name, exc):
+        self.events.emit("job_failed", {"job": name, "error": "%s: %s" % (type(exc).__name__, exc)})
+
+    def _heap_sample(self):
+        try:
+            used = gc.mem_alloc()
+            total = used + gc.mem_free()
+        except AttributeError:  # CPython unit tests
+            return
+        if used > self.heap_peak:
+            self.heap_peak = used
+        self.heap_total = total
+
+    def _gc(self):
+        self._heap_sample()
+        gc.collect()
+
+    # -- service commands ------------------------------------------------------------------------
+    def cmd_ping(self, req):
+        return {"pong": True, "board": self.board.info["name"], "version": VERSION,
+                "time": self.clock.time(), "time_valid": self.clock.time_valid}
+
+    def cmd_readings(self, req):
+        return self.meter.readings()
+
+    def cmd_totals(self, req):
+        if req.get("fresh", True):
+            self.meter.poll()
+        out = self.meter.totals()
+        out["readings"] = self.meter.readings()
+        return out
+
+    def cmd_events(self, req):
+        since = req.get("since", 0)
+        return {"events": [list(e) for e in self.events.since(since)], "counts": self.events.counts,
+                "seq": self.events.seq}
+
+    def cmd_status(self, req):
+        self._heap_sample()
+        return {"heap_peak": self.heap_peak, "heap_total": self.heap_total,
+                "polls": self.meter.polls, "loop_ticks": self.sched.ticks,
+                "uptime_s": self.clock.ticks_diff(self.clock.ticks_ms(), self.boot_ticks) // 1000,
+                "health": self.meter.readings()["health"], "faults": self.meter.faults}
+
+    def run(self):
+        self.board.watchdog.start(self.board.info.get("watchdog_ms", 8000))
+        self.events.emit("boot", {"version": VERSION})
+        self.meter.begin()
+        self.sched.run()
+
+
+def main():
+    import board
+    App(board.Board()).run()

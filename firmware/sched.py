@@ -1,0 +1,86 @@
+"""A cooperative scheduler (the meter's superloop): periodic jobs on the board clock, and input
+handlers run as soon as the board says input is waiting. All timing uses wrapping ticks."""
+
+
+class Job:
+    def __init__(self, name, period_ms, fn, due):
+        self.name = name
+        self.period_ms = period_ms
+        self.fn = fn
+        self.due = due
+        self.runs = 0
+
+
+class Scheduler:
+    def __init__(self, clock, watchdog=None, on_error=None):
+        self.clock = clock
+        self.watchdog = watchdog
+        self.on_error = on_error
+        self.jobs = []
+        self.input_handlers = []
+        self.running = False
+        self.ticks = 0  # loop iterations, for benchmarks
+
+    def every(self, name, period_ms, fn, first_in_ms=0):
+        c = self.clock
+        job = Job(name, period_ms, fn, c.ticks_add(c.ticks_ms(), first_in_ms))
+        self.jobs.append(job)
+        return job
+
+    def on_input(self, fn):
+        self.input_handlers.append(fn)
+
+    def set_period(self, name, period_ms):
+        for j in self.jobs:
+            if j.name == name:
+                j.period_ms = period_ms
+
+    def _call(self, name, fn):
+        try:
+            fn()
+        except Exception as e:  # a failing job is an event, never the end of metering
+            if self.on_error:
+                self.on_error(name, e)
+            else:
+                raise
+
+    def run_due(self):
+        c = self.clock
+        for job in self.jobs:
+            now = c.ticks_ms()
+            if c.ticks_diff(now, job.due) >= 0:
+                self._call(job.name, job.fn)
+                job.runs += 1
+                nxt = c.ticks_add(job.due, job.period_ms)
+                # Fell more than a period behind (a long fault or a reboot): re-anchor instead of bursting.
+                if c.ticks_diff(nxt, c.ticks_ms()) < 0:
+                    nxt = c.ticks_add(c.ticks_ms(), job.period_ms)
+                job.due = nxt
+
+    def next_due(self):
+        c = self.clock
+        now = c.ticks_ms()
+        best = None
+        for job in self.jobs:
+            d = c.ticks_diff(job.due, now)
+            if best is None or d < best:
+                best = d
+        return c.ticks_add(now, best if best is not None and best > 0 else 0)
+
+    def step(self):
+        """One superloop pass: run due jobs, feed the watchdog, sleep until the next job or input."""
+        self.run_due()
+        if self.watchdog:
+            self.watchdog.feed()
+        self.ticks += 1
+        if self.clock.sleep_until(self.next_due()):
+            for fn in self.input_handlers:
+                self._call("input", fn)
+
+    def run(self):
+        self.running = True
+        while self.running:
+            self.step()
+
+    def stop(self):
+        self.running = False

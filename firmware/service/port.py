@@ -1,0 +1,67 @@
+"""The local service port: JSON lines in, one JSON line out per request (`{"id": 1, "cmd": "ping"}` ->
+`{"id": 1, "ok": true, ...}`). Bounded line buffer; a bad line gets an error reply, never a crash."""
+import json
+
+
+class ServicePort:
+    def __init__(self, stream, max_line=1024):
+        self.stream = stream
+        self.max_line = max_line
+        self.buf = bytearray()
+        self.handlers = {}
+        self.overflow = False
+        self.requests = 0
+
+    def command(self, name, fn):
+        """Register fn(request_dict) -> dict (merged into the reply)."""
+        self.handlers[name] = fn
+
+    def poll(self):
+        data = self.stream.read()
+        while data:
+            for b in data:
+                if b == 10 or b == 13:
+                    if self.overflow:
+                        self._reply({"ok": False, "error": "line too long (max %d bytes)" % self.max_line})
+                        self.overflow = False
+                    elif self.buf:
+                        line = bytes(self.buf)
+                        self.buf = bytearray()
+                        self._handle(line)
+                elif not self.overflow:
+                    if len(self.buf) >= self.max_line:
+                        self.overflow = True
+                        self.buf = bytearray()
+                    else:
+                        self.buf.append(b)
+            data = self.stream.read()
+
+    def _handle(self, line):
+        self.requests += 1
+        try:
+            req = json.loads(line)
+        except ValueError:
+            self._reply({"ok": False, "error": "not JSON: send one JSON object per line"})
+            return
+        if not isinstance(req, dict):
+            self._reply({"ok": False, "error": "request must be a JSON object"})
+            return
+        rid = req.get("id")
+        cmd = req.get("cmd")
+        fn = self.handlers.get(cmd)
+        if fn is None:
+            self._reply({"id": rid, "ok": False, "error": "unknown command %r" % (cmd,),
+                         "commands": sorted(self.handlers)})
+            return
+        try:
+            out = fn(req)
+        except Exception as e:  # a handler bug must not take the meter down
+            self._reply({"id": rid, "ok": False, "error": "%s: %s" % (type(e).__name__, e)})
+            return
+        reply = {"id": rid, "ok": True}
+        if out:
+            reply.update(out)
+        self._reply(reply)
+
+    def _reply(self, obj):
+        self.stream.write(json.dumps(obj).encode() + b"\n")

@@ -1,0 +1,63 @@
+"""`meterkit sim run` (accelerated, reproducible) and `meterkit sim start` (realtime, service pty)."""
+import sys
+
+from host_tools.cli import emit
+
+
+def _common(p):
+    p.add_argument("--seed", type=int, default=1, help="the world's seed (default 1)")
+    p.add_argument("--profile", default="household", help="load profile name or JSON file")
+    p.add_argument("--afe", default="typical", help="analog front end name or JSON file (default: typical, uncalibrated)")
+    p.add_argument("--grid", default="stable", help="grid name or JSON file")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+
+
+def register_sim(simsub):
+    p = simsub.add_parser("run", help="an accelerated, reproducible run of a simulated meter")
+    p.add_argument("--days", type=float, required=True)
+    p.add_argument("--period", type=int, default=60, help="metering period in seconds (default 60)")
+    p.add_argument("--heap", default="96k", help="MicroPython heap cap (default 96k)")
+    p.add_argument("--fault", action="append", default=[], metavar="KIND@S[+DUR]",
+                   help="chip fault: silent, garbage or reset at S seconds, lasting DUR seconds")
+    _common(p)
+    p.set_defaults(func=cmd_run)
+
+    p = simsub.add_parser("start", help="a realtime simulated meter with its service port on a pty")
+    p.add_argument("--speed", type=float, default=1.0, help="virtual seconds per wall second")
+    p.add_argument("--link", help="also make this symlink to the service pty")
+    p.add_argument("--period", type=int, default=1, help="metering period in seconds (default 1)")
+    _common(p)
+    p.set_defaults(func=cmd_start)
+
+
+def cmd_run(args):
+    from host_tools.sim.run import run
+    progress = None
+    if not args.json and sys.stderr.isatty():
+        from rich.progress import Progress
+        prog = Progress(transient=True)
+        prog.start()
+        task = prog.add_task("simulating", total=1.0)
+
+        def progress(t, end):
+            prog.update(task, completed=t / end)
+    try:
+        res = run(days=args.days, seed=args.seed, profile=args.profile, afe=args.afe, grid=args.grid,
+                  period_s=args.period, heap=args.heap, faults=args.fault, progress=progress)
+    finally:
+        if progress:
+            prog.stop()
+    emit(res, args.json)
+    return 0
+
+
+def cmd_start(args):
+    from host_tools.sim.live import serve
+    final, m = serve(seed=args.seed, profile=args.profile, afe=args.afe, grid=args.grid, speed=args.speed,
+                     as_json=args.json, link=args.link, period_s=args.period)
+    if not args.json:
+        den = final["rem_den"]
+        print("meter import %.4f kWh, truth %.4f kWh, events %s" % (
+            (final["import_wh"] + final["import_rem"] / den) / 1000, m.world.true_import_wh / 1000,
+            final.get("events")))
+    return 0

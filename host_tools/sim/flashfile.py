@@ -1,0 +1,83 @@
+"""The simulated meter's `vfs` partition: a littlefs image in a file, the same image the build makes for
+the board. Counts what is written (wear) and can tear a write to model a power cut inside it."""
+import os
+
+from littlefs import LittleFS
+
+
+class PowerCut(Exception):
+    """Raised inside a flash write when the simulator cuts the power there."""
+
+
+def make_image(path, size, block_size, files):
+    """Write a fresh littlefs image of `size` bytes holding files {name: bytes}."""
+    fs = LittleFS(block_size=block_size, block_count=size // block_size, name_max=255)
+    for name, data in sorted(files.items()):
+        parent = os.path.dirname(name)
+        if parent:
+            fs.makedirs(parent, exist_ok=True)
+        with fs.open(name, "wb") as f:
+            f.write(data)
+    with open(path, "wb") as f:
+        f.write(bytes(fs.context.buffer))
+
+
+def read_image_files(path, size, block_size):
+    """{name: bytes} of every file in an image (for checks and tests)."""
+    fs = LittleFS(block_size=block_size, block_count=size // block_size, name_max=255, mount=False)
+    with open(path, "rb") as f:
+        fs.context.buffer = bytearray(f.read())
+    fs.mount()
+    out = {}
+    for root, _dirs, names in fs.walk("/"):
+        for n in names:
+            p = (root.rstrip("/") + "/" + n).lstrip("/")
+            with fs.open(p, "rb") as fh:
+                out[p] = fh.read()
+    return out
+
+
+class FlashFile:
+    def __init__(self, path, size, block_size, offset=0):
+        self.path = path
+        self.size = size
+        self.block_size = block_size
+        self.offset = offset           # where the partition starts inside the file (a whole-chip image)
+        self.f = open(path, "r+b")
+        self.bytes_written = 0
+        self.blocks_erased = 0
+        self.writes = 0
+        self.cut_hook = None           # fn(offset, data) -> None or number of bytes to land before a cut
+
+    def _check(self, off, n):
+        if off < 0 or off + n > self.size:
+            raise ValueError("flash access outside the partition: offset %d length %d" % (off, n))
+
+    def read(self, off, n):
+        self._check(off, n)
+        self.f.seek(self.offset + off)
+        return self.f.read(n)
+
+    def write(self, off, data):
+        self._check(off, len(data))
+        if self.cut_hook:
+            land = self.cut_hook(off, data)
+            if land is not None:
+                self.f.seek(self.offset + off)
+                self.f.write(data[:land])
+                self.f.flush()
+                raise PowerCut(off + land)
+        self.f.seek(self.offset + off)
+        self.f.write(data)
+        self.bytes_written += len(data)
+        self.writes += 1
+
+    def erase(self, off, n):
+        self._check(off, n)
+        self.f.seek(self.offset + off)
+        self.f.write(b"\xff" * n)
+        self.blocks_erased += n // self.block_size
+
+    def close(self):
+        self.f.flush()
+        self.f.close()

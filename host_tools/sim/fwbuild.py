@@ -1,0 +1,47 @@
+"""The firmware tree a simulated meter runs: every firmware and sim-board module compiled to .mpy (as on a
+board without frozen modules), main.py as source, board.json beside them. Rebuilt only where sources changed."""
+import json
+import shutil
+from pathlib import Path
+
+from host_tools.build.compile import compile_source
+from host_tools.paths import BUILD, FIRMWARE, board_dir
+
+
+def sources(board="sim"):
+    """(source path, path on the device) for the application and the board module."""
+    out = []
+    for p in sorted(FIRMWARE.rglob("*.py")):
+        rel = p.relative_to(FIRMWARE).as_posix()
+        out.append((p, rel))
+    out.append((board_dir(board) / "board.py", "board.py"))
+    return out
+
+
+def build_tree(board="sim", out=None, mpy=True):
+    """Return the directory holding the runnable tree (compiled when mpy=True, else sources)."""
+    out = Path(out or BUILD / ("fw-%s-%s" % (board, "mpy" if mpy else "src")))
+    out.mkdir(parents=True, exist_ok=True)
+    info = json.loads((board_dir(board) / "board.json").read_text())
+    arch = info.get("arch")
+    wanted = set()
+    for src, rel in sources(board):
+        if rel == "main.py" or not mpy:
+            dst = out / rel
+            wanted.add(dst)
+            if not dst.exists() or dst.stat().st_mtime < src.stat().st_mtime:
+                dst.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(src, dst)
+            continue
+        dst = out / (rel[:-3] + ".mpy")
+        wanted.add(dst)
+        if dst.exists() and dst.stat().st_mtime >= src.stat().st_mtime:
+            continue
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        dst.write_bytes(compile_source(src, rel, None if arch == "host" else arch))
+    shutil.copyfile(board_dir(board) / "board.json", out / "board.json")
+    wanted.add(out / "board.json")
+    for p in out.rglob("*"):       # drop modules whose sources are gone
+        if p.is_file() and p not in wanted:
+            p.unlink()
+    return out

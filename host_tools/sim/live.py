@@ -1,0 +1,168 @@
+"""Realtime simulated meter for people and host tools (`meterkit sim start`, `make demo`): the service
+port on a pty, and a live view of what the meter reports next to the world's truth."""
+import json
+import os
+import signal
+import sys
+import time
+import tty
+
+from rich.console import Group
+from rich.live import Live
+from rich.panel import Panel
+from rich.table import Table
+
+from host_tools.sim.runner import SimMeter
+
+
+class Stop(Exception):
+    pass
+
+
+def open_pty(link=None):
+    """A pty pair for the service port; returns (master_fd, slave_path). `link` makes a stable symlink."""
+    master, slave = os.openpty()
+    tty.setraw(slave)
+    path = os.ttyname(slave)
+    if link:
+        try:
+            os.unlink(link)
+        except FileNotFoundError:
+            pass
+        os.symlink(path, link)
+        path = link
+    return master, slave, path
+
+
+class LiveView:
+    """Polls the meter through the runner's own service requests (kept off the pty) and renders."""
+
+    def __init__(self, meter, refresh_s=0.5):
+        self.m = meter
+        self.refresh_s = refresh_s
+        self.last = 0.0
+        self.pending = None
+        self.totals = None
+        self.counts = {}
+        self.pending_ev = None
+
+    def poll(self):
+        svc = self.m.service
+        if self.pending and self.pending in svc.replies:
+            self.totals = svc.replies.pop(self.pending)
+            self.pending = None
+        if self.pending_ev and self.pending_ev in svc.replies:
+            self.counts = svc.replies.pop(self.pending_ev).get("counts", {})
+            self.pending_ev = None
+        now = time.monotonic()
+        if now - self.last >= self.refresh_s and not self.pending and not svc.pty_partial:
+            self.last = now
+            self.pending = svc.request("totals", fresh=False)
+            self.pending_ev = svc.request("events", since=10 ** 9)
+
+    def render(self):
+        w = self.m.world
+        t = Table(show_header=True, header_style="bold", expand=False)
+        for col in ("", "meter", "truth"):
+            t.add_column(col, justify="right")
+        r = (self.totals or {}).get("readings", {})
+        tot = self.totals or {}
+        snap = w.snapshot()
+        amps = 0.0
+        if snap["volts"] > 0 and snap["load_pf"]:
+            amps = abs(w.supply_power_w()) / (snap["volts"] * abs(snap["load_pf"]))
+        t.add_row("voltage V", _f(r.get("urms_cv"), 100, 2), "%.2f" % snap["volts"])
+        t.add_row("current A", _f(r.get("irms_ma"), 1000, 3), "%.3f" % amps)
+        t.add_row("power W", str(r.get("p_w", "-")), "%.1f" % w.supply_power_w())
+        t.add_row("power factor", _f(r.get("pf_milli"), 1000, 3), "%.3f" % snap["load_pf"])
+        t.add_row("frequency Hz", _f(r.get("freq_chz"), 100, 2), "%.2f" % snap["freq"])
+        imp = None
+        if tot:
+            imp = tot["import_wh"] + tot["import_rem"] / tot["rem_den"]
+        t.add_row("import kWh", "%.4f" % (imp / 1000) if imp is not None else "-",
+                  "%.4f" % (w.true_import_wh / 1000))
+        t.add_row("chip", r.get("health", "-"), "relay closed" if w.relay_closed else "relay OPEN")
+        day = w.now_ms // 86400000
+        hms = time.strftime("%H:%M:%S", time.gmtime((w.now_ms // 1000) % 86400))
+        head = "simulated day %d %s  |  seed %d  |  boots %d" % (day, hms, self.m.seed, self.m.boots)
+        ev = ", ".join("%s %d" % kv for kv in sorted(self.counts.items())) or "none"
+        parts = [t, "events: " + ev]
+        if self.m.display_lines:
+            parts.append(Panel("\n".join(self.m.display_lines), title="meter display", expand=False))
+        if self.m.service.pty_fd is not None:
+            parts.append("service port: %s" % self.pty_path)
+        return Panel(Group(*parts), title=head, expand=False)
+
+    pty_path = None
+
+
+def _f(v, div, nd):
+    return "-" if v is None else ("%." + str(nd) + "f") % (v / div)
+
+
+def serve(seed=1, profile="household", afe="typical", grid="stable", speed=1.0, as_json=False,
+          link=None, period_s=1, days=None, script=None, quiet=False, settings=None, out=sys.stdout):
+    """Run a meter in realtime until interrupted (or for `days` simulated days). Returns the meter's
+    final totals reply."""
+    st = {"meter_period_s": period_s}
+    st.update(settings or {})
+    m = SimMeter(seed=seed, profile=profile, afe=afe, grid=grid, settings=st, realtime=True, speed=speed)
+    master, slave, path = open_pty(link)
+    m.service.pty_fd = master
+    view = LiveView(m)
+    view.pty_path = path
+    stop = {"flag": False}
+
+    def _stop(*_):
+        stop["flag"] = True
+
+    old = {s: signal.signal(s, _stop) for s in (signal.SIGINT, signal.SIGTERM)}
+    end_ms = int(days * 86400000) if days else None
+    if script:
+        script(m)
+    live = None
+    try:
+        m.boot()
+        ping = m.request("ping")
+        if as_json:
+            out.write(json.dumps({"service_port": path, "seed": seed, "board": m.board,
+                                  "firmware": ping.get("version"), "pid": os.getpid()}) + "\n")
+            out.flush()
+        elif not quiet:
+            live = Live(view.render(), refresh_per_second=4, transient=False)
+            live.start()
+
+        def hook():
+            if stop["flag"]:
+                raise Stop()
+            view.poll()
+            if live:
+                live.update(view.render())
+            if end_ms is not None and m.world.now_ms >= end_ms:
+                raise Stop()
+
+        m.tick_hook = hook
+        try:
+            m._serve(stop_at_ms=end_ms)
+        except Stop:
+            pass
+        m.realtime = False
+        final = m.request("totals")
+        final["events"] = m.request("events").get("counts", {})
+        view.totals = final
+        if live:
+            live.update(view.render())
+        return final, m
+    finally:
+        if live:
+            live.stop()
+        for s, h in old.items():
+            signal.signal(s, h)
+        m.close()
+        os.close(master)
+        os.close(slave)
+        if link:
+            try:
+                os.unlink(link)
+            except OSError:
+                pass

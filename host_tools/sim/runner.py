@@ -1,0 +1,362 @@
+"""A simulated meter: the real firmware under the MicroPython unix port, connected to the world over
+the link, with its flash in a file and its service port bridged to a pty (or driven by the runner).
+
+Lockstep (accelerated) mode advances virtual time as fast as the firmware asks, exactly reproducible
+from the seed. Realtime mode paces virtual time by the wall clock (times `speed`) and wakes the
+firmware early when bytes arrive on the service pty. The same code serves both."""
+import json
+import os
+import select
+import signal
+import socket
+import struct
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+from host_tools.errors import SimulationError
+from host_tools.paths import board_dir, micropython_bin
+from host_tools.sim import link as L
+from host_tools.sim.flashfile import FlashFile, PowerCut, make_image
+from host_tools.sim.fwbuild import build_tree
+from host_tools.sim.world import World
+
+_HELLO_R = struct.Struct("<QIB")
+
+
+class ServiceChannel:
+    """The meter's service UART as the simulator sees it: bytes towards the firmware (rx) and the
+    lines it sends back. Requests the runner makes itself carry ids "_sim-N" and their replies are
+    kept off the pty."""
+
+    def __init__(self):
+        self.rx = bytearray()
+        self.tx_partial = bytearray()
+        self.replies = {}            # id -> reply dict, for the runner's own requests
+        self.lines_out = []          # complete lines for an outside client (pty)
+        self.pty_fd = None
+        self.pty_partial = False     # a host tool is half-way through a line
+        self._n = 0
+
+    def request(self, cmd, **args):
+        self._n += 1
+        rid = "_sim-%d" % self._n
+        args.update(cmd=cmd, id=rid)
+        self.rx += json.dumps(args).encode() + b"\n"
+        return rid
+
+    def from_firmware(self, data):
+        self.tx_partial += data
+        while True:
+            i = self.tx_partial.find(b"\n")
+            if i < 0:
+                break
+            line = bytes(self.tx_partial[:i + 1])
+            del self.tx_partial[:i + 1]
+            rid = None
+            if b'"_sim-' in line:
+                try:
+                    obj = json.loads(line)
+                    rid = obj.get("id")
+                except ValueError:
+                    obj = None
+                if isinstance(rid, str) and rid.startswith("_sim-"):
+                    self.replies[rid] = obj
+                    continue
+            if self.pty_fd is not None:
+                try:
+                    os.write(self.pty_fd, line)
+                except OSError:
+                    pass
+            else:
+                self.lines_out.append(line)
+
+    def from_pty(self, data):
+        self.rx += data
+        self.pty_partial = not data.endswith(b"\n")
+
+
+class SimMeter:
+    """One simulated meter: world + firmware process + link. Use run_until()/request() in lockstep, or
+    serve_realtime() for people and host tools."""
+
+    def __init__(self, seed=1, profile="household", afe="typical", grid="stable", board="sim",
+                 settings=None, heap="96k", mpy=True, workdir=None, realtime=False, speed=1.0,
+                 time_valid=True, flash_image=None, keep_flash=False):
+        self.board = board
+        self.info = json.loads((board_dir(board) / "board.json").read_text())
+        self.seed = seed
+        self.heap = heap
+        self.world = World(self.info, seed, profile, afe, grid)
+        self.service = ServiceChannel()
+        self.realtime = realtime
+        self.speed = speed
+        self.time_valid = time_valid
+        self.tmp = None
+        if workdir is None:
+            self.tmp = tempfile.TemporaryDirectory(prefix="meter-sim-")
+            workdir = self.tmp.name
+        self.workdir = Path(workdir)
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.fw_dir = build_tree(board, mpy=mpy)
+        fl = self.info["flash"]
+        self.flash_path = Path(flash_image) if flash_image else self.workdir / "flash.img"
+        if not self.flash_path.exists() or not keep_flash:
+            files = {}
+            if settings:
+                files["settings.json"] = json.dumps(settings).encode()
+            make_image(self.flash_path, fl["vfs_size"], fl["block_size"], files)
+        self.flash = FlashFile(str(self.flash_path), fl["vfs_size"], fl["block_size"])
+        self.pins = {v: 0 for v in self.info["pins"].values()}
+        self.pin_names = {v: k for k, v in self.info["pins"].items()}
+        self.display_lines = []
+        self.keys = []
+        self.boots = 0
+        self.stats = {"frames": 0}
+        self.proc = None
+        self.link = None
+        self.listener, self.port = L.listen()
+        self.log_path = self.workdir / "firmware.log"
+        self.on_display = None
+        self._wall0 = None
+        self._virt0 = 0
+
+    # -- firmware process ------------------------------------------------------------------------
+    def boot(self):
+        env = dict(os.environ)
+        env.update(MICROPYPATH=".frozen:" + str(self.fw_dir), METER_SIM="127.0.0.1:%d" % self.port,
+                   METER_SEED=str(self.seed), METER_BOARD_JSON=str(self.fw_dir / "board.json"))
+        log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen(
+            [micropython_bin(), "-X", "heapsize=%s" % self.heap, str(self.fw_dir / "main.py")],
+            cwd=str(self.workdir), env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
+            start_new_session=True)
+        log.close()
+        self.listener.settimeout(30)
+        try:
+            conn, _ = self.listener.accept()
+        except socket.timeout:
+            raise SimulationError("the firmware did not connect to the simulator within 30 s",
+                                  hint="see %s" % self.log_path) from None
+        self.link = L.Link(conn)
+        self.link.conn.settimeout(60)
+        self.boots += 1
+
+    def kill(self):
+        """Cut the firmware's power: the process dies wherever it is."""
+        if self.proc and self.proc.poll() is None:
+            try:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            self.proc.wait()
+        if self.link:
+            self.link.close()
+            self.link = None
+
+    def close(self):
+        self.kill()
+        self.listener.close()
+        self.flash.close()
+        if self.tmp:
+            self.tmp.cleanup()
+
+    def firmware_log(self, tail=3000):
+        try:
+            return self.log_path.read_text(errors="replace")[-tail:]
+        except OSError:
+            return ""
+
+    # -- frame handling --------------------------------------------------------------------------
+    def _flags(self):
+        f = 0
+        if self.service.rx:
+            f |= L.IN_SERVICE
+        if self.keys:
+            f |= L.IN_KEY
+        return f
+
+    def _handle(self, ftype, p, stop_at_ms):
+        """Serve one frame. Returns False when the firmware asked to advance past stop_at_ms
+        (the ADVANCE stays unanswered until the caller resumes)."""
+        w = self.world
+        link = self.link
+        if ftype == L.SPI:
+            buf = bytearray(p[2:])
+            w.chip.transfer(buf)
+            link.reply(L.SPI, bytes(buf))
+        elif ftype == L.ADVANCE:
+            until = L.unpack_u64(p)
+            self._pending_until = until
+            return self._advance(stop_at_ms)
+        elif ftype == L.UART_W:
+            if p[0] == L.PORT_SERVICE:
+                self.service.from_firmware(p[1:])
+        elif ftype == L.UART_R:
+            port, mx = struct.unpack_from("<BH", p)
+            data = b""
+            if port == L.PORT_SERVICE:
+                data = bytes(self.service.rx[:mx])
+                del self.service.rx[:mx]
+            link.reply(L.UART_R, data)
+        elif ftype == L.GPIO_W:
+            self._gpio_write(p[0], p[1])
+        elif ftype == L.GPIO_R:
+            link.reply(L.GPIO_R, bytes((self._gpio_read(p[0]),)))
+        elif ftype == L.FLASH_R:
+            off, n = struct.unpack_from("<II", p)
+            link.reply(L.FLASH_R, self.flash.read(off, n))
+        elif ftype == L.FLASH_W:
+            off = struct.unpack_from("<I", p)[0]
+            self.flash.write(off, p[4:])
+            link.reply(L.FLASH_W, b"\x00")
+        elif ftype == L.FLASH_E:
+            off, n = struct.unpack_from("<II", p)
+            self.flash.erase(off, n)
+            link.reply(L.FLASH_E, b"\x00")
+        elif ftype == L.HELLO:
+            link.reply(L.HELLO, _HELLO_R.pack(w.now_ms, w.epoch, 1 if self.time_valid else 0))
+        elif ftype == L.WDT:
+            pass  # hangs are caught by the link's wall-clock timeout
+        elif ftype == L.DISPLAY:
+            self.display_lines = p.decode("utf-8", "replace").split("\n")
+            if self.on_display:
+                self.on_display(self.display_lines)
+        elif ftype == L.KEY_R:
+            link.reply(L.KEY_R, self.keys.pop(0).encode() if self.keys else b"")
+        elif ftype == L.TIME_SET:
+            t = struct.unpack_from("<I", p)[0]
+            w.epoch = t - w.now_ms // 1000
+        elif ftype == L.RESET:
+            raise _Reboot()
+        else:
+            raise SimulationError("the firmware sent an unknown frame type %d" % ftype)
+        return True
+
+    def _gpio_write(self, pin, level):
+        self.pins[pin] = level
+
+    def _gpio_read(self, pin):
+        name = self.pin_names.get(pin)
+        if name == "relay_feedback":
+            return 1 if self.world.relay_closed else 0
+        return self.pins.get(pin, 0)
+
+    def _advance(self, stop_at_ms):
+        """Advance the world towards the pending ADVANCE's target; reply when reached or input waits."""
+        w = self.world
+        until = self._pending_until
+        while True:
+            if self._flags():
+                break
+            if w.now_ms >= until:
+                break
+            if stop_at_ms is not None and w.now_ms >= stop_at_ms:
+                return False
+            target = until
+            if stop_at_ms is not None and stop_at_ms < target:
+                target = stop_at_ms
+            nxt = w.next_agenda_ms()
+            if nxt is not None and nxt < target:
+                target = max(nxt, w.now_ms)
+            if self.realtime:
+                target = self._pace(target)
+            w.advance_to(target)
+        self._pending_until = None
+        self.link.reply(L.ADVANCE, L.pack_advance_reply(w.now_ms, self._flags()))
+        return True
+
+    def _pace(self, target):
+        """Realtime: wait until the wall clock reaches `target`, or less if the pty brings input."""
+        w = self.world
+        if self._wall0 is None:
+            self._wall0, self._virt0 = time.monotonic(), w.now_ms
+        while True:
+            now_v = self._virt0 + int((time.monotonic() - self._wall0) * 1000 * self.speed)
+            if now_v >= target:
+                return target
+            wait = min((target - now_v) / 1000.0 / self.speed, 0.05)
+            if self.service.pty_fd is not None:
+                r, _, _ = select.select([self.service.pty_fd], [], [], wait)
+                if r:
+                    try:
+                        data = os.read(self.service.pty_fd, 4096)
+                    except OSError:
+                        data = b""
+                    if data:
+                        self.service.from_pty(data)
+                        return max(w.now_ms, min(target, now_v))
+            else:
+                time.sleep(wait)
+            if self.tick_hook:
+                self.tick_hook()
+                if self._flags():
+                    return max(w.now_ms, min(target, now_v))
+
+    tick_hook = None
+    _pending_until = None
+
+    def _serve(self, stop_at_ms=None, until_reply=None):
+        """Serve frames until virtual time reaches stop_at_ms (the firmware blocked in ADVANCE past it),
+        or the reply with id until_reply arrived."""
+        while True:
+            if self.link is None:
+                self.boot()
+            if until_reply is not None and until_reply in self.service.replies:
+                return self.service.replies.pop(until_reply)
+            try:
+                if self._pending_until is not None:
+                    ok = self._advance(stop_at_ms)
+                else:
+                    ftype, p = self.link.next_frame()
+                    self.stats["frames"] += 1
+                    ok = self._handle(ftype, p, stop_at_ms)
+            except (L.LinkClosed, ConnectionError, socket.timeout, _Reboot):
+                self._firmware_gone()
+                continue
+            except PowerCut:
+                self.kill()
+                continue
+            if not ok:
+                return None
+
+    def _firmware_gone(self):
+        """The process exited, hung or asked to reboot: start it again, as a watchdog or power would."""
+        crashed = self.proc is not None and self.proc.poll() not in (None, 0)
+        self.kill()
+        self._pending_until = None
+        if crashed and self.boots > 50:
+            raise SimulationError("the firmware keeps crashing", hint="see %s:\n%s" % (
+                self.log_path, self.firmware_log()))
+        if self.proc is not None and self.proc.returncode not in (0, -9, None):
+            self.stats["crashes"] = self.stats.get("crashes", 0) + 1
+            if self.stats["crashes"] > 20:
+                raise SimulationError("the firmware crashed %d times" % self.stats["crashes"],
+                                      hint="see %s:\n%s" % (self.log_path, self.firmware_log()))
+
+    # -- what callers use ------------------------------------------------------------------------
+    def run_until(self, t_ms):
+        """Lockstep: run world and firmware until virtual time t_ms."""
+        self._serve(stop_at_ms=t_ms)
+
+    def run_for(self, seconds):
+        self.run_until(self.world.now_ms + int(seconds * 1000))
+
+    def request(self, cmd, timeout_virtual_s=60, **args):
+        """Send a service request through the meter's service UART and wait for its reply."""
+        rid = self.service.request(cmd, **args)
+        deadline = self.world.now_ms + timeout_virtual_s * 1000
+        while True:
+            got = self._serve(stop_at_ms=deadline, until_reply=rid)
+            if got is not None:
+                return got
+            raise SimulationError("the meter did not answer %r within %d simulated seconds" % (
+                cmd, timeout_virtual_s), hint="see %s" % self.log_path)
+
+    def press(self, key):
+        self.keys.append(key)
+
+
+class _Reboot(Exception):
+    pass

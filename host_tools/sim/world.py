@@ -1,0 +1,170 @@
+"""The simulated world, and the time master: grid, household load, analog front end and metering chip,
+advanced in integer milliseconds. Truth (the energy that really flowed) is integrated here from the
+physical signals, independently of anything the firmware does."""
+import math
+import random
+
+from host_tools.sim.afe import FrontEnd
+from host_tools.sim.chips.atm90e26 import ATM90E26
+from host_tools.sim.grid import Grid
+from host_tools.sim.loads import LoadProfile
+
+DAY_S = 86400
+# Timestamps the world starts at by default: 2026-01-05 00:00 UTC (a Monday).
+DEFAULT_EPOCH = 1767571200
+
+
+def _named_or_file(cls, spec, seed, *extra):
+    """A profile given as a name, a JSON path, or a dict."""
+    if isinstance(spec, dict) or (isinstance(spec, str) and (spec.endswith(".json") or "/" in spec)):
+        return cls.from_json(spec, seed, *extra)
+    return cls.named(spec, seed, *extra)
+
+
+class World:
+    def __init__(self, board_info, seed=1, profile="household", afe="typical", grid="stable",
+                 epoch=DEFAULT_EPOCH):
+        self.seed = seed
+        self.board_info = board_info
+        self.epoch = epoch
+        met = board_info["metering"]
+        design = dict(met["front_end"])
+        design.update({k: met[k] for k in ("un_v", "ib_a", "imax_a", "f_hz")})
+        self.loads = _named_or_file(LoadProfile, profile, seed)
+        self.grid = _named_or_file(Grid, grid, seed + 1)
+        self.afe = _named_or_file(FrontEnd, afe, seed + 2, design)
+        self.chip = ATM90E26(random.Random(seed * 1000003 + 3))
+        self.now_ms = 0
+        self.true_import_wh = 0.0
+        self.true_export_wh = 0.0
+        self.relay_closed = True
+        self.bench = None               # a calibration bench may drive the signals instead of the loads
+        # Physical state now.
+        self.volts = 0.0
+        self.freq = 50.0
+        self.grid_on = True
+        self.load_w = 0.0
+        self.load_pf = 1.0
+        self._changes = []              # pending (t_ms, kind, values) within the fetched window
+        self._window_end_ms = 0
+        self._agenda = []               # (t_ms, callable) scheduled actions (faults, scripted input)
+        self._fetch_window()
+        self._apply_due_changes()
+        self._update_inputs()
+
+    # -- the timeline ----------------------------------------------------------------------------
+    def _fetch_window(self):
+        t0 = self._window_end_ms // 1000
+        t1 = t0 + DAY_S
+        ch = []
+        for t, w, pf in self.loads.segments(t0, t1):
+            ch.append((int(round(t * 1000)), 0, (w, pf)))
+        for t, v, f, on in self.grid.segments(t0, t1):
+            ch.append((int(round(t * 1000)), 1, (v, f, on)))
+        ch.sort(key=lambda c: (c[0], c[1]))
+        self._changes.extend(ch)
+        self._window_end_ms = t1 * 1000
+
+    def _apply_due_changes(self):
+        ch = self._changes
+        i = 0
+        while i < len(ch) and ch[i][0] <= self.now_ms:
+            _, kind, vals = ch[i]
+            if kind == 0:
+                self.load_w, self.load_pf = vals
+            else:
+                self.volts, self.freq, self.grid_on = vals
+            i += 1
+        if i:
+            del ch[:i]
+
+    def _next_change_ms(self):
+        while not self._changes:
+            self._fetch_window()
+        t = self._changes[0][0]
+        if self._agenda and self._agenda[0][0] < t:
+            t = self._agenda[0][0]
+        return t
+
+    def schedule(self, t_ms, action):
+        """Run action(world) when virtual time reaches t_ms."""
+        self._agenda.append((t_ms, action))
+        self._agenda.sort(key=lambda a: a[0])
+
+    def next_agenda_ms(self):
+        return self._agenda[0][0] if self._agenda else None
+
+    # -- physics ---------------------------------------------------------------------------------
+    def supply_power_w(self):
+        """The power actually flowing through the meter now (W; negative = export)."""
+        if self.bench is not None:
+            return self.bench.power_w()
+        if not (self.grid_on and self.relay_closed):
+            return 0.0
+        return self.load_w
+
+    def _update_inputs(self):
+        if self.bench is not None:
+            volts, amps, phi, freq = self.bench.signals()
+        else:
+            volts = self.volts if self.grid_on else 0.0
+            freq = self.freq
+            w = self.supply_power_w()
+            pf = self.load_pf if self.load_pf else 1.0
+            apf = min(1.0, abs(pf))
+            amps = abs(w) / (volts * apf) if volts > 0 and w else 0.0
+            phi = math.acos(apf) * (1 if pf >= 0 else -1)
+            if w < 0:
+                phi += math.pi
+        v_mv, i_mv, phi_pin, f, n_mv, n_phi = self.afe.pins(volts, amps, phi, freq, amps)
+        self.chip.set_inputs(v_mv, i_mv, phi_pin, f, n_mv, n_phi)
+
+    def _integrate(self, dt_ms):
+        if dt_ms <= 0:
+            return
+        p = self.supply_power_w()
+        if p > 0:
+            self.true_import_wh += p * dt_ms / 3600000.0
+        elif p < 0:
+            self.true_export_wh -= p * dt_ms / 3600000.0
+        self.chip.advance(dt_ms / 1000.0)
+
+    def advance_to(self, until_ms):
+        """Move virtual time to until_ms, applying every change and scheduled action on the way."""
+        while self.now_ms < until_ms:
+            nxt = self._next_change_ms()
+            step_to = until_ms if nxt > until_ms else nxt
+            self._integrate(step_to - self.now_ms)
+            self.now_ms = step_to
+            if step_to == nxt:
+                self._apply_due_changes()
+                self._run_agenda()
+                self._update_inputs()
+        self._run_agenda()
+
+    def _run_agenda(self):
+        changed = False
+        while self._agenda and self._agenda[0][0] <= self.now_ms:
+            _, action = self._agenda.pop(0)
+            action(self)
+            changed = True
+        if changed:
+            self._update_inputs()
+
+    def set_relay(self, closed):
+        self.relay_closed = bool(closed)
+        self._update_inputs()
+
+    # -- faults on demand ------------------------------------------------------------------------
+    def chip_fault(self, kind):
+        """kind: None (healthy), "silent", "garbage", or "reset" (the chip's power-on reset)."""
+        if kind == "reset":
+            self.chip.power_on_reset()
+        else:
+            self.chip.set_fault(kind)
+
+    def snapshot(self):
+        return {"t_ms": self.now_ms, "volts": self.volts if self.grid_on else 0.0, "freq": self.freq,
+                "grid_on": self.grid_on, "load_w": self.load_w, "load_pf": self.load_pf,
+                "relay_closed": self.relay_closed, "true_import_wh": self.true_import_wh,
+                "true_export_wh": self.true_export_wh}
