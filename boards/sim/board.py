@@ -31,6 +31,7 @@ IN_POWER_FAIL = const(4)
 IN_MODEM = const(8)
 IN_GPIO = const(16)
 
+_CHUNK = const(512)
 _TICKS_MASK = const(0x3FFFFFFF)
 _TICKS_HALF = const(0x20000000)
 
@@ -44,8 +45,10 @@ class _Link:
         s.connect(socket.getaddrinfo(host, int(port))[0][-1])
         s.setsockopt(6, 1, 1)  # IPPROTO_TCP, TCP_NODELAY (constants absent in MicroPython)
         self.s = s
-        self.tx = bytearray(4200)
-        self.rx = bytearray(4200)
+        # Small buffers: flash and UART traffic is chunked to fit, so no large contiguous block is
+        # needed on a fragmented heap.
+        self.tx = bytearray(_CHUNK + 16)
+        self.rx = bytearray(_CHUNK + 16)
         self.rxv = memoryview(self.rx)
 
     def send(self, ftype, payload=b""):
@@ -153,7 +156,7 @@ class SimStream:
         self._clock = clock
         self._port = port
         self._flag = flag
-        self._req = struct.pack("<BH", port, 512)
+        self._req = struct.pack("<BH", port, _CHUNK)
         self._pre = bytes((port,))
 
     def read(self):
@@ -167,8 +170,8 @@ class SimStream:
 
     def write(self, data):
         link = self._link
-        for i in range(0, len(data), 4000):
-            link.send(_UART_W, self._pre + data[i:i + 4000])
+        for i in range(0, len(data), _CHUNK - 1):
+            link.send(_UART_W, self._pre + data[i:i + _CHUNK - 1])
 
 
 class SimModem(SimStream):
@@ -218,7 +221,7 @@ class SimFlash:
         total = len(buf)
         mv = memoryview(buf)
         while done < total:
-            chunk = min(4096, total - done)
+            chunk = min(_CHUNK, total - done)
             struct.pack_into("<II", self._req, 0, pos + done, chunk)
             got = link.call(_FLASH_R, self._req)
             mv[done:done + got] = link.rxv[3:3 + got]
@@ -231,9 +234,15 @@ class SimFlash:
             off = 0
         pos = n * self.block_size + off
         mv = memoryview(buf)
-        for i in range(0, len(buf), 4000):
-            part = mv[i:i + 4000]
-            self._link.call(_FLASH_W, struct.pack("<I", pos + i) + bytes(part))
+        hdr = self._req
+        tx = self._link.tx
+        for i in range(0, len(buf), _CHUNK):
+            part = mv[i:i + _CHUNK]
+            n = len(part)
+            struct.pack_into("<BHI", tx, 0, _FLASH_W, n + 4, pos + i)
+            tx[7:7 + n] = part
+            self._link.s.write(memoryview(tx)[:7 + n])
+            self._link.recv()
 
     def ioctl(self, op, arg):
         if op == 4:
@@ -345,174 +354,6 @@ class Board:
         os.mount(vfs, path)
         return path
 
-    def reset(self):
-        self._reset.value(1)
-        self._clock.sleep_ms(100)
-        self._reset.value(0)
-
-
-class SimPin:
-    def __init__(self, link, num):
-        self._link = link
-        self._num = num
-        self._w = bytearray(2)
-        self._w[0] = num
-
-    def value(self, v=None):
-        if v is None:
-            self._link.call(_GPIO_R, bytes((self._num,)))
-            return self._link.rx[3]
-        self._w[1] = 1 if v else 0
-        self._link.send(_GPIO_W, self._w)
-
-
-class SimFlash:
-    """The `vfs` partition as a littlefs block device; every write goes through the simulator so it can
-    cut the power in the middle of one."""
-
-    def __init__(self, link, size, block_size):
-        self._link = link
-        self.block_size = block_size
-        self.block_count = size // block_size
-        self._req = bytearray(8)
-
-    def readblocks(self, n, buf, off=0):
-        link = self._link
-        pos = n * self.block_size + off
-        done = 0
-        total = len(buf)
-        mv = memoryview(buf)
-        while done < total:
-            chunk = min(4096, total - done)
-            struct.pack_into("<II", self._req, 0, pos + done, chunk)
-            got = link.call(_FLASH_R, self._req)
-            mv[done:done + got] = link.rxv[3:3 + got]
-            done += chunk
-
-    def writeblocks(self, n, buf, off=None):
-        if off is None:
-            for i in range(len(buf) // self.block_size):
-                self.ioctl(6, n + i)
-            off = 0
-        pos = n * self.block_size + off
-        mv = memoryview(buf)
-        for i in range(0, len(buf), 4000):
-            part = mv[i:i + 4000]
-            self._link.call(_FLASH_W, struct.pack("<I", pos + i) + bytes(part))
-
-    def ioctl(self, op, arg):
-        if op == 4:
-            return self.block_count
-        if op == 5:
-            return self.block_size
-        if op == 6:
-            struct.pack_into("<II", self._req, 0, arg * self.block_size, self.block_size)
-            self._link.call(_FLASH_E, self._req)
-            return 0
-        return 0
-
-
-class SimRandom:
-    def __init__(self, seed):
-        random.seed(seed)
-
-    def getrandbits(self, k):
-        if k <= 30:
-            return random.getrandbits(k)
-        v = 0
-        while k > 0:
-            step = 30 if k > 30 else k
-            v = (v << step) | random.getrandbits(step)
-            k -= step
-        return v
-
-    def bytes(self, n):
-        return bytes(random.getrandbits(8) for _ in range(n))
-
-
-class SimWatchdog:
-    def __init__(self, link):
-        self._link = link
-        self._feed = struct.pack("<I", 0)
-
-    def start(self, timeout_ms):
-        self._link.send(_WDT, struct.pack("<I", timeout_ms))
-
-    def feed(self):
-        self._link.send(_WDT, self._feed)
-
-
-class SimKeypad:
-    def __init__(self, link, clock):
-        self._link = link
-        self._clock = clock
-
-    def read_key(self):
-        if not (self._clock.flags & IN_KEY):
-            return None
-        self._clock.flags &= ~IN_KEY
-        n = self._link.call(_KEY_R)
-        if not n:
-            return None
-        return str(bytes(self._link.rxv[3:3 + n]), "utf-8")
-
-
-class SimDisplay:
-    def __init__(self, link):
-        self._link = link
-        self._last = None
-
-    def show(self, lines):
-        text = "\n".join(lines)
-        if text != self._last:
-            self._last = text
-            self._link.send(_DISPLAY, text.encode())
-
-
-def _board_json_path():
-    here = __file__.rsplit("/", 1)[0] if "/" in __file__ else "."
-    return here + "/board.json"
-
-
-class Board:
-    """The sim board. Reads board.json beside this file; connects to the simulator named by METER_SIM."""
-
-    def __init__(self, info_path=None):
-        with open(info_path or os.getenv("METER_BOARD_JSON") or _board_json_path()) as f:
-            self.info = json.load(f)
-        addr = os.getenv("METER_SIM")
-        if not addr:
-            raise OSError("METER_SIM is not set: the sim board runs only inside `meterkit sim`")
-        self._link = link = _Link(addr)
-        link.call(_HELLO, b"sim-board")
-        now_ms, epoch_s, valid = struct.unpack_from("<QIB", link.rx, 3)
-        self.clock = SimClock(link, now_ms, epoch_s, valid)
-        self.meter_bus = SimSPI(link, self.info["metering"]["spi"]["id"])
-        pins = self.info["pins"]
-        self._pins = {}
-        self.service = SimStream(link, self.clock, 0, IN_SERVICE)
-        self.modem = SimModem(link, self.clock, 1, IN_MODEM, self.pin("modem_power"), self.pin("modem_reset"))
-        fl = self.info["flash"]
-        self.flash = SimFlash(link, fl["vfs_size"], fl["block_size"])
-        self.random = SimRandom(int(os.getenv("METER_SEED") or "1"))
-        self.watchdog = SimWatchdog(link)
-        self.keypad = SimKeypad(link, self.clock)
-        self.display = SimDisplay(link)
-
-    def pin(self, name):
-        p = self._pins.get(name)
-        if p is None:
-            p = self._pins[name] = SimPin(self._link, self.info["pins"][name])
-        return p
-
-    def mount(self, path="/flash"):
-        vfs = os.VfsLfs2(self.flash)
-        os.mount(vfs, path)
-        return path
-
-    def report_heap(self, peak, total):
-        """Sim-only: tell the simulator the firmware's heap figures (for reports and benchmarks)."""
-        self._link.send(_STATS, struct.pack("<II", peak, total))
 
     def reset(self):
         self._link.send(_RESET)

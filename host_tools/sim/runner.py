@@ -133,12 +133,20 @@ class SimMeter:
             cwd=str(self.workdir), env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
             start_new_session=True)
         log.close()
-        self.listener.settimeout(30)
-        try:
-            conn, _ = self.listener.accept()
-        except socket.timeout:
-            raise SimulationError("the firmware did not connect to the simulator within 30 s",
-                                  hint="see %s" % self.log_path) from None
+        self.listener.settimeout(0.05)
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                conn, _ = self.listener.accept()
+                break
+            except socket.timeout:
+                if self.proc.poll() is not None:
+                    raise SimulationError("the firmware exited before connecting (status %s)" % self.proc.returncode,
+                                          hint="see %s:\n%s" % (self.log_path, self.firmware_log())) from None
+                if time.monotonic() > deadline:
+                    self.kill()
+                    raise SimulationError("the firmware did not connect to the simulator within 30 s",
+                                          hint="see %s" % self.log_path) from None
         self.link = L.Link(conn)
         self.link.conn.settimeout(60)
         self.boots += 1

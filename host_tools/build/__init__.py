@@ -1,0 +1,1 @@
+"""Build the meter application: mpy-cross compile, littlefs image, build manifest (`meterkit build`)."""

@@ -1,0 +1,15 @@
+# MicroPython manifest (not imported by Python): freezes the meter application from firmware/ into a
+# custom MicroPython build. Included by boards/<board>/manifest.py; relative paths resolve from this
+# file, as MicroPython's manifest tool does. main.py is left out on purpose: the port runs main.py
+# from the file system, where `meterkit build` puts it. A test checks every firmware module is here.
+_FW = "../../firmware"
+
+# top-level modules: one line each
+module("app.py", base_path=_FW)
+module("config.py", base_path=_FW)
+module("events.py", base_path=_FW)
+module("sched.py", base_path=_FW)
+
+# subsystem packages: every .py under each folder (a folder that does not exist yet freezes nothing)
+for _pkg in ("comms", "credit", "drivers", "metering", "relay", "service", "store", "tokens", "ui"):
+    package(_pkg, base_path=_FW)

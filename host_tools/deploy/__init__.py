@@ -1,0 +1,1 @@
+"""Developer deploy: copy a built application onto a running board over its REPL (mpremote)."""

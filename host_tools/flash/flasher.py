@@ -1,0 +1,162 @@
+"""Flash MicroPython and the application image onto ESP32 boards with esptool used as a library:
+detect the chip, check it is the board's MCU, write both images, verify them by MD5, reset.
+Many ports at once, each in its own thread with its own progress bar; one board failing never
+stops the others."""
+import hashlib
+import os
+import threading
+import time
+
+from esptool.cmds import attach_flash, detect_chip, reset_chip, write_flash
+from esptool.util import FatalError
+from serial import SerialException
+
+from host_tools.errors import DeviceError, MeterkitError
+from host_tools.flash import progress
+from host_tools.flash.layout import board_info, plan_writes
+
+
+def _chip_matches(chip_name, mcu):
+    return chip_name.lower().replace("-", "") == str(mcu).lower().replace("-", "")
+
+
+def _device_error(port, stage, err):
+    """Turn what esptool raised into a message a line operator can act on."""
+    text = str(err)
+    low = text.lower()
+    if "could not open" in low or "no such file" in low or "errno 2" in low:
+        return DeviceError(f"{port}: no such port", hint="check the cable and the port name")
+    if "magic value" in low or "autodetect" in low:
+        return DeviceError(f"{port}: wrong chip: {text.splitlines()[0]}",
+                           hint="this is not an ESP32 board; take it off the line")
+    if "md5 of file does not match" in low or "written flash region is empty" in low:
+        return DeviceError(f"{port}: verify mismatch in the {stage} image: {text.splitlines()[0]}",
+                           hint="reflash this board; if it fails again its flash chip is bad")
+    if "failed to connect" in low:
+        return DeviceError(f"{port}: the board does not answer ({text.splitlines()[0]})",
+                           hint="hold BOOT while resetting so the board is in download mode")
+    if stage in ("firmware", "fs") and ("timed out" in low or "serial" in low or "packet" in low):
+        return DeviceError(f"{port}: the board stopped answering while writing the {stage} image "
+                           f"({text.splitlines()[0]})", hint="check power and cable, then reflash it")
+    return DeviceError(f"{port}: {stage} failed: {text.splitlines()[0] if text else type(err).__name__}",
+                       hint="see the board's log in the result")
+
+
+def _can_toggle_lines(port):
+    if port.startswith(("socket://", "rfc2217://")):
+        return False
+    real = os.path.realpath(port)
+    return not (real.startswith("/dev/pts/") or real == "/dev/ptmx")
+
+
+def _with_block_timeout(esp, seconds):
+    """A ROM writes a 1 KB block in milliseconds; esptool waits 3 s (x3 attempts) before calling a
+    board dead. A line may want to give up sooner."""
+    for name in ("flash_block", "flash_defl_block"):
+        orig = getattr(esp, name)
+
+        def bounded(data, seq, timeout=None, _orig=orig, **kw):
+            return _orig(data, seq, timeout=seconds, **kw)
+        setattr(esp, name, bounded)
+
+
+def flash_board(port, board, writes, log=None, compress=True, block_timeout=None, connect_attempts=3):
+    """Flash one board. `writes` comes from plan_writes(). Returns a result dict; raises DeviceError."""
+    info = board_info(board)
+    log = log or progress.BoardLog()
+    log.done_images = 0
+    progress.bind(log)
+    result = {"port": port, "ok": False}
+    stage = "connect"
+    esp = None
+    try:
+        if not port.startswith(("socket://", "rfc2217://")) and not os.path.exists(port):
+            raise DeviceError(f"{port}: no such port", hint="check the cable and the port name")
+        try:
+            esp = detect_chip(port, connect_mode="no-reset", connect_attempts=connect_attempts)
+        except (FatalError, SerialException, OSError) as e:
+            raise _device_error(port, stage, e) from None
+        result["chip"] = esp.get_chip_description()
+        result["mac"] = ":".join(f"{b:02x}" for b in esp.read_mac())
+        if not _chip_matches(esp.CHIP_NAME, info["mcu"]):
+            raise DeviceError(f"{port}: wrong chip: found {esp.CHIP_NAME}, board {info.get('name')} "
+                              f"needs {info['mcu']}", hint="put this board on the line for its own MCU")
+        if block_timeout:
+            _with_block_timeout(esp, block_timeout)
+        stage = "attach"
+        attach_flash(esp)
+        images = []
+        for offset, data, label in writes:
+            stage = label
+            write_flash(esp, [(offset, data)], compress=compress, no_compress=not compress)
+            images.append({"image": label, "offset": offset, "size": len(data),
+                           "md5": hashlib.md5(data).hexdigest(), "verified": True})
+            log.done_images += 1
+        result["images"] = images
+        stage = "reset"
+        if _can_toggle_lines(port):
+            try:
+                reset_chip(esp, "hard-reset")
+                result["reset"] = "hard-reset"
+            except (OSError, SerialException, FatalError):
+                result["reset"] = "failed: power-cycle the board"
+        else:
+            # a pty or socket has no RTS line; the board runs the new firmware at its next power-up
+            result["reset"] = "not possible on this port: power-cycle the board"
+        result["ok"] = True
+        return result
+    except (FatalError, SerialException) as e:
+        raise _device_error(port, stage, e) from None
+    finally:
+        progress.bind(None)
+        if esp is not None:
+            try:
+                esp._port.close()
+            except Exception:
+                pass
+
+
+def flash_many(ports, board, firmware, fs_image=None, show_progress=True, console=None, **opts):
+    """Flash every port at once (one thread each). Returns a list of per-port result dicts in the
+    order of `ports`; each has ok, and error/hint when it failed. Raises only for problems found
+    before any board is touched (bad board name, an image that does not fit)."""
+    writes = plan_writes(board, firmware, fs_image)  # raises before touching any board
+    total = sum(len(d) for _o, d, _l in writes)
+    results = [None] * len(ports)
+
+    from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeElapsedColumn
+    bar = Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TimeElapsedColumn(),
+                   console=console, disable=not show_progress, transient=False)
+
+    def work(i, port):
+        task = bar.add_task(f"{port} connecting", total=total)
+        log = progress.BoardLog()
+
+        def on_progress(fraction):
+            # one bar per board over both images: bytes of finished images + this one's share
+            n = log.done_images
+            done = sum(len(writes[k][1]) for k in range(n))
+            bar.update(task, completed=done + int(fraction * len(writes[n][1])),
+                       description=f"{port} {writes[n][2]}")
+        log.on_progress = on_progress
+        t0 = time.monotonic()
+        try:
+            r = flash_board(port, board, writes, log=log, **opts)
+            bar.update(task, completed=total, description=f"{port} done")
+        except MeterkitError as e:
+            r = {"port": port, "ok": False, "error": e.message, "hint": e.hint}
+            bar.update(task, description=f"{port} FAILED")
+        except Exception as e:  # a bug or surprise on one board must not take the line down
+            r = {"port": port, "ok": False, "error": f"{port}: {type(e).__name__}: {e}", "hint": "report this"}
+            bar.update(task, description=f"{port} FAILED")
+        r["seconds"] = round(time.monotonic() - t0, 3)
+        r["log_tail"] = log.lines[-5:]
+        results[i] = r
+
+    with progress.routed_esptool_log(), bar:
+        threads = [threading.Thread(target=work, args=(i, p), name=f"flash-{p}") for i, p in enumerate(ports)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    return results
