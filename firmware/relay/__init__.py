@@ -1,0 +1,1 @@
+"""The supply switch: the latching-relay driver (`latching`) and the supply state machine (`supply`)."""
