@@ -5,6 +5,7 @@ import gc
 import config
 from events import Events
 from metering import registry
+from metering.commands import MeteringCommands, stored_calibration
 from metering.meter import Meter
 from sched import Scheduler
 from service.port import ServicePort
@@ -29,15 +30,24 @@ class App:
         self.settings, problems = config.load((self.root or "") + "/settings.json")
         for key, msg in problems:
             self.events.emit("config_invalid", {"key": key, "error": msg})
+        self.store = None
+        if self.root:
+            from store.records import Store
+            try:
+                self.store = Store(self.root)
+            except Exception as e:  # a file system that will not even list: meter on, report it
+                self.events.emit("store_unavailable", {"error": "%s: %s" % (type(e).__name__, e)})
+            self._store_faults()
         metering = board.info["metering"]
         self.metering_info = metering
-        cal = dict(metering["calibration"])
+        cal, self.calibrated = stored_calibration(self.store, metering["calibration"], self.events.emit)
         chip = registry.make_chip(metering, board.meter_bus, clock, cal)
         self.meter = Meter(chip, clock, self.events, metering["meter_constant_imp_per_kwh"],
                            registry.max_power_w(metering), self.settings["max_voltage_cv"])
         self.service = ServicePort(board.service, self.settings["service_line_max"])
         for name in ("ping", "readings", "totals", "events", "status"):
             self.service.command(name, getattr(self, "cmd_" + name))
+        MeteringCommands(self)
         self.sched = Scheduler(clock, board.watchdog, self._job_failed)
         self.sched.every("meter", self.settings["meter_period_s"] * 1000, self.meter.poll,
                          self.settings["meter_period_s"] * 1000)
@@ -45,6 +55,11 @@ class App:
                          self._gc)
         self.sched.on_input(self.service.poll)
         self.boot_ticks = clock.ticks_ms()
+
+    def _store_faults(self):
+        if self.store is not None:
+            for code, detail in self.store.take_faults():
+                self.events.emit("store_" + code, {"detail": detail})
 
     def _job_failed(self, name, exc):
         self.events.emit("job_failed", {"job": name, "error": "%s: %s" % (type(exc).__name__, exc)})
@@ -65,7 +80,7 @@ class App:
 
     # -- service commands ------------------------------------------------------------------------
     def cmd_ping(self, req):
-        return {"pong": True, "board": self.board.info["name"], "version": VERSION,
+        return {"pong": True, "calibrated": self.calibrated, "board": self.board.info["name"], "version": VERSION,
                 "time": self.clock.time(), "time_valid": self.clock.time_valid}
 
     def cmd_readings(self, req):

@@ -9,12 +9,18 @@ class ServicePort:
         self.max_line = max_line
         self.buf = bytearray()
         self.handlers = {}
+        self.privileged = set()
+        # gate(request) -> None to allow a privileged command, or the refusal text. Set by the app:
+        # open in factory mode, challenge-response once provisioned.
+        self.gate = None
         self.overflow = False
         self.requests = 0
 
-    def command(self, name, fn):
+    def command(self, name, fn, privileged=False):
         """Register fn(request_dict) -> dict (merged into the reply)."""
         self.handlers[name] = fn
+        if privileged:
+            self.privileged.add(name)
 
     def poll(self):
         data = self.stream.read()
@@ -53,6 +59,11 @@ class ServicePort:
             self._reply({"id": rid, "ok": False, "error": "unknown command %r" % (cmd,),
                          "commands": sorted(self.handlers)})
             return
+        if cmd in self.privileged and self.gate is not None:
+            refusal = self.gate(req)
+            if refusal:
+                self._reply({"id": rid, "ok": False, "error": refusal, "privileged": True})
+                return
         try:
             out = fn(req)
         except Exception as e:  # a handler bug must not take the meter down

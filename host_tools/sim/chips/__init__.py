@@ -1,0 +1,1 @@
+"""Register-level models of the metering chips the firmware drives (one module per chip)."""
