@@ -48,6 +48,7 @@ class App:
         for name in ("ping", "readings", "totals", "events", "status"):
             self.service.command(name, getattr(self, "cmd_" + name))
         MeteringCommands(self)
+        # --- subsystem commands (one line each) ---
         self.sched = Scheduler(clock, board.watchdog, self._job_failed)
         self.sched.every("meter", self.settings["meter_period_s"] * 1000, self.meter.poll,
                          self.settings["meter_period_s"] * 1000)

@@ -88,9 +88,9 @@ class SimClock:
         self._epoch = epoch_s
         self.time_valid = bool(valid)
         self.flags = 0
-        self._adv = bytearray(11)
+        self._adv = bytearray(12)
         self._adv[0] = _ADVANCE
-        self._adv[1] = 8
+        self._adv[1] = 9
 
     def ticks_ms(self):
         return self.now_ms & _TICKS_MASK
@@ -109,9 +109,9 @@ class SimClock:
         self.time_valid = True
         self._link.send(_TIME_SET, struct.pack("<I", unix_s))
 
-    def _advance(self, until_ms):
+    def _advance(self, until_ms, wake=1):
         adv = self._adv
-        struct.pack_into("<Q", adv, 3, until_ms)
+        struct.pack_into("<QB", adv, 3, until_ms, wake)
         link = self._link
         link.s.write(adv)
         link.recv()
@@ -126,7 +126,7 @@ class SimClock:
     def sleep_ms(self, ms):
         until = self.now_ms + ms
         while self.now_ms < until:
-            self._advance(until)
+            self._advance(until, 0)  # a delay inside a driver: input does not cut it short
 
 
 class SimSPI:

@@ -26,6 +26,12 @@ def register_sim(simsub):
     p.add_argument("--speed", type=float, default=1.0, help="virtual seconds per wall second")
     p.add_argument("--link", help="also make this symlink to the service pty")
     p.add_argument("--period", type=int, default=1, help="metering period in seconds (default 1)")
+    p.add_argument("--flash", help="boot from this flash file (a whole-chip file written by `meterkit flash`, "
+                                   "or a partition image) instead of a fresh one")
+    p.add_argument("--flash-offset", type=lambda x: int(x, 0), default=None,
+                   help="where the vfs partition starts in --flash (default: the board's vfs offset if the "
+                        "file is a whole chip, else 0)")
+    p.add_argument("--workdir", help="keep the meter's files here (default: a temporary folder)")
     _common(p)
     p.set_defaults(func=cmd_start)
 
@@ -53,8 +59,22 @@ def cmd_run(args):
 
 def cmd_start(args):
     from host_tools.sim.live import serve
+    flash = {}
+    if args.flash:
+        import json as _json
+        import os
+
+        from host_tools.errors import UsageError
+        from host_tools.paths import board_dir
+        if not os.path.exists(args.flash):
+            raise UsageError("no flash file %s" % args.flash, hint="flash one with `meterkit flash` or build an image")
+        fl = _json.loads((board_dir("sim") / "board.json").read_text())["flash"]
+        off = args.flash_offset
+        if off is None:
+            off = fl["vfs_offset"] if os.path.getsize(args.flash) > fl["vfs_size"] else 0
+        flash = dict(flash_image=args.flash, keep_flash=True, flash_offset=off, app_from_flash=True)
     final, m = serve(seed=args.seed, profile=args.profile, afe=args.afe, grid=args.grid, speed=args.speed,
-                     as_json=args.json, link=args.link, period_s=args.period)
+                     as_json=args.json, link=args.link, period_s=args.period, workdir=args.workdir, **flash)
     if not args.json:
         den = final["rem_den"]
         print("meter import %.4f kWh, truth %.4f kWh, events %s" % (

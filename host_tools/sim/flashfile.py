@@ -22,11 +22,13 @@ def make_image(path, size, block_size, files):
         f.write(bytes(fs.context.buffer))
 
 
-def read_image_files(path, size, block_size):
-    """{name: bytes} of every file in an image (for checks and tests)."""
+def read_image_files(path, size, block_size, offset=0):
+    """{name: bytes} of every file in an image (a partition image, or a whole-chip flash file with the
+    partition at `offset`)."""
     fs = LittleFS(block_size=block_size, block_count=size // block_size, name_max=255, mount=False)
     with open(path, "rb") as f:
-        fs.context.buffer = bytearray(f.read())
+        f.seek(offset)
+        fs.context.buffer = bytearray(f.read(size))
     fs.mount()
     out = {}
     for root, _dirs, names in fs.walk("/"):

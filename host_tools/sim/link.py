@@ -7,7 +7,7 @@ reply frame of the same type; the others are fire-and-forget and take effect in 
 | type | name | request payload | reply payload |
 |---|---|---|---|
 | 1 | HELLO | firmware build string | `<QIB` now_ms, epoch_s at ms 0, time_valid (reply) |
-| 2 | ADVANCE | `<Q` until_ms | `<QB` now_ms, input flags (reply) |
+| 2 | ADVANCE | `<QB` until_ms, wake_on_input | `<QB` now_ms, input flags (reply) |
 | 3 | SPI | `<BB` bus, frame_len + frames | the frames as MISO carried them (reply) |
 | 4 | UART_W | `<B` port + bytes | - |
 | 5 | UART_R | `<BH` port, max | bytes available now (reply) |

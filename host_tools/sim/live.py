@@ -101,12 +101,14 @@ def _f(v, div, nd):
 
 
 def serve(seed=1, profile="household", afe="typical", grid="stable", speed=1.0, as_json=False,
-          link=None, period_s=1, days=None, script=None, quiet=False, settings=None, out=sys.stdout):
+          link=None, period_s=1, days=None, script=None, quiet=False, settings=None, out=sys.stdout,
+          workdir=None, **meter_args):
     """Run a meter in realtime until interrupted (or for `days` simulated days). Returns the meter's
     final totals reply."""
     st = {"meter_period_s": period_s}
     st.update(settings or {})
-    m = SimMeter(seed=seed, profile=profile, afe=afe, grid=grid, settings=st, realtime=True, speed=speed)
+    m = SimMeter(seed=seed, profile=profile, afe=afe, grid=grid, settings=st, realtime=True, speed=speed,
+                 workdir=workdir, **meter_args)
     master, slave, path = open_pty(link)
     m.service.pty_fd = master
     view = LiveView(m)

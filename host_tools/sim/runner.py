@@ -18,7 +18,7 @@ from pathlib import Path
 from host_tools.errors import SimulationError
 from host_tools.paths import board_dir, micropython_bin
 from host_tools.sim import link as L
-from host_tools.sim.flashfile import FlashFile, PowerCut, make_image
+from host_tools.sim.flashfile import FlashFile, PowerCut, make_image, read_image_files
 from host_tools.sim.fwbuild import build_tree
 from host_tools.sim.world import World
 
@@ -83,7 +83,8 @@ class SimMeter:
 
     def __init__(self, seed=1, profile="household", afe="typical", grid="stable", board="sim",
                  settings=None, heap="96k", mpy=True, workdir=None, realtime=False, speed=1.0,
-                 time_valid=True, flash_image=None, keep_flash=False):
+                 time_valid=True, flash_image=None, keep_flash=False, flash_offset=0,
+                 app_from_flash=False):
         self.board = board
         self.info = json.loads((board_dir(board) / "board.json").read_text())
         self.seed = seed
@@ -99,15 +100,28 @@ class SimMeter:
             workdir = self.tmp.name
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
-        self.fw_dir = build_tree(board, mpy=mpy)
         fl = self.info["flash"]
+        if app_from_flash:
+            # Boot what was flashed: the application files come out of the flashed vfs partition.
+            self.fw_dir = self.workdir / "app-from-flash"
+            files = read_image_files(str(flash_image), fl["vfs_size"], fl["block_size"], flash_offset)
+            if "main.py" not in files:
+                raise SimulationError("the flashed file system has no main.py", hint="build with `meterkit build --board %s` and flash its fs image" % board)
+            for name, data in files.items():
+                dst = self.fw_dir / name
+                dst.parent.mkdir(parents=True, exist_ok=True)
+                dst.write_bytes(data)
+        else:
+            self.fw_dir = build_tree(board, mpy=mpy)
         self.flash_path = Path(flash_image) if flash_image else self.workdir / "flash.img"
+        # A flash file given with keep_flash=True is used as it is: a whole-chip image written by
+        # `meterkit flash` (pass flash_offset = the board's vfs offset) or a partition image.
         if not self.flash_path.exists() or not keep_flash:
             files = {}
             if settings:
                 files["settings.json"] = json.dumps(settings).encode()
             make_image(self.flash_path, fl["vfs_size"], fl["block_size"], files)
-        self.flash = FlashFile(str(self.flash_path), fl["vfs_size"], fl["block_size"])
+        self.flash = FlashFile(str(self.flash_path), fl["vfs_size"], fl["block_size"], offset=flash_offset)
         self.pins = {v: 0 for v in self.info["pins"].values()}
         self.pin_names = {v: k for k, v in self.info["pins"].items()}
         self.display_lines = []
@@ -197,6 +211,7 @@ class SimMeter:
         elif ftype == L.ADVANCE:
             until = L.unpack_u64(p)
             self._pending_until = until
+            self._pending_wake = len(p) < 9 or p[8] != 0
             return self._advance(stop_at_ms)
         elif ftype == L.UART_W:
             if p[0] == L.PORT_SERVICE:
@@ -256,7 +271,7 @@ class SimMeter:
         w = self.world
         until = self._pending_until
         while True:
-            if self._flags():
+            if self._pending_wake and self._flags():
                 break
             if w.now_ms >= until:
                 break
@@ -304,6 +319,7 @@ class SimMeter:
 
     tick_hook = None
     _pending_until = None
+    _pending_wake = True
 
     def _serve(self, stop_at_ms=None, until_reply=None):
         """Serve frames until virtual time reaches stop_at_ms (the firmware blocked in ADVANCE past it),

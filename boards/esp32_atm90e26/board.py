@@ -1,0 +1,354 @@
+"""The ESP32-WROOM-32 meter board (ATM90E26 on SPI, latching relay, SIM7600 modem, I2C keypad and LCD):
+builds every bus, pin, clock and store the firmware uses from `machine` and `esp32`, as board.json
+beside this file describes. Only this file and board.json know GPIO numbers (see README.md)."""
+import json
+import os
+import select
+import sys
+import time
+
+import esp32
+import machine
+from micropython import const
+
+from drivers.hd44780_i2c import Hd44780I2c
+from drivers.pcf8574_keypad import Pcf8574Keypad
+
+try:
+    import vfs as _vfs  # MicroPython >= 1.23: mount(), its mount table, VfsLfs2
+except ImportError:
+    _vfs = os
+
+_ADDR_GAP_US = const(4)  # ATM90E26: data is valid about 4 us after the address byte
+_SLICE_MS = const(5)  # sleep_until checks for input this often
+_SERVICE_CHUNK = const(256)  # most bytes one service read() returns
+_UNIX_AT_2000 = const(946684800)  # 2000-01-01T00:00:00Z in Unix seconds
+_MODEM_RXBUF = const(2048)  # room for a burst of URCs and an MQTT frame while the app is busy
+_MODEM_RESET_MS = const(250)  # RESET_N low 100..450 ms (unverified for SIM7600: see README)
+_IOCTL_BLOCK_COUNT = const(4)
+
+# How each logical pin is set up. Outputs start at 0: relay coils de-energised, modem off, LED off.
+_OUTPUTS = ("relay_set", "relay_reset", "modem_power", "modem_reset", "status_led")
+_PULLED_UP = ("relay_feedback", "keypad_int")  # open-drain / contact-to-ground sources
+# Everything else (power_fail, meter_irq, meter_warn, meter_cf) is a plain input: they sit on the
+# input-only GPIOs 34..39, which have no internal pulls, and are driven push-pull by their sources.
+
+
+def _board_json_path():
+    # on the device board.py and board.json sit together at the flash root; frozen code has no folder
+    f = globals().get("__file__", "")
+    if "/" not in f or f.startswith(".frozen"):
+        return "/board.json"
+    return f.rsplit("/", 1)[0] + "/board.json"
+
+
+def epoch_offset(year):
+    """Seconds from 1970-01-01 to January 1 of `year`: what to add to the port's time() for Unix time."""
+    days = 0
+    for y in range(1970, year):
+        days += 366 if (y % 4 == 0 and y % 100 != 0) or y % 400 == 0 else 365
+    return days * 86400
+
+
+class Clock:
+    """Ticks, Unix time and sleeps from the port's `time` and the RTC. There is no RTC battery on this
+    board, so the time is not valid after power-up until set from a trusted source."""
+
+    def __init__(self, tm, rtc, wake):
+        self._tm = tm
+        self._rtc = rtc
+        self._wake = wake  # callable: True when input is waiting
+        self._offset = epoch_offset(tm.gmtime(0)[0])  # 2000 on the ESP32 port, 1970 on unix
+        self.time_valid = False
+        self.ticks_ms = tm.ticks_ms
+        self.ticks_add = tm.ticks_add
+        self.ticks_diff = tm.ticks_diff
+        self.sleep_ms = tm.sleep_ms
+
+    def time(self):
+        return int(self._tm.time()) + self._offset
+
+    def set_time(self, unix_s):
+        if unix_s < _UNIX_AT_2000:
+            raise ValueError("time before 2000 cannot come from a trusted source")
+        t = self._tm.gmtime(unix_s - self._offset)
+        # RTC order: year, month, day, weekday, hours, minutes, seconds, subseconds
+        self._rtc.datetime((t[0], t[1], t[2], t[6], t[3], t[4], t[5], 0))
+        self.time_valid = True
+
+    def sleep_until(self, ticks):
+        """Sleep until `ticks` in short slices; True as soon as input is waiting (early return)."""
+        tm = self._tm
+        while True:
+            if self._wake():
+                return True
+            left = tm.ticks_diff(ticks, tm.ticks_ms())
+            if left <= 0:
+                return False
+            tm.sleep_ms(left if left < _SLICE_MS else _SLICE_MS)
+
+
+class Wake:
+    """What makes sleep_until return early: service bytes waiting; the keypad's INT low or a falling
+    edge on it (the PCF8574 holds INT low until its port is read, so the level means an unread
+    change); a key down but not yet reported; the supply monitor's power-fail rising edge. Power-fail
+    wakes on the edge (and at start if already high), not the level: a level would turn every sleep
+    of the hold-up time into a spin, and the app reads the pin to know the state.
+    The IRQ handlers only set a flag; sleep_until consumes the flags."""
+
+    def __init__(self, service, keypad, keypad_int, power_fail):
+        self._service = service
+        self._keypad = keypad
+        self._kint = keypad_int
+        self.key = keypad_int.value() == 0
+        # power may already be failing as we boot: that counts as news too
+        self.power = power_fail.value() == 1
+        keypad_int.irq(handler=self._on_key, trigger=machine.Pin.IRQ_FALLING)
+        power_fail.irq(handler=self._on_power, trigger=machine.Pin.IRQ_RISING)
+
+    def _on_key(self, pin):
+        self.key = True
+
+    def _on_power(self, pin):
+        self.power = True
+
+    def __call__(self):
+        if self.key or self.power:
+            self.key = False
+            self.power = False
+            return True
+        return self._kint.value() == 0 or self._keypad.pending or self._service.waiting()
+
+
+class Keypad:
+    """The keypad as the firmware sees it. Scanning switches the expander's rows, which can pull its
+    INT line by itself: those edges are the scan's own, not news, so they are dropped after a scan."""
+
+    def __init__(self, driver, wake):
+        self._driver = driver
+        self._wake = wake
+
+    @property
+    def fault(self):
+        return self._driver.fault
+
+    def read_key(self):
+        key = self._driver.read_key()
+        self._wake.key = False
+        return key
+
+
+class SpiFrames:
+    """The metering chip's SPI bus: each frame is one chip-select assertion; after the frame's first
+    (address) byte the clock pauses so the chip can fetch the register, as the ATM90E26 needs."""
+
+    def __init__(self, spi, cs, sleep_us):
+        self._spi = spi
+        self._cs = cs
+        self._sleep_us = sleep_us
+        self._head = bytearray(1)
+        self._body = bytearray(2)
+
+    def transfer(self, buf, frame_len):
+        if frame_len < 2 or len(buf) % frame_len:
+            raise ValueError("buffer is not whole frames")
+        if len(self._body) != frame_len - 1:
+            self._body = bytearray(frame_len - 1)
+        head = self._head
+        body = self._body
+        spi = self._spi
+        cs = self._cs
+        n = frame_len - 1
+        i = 0
+        while i < len(buf):
+            head[0] = buf[i]
+            for k in range(n):
+                body[k] = buf[i + 1 + k]
+            cs.value(0)
+            try:
+                spi.write_readinto(head, head)
+                self._sleep_us(_ADDR_GAP_US)
+                spi.write_readinto(body, body)
+            finally:
+                cs.value(1)
+            buf[i] = head[0]
+            for k in range(n):
+                buf[i + 1 + k] = body[k]
+            i += frame_len
+        return buf
+
+
+class StdioPort:
+    """The service port: the USB serial that mpremote and pyserial reach, i.e. stdin/stdout.
+    Reads never block: select.poll says whether a byte is there before each one is taken."""
+
+    def __init__(self, inp, out):
+        self._in = inp
+        self._out = out
+        self._poll = select.poll()
+        self._poll.register(inp, select.POLLIN)
+        self._ipoll = getattr(self._poll, "ipoll", None)  # MicroPython's allocation-free poll
+        self._one = bytearray(1)
+        self._buf = bytearray(_SERVICE_CHUNK)
+        self._eof = False
+
+    def waiting(self):
+        if self._eof:
+            return False
+        if self._ipoll is not None:
+            for _ in self._ipoll(0):
+                return True
+            return False
+        return bool(self._poll.poll(0))
+
+    def read(self):
+        """Bytes available now, or None."""
+        buf = self._buf
+        one = self._one
+        n = 0
+        while n < _SERVICE_CHUNK and self.waiting():
+            if not self._in.readinto(one):
+                # end of input (only on the unix port, with stdin from a file): stop polling it
+                self._eof = True
+                self._poll.unregister(self._in)
+                break
+            buf[n] = one[0]
+            n += 1
+        return bytes(buf[:n]) if n else None
+
+    def write(self, data):
+        return self._out.write(data)
+
+
+class ModemPort:
+    """The modem's UART plus its power switch and reset line (see README for the circuit assumed)."""
+
+    def __init__(self, uart, power, reset_pin, sleep_ms):
+        self._uart = uart
+        self._power = power
+        self._reset = reset_pin
+        self._sleep_ms = sleep_ms
+
+    def read(self):
+        if not self._uart.any():
+            return None
+        return self._uart.read()
+
+    def write(self, data):
+        return self._uart.write(data)
+
+    def set_power(self, on):
+        self._power.value(1 if on else 0)
+
+    def reset(self):
+        self._reset.value(1)  # through an NPN: high pulls RESET_N low
+        self._sleep_ms(_MODEM_RESET_MS)
+        self._reset.value(0)
+
+
+class HwRandom:
+    """Random numbers from the ESP32's hardware RNG (os.urandom). It is a true RNG only while the
+    radio (Wi-Fi/BT) or the bootloader's entropy source runs; this board uses neither, see README."""
+
+    def __init__(self, urandom):
+        self._urandom = urandom
+
+    def bytes(self, n):
+        return self._urandom(n)
+
+    def getrandbits(self, k):
+        if k <= 0:
+            return 0
+        n = (k + 7) // 8
+        return int.from_bytes(self._urandom(n), "big") >> (n * 8 - k)
+
+
+class Watchdog:
+    """The hardware task watchdog. Once started it cannot be stopped (an ESP32 port rule)."""
+
+    def __init__(self):
+        self._wdt = None
+
+    def start(self, timeout_ms):
+        self._wdt = machine.WDT(timeout=timeout_ms)
+
+    def feed(self):
+        if self._wdt is not None:
+            self._wdt.feed()
+
+
+class Board:
+    """The board object the firmware gets everything from (docs/board-interface.md)."""
+
+    def __init__(self, info_path=None):
+        with open(info_path or _board_json_path()) as f:
+            self.info = info = json.load(f)
+        Pin = machine.Pin
+        self._pins = {}
+        for name, gpio in info["pins"].items():
+            if name in _OUTPUTS:
+                p = Pin(gpio, Pin.OUT, value=0)
+            elif name in _PULLED_UP:
+                p = Pin(gpio, Pin.IN, Pin.PULL_UP)
+            else:
+                p = Pin(gpio, Pin.IN)
+            self._pins[name] = p
+
+        s = info["metering"]["spi"]
+        cs = Pin(s["cs"], Pin.OUT, value=1)  # deselected before the bus exists
+        self.spi = machine.SPI(s["id"], baudrate=s["baudrate"], polarity=s["polarity"], phase=s["phase"],
+                               bits=8, firstbit=machine.SPI.MSB,
+                               sck=Pin(s["sck"]), mosi=Pin(s["mosi"]), miso=Pin(s["miso"]))
+        self.meter_bus = SpiFrames(self.spi, cs, time.sleep_us)
+
+        m = info["modem"]
+        uart = machine.UART(m["uart"], baudrate=m["baudrate"], tx=m["tx"], rx=m["rx"],
+                            rxbuf=_MODEM_RXBUF, timeout=0)
+        self.modem = ModemPort(uart, self.pin("modem_power"), self.pin("modem_reset"), time.sleep_ms)
+
+        c = info["i2c"]
+        self.i2c = machine.I2C(c["id"], scl=Pin(c["scl"]), sda=Pin(c["sda"]), freq=c["freq"])
+        keys = Pcf8574Keypad(self.i2c, c["keypad_addr"], time.sleep_ms)
+        self.display = Hd44780I2c(self.i2c, c["lcd_addr"], time.sleep_ms)  # initialised on first show()
+
+        self.service = StdioPort(sys.stdin.buffer, sys.stdout.buffer)
+        wake = Wake(self.service, keys, self.pin("keypad_int"), self.pin("power_fail"))
+        self.keypad = Keypad(keys, wake)
+        self.clock = Clock(time, machine.RTC(), wake)
+
+        found = esp32.Partition.find(esp32.Partition.TYPE_DATA, label="vfs")
+        self.flash = found[0] if found else None
+        self.random = HwRandom(os.urandom)
+        self.watchdog = Watchdog()
+
+    def pin(self, name):
+        p = self._pins.get(name)
+        if p is None:
+            raise ValueError("no pin named %r in board.json" % name)
+        return p
+
+    def mount(self, path="/flash"):
+        """Mount the littlefs file system on the vfs partition; return where it is mounted.
+        The stock ESP32 boot script already mounts that partition at "/": a second littlefs instance
+        on the same blocks would corrupt it, so then "/" is returned instead of mounting again."""
+        fl = self.info["flash"]
+        if self.flash is None:
+            raise OSError("no 'vfs' partition in the partition table")
+        blocks = self.flash.ioctl(_IOCTL_BLOCK_COUNT, 0)
+        if blocks * fl["block_size"] != fl["vfs_size"]:
+            raise OSError("vfs partition is %d blocks, board.json expects %d"
+                          % (blocks, fl["vfs_size"] // fl["block_size"]))
+        lfs = _vfs.VfsLfs2
+        try:
+            table = _vfs.mount()  # no arguments: the mount table
+        except TypeError:
+            table = ()  # a port without the listing: assume nothing of ours is mounted
+        for fs, where in table:
+            if isinstance(fs, lfs) and where in (path, "/"):
+                return where  # the only littlefs on this board is the vfs partition
+        fs = lfs(self.flash)  # OSError (ENODEV) when the partition holds no file system
+        _vfs.mount(fs, path)
+        return path
+
+    def reset(self):
+        machine.reset()

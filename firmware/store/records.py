@@ -1,0 +1,334 @@
+"""Named records (a JSON value or bytes) that survive a power cut at any instant: two slot files per record.
+
+Why two slots and not write-temp-then-rename: littlefs would make either atomic, but two slots also keep
+the previous generation on flash, so a newest copy that later rots (bad CRC) still leaves a valid older
+one, and the scheme stays safe on a file system that tears files (FAT): a slot is written in full,
+closed, and read back; the newest slot is never touched, so a cut leaves the old version intact.
+
+Slot file `<root>/<name>.a` or `.b` = 20-byte header + payload. Header, little-endian:
+magic b"MRec", format u8 (1), kind u8 (0 JSON, 1 bytes), reserved u16 (0), generation u32, payload
+length u32, CRC-32 of (header bytes 0..15, payload, record name). Load picks the valid slot with the
+highest generation; commit writes generation+1 into the other slot. The name is in the CRC, so a slot
+copied or renamed onto another record is refused.
+
+`commit_many` makes several records change together through a journal (see `store.journal`): a cut
+leaves all of them old or all new. Recovery runs in `Store()` before anything can be loaded.
+
+`load` raises `StoreMissing` (never written) or `StoreCorrupt` (no valid slot): it never invents a
+default. Anything the app should log as an event (a bad slot, a replayed or discarded journal) is
+queued in `faults`; drain it with `take_faults()`. Beware when a newest slot rotted: loading the older
+generation may undo a debit or a token's "used" mark, so the app should treat it as a fault.
+"""
+import json
+import os
+import struct
+from binascii import crc32
+
+from micropython import const
+
+from store import journal
+
+_MAGIC = b"MRec"
+_FORMAT = const(1)
+_HEADER = "<4sBBHIII"
+_HEADER_LEN = const(20)
+_CRC_AT = const(16)
+_CHUNK = const(128)
+_MAX_FAULTS = const(8)
+_NAME_MAX = const(24)
+
+KIND_JSON = const(0)
+KIND_BYTES = const(1)
+MAX_PAYLOAD = const(4096)
+
+# Slot states returned by _probe.
+_ABSENT = const(-1)
+_BAD = const(-2)
+
+JOURNAL = "_journal"
+
+
+class StoreError(Exception):
+    """A record could not be read or written as asked."""
+
+
+class StoreMissing(StoreError):
+    """The record was never written (or both slots are gone)."""
+
+
+class StoreCorrupt(StoreError):
+    """The record's slots exist but none passes its CRC."""
+
+
+def encode(obj):
+    """(kind, payload bytes) for a value: bytes stay bytes, anything else becomes JSON."""
+    if isinstance(obj, (bytes, bytearray)):
+        payload = bytes(obj)
+        kind = KIND_BYTES
+    else:
+        payload = json.dumps(obj).encode()
+        kind = KIND_JSON
+    if len(payload) > MAX_PAYLOAD:
+        raise ValueError("record payload of %d bytes is over %d" % (len(payload), MAX_PAYLOAD))
+    return kind, payload
+
+
+def decode(kind, payload):
+    return bytes(payload) if kind == KIND_BYTES else json.loads(payload)
+
+
+def check_name(name):
+    """Record names are short [a-z0-9_] words not starting with '_' (reserved for the store's files)."""
+    ok = 0 < len(name) <= _NAME_MAX and name[0] != "_"
+    for c in name:
+        if not ("a" <= c <= "z" or "0" <= c <= "9" or c == "_"):
+            ok = False
+    if not ok:
+        raise ValueError("bad record name %r: use up to 24 of a-z 0-9 _, not starting with _" % (name,))
+    return name.encode()
+
+
+def header(buf, name_b, kind, gen, payload):
+    """Fill the 20-byte `buf` with the header for this payload (CRC included)."""
+    struct.pack_into(_HEADER, buf, 0, _MAGIC, _FORMAT, kind, 0, gen, len(payload), 0)
+    c = crc32(name_b, crc32(payload, crc32(memoryview(buf)[:_CRC_AT])))
+    struct.pack_into("<I", buf, _CRC_AT, c)
+    return c
+
+
+def parse(name, data):
+    """Decode a whole slot file's bytes (host tools, tests): (generation, value); StoreCorrupt if bad."""
+    name_b = check_name(name)
+    if len(data) < _HEADER_LEN:
+        raise StoreCorrupt("%s: %d bytes is shorter than a header" % (name, len(data)))
+    magic, fmt, kind, _, gen, length, crc = struct.unpack_from(_HEADER, data)
+    payload = data[_HEADER_LEN:]
+    if magic != _MAGIC or fmt != _FORMAT or length != len(payload):
+        raise StoreCorrupt("%s: bad header" % name)
+    if crc32(name_b, crc32(payload, crc32(data[:_CRC_AT]))) != crc:
+        raise StoreCorrupt("%s: CRC mismatch" % name)
+    return gen, decode(kind, payload)
+
+
+class Store:
+    """Records under `root` (a directory on a mounted littlefs); recovers an interrupted commit_many."""
+
+    def __init__(self, root):
+        self.root = root
+        self.faults = []
+        self._hdr = bytearray(_HEADER_LEN)
+        self._chunk = bytearray(_CHUNK)
+        self._newest = {}  # name -> (slot, generation) of the newest valid slot, once known
+        try:
+            os.stat(root)
+        except OSError:
+            os.mkdir(root)
+        self._recover()
+
+    # ---- public API
+
+    def load(self, name):
+        """The newest valid value of `name`; StoreMissing or StoreCorrupt when there is none."""
+        name_b = check_name(name)
+        slot, gen, kind, length = self._scan(name, name_b)
+        hdr = self._hdr
+        f = open(self._path(name, slot), "rb")
+        try:
+            f.readinto(hdr)
+            payload = f.read(length)
+        finally:
+            f.close()
+        # Re-check the bytes we actually parse, not just what the scan saw.
+        c = crc32(name_b, crc32(payload, crc32(memoryview(hdr)[:_CRC_AT])))
+        if len(payload) != length or c != struct.unpack_from("<I", hdr, _CRC_AT)[0]:
+            self._newest.pop(name, None)
+            raise StoreCorrupt("%s: slot changed while loading" % name)
+        return decode(kind, payload)
+
+    def generation(self, name):
+        """Generation of the newest valid version (0 if missing or corrupt)."""
+        try:
+            return self._scan(name, check_name(name))[1]
+        except StoreError:
+            return 0
+
+    def commit(self, name, obj):
+        """Write `obj` as the next generation of `name`; on return it is durable (read back and checked)."""
+        name_b = check_name(name)
+        kind, payload = encode(obj)
+        slot, gen = self._next(name, name_b)
+        self._write_slot(name, name_b, slot, gen, kind, payload)
+        return gen
+
+    def commit_many(self, records):
+        """Commit a dict {name: value} (up to 16) as one step: after any power cut, all old or all new."""
+        if not records:
+            return
+        entries = []
+        for name in sorted(records):
+            name_b = check_name(name)
+            kind, payload = encode(records[name])
+            slot, gen = self._next(name, name_b)
+            if len(records) == 1:
+                self._write_slot(name, name_b, slot, gen, kind, payload)  # one file is atomic by itself
+                return
+            entries.append((name, kind, gen, payload))
+        jpath = self._jpath()
+        journal.write(jpath, entries, self._hdr)
+        if journal.check(jpath, self._chunk) != len(entries):
+            self._remove(jpath)
+            raise StoreError("journal did not read back; nothing was committed")
+        # The journal is the commit point: from here a cut is finished by _recover() at the next boot.
+        for name, kind, gen, payload in entries:
+            self._apply(name, kind, gen, payload)
+        self._remove(jpath)
+
+    def take_faults(self):
+        """Return and clear the queued (code, detail) faults for the event log."""
+        f = self.faults
+        self.faults = []
+        return f
+
+    # ---- slots
+
+    def _path(self, name, slot):
+        return "%s/%s.%s" % (self.root, name, "ab"[slot])
+
+    def _jpath(self):
+        return self.root + "/" + JOURNAL
+
+    def _fault(self, code, detail):
+        # Bounded, and once per fault: every load of a record with a bad slot would repeat it.
+        if len(self.faults) < _MAX_FAULTS and (code, detail) not in self.faults:
+            self.faults.append((code, detail))
+
+    def _crc_of(self, name_b, kind, gen, payload):
+        return header(self._hdr, name_b, kind, gen, payload)
+
+    def _crc_field(self, name, slot):
+        # The stored CRC of a slot (its header was already checked by _probe).
+        f = open(self._path(name, slot), "rb")
+        try:
+            f.readinto(self._hdr)
+        finally:
+            f.close()
+        return struct.unpack_from("<I", self._hdr, _CRC_AT)[0]
+
+    def _probe(self, name, name_b, slot):
+        """(state, gen, kind, length): state is the generation when valid, _ABSENT (no file, or an
+        empty one) or _BAD.
+
+        Streams the payload through the CRC in small chunks so checking a slot allocates nothing big.
+        """
+        try:
+            f = open(self._path(name, slot), "rb")
+        except OSError:
+            return _ABSENT, 0, 0, 0
+        hdr = self._hdr
+        try:
+            n = f.readinto(hdr)
+            if not n:
+                # littlefs creates a new file when it is opened: a cut before the close leaves it empty.
+                return _ABSENT, 0, 0, 0
+            if n != _HEADER_LEN:
+                return _BAD, 0, 0, 0
+            magic, fmt, kind, _, gen, length, crc = struct.unpack_from(_HEADER, hdr)
+            if magic != _MAGIC or fmt != _FORMAT or kind > KIND_BYTES or length > MAX_PAYLOAD:
+                return _BAD, 0, 0, 0
+            c = crc32(memoryview(hdr)[:_CRC_AT])
+            mv = memoryview(self._chunk)
+            left = length
+            while left:
+                k = f.readinto(mv[:min(left, _CHUNK)])
+                if not k:
+                    return _BAD, gen, 0, 0
+                c = crc32(mv[:k], c)
+                left -= k
+            if f.readinto(mv[:1]):
+                return _BAD, gen, 0, 0  # longer than its header says
+            if crc32(name_b, c) != crc:
+                return _BAD, gen, 0, 0
+            return gen, gen, kind, length
+        finally:
+            f.close()
+
+    def _scan(self, name, name_b):
+        """Probe both slots: (slot, gen, kind, length) of the newest valid, or raise; notes bad slots."""
+        a = self._probe(name, name_b, 0)
+        b = self._probe(name, name_b, 1)
+        if a[0] < 0 and b[0] < 0:
+            if a[0] == _ABSENT and b[0] == _ABSENT:
+                raise StoreMissing("record %s was never written" % name)
+            self._fault("record_corrupt", name)
+            raise StoreCorrupt("record %s: no slot passes its CRC" % name)
+        slot, best, other = (0, a, b) if a[0] > b[0] else (1, b, a)
+        if other[0] == _BAD:
+            # A torn write on a tearing file system, or rot; if it claimed a newer generation, that is lost.
+            self._fault("slot_newer_lost" if other[1] > best[1] else "slot_corrupt", name)
+        self._newest[name] = (slot, best[1])
+        return slot, best[1], best[2], best[3]
+
+    def _next(self, name, name_b):
+        """(slot to write, generation to write) for the next commit of `name`."""
+        known = self._newest.get(name)
+        if known is None:
+            try:
+                self._scan(name, name_b)
+                known = self._newest[name]
+            except StoreMissing:
+                return 0, 1
+            except StoreCorrupt:
+                # Overwrite slot a; keep b (maybe readable by a person) - both are bad anyway.
+                return 0, max(self._probe(name, name_b, 0)[1], self._probe(name, name_b, 1)[1]) + 1
+        return 1 - known[0], known[1] + 1
+
+    def _write_slot(self, name, name_b, slot, gen, kind, payload):
+        header(self._hdr, name_b, kind, gen, payload)
+        path = self._path(name, slot)
+        self._newest.pop(name, None)
+        f = open(path, "wb")
+        try:
+            f.write(self._hdr)
+            f.write(payload)
+        finally:
+            f.close()
+        if self._probe(name, name_b, slot)[0] != gen:
+            raise StoreError("record %s: slot %s did not read back after writing" % (name, path))
+        self._newest[name] = (slot, gen)
+
+    def _remove(self, path):
+        # A journal that could not be removed is replayed at the next boot, which changes nothing.
+        try:
+            os.remove(path)
+        except OSError:
+            pass
+
+    # ---- journal
+
+    def _apply(self, name, kind, gen, payload):
+        """Make generation `gen` with `payload` the newest version of `name` (idempotent, for replay)."""
+        name_b = check_name(name)
+        try:
+            slot, newest, nkind, _ = self._scan(name, name_b)
+        except (StoreMissing, StoreCorrupt):
+            self._write_slot(name, name_b, 0, gen, kind, payload)
+            return
+        if newest == gen and nkind == kind:
+            if self._crc_field(name, slot) == self._crc_of(name_b, kind, gen, payload):
+                return  # already applied before the cut
+        self._write_slot(name, name_b, 1 - slot, max(gen, newest + 1), kind, payload)
+
+    def _recover(self):
+        jpath = self._jpath()
+        n = journal.check(jpath, self._chunk)
+        if n == journal.ABSENT:
+            return
+        if n == journal.BAD:
+            # Torn while it was being written: nothing had been applied yet, so all stay old.
+            self._fault("journal_discarded", "")
+            self._remove(jpath)
+            return
+        for name, kind, gen, payload in journal.entries(jpath):
+            self._apply(name, kind, gen, payload)
+        self._fault("journal_replayed", str(n))
+        self._remove(jpath)
