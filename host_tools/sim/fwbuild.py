@@ -1,7 +1,8 @@
 """The firmware tree a simulated meter runs: every firmware and sim-board module compiled to .mpy (as on a
 board without frozen modules), main.py as source, board.json beside them. Rebuilt only where sources changed."""
 import json
-import shutil
+import os
+import tempfile
 from pathlib import Path
 
 from host_tools.build.compile import compile_source
@@ -18,6 +19,14 @@ def sources(board="sim"):
     return out
 
 
+def _atomic_write(dst, data):
+    """Several test workers may build the same tree at once: never let one see a half-written file."""
+    fd, tmp = tempfile.mkstemp(dir=str(dst.parent), prefix=".tmp-")
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
+    os.replace(tmp, dst)
+
+
 def build_tree(board="sim", out=None, mpy=True):
     """Return the directory holding the runnable tree (compiled when mpy=True, else sources)."""
     out = Path(out or BUILD / ("fw-%s-%s" % (board, "mpy" if mpy else "src")))
@@ -31,17 +40,20 @@ def build_tree(board="sim", out=None, mpy=True):
             wanted.add(dst)
             if not dst.exists() or dst.stat().st_mtime < src.stat().st_mtime:
                 dst.parent.mkdir(parents=True, exist_ok=True)
-                shutil.copyfile(src, dst)
+                _atomic_write(dst, src.read_bytes())
             continue
         dst = out / (rel[:-3] + ".mpy")
         wanted.add(dst)
         if dst.exists() and dst.stat().st_mtime >= src.stat().st_mtime:
             continue
         dst.parent.mkdir(parents=True, exist_ok=True)
-        dst.write_bytes(compile_source(src, rel, None if arch == "host" else arch))
-    shutil.copyfile(board_dir(board) / "board.json", out / "board.json")
+        _atomic_write(dst, compile_source(src, rel, None if arch == "host" else arch))
+    _atomic_write(out / "board.json", (board_dir(board) / "board.json").read_bytes())
     wanted.add(out / "board.json")
     for p in out.rglob("*"):       # drop modules whose sources are gone
-        if p.is_file() and p not in wanted:
-            p.unlink()
+        if p.is_file() and p not in wanted and not p.name.startswith(".tmp-"):
+            try:
+                p.unlink()
+            except FileNotFoundError:
+                pass
     return out

@@ -1,0 +1,152 @@
+"""`meterkit vend sts|opaygo` (issue tokens) and `meterkit token inspect` (decode one with the
+firmware's own decoder). Thin wrappers over dkga04, sts_encode and opaygo_encode."""
+import datetime
+import sys
+
+from host_tools.cli import emit
+from host_tools.errors import UsageError
+from host_tools.vend import dkga04, opaygo_encode, sts_encode
+
+
+def _hex_key(text, n, what):
+    try:
+        key = bytes.fromhex(text)
+    except ValueError:
+        key = b""
+    if len(key) != n:
+        raise UsageError(f"{what} must be {2 * n} hex digits", hint=f"a {8 * n}-bit key written in hex")
+    return key
+
+
+def _int_range(value, lo, hi, what):
+    if not lo <= value <= hi:
+        raise UsageError(f"{what} {value} outside {lo}..{hi}", hint=f"give {what} between {lo} and {hi}")
+    return value
+
+
+def register(subparsers):
+    vend = subparsers.add_parser("vend", help="issue prepaid tokens (STS, OpenPAYGO)")
+    vsub = vend.add_subparsers(dest="vend_kind", metavar="KIND")
+    vsub.required = True
+
+    s = vsub.add_parser("sts", help="STS EA11 token(s) for one meter")
+    s.add_argument("--vending-key", required=True, help="utility vending key, 40 hex digits")
+    s.add_argument("--sgc", required=True, help="supply group code (6 digits)")
+    s.add_argument("--ti", type=int, required=True, help="tariff index")
+    s.add_argument("--krn", type=int, required=True, help="key revision number 1..9")
+    s.add_argument("--kt", type=int, required=True, help="key type 0..3")
+    s.add_argument("--pan", required=True, help="meter PAN: 18 digits with Luhn digit, or 17 (digit appended)")
+    what = s.add_mutually_exclusive_group(required=True)
+    what.add_argument("--kwh", help="electricity credit in kWh (rounded up to 0.1 kWh)")
+    what.add_argument("--currency", help="currency credit in base units (rounded up to 0.00001)")
+    what.add_argument("--max-power-w", type=int, help="set the maximum power limit in W")
+    what.add_argument("--clear-credit", action="store_true", help="clear credit (see --register)")
+    what.add_argument("--clear-tamper", action="store_true", help="clear the tamper condition")
+    what.add_argument("--key-change", metavar="NEWKEYHEX", help="four key-section tokens for a new decoder key")
+    s.add_argument("--register", type=lambda x: int(x, 0), default=0xFFFF,
+                   help="clear-credit register: 0 electricity, 1..3 water/gas/time, 4 currency, 0xFFFF all")
+    s.add_argument("--new-krn", type=int, help="key change: the new key's KRN (default KRN+1)")
+    s.add_argument("--new-kt", type=int, help="key change: the new key's KT (default KT)")
+    s.add_argument("--new-ti", type=int, help="key change: the new key's TI (default TI)")
+    s.add_argument("--new-ken", type=int, default=255, help="key change: key expiry number 0..255")
+    s.add_argument("--rollover", action="store_true", help="key change: set RO (meter clears its TID store)")
+    when = s.add_mutually_exclusive_group()
+    when.add_argument("--at", help="token time, ISO 8601 (naive = UTC); default now")
+    when.add_argument("--tid", type=int, help="token identifier (minutes since the base date)")
+    s.add_argument("--rnd", type=int, help="RND 0..15 (default random)")
+    s.add_argument("--base-date", default="93", choices=sorted(dkga04.BASE_DATES), help="key base date")
+    s.add_argument("--json", action="store_true", help="print one JSON object")
+    s.set_defaults(func=cmd_vend_sts)
+
+    o = vsub.add_parser("opaygo", help="OpenPAYGO token for one device")
+    o.add_argument("--key", required=True, help="device secret key, 32 hex digits")
+    o.add_argument("--starting-code", type=int, required=True, help="device starting code (9 digits)")
+    o.add_argument("--count", type=int, required=True, help="the device's last count")
+    o.add_argument("--value", type=int, default=0, help="value to add or set")
+    kind = o.add_mutually_exclusive_group()
+    kind.add_argument("--set", action="store_true", help="SET instead of ADD")
+    kind.add_argument("--disable", action="store_true", help="disable PAYG for good (value 998)")
+    kind.add_argument("--sync", action="store_true", help="counter sync (value 999)")
+    o.add_argument("--extended", action="store_true", help="12-digit extended token (values to 999999)")
+    o.add_argument("--restricted", action="store_true", help="keys 1-4 only (15 or 20 digits)")
+    o.add_argument("--json", action="store_true", help="print one JSON object")
+    o.set_defaults(func=cmd_vend_opaygo)
+
+    tok = subparsers.add_parser("token", help="inspect tokens")
+    tsub = tok.add_subparsers(dest="token_verb", metavar="VERB")
+    tsub.required = True
+    i = tsub.add_parser("inspect", help="decrypt an STS token and show its fields")
+    i.add_argument("--decoder-key", required=True, help="the meter's decoder key, 32 hex digits")
+    i.add_argument("token", help="20-digit token (spaces and dashes allowed)")
+    i.add_argument("--base-date", default="93", choices=sorted(dkga04.BASE_DATES),
+                   help="base date used to show the TID as a time")
+    i.add_argument("--json", action="store_true", help="print one JSON object")
+    i.set_defaults(func=cmd_token_inspect)
+
+
+def cmd_vend_sts(args):
+    vk = dkga04.parse_vending_key(args.vending_key)
+    pan = dkga04.normalise_pan(args.pan)
+    key = dkga04.decoder_key(vk, args.sgc, args.ti, args.krn, args.kt, pan, args.base_date)
+    rnd = sts_encode.random_rnd() if args.rnd is None else _int_range(args.rnd, 0, 15, "RND")
+    if args.key_change:
+        new_key = _hex_key(args.key_change, 16, "new key")
+        krn = args.new_krn if args.new_krn is not None else (args.krn % 9) + 1
+        fields = sts_encode.key_change_tokens(
+            key, new_key, _int_range(krn, 1, 15, "new KRN"),
+            _int_range(args.kt if args.new_kt is None else args.new_kt, 0, 3, "new KT"),
+            _int_range(args.ti if args.new_ti is None else args.new_ti, 0, 99, "new TI"),
+            _int_range(args.new_ken, 0, 255, "KEN"), args.rollover)
+    else:
+        if args.tid is not None:
+            tid = args.tid
+            sts_encode.check_tid(tid, args.base_date)
+        else:
+            at = args.at or datetime.datetime.now(datetime.timezone.utc).replace(tzinfo=None, second=0, microsecond=0)
+            tid = sts_encode.tid_from_time(at, args.base_date)
+        if args.kwh is not None:
+            cls, sub, field = 0, 0, sts_encode.encode_amount(sts_encode.tenths(args.kwh))
+        elif args.currency is not None:
+            cls, sub, field = 0, 4, sts_encode.encode_amount(sts_encode.currency_units(args.currency))
+        elif args.max_power_w is not None:
+            if args.max_power_w < 0:
+                raise UsageError("max power must be >= 0 W", hint="e.g. --max-power-w 5000")
+            cls, sub, field = 2, 0, sts_encode.encode_amount(args.max_power_w)
+        elif args.clear_credit:
+            cls, sub, field = 2, 1, _int_range(args.register, 0, 0xFFFF, "register")
+        else:
+            cls, sub, field = 2, 5, 0
+        fields = [sts_encode.build(key, cls, sub, rnd, tid, field)]
+    tokens = [f["token"] for f in fields]
+    if args.json:
+        emit({"tokens": tokens, "token": tokens[0], "pan": pan, "base_date": args.base_date,
+              "fields": fields}, True)
+    else:
+        for f in fields:
+            t = f["token"]
+            sys.stdout.write(" ".join(t[i:i + 4] for i in range(0, 20, 4)) +
+                             f"   class {f['class']} subclass {f['subclass']} tid {f['tid']} field 0x{f['field']:04x}\n")
+    return 0
+
+
+def cmd_vend_opaygo(args):
+    key = _hex_key(args.key, 16, "OpenPAYGO key")
+    kind = "set" if args.set else "disable" if args.disable else "sync" if args.sync else "add"
+    new_count, token = opaygo_encode.generate(key, args.starting_code, args.count, args.value, kind,
+                                              args.extended, args.restricted)
+    out = {"token": token, "count": new_count, "kind": kind, "extended": args.extended,
+           "value": 998 if kind == "disable" else 999 if kind == "sync" else args.value}
+    if args.json:
+        emit(out, True)
+    else:
+        sys.stdout.write(f"{token}   ({kind} {out['value']}, new count {new_count})\n")
+    return 0
+
+
+def cmd_token_inspect(args):
+    key = _hex_key(args.decoder_key, 16, "decoder key")
+    digits = args.token.replace(" ", "").replace("-", "")
+    if len(digits) != 20 or not digits.isdigit():
+        raise UsageError(f"token {args.token!r} is not 20 digits", hint="an STS token has 20 digits")
+    emit(sts_encode.inspect(key, digits, args.base_date), args.json)
+    return 0
