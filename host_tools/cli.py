@@ -14,6 +14,7 @@ COMMANDS = [
     "host_tools.sim.cli",
     "host_tools.vend.cli",
     "host_tools.device.cli",
+    "host_tools.demo",
 ]
 
 

@@ -10,6 +10,7 @@ import traceback
 from host_tools.paths import BUILD
 
 BENCHES = [
+    "host_tools.bench.tokens_bench",
     "host_tools.bench.factory_bench",
     "host_tools.bench.sim_bench",
 ]
