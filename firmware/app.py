@@ -5,8 +5,10 @@ import gc
 import config
 from events import Events
 from metering import registry
-from metering.commands import MeteringCommands, stored_calibration
+from metering.calibration import stored_calibration
 from metering.meter import Meter
+from prepaid import Prepaid
+from provision.commands import ProvisionCommands
 from sched import Scheduler
 from service.port import ServicePort
 
@@ -38,24 +40,76 @@ class App:
             except Exception as e:  # a file system that will not even list: meter on, report it
                 self.events.emit("store_unavailable", {"error": "%s: %s" % (type(e).__name__, e)})
             self._store_faults()
+        self.eventlog = None
+        if self.store is not None:
+            self._attach_eventlog()
         metering = board.info["metering"]
         self.metering_info = metering
         cal, self.calibrated = stored_calibration(self.store, metering["calibration"], self.events.emit)
         chip = registry.make_chip(metering, board.meter_bus, clock, cal)
         self.meter = Meter(chip, clock, self.events, metering["meter_constant_imp_per_kwh"],
                            registry.max_power_w(metering), self.settings["max_voltage_cv"])
-        self.service = ServicePort(board.service, self.settings["service_line_max"])
+        # Metering starts before anything that takes time (relay pulses): no energy goes unmetered.
+        self.meter.begin()
+        self.ledger_fault = False
+        try:
+            self.prepaid = Prepaid(self, self.settings.get("prepaid"))
+        except ValueError as e:   # a bad tariff or limit in settings: report it, run on the defaults
+            self.events.emit("config_invalid", {"key": "prepaid", "error": str(e)})
+            self.prepaid = Prepaid(self, None)
+        self.service = ServicePort(board.service, self.settings["service_line_max"], self)
         for name in ("ping", "readings", "totals", "events", "status"):
             self.service.command(name, getattr(self, "cmd_" + name))
-        MeteringCommands(self)
+        self._commands("metering.commands")
+        self._commands("credit.commands")
         # --- subsystem commands (one line each) ---
+        self.provision = ProvisionCommands(self)
         self.sched = Scheduler(clock, board.watchdog, self._job_failed)
-        self.sched.every("meter", self.settings["meter_period_s"] * 1000, self.meter.poll,
+        self.sched.every("meter", self.settings["meter_period_s"] * 1000, self._meter_job,
                          self.settings["meter_period_s"] * 1000)
         self.sched.every("gc", self.settings["meter_period_s"] * 1000 * self.settings["gc_every_polls"],
                          self._gc)
-        self.sched.on_input(self.service.poll)
+        self.sched.on_input(self._on_input)
         self.boot_ticks = clock.ticks_ms()
+
+    def _attach_eventlog(self):
+        """Events also go to the flash ring (they survive power cuts); counts are kept in the
+        prepaid record so they run on across reboots."""
+        try:
+            from store.eventlog import EventLog
+            import eventcodes
+            log = EventLog(self.root + "/evlog")   # not "events": that is the events module's name
+        except Exception as e:
+            self.events.emit("store_unavailable", {"error": "eventlog %s" % type(e).__name__})
+            return
+        self.eventlog = log
+        clock = self.clock
+
+        def sink(e):
+            c, data = eventcodes.pack(e[2], e[3])
+            try:
+                log.append(clock.time() if clock.time_valid else 0, c, data)
+            except Exception:
+                pass   # a full or failing file system must not stop the meter
+        for e in self.events.ring:   # what happened before the log was open (boot, config)
+            sink(e)
+        self.events.sink = sink
+
+    def _commands(self, module):
+        """Register a module's commands to be loaded on demand (their names are listed in the module,
+        which is imported once here to read them and then unloaded)."""
+        from service.port import unload
+        mod = __import__(module, None, None, ["NAMES"])
+        self.service.command_module(module, mod.NAMES, mod.PRIVILEGED)
+        unload(module)
+
+    def _meter_job(self):
+        self.meter.poll()
+        self.prepaid.poll()
+
+    def _on_input(self):
+        self.prepaid.power_failing()
+        self.service.poll()
 
     def _store_faults(self):
         if self.store is not None:
@@ -85,6 +139,8 @@ class App:
                 "time": self.clock.time(), "time_valid": self.clock.time_valid}
 
     def cmd_readings(self, req):
+        if self.meter.polls == 0 or req.get("fresh"):
+            self.meter.poll()
         return self.meter.readings()
 
     def cmd_totals(self, req):
@@ -101,7 +157,12 @@ class App:
 
     def cmd_status(self, req):
         self._heap_sample()
-        return {"heap_peak": self.heap_peak, "heap_total": self.heap_total,
+        gc.collect()
+        try:
+            live = gc.mem_alloc()
+        except AttributeError:
+            live = 0
+        return {"heap_peak": self.heap_peak, "heap_total": self.heap_total, "heap_live": live,
                 "polls": self.meter.polls, "loop_ticks": self.sched.ticks,
                 "uptime_s": self.clock.ticks_diff(self.clock.ticks_ms(), self.boot_ticks) // 1000,
                 "health": self.meter.readings()["health"], "faults": self.meter.faults}
@@ -109,7 +170,6 @@ class App:
     def run(self):
         self.board.watchdog.start(self.board.info.get("watchdog_ms", 8000))
         self.events.emit("boot", {"version": VERSION})
-        self.meter.begin()
         self.sched.run()
 
 

@@ -13,6 +13,7 @@ SCHEMA = {
     "chip_retry_s": (2, int, 1, 600),
     "meter_id": ("", str, 0, 32),
     "language": ("fr", str, 2, 2),
+    "prepaid": (None, dict, 0, 0),                   # tariff, ledger, policy, supply, relay: see prepaid.py
 }
 
 
@@ -29,6 +30,9 @@ def validate(name, value):
             raise ConfigError("%s must be an integer, got %r" % (name, value))
         if value < lo or value > hi:
             raise ConfigError("%s must be within %d..%d, got %d" % (name, lo, hi, value))
+    elif typ is dict:
+        if not isinstance(value, dict):
+            raise ConfigError("%s must be an object" % name)
     elif typ is str:
         if not isinstance(value, str) or not (lo <= len(value) <= hi):
             raise ConfigError("%s must be a string of %d..%d characters" % (name, lo, hi))

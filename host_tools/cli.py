@@ -14,7 +14,11 @@ COMMANDS = [
     "host_tools.sim.cli",
     "host_tools.vend.cli",
     "host_tools.device.cli",
+    "host_tools.provision.cli",
+    "host_tools.selftest.cli",
+    "host_tools.calibrate.cli",
     "host_tools.demo",
+    "host_tools.headend.cli",
 ]
 
 

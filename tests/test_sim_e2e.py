@@ -22,8 +22,9 @@ def test_ideal_front_end_30_days_matches_truth_to_the_register_resolution():
     assert r["sim_seconds"] == 30 * 86400
     assert r["true_import_wh"] > 50000          # a month of a real household
     assert abs(r["meter_import_wh"] - r["true_import_wh"]) <= COUNT_WH
-    assert r["boots"] == 1 and r["events"] == {"boot": 1}
-    assert r["firmware_heap_limit_bytes"] <= 96 * 1024
+    assert r["boots"] == 1
+    assert set(r["events"]) <= {"boot", "supply_close"}     # no fault of any kind
+    assert r["firmware_heap_limit_bytes"] <= 160 * 1024
     assert 0 < r["firmware_heap_peak_bytes"] <= r["firmware_heap_limit_bytes"]
 
 

@@ -1,5 +1,10 @@
 """The simulated meter board: every bus, pin, clock tick and flash block is served by the simulator
-over one TCP link (METER_SIM=host:port). Frame numbers match host_tools/sim/link.py."""
+over one TCP link (METER_SIM=host:port). Frame numbers match host_tools/sim/link.py.
+
+RAM: every class costs a type object and a dict on the heap (~220 bytes on the 64-bit unix port, plus
+~120 per method), so the board uses four: the clock owns the link, one class serves both UARTs,
+one each pin, and the board object itself is the SPI bus, flash, watchdog, keypad, display and RNG
+(`b.flash is b`); their method names do not clash and the attributes of the interface are unchanged."""
 import json
 import os
 import random
@@ -25,19 +30,18 @@ _DISPLAY = const(13)
 _KEY_R = const(14)
 _TIME_SET = const(16)
 
-IN_SERVICE = const(1)
-IN_KEY = const(2)
-IN_POWER_FAIL = const(4)
-IN_MODEM = const(8)
-IN_GPIO = const(16)
+_IN_SERVICE = const(1)
+_IN_KEY = const(2)
+_IN_MODEM = const(8)
 
 _CHUNK = const(512)
 _TICKS_MASK = const(0x3FFFFFFF)
 _TICKS_HALF = const(0x20000000)
 
 
-class _Link:
-    """Blocking request/response frames to the simulator; buffers made once."""
+class SimClock:
+    """Virtual time owned by the simulator (ticks wrap at 2**30 like MicroPython's), and the link to it:
+    blocking request/response frames, buffers made once."""
 
     def __init__(self, addr):
         host, port = addr.rsplit(":", 1)
@@ -50,7 +54,15 @@ class _Link:
         self.tx = bytearray(_CHUNK + 16)
         self.rx = bytearray(_CHUNK + 16)
         self.rxv = memoryview(self.rx)
+        self.call(_HELLO, b"sim-board")
+        self.now_ms, self._epoch, valid = struct.unpack_from("<QIB", self.rx, 3)
+        self.time_valid = bool(valid)
+        self.flags = 0
+        self._adv = bytearray(12)
+        self._adv[0] = _ADVANCE
+        self._adv[1] = 9
 
+    # -- the link ----------------------------------------------------------------------------------
     def send(self, ftype, payload=b""):
         n = len(payload)
         tx = self.tx
@@ -60,38 +72,28 @@ class _Link:
 
     def recv(self):
         """Read one reply frame into self.rx; return its payload length (payload starts at rx[3])."""
-        self._read_exact(0, 3)
-        n = self.rx[1] | (self.rx[2] << 8)
-        if n:
-            self._read_exact(3, n)
-        return n
-
-    def _read_exact(self, off, n):
-        got = 0
-        while got < n:
-            r = self.s.readinto(self.rxv[off + got:off + n])
-            if not r:
-                sys.exit(0)  # the simulator went away: the meter has no power
-            got += r
+        rx = self.rx
+        n = 3
+        off = 0
+        while True:
+            got = 0
+            while got < n:
+                r = self.s.readinto(self.rxv[off + got:off + n])
+                if not r:
+                    sys.exit(0)  # the simulator went away: the meter has no power
+                got += r
+            if off:
+                return n
+            n = rx[1] | (rx[2] << 8)
+            if not n:
+                return 0
+            off = 3
 
     def call(self, ftype, payload=b""):
         self.send(ftype, payload)
         return self.recv()
 
-
-class SimClock:
-    """Virtual time owned by the simulator: ticks wrap at 2**30 like MicroPython's."""
-
-    def __init__(self, link, now_ms, epoch_s, valid):
-        self._link = link
-        self.now_ms = now_ms
-        self._epoch = epoch_s
-        self.time_valid = bool(valid)
-        self.flags = 0
-        self._adv = bytearray(12)
-        self._adv[0] = _ADVANCE
-        self._adv[1] = 9
-
+    # -- the clock ---------------------------------------------------------------------------------
     def ticks_ms(self):
         return self.now_ms & _TICKS_MASK
 
@@ -107,15 +109,14 @@ class SimClock:
     def set_time(self, unix_s):
         self._epoch = unix_s - self.now_ms // 1000
         self.time_valid = True
-        self._link.send(_TIME_SET, struct.pack("<I", unix_s))
+        self.send(_TIME_SET, struct.pack("<I", unix_s))
 
     def _advance(self, until_ms, wake=1):
         adv = self._adv
         struct.pack_into("<QB", adv, 3, until_ms, wake)
-        link = self._link
-        link.s.write(adv)
-        link.recv()
-        self.now_ms, self.flags = struct.unpack_from("<QB", link.rx, 3)
+        self.s.write(adv)
+        self.recv()
+        self.now_ms, self.flags = struct.unpack_from("<QB", self.rx, 3)
 
     def sleep_until(self, ticks):
         """Sleep until `ticks`; True if it returned because input is waiting."""
@@ -129,63 +130,40 @@ class SimClock:
             self._advance(until, 0)  # a delay inside a driver: input does not cut it short
 
 
-class SimSPI:
-    """A chip-select-framed SPI bus: one simulator round trip for a whole batch of frames."""
-
-    def __init__(self, link, bus_id):
-        self._link = link
-        self._bus = bus_id
-        self._hdr = bytearray(2)
-
-    def transfer(self, buf, frame_len):
-        link = self._link
-        n = len(buf)
-        tx = link.tx
-        struct.pack_into("<BHBB", tx, 0, _SPI, n + 2, self._bus, frame_len)
-        tx[5:5 + n] = buf
-        link.s.write(memoryview(tx)[:5 + n])
-        link.recv()
-        buf[:] = link.rxv[3:3 + n]
-
-
 class SimStream:
-    """A UART (service port or modem) bridged by the simulator; reads only when the last wake said so."""
+    """A UART (service port or modem) bridged by the simulator; reads only when the last wake said so.
+    The modem's also has `set_power(on)` and `reset()` through its two pins."""
 
-    def __init__(self, link, clock, port, flag):
+    def __init__(self, link, port, flag, power_pin=None, reset_pin=None):
         self._link = link
-        self._clock = clock
         self._port = port
         self._flag = flag
         self._req = struct.pack("<BH", port, _CHUNK)
         self._pre = bytes((port,))
+        self._power = power_pin
+        self._reset = reset_pin
 
     def read(self):
-        if not (self._clock.flags & self._flag):
+        link = self._link
+        if not (link.flags & self._flag):
             return None
-        self._clock.flags &= ~self._flag
-        n = self._link.call(_UART_R, self._req)
+        link.flags &= ~self._flag
+        n = link.call(_UART_R, self._req)
         if not n:
             return None
-        return bytes(self._link.rxv[3:3 + n])
+        return bytes(link.rxv[3:3 + n])
 
     def write(self, data):
         link = self._link
         for i in range(0, len(data), _CHUNK - 1):
             link.send(_UART_W, self._pre + data[i:i + _CHUNK - 1])
 
-
-class SimModem(SimStream):
-    def __init__(self, link, clock, port, flag, power_pin, reset_pin):
-        super().__init__(link, clock, port, flag)
-        self._power = power_pin
-        self._reset = reset_pin
-
     def set_power(self, on):
         self._power.value(1 if on else 0)
 
     def reset(self):
         self._reset.value(1)
-        self._clock.sleep_ms(100)
+        self._link.sleep_ms(100)
         self._reset.value(0)
 
 
@@ -204,16 +182,63 @@ class SimPin:
         self._link.send(_GPIO_W, self._w)
 
 
-class SimFlash:
-    """The `vfs` partition as a littlefs block device; every write goes through the simulator so it can
-    cut the power in the middle of one."""
+def _board_json_path():
+    here = __file__.rsplit("/", 1)[0] if "/" in __file__ else "."
+    return here + "/board.json"
 
-    def __init__(self, link, size, block_size):
-        self._link = link
-        self.block_size = block_size
-        self.block_count = size // block_size
+
+class Board:
+    """The sim board. Reads board.json beside this file; connects to the simulator named by METER_SIM.
+    It is also its own meter_bus, flash, watchdog, keypad, display and random (see the module docstring)."""
+
+    def __init__(self, info_path=None):
+        with open(info_path or os.getenv("METER_BOARD_JSON") or _board_json_path()) as f:
+            self.info = json.load(f)
+        addr = os.getenv("METER_SIM")
+        if not addr:
+            raise OSError("METER_SIM is not set: the sim board runs only inside `meterkit sim`")
+        self.clock = self._link = link = SimClock(addr)
+        self._bus = self.info["metering"]["spi"]["id"]
+        self._pins = {}
+        self.service = SimStream(link, 0, _IN_SERVICE)
+        self.modem = SimStream(link, 1, _IN_MODEM, self.pin("modem_power"), self.pin("modem_reset"))
+        fl = self.info["flash"]
+        self.block_size = fl["block_size"]
+        self.block_count = fl["vfs_size"] // self.block_size
         self._req = bytearray(8)
+        random.seed(int(os.getenv("METER_SEED") or "1"))
+        self._feed = struct.pack("<I", 0)
+        self._last = None
+        self.meter_bus = self.flash = self.watchdog = self.keypad = self.display = self.random = self
 
+    def pin(self, name):
+        p = self._pins.get(name)
+        if p is None:
+            p = self._pins[name] = SimPin(self._link, self.info["pins"][name])
+        return p
+
+    def mount(self, path="/flash"):
+        vfs = os.VfsLfs2(self.flash)
+        os.mount(vfs, path)
+        return path
+
+    def reset(self):
+        self._link.send(_RESET)
+        sys.exit(0)
+
+    # -- meter_bus: a chip-select-framed SPI bus, one simulator round trip for a batch of frames ----
+    def transfer(self, buf, frame_len):
+        link = self._link
+        n = len(buf)
+        tx = link.tx
+        struct.pack_into("<BHBB", tx, 0, _SPI, n + 2, self._bus, frame_len)
+        tx[5:5 + n] = buf
+        link.s.write(memoryview(tx)[:5 + n])
+        link.recv()
+        buf[:] = link.rxv[3:3 + n]
+
+    # -- flash: the `vfs` partition as a littlefs block device; every write goes through the
+    # simulator so it can cut the power in the middle of one.
     def readblocks(self, n, buf, off=0):
         link = self._link
         pos = n * self.block_size + off
@@ -234,15 +259,15 @@ class SimFlash:
             off = 0
         pos = n * self.block_size + off
         mv = memoryview(buf)
-        hdr = self._req
-        tx = self._link.tx
+        link = self._link
+        tx = link.tx
         for i in range(0, len(buf), _CHUNK):
             part = mv[i:i + _CHUNK]
             n = len(part)
             struct.pack_into("<BHI", tx, 0, _FLASH_W, n + 4, pos + i)
             tx[7:7 + n] = part
-            self._link.s.write(memoryview(tx)[:7 + n])
-            self._link.recv()
+            link.s.write(memoryview(tx)[:7 + n])
+            link.recv()
 
     def ioctl(self, op, arg):
         if op == 4:
@@ -252,14 +277,9 @@ class SimFlash:
         if op == 6:
             struct.pack_into("<II", self._req, 0, arg * self.block_size, self.block_size)
             self._link.call(_FLASH_E, self._req)
-            return 0
         return 0
 
-
-class SimRandom:
-    def __init__(self, seed):
-        random.seed(seed)
-
+    # -- random: seeded by the simulator's seed (METER_SEED), so a run is reproducible --------------
     def getrandbits(self, k):
         if k <= 30:
             return random.getrandbits(k)
@@ -273,88 +293,27 @@ class SimRandom:
     def bytes(self, n):
         return bytes(random.getrandbits(8) for _ in range(n))
 
-
-class SimWatchdog:
-    def __init__(self, link):
-        self._link = link
-        self._feed = struct.pack("<I", 0)
-
+    # -- watchdog ----------------------------------------------------------------------------------
     def start(self, timeout_ms):
         self._link.send(_WDT, struct.pack("<I", timeout_ms))
 
     def feed(self):
         self._link.send(_WDT, self._feed)
 
-
-class SimKeypad:
-    def __init__(self, link, clock):
-        self._link = link
-        self._clock = clock
-
+    # -- keypad ------------------------------------------------------------------------------------
     def read_key(self):
-        if not (self._clock.flags & IN_KEY):
+        link = self._link
+        if not (link.flags & _IN_KEY):
             return None
-        self._clock.flags &= ~IN_KEY
-        n = self._link.call(_KEY_R)
+        link.flags &= ~_IN_KEY
+        n = link.call(_KEY_R)
         if not n:
             return None
-        return str(bytes(self._link.rxv[3:3 + n]), "utf-8")
+        return str(bytes(link.rxv[3:3 + n]), "utf-8")
 
-
-class SimDisplay:
-    def __init__(self, link):
-        self._link = link
-        self._last = None
-
+    # -- display -----------------------------------------------------------------------------------
     def show(self, lines):
         text = "\n".join(lines)
         if text != self._last:
             self._last = text
             self._link.send(_DISPLAY, text.encode())
-
-
-def _board_json_path():
-    here = __file__.rsplit("/", 1)[0] if "/" in __file__ else "."
-    return here + "/board.json"
-
-
-class Board:
-    """The sim board. Reads board.json beside this file; connects to the simulator named by METER_SIM."""
-
-    def __init__(self, info_path=None):
-        with open(info_path or os.getenv("METER_BOARD_JSON") or _board_json_path()) as f:
-            self.info = json.load(f)
-        addr = os.getenv("METER_SIM")
-        if not addr:
-            raise OSError("METER_SIM is not set: the sim board runs only inside `meterkit sim`")
-        self._link = link = _Link(addr)
-        link.call(_HELLO, b"sim-board")
-        now_ms, epoch_s, valid = struct.unpack_from("<QIB", link.rx, 3)
-        self.clock = SimClock(link, now_ms, epoch_s, valid)
-        self.meter_bus = SimSPI(link, self.info["metering"]["spi"]["id"])
-        pins = self.info["pins"]
-        self._pins = {}
-        self.service = SimStream(link, self.clock, 0, IN_SERVICE)
-        self.modem = SimModem(link, self.clock, 1, IN_MODEM, self.pin("modem_power"), self.pin("modem_reset"))
-        fl = self.info["flash"]
-        self.flash = SimFlash(link, fl["vfs_size"], fl["block_size"])
-        self.random = SimRandom(int(os.getenv("METER_SEED") or "1"))
-        self.watchdog = SimWatchdog(link)
-        self.keypad = SimKeypad(link, self.clock)
-        self.display = SimDisplay(link)
-
-    def pin(self, name):
-        p = self._pins.get(name)
-        if p is None:
-            p = self._pins[name] = SimPin(self._link, self.info["pins"][name])
-        return p
-
-    def mount(self, path="/flash"):
-        vfs = os.VfsLfs2(self.flash)
-        os.mount(vfs, path)
-        return path
-
-
-    def reset(self):
-        self._link.send(_RESET)
-        sys.exit(0)

@@ -36,7 +36,6 @@ Event: low_credit {"by": "amount"|"days", "credit": c, "days": d or -1}.
 
 from micropython import const
 
-from credit import civil
 from credit.tariff import need_int
 
 _DAY_S = const(86400)
@@ -49,46 +48,17 @@ def _no_event(kind, data):
     pass
 
 
-def _minutes(s, where):
-    if not isinstance(s, str) or len(s) != 5 or s[2] != ":":
-        raise ValueError("%s must be 'HH:MM' (got %r)" % (where, s))
-    try:
-        h, m = int(s[:2]), int(s[3:])
-    except ValueError:
-        raise ValueError("%s must be 'HH:MM' (got %r)" % (where, s))
-    if not 0 <= h <= 23 or not 0 <= m <= 59:
-        raise ValueError("%s must be 00:00..23:59 (got %r)" % (where, s))
-    return h * 60 + m
-
-
 class Policy:
     def __init__(self, cfg, emit=None, state=None):
         if not isinstance(cfg, dict):
             raise ValueError("policy config must be an object")
         self.emit = emit or _no_event
-        # Windows as (start minute of week, length in minutes), ready for one modulo test each.
-        self.windows = []
-        wl = cfg.get("friendly", [])
-        if not isinstance(wl, list):
-            raise ValueError("friendly must be a list of windows")
-        for i, w in enumerate(wl):
-            where = "friendly[%d]" % i
-            if not isinstance(w, dict):
-                raise ValueError("%s must be an object" % where)
-            days = w.get("days")
-            if not isinstance(days, list) or not days:
-                raise ValueError("%s.days must be a non-empty list of weekdays 0..6 (Mon=0)" % where)
-            a = _minutes(w.get("start"), where + ".start")
-            b = _minutes(w.get("end"), where + ".end")
-            n = (b - a) % _DAY_MIN or _DAY_MIN
-            for d in days:
-                if isinstance(d, bool) or not isinstance(d, int) or not 0 <= d <= 6:
-                    raise ValueError("%s.days must hold weekdays 0..6 (Mon=0), got %r" % (where, d))
-                self.windows.append((d * _DAY_MIN + a, n))
-        hl = cfg.get("holidays", [])
-        if not isinstance(hl, list):
-            raise ValueError("holidays must be a list of 'YYYY-MM-DD' dates")
-        self.holidays = [civil.parse_date(h) for h in hl]
+        # The friendly windows and holidays are checked and built by code loaded for this call only.
+        import sys
+        from credit import policycfg
+        sys.modules.pop("credit.policycfg", None)
+        delattr(sys.modules["credit"], "policycfg")
+        self.windows, self.holidays = policycfg.friendly(cfg)
         self.low_credit = need_int(cfg, "low_credit", 0, _MAX_AMOUNT, 0)
         self.low_credit_hyst = need_int(cfg, "low_credit_hysteresis", 0, _MAX_AMOUNT, 0)
         self.low_days = need_int(cfg, "low_days", 0, 365, 0)

@@ -44,23 +44,8 @@ from micropython import const
 
 from credit import civil
 
-_SCALE = const(10000)  # basis points
-_WH_PER_MWH = const(1000000)
-_DAY_S = const(86400)
 _HOUR_S = const(3600)
 _HOURS_WEEK = const(168)
-_MAX_PRICE = const(100000000)  # minor units per MWh (100 000 minor units per kWh)
-_MAX_MULT = const(100000)  # x10
-_MAX_TAX = const(10000)  # 100 %
-_MAX_STANDING = const(10000000)
-_MAX_BLOCK_KWH = const(1000000)
-_DEFAULT_SPLIT_S = const(3600)
-
-
-def gcd(a, b):
-    while b:
-        a, b = b, a % b
-    return a
 
 
 def need_int(cfg, key, lo, hi, default=None):
@@ -72,90 +57,9 @@ def need_int(cfg, key, lo, hi, default=None):
 
 
 class Tariff:
-    """One tariff of a schedule: block prices, TOU bands and standing charge as fractions of den."""
-
-    def __init__(self, cfg, where):
-        if not isinstance(cfg, dict):
-            raise ValueError("%s must be an object" % where)
-        self.start = need_int(cfg, "start", -(1 << 40), 1 << 40, 0)
-        self.tax_bp = need_int(cfg, "tax_bp", 0, _MAX_TAX, 0)
-        self.standing = need_int(cfg, "standing_per_day", 0, _MAX_STANDING, 0)
-        blocks = cfg.get("blocks")
-        if not isinstance(blocks, list) or not blocks:
-            raise ValueError("%s.blocks must be a non-empty list" % where)
-        self.limits = []  # cumulative monthly Wh where each block ends; the last is open
-        self.prices = []
-        prev = 0
-        for i, b in enumerate(blocks):
-            bw = "%s.blocks[%d]" % (where, i)
-            if not isinstance(b, dict):
-                raise ValueError("%s must be an object" % bw)
-            self.prices.append(need_int(b, "price_per_mwh", 0, _MAX_PRICE))
-            if i < len(blocks) - 1:
-                kwh = need_int(b, "upto_kwh", prev + 1, _MAX_BLOCK_KWH)
-                self.limits.append(kwh * 1000)
-                prev = kwh
-            elif b.get("upto_kwh") is not None:
-                raise ValueError("%s.upto_kwh must be absent: the last block is open" % bw)
-        self.mults = [_SCALE]
-        self.band = bytearray(_HOURS_WEEK)  # hour of week (Mon 00h = 0) -> index into mults
-        claimed = bytearray(_HOURS_WEEK)
-        tou = cfg.get("tou", [])
-        if not isinstance(tou, list):
-            raise ValueError("%s.tou must be a list" % where)
-        for i, w in enumerate(tou):
-            self._add_window(w, "%s.tou[%d]" % (where, i), claimed)
-        # Hours until the band changes, so an interval is cut without scanning the table.
-        self.run = bytearray(_HOURS_WEEK)
-        for h in range(_HOURS_WEEK):
-            n = 1
-            while n < _HOURS_WEEK and self.band[(h + n) % _HOURS_WEEK] == self.band[h]:
-                n += 1
-            self.run[h] = n
-
-    def _add_window(self, w, where, claimed):
-        if not isinstance(w, dict):
-            raise ValueError("%s must be an object" % where)
-        days = w.get("days")
-        if not isinstance(days, list) or not days:
-            raise ValueError("%s.days must be a non-empty list of weekdays 0..6 (Mon=0)" % where)
-        for d in days:
-            if isinstance(d, bool) or not isinstance(d, int) or not 0 <= d <= 6:
-                raise ValueError("%s.days must hold weekdays 0..6 (Mon=0), got %r" % (where, d))
-        h0 = need_int(w, "from_hour", 0, 23)
-        h1 = need_int(w, "to_hour", 0, 24)
-        m = need_int(w, "mult_bp", 0, _MAX_MULT)
-        if m not in self.mults:
-            if len(self.mults) >= 32:
-                raise ValueError("%s: at most 32 distinct mult_bp values" % where)
-            self.mults.append(m)
-        bi = self.mults.index(m)
-        n = (h1 - h0) % 24 or 24
-        for d in days:
-            for k in range(n):
-                h = (d * 24 + h0 + k) % _HOURS_WEEK
-                if not claimed[h]:
-                    claimed[h] = 1
-                    self.band[h] = bi
-
-    def fractions(self):
-        """(num, den) pairs of every rate: per Wh for each block x band, then per second standing."""
-        out = []
-        t = _SCALE + self.tax_bp
-        for p in self.prices:
-            for m in self.mults:
-                out.append((p * m * t, _WH_PER_MWH * _SCALE * _SCALE))
-        out.append((self.standing * t, _DAY_S * _SCALE))
-        return out
-
-    def scale_to(self, den):
-        """Fix the numerators for the schedule's common denominator."""
-        t = _SCALE + self.tax_bp
-        d = _WH_PER_MWH * _SCALE * _SCALE
-        self.num = []  # per block: list per band of the price of one Wh in 1/den minor units
-        for p in self.prices:
-            self.num.append([p * m * t * den // d for m in self.mults])
-        self.standing_num = self.standing * t * den // (_DAY_S * _SCALE)
+    """One tariff of a schedule (built by credit/tariffcfg.py): `start`, `tax_bp`, `standing`, block
+    `limits` (cumulative monthly Wh) and `prices`, TOU `mults`, `band` and `run` by hour of week, and
+    `num` / `standing_num` in 1/den minor units. No methods: the parsing code is not resident."""
 
 
 def _hour_of_week(t):
@@ -167,38 +71,12 @@ class Schedule:
     """The tariff schedule from config; prices energy and standing time for the ledger."""
 
     def __init__(self, cfg):
-        if not isinstance(cfg, dict):
-            raise ValueError("tariff config must be an object")
-        self.mode = cfg.get("mode", "money")
-        if self.mode not in ("money", "kwh"):
-            raise ValueError("mode must be 'money' or 'kwh' (got %r)" % (self.mode,))
-        self.minor_per_major = need_int(cfg, "minor_per_major", 1, 10000, 100)
-        self.max_split_s = need_int(cfg, "max_split_s", 1, 31 * _DAY_S, _DEFAULT_SPLIT_S)
-        self.tariffs = []
-        if self.mode == "kwh":
-            for key in ("tariffs", "blocks", "tou", "standing_per_day", "tax_bp"):
-                if cfg.get(key):
-                    raise ValueError("%s is not allowed in kwh mode (credit is energy)" % key)
-            self.den = 1
-            return
-        tl = cfg.get("tariffs")
-        if not isinstance(tl, list) or not tl or len(tl) > 16:
-            raise ValueError("tariffs must be a list of 1..16 tariffs")
-        for i, tc in enumerate(tl):
-            t = Tariff(tc, "tariffs[%d]" % i)
-            if self.tariffs and t.start <= self.tariffs[-1].start:
-                raise ValueError("tariffs[%d].start must be after tariffs[%d].start" % (i, i - 1))
-            self.tariffs.append(t)
-        # One denominator for the whole schedule, so a carried remainder means the same under
-        # every tariff. Reducing each fraction first keeps it small (often < 2**30) for real prices.
-        den = 1
-        for t in self.tariffs:
-            for n, d in t.fractions():
-                d //= gcd(n, d)
-                den = den * d // gcd(den, d)
-        self.den = den
-        for t in self.tariffs:
-            t.scale_to(den)
+        # The config checks and table building are loaded for this call only (see tariffcfg.py).
+        import sys
+        from credit import tariffcfg
+        sys.modules.pop("credit.tariffcfg", None)
+        delattr(sys.modules["credit"], "tariffcfg")
+        tariffcfg.schedule(self, cfg)
 
     def index_at(self, t):
         i = len(self.tariffs) - 1

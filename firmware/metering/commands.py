@@ -1,35 +1,24 @@
-"""Service-port commands for metering and calibration: read and write the chip's calibration (stored in
-flash, reloaded at every boot and chip restart), raw register reads for the lab, small-power mode."""
+"""Service-port commands for metering and calibration (loaded on demand): read and write the chip's
+calibration (stored in flash, reloaded at every boot and chip restart), raw register reads for the lab,
+small-power mode."""
 from metering.chips import atm90e26 as _chip
 
-CAL_RECORD = "calibration"
+from metering.calibration import CAL_RECORD
 _WRITABLE_RAW = (0x04,)          # SmallPMod: the lab's offset measurement mode
 _DESIGN_KEYS = ("un_v", "ib_a", "imax_a", "f_hz", "meter_constant_imp_per_kwh", "front_end")
 
 
-def stored_calibration(store, defaults, emit):
-    """The calibration to run with: the stored one over the board's defaults. A stored record that is
-    corrupt is an event; the board defaults keep the meter metering (uncalibrated, flagged)."""
-    cal = dict(defaults)
-    if store is None:
-        return cal, False
-    try:
-        saved = store.load(CAL_RECORD)
-    except Exception as e:  # StoreMissing is normal (never calibrated); anything else is a fault
-        if type(e).__name__ != "StoreMissing":
-            emit("calibration_unreadable", {"error": type(e).__name__})
-        return cal, False
-    for k, v in saved.items():
-        if k in cal or k == "SagTh":
-            cal[k] = v
-    return cal, True
+NAMES = ("cal_get", "cal_set", "raw_read", "raw_write")
+PRIVILEGED = NAMES
 
 
-class MeteringCommands:
+def handle(app, cmd, req):
+    return getattr(_Commands(app), cmd)(req)
+
+
+class _Commands:
     def __init__(self, app):
         self.app = app
-        for name in ("cal_get", "cal_set", "raw_read", "raw_write"):
-            app.service.command(name, getattr(self, name), privileged=True)
 
     def cal_get(self, req):
         app = self.app

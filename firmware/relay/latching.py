@@ -25,37 +25,18 @@ Interface:
 Config keys: pulse_ms (5..1000, default 60), settle_ms (0..1000, 20), retries (1..10, 3),
 current_ma (1..100000, 100), weld_ms (100..600000, 5000), feedback_closed (0|1, 1).
 """
-
-from micropython import const
-
-_DEFAULT_PULSE_MS = const(60)
-_DEFAULT_SETTLE_MS = const(20)
-_DEFAULT_RETRIES = const(3)
-_DEFAULT_CURRENT_MA = const(100)
-_DEFAULT_WELD_MS = const(5000)
+from relay import _cfg
 
 
 def _no_event(kind, data):
     pass
 
 
-def _cfg_int(cfg, key, lo, hi, default):
-    v = cfg.get(key, default)
-    if isinstance(v, bool) or not isinstance(v, int) or v < lo or v > hi:
-        raise ValueError("relay %s must be an int in %d..%d (got %r)" % (key, lo, hi, v))
-    return v
-
-
 class LatchingRelay:
     def __init__(self, set_pin, reset_pin, clock, emit=None, cfg=None, feedback=None, current=None,
                  state=None):
-        cfg = cfg or {}
-        self.pulse_ms = _cfg_int(cfg, "pulse_ms", 5, 1000, _DEFAULT_PULSE_MS)
-        self.settle_ms = _cfg_int(cfg, "settle_ms", 0, 1000, _DEFAULT_SETTLE_MS)
-        self.retries = _cfg_int(cfg, "retries", 1, 10, _DEFAULT_RETRIES)
-        self.current_ma = _cfg_int(cfg, "current_ma", 1, 100000, _DEFAULT_CURRENT_MA)
-        self.weld_ms = _cfg_int(cfg, "weld_ms", 100, 600000, _DEFAULT_WELD_MS)
-        self.fb_closed = _cfg_int(cfg, "feedback_closed", 0, 1, 1)
+        (self.pulse_ms, self.settle_ms, self.retries, self.current_ma, self.weld_ms,
+         self.fb_closed) = _cfg().latching(cfg or {})
         self.set_pin = set_pin
         self.reset_pin = reset_pin
         self.clock = clock

@@ -29,6 +29,8 @@ over_power {"watts", "trips", "backoff_s"}, reconnect_armed None.
 
 from micropython import const
 
+from relay import _cfg
+
 NO_CREDIT = const(1)
 OVER_POWER = const(2)
 REMOTE = const(4)
@@ -39,65 +41,27 @@ UNDER_VOLTAGE = const(64)
 RELAY_TEST = const(128)
 SERVICE = const(256)
 
-NAMES = (
-    (NO_CREDIT, "NO_CREDIT"),
-    (OVER_POWER, "OVER_POWER"),
-    (REMOTE, "REMOTE"),
-    (TAMPER, "TAMPER"),
-    (FAULT, "FAULT"),
-    (OVER_VOLTAGE, "OVER_VOLTAGE"),
-    (UNDER_VOLTAGE, "UNDER_VOLTAGE"),
-    (RELAY_TEST, "RELAY_TEST"),
-    (SERVICE, "SERVICE"),
-)
+# Reason names by bit: NAMES[i] names the reason 1 << i (one tuple of strings: the names are already
+# qstrs for the constants above, so this costs one small object).
+NAMES = ("NO_CREDIT", "OVER_POWER", "REMOTE", "TAMPER", "FAULT", "OVER_VOLTAGE", "UNDER_VOLTAGE",
+         "RELAY_TEST", "SERVICE")
 _ALL = const(511)
 _MAX_TRIPS = const(16)
 
 
 def names(mask):
     """'NO_CREDIT|REMOTE' for a reason mask ('' for none)."""
-    return "|".join(n for b, n in NAMES if mask & b)
-
-
-def mask_of(name_list, where):
-    m = 0
-    for n in name_list:
-        for b, nm in NAMES:
-            if nm == n:
-                m |= b
-                break
-        else:
-            raise ValueError("%s: unknown reason %r (one of %s)" % (where, n, names(_ALL)))
-    return m
+    return "|".join(n for i, n in enumerate(NAMES) if mask >> i & 1)
 
 
 def _no_event(kind, data):
     pass
 
 
-def _cfg_int(cfg, key, lo, hi, default):
-    v = cfg.get(key, default)
-    if isinstance(v, bool) or not isinstance(v, int) or v < lo or v > hi:
-        raise ValueError("supply %s must be an int in %d..%d (got %r)" % (key, lo, hi, v))
-    return v
-
-
 class Supply:
     def __init__(self, relay, clock, emit=None, cfg=None, state=None):
-        cfg = cfg or {}
-        self.mode = cfg.get("reconnect", "auto")
-        if self.mode not in ("auto", "key"):
-            raise ValueError("supply reconnect must be 'auto' or 'key' (got %r)" % (self.mode,))
-        kr = cfg.get("key_reasons", ["NO_CREDIT", "REMOTE"])
-        if not isinstance(kr, list):
-            raise ValueError("supply key_reasons must be a list of reason names")
-        self.key_mask = mask_of(kr, "supply key_reasons") & ~OVER_POWER
-        self.limit_w = _cfg_int(cfg, "max_power_w", 0, 1000000, 0)
-        self.over_ms = _cfg_int(cfg, "over_power_s", 1, 3600, 10) * 1000
-        self.backoff_ms = _cfg_int(cfg, "backoff_s", 1, 3600, 30) * 1000
-        self.backoff_max_ms = _cfg_int(cfg, "backoff_max_s", 1, 86400, 1920) * 1000
-        self.decay_ms = _cfg_int(cfg, "decay_s", 1, 86400, 3600) * 1000
-        self.retry_ms = _cfg_int(cfg, "relay_retry_s", 1, 3600, 60) * 1000
+        (self.mode, self.key_mask, self.limit_w, self.over_ms, self.backoff_ms, self.backoff_max_ms,
+         self.decay_ms, self.retry_ms) = _cfg().supply(cfg or {})
         self.relay = relay
         self.clock = clock
         self.emit = emit or _no_event

@@ -1,11 +1,27 @@
 """The local service port: JSON lines in, one JSON line out per request (`{"id": 1, "cmd": "ping"}` ->
 `{"id": 1, "ok": true, ...}`). Bounded line buffer; a bad line gets an error reply, never a crash."""
+import gc
 import json
+import sys
+
+
+def unload(module):
+    """Forget an imported module (and its package's reference to it) so its code can be collected."""
+    if module in sys.modules:
+        del sys.modules[module]
+    i = module.rfind(".")
+    if i > 0:
+        parent = sys.modules.get(module[:i])
+        if parent is not None and hasattr(parent, module[i + 1:]):
+            delattr(parent, module[i + 1:])
+    gc.collect()
 
 
 class ServicePort:
-    def __init__(self, stream, max_line=1024):
+    def __init__(self, stream, max_line=1024, ctx=None):
         self.stream = stream
+        self.ctx = ctx            # handed to on-demand command modules
+        self.lazy = {}            # command -> module name, imported only while it runs
         self.max_line = max_line
         self.buf = bytearray()
         self.handlers = {}
@@ -21,6 +37,21 @@ class ServicePort:
         self.handlers[name] = fn
         if privileged:
             self.privileged.add(name)
+
+    def command_module(self, module, names, privileged=()):
+        """Commands served by `module.handle(ctx, cmd, req)`: the module is imported when one of them
+        arrives and unloaded after the reply, so rarely used code costs no heap the rest of the time."""
+        for n in names:
+            self.lazy[n] = module
+            if n in privileged:
+                self.privileged.add(n)
+
+    def _run_lazy(self, module, cmd, req):
+        try:
+            mod = __import__(module, None, None, ["handle"])
+            return mod.handle(self.ctx, cmd, req)
+        finally:
+            unload(module)
 
     def poll(self):
         data = self.stream.read()
@@ -55,9 +86,10 @@ class ServicePort:
         rid = req.get("id")
         cmd = req.get("cmd")
         fn = self.handlers.get(cmd)
-        if fn is None:
+        lazy = self.lazy.get(cmd) if fn is None else None
+        if fn is None and lazy is None:
             self._reply({"id": rid, "ok": False, "error": "unknown command %r" % (cmd,),
-                         "commands": sorted(self.handlers)})
+                         "commands": sorted(list(self.handlers) + list(self.lazy))})
             return
         if cmd in self.privileged and self.gate is not None:
             refusal = self.gate(req)
@@ -65,7 +97,7 @@ class ServicePort:
                 self._reply({"id": rid, "ok": False, "error": refusal, "privileged": True})
                 return
         try:
-            out = fn(req)
+            out = fn(req) if fn is not None else self._run_lazy(lazy, cmd, req)
         except Exception as e:  # a handler bug must not take the meter down
             self._reply({"id": rid, "ok": False, "error": "%s: %s" % (type(e).__name__, e)})
             return

@@ -8,11 +8,16 @@ removed, since no slot is touched before the journal reads back whole.
 File, little-endian: b"MTxn", format u8 (1), count u8, reserved u16; per entry: name length u8,
 kind u8, reserved u16, generation u32, payload length u32, name, payload; then the CRC-32 of all the
 bytes before it (u32) and b"MEnd". Size is bounded by count * (12 + 24 + MAX_PAYLOAD).
+
+The Store's side of the protocol (`commit`, `recover`) is here too, so that none of it is resident:
+records.py loads this module only for a commit_many of 2+ records or when a journal is found at boot.
 """
 import struct
 from binascii import crc32
 
 from micropython import const
+
+from store.records import StoreCorrupt, StoreError, StoreMissing, check_name, encode, header
 
 _MAGIC = b"MTxn"
 _END = b"MEnd"
@@ -107,3 +112,60 @@ def entries(path):
             yield name, kind, gen, f.read(length)
     finally:
         f.close()
+
+
+def commit(store, records):
+    """Store.commit_many for 2..16 records: journal, commit point, slots, remove the journal."""
+    entries = []
+    for name in sorted(records):
+        name_b = check_name(name)
+        kind, payload = encode(records[name])
+        slot, gen = store._next(name, name_b)
+        entries.append((name, kind, gen, payload))
+    jpath = store._jpath()
+    write(jpath, entries, store._hdr)
+    if check(jpath, store._chunk) != len(entries):
+        store._remove(jpath)
+        raise StoreError("journal did not read back; nothing was committed")
+    # The journal is the commit point: from here a cut is finished by recover() at the next boot.
+    for name, kind, gen, payload in entries:
+        _apply(store, name, kind, gen, payload)
+    store._remove(jpath)
+
+
+def _apply(store, name, kind, gen, payload):
+    """Make generation `gen` with `payload` the newest version of `name` (idempotent, for replay)."""
+    name_b = check_name(name)
+    try:
+        slot, newest, nkind, _ = store._scan(name, name_b)
+    except (StoreMissing, StoreCorrupt):
+        store._write_slot(name, name_b, 0, gen, kind, payload)
+        return
+    if newest == gen and nkind == kind:
+        # The stored CRC of that slot (its header was already checked by _probe) against this payload's.
+        hdr = store._hdr
+        f = open(store._path(name, slot), "rb")
+        try:
+            f.readinto(hdr)
+        finally:
+            f.close()
+        if struct.unpack_from("<I", hdr, 16)[0] == header(hdr, name_b, kind, gen, payload):
+            return  # already applied before the cut
+    store._write_slot(name, name_b, 1 - slot, max(gen, newest + 1), kind, payload)
+
+
+def recover(store):
+    """Finish (or discard, when torn) a commit_many that a power cut interrupted."""
+    jpath = store._jpath()
+    n = check(jpath, store._chunk)
+    if n == ABSENT:
+        return
+    if n == BAD:
+        # Torn while it was being written: nothing had been applied yet, so all stay old.
+        store._fault("journal_discarded", "")
+        store._remove(jpath)
+        return
+    for name, kind, gen, payload in entries(jpath):
+        _apply(store, name, kind, gen, payload)
+    store._fault("journal_replayed", str(n))
+    store._remove(jpath)

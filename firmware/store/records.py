@@ -12,7 +12,8 @@ highest generation; commit writes generation+1 into the other slot. The name is 
 copied or renamed onto another record is refused.
 
 `commit_many` makes several records change together through a journal (see `store.journal`): a cut
-leaves all of them old or all new. Recovery runs in `Store()` before anything can be loaded.
+leaves all of them old or all new. Recovery runs in `Store()` before anything can be loaded. The
+journal code is loaded only while it is needed (RAM: it is not resident).
 
 `load` raises `StoreMissing` (never written) or `StoreCorrupt` (no valid slot): it never invents a
 default. Anything the app should log as an event (a bad slot, a replayed or discarded journal) is
@@ -25,8 +26,6 @@ import struct
 from binascii import crc32
 
 from micropython import const
-
-from store import journal
 
 _MAGIC = b"MRec"
 _FORMAT = const(1)
@@ -46,6 +45,16 @@ _ABSENT = const(-1)
 _BAD = const(-2)
 
 JOURNAL = "_journal"
+
+
+def _journal():
+    # The journal code (commit_many with 2+ records, recovery at boot) is loaded for that one step
+    # and forgotten again, so it does not stay resident between top-ups.
+    import sys
+    from store import journal
+    sys.modules.pop("store.journal", None)
+    delattr(sys.modules["store"], "journal")
+    return journal
 
 
 class StoreError(Exception):
@@ -123,7 +132,11 @@ class Store:
             os.stat(root)
         except OSError:
             os.mkdir(root)
-        self._recover()
+        try:
+            os.stat(self._jpath())
+        except OSError:
+            return  # no journal: the usual boot, without loading the journal code
+        _journal().recover(self)
 
     # ---- public API
 
@@ -164,24 +177,11 @@ class Store:
         """Commit a dict {name: value} (up to 16) as one step: after any power cut, all old or all new."""
         if not records:
             return
-        entries = []
-        for name in sorted(records):
-            name_b = check_name(name)
-            kind, payload = encode(records[name])
-            slot, gen = self._next(name, name_b)
-            if len(records) == 1:
-                self._write_slot(name, name_b, slot, gen, kind, payload)  # one file is atomic by itself
-                return
-            entries.append((name, kind, gen, payload))
-        jpath = self._jpath()
-        journal.write(jpath, entries, self._hdr)
-        if journal.check(jpath, self._chunk) != len(entries):
-            self._remove(jpath)
-            raise StoreError("journal did not read back; nothing was committed")
-        # The journal is the commit point: from here a cut is finished by _recover() at the next boot.
-        for name, kind, gen, payload in entries:
-            self._apply(name, kind, gen, payload)
-        self._remove(jpath)
+        if len(records) == 1:
+            for name in records:
+                self.commit(name, records[name])  # one file is atomic by itself
+            return
+        _journal().commit(self, records)
 
     def take_faults(self):
         """Return and clear the queued (code, detail) faults for the event log."""
@@ -201,18 +201,6 @@ class Store:
         # Bounded, and once per fault: every load of a record with a bad slot would repeat it.
         if len(self.faults) < _MAX_FAULTS and (code, detail) not in self.faults:
             self.faults.append((code, detail))
-
-    def _crc_of(self, name_b, kind, gen, payload):
-        return header(self._hdr, name_b, kind, gen, payload)
-
-    def _crc_field(self, name, slot):
-        # The stored CRC of a slot (its header was already checked by _probe).
-        f = open(self._path(name, slot), "rb")
-        try:
-            f.readinto(self._hdr)
-        finally:
-            f.close()
-        return struct.unpack_from("<I", self._hdr, _CRC_AT)[0]
 
     def _probe(self, name, name_b, slot):
         """(state, gen, kind, length): state is the generation when valid, _ABSENT (no file, or an
@@ -302,33 +290,3 @@ class Store:
             os.remove(path)
         except OSError:
             pass
-
-    # ---- journal
-
-    def _apply(self, name, kind, gen, payload):
-        """Make generation `gen` with `payload` the newest version of `name` (idempotent, for replay)."""
-        name_b = check_name(name)
-        try:
-            slot, newest, nkind, _ = self._scan(name, name_b)
-        except (StoreMissing, StoreCorrupt):
-            self._write_slot(name, name_b, 0, gen, kind, payload)
-            return
-        if newest == gen and nkind == kind:
-            if self._crc_field(name, slot) == self._crc_of(name_b, kind, gen, payload):
-                return  # already applied before the cut
-        self._write_slot(name, name_b, 1 - slot, max(gen, newest + 1), kind, payload)
-
-    def _recover(self):
-        jpath = self._jpath()
-        n = journal.check(jpath, self._chunk)
-        if n == journal.ABSENT:
-            return
-        if n == journal.BAD:
-            # Torn while it was being written: nothing had been applied yet, so all stay old.
-            self._fault("journal_discarded", "")
-            self._remove(jpath)
-            return
-        for name, kind, gen, payload in journal.entries(jpath):
-            self._apply(name, kind, gen, payload)
-        self._fault("journal_replayed", str(n))
-        self._remove(jpath)

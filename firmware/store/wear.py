@@ -8,14 +8,15 @@ device and metadata pairs move after `block_cycles` erases - so erases spread ev
 that are not pinned by data that never changes. `lifetime_days` therefore divides
 (blocks - static_blocks) * endurance by erases per day; endurance defaults to 100,000 cycles per block
 (the usual NOR datasheet figure). Measure `max_block_erases` against the mean to check the spread.
+
+Only the counter is resident; the sums (`report`, `per_day`, `lifetime_days`, `lifetime_years`,
+`ENDURANCE`) live in `store.wearsum` and are loaded when asked for.
 """
 from micropython import const
 
 _OP_ERASE = const(6)
 _OP_COUNT = const(4)
 _OP_SIZE = const(5)
-_SECONDS_PER_DAY = const(86400)
-ENDURANCE = 100000
 
 
 class WearCounter:
@@ -72,39 +73,17 @@ class WearCounter:
             for i in range(len(self.block_erases)):
                 self.block_erases[i] = 0
 
-    def report(self, seconds, endurance=ENDURANCE, static_blocks=0):
+    def report(self, seconds, endurance=None, static_blocks=0):
         """The budget for `seconds` of running: counts, per day and projected lifetime (flat dict)."""
-        epd = per_day(self.erases, seconds)
-        return {
-            "erases": self.erases,
-            "writes": self.writes,
-            "bytes_written": self.bytes_written,
-            "erases_per_day": epd,
-            "writes_per_day": per_day(self.writes, seconds),
-            "blocks": self.block_count,
-            "endurance": endurance,
-            "lifetime_days": lifetime_days(epd, self.block_count, endurance, static_blocks),
-        }
+        from store import wearsum
+        if endurance is None:
+            endurance = wearsum.ENDURANCE
+        return wearsum.report(self, seconds, endurance, static_blocks)
 
 
-def per_day(count, seconds):
-    """`count` events over `seconds` scaled to one day, rounded up (never flatters the budget)."""
-    if seconds <= 0:
-        raise ValueError("seconds must be positive")
-    return (count * _SECONDS_PER_DAY + seconds - 1) // seconds
-
-
-def lifetime_days(erases_per_day, blocks, endurance=ENDURANCE, static_blocks=0):
-    """Days until the levelled blocks reach `endurance` erases; -1 when nothing is erased (no limit)."""
-    usable = blocks - static_blocks
-    if usable <= 0:
-        raise ValueError("no blocks left for wear levelling")
-    if erases_per_day <= 0:
-        return -1
-    return usable * endurance // erases_per_day
-
-
-def lifetime_years(erases_per_day, blocks, endurance=ENDURANCE, static_blocks=0):
-    """Whole years (365-day), rounded down; -1 when nothing is erased."""
-    d = lifetime_days(erases_per_day, blocks, endurance, static_blocks)
-    return -1 if d < 0 else d // 365
+def __getattr__(name):
+    # per_day, lifetime_days, lifetime_years and ENDURANCE, from the on-demand sums module.
+    if name in ("per_day", "lifetime_days", "lifetime_years", "ENDURANCE"):
+        from store import wearsum
+        return getattr(wearsum, name)
+    raise AttributeError(name)

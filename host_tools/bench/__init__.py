@@ -12,7 +12,10 @@ from host_tools.paths import BUILD
 BENCHES = [
     "host_tools.bench.tokens_bench",
     "host_tools.bench.factory_bench",
+    "host_tools.bench.factory_line_bench",
     "host_tools.bench.sim_bench",
+    "host_tools.bench.headend_bench",
+    "host_tools.bench.calibration_bench",
 ]
 
 

@@ -14,7 +14,7 @@ def _completes(heap_kb, days=30):
     return r["boots"] == 1 and abs(r["error_pct"]) < 0.01
 
 
-def min_heap_cap_kb(lo=24, hi=96):
+def min_heap_cap_kb(lo=48, hi=256):
     """Bisect the lowest -X heapsize (KB) at which a 30-day run completes without a reboot."""
     if not _completes(hi):
         return None

@@ -9,7 +9,9 @@ module("app.py", base_path=_FW)
 module("config.py", base_path=_FW)
 module("events.py", base_path=_FW)
 module("sched.py", base_path=_FW)
+module("prepaid.py", base_path=_FW)
+module("eventcodes.py", base_path=_FW)
 
 # subsystem packages: every .py under each folder (a folder that does not exist yet freezes nothing)
-for _pkg in ("comms", "credit", "drivers", "metering", "relay", "service", "store", "tokens", "ui"):
+for _pkg in ("comms", "credit", "drivers", "metering", "provision", "relay", "service", "store", "tokens", "ui"):
     package(_pkg, base_path=_FW)

@@ -2,6 +2,7 @@
 import sys
 
 from host_tools.cli import emit
+from host_tools.sim.runner import DEFAULT_HEAP
 
 
 def _common(p):
@@ -16,7 +17,7 @@ def register_sim(simsub):
     p = simsub.add_parser("run", help="an accelerated, reproducible run of a simulated meter")
     p.add_argument("--days", type=float, required=True)
     p.add_argument("--period", type=int, default=60, help="metering period in seconds (default 60)")
-    p.add_argument("--heap", default="96k", help="MicroPython heap cap (default 96k)")
+    p.add_argument("--heap", default=None, help="MicroPython heap cap (default %s)" % DEFAULT_HEAP)
     p.add_argument("--fault", action="append", default=[], metavar="KIND@S[+DUR]",
                    help="chip fault: silent, garbage or reset at S seconds, lasting DUR seconds")
     _common(p)

@@ -71,6 +71,7 @@ class FlashFile:
                 raise PowerCut(off + land)
         self.f.seek(self.offset + off)
         self.f.write(data)
+        self.f.flush()        # the firmware reads the file directly
         self.bytes_written += len(data)
         self.writes += 1
 
@@ -78,6 +79,7 @@ class FlashFile:
         self._check(off, n)
         self.f.seek(self.offset + off)
         self.f.write(b"\xff" * n)
+        self.f.flush()
         self.blocks_erased += n // self.block_size
 
     def close(self):

@@ -105,7 +105,7 @@ def serve(seed=1, profile="household", afe="typical", grid="stable", speed=1.0, 
           workdir=None, **meter_args):
     """Run a meter in realtime until interrupted (or for `days` simulated days). Returns the meter's
     final totals reply."""
-    st = {"meter_period_s": period_s}
+    st = {"meter_period_s": period_s, "prepaid": {"ledger": {"opening_credit": 100000000}}}
     st.update(settings or {})
     m = SimMeter(seed=seed, profile=profile, afe=afe, grid=grid, settings=st, realtime=True, speed=speed,
                  workdir=workdir, **meter_args)

@@ -35,10 +35,12 @@ def schedule_faults(world, faults):
             world.schedule(t_ms + dur, lambda w: w.chip_fault(None))
 
 
-def run(days=1.0, seed=1, profile="household", afe="typical", grid="stable", period_s=60, heap="96k",
+def run(days=1.0, seed=1, profile="household", afe="typical", grid="stable", period_s=60, heap=None,
         faults=(), settings=None, progress=None, mpy=True):
     """Run a meter for `days` simulated days; return the result dict (see `meterkit sim run`)."""
-    st = {"meter_period_s": period_s}
+    # Enough opening credit that the supply stays on: these runs are about metering. Prepaid
+    # behaviour has its own scenarios (credit runs out, friendly periods, power cuts).
+    st = {"meter_period_s": period_s, "prepaid": {"ledger": {"opening_credit": 100000000}}}
     if settings:
         st.update(settings)
     t0 = time.monotonic()
@@ -73,6 +75,7 @@ def run(days=1.0, seed=1, profile="household", afe="typical", grid="stable", per
             "error_pct": round((imp - true_imp) / true_imp * 100.0, 4) if true_imp else 0.0,
             "firmware_heap_peak_bytes": status["heap_peak"],
             "firmware_heap_limit_bytes": status["heap_total"],
+            "firmware_heap_live_bytes": status.get("heap_live"),
             "events": dict(sorted(events["counts"].items())),
             "meter_polls": status["polls"],
             "scheduler_ticks": status["loop_ticks"],

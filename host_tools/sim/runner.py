@@ -24,6 +24,11 @@ from host_tools.sim.world import World
 
 _HELLO_R = struct.Struct("<QIB")
 
+# The MicroPython heap cap simulated meters run under unless told otherwise. The 64-bit unix port
+# needs roughly 1.5-2x the heap a 32-bit ESP32 needs for the same objects; `make bench` reports the
+# lowest cap at which the firmware still completes a 30-day run (`firmware_min_heap_cap_kb`).
+DEFAULT_HEAP = "160k"
+
 
 class ServiceChannel:
     """The meter's service UART as the simulator sees it: bytes towards the firmware (rx) and the
@@ -82,13 +87,13 @@ class SimMeter:
     serve_realtime() for people and host tools."""
 
     def __init__(self, seed=1, profile="household", afe="typical", grid="stable", board="sim",
-                 settings=None, heap="96k", mpy=True, workdir=None, realtime=False, speed=1.0,
+                 settings=None, heap=None, mpy=True, workdir=None, realtime=False, speed=1.0,
                  time_valid=True, flash_image=None, keep_flash=False, flash_offset=0,
                  app_from_flash=False):
         self.board = board
         self.info = json.loads((board_dir(board) / "board.json").read_text())
         self.seed = seed
-        self.heap = heap
+        self.heap = heap or DEFAULT_HEAP
         self.world = World(self.info, seed, profile, afe, grid)
         self.service = ServiceChannel()
         self.realtime = realtime
@@ -140,7 +145,8 @@ class SimMeter:
     def boot(self):
         env = dict(os.environ)
         env.update(MICROPYPATH=".frozen:" + str(self.fw_dir), METER_SIM="127.0.0.1:%d" % self.port,
-                   METER_SEED=str(self.seed), METER_BOARD_JSON=str(self.fw_dir / "board.json"))
+                   METER_SEED=str(self.seed), METER_BOARD_JSON=str(self.fw_dir / "board.json"),
+                   METER_FLASH=str(self.flash_path.resolve()), METER_FLASH_OFFSET=str(self.flash.offset))
         log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(
             [micropython_bin(), "-X", "heapsize=%s" % self.heap, str(self.fw_dir / "main.py")],
@@ -197,6 +203,8 @@ class SimMeter:
             f |= L.IN_SERVICE
         if self.keys:
             f |= L.IN_KEY
+        if self._death_at is not None and not self._pf_told:
+            f |= L.IN_POWER_FAIL      # an edge: reported once, then the hold-up runs out
         return f
 
     def _handle(self, ftype, p, stop_at_ms):
@@ -259,6 +267,12 @@ class SimMeter:
 
     def _gpio_write(self, pin, level):
         self.pins[pin] = level
+        if level:
+            name = self.pin_names.get(pin)
+            if name == "relay_set":
+                self.world.pulse_relay(True)
+            elif name == "relay_reset":
+                self.world.pulse_relay(False)
 
     def _gpio_read(self, pin):
         name = self.pin_names.get(pin)
@@ -283,12 +297,59 @@ class SimMeter:
             nxt = w.next_agenda_ms()
             if nxt is not None and nxt < target:
                 target = max(nxt, w.now_ms)
+            if self._death_at is not None and self._death_at < target:
+                target = max(self._death_at, w.now_ms)
             if self.realtime:
                 target = self._pace(target)
-            w.advance_to(target)
+            w.advance_to(target, stop_on_power=True)
+            if self._power_check():
+                break
         self._pending_until = None
-        self.link.reply(L.ADVANCE, L.pack_advance_reply(w.now_ms, self._flags()))
+        flags = self._flags()
+        if flags & L.IN_POWER_FAIL:
+            self._pf_told = True
+        self.link.reply(L.ADVANCE, L.pack_advance_reply(w.now_ms, flags))
         return True
+
+    def _power_check(self):
+        """The meter is powered by the grid it measures. When the grid fails, the power-fail input
+        rises (the firmware is woken) and the supply holds up for the board's hold-up time; then the
+        firmware dies. Returns True when the firmware must be woken now."""
+        w = self.world
+        if w.bench is not None or w.grid_on:
+            return False
+        if self._death_at is None:
+            self.pins[self.info["pins"]["power_fail"]] = 1
+            self._death_at = w.now_ms + int(self.info.get("power_fail_holdup_ms", 0))
+            self.stats["outages"] = self.stats.get("outages", 0) + 1
+            return True
+        if w.now_ms >= self._death_at:
+            raise _PowerLost()
+        return False
+
+    def _outage(self):
+        """No supply: the firmware is dead; the world runs on until the grid returns."""
+        self.kill()
+        self._pending_until = None
+        self.powered = False
+        w = self.world
+        while not w.grid_on:
+            nxt = w._next_change_ms()
+            a = w.next_agenda_ms()
+            if a is not None and a < nxt:
+                nxt = a
+            if self._stop_at is not None and nxt > self._stop_at:
+                nxt = self._stop_at
+            w.advance_to(max(nxt, w.now_ms + 1), stop_on_power=True)
+            if self._stop_at is not None and w.now_ms >= self._stop_at and not w.grid_on:
+                return False
+        self.pins[self.info["pins"]["power_fail"]] = 0
+        self._death_at = None
+        self._pf_told = False
+        self.powered = True
+        return True
+
+    _stop_at = None
 
     def _pace(self, target):
         """Realtime: wait until the wall clock reaches `target`, or less if the pty brings input."""
@@ -320,11 +381,18 @@ class SimMeter:
     tick_hook = None
     _pending_until = None
     _pending_wake = True
+    _death_at = None          # virtual ms at which a failing supply takes the firmware down
+    _pf_told = False
+    powered = True
 
     def _serve(self, stop_at_ms=None, until_reply=None):
         """Serve frames until virtual time reaches stop_at_ms (the firmware blocked in ADVANCE past it),
         or the reply with id until_reply arrived."""
+        self._stop_at = stop_at_ms
         while True:
+            if not self.powered or (self.world.bench is None and not self.world.grid_on and self.link is None):
+                if not self._outage():
+                    return None
             if self.link is None:
                 self.boot()
             if until_reply is not None and until_reply in self.service.replies:
@@ -336,6 +404,10 @@ class SimMeter:
                     ftype, p = self.link.next_frame()
                     self.stats["frames"] += 1
                     ok = self._handle(ftype, p, stop_at_ms)
+            except _PowerLost:
+                if not self._outage():
+                    return None
+                continue
             except (L.LinkClosed, ConnectionError, socket.timeout, _Reboot):
                 self._firmware_gone()
                 continue
@@ -383,4 +455,8 @@ class SimMeter:
 
 
 class _Reboot(Exception):
+    pass
+
+
+class _PowerLost(Exception):
     pass

@@ -38,6 +38,8 @@ class World:
         self.true_import_wh = 0.0
         self.true_export_wh = 0.0
         self.relay_closed = True
+        self.relay_fault = None          # None, "stuck" (the contact does not move), "welded" (stays closed)
+        self.relay_moves = 0
         self.bench = None               # a calibration bench may drive the signals instead of the loads
         # Physical state now.
         self.volts = 0.0
@@ -129,17 +131,21 @@ class World:
             self.true_export_wh -= p * dt_ms / 3600000.0
         self.chip.advance(dt_ms / 1000.0)
 
-    def advance_to(self, until_ms):
-        """Move virtual time to until_ms, applying every change and scheduled action on the way."""
+    def advance_to(self, until_ms, stop_on_power=False):
+        """Move virtual time to until_ms, applying every change and scheduled action on the way.
+        With stop_on_power, return at the instant the grid goes off or comes back."""
         while self.now_ms < until_ms:
             nxt = self._next_change_ms()
             step_to = until_ms if nxt > until_ms else nxt
             self._integrate(step_to - self.now_ms)
             self.now_ms = step_to
             if step_to == nxt:
+                was = self.grid_on
                 self._apply_due_changes()
                 self._run_agenda()
                 self._update_inputs()
+                if stop_on_power and self.grid_on != was:
+                    return
         self._run_agenda()
 
     def _run_agenda(self):
@@ -154,6 +160,14 @@ class World:
     def set_relay(self, closed):
         self.relay_closed = bool(closed)
         self._update_inputs()
+
+    def pulse_relay(self, close):
+        """A coil pulse on the latching relay: the contact moves unless it is stuck or welded shut."""
+        if self.relay_fault == "stuck" or (self.relay_fault == "welded" and not close):
+            return
+        if self.relay_closed != bool(close):
+            self.relay_moves += 1
+        self.set_relay(close)
 
     # -- faults on demand ------------------------------------------------------------------------
     def chip_fault(self, kind):

@@ -2,15 +2,11 @@
 a health probe, and clear-on-read energy confirmed through LastData. Takes a framed SPI bus."""
 from micropython import const
 
-_SOFT_RESET = const(0x00)
 _SYS_STATUS = const(0x01)
 _FUNC_EN = const(0x02)
-_SAG_TH = const(0x03)
 _LAST_DATA = const(0x06)
 _CAL_START = const(0x20)
-_CS1 = const(0x2C)
 _ADJ_START = const(0x30)
-_CS2 = const(0x3B)
 _AP_ENERGY = const(0x40)
 _AN_ENERGY = const(0x41)
 _EN_STATUS = const(0x46)
@@ -24,8 +20,6 @@ _PANGLE = const(0x4E)
 _SMEAN = const(0x4F)
 _IRMS2 = const(0x68)
 
-_RESET_CODE = const(0x789A)
-_CODE_CAL = const(0x5678)
 _CODE_RUN = const(0x8765)
 _CODE_OFF = const(0x6886)
 # FuncEn: SagEn | SagWo. Not the reset default (0x000C), so reading it back tells a chip that was
@@ -35,18 +29,6 @@ _FUNC_DEFAULT = const(0x000C)
 _CAL_ERR = const(0xC000)
 _ADJ_ERR = const(0x3000)
 
-# Registers 0x21..0x2B (CS1 covers them) and 0x31..0x3A (CS2), in address order.
-CAL_REGS = ("PLconstH", "PLconstL", "Lgain", "Lphi", "Ngain", "Nphi",
-            "PStartTh", "PNolTh", "QStartTh", "QNolTh", "MMode")
-ADJ_REGS = ("Ugain", "IgainL", "IgainN", "Uoffset", "IoffsetL", "IoffsetN",
-            "PoffsetL", "QoffsetL", "PoffsetN", "QoffsetN")
-REGISTER_ADDRESS = {}
-for _i, _n in enumerate(CAL_REGS):
-    REGISTER_ADDRESS[_n] = 0x21 + _i
-for _i, _n in enumerate(ADJ_REGS):
-    REGISTER_ADDRESS[_n] = 0x31 + _i
-REGISTER_ADDRESS["SagTh"] = _SAG_TH
-
 # Probe results.
 OK = const(0)
 SILENT = const(1)
@@ -55,26 +37,27 @@ RESET = const(3)
 CAL_ERROR = const(4)
 STATE_NAMES = ("ok", "silent", "garbage", "reset", "cal_error")
 
-# The poll batch: energy reads each followed by two LastData reads (a vote), then the readings.
-_POLL = (_AP_ENERGY, _LAST_DATA, _LAST_DATA, _AN_ENERGY, _LAST_DATA, _LAST_DATA,
-         _EN_STATUS, _URMS, _IRMS, _PMEAN, _QMEAN, _SMEAN, _POWERF, _FREQ, _PANGLE, _IRMS2)
-_PROBE = (_FUNC_EN, _LAST_DATA, _CAL_START, _ADJ_START, _SYS_STATUS)
 
 
 class ChipError(Exception):
     pass
 
 
-def checksum(values):
-    """CS1/CS2: low byte = sum of all register bytes mod 256, high byte = XOR of them."""
-    lo = 0
-    hi = 0
-    for v in values:
-        b1 = (v >> 8) & 0xFF
-        b0 = v & 0xFF
-        lo += b1 + b0
-        hi ^= b1 ^ b0
-    return (hi << 8) | (lo & 0xFF)
+def _setup():
+    # The start-up code and register tables are loaded for one call and forgotten again: they run at
+    # boot and on recovery only, and would otherwise stay resident beside the poll path.
+    import sys
+    from metering.chips import atm90e26_setup as m
+    sys.modules.pop(m.__name__, None)
+    delattr(sys.modules["metering.chips"], "atm90e26_setup")
+    return m
+
+
+def __getattr__(name):
+    """`checksum`, `CAL_REGS`, `ADJ_REGS` and `REGISTER_ADDRESS` live in atm90e26_setup (on demand)."""
+    if name in ("checksum", "CAL_REGS", "ADJ_REGS", "REGISTER_ADDRESS"):
+        return getattr(_setup(), name)
+    raise AttributeError(name)
 
 
 def sign_magnitude(v):
@@ -108,11 +91,15 @@ class ATM90E26:
         self.bus = bus
         self.clock = clock
         self.cal = calibration
-        self._probe_tpl = _read_frames(_PROBE)
+        # Probe: FuncEn, LastData, CalStart, AdjStart, SysStatus.
+        self._probe_tpl = _read_frames((_FUNC_EN, _LAST_DATA, _CAL_START, _ADJ_START, _SYS_STATUS))
         self._probe = bytearray(len(self._probe_tpl))
-        self._poll_tpl = _read_frames(_POLL)
+        # Poll: energy reads each followed by two LastData reads (a vote), then the readings.
+        self._poll_tpl = _read_frames((_AP_ENERGY, _LAST_DATA, _LAST_DATA, _AN_ENERGY, _LAST_DATA, _LAST_DATA,
+                                       _EN_STATUS, _URMS, _IRMS, _PMEAN, _QMEAN, _SMEAN, _POWERF, _FREQ,
+                                       _PANGLE, _IRMS2))
         self._poll = bytearray(len(self._poll_tpl))
-        self.words = [0] * len(_POLL)
+        self.words = [0] * 16
         self.ap = 0
         self.an = 0
         self.energy_ok = True
@@ -133,9 +120,6 @@ class ATM90E26:
         self.bus.transfer(frames, 3)
         return frames
 
-    def _word(self, frames, i):
-        return (frames[3 * i + 1] << 8) | frames[3 * i + 2]
-
     def read(self, addr):
         f = self._run(bytearray((0x80 | addr, 0, 0)))
         return (f[1] << 8) | f[2]
@@ -146,45 +130,9 @@ class ATM90E26:
     def cal_values(self, names):
         return [self.cal[n] & 0xFFFF for n in names]
 
-    # -- start -----------------------------------------------------------------------------------
     def start(self):
         """Soft reset, load calibration with CS1/CS2, start metering and verify. Raises ChipError."""
-        self.write(_SOFT_RESET, _RESET_CODE)
-        self.clock.sleep_ms(5)
-        cal = self.cal_values(CAL_REGS)
-        adj = self.cal_values(ADJ_REGS)
-        seq = [(_FUNC_EN, _FUNC_SIGNATURE)]
-        if "SagTh" in self.cal:
-            seq.append((_SAG_TH, self.cal["SagTh"] & 0xFFFF))
-        seq.append((_CAL_START, _CODE_CAL))
-        for i, v in enumerate(cal):
-            seq.append((0x21 + i, v))  # PLconstH before PLconstL: H takes effect when L is written
-        seq.append((_CS1, checksum(cal)))
-        seq.append((_ADJ_START, _CODE_CAL))
-        for i, v in enumerate(adj):
-            seq.append((0x31 + i, v))
-        seq.append((_CS2, checksum(adj)))
-        seq.append((_CAL_START, _CODE_RUN))
-        seq.append((_ADJ_START, _CODE_RUN))
-        verify = (_SYS_STATUS, _CS1, _CS2, _FUNC_EN, _LAST_DATA, _CAL_START, _ADJ_START)
-        buf = bytearray(3 * (len(seq) + len(verify)))
-        for i, (a, v) in enumerate(seq):
-            buf[3 * i] = a
-            buf[3 * i + 1] = v >> 8
-            buf[3 * i + 2] = v & 0xFF
-        base = len(seq)
-        for j, a in enumerate(verify):
-            buf[3 * (base + j)] = 0x80 | a
-        self._run(buf)
-        status, cs1, cs2, func, last, cs, adjs = [self._word(buf, base + j) for j in range(len(verify))]
-        if func != _FUNC_SIGNATURE or last != _FUNC_SIGNATURE:
-            raise ChipError("no ATM90E26 answering (FuncEn read %04x, LastData %04x)" % (func, last))
-        if status & _CAL_ERR or cs1 != checksum(cal):
-            raise ChipError("chip rejected CS1 (SysStatus %04x, CS1 %04x)" % (status, cs1))
-        if status & _ADJ_ERR or cs2 != checksum(adj):
-            raise ChipError("chip rejected CS2 (SysStatus %04x, CS2 %04x)" % (status, cs2))
-        if cs != _CODE_RUN or adjs != _CODE_RUN:
-            raise ChipError("metering did not start (CalStart %04x, AdjStart %04x)" % (cs, adjs))
+        _setup().start(self, ChipError)
 
     # -- health ----------------------------------------------------------------------------------
     def probe(self):
@@ -192,11 +140,7 @@ class ATM90E26:
         f = self._probe
         f[:] = self._probe_tpl
         self._run(f)
-        func = self._word(f, 0)
-        last = self._word(f, 1)
-        cs = self._word(f, 2)
-        adjs = self._word(f, 3)
-        status = self._word(f, 4)
+        func, last, cs, adjs, status = [(f[3 * i + 1] << 8) | f[3 * i + 2] for i in range(5)]
         if func == last == cs == adjs == status and (func == 0xFFFF or func == 0):
             st = SILENT
         elif func == _FUNC_SIGNATURE and last == _FUNC_SIGNATURE and cs == _CODE_RUN and adjs == _CODE_RUN:

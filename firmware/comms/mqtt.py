@@ -1,0 +1,227 @@
+"""An MQTT 3.1.1 client session for a byte transport that never blocks: `feed(bytes)` with what the
+link delivered, `poll()` for timers (keepalive, retransmission, CONNACK wait), `write` injected.
+
+QoS 1 both ways. Outgoing QoS 1 publishes stay in a bounded in-flight table until PUBACKed and are
+re-sent with DUP after `retry_ms`; inbound QoS 1 is acknowledged only after `on_message` returned
+True (the application has processed and persisted it), so a crash before that gets it redelivered.
+Any protocol error closes the session (`state` DOWN, `error` says why); the supervisor reconnects."""
+from micropython import const
+from comms import mqttpkt as pkt
+
+DOWN = const(0)
+CONNECTING = const(1)
+UP = const(2)
+
+_CONNACK_MS = const(30000)
+_PING_WAIT_MS = const(30000)
+_HDR = const(0)
+_LEN = const(1)
+_BODY = const(2)
+
+
+class MQTTClient:
+    def __init__(self, clock, write, client_id, user=None, password=None, keepalive_s=120, will=None,
+                 on_message=None, on_puback=None, max_packet=4096, max_inflight=4, retry_ms=20000):
+        self.clock = clock
+        self.write = write
+        self.client_id = client_id
+        self.user = user
+        self.password = password
+        self.keepalive_s = keepalive_s
+        self.will = will
+        self.on_message = on_message  # (topic, payload bytes, pid) -> True when processed
+        self.on_puback = on_puback  # (pid) -> None
+        self.max_packet = max_packet
+        self.max_inflight = max_inflight
+        self.retry_ms = retry_ms
+        self._buf = bytearray(max_packet)  # one body at a time, allocated once
+        self.inflight = {}  # pid -> [packet bytes, sent ticks]
+        self.subs = {}  # pid -> [filters]
+        self._pid = 0
+        self.state = DOWN
+        self.error = None
+        self.session_present = False
+        self.stats = {"rx": 0, "tx": 0, "retx": 0, "errors": 0}
+        self._reset_parser()
+
+    # -- session -----------------------------------------------------------------------------
+    def start(self):
+        """Send CONNECT over a freshly opened transport."""
+        self._reset_parser()
+        self.state = CONNECTING
+        self.error = None
+        self._since = self.clock.ticks_ms()
+        self._send(pkt.connect(self.client_id, self.keepalive_s, self.user, self.password, self.will))
+
+    def close(self, why):
+        """The session is over (protocol error, link lost, or our choice); in-flight entries are
+        dropped because the uplink queue keeps every message until its PUBACK and resends it."""
+        if self.state != DOWN:
+            self.state = DOWN
+            self.error = why
+            if why:
+                self.stats["errors"] += 1
+        self.inflight = {}
+        self.subs = {}
+        self._ping_due = None
+
+    def disconnect(self):
+        if self.state == UP:
+            self._send(pkt.simple(pkt.DISCONNECT))
+        self.close(None)
+
+    def _send(self, data):
+        self.write(data)
+        self._last_tx = self.clock.ticks_ms()
+        self.stats["tx"] += 1
+
+    def next_pid(self):
+        for _ in range(0xFFFF):
+            self._pid = self._pid % 0xFFFF + 1
+            if self._pid not in self.inflight and self._pid not in self.subs:
+                return self._pid
+        return 0
+
+    def idle(self):
+        """Nothing in flight and no packet half-received: a safe moment to leave data mode."""
+        return not self.inflight and self._phase == _HDR
+
+    def can_publish(self):
+        return self.state == UP and len(self.inflight) < self.max_inflight
+
+    def publish(self, topic, payload, qos=1, retain=False):
+        """Publish; returns the packet id (QoS 1), 0 for QoS 0, or None when not possible now."""
+        if self.state != UP or (qos and len(self.inflight) >= self.max_inflight):
+            return None
+        pid = self.next_pid() if qos else 0
+        p = pkt.publish(topic, payload, qos, pid, retain)
+        if qos:
+            self.inflight[pid] = [p, self.clock.ticks_ms()]
+        self._send(p)
+        return pid
+
+    def subscribe(self, topic, qos=1):
+        if self.state != UP:
+            return None
+        pid = self.next_pid()
+        self.subs[pid] = [topic]
+        self._send(pkt.subscribe(pid, [(topic, qos)]))
+        return pid
+
+    def poll(self):
+        """Timers: CONNACK wait, retransmission with DUP, keepalive PINGREQ and its answer."""
+        if self.state == DOWN:
+            return
+        c = self.clock
+        now = c.ticks_ms()
+        if self.state == CONNECTING:
+            if c.ticks_diff(now, self._since) >= _CONNACK_MS:
+                self.close("connack timeout")
+            return
+        for pid in self.inflight:
+            e = self.inflight[pid]
+            if c.ticks_diff(now, e[1]) >= self.retry_ms:
+                p = e[0]
+                if not p[0] & 8:
+                    p = bytes((p[0] | 8,)) + p[1:]  # the DUP flag, once, then the same bytes
+                    e[0] = p
+                e[1] = now
+                self.stats["retx"] += 1
+                self._send(p)
+        if self._ping_due is not None:
+            if c.ticks_diff(now, self._ping_due) >= _PING_WAIT_MS:
+                self.close("no pingresp")
+        elif self.keepalive_s and c.ticks_diff(now, self._last_tx) >= self.keepalive_s * 1000 * 3 // 4:
+            # Ping at three quarters of the keepalive so the broker never sees silence past 1.5x.
+            self._ping_due = now
+            self._send(pkt.simple(pkt.PINGREQ))
+
+    # -- inbound framing -------------------------------------------------------------------
+    def _reset_parser(self):
+        self._phase = _HDR
+        self._first = 0
+        self._rlen = 0
+        self._shift = 0
+        self._got = 0
+        self._ping_due = None
+
+    def feed(self, data):
+        """Consume bytes from the link; complete packets are handled as they finish."""
+        i = 0
+        n = len(data)
+        while i < n and self.state != DOWN:
+            b = data[i]
+            if self._phase == _HDR:
+                self._first = b
+                self._rlen = 0
+                self._shift = 0
+                self._phase = _LEN
+                i += 1
+            elif self._phase == _LEN:
+                self._rlen |= (b & 0x7F) << self._shift
+                self._shift += 7
+                i += 1
+                if self._rlen > self.max_packet or (b & 0x80 and self._shift >= 28):
+                    self.close("packet too long")
+                    return
+                if not b & 0x80:
+                    self._got = 0
+                    self._phase = _BODY
+                    if self._rlen == 0:
+                        self._packet()
+            else:
+                take = self._rlen - self._got
+                if take > n - i:
+                    take = n - i
+                self._buf[self._got:self._got + take] = data[i:i + take]
+                self._got += take
+                i += take
+                if self._got == self._rlen:
+                    self._packet()
+
+    def _packet(self):
+        self._phase = _HDR
+        self.stats["rx"] += 1
+        try:
+            d = pkt.decode(self._first, memoryview(self._buf)[:self._rlen])
+        except pkt.MQTTError as e:
+            self.close("protocol: " + str(e))
+            return
+        t = d["type"]
+        if self.state == CONNECTING:
+            if t != pkt.CONNACK:
+                self.close("expected connack")
+            elif d["code"] != 0:
+                self.close("connack refused %d" % d["code"])
+            else:
+                self.state = UP
+                self.session_present = d["session_present"]
+            return
+        if t == pkt.PUBLISH:
+            self._inbound(d)
+        elif t == pkt.PUBACK:
+            if self.inflight.pop(d["pid"], None) is not None and self.on_puback:
+                self.on_puback(d["pid"])
+        elif t == pkt.SUBACK:
+            if self.subs.pop(d["pid"], None) is None:
+                return
+            if 0x80 in d["codes"]:
+                self.close("subscription refused")
+        elif t == pkt.PINGRESP:
+            self._ping_due = None
+        elif t == pkt.UNSUBACK:
+            pass
+        else:  # QoS 2 flows, CONNACK twice, client-only packets: the broker is not speaking 3.1.1 to us
+            self.close("unexpected packet %d" % t)
+
+    def _inbound(self, d):
+        done = True
+        if self.on_message:
+            done = self.on_message(d["topic"], d["payload"], d["pid"])
+        if d["qos"] == 1 and done and self.state == UP:
+            self._send(pkt.ack(pkt.PUBACK, d["pid"]))
+
+    def ack(self, pid):
+        """Acknowledge an inbound QoS 1 message the application finished later (on_message False)."""
+        if self.state == UP:
+            self._send(pkt.ack(pkt.PUBACK, pid))

@@ -1,0 +1,22 @@
+"""The meter's calibration at boot: the stored one (written by the lab through `cal_set`) over the
+board's defaults."""
+
+CAL_RECORD = "calibration"
+
+
+def stored_calibration(store, defaults, emit):
+    """The calibration to run with: the stored one over the board's defaults. A stored record that is
+    corrupt is an event; the board defaults keep the meter metering (uncalibrated, flagged)."""
+    cal = dict(defaults)
+    if store is None:
+        return cal, False
+    try:
+        saved = store.load(CAL_RECORD)
+    except Exception as e:  # StoreMissing is normal (never calibrated); anything else is a fault
+        if type(e).__name__ != "StoreMissing":
+            emit("calibration_unreadable", {"error": type(e).__name__})
+        return cal, False
+    for k, v in saved.items():
+        if k in cal or k == "SagTh":
+            cal[k] = v
+    return cal, True

@@ -1,0 +1,202 @@
+"""The prepaid core in the running meter: metered energy debits the ledger, the credit policy and the
+other reasons drive the supply relay, and everything that must survive a power cut is committed.
+
+Persistence (one record, `prepaid`, so a commit is all-or-nothing): the ledger, the policy's daily
+ring and warning state, the supply's reasons and trips, the relay's position, the meter's energy
+totals and the references of the last top-ups applied (so a retried top-up is never applied twice).
+Commit policy: at once after every credit change (before the change is acknowledged); after energy
+debits when `commit_wh` Wh are uncommitted or `commit_s` seconds have passed; and at once when the
+board signals a failing supply (power-fail input). Energy registered but not committed when power is
+lost is therefore below `commit_wh` plus one metering poll, and zero with a power-fail warning.
+
+A missing record on a meter that has already been commissioned (the `born` record exists) is a
+fault: the ledger starts at zero credit with the fault reported - state is never re-created with
+free credit."""
+from credit.ledger import Ledger
+from credit.policy import Policy
+from credit.tariff import Schedule
+from relay import supply as sup
+from relay.latching import LatchingRelay
+
+RECORD = "prepaid"
+BORN = "born"
+_REFS = 32
+
+DEFAULTS = {
+    "tariff": {"mode": "money", "minor_per_major": 100,
+               "tariffs": [{"start": 0, "blocks": [{"price_per_mwh": 500000}]}]},
+    "ledger": {"opening_credit": 0, "emergency_amount": 0},
+    "policy": {},
+    "supply": {},
+    "relay": {},
+    "commit_wh": 1,
+    "commit_s": 600,
+}
+
+
+class Prepaid:
+    def __init__(self, app, cfg=None):
+        self.app = app
+        board = app.board
+        self.clock = clock = board.clock
+        self.store = app.store
+        emit = app.events.emit
+        self.emit = emit
+        c = dict(DEFAULTS)
+        if cfg:
+            c.update(cfg)
+        self.cfg = c
+        self.commit_wh = c["commit_wh"]
+        self.commit_ms = c["commit_s"] * 1000
+        state = self._load_state()
+        self.schedule = Schedule(c["tariff"])
+        self.ledger = Ledger(c["ledger"], self.schedule, emit, state.get("ledger"))
+        self.policy = Policy(c["policy"], emit, state.get("policy"))
+        relay_info = board.info.get("relay", {})
+        rcfg = dict(c["relay"])
+        rcfg.setdefault("pulse_ms", relay_info.get("pulse_ms", 60))
+        meter = app.meter
+        self.relay = LatchingRelay(board.pin("relay_set"), board.pin("relay_reset"), clock, emit, rcfg,
+                                   feedback=board.pin("relay_feedback") if relay_info.get("feedback") else None,
+                                   current=lambda: meter.chip.irms_ma, state=state.get("relay"))
+        self.supply = sup.Supply(self.relay, clock, emit, c["supply"], state.get("supply"))
+        if state.get("max_power_w") is not None:      # set by an STS management token
+            self.supply.limit_w = state["max_power_w"]
+        tot = state.get("meter")
+        if tot:
+            meter.import_wh, meter.import_rem, meter.export_wh, meter.export_rem = tot
+        self.refs = state.get("refs", [])
+        ev = state.get("ev")
+        if ev:    # event counts run on across reboots (this boot's events are added on top)
+            counts = app.events.counts
+            for k, v in ev.items():
+                counts[k] = counts.get(k, 0) + v
+        self.uncommitted_wh = 0
+        self.last_commit = clock.ticks_ms()
+        meter.listeners.append(self.on_energy)
+        self.power_fail_pin = board.pin("power_fail")
+        self.commits = 0
+        if not state:
+            self.commit()   # the first commit also writes `born`
+
+    # -- persistence -----------------------------------------------------------------------------
+    def _load_state(self):
+        st = self.store
+        if st is None:
+            return {}
+        try:
+            return st.load(RECORD)
+        except Exception as e:
+            kind = type(e).__name__
+        born = True
+        try:
+            st.load(BORN)
+        except Exception:
+            born = False
+        if born or kind != "StoreMissing":
+            # Commissioned before: the state is gone or unreadable. Never invent credit.
+            self.emit("ledger_lost", {"error": kind})
+            self.app.ledger_fault = True
+        return {}
+
+    def snapshot(self):
+        m = self.app.meter
+        return {"ledger": self.ledger.state(), "policy": self.policy.state(), "supply": self.supply.state(),
+                "relay": self.relay.state(), "meter": [m.import_wh, m.import_rem, m.export_wh, m.export_rem],
+                "refs": self.refs, "max_power_w": self.supply.limit_w, "ev": self.app.events.counts}
+
+    def commit(self, extra=None):
+        """Write the prepaid record (and `extra` records in the same atomic step)."""
+        st = self.store
+        if st is None:
+            return False
+        recs = {RECORD: self.snapshot()}
+        if self.commits == 0:
+            recs[BORN] = {"t": self.clock.time()}
+        if extra:
+            recs.update(extra)
+        if len(recs) == 1:
+            st.commit(RECORD, recs[RECORD])
+        else:
+            st.commit_many(recs)
+        self.commits += 1
+        self.uncommitted_wh = 0
+        self.last_commit = self.clock.ticks_ms()
+        return True
+
+    # -- energy ----------------------------------------------------------------------------------
+    def on_energy(self, import_wh, export_wh):
+        clock = self.clock
+        if import_wh:
+            debited = self.ledger.debit(import_wh, clock.time(), clock.time_valid)
+            self.policy.record(debited, clock.time(), clock.time_valid)
+            self.uncommitted_wh += import_wh
+
+    def poll(self):
+        """After each metering poll: standing charge, credit rule, power limit, relay, commits."""
+        clock = self.clock
+        now = clock.time()
+        valid = clock.time_valid
+        led = self.ledger
+        d = led.debit(0, now, valid)
+        if d:
+            self.policy.record(d, now, valid)
+        if self.policy.cut_for_credit(led.credit, now, valid):
+            self.supply.set_reason(sup.NO_CREDIT)
+        else:
+            self.supply.clear_reason(sup.NO_CREDIT)
+        self.policy.check_warnings(led.credit)
+        t = clock.ticks_ms()
+        self.supply.power_sample(self.app.meter.chip.p_w, t)
+        self.supply.poll(t)
+        self.relay.poll(t)
+        if (self.uncommitted_wh >= self.commit_wh or
+                (self.uncommitted_wh and clock.ticks_diff(t, self.last_commit) >= self.commit_ms) or
+                clock.ticks_diff(t, self.last_commit) >= 24 * 3600000):
+            self.commit()
+
+    def power_failing(self):
+        """The supply is going: take the last energy out of the chip and commit it now."""
+        if self.power_fail_pin.value():
+            self.app.meter.poll()
+            self.commit()
+            self.emit("power_fail", None)
+            return True
+        return False
+
+    # -- credit changes (each committed before it is acknowledged) -------------------------------
+    def topup(self, amount, ref):
+        if ref in self.refs:
+            return {"applied": False, "duplicate": True, "ref": ref}
+        split = self.ledger.topup(amount, ref)
+        self.refs.append(ref)
+        if len(self.refs) > _REFS:
+            self.refs.pop(0)
+        self.poll_supply()
+        self.commit()
+        split["applied"] = True
+        return split
+
+    def poll_supply(self):
+        led = self.ledger
+        if not self.policy.cut_for_credit(led.credit, self.clock.time(), self.clock.time_valid):
+            self.supply.clear_reason(sup.NO_CREDIT)
+        self.supply.poll(self.clock.ticks_ms())
+
+    def take_emergency(self):
+        ok, why = self.ledger.take_emergency()
+        if ok:
+            self.poll_supply()
+            self.commit()
+        return ok, why
+
+    def view(self):
+        led = self.ledger
+        return {"mode": self.schedule.mode, "credit": led.credit, "debt": led.debt,
+                "emergency_owed": led.em_owed, "emergency": led.emergency_state(),
+                "topups": led.topups, "debited": led.debited, "opening": led.opening,
+                "cleared": led.cleared, "check": led.check(),
+                "days_left": self.policy.days_left(led.credit),
+                "supply": "closed" if self.supply.closed else "open",
+                "reasons": sup.names(self.supply.reasons()), "awaiting_key": self.supply.awaiting_key,
+                "relay_failed": bool(self.relay.failed), "commits": self.commits}

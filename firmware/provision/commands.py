@@ -1,0 +1,75 @@
+"""Service-port commands for the factory line, resident part: registers `identity`, `key_check`
+(open), `provision`, `factory_lock`, `selftest` (privileged) and `auth_challenge` / `auth` /
+`auth_end`, and installs the service port's gate (`provision.session`).
+
+A fresh meter is in factory mode: privileged commands are open. `factory_lock` leaves it for good
+(persisted); from then on they need the challenge-response (`provision.auth`). Only the gate, the
+session state and two flags stay in RAM: the handlers (`info`, `request`, `auth`, `selftest`) are
+imported for each request and dropped after it, because factory-line code should not hold heap for
+the meter's whole life."""
+import gc
+import sys
+
+from provision.session import Session
+
+# command -> the provision submodule that handles it (cmd_<command>(commands, request)).
+_ROUTES = {"identity": "info", "key_check": "info", "provision": "request", "factory_lock": "request",
+           "selftest": "selftest", "auth_challenge": "auth", "auth": "auth", "auth_end": "auth"}
+_PRIVILEGED = ("provision", "factory_lock", "selftest")
+
+
+def _forget(name):
+    """Drop a one-shot submodule so its bytecode goes back to the heap."""
+    sys.modules.pop("provision." + name, None)
+    try:
+        delattr(sys.modules["provision"], name)
+    except (AttributeError, KeyError):
+        pass
+
+
+class ProvisionCommands:
+    def __init__(self, app):
+        self.app = app
+        self.store = app.store
+        self.provisioned = False
+        self.session = Session(app.clock, app.board.random, app.events.emit)
+        self.session.factory_mode = self._load_state()
+        svc = app.service
+        for name in _ROUTES:
+            svc.command(name, self._dispatch, privileged=name in _PRIVILEGED)
+        svc.gate = self.session.gate
+
+    def _load_state(self):
+        """Factory mode unless the lock record says otherwise. Fails closed: no flash, or a lock record
+        that cannot be read, counts as locked (an event says why)."""
+        emit = self.app.events.emit
+        if self.store is None:
+            return False
+        from provision import identity as _id
+        try:
+            self.provisioned = _id.load_identity(self.store) is not None
+        except Exception as e:
+            emit("identity_unreadable", {"error": type(e).__name__})
+        try:
+            lock = self.store.load(_id.FACTORY)
+        except Exception as e:
+            if type(e).__name__ == "StoreMissing":
+                return True
+            emit("factory_lock_unreadable", {"error": type(e).__name__})
+            return False
+        finally:
+            _forget("identity")
+        return not lock.get("locked")
+
+    def _dispatch(self, req):
+        # A known point to collect: the handler's bytecode then loads into a tidy heap.
+        gc.collect()
+        cmd = req["cmd"]
+        name = _ROUTES[cmd]
+        mod = getattr(__import__("provision." + name), name)
+        try:
+            return getattr(mod, "cmd_" + cmd)(self, req)
+        finally:
+            _forget(name)
+            _forget("identity")
+            gc.collect()

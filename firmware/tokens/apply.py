@@ -1,0 +1,115 @@
+"""A token on the running meter: decode it with the meter's keys and replay state, apply what it asks
+to the prepaid core, and commit the ledger and the replay state in ONE atomic step, so a power cut
+leaves the token either applied and recorded, or neither. Loaded only while a token is handled.
+
+Units: STS electricity tokens carry 0.1 kWh (credit in kWh mode is Wh: x100); currency tokens carry
+0.00001 of the base unit, converted to minor units rounding down (the rest is reported in the
+result, never silently kept or invented)."""
+from binascii import hexlify, unhexlify
+import hashlib
+
+from tokens.decoder import ACCEPTED, KEY_CHANGE_WAITING, CRC_ERROR, FORMAT_ERROR, TokenDecoder
+from relay import supply as sup
+
+RECORD = "tokens"
+
+
+def _fingerprint(key):
+    return hexlify(hashlib.sha256(key).digest()[:8]).decode() if key else ""
+
+
+def _keys(app):
+    try:
+        from provision.identity import load_keys
+        return load_keys(app.store)
+    except ImportError:
+        return None
+
+
+def decoder_for(app):
+    keys = _keys(app)
+    mode = "money" if app.prepaid.schedule.mode == "money" else "energy"
+    if keys:
+        dec = TokenDecoder(app.clock, decoder_key=keys["sts_key"], ken=keys.get("ken", 255),
+                           krn=keys.get("krn", 1), kt=keys.get("kt", 2), ti=keys.get("ti", 1), mode=mode)
+        fp = _fingerprint(keys["sts_key"])
+    else:
+        dec = TokenDecoder(app.clock, mode=mode)
+        fp = ""
+    saved = None
+    if app.store is not None:
+        try:
+            saved = app.store.load(RECORD)
+        except Exception as e:
+            if type(e).__name__ != "StoreMissing":
+                app.events.emit("token_state_unreadable", {"error": type(e).__name__})
+    if saved:
+        if saved.get("pk") == fp:
+            dec.load_state(unhexlify(saved["s"]))
+        else:
+            # The meter was provisioned again with a new key: keep the replay and lockout state,
+            # but the provisioned key is the one in force.
+            key = dec.decoder_key
+            ids = (dec.ken, dec.krn, dec.kt, dec.ti)
+            dec.load_state(unhexlify(saved["s"]))
+            dec._set_key(key)
+            dec.ken, dec.krn, dec.kt, dec.ti = ids
+    return dec, fp
+
+
+def _record(dec, fp):
+    return {"s": hexlify(dec.state_bytes()).decode(), "pk": fp}
+
+
+def _apply(app, r, out):
+    p = app.prepaid
+    a = r.action
+    ref = "%s:%s" % (r.system, r.tid if r.tid is not None else r.value)
+    if a == "credit_kwh":
+        split = p.ledger.topup(r.value * 100, ref)
+        out["credit_added"] = split["credit"]
+        out["split"] = split
+    elif a == "credit_currency":
+        mpm = p.schedule.minor_per_major
+        minor = r.value * mpm // 100000
+        out["remainder_units"] = r.value * mpm - minor * 100000
+        split = p.ledger.topup(minor, ref)
+        out["credit_added"] = split["credit"]
+        out["split"] = split
+    elif a == "max_power_w":
+        p.supply.limit_w = r.value
+    elif a == "clear_credit":
+        p.ledger.clear_credit()
+    elif a == "clear_tamper":
+        p.supply.clear_reason(sup.TAMPER)
+    elif a in ("test", "key_change", "key_section", "max_phase_unbalance_w"):
+        pass
+    elif a in ("opaygo_add", "opaygo_set"):
+        unit = p.cfg.get("opaygo_unit", 100)
+        amount = r.value * unit
+        if a == "opaygo_set":
+            amount = amount - p.ledger.credit
+        if amount > 0:
+            split = p.ledger.topup(amount, ref)
+            out["credit_added"] = split["credit"]
+    p.poll_supply()
+
+
+def apply_token(app, digits, source="service"):
+    dec, fp = decoder_for(app)
+    r = dec.check(digits)
+    out = {"result": r.result, "system": r.system, "action": r.action, "value": r.value, "unit": r.unit,
+           "detail": r.detail}
+    if r.remaining_ms:
+        out["locked_s"] = (r.remaining_ms + 999) // 1000
+    if r.result in (ACCEPTED, KEY_CHANGE_WAITING):
+        if r.result == ACCEPTED:
+            _apply(app, r, out)
+        dec.commit(r)
+        # Ledger and replay state together: applied and recorded, or neither.
+        app.prepaid.commit(extra={RECORD: _record(dec, fp)})
+    elif r.result in (CRC_ERROR, FORMAT_ERROR) and app.store is not None:
+        app.store.commit(RECORD, _record(dec, fp))     # the lockout count survives a reboot
+    app.events.emit("token", {"result": r.result, "source": source})
+    out["credit"] = app.prepaid.ledger.credit
+    return out

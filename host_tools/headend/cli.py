@@ -1,0 +1,202 @@
+"""`meterkit headend serve|import|topup|meters|events|statements`: the utility operator's verbs.
+
+`serve` is the only process on MQTT; the other verbs work through the shared SQLite database: `topup`
+vends a token and queues it, `serve` delivers it and records the meter's result, `topup --wait` waits
+for that result in the database."""
+import os
+import signal
+import sys
+import threading
+import time
+
+from host_tools.cli import emit
+from host_tools.errors import DeviceError, UsageError
+from host_tools.headend import reports, vending
+from host_tools.headend.store import Store
+from host_tools.paths import BUILD
+
+HEARTBEAT_STALE_S = 5.0
+
+
+def default_db():
+    return os.environ.get("METERKIT_HEADEND_DB") or str(BUILD / "headend.db")
+
+
+def register(subparsers):
+    p = subparsers.add_parser("headend", help="the utility's head-end: registry, vending, delivery, telemetry")
+    sub = p.add_subparsers(dest="headend_verb", metavar="VERB")
+    sub.required = True
+
+    def common(sp, json_flag=True):
+        sp.add_argument("--db", default=default_db(), help="head-end SQLite database (default %(default)s, "
+                                                           "or $METERKIT_HEADEND_DB)")
+        if json_flag:
+            sp.add_argument("--json", action="store_true", help="print one JSON object")
+
+    s = sub.add_parser("serve", help="run the head-end service on MQTT (embedded broker unless --broker)")
+    common(s, json_flag=False)
+    s.add_argument("--broker", help="mqtt://[user:password@]host:port of the broker (default: start an embedded one)")
+    s.add_argument("--retry-s", type=float, default=30.0, help="resend a downlink with no result after this long "
+                                                                "(doubling, up to --retry-max-s)")
+    s.add_argument("--retry-max-s", type=float, default=600.0)
+    s.add_argument("--duration-s", type=float, help="stop after this long (default: until Ctrl-C)")
+    s.set_defaults(func=cmd_serve)
+
+    i = sub.add_parser("import", help="import meters from a provisioning CSV")
+    common(i)
+    i.add_argument("csv", help="CSV with columns meter_id,pan,serial,sgc,ti,krn,message_key_hex,broker_password")
+    i.set_defaults(func=cmd_import)
+
+    t = sub.add_parser("topup", help="vend a credit token for a meter and queue it for delivery")
+    common(t)
+    t.add_argument("meter", help="meter id")
+    what = t.add_mutually_exclusive_group(required=True)
+    what.add_argument("--kwh", help="energy credit in kWh (STS electricity token, rounded up to 0.1 kWh)")
+    what.add_argument("--amount", help="money credit in currency units (STS currency token, rounded up to 0.00001)")
+    t.add_argument("--keystore", default=os.environ.get("METERKIT_KEYSTORE"),
+                   help="utility keystore JSON with vending_key_hex (or $METERKIT_KEYSTORE)")
+    t.add_argument("--wait", type=float, metavar="S", help="wait up to S seconds for the meter's result")
+    t.set_defaults(func=cmd_topup)
+
+    m = sub.add_parser("meters", help="list registered meters")
+    common(m)
+    m.set_defaults(func=cmd_meters)
+
+    e = sub.add_parser("events", help="a meter's event log (head-end, broker and meter events)")
+    common(e)
+    e.add_argument("meter")
+    e.add_argument("--limit", type=int, default=200)
+    e.set_defaults(func=cmd_events)
+
+    st = sub.add_parser("statements", help="monthly statements computed from a meter's readings")
+    common(st)
+    st.add_argument("meter")
+    st.set_defaults(func=cmd_statements)
+
+
+def _store(args, must_exist=True):
+    if must_exist and not os.path.exists(args.db):
+        raise UsageError(f"no head-end database at {args.db}",
+                         hint="import meters first (`meterkit headend import FILE.csv --db ...`) or give --db")
+    os.makedirs(os.path.dirname(os.path.abspath(args.db)), exist_ok=True)
+    return Store(args.db)
+
+
+def service_running(store):
+    hb = store.service("heartbeat")
+    return hb is not None and time.time() - float(hb) < HEARTBEAT_STALE_S
+
+
+def cmd_serve(args):
+    from host_tools.headend.broker import EmbeddedBroker
+    from host_tools.headend.service import HeadEnd
+    store = _store(args, must_exist=False)
+    broker = None
+    url = args.broker
+    if not url:
+        broker = EmbeddedBroker(db=args.db).start()
+        url = broker.url
+    he = HeadEnd(store, url, retry_s=args.retry_s, retry_max_s=args.retry_max_s)
+    try:
+        he.start()
+    except DeviceError:
+        if broker:
+            broker.stop()
+        raise
+    shown = broker.address if broker else url.split("@")[-1]
+    print(f"head-end serving on mqtt://{shown.split('://')[-1]} "
+          f"({'embedded amqtt broker' if broker else 'external broker'}), db {args.db}", flush=True)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *a: stop.set())
+    if args.duration_s:
+        timer = threading.Timer(args.duration_s, stop.set)
+        timer.daemon = True
+        timer.start()
+    try:
+        he.serve(stop)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        he.stop()
+        store.set_service("heartbeat", 0)
+        if broker:
+            broker.stop()
+    print(f"head-end stopped: {he.counts}", flush=True)
+    return 0
+
+
+def cmd_import(args):
+    store = _store(args, must_exist=False)
+    n = store.import_csv(args.csv)
+    emit({"imported": n, "db": args.db}, args.json)
+    return 0
+
+
+def cmd_topup(args):
+    if not args.keystore:
+        raise UsageError("no keystore given", hint="--keystore FILE (JSON with vending_key_hex) or $METERKIT_KEYSTORE")
+    if args.wait is not None and args.wait < 0:
+        raise UsageError("--wait must be >= 0 seconds", hint="e.g. --wait 30")
+    ks = vending.load_keystore(args.keystore)
+    store = _store(args)
+    v = vending.vend_topup(store, ks, args.meter, kwh=args.kwh, amount=args.amount)
+    out = dict(v, state="queued")
+    running = service_running(store)
+    if args.wait is not None:
+        end = time.monotonic() + args.wait
+        while time.monotonic() < end:
+            r = store.q1("SELECT state, code, attempts FROM messages WHERE msg_id=?", (v["msg_id"],))
+            if r["state"] == "done":
+                out.update(state="done", code=r["code"], attempts=r["attempts"])
+                break
+            time.sleep(0.1)
+        else:
+            r = store.q1("SELECT state, attempts FROM messages WHERE msg_id=?", (v["msg_id"],))
+            why = ("the head-end service is not running: start `meterkit headend serve`" if not service_running(store)
+                   else "the meter has not answered: it stays queued and is resent until it does")
+            raise DeviceError(f"no result for token {v['msg_id']} to {args.meter} within {args.wait} s "
+                              f"({r['attempts']} delivery attempt(s))", hint=why)
+    elif not running:
+        out["note"] = "queued; delivered when `meterkit headend serve` runs"
+    emit(out, args.json)
+    return 0 if out.get("code", "accepted") == "accepted" else 1
+
+
+def cmd_meters(args):
+    store = _store(args)
+    rows = [{"meter_id": r["meter_id"], "serial": r["serial"], "status": r["status"], "last_seen": r["last_seen"],
+             "down_seq": r["down_seq"], "up_seq": r["up_seq"], "undelivered": r["undelivered"]}
+            for r in store.meters()]
+    if args.json:
+        emit({"meters": rows, "count": len(rows)}, True)
+    else:
+        for r in rows:
+            sys.stdout.write(f"{r['meter_id']:20s} {str(r['serial']):14s} {r['status']:8s} "
+                             f"undelivered {r['undelivered']}\n")
+        sys.stdout.write(f"{len(rows)} meter(s)\n")
+    return 0
+
+
+def cmd_events(args):
+    store = _store(args)
+    store.meter(args.meter)
+    evs = store.events(args.meter, args.limit)
+    if args.json:
+        emit({"meter": args.meter, "events": evs}, True)
+    else:
+        for e in evs:
+            at = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(e["at"]))
+            sys.stdout.write(f"{at}Z {e['source']:8s} {e['kind']:18s} {e['data']}\n")
+    return 0
+
+
+def cmd_statements(args):
+    store = _store(args)
+    sts = reports.monthly_statements(store, args.meter)
+    if args.json:
+        emit({"meter": args.meter, "statements": sts}, True)
+    else:
+        for s in sts:
+            sys.stdout.write(f"{s['month']}  import {s['import_wh']} Wh  readings {s['readings']}  "
+                             f"top-ups {s['topups_accepted']}\n")
+    return 0

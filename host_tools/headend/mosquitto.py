@@ -1,0 +1,96 @@
+"""Run a private mosquitto broker (Debian's mosquitto 2.0) on a loopback port with a temporary config:
+anonymous access, or password auth from {user: password}. Used by tests and the benchmark; skip-able
+when the binary is absent (`mosquitto_path()` is None)."""
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+
+from host_tools.errors import DeviceError
+from host_tools.headend.broker import free_port
+
+
+def mosquitto_path():
+    return shutil.which("mosquitto") or next((p for p in ("/usr/sbin/mosquitto",) if os.path.exists(p)), None)
+
+
+class Mosquitto:
+    def __init__(self, port=None, passwords=None, max_connections=-1):
+        self.port = port or free_port()
+        self.passwords = passwords
+        self.max_connections = max_connections
+        self.proc = None
+        self.dir = None
+
+    @property
+    def address(self):
+        return f"mqtt://127.0.0.1:{self.port}"
+
+    @property
+    def url(self):
+        """The address, with the "headend" user's credentials when password auth has one."""
+        if self.passwords and "headend" in self.passwords:
+            return f"mqtt://headend:{self.passwords['headend']}@127.0.0.1:{self.port}"
+        return self.address
+
+    def start(self, timeout=10.0):
+        exe = mosquitto_path()
+        if not exe:
+            raise DeviceError("mosquitto is not installed", hint="apt-get install -y mosquitto")
+        self.dir = tempfile.mkdtemp(prefix="mosq-")
+        conf = [f"listener {self.port} 127.0.0.1", "persistence false", f"max_connections {self.max_connections}",
+                "max_queued_messages 10000", "max_inflight_messages 100"]
+        if self.passwords:
+            pw = os.path.join(self.dir, "passwd")
+            tool = shutil.which("mosquitto_passwd") or "mosquitto_passwd"
+            for i, (u, p) in enumerate(self.passwords.items()):
+                subprocess.run([tool] + (["-c"] if i == 0 else []) + ["-b", pw, u, p], check=True,
+                               capture_output=True)
+            # mosquitto started as root drops to its own user, which must still read its files
+            os.chmod(self.dir, 0o755)
+            os.chmod(pw, 0o644)
+            conf += ["allow_anonymous false", f"password_file {pw}"]
+        else:
+            conf.append("allow_anonymous true")
+        path = os.path.join(self.dir, "mosquitto.conf")
+        with open(path, "w") as f:
+            f.write("\n".join(conf) + "\n")
+        # its log goes to a file: an unread pipe would fill up and block the broker
+        self.log_path = os.path.join(self.dir, "mosquitto.log")
+        self._log = open(self.log_path, "wb")
+        self.proc = subprocess.Popen([exe, "-c", path], stdout=subprocess.DEVNULL, stderr=self._log)
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            if self.proc.poll() is not None:
+                with open(self.log_path, "rb") as f:
+                    tail = f.read().decode(errors="replace")[-300:]
+                raise DeviceError(f"mosquitto exited: {tail}",
+                                  hint="check the port is free")
+            try:
+                socket.create_connection(("127.0.0.1", self.port), 0.2).close()
+                return self
+            except OSError:
+                time.sleep(0.05)
+        self.stop()
+        raise DeviceError("mosquitto did not start listening", hint="see its log")
+
+    def stop(self):
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        if getattr(self, "_log", None):
+            self._log.close()
+        if self.dir:
+            shutil.rmtree(self.dir, ignore_errors=True)
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc):
+        self.stop()

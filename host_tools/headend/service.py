@@ -1,0 +1,203 @@
+"""The head-end service: one MQTT session (paho, QoS 1, clean_session false) that delivers queued
+downlinks with retry until the meter answers with a result, and ingests uplinks: every one checked
+against the meter's message key and last accepted sequence number before it is acted on."""
+import json
+import logging
+import threading
+import time
+
+import paho.mqtt.client as mqtt
+
+from host_tools.errors import DeviceError
+from host_tools.headend import envelope
+from host_tools.headend.broker import parse_url
+
+log = logging.getLogger("headend")
+
+DOWN = "meters/{}/down"
+UP_FILTER = "meters/+/up"
+STATUS_FILTER = "meters/+/status"
+
+
+class HeadEnd:
+    """Delivery and ingest over one broker. `tick()` sends what is due; `serve(stop)` loops until stop is set.
+
+    Retry: a downlink without a result is sent again after retry_s, doubling up to retry_max_s. A resend
+    keeps the message id (the meter's idempotency key) and takes a fresh, persisted sequence number (the
+    old one would be rejected as stale by a meter that accepted it)."""
+
+    def __init__(self, store, broker_url, client_id="headend", retry_s=30.0, retry_max_s=600.0, poll_s=0.2):
+        self.store = store
+        self.url = broker_url
+        self.host, self.port, self.username, self.password = parse_url(broker_url)
+        self.retry_s = retry_s
+        self.retry_max_s = retry_max_s
+        self.poll_s = poll_s
+        self.connected = threading.Event()
+        self.counts = {"sent": 0, "results": 0, "rejected": 0, "readings": 0, "events": 0}
+        self._keys = {}
+        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=False,
+                                  protocol=mqtt.MQTTv311)
+        if self.username:
+            self.client.username_pw_set(self.username, self.password)
+        self.client.max_inflight_messages_set(1000)
+        self.client.max_queued_messages_set(0)
+        self.client.on_connect = self._on_connect
+        self.client.on_disconnect = self._on_disconnect
+        self.client.on_message = self._on_message
+
+    # -- session -----------------------------------------------------------------------------------
+    def start(self, timeout=10.0):
+        try:
+            self.client.connect(self.host, self.port, keepalive=60)
+        except OSError as e:
+            raise DeviceError(f"MQTT broker at {self.host}:{self.port} unreachable: {e.strerror or e}",
+                              hint="start the broker (e.g. mosquitto) or omit --broker to use the embedded one") from None
+        self.client.loop_start()
+        if not self.connected.wait(timeout):
+            self.client.loop_stop()
+            raise DeviceError(f"MQTT broker at {self.host}:{self.port} did not accept the head-end's connection",
+                              hint="check the broker's credentials in the URL (mqtt://user:password@host:port)")
+        self.store.set_service("broker", self.url)
+        return self
+
+    def stop(self):
+        self.client.disconnect()
+        self.client.loop_stop()
+
+    def _on_connect(self, client, userdata, flags, reason, props):
+        if reason.is_failure:
+            log.error("broker refused the head-end: %s", reason)
+            return
+        client.subscribe([(UP_FILTER, 1), (STATUS_FILTER, 1)])
+        self.connected.set()
+
+    def _on_disconnect(self, client, userdata, flags, reason, props):
+        self.connected.clear()
+
+    def serve(self, stop_event, on_tick=None):
+        while not stop_event.is_set():
+            self.tick()
+            self.store.set_service("heartbeat", time.time())
+            if on_tick:
+                on_tick(self)
+            stop_event.wait(self.poll_s)
+
+    # -- delivery ----------------------------------------------------------------------------------
+    def tick(self, now=None):
+        """Send every downlink that is due (new, or waiting for a result past its retry time)."""
+        if not self.connected.is_set():
+            return 0
+        now = time.time() if now is None else now
+        due = self.store.q("SELECT msg_id FROM messages WHERE state!='done' AND next_try<=? ORDER BY created",
+                           (now,))
+        sent = 0
+        for row in due:
+            out = self._prepare(row["msg_id"], now)
+            if out:
+                topic, payload = out
+                self.client.publish(topic, payload, qos=1)
+                sent += 1
+        self.counts["sent"] += sent
+        return sent
+
+    def _prepare(self, msg_id, now):
+        """Take the next downlink seq (persisted first), schedule the retry, return (topic, payload)."""
+        with self.store.tx() as db:
+            m = db.execute("SELECT * FROM messages WHERE msg_id=?", (msg_id,)).fetchone()
+            if m is None or m["state"] == "done" or m["next_try"] > now:
+                return None  # answered or taken by another sender meanwhile
+            meter = db.execute("SELECT meter_id, message_key_hex, down_seq FROM meters WHERE meter_id=?",
+                               (m["meter_id"],)).fetchone()
+            seq = meter["down_seq"] + 1
+            db.execute("UPDATE meters SET down_seq=? WHERE meter_id=?", (seq, meter["meter_id"]))
+            delay = min(self.retry_s * (2 ** m["attempts"]), self.retry_max_s)
+            db.execute("UPDATE messages SET state='sent', attempts=attempts+1, next_try=?, last_seq=? WHERE msg_id=?",
+                       (now + delay, seq, msg_id))
+            if m["attempts"]:
+                self.store.log(meter["meter_id"], "headend", "redelivery",
+                               {"msg_id": msg_id, "attempt": m["attempts"] + 1, "seq": seq}, db=db)
+        body = json.loads(m["body"])
+        key = bytes.fromhex(meter["message_key_hex"])
+        # tokens travel unsigned (secure end to end); everything else is signed
+        payload = envelope.seal(key, meter["meter_id"], seq, body, sign=(body["t"] != "token"))
+        return DOWN.format(meter["meter_id"]), payload
+
+    # -- ingest ------------------------------------------------------------------------------------
+    def _on_message(self, client, userdata, msg):
+        try:
+            parts = msg.topic.split("/")
+            if len(parts) != 3 or parts[0] != "meters":
+                return
+            if parts[2] == "status":
+                self._status(parts[1], msg.payload)
+            elif parts[2] == "up":
+                self.ingest(parts[1], msg.payload)
+        except Exception:  # one bad message must never stop the service
+            log.exception("ingest of %s failed", msg.topic)
+
+    def _status(self, meter_id, payload):
+        status = payload.decode("utf-8", "replace")[:16] or "cleared"
+        with self.store.tx() as db:
+            n = db.execute("UPDATE meters SET status=?, last_seen=? WHERE meter_id=?",
+                           (status, time.time(), meter_id)).rowcount
+            if n:
+                self.store.log(meter_id, "broker", status, db=db)
+
+    def ingest(self, meter_id, payload):
+        """Check and act on one uplink; returns the inner type acted on, or 'rejected:<why>'."""
+        with self.store.tx() as db:
+            meter = db.execute("SELECT message_key_hex, up_seq FROM meters WHERE meter_id=?", (meter_id,)).fetchone()
+            if meter is None:
+                self.store.log(meter_id, "headend", "unknown_meter", {"bytes": len(payload)}, db=db)
+                return "rejected:unknown_meter"
+            try:
+                m, s, p, inner, h = envelope.parse(payload)
+                if m != meter_id:
+                    raise envelope.EnvelopeError("bad_mac", f"envelope for {m!r} on {meter_id!r}'s topic")
+                s, inner = envelope.check(bytes.fromhex(meter["message_key_hex"]), payload, meter["up_seq"])
+            except envelope.EnvelopeError as e:
+                self.counts["rejected"] += 1
+                seq = None
+                try:
+                    seq = json.loads(payload)["s"]
+                except Exception:
+                    pass
+                self.store.log(meter_id, "headend", "uplink_rejected", {"why": e.why, "s": seq, "detail": str(e)}, db=db)
+                return "rejected:" + e.why
+            db.execute("UPDATE meters SET up_seq=?, last_seen=? WHERE meter_id=?", (s, time.time(), meter_id))
+            return self._act(db, meter_id, s, inner)
+
+    def _act(self, db, meter_id, s, inner):
+        t = inner.get("t")
+        if t == "result":
+            ref = str(inner.get("ref"))
+            n = db.execute("UPDATE messages SET state='done', code=?, detail=?, done_at=? WHERE msg_id=? AND "
+                           "meter_id=? AND state!='done'",
+                           (str(inner.get("code")), json.dumps(inner.get("detail") or {}), time.time(), ref,
+                            meter_id)).rowcount
+            self.counts["results"] += 1
+            self.store.log(meter_id, "meter", "result", {"ref": ref, "code": inner.get("code"),
+                                                         "detail": inner.get("detail") or {}, "first": bool(n)}, db=db)
+        elif t == "reading":
+            db.execute("INSERT INTO readings (meter_id, ts, import_wh, export_wh, credit, debt, p_w, supply, raw)"
+                       " VALUES (?,?,?,?,?,?,?,?,?)",
+                       (meter_id, int(inner.get("ts") or 0), inner.get("import_wh"), inner.get("export_wh"),
+                        inner.get("credit"), inner.get("debt"), inner.get("p_w"), inner.get("supply"),
+                        json.dumps(inner, sort_keys=True)))
+            self.counts["readings"] += 1
+        elif t == "event":
+            self.counts["events"] += 1
+            self.store.log(meter_id, "meter", str(inner.get("kind")),
+                           {"seq": inner.get("seq"), "ts": inner.get("ts"), "data": inner.get("data") or {}}, db=db)
+        elif t == "statement":
+            db.execute("INSERT INTO statements (meter_id, month, import_wh, cost, topups, received) VALUES "
+                       "(?,?,?,?,?,?) ON CONFLICT(meter_id, month) DO UPDATE SET import_wh=excluded.import_wh, "
+                       "cost=excluded.cost, topups=excluded.topups, received=excluded.received",
+                       (meter_id, str(inner.get("month")), inner.get("import_wh"), inner.get("cost"),
+                        inner.get("topups"), time.time()))
+        elif t == "reject":
+            self.store.log(meter_id, "meter", "downlink_rejected", {"why": inner.get("why"), "s": inner.get("s")}, db=db)
+        else:
+            self.store.log(meter_id, "meter", "unknown_uplink", {"t": t}, db=db)
+        return t

@@ -1,0 +1,112 @@
+"""The manufacturing records: one row per meter (SQLite), the history of every provisioning run, and
+the head-end import CSV. The DB is SECRET: it holds each meter's message key, service key and
+broker password (the head-end and field service need them). It never holds the STS decoder key (the
+vending side derives that again from the vending key)."""
+import csv
+import io
+import json
+import os
+import sqlite3
+import time
+
+from host_tools.errors import UsageError
+
+DEFAULT_DB = "factory-records.sqlite"
+CSV_COLUMNS = ("meter_id", "pan", "serial", "sgc", "ti", "krn", "message_key_hex", "broker_password")
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meters (
+    serial INTEGER PRIMARY KEY, pan TEXT UNIQUE NOT NULL, meter_id TEXT UNIQUE NOT NULL,
+    board TEXT, firmware TEXT, image_sha256 TEXT, firmware_sha256 TEXT,
+    sgc TEXT, ti INTEGER, krn INTEGER, kt INTEGER, ken INTEGER, base_date TEXT,
+    message_key_hex TEXT NOT NULL, service_key_hex TEXT NOT NULL, broker_password TEXT NOT NULL,
+    provisioned_at REAL, operator TEXT, selftest_passed INTEGER, selftest TEXT, runs INTEGER DEFAULT 1);
+CREATE TABLE IF NOT EXISTS reserved (serial INTEGER PRIMARY KEY, at REAL);
+CREATE TABLE IF NOT EXISTS runs (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, serial INTEGER, at REAL, operator TEXT, action TEXT,
+    ok INTEGER, detail TEXT);
+"""
+
+
+class RecordDB:
+    def __init__(self, path=DEFAULT_DB):
+        self.path = str(path)
+        parent = os.path.dirname(os.path.abspath(self.path))
+        if not os.path.isdir(parent):
+            raise UsageError(f"no folder {parent} for the record DB", hint="create it or give another --db")
+        self.db = sqlite3.connect(self.path, timeout=30)
+        self.db.row_factory = sqlite3.Row
+        self.db.executescript(_SCHEMA)
+        try:
+            os.chmod(self.path, 0o600)  # secret: message and service keys
+        except OSError:
+            pass
+
+    def close(self):
+        self.db.close()
+
+    def reserve_serial(self, first=1):
+        """The next free serial, reserved at once so parallel line stations never take the same one
+        (BEGIN IMMEDIATE holds SQLite's write lock between the read and the insert)."""
+        self.db.isolation_level = None
+        try:
+            self.db.execute("BEGIN IMMEDIATE")
+            row = self.db.execute("SELECT MAX(m) AS m FROM (SELECT MAX(serial) AS m FROM meters "
+                                  "UNION ALL SELECT MAX(serial) FROM reserved)").fetchone()
+            serial = max(first, (row["m"] or 0) + 1)
+            self.db.execute("INSERT INTO reserved (serial, at) VALUES (?, ?)", (serial, time.time()))
+            self.db.execute("COMMIT")
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+        finally:
+            self.db.isolation_level = ""
+        return serial
+
+    def by_serial(self, serial):
+        r = self.db.execute("SELECT * FROM meters WHERE serial=?", (int(serial),)).fetchone()
+        return dict(r) if r else None
+
+    def by_meter_id(self, meter_id):
+        r = self.db.execute("SELECT * FROM meters WHERE meter_id=?", (meter_id,)).fetchone()
+        return dict(r) if r else None
+
+    def save(self, rec, rekey=False):
+        """Insert a meter's record (or replace it on a rekey) and log the run, in one transaction."""
+        cols = ("serial", "pan", "meter_id", "board", "firmware", "image_sha256", "firmware_sha256", "sgc", "ti",
+                "krn", "kt", "ken", "base_date", "message_key_hex", "service_key_hex", "broker_password",
+                "provisioned_at", "operator", "selftest_passed", "selftest")
+        vals = [rec.get(c) for c in cols]
+        vals[cols.index("selftest")] = json.dumps(rec.get("selftest"))
+        with self.db:
+            if rekey:
+                self.db.execute("DELETE FROM meters WHERE serial=? OR meter_id=?", (rec["serial"], rec["meter_id"]))
+            self.db.execute(f"INSERT INTO meters ({','.join(cols)}) VALUES ({','.join('?' * len(cols))})", vals)
+            self.log(rec["serial"], rec.get("operator"), "rekey" if rekey else "provision", True,
+                     {"selftest_passed": rec.get("selftest_passed")}, commit=False)
+
+    def set_selftest(self, serial, passed, items, operator=None):
+        """Add the self-test result to a meter's record and log the run."""
+        with self.db:
+            self.db.execute("UPDATE meters SET selftest_passed=?, selftest=? WHERE serial=?",
+                            (1 if passed else 0, json.dumps(items), int(serial)))
+            self.log(serial, operator, "selftest", passed, {"failed": [i["item"] for i in items if not i["pass"]]},
+                     commit=False)
+
+    def log(self, serial, operator, action, ok, detail, commit=True):
+        self.db.execute("INSERT INTO runs (serial, at, operator, action, ok, detail) VALUES (?,?,?,?,?,?)",
+                        (serial, time.time(), operator, action, 1 if ok else 0, json.dumps(detail)))
+        if commit:
+            self.db.commit()
+
+    def meters(self):
+        return [dict(r) for r in self.db.execute("SELECT * FROM meters ORDER BY serial")]
+
+    def export_csv(self):
+        """The head-end import CSV text (columns CSV_COLUMNS)."""
+        out = io.StringIO()
+        w = csv.writer(out, lineterminator="\n")
+        w.writerow(CSV_COLUMNS)
+        for r in self.meters():
+            w.writerow([r[c] for c in CSV_COLUMNS])
+        return out.getvalue()

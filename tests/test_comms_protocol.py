@@ -1,0 +1,205 @@
+"""The authenticated envelope protocol: good messages accepted; replayed, reordered, stale and forged
+ones rejected and reported, never acted on; redelivered ids answered with the same result; sequence
+numbers and remembered results survive a reboot; HMAC-SHA-256 against RFC 4231."""
+import json
+
+import pytest
+
+from comms import auth
+from comms.protocol import Protocol
+from test_comms_support import FakeStore
+
+KEY = bytes(range(100, 132))
+MID = "012345678901234567"
+
+
+def env(seq, inner, key=KEY, mid=MID, sign=True):
+    p = json.dumps(inner)
+    h = auth.hmac_hex(key, ("%s\n%d\n%s" % (mid, seq, p)).encode()) if sign else ""
+    return json.dumps({"m": mid, "s": seq, "p": p, "h": h}).encode()
+
+
+def cmd(mid_, name="relay_open", args=None):
+    return {"t": "cmd", "id": mid_, "cmd": name, "args": args or {}}
+
+
+class Harness:
+    def __init__(self, store=None):
+        self.store = store or FakeStore()
+        self.up = []
+        self.acted = []
+        self.events = []
+        self.p = Protocol(MID, KEY, self.store, self.up.append, self.on_token, self.on_command,
+                          lambda k, d: self.events.append((k, d)))
+
+    def on_token(self, digits, source):
+        self.acted.append(("token", digits))
+        return "accepted", {"added": 100}
+
+    def on_command(self, name, args):
+        self.acted.append((name, args))
+        return "done", {"name": name}
+
+    def inner_up(self):
+        out = []
+        for e in self.up:
+            d = json.loads(e)
+            # The uplink verifies as the head-end would.
+            assert auth.equal(d["h"], auth.hmac_hex(KEY, ("%s\n%d\n%s" % (d["m"], d["s"], d["p"])).encode()))
+            out.append(json.loads(d["p"]))
+        return out
+
+
+@pytest.mark.parametrize("key,msg,mac", [
+    (b"\x0b" * 20, b"Hi There", "b0344c61d8db38535ca8afceaf0bf12b881dc200c9833da726e9376c2e32cff7"),
+    (b"Jefe", b"what do ya want for nothing?", "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"),
+    (b"\xaa" * 131, b"Test Using Larger Than Block-Size Key - Hash Key First",
+     "60e431591ee0b67f0d8a26aacbf5b77f8e0bc6213728c5140546040f0ee37f54"),
+])
+def test_hmac_sha256_matches_rfc4231(key, msg, mac):
+    assert auth.hmac_hex(key, msg) == mac
+
+
+def test_constant_time_compare():
+    assert auth.equal("abcd", "abcd") and not auth.equal("abcd", "abce") and not auth.equal("ab", "abc")
+
+
+def test_good_command_is_acted_on_and_answered_with_result():
+    h = Harness()
+    assert h.p.receive(env(1, cmd("c1"))) == "accepted"
+    assert h.acted == [("relay_open", {})]
+    assert h.inner_up() == [{"t": "result", "ref": "c1", "code": "done", "detail": {"name": "relay_open"}}]
+
+
+def test_unsigned_token_accepted_whatever_its_seq():
+    h = Harness()
+    h.p.receive(env(50, cmd("c1")))
+    tok = {"t": "token", "id": "t1", "token": "12345678901234567890"}
+    assert h.p.receive(env(0, tok, sign=False)) == "accepted"
+    assert h.acted[-1] == ("token", "12345678901234567890")
+    assert h.p.rx == 50  # an unsigned token never moves the sequence
+
+
+def test_unsigned_command_is_rejected_as_bad_mac():
+    h = Harness()
+    assert h.p.receive(env(1, cmd("c1"), sign=False)) == "bad_mac"
+    assert h.acted == []
+    assert h.inner_up() == [{"t": "reject", "why": "bad_mac", "s": 1}]
+
+
+@pytest.mark.parametrize("forged", [
+    lambda: env(1, cmd("c1"), key=b"x" * 32),  # wrong key
+    lambda: env(1, cmd("c1"), mid="999999999999999999"),  # another meter's id
+    lambda: env(1, cmd("c1")).replace(b"relay_open", b"relay_close"),  # tampered inner text
+    lambda: env(1, cmd("c1")).replace(b'"s": 1', b'"s": 2'),  # tampered seq
+])
+def test_forged_messages_are_rejected_reported_and_not_acted_on(forged):
+    h = Harness()
+    assert h.p.receive(forged()) == "bad_mac"
+    assert h.acted == []
+    assert h.inner_up()[0]["t"] == "reject" and h.inner_up()[0]["why"] == "bad_mac"
+    assert h.events and h.events[0][0] == "msg_rejected"
+
+
+def test_reordered_and_stale_sequence_numbers_are_rejected():
+    h = Harness()
+    assert h.p.receive(env(10, cmd("c10"))) == "accepted"
+    assert h.p.receive(env(9, cmd("c9"))) == "stale"  # older seq arriving later
+    assert h.p.receive(env(10, cmd("c10b"))) == "stale"  # same seq, new id
+    assert h.acted == [("relay_open", {})]
+    rejects = [i for i in h.inner_up() if i["t"] == "reject"]
+    assert rejects == [{"t": "reject", "why": "stale", "s": 9}, {"t": "reject", "why": "stale", "s": 10}]
+
+
+def test_redelivered_id_gets_the_same_result_without_acting_again():
+    h = Harness()
+    m = env(3, cmd("c3"))
+    assert h.p.receive(m) == "accepted"
+    assert h.p.receive(m) == "repeat"
+    assert h.p.receive(m) == "repeat"
+    assert len(h.acted) == 1
+    results = [i for i in h.inner_up() if i["t"] == "result"]
+    assert len(results) == 3 and results[0] == results[1] == results[2]
+
+
+def test_replay_of_an_id_forgotten_long_ago_is_stale():
+    h = Harness()
+    old = env(1, cmd("c1"))
+    h.p.receive(old)
+    for i in range(2, 70):
+        h.p.receive(env(i, cmd("c%d" % i, "get_readings")))
+    assert len(h.p.ids) == 64
+    assert h.p.receive(old) == "stale"
+    assert h.acted.count(("relay_open", {})) == 1
+
+
+def test_state_survives_reboot():
+    store = FakeStore()
+    h = Harness(store)
+    h.p.receive(env(7, cmd("c7")))
+    seqs = [json.loads(e)["s"] for e in h.up]
+    h2 = Harness(store)
+    assert h2.p.receive(env(7, cmd("c7"))) == "repeat"
+    assert h2.p.receive(env(6, cmd("c6"))) == "stale"
+    assert h2.acted == []
+    h2.p.receive(env(8, cmd("c8")))
+    seqs2 = [json.loads(e)["s"] for e in h2.up]
+    assert min(seqs2) > max(seqs)  # uplink seqs never reused across a reboot
+
+
+def test_uplink_sequence_reservation_limits_flash_writes():
+    h = Harness()
+    before = h.store.commits
+    for _ in range(64):
+        h.p.seal({"t": "event"})
+    assert h.store.commits - before == 2  # one write per 32 sequence numbers
+
+
+@pytest.mark.parametrize("payload", [b"", b"not json", b"[1,2]", b'{"m":"x"}', b'{"m":1,"s":1,"p":"{}","h":""}',
+                                     env(1, {"t": "what", "id": "x"}), b'{"m":"a","s":-1,"p":"{}","h":""}',
+                                     b'{"m":"a","s":true,"p":"{}","h":""}', b"\xff\xfe", b"x" * 5000])
+def test_malformed_payloads_are_rejected_as_malformed(payload):
+    h = Harness()
+    assert h.p.receive(payload) == "malformed"
+    assert h.acted == [] and h.inner_up()[0]["why"] == "malformed"
+
+
+def test_command_names_and_args_are_checked():
+    h = Harness()
+    h.p.receive(env(1, {"t": "cmd", "id": "a", "cmd": "format_flash", "args": {}}))
+    h.p.receive(env(2, {"t": "cmd", "id": "b", "cmd": "set_time", "args": [1]}))
+    h.p.receive(env(3, {"t": "token", "id": "c", "token": "١٢٣٤٥٦٧٨٩"}))
+    codes = [i["code"] for i in h.inner_up()]
+    assert codes == ["unknown_cmd", "bad_args", "format_error"] and h.acted == []
+
+
+def test_sms_command_authentication():
+    h = Harness()
+    body = "relay_close"
+    mac = h.p.sms_mac(5, body)
+    assert len(mac) == 8
+    assert h.p.sms_command(5, body, mac, "relay_close", {}) == ("done", {"name": "relay_close"})
+    assert h.p.sms_command(5, body, mac, "relay_close", {}) == (None, "stale")
+    assert h.p.sms_command(6, body, mac, "relay_close", {}) == (None, "bad_mac")
+    assert h.acted == [("relay_close", {})]
+
+
+def test_rejection_reports_are_bounded_until_a_message_is_accepted():
+    h = Harness()
+    for i in range(20):
+        assert h.p.receive(b"junk") == "malformed"
+    assert len(h.up) == 8 and h.p.stats["rejected"] == 20
+    h.p.receive(env(1, cmd("c1")))
+    h.p.receive(b"junk")
+    assert [i["t"] for i in h.inner_up()[8:]] == ["result", "reject"]
+
+
+def test_worked_vectors_in_docs_protocol_md_hold():
+    from pathlib import Path
+    doc = (Path(__file__).resolve().parent.parent / "docs" / "protocol.md").read_text()
+    key = bytes(range(32))
+    p = '{"t": "cmd", "id": "c-1", "cmd": "relay_open", "args": {}}'
+    h = auth.hmac_hex(key, ("000000000000001234\n7\n" + p).encode())
+    assert "p = `%s`" % p in doc and "`h = %s`" % h in doc
+    proto = Protocol("000000000000001234", key, FakeStore(), lambda e: None)
+    assert "`CMD 12 relay_close %s`" % proto.sms_mac(12, "relay_close") in doc

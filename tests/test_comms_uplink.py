@@ -1,0 +1,104 @@
+"""The uplink queue: kept in flash until PUBACKed, sent oldest first with the same bytes after a lost
+session, bounded with the overflow counted and reported once there is room, readings on the period."""
+import json
+
+from comms.mqtt import UP
+from comms.protocol import Protocol
+from comms.uplink import Uplink
+from test_comms_support import FakeClock, FakeStore
+
+
+class FakeMQTT:
+    def __init__(self, room=4):
+        self.state = UP
+        self.room = room
+        self.sent = []
+        self.inflight = {}
+        self._pid = 0
+
+    def can_publish(self):
+        return len(self.inflight) < self.room
+
+    def publish(self, topic, payload, qos=1, retain=False):
+        if not self.can_publish():
+            return None
+        self._pid += 1
+        self.inflight[self._pid] = payload
+        self.sent.append((self._pid, payload))
+        return self._pid
+
+
+def make(store=None, capacity=5, read=None):
+    store = store or FakeStore()
+    clock = FakeClock()
+    proto = Protocol("M", b"k" * 32, store, lambda e: None)
+    return Uplink(proto, store, clock, "meters/M/up", capacity, 900, read), store, clock
+
+
+def inner(env):
+    return json.loads(json.loads(env)["p"])
+
+
+def test_entries_stay_until_puback_and_survive_reboot():
+    up, store, clock = make()
+    up.event("tamper", {"n": 1})
+    up.event("tamper", {"n": 2})
+    m = FakeMQTT()
+    up.poll(m)
+    assert [inner(p)["data"]["n"] for _, p in m.sent] == [1, 2]
+    up.on_puback(1)
+    assert len(up.queue) == 1
+    up2, _, _ = make(store)  # reboot: what was not acknowledged is still there
+    assert [inner(e)["data"]["n"] for e in up2.queue] == [2]
+    assert up2.ev_seq == 2
+
+
+def test_lost_session_resends_the_same_bytes_in_order():
+    up, store, clock = make()
+    for n in range(3):
+        up.event("x", {"n": n})
+    m = FakeMQTT()
+    up.poll(m)
+    first = [p for _, p in m.sent]
+    up.session_lost()
+    m2 = FakeMQTT()
+    up.poll(m2)
+    assert [p for _, p in m2.sent] == first
+    up.poll(m2)
+    assert len(m2.sent) == 3  # nothing sent twice within one session
+
+
+def test_overflow_drops_oldest_and_reports_count_when_room_returns():
+    up, store, clock = make(capacity=5)
+    for n in range(8):
+        up.event("x", {"n": n})
+    assert [inner(e)["data"]["n"] for e in up.queue] == [3, 4, 5, 6, 7] and up.dropped == 3
+    up.poll(None)
+    assert not any(inner(e)["kind"] == "queue_overflow" for e in up.queue)  # still full
+    m = FakeMQTT(room=1)
+    up.poll(m)
+    up.on_puback(1)
+    up.poll(m)
+    kinds = [inner(e)["kind"] for e in up.queue]
+    assert kinds[-1] == "queue_overflow" and inner(up.queue[-1])["data"] == {"dropped": 3}
+    seqs = [json.loads(e)["s"] for e in up.queue]
+    assert seqs == sorted(seqs)  # the report never overtakes older entries
+
+
+def test_publishing_respects_the_in_flight_room():
+    up, store, clock = make(capacity=10)
+    for n in range(6):
+        up.event("x", {"n": n})
+    m = FakeMQTT(room=2)
+    up.poll(m)
+    assert len(m.sent) == 2
+
+
+def test_readings_on_the_period_boundary():
+    up, store, clock = make(read=lambda: {"import_wh": 5})
+    up.poll(None)
+    clock.advance(3600 * 1000)
+    up.poll(None)
+    up.poll(None)
+    r = [inner(e) for e in up.queue]
+    assert len(r) == 1 and r[0]["t"] == "reading" and r[0]["ts"] % 900 == 0 and r[0]["import_wh"] == 5
