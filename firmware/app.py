@@ -70,6 +70,10 @@ class App:
         self.sched.every("gc", self.settings["meter_period_s"] * 1000 * self.settings["gc_every_polls"],
                          self._gc)
         self.sched.on_input(self._on_input)
+        import cellular
+        self.cellular = cellular.start(self)
+        if self.cellular is not None:
+            self.sched.every("link", 1000, self.cellular.poll)
         self.boot_ticks = clock.ticks_ms()
 
     def _attach_eventlog(self):
@@ -110,6 +114,8 @@ class App:
     def _on_input(self):
         self.prepaid.power_failing()
         self.service.poll()
+        if self.cellular is not None:
+            self.cellular.poll()
 
     def _store_faults(self):
         if self.store is not None:

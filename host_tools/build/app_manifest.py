@@ -11,6 +11,7 @@ module("events.py", base_path=_FW)
 module("sched.py", base_path=_FW)
 module("prepaid.py", base_path=_FW)
 module("eventcodes.py", base_path=_FW)
+module("cellular.py", base_path=_FW)
 
 # subsystem packages: every .py under each folder (a folder that does not exist yet freezes nothing)
 for _pkg in ("comms", "credit", "drivers", "metering", "provision", "relay", "service", "store", "tokens", "ui"):

@@ -89,7 +89,7 @@ class SimMeter:
     def __init__(self, seed=1, profile="household", afe="typical", grid="stable", board="sim",
                  settings=None, heap=None, mpy=True, workdir=None, realtime=False, speed=1.0,
                  time_valid=True, flash_image=None, keep_flash=False, flash_offset=0,
-                 app_from_flash=False):
+                 app_from_flash=False, broker=None, smsc=None):
         self.board = board
         self.info = json.loads((board_dir(board) / "board.json").read_text())
         self.seed = seed
@@ -132,9 +132,19 @@ class SimMeter:
         self.display_lines = []
         self.keys = []
         self.boots = 0
+        self.counts_read_import = 0   # 0.1-pulse counts read from APenergy / ANenergy (see _handle)
+        self.counts_read_export = 0
         self.stats = {"frames": 0}
         self.proc = None
         self.link = None
+        self.modem = None
+        if broker is not None:
+            # The cellular modem, at AT level, its TCP bridged to a real MQTT broker on this machine.
+            import random as _random
+            from host_tools.sim.modem import ModemModel
+            self.modem = ModemModel(_random.Random(seed * 31 + 7), self.info.get("modem", {}).get("dialect", "sim7600"),
+                                    broker=broker, smsc=smsc, clock=lambda: self.world.now_ms,
+                                    epoch_s=self.world.epoch, powered=False)
         self.listener, self.port = L.listen()
         self.log_path = self.workdir / "firmware.log"
         self.on_display = None
@@ -203,6 +213,8 @@ class SimMeter:
             f |= L.IN_SERVICE
         if self.keys:
             f |= L.IN_KEY
+        if self.modem is not None and self.modem.has_data():
+            f |= L.IN_MODEM
         if self._death_at is not None and not self._pf_told:
             f |= L.IN_POWER_FAIL      # an edge: reported once, then the hold-up runs out
         return f
@@ -215,6 +227,16 @@ class SimMeter:
         if ftype == L.SPI:
             buf = bytearray(p[2:])
             w.chip.transfer(buf)
+            # What the firmware took out of the clear-on-read energy registers: the reference for
+            # "energy registered" in power-cut checks.
+            for i in range(0, len(buf) - 2, 3):
+                a = p[2 + i]
+                if a == 0xC0 or a == 0xC1:
+                    v = (buf[i + 1] << 8) | buf[i + 2]
+                    if a == 0xC0:
+                        self.counts_read_import += v
+                    else:
+                        self.counts_read_export += v
             link.reply(L.SPI, bytes(buf))
         elif ftype == L.ADVANCE:
             until = L.unpack_u64(p)
@@ -224,12 +246,16 @@ class SimMeter:
         elif ftype == L.UART_W:
             if p[0] == L.PORT_SERVICE:
                 self.service.from_firmware(p[1:])
+            elif p[0] == L.PORT_MODEM and self.modem is not None:
+                self.modem.from_firmware(bytes(p[1:]))
         elif ftype == L.UART_R:
             port, mx = struct.unpack_from("<BH", p)
             data = b""
             if port == L.PORT_SERVICE:
                 data = bytes(self.service.rx[:mx])
                 del self.service.rx[:mx]
+            elif port == L.PORT_MODEM and self.modem is not None:
+                data = self.modem.read(mx)
             link.reply(L.UART_R, data)
         elif ftype == L.GPIO_W:
             self._gpio_write(p[0], p[1])
@@ -273,6 +299,11 @@ class SimMeter:
                 self.world.pulse_relay(True)
             elif name == "relay_reset":
                 self.world.pulse_relay(False)
+            elif name == "modem_reset" and self.modem is not None:
+                self.modem.reset()
+        name = self.pin_names.get(pin)
+        if name == "modem_power" and self.modem is not None:
+            self.modem.set_power(bool(level))
 
     def _gpio_read(self, pin):
         name = self.pin_names.get(pin)
@@ -299,6 +330,14 @@ class SimMeter:
                 target = max(nxt, w.now_ms)
             if self._death_at is not None and self._death_at < target:
                 target = max(self._death_at, w.now_ms)
+            if self.modem is not None:
+                # Network traffic in flight: let the broker answer before virtual time races on.
+                self.modem.poll(w.now_ms, 0.5 if self.modem.expecting_reply() else 0.0)
+                if self.modem.has_data():
+                    break
+                nm = self.modem.next_event_ms()
+                if nm is not None and nm < target:
+                    target = max(nm, w.now_ms)
             if self.realtime:
                 target = self._pace(target)
             w.advance_to(target, stop_on_power=True)
@@ -327,9 +366,18 @@ class SimMeter:
             raise _PowerLost()
         return False
 
+    def power_cut(self):
+        """The meter loses power at this instant: the MCU dies wherever it is, and the metering chip,
+        on the same supply, forgets its registers (what it held and was not read is lost)."""
+        self.kill()
+        self._pending_until = None
+        self.world.chip.power_on_reset()
+        if self.modem is not None:
+            self.modem.set_power(False)
+
     def _outage(self):
         """No supply: the firmware is dead; the world runs on until the grid returns."""
-        self.kill()
+        self.power_cut()
         self._pending_until = None
         self.powered = False
         w = self.world
@@ -412,7 +460,8 @@ class SimMeter:
                 self._firmware_gone()
                 continue
             except PowerCut:
-                self.kill()
+                self.power_cut()
+                self.stats["torn_writes"] = self.stats.get("torn_writes", 0) + 1
                 continue
             if not ok:
                 return None

@@ -44,7 +44,8 @@ class World:
         # Physical state now.
         self.volts = 0.0
         self.freq = 50.0
-        self.grid_on = True
+        self._grid_on = True
+        self.forced_off = False          # an outage ordered by a test or a scenario
         self.load_w = 0.0
         self.load_pf = 1.0
         self._changes = []              # pending (t_ms, kind, values) within the fetched window
@@ -75,7 +76,7 @@ class World:
             if kind == 0:
                 self.load_w, self.load_pf = vals
             else:
-                self.volts, self.freq, self.grid_on = vals
+                self.volts, self.freq, self._grid_on = vals
             i += 1
         if i:
             del ch[:i]
@@ -87,6 +88,20 @@ class World:
         if self._agenda and self._agenda[0][0] < t:
             t = self._agenda[0][0]
         return t
+
+    @property
+    def grid_on(self):
+        return self._grid_on and not self.forced_off
+
+    def outage(self, t_ms, duration_ms):
+        """Cut the supply (the meter's own power too) from t_ms for duration_ms."""
+        def off(w):
+            w.forced_off = True
+
+        def on(w):
+            w.forced_off = False
+        self.schedule(t_ms, off)
+        self.schedule(t_ms + duration_ms, on)
 
     def schedule(self, t_ms, action):
         """Run action(world) when virtual time reaches t_ms."""

@@ -1,0 +1,137 @@
+"""The meter's cellular side in the running app: builds the link (modem, MQTT, protocol, uplink, SMS)
+once the meter is provisioned with a meter id, a message key and a broker, and connects it to the
+prepaid core: tokens and commands from the head-end or by SMS, readings, events, receipts, warnings.
+
+A meter that is not provisioned (or whose board has no modem) runs without it: metering and credit
+never depend on the network."""
+from relay import supply as sup
+
+# Events the head-end hears about (the rest stay in the meter's own log).
+UPLINK_EVENTS = ("meter_silent", "meter_garbage", "meter_reset", "meter_cal_error", "meter_recovered",
+                 "ledger_lost", "power_fail", "supply_open", "supply_close", "over_power", "relay_failed",
+                 "relay_welded", "low_credit", "emergency_taken", "tamper", "auth_failed", "calibration_changed")
+
+
+def start(app):
+    """The link for this meter, or None (not provisioned, or no modem)."""
+    board = app.board
+    if getattr(board, "modem", None) is None or app.store is None:
+        return None
+    try:
+        from provision.identity import load_identity, load_keys
+        ident = load_identity(app.store)
+        keys = load_keys(app.store)
+    except Exception as e:
+        app.events.emit("config_invalid", {"key": "identity", "error": type(e).__name__})
+        return None
+    if not ident or not keys or not ident.get("broker"):
+        return None
+    return Cellular(app, ident, keys)
+
+
+class _Records:
+    """The store as comms expects it: load() returns None for a record never written (a corrupt one
+    still raises: that is a fault, not a first start)."""
+
+    def __init__(self, store):
+        self.store = store
+
+    def load(self, name):
+        try:
+            return self.store.load(name)
+        except Exception as e:
+            if type(e).__name__ == "StoreMissing":
+                return None
+            raise
+
+    def commit(self, name, obj):
+        return self.store.commit(name, obj)
+
+
+class Cellular:
+    def __init__(self, app, ident, keys):
+        from comms.link import MeterLink
+        self.app = app
+        b = ident["broker"]
+        s = app.settings
+        cfg = {"meter_id": ident["meter_id"], "key": keys["message_key"],
+               "password": keys.get("broker_password", ""),
+               "dialect": app.board.info.get("modem", {}).get("dialect", "sim7600"),
+               "apn": b.get("apn", "internet"), "host": b["host"], "port": b.get("port", 1883),
+               "reading_period_s": s.get("reading_period_s", 900),
+               "customer": ident.get("customer"), "registered": ident.get("utility_numbers", ()),
+               "lang": s.get("language", "fr"),
+               "minor_per_unit": app.prepaid.schedule.minor_per_major}
+        self.link = MeterLink(app.board.modem, app.clock, cfg, _Records(app.store), app.board.random,
+                              app.events.emit, self.on_token, self.on_command, self.on_balance,
+                              self.reading)
+        app.events.listeners.append(self.on_event)
+
+    # -- from the network ------------------------------------------------------------------------
+    def on_token(self, digits, source):
+        from credit.commands import handle
+        from service.port import unload
+        try:
+            out = handle(self.app, "token", {"digits": digits, "source": source})
+        finally:
+            unload("credit.commands")
+        code = out["result"]
+        if code == "accepted" and out.get("credit_added") and self.link.sms is not None:
+            self.link.sms.notify("topup", amount=out["credit_added"], credit=out["credit"])
+        return code, {"credit": out.get("credit"), "added": out.get("credit_added", 0)}
+
+    def on_command(self, name, args):
+        app = self.app
+        p = app.prepaid
+        if name in ("relay_open", "relay_close"):
+            if name == "relay_open":
+                p.supply.set_reason(sup.REMOTE)
+            else:
+                p.supply.clear_reason(sup.REMOTE)
+            p.supply.poll(app.clock.ticks_ms())
+            p.commit()
+            return "done", {"supply": "closed" if p.supply.closed else "open"}
+        if name == "set_time":
+            t = args.get("unix") if isinstance(args, dict) else None
+            if not isinstance(t, int) or t < 1577836800:
+                return "bad_args", {"why": "unix seconds expected"}
+            app.clock.set_time(t)
+            return "done", {}
+        if name == "get_readings":
+            return "done", self.reading()
+        if name == "clear_tamper":
+            p.supply.clear_reason(sup.TAMPER)
+            p.commit()
+            return "done", {}
+        if name == "get_statement":
+            led = p.ledger
+            return "done", {"import_wh": app.meter.import_wh, "debited": led.debited, "topups": led.topups,
+                            "credit": led.credit}
+        if name == "fw_offer":
+            return "refused", {"why": "firmware update over the air is not implemented"}
+        return "unknown_cmd", {}
+
+    def on_balance(self):
+        led = self.app.prepaid.ledger
+        days = self.app.prepaid.policy.days_left(led.credit)
+        return led.credit, days if days is not None else -1
+
+    def reading(self):
+        app = self.app
+        p = app.prepaid
+        st = self.link.status()
+        return {"ts": app.clock.time(), "import_wh": app.meter.import_wh, "export_wh": app.meter.export_wh,
+                "credit": p.ledger.credit, "debt": p.ledger.debt, "p_w": app.meter.chip.p_w,
+                "urms_cv": app.meter.chip.urms_cv, "supply": "closed" if p.supply.closed else "open",
+                "reasons": sup.names(p.supply.reasons()), "link": {"rssi": st.get("rssi")}}
+
+    # -- to the network --------------------------------------------------------------------------
+    def on_event(self, kind, data):
+        if kind in UPLINK_EVENTS:
+            self.link.event(kind, data)
+        if kind == "low_credit" and self.link.sms is not None:
+            credit, days = self.on_balance()
+            self.link.sms.notify("low_credit", credit=credit, days=days)
+
+    def poll(self):
+        self.link.poll()
