@@ -123,29 +123,54 @@ def serve(seed=1, profile="household", afe="typical", grid="stable", speed=1.0, 
     if script:
         script(m)
     live = None
+    bench = None
     try:
         m.boot()
         ping = m.request("ping")
+        bench = None
+        try:
+            from host_tools.calibrate.bench.sim import BenchServer
+            bench = BenchServer(m)
+        except ImportError:
+            pass
         if as_json:
-            out.write(json.dumps({"service_port": path, "seed": seed, "board": m.board,
-                                  "firmware": ping.get("version"), "pid": os.getpid()}) + "\n")
+            info = {"service_port": path, "seed": seed, "board": m.board, "firmware": ping.get("version"),
+                    "pid": os.getpid()}
+            if bench is not None:
+                info["bench"] = bench.address
+            out.write(json.dumps(info) + "\n")
             out.flush()
         elif not quiet:
             live = Live(view.render(), refresh_per_second=4, transient=False)
             live.start()
 
-        def hook():
+        def check_stop():
             if stop["flag"]:
                 raise Stop()
             view.poll()
-            if live:
-                live.update(view.render())
-            if end_ms is not None and m.world.now_ms >= end_ms:
-                raise Stop()
 
-        m.tick_hook = hook
+        m.tick_hook = check_stop
+        # Serve in short chunks of virtual time; between chunks the firmware waits on a clean
+        # ADVANCE, so a bench request may run the meter in lockstep (fast) before realtime resumes.
+        chunk_ms = max(50, int(100 * speed))
         try:
-            m._serve(stop_at_ms=end_ms)
+            while True:
+                if end_ms is not None and m.world.now_ms >= end_ms:
+                    break
+                nxt = m.world.now_ms + chunk_ms
+                if end_ms is not None:
+                    nxt = min(nxt, end_ms)
+                m._serve(stop_at_ms=nxt)
+                check_stop()
+                if bench is not None:
+                    m.realtime = False
+                    try:
+                        bench.poll()
+                    finally:
+                        m.realtime = True
+                        m._wall0 = None      # re-anchor pacing after any lockstep burst
+                if live:
+                    live.update(view.render())
         except Stop:
             pass
         m.realtime = False
@@ -158,6 +183,11 @@ def serve(seed=1, profile="household", afe="typical", grid="stable", speed=1.0, 
     finally:
         if live:
             live.stop()
+        if bench is not None:
+            try:
+                bench.close()
+            except Exception:
+                pass
         for s, h in old.items():
             signal.signal(s, h)
         m.close()
