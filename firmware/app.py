@@ -74,6 +74,12 @@ class App:
         self.cellular = cellular.start(self)
         if self.cellular is not None:
             self.sched.every("link", 1000, self.cellular.poll)
+        self.version = VERSION
+        self.ui = None
+        if getattr(board, "display", None) is not None and self.settings["ui"]:
+            from ui.wiring import UI
+            self.ui = UI(self)
+            self.sched.every("ui", self.settings["display_period_s"] * 1000, self.ui.tick)
         self.boot_ticks = clock.ticks_ms()
 
     def _attach_eventlog(self):
@@ -114,6 +120,8 @@ class App:
     def _on_input(self):
         self.prepaid.power_failing()
         self.service.poll()
+        if self.ui is not None:
+            self.ui.poll()
         if self.cellular is not None:
             self.cellular.poll()
 

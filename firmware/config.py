@@ -13,6 +13,7 @@ SCHEMA = {
     "chip_retry_s": (2, int, 1, 600),
     "meter_id": ("", str, 0, 32),
     "language": ("fr", str, 2, 2),
+    "ui": (1, int, 0, 1),                            # the LCD and keypad (0: headless, e.g. a test rig)
     "prepaid": (None, dict, 0, 0),                   # tariff, ledger, policy, supply, relay: see prepaid.py
 }
 
