@@ -5,7 +5,7 @@ and self-test them, and check the records, the head-end export, a token vended f
 line's errors (provisioning twice, a bad auth MAC, a locked meter rekeyed, a reboot from flash).
 
 Heap: the composed firmware currently needs more than the 96 KB `meterkit sim start` gives it (the
-lead's integration budget), so these meters run with the heap from METER_TEST_HEAP (default 192k;
+lead's integration budget), so these meters run with the heap from METER_TEST_HEAP (default: the simulator's own;
 `simline.heap_env`). The provisioning code itself is tested at 96 KB in
 tests/test_provision_mpy.py."""
 import csv
@@ -40,7 +40,7 @@ def line(tmp_path_factory):
     firmware = tmp / "firmware.bin"
     firmware.write_bytes(os.urandom(64 * 1024))  # stands in for MicroPython's firmware.bin
     flashes = flash_boards(tmp, N, firmware, tmp / "build" / "fs.img")   # four at once, esptool
-    env = heap_env(tmp, os.environ.get("METER_TEST_HEAP", "192k"))
+    env = heap_env(tmp, os.environ.get("METER_TEST_HEAP"))
     meters = []
     try:
         for i in range(N):

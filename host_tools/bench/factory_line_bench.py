@@ -52,7 +52,7 @@ def _boards_per_hour(tmp, n, firmware, image, keystore, db, env, first):
 
 
 def run():
-    heap = os.environ.get("METER_BENCH_HEAP", "192k")
+    heap = os.environ.get("METER_BENCH_HEAP")
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
         build("sim", tmp / "build", versions={})

@@ -33,6 +33,7 @@ def register_sim(simsub):
                    help="where the vfs partition starts in --flash (default: the board's vfs offset if the "
                         "file is a whole chip, else 0)")
     p.add_argument("--workdir", help="keep the meter's files here (default: a temporary folder)")
+    p.add_argument("--heap", default=None, help="MicroPython heap cap (default %s)" % DEFAULT_HEAP)
     _common(p)
     p.set_defaults(func=cmd_start)
 
@@ -75,7 +76,8 @@ def cmd_start(args):
             off = fl["vfs_offset"] if os.path.getsize(args.flash) > fl["vfs_size"] else 0
         flash = dict(flash_image=args.flash, keep_flash=True, flash_offset=off, app_from_flash=True)
     final, m = serve(seed=args.seed, profile=args.profile, afe=args.afe, grid=args.grid, speed=args.speed,
-                     as_json=args.json, link=args.link, period_s=args.period, workdir=args.workdir, **flash)
+                     as_json=args.json, link=args.link, period_s=args.period, workdir=args.workdir,
+                     heap=args.heap, **flash)
     if not args.json:
         den = final["rem_den"]
         print("meter import %.4f kWh, truth %.4f kWh, events %s" % (

@@ -27,7 +27,7 @@ _HELLO_R = struct.Struct("<QIB")
 # The MicroPython heap cap simulated meters run under unless told otherwise. The 64-bit unix port
 # needs roughly 1.5-2x the heap a 32-bit ESP32 needs for the same objects; `make bench` reports the
 # lowest cap at which the firmware still completes a 30-day run (`firmware_min_heap_cap_kb`).
-DEFAULT_HEAP = "192k"
+DEFAULT_HEAP = "256k"
 
 
 class ServiceChannel:
