@@ -8,9 +8,28 @@ from host_tools.cli import emit
 DAY_S = 86400
 
 
+# The demo meter: 4 MRU of credit at 5 MRU/kWh (0.8 kWh), friendly credit in the evening and at night,
+# a low-credit warning at 5 MRU, emergency credit of 5 MRU.
+DEMO_PREPAID = {
+    "ledger": {"opening_credit": 400, "emergency_amount": 500},
+    "policy": {"friendly": [{"days": [0, 1, 2, 3, 4, 5, 6], "start": "19:00", "end": "07:00"}],
+               "low_credit": 500},
+}
+
+
+def _topup_at(t_ms, amount, ref):
+    def act(w):
+        act.meter.service.request("topup", amount=amount, ref=ref)
+    return t_ms, act
+
+
 def script(m):
     """What happens during the demo day (virtual seconds from midnight)."""
     w = m.world
+    # A top-up of 50 MRU arrives at 15:00 through the service port (a vending agent's handheld).
+    t, act = _topup_at(15 * 3600 * 1000, 5000, "demo-1")
+    act.meter = m
+    w.schedule(t, act)
     # The metering chip stops answering for two minutes at 10:00, answers garbage at 13:00,
     # and resets (losing its calibration) at 16:00: each is detected, reported and recovered.
     w.schedule(10 * 3600 * 1000, lambda w: w.chip_fault("silent"))
@@ -25,7 +44,8 @@ def run_demo(seconds=60.0, seed=7, quiet=False, as_json=False):
     t0 = time.monotonic()
     speed = DAY_S / seconds
     final, m = serve(seed=seed, profile="household", afe="ideal", grid="typical", speed=speed, period_s=5,
-                     days=1.0, script=script, quiet=quiet or as_json)
+                     days=1.0, script=script, quiet=quiet or as_json,
+                     settings={"prepaid": DEMO_PREPAID})
     den = final["rem_den"]
     meter_kwh = (final["import_wh"] + final["import_rem"] / den) / 1000
     true_kwh = m.world.true_import_wh / 1000
@@ -37,6 +57,7 @@ def run_demo(seconds=60.0, seed=7, quiet=False, as_json=False):
         "error_pct": round((meter_kwh - true_kwh) / true_kwh * 100, 3) if true_kwh else 0.0,
         "events": final.get("events", {}),
         "boots": m.boots,
+        "credit_end_mru": final.get("credit", {}).get("credit", 0) / 100 if isinstance(final.get("credit"), dict) else None,
     }
     return summary
 

@@ -45,6 +45,8 @@ class LiveView:
         self.totals = None
         self.counts = {}
         self.pending_ev = None
+        self.pending_cr = None
+        self.credit = {}
 
     def poll(self):
         svc = self.m.service
@@ -54,11 +56,15 @@ class LiveView:
         if self.pending_ev and self.pending_ev in svc.replies:
             self.counts = svc.replies.pop(self.pending_ev).get("counts", {})
             self.pending_ev = None
+        if self.pending_cr and self.pending_cr in svc.replies:
+            self.credit = svc.replies.pop(self.pending_cr)
+            self.pending_cr = None
         now = time.monotonic()
         if now - self.last >= self.refresh_s and not self.pending and not svc.pty_partial:
             self.last = now
             self.pending = svc.request("totals", fresh=False)
             self.pending_ev = svc.request("events", since=10 ** 9)
+            self.pending_cr = svc.request("credit")
 
     def render(self):
         w = self.m.world
@@ -82,6 +88,11 @@ class LiveView:
         t.add_row("import kWh", "%.4f" % (imp / 1000) if imp is not None else "-",
                   "%.4f" % (w.true_import_wh / 1000))
         t.add_row("chip", r.get("health", "-"), "relay closed" if w.relay_closed else "relay OPEN")
+        cr = self.credit
+        if cr:
+            t.add_row("credit MRU", "%.2f" % (cr.get("credit", 0) / 100.0),
+                      "debt %.2f" % (cr.get("debt", 0) / 100.0))
+            t.add_row("supply", cr.get("supply", "-"), cr.get("reasons") or "")
         day = w.now_ms // 86400000
         hms = time.strftime("%H:%M:%S", time.gmtime((w.now_ms // 1000) % 86400))
         head = "simulated day %d %s  |  seed %d  |  boots %d" % (day, hms, self.m.seed, self.m.boots)
@@ -176,6 +187,7 @@ def serve(seed=1, profile="household", afe="typical", grid="stable", speed=1.0, 
         m.realtime = False
         final = m.request("totals")
         final["events"] = m.request("events").get("counts", {})
+        final["credit"] = m.request("credit")
         view.totals = final
         if live:
             live.update(view.render())
