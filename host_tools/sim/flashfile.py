@@ -1,8 +1,6 @@
 """The simulated meter's `vfs` partition: a littlefs image in a file, the same image the build makes for
 the board. Counts what is written (wear) and can tear a write to model a power cut inside it."""
-import os
-
-from littlefs import LittleFS
+from host_tools.build import image as build_image
 
 
 class PowerCut(Exception):
@@ -10,33 +8,20 @@ class PowerCut(Exception):
 
 
 def make_image(path, size, block_size, files):
-    """Write a fresh littlefs image of `size` bytes holding files {name: bytes}."""
-    fs = LittleFS(block_size=block_size, block_count=size // block_size, name_max=255)
-    for name, data in sorted(files.items()):
-        parent = os.path.dirname(name)
-        if parent:
-            fs.makedirs(parent, exist_ok=True)
-        with fs.open(name, "wb") as f:
-            f.write(data)
+    """Write a fresh littlefs image of `size` bytes holding files {name: bytes} (the build's own maker)."""
+    image = build_image.make_image({"/" + n.lstrip("/"): d for n, d in files.items()}, block_size,
+                                   size // block_size)
     with open(path, "wb") as f:
-        f.write(bytes(fs.context.buffer))
+        f.write(image)
 
 
 def read_image_files(path, size, block_size, offset=0):
     """{name: bytes} of every file in an image (a partition image, or a whole-chip flash file with the
     partition at `offset`)."""
-    fs = LittleFS(block_size=block_size, block_count=size // block_size, name_max=255, mount=False)
     with open(path, "rb") as f:
         f.seek(offset)
-        fs.context.buffer = bytearray(f.read(size))
-    fs.mount()
-    out = {}
-    for root, _dirs, names in fs.walk("/"):
-        for n in names:
-            p = (root.rstrip("/") + "/" + n).lstrip("/")
-            with fs.open(p, "rb") as fh:
-                out[p] = fh.read()
-    return out
+        image = f.read(size)
+    return {n.lstrip("/"): d for n, d in build_image.read_image(image, block_size).items()}
 
 
 class FlashFile:
