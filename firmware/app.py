@@ -75,6 +75,8 @@ class App:
         if self.cellular is not None:
             self.sched.every("link", 1000, self.cellular.poll)
         self.version = VERSION
+        self.relay = self.prepaid.relay      # for the self-test
+        self.modem = _ModemCheck(self)
         self.ui = None
         if getattr(board, "display", None) is not None and self.settings["ui"]:
             from ui.wiring import UI
@@ -185,6 +187,39 @@ class App:
         self.board.watchdog.start(self.board.info.get("watchdog_ms", 8000))
         self.events.emit("boot", {"version": VERSION})
         self.sched.run()
+
+
+class _ModemCheck:
+    """The self-test's view of the modem: the running link's state when there is one, else a direct AT."""
+
+    def __init__(self, app):
+        self.app = app
+
+    def selftest(self):
+        app = self.app
+        if app.cellular is not None:
+            st = app.cellular.link.status()
+            state = st.get("state")
+            ok = state not in (None, "off", "power", "boot", "dead")
+            return ok, "link %s (rssi %s, attempts %s)" % (state, st.get("rssi"), st.get("attempts"))
+        modem = getattr(app.board, "modem", None)
+        if modem is None:
+            return False, "this board has no modem"
+        from comms.at import ATEngine, Cmd
+        modem.set_power(True)
+        eng = ATEngine(modem, app.clock)
+        clock = app.clock
+        for _ in range(8):            # a SIM7600 just powered takes about 12 s to answer
+            cmd = Cmd("AT", 2000)
+            eng.send(cmd)
+            t0 = clock.ticks_ms()
+            while not cmd.done() and clock.ticks_diff(clock.ticks_ms(), t0) < 2500:
+                eng.poll()
+                if not cmd.done():
+                    clock.sleep_ms(50)
+            if cmd.ok:
+                return True, "answers AT with OK"
+        return False, "no answer to AT"
 
 
 def main():

@@ -333,11 +333,13 @@ class SimMeter:
             if self.modem is not None:
                 # Network traffic in flight: let the broker answer before virtual time races on.
                 self.modem.poll(w.now_ms, 0.5 if self.modem.expecting_reply() else 0.0)
-                if self.modem.has_data():
+                if self._pending_wake and self.modem.has_data():
                     break
                 nm = self.modem.next_event_ms()
-                if nm is not None and nm < target:
-                    target = max(nm, w.now_ms)
+                # Only a future instant shortens the step: what is due now was handled by poll(), or
+                # is data waiting for a firmware that asked not to be woken.
+                if nm is not None and w.now_ms < nm < target:
+                    target = nm
             if self.realtime:
                 target = self._pace(target)
             w.advance_to(target, stop_on_power=True)
