@@ -77,6 +77,8 @@ class App:
         self.version = VERSION
         self.relay = self.prepaid.relay      # for the self-test
         self.modem = _ModemCheck(self)
+        if self.cellular is None and getattr(board, "modem", None) is not None:
+            board.modem.set_power(True)      # ready for the factory self-test (a SIM7600 boots ~12 s)
         self.ui = None
         if getattr(board, "display", None) is not None and self.settings["ui"]:
             from ui.wiring import UI
@@ -126,6 +128,8 @@ class App:
             self.ui.poll()
         if self.cellular is not None:
             self.cellular.poll()
+        elif getattr(self.board, "modem", None) is not None:
+            self.board.modem.read()       # no link owns the modem yet: drop its chatter (boot messages)
 
     def _store_faults(self):
         if self.store is not None:
@@ -206,10 +210,9 @@ class _ModemCheck:
         if modem is None:
             return False, "this board has no modem"
         from comms.at import ATEngine, Cmd
-        modem.set_power(True)
         eng = ATEngine(modem, app.clock)
         clock = app.clock
-        for _ in range(8):            # a SIM7600 just powered takes about 12 s to answer
+        for _ in range(2):            # powered since boot (see App), so it has had time to start
             cmd = Cmd("AT", 2000)
             eng.send(cmd)
             t0 = clock.ticks_ms()

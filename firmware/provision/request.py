@@ -86,6 +86,10 @@ def records_from_request(req, now):
         "service_key": hexlify(key_bytes(req.get("service_key"), 32, "service_key")).decode(),
         "broker_password": _text(broker, "password", 8, 64),
     }
+    if req.get("opaygo_key") is not None:
+        # OpenPAYGO (off-grid and mini-grid operators): the device's 128-bit secret and starting code.
+        keys["opaygo_key"] = hexlify(key_bytes(req.get("opaygo_key"), 16, "opaygo_key")).decode()
+        keys["opaygo_starting_code"] = _int(req, "opaygo_starting_code", 0, 999999999)
     identity = {
         "meter_id": meter_id, "pan": pan, "serial": serial,
         "broker": {"host": _text(broker, "host", 1, 64), "port": _int(broker, "port", 1, 65535),

@@ -26,12 +26,21 @@ def _keys(app):
         return None
 
 
+def _opaygo(keys):
+    if not keys or not keys.get("opaygo_key"):
+        return None
+    from tokens.opaygo import OpenPaygo
+    # No 4 KB chain table on the meter: the decoder's kept chain positions bound the common case.
+    return OpenPaygo(unhexlify(keys["opaygo_key"]), keys["opaygo_starting_code"], table=False)
+
+
 def decoder_for(app):
     keys = _keys(app)
     mode = "money" if app.prepaid.schedule.mode == "money" else "energy"
     if keys:
         dec = TokenDecoder(app.clock, decoder_key=keys["sts_key"], ken=keys.get("ken", 255),
-                           krn=keys.get("krn", 1), kt=keys.get("kt", 2), ti=keys.get("ti", 1), mode=mode)
+                           krn=keys.get("krn", 1), kt=keys.get("kt", 2), ti=keys.get("ti", 1),
+                           opaygo=_opaygo(keys), mode=mode)
         fp = _fingerprint(keys["sts_key"])
     else:
         dec = TokenDecoder(app.clock, mode=mode)
