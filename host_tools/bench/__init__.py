@@ -16,6 +16,7 @@ BENCHES = [
     "host_tools.bench.sim_bench",
     "host_tools.bench.headend_bench",
     "host_tools.bench.calibration_bench",
+    "host_tools.bench.powercut_bench",
 ]
 
 

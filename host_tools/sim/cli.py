@@ -5,6 +5,7 @@ import importlib
 SIM_COMMANDS = [
     "host_tools.sim.commands",
     "host_tools.flash.rom_cli",
+    "host_tools.sim.powercut",
 ]
 
 
