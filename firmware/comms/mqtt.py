@@ -50,7 +50,7 @@ class MQTTClient:
         self._reset_parser()
         self.state = CONNECTING
         self.error = None
-        self._since = self.clock.ticks_ms()
+        self._since = self._last_rx = self.clock.ticks_ms()
         self._send(pkt.connect(self.client_id, self.keepalive_s, self.user, self.password, self.will))
 
     def close(self, why):
@@ -128,6 +128,11 @@ class MQTTClient:
                 e[1] = now
                 self.stats["retx"] += 1
                 self._send(p)
+        if self.inflight and self.keepalive_s and c.ticks_diff(now, self._last_rx) >= self.keepalive_s * 1500:
+            # Resends keep the idle ping below from ever running; nothing heard for 1.5 keepalives
+            # while a PUBACK is owed means a dead link (a hung modem): end the session.
+            self.close("no answer")
+            return
         if self._ping_due is not None:
             if c.ticks_diff(now, self._ping_due) >= _PING_WAIT_MS:
                 self.close("no pingresp")
@@ -147,6 +152,7 @@ class MQTTClient:
 
     def feed(self, data):
         """Consume bytes from the link; complete packets are handled as they finish."""
+        self._last_rx = self.clock.ticks_ms()
         i = 0
         n = len(data)
         while i < n and self.state != DOWN:

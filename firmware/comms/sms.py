@@ -75,7 +75,13 @@ def parse(text):
     compact = t.replace(" ", "").replace("-", "")
     if len(compact) in TOKEN_LENGTHS and ascii_digits(compact):
         return ("token", compact)
-    word = t.strip("?.!؟ ").upper()
+    # char by char: MicroPython's str.strip works on bytes and would cut the UTF-8 of "؟" in half
+    word = t
+    while word and word[-1] in "?.!؟ ":
+        word = word[:-1]
+    while word and word[0] in "?.!؟ ":
+        word = word[1:]
+    word = word.upper()
     if word == "BAL":
         return ("balance", "en")
     if word == "SOLDE":

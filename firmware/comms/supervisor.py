@@ -416,6 +416,11 @@ class Supervisor:
         self._run(cmds)
 
     def _s_close(self):
+        c = self._cmd
+        if c is not None and c.kind == ESCAPE and c.done() and self.at.data_mode:
+            # "+++" went unanswered: the close commands would wait behind data mode for ever
+            self._power_cycle("cannot leave data mode")
+            return
         r = self._step()
         if r is None:
             return

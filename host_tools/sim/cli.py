@@ -6,6 +6,7 @@ SIM_COMMANDS = [
     "host_tools.sim.commands",
     "host_tools.flash.rom_cli",
     "host_tools.sim.powercut",
+    "host_tools.sim.scenario",
 ]
 
 
