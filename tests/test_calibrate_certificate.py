@@ -53,3 +53,26 @@ def test_unwritable_report_folder_is_a_usage_error(tmp_path):
     blocker.write_text("x")
     with pytest.raises(UsageError, match="report folder"):
         C.write_certificate(_result(), blocker / "sub")
+
+
+def test_certificate_is_kept_with_the_manufacturing_record(tmp_path):
+    from host_tools.provision.records import RecordDB
+    db_path = tmp_path / "records.sqlite"
+    db = RecordDB(db_path)
+    db.save({"serial": 7, "pan": "600727000000000074", "meter_id": "600727000000000074", "board": "sim",
+             "message_key_hex": "00" * 32, "service_key_hex": "11" * 32, "broker_password": "pw-12345678",
+             "selftest": []})
+    db.close()
+    files = {}
+    for name in ("certificate.html", "certificate.json"):
+        p = tmp_path / name
+        p.write_text("<cert %s>" % name)
+        files[name.split(".")[1]] = str(p)
+    hook = C.record_db_hook(db_path)
+    stored = hook("600727000000000074", files)
+    assert len(stored) == 2 and all(open(s).read().startswith("<cert") for s in stored)
+    db = RecordDB(db_path)
+    certs = db.certificates("600727000000000074")
+    assert len(certs) == 1 and certs[0]["serial"] == 7
+    assert hook("no-such-meter", files) == []          # a meter without a record gets nothing stored
+    db.close()

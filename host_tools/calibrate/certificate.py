@@ -199,6 +199,19 @@ def write_certificate(result, report_dir=None):
 RECORD_HOOKS = []
 
 
+def record_db_hook(db_path):
+    """A RECORD_HOOKS entry that keeps certificates with the factory's manufacturing records
+    (`meterkit provision`'s SQLite DB)."""
+    def hook(meter, paths):
+        from host_tools.provision.records import RecordDB
+        db = RecordDB(db_path)
+        try:
+            return db.attach_certificate(meter, paths)
+        finally:
+            db.close()
+    return hook
+
+
 def attach_to_record(meter, paths, records_root=None):
     """Store the certificate next to the meter's manufacturing record when one exists. The factory's
     record DB registers itself in RECORD_HOOKS; until then a folder build/records/<meter>/ (if present)

@@ -15,6 +15,7 @@ def register(sub):
                    help="accuracy class to verify against (default 1)")
     p.add_argument("--report", metavar="DIR", help="certificate folder (default build/certificates/<meter>/)")
     p.add_argument("--meter", help="name for the certificate when the meter reports no id")
+    p.add_argument("--db", help="the factory's manufacturing record DB: the certificate is kept with the meter's record")
     p.add_argument("--test-factor", type=int, default=DEFAULT_TEST_FACTOR,
                    help="test output = this x the meter constant during the session (default %d)" % DEFAULT_TEST_FACTOR)
     p.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for each meter reply (default 10)")
@@ -58,6 +59,14 @@ def _open(args):
 
 
 def cmd_calibrate(args):
+    if args.db:
+        import os
+
+        from host_tools.calibrate import certificate
+        from host_tools.errors import UsageError
+        if not os.path.exists(args.db):
+            raise UsageError("no record DB %s" % args.db, hint="give the DB `meterkit provision --db` wrote")
+        certificate.RECORD_HOOKS.append(certificate.record_db_hook(args.db))
     service, bench, closers = _open(args)
     log = progress = live = None
     if not args.json:

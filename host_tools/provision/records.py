@@ -25,6 +25,8 @@ CREATE TABLE IF NOT EXISTS reserved (serial INTEGER PRIMARY KEY, at REAL);
 CREATE TABLE IF NOT EXISTS runs (
     id INTEGER PRIMARY KEY AUTOINCREMENT, serial INTEGER, at REAL, operator TEXT, action TEXT,
     ok INTEGER, detail TEXT);
+CREATE TABLE IF NOT EXISTS certificates (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, serial INTEGER, meter_id TEXT, at REAL, folder TEXT, files TEXT);
 """
 
 
@@ -98,6 +100,33 @@ class RecordDB:
                         (serial, time.time(), operator, action, 1 if ok else 0, json.dumps(detail)))
         if commit:
             self.db.commit()
+
+    def attach_certificate(self, meter_id, paths):
+        """Keep a calibration certificate with the meter's record: the files are copied into
+        `certificates/<meter id>/<time>/` beside the DB and listed in the record. Returns the stored
+        paths, or [] when the DB has no such meter."""
+        import shutil
+        rec = self.by_meter_id(meter_id) if meter_id else None
+        if rec is None:
+            return []
+        at = time.time()
+        folder = os.path.join(os.path.dirname(os.path.abspath(self.path)), "certificates", meter_id,
+                              time.strftime("%Y%m%dT%H%M%S", time.gmtime(at)))
+        os.makedirs(folder, exist_ok=True)
+        stored = []
+        for p in paths.values():
+            dst = os.path.join(folder, os.path.basename(p))
+            shutil.copy2(p, dst)
+            stored.append(dst)
+        with self.db:
+            self.db.execute("INSERT INTO certificates (serial, meter_id, at, folder, files) VALUES (?,?,?,?,?)",
+                            (rec["serial"], meter_id, at, folder, json.dumps(stored)))
+            self.log(rec["serial"], None, "calibration_certificate", True, {"folder": folder}, commit=False)
+        return stored
+
+    def certificates(self, meter_id):
+        return [dict(r) for r in self.db.execute("SELECT * FROM certificates WHERE meter_id=? ORDER BY id",
+                                                 (meter_id,))]
 
     def meters(self):
         return [dict(r) for r in self.db.execute("SELECT * FROM meters ORDER BY serial")]
