@@ -5,6 +5,7 @@ with one decimal. The only place where comms turns integers into human units."""
 _TEXT = {
     "fr": {
         "balance": "Solde: {credit} MRU, environ {days} jours restants.",
+        "balance_nodays": "Solde: {credit} MRU.",
         "low_credit": "Attention: crédit faible ({credit} MRU), environ {days} jours. Rechargez rapidement.",
         "topup": "Recharge de {amount} MRU acceptée. Nouveau solde: {credit} MRU.",
         "statement": "Relevé {month}: {kwh} kWh, montant {cost} MRU, recharges {topups} MRU. Solde: {credit} MRU.",
@@ -13,6 +14,7 @@ _TEXT = {
     },
     "ar": {
         "balance": "رصيدك {credit} أوقية، يكفي حوالي {days} يوما.",
+        "balance_nodays": "رصيدك {credit} أوقية.",
         "low_credit": "تنبيه: رصيدك منخفض ({credit} أوقية)، حوالي {days} يوما. يرجى الشحن قريبا.",
         "topup": "تم شحن {amount} أوقية. رصيدك الجديد {credit} أوقية.",
         "statement": "كشف شهر {month}: الاستهلاك {kwh} ك.و.س، المبلغ {cost} أوقية، الشحن {topups} أوقية. الرصيد {credit} أوقية.",
@@ -21,6 +23,7 @@ _TEXT = {
     },
     "en": {
         "balance": "Balance: {credit} MRU, about {days} days left.",
+        "balance_nodays": "Balance: {credit} MRU.",
         "low_credit": "Low credit: {credit} MRU, about {days} days left. Please top up soon.",
         "topup": "Top-up of {amount} MRU accepted. New balance: {credit} MRU.",
         "statement": "Statement {month}: {kwh} kWh, cost {cost} MRU, top-ups {topups} MRU. Balance: {credit} MRU.",
@@ -74,4 +77,6 @@ def render(kind, lang, minor_per_unit=100, **v):
         v["kwh"] = kwh(v.pop("wh"), lang)
     if "result" in v:
         v["result"] = _RESULTS[lang].get(v["result"], v["result"])
+    if kind == "balance" and (v.get("days") is None or v.get("days") < 0):
+        kind = "balance_nodays"        # no estimate yet (less than a day of use recorded)
     return _TEXT[lang][kind].format(**v)

@@ -96,7 +96,22 @@ def records_from_request(req, now):
                    "username": _text(broker, "username", 1, 64)},
         "provisioned_at": now,
     }
+    # The customer's phone (receipts, warnings, statements by SMS) and the utility's numbers (signed SMS
+    # commands), in international form: optional.
+    if req.get("customer") is not None:
+        identity["customer"] = _phone(req.get("customer"), "customer")
+    nums = req.get("utility_numbers")
+    if nums is not None:
+        if not isinstance(nums, list) or len(nums) > 4:
+            raise ProvisionError("utility_numbers must be a list of up to 4 phone numbers")
+        identity["utility_numbers"] = [_phone(n, "utility_numbers") for n in nums]
     return identity, keys
+
+
+def _phone(v, name):
+    if not isinstance(v, str) or not 8 <= len(v) <= 16 or v[0] != "+" or not all("0" <= c <= "9" for c in v[1:]):
+        raise ProvisionError("%s must be a phone number like +22236000001" % name)
+    return v
 
 
 def cmd_provision(pc, req):

@@ -38,6 +38,7 @@ RETRY_S = 30.0           # the head-end's production retry (doubling up to RETRY
 RETRY_MAX_S = 600.0      # seconds; divided by the speed for the wall-clock head-end
 HEADEND_POLL_S = 0.01    # the head-end looks for due downlinks this often (wall)
 SERVICE_KEY = "a5c3" * 16
+CUSTOMER = "+22236000001"          # the household's phone: receipts and warnings by SMS
 HEADEND_HOST = "headend.example"   # what the meter is provisioned with; the modem bridges it to the broker
 
 FAULTS = ("drop_link", "coverage", "hang", "reboot", "broker_restart")
@@ -230,7 +231,7 @@ class Chain:
                       sgc=row["sgc"], ti=int(row["ti"]), krn=int(row["krn"]), sts_key=dk.hex(),
                       message_key=row["message_key_hex"], service_key=SERVICE_KEY, base_date="14",
                       broker={"host": HEADEND_HOST, "port": self.broker.port, "username": self.meter_id,
-                              "password": row["broker_password"]})
+                              "password": row["broker_password"]}, customer=CUSTOMER)
         if not r.get("ok"):
             raise SimulationError("the simulated meter refused provisioning: %s" % r.get("error"),
                                   hint="see %s" % m.log_path)
