@@ -116,7 +116,8 @@ def serve(seed=1, profile="household", afe="typical", grid="stable", speed=1.0, 
           workdir=None, **meter_args):
     """Run a meter in realtime until interrupted (or for `days` simulated days). Returns the meter's
     final totals reply."""
-    st = {"meter_period_s": period_s, "prepaid": {"ledger": {"opening_credit": 100000000}}}
+    from host_tools.sim.run import METERING_PREPAID
+    st = {"meter_period_s": period_s, "prepaid": METERING_PREPAID}
     st.update(settings or {})
     m = SimMeter(seed=seed, profile=profile, afe=afe, grid=grid, settings=st, realtime=True, speed=speed,
                  workdir=workdir, **meter_args)

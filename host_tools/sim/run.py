@@ -7,6 +7,10 @@ from host_tools.sim.runner import SimMeter
 
 DAY_MS = 86400000
 
+# Enough opening credit that the supply stays on: metering runs and live views are about metering.
+# Prepaid behaviour has its own scenarios (credit runs out, friendly periods, power cuts).
+METERING_PREPAID = {"ledger": {"opening_credit": 100000000}}
+
 
 def parse_faults(specs):
     """["silent@3600+120", "garbage@7200+60", "reset@9000"] -> [(t_ms, kind, duration_ms)]"""
@@ -38,9 +42,7 @@ def schedule_faults(world, faults):
 def run(days=1.0, seed=1, profile="household", afe="typical", grid="stable", period_s=60, heap=None,
         faults=(), settings=None, progress=None, mpy=True):
     """Run a meter for `days` simulated days; return the result dict (see `meterkit sim run`)."""
-    # Enough opening credit that the supply stays on: these runs are about metering. Prepaid
-    # behaviour has its own scenarios (credit runs out, friendly periods, power cuts).
-    st = {"meter_period_s": period_s, "prepaid": {"ledger": {"opening_credit": 100000000}}}
+    st = {"meter_period_s": period_s, "prepaid": METERING_PREPAID}
     if settings:
         st.update(settings)
     t0 = time.monotonic()
