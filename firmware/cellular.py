@@ -2,6 +2,11 @@
 once the meter is provisioned with a meter id, a message key and a broker, and connects it to the
 prepaid core: tokens and commands from the head-end or by SMS, readings, events, receipts, warnings.
 
+The monthly statement (closed by the prepaid core at the month's turn) goes to the head-end at once
+and to the customer by SMS from `statement_hour` on (nobody is texted at midnight). What was handed
+over is kept in the `stmt_out` record; the SMS is marked sent only once the outbox has drained, so a
+power cut in between sends it again rather than never.
+
 A meter that is not provisioned (or whose board has no modem) runs without it: metering and credit
 never depend on the network."""
 from relay import supply as sup
@@ -10,6 +15,9 @@ from relay import supply as sup
 UPLINK_EVENTS = ("meter_silent", "meter_garbage", "meter_reset", "meter_cal_error", "meter_recovered",
                  "ledger_lost", "power_fail", "supply_open", "supply_close", "over_power", "relay_failed",
                  "relay_welded", "low_credit", "emergency_taken", "tamper", "auth_failed", "calibration_changed")
+
+
+_STMT = "stmt_out"
 
 
 def start(app):
@@ -66,6 +74,11 @@ class Cellular:
                               app.events.emit, self.on_token, self.on_command, self.on_balance,
                               self.reading)
         app.events.listeners.append(self.on_event)
+        self.statement_hour = s.get("statement_hour", 9)
+        st = _Records(app.store).load(_STMT) or {}
+        self.stmt_up = st.get("up", 0)      # month ids handed over: uplink queued, SMS sent
+        self.stmt_sms = st.get("sms", 0)
+        self._sms_wait = 0                  # month whose SMS sits in the outbox
 
     # -- from the network ------------------------------------------------------------------------
     def on_token(self, digits, source):
@@ -104,9 +117,7 @@ class Cellular:
             p.commit()
             return "done", {}
         if name == "get_statement":
-            led = p.ledger
-            return "done", {"import_wh": app.meter.import_wh, "debited": led.debited, "topups": led.topups,
-                            "credit": led.credit}
+            return "done", p.statement_view()
         if name == "fw_offer":
             return "refused", {"why": "firmware update over the air is not implemented"}
         return "unknown_cmd", {}
@@ -133,5 +144,44 @@ class Cellular:
             credit, days = self.on_balance()
             self.link.sms.notify("low_credit", credit=credit, days=days)
 
+    def _statement(self):
+        st = self.app.prepaid.statement
+        if not st:
+            return
+        mid = st[0]
+        if mid > self.stmt_up:
+            from prepaid import month_name
+            self.link.uplink.send_inner({"t": "statement", "month": month_name(mid), "import_wh": st[1],
+                                         "cost": st[2], "topups": st[3], "credit": st[4]})
+            self.stmt_up = mid
+            self._save_stmt()
+        if mid <= self.stmt_sms:
+            return
+        sms = self.link.sms
+        if self._sms_wait == mid:
+            if not sms.outbox:
+                self.stmt_sms = mid
+                self._sms_wait = 0
+                self._save_stmt()
+            return
+        clock = self.app.clock
+        if sms is None or not sms.customer:
+            self.stmt_sms = mid
+            self._save_stmt()
+            return
+        if not clock.time_valid:
+            return
+        from credit.civil import civil
+        if civil(clock.time())[3] < self.statement_hour:
+            return
+        m = mid % 12 + 1
+        if sms.notify("statement", month="%s%d/%d" % ("0" if m < 10 else "", m, mid // 12), wh=st[1], cost=st[2],
+                      topups=st[3], credit=st[4]):
+            self._sms_wait = mid
+
+    def _save_stmt(self):
+        self.app.store.commit(_STMT, {"up": self.stmt_up, "sms": self.stmt_sms})
+
     def poll(self):
+        self._statement()
         self.link.poll()

@@ -13,6 +13,8 @@ SCHEMA = {
     "chip_retry_s": (2, int, 1, 600),
     "meter_id": ("", str, 0, 32),
     "language": ("fr", str, 2, 2),
+    "reading_period_s": (900, int, 60, 86400),       # readings to the head-end
+    "statement_hour": (9, int, 0, 23),               # the monthly statement SMS waits for this hour (UTC)
     "ui": (1, int, 0, 1),                            # the LCD and keypad (0: headless, e.g. a test rig)
     "prepaid": (None, dict, 0, 0),                   # tariff, ledger, policy, supply, relay: see prepaid.py
 }

@@ -11,7 +11,16 @@ lost is therefore below `commit_wh` plus one metering poll, and zero with a powe
 
 A missing record on a meter that has already been commissioned (the `born` record exists) is a
 fault: the ledger starts at zero credit with the fault reported - state is never re-created with
-free credit."""
+free credit.
+
+Monthly statement: the record keeps the totals at the start of the current calendar month (`mo`:
+month id, import Wh, debited, top-ups). At the first poll of a new month with a valid clock the month
+is closed into `st` (month id, kWh, cost, top-ups, credit at close) in the same commit that opens the
+next one, so a statement is made once, never lost and never doubled by a power cut. Delivering it
+(SMS, uplink) is the cellular side's job, which reads `statement`. A meter whose clock was unknown
+at the start of a month states only what it measured once the time was known.
+"""
+from credit import civil
 from credit.ledger import Ledger
 from credit.policy import Policy
 from credit.tariff import Schedule
@@ -66,6 +75,9 @@ class Prepaid:
         if tot:
             meter.import_wh, meter.import_rem, meter.export_wh, meter.export_rem = tot
         self.refs = state.get("refs", [])
+        self.month = state.get("mo")        # [month id, import Wh, debited, top-ups] at its start
+        self.statement = state.get("st")    # the last closed month: [id, Wh, cost, top-ups, credit]
+        self._month_end = None              # Unix start of the next month (cached)
         ev = state.get("ev")
         if ev:    # event counts run on across reboots (this boot's events are added on top)
             counts = app.events.counts
@@ -103,7 +115,8 @@ class Prepaid:
         m = self.app.meter
         return {"ledger": self.ledger.state(), "policy": self.policy.state(), "supply": self.supply.state(),
                 "relay": self.relay.state(), "meter": [m.import_wh, m.import_rem, m.export_wh, m.export_rem],
-                "refs": self.refs, "max_power_w": self.supply.limit_w, "ev": self.app.events.counts}
+                "refs": self.refs, "max_power_w": self.supply.limit_w, "ev": self.app.events.counts,
+                "mo": self.month, "st": self.statement}
 
     def commit(self, extra=None):
         """Write the prepaid record (and `extra` records in the same atomic step)."""
@@ -146,6 +159,8 @@ class Prepaid:
         else:
             self.supply.clear_reason(sup.NO_CREDIT)
         self.policy.check_warnings(led.credit)
+        if valid and (self._month_end is None or now >= self._month_end):
+            self._month_turn(now)
         t = clock.ticks_ms()
         self.supply.power_sample(self.app.meter.chip.p_w, t)
         self.supply.poll(t)
@@ -154,6 +169,38 @@ class Prepaid:
                 (self.uncommitted_wh and clock.ticks_diff(t, self.last_commit) >= self.commit_ms) or
                 clock.ticks_diff(t, self.last_commit) >= 24 * 3600000):
             self.commit()
+
+    def _month_turn(self, now):
+        """Open the month on the first valid time; close the previous one into a statement."""
+        led = self.ledger
+        m = self.app.meter
+        mid = civil.month_id(now)
+        self._month_end = civil.start_of_next_month(now)
+        mo = self.month
+        if mo is not None and mid <= mo[0]:
+            return                           # same month (or a clock set back: keep counting)
+        opened = [mid, m.import_wh, led.debited, led.topups]
+        self.month = opened
+        if mo is None:
+            return                           # committed with the next energy commit
+        self.statement = [mo[0], m.import_wh - mo[1], led.debited - mo[2], led.topups - mo[3], led.credit]
+        self.commit()
+        self.emit("statement", {"month": month_name(mo[0])})
+
+    def statement_view(self):
+        """The last closed month and the month so far, for the service port and the head-end."""
+        led = self.ledger
+        m = self.app.meter
+        out = {"last": None, "current": None}
+        st = self.statement
+        if st:
+            out["last"] = {"month": month_name(st[0]), "import_wh": st[1], "cost": st[2], "topups": st[3],
+                           "credit": st[4]}
+        mo = self.month
+        if mo:
+            out["current"] = {"month": month_name(mo[0]), "import_wh": m.import_wh - mo[1],
+                              "cost": led.debited - mo[2], "topups": led.topups - mo[3], "credit": led.credit}
+        return out
 
     def power_failing(self):
         """The supply is going: take the last energy out of the chip and commit it now."""
@@ -200,3 +247,9 @@ class Prepaid:
                 "supply": "closed" if self.supply.closed else "open",
                 "reasons": sup.names(self.supply.reasons()), "awaiting_key": self.supply.awaiting_key,
                 "relay_failed": bool(self.relay.failed), "commits": self.commits}
+
+
+def month_name(mid):
+    """"YYYY-MM" of a month id (year*12 + month-1)."""
+    m = mid % 12 + 1
+    return "%d-%s%d" % (mid // 12, "0" if m < 10 else "", m)

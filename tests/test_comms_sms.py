@@ -228,3 +228,12 @@ def test_unrelated_texts_are_ignored():
     assert m.svc.incoming(deliver("+22211111111", "hello there")) == "ignored"
     assert m.svc.incoming("zz") == "bad"
     assert m.svc.outbox == []
+
+
+def test_command_answer_carries_the_detail_within_one_text():
+    assert sms._detail({}) == ""
+    assert sms._detail({"supply": "open"}) == " supply=open"
+    d = sms._detail({"current": {"month": "2026-02", "cost": 12}, "last": None, "x": [1]})
+    assert d == " current.cost=12 current.month=2026-02 last=None"
+    long = sms._detail({"k%02d" % i: "v" * 20 for i in range(20)})
+    assert len(long) <= 140 and long.startswith(" k00=") and long.count("=") == len(long.split())

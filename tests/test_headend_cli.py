@@ -93,3 +93,45 @@ def test_unreachable_broker_is_a_device_error(tmp_path):
                  "--duration-s", "1")
     assert r.returncode == 3
     assert "unreachable" in r.stderr and "mosquitto" in r.stderr
+
+
+# -- signed SMS commands ---------------------------------------------------------------------------------
+def test_sms_command_signs_with_the_meter_key_and_a_fresh_seq_each_time(fleet):
+    import hashlib
+    import hmac
+    db, _, rows = fleet
+    mid, key = rows[0]["meter_id"], bytes.fromhex(rows[0]["message_key_hex"])
+    outs = []
+    for args in (["relay_open"], ["set_time", "unix=1767571200"]):
+        r = meterkit("headend", "sms-command", mid, *args, "--db", db, "--json")
+        assert r.returncode == 0, r.stderr
+        outs.append(json.loads(r.stdout))
+    assert [o["seq"] for o in outs] == [1, 2]
+    for o, body in zip(outs, ("relay_open", "set_time unix=1767571200")):
+        mac = hmac.new(key, f"{mid}\n{o['seq']}\n{body}".encode(), hashlib.sha256).hexdigest()[:8]
+        assert o["text"] == f"CMD {o['seq']} {body} {mac}"
+    # another meter has its own counter; plain output is just the text to send
+    r = meterkit("headend", "sms-command", rows[1]["meter_id"], "get_readings", "--db", db)
+    assert r.returncode == 0 and r.stdout.startswith("CMD 1 get_readings ")
+    r = meterkit("headend", "events", mid, "--db", db, "--json")
+    assert [e["data"]["seq"] for e in json.loads(r.stdout)["events"] if e["kind"] == "sms_command"] == [1, 2]
+
+
+def test_sms_command_matches_the_protocol_documents_vector():
+    from host_tools.headend import smscmd
+    key = bytes(range(32))
+    assert smscmd.sign(key, "000000000000001234", 12, "relay_close") == "CMD 12 relay_close f3fd0c20"
+
+
+@pytest.mark.parametrize("args, words", [
+    (["600727000000099999", "relay_open"], "unknown meter"),
+    (["{m}", "fw_offer"], "cannot be sent by SMS"),
+    (["{m}", "set_time", "unix"], "bad argument"),
+    (["{m}", "set_time", "unix=1 2"], "bad argument"),
+    (["{m}", "set_time"] + ["k%d=%s" % (i, "9" * 20) for i in range(8)], "one SMS holds 160"),
+])
+def test_sms_command_bad_input_is_a_clear_error(fleet, args, words):
+    db, _, rows = fleet
+    r = meterkit("headend", "sms-command", *[a.format(m=rows[0]["meter_id"]) for a in args], "--db", db)
+    assert r.returncode != 0 and words in r.stderr, r.stderr
+    assert "Traceback" not in r.stderr

@@ -260,3 +260,46 @@ def test_a_friendly_period_starting_while_the_supply_is_off_restores_it_without_
     assert v["credit"] == 0 and v["topups"] == 0 and v["supply"] == "closed"
     m.run_for(60)
     assert m.request("credit")["debt"] > v["debt"]  # friendly use becomes debt
+
+
+def test_month_turn_closes_the_statement_once_and_exactly(meters):
+    import calendar
+    from host_tools.sim.runner import SimMeter
+    pp = {"tariff": {"mode": "money", "minor_per_major": 100,
+                     "tariffs": [{"start": 0, "blocks": [{"price_per_mwh": PRICE}]}]},
+          "ledger": {"opening_credit": 100000}}
+    load = {"kind": "constant", "name": "steady", "watts": 2000, "pf": 1.0}
+    m = SimMeter(seed=4, profile=load, afe="ideal", settings={"meter_period_s": 1, "prepaid": pp},
+                 epoch=calendar.timegm((2026, 1, 31, 23, 50, 0)))
+    try:
+        m.run_for(3)
+        st = m.request("statement")
+        assert st["last"] is None and st["current"]["month"] == "2026-01"
+        m.run_for(300)
+        jan = m.request("credit")
+        m.run_for(600)                                   # 00:00 falls in here
+        st = m.request("statement")
+        last, cur = st["last"], st["current"]
+        assert last["month"] == "2026-01" and cur["month"] == "2026-02"
+        total = m.request("totals", fresh=True)["import_wh"]
+        # the two months share out the meter's energy and debits exactly
+        assert last["import_wh"] + cur["import_wh"] == total
+        assert last["cost"] + cur["cost"] == m.request("credit")["debited"]
+        assert last["cost"] == 2 * last["import_wh"]      # 2 minor units per Wh, nothing else charged
+        assert jan["debited"] <= last["cost"] and 300 <= last["import_wh"] <= 340   # ~10 min at 2 kW
+        assert [e for e in events(m, "statement")][0][2] == {"month": "2026-01"}
+        # a power cut does not close it again nor lose it
+        m.power_cut()
+        m.run_for(5)
+        assert m.request("statement")["last"] == last
+        assert len(events(m, "statement")) == 0          # no new statement event after the reboot
+    finally:
+        m.close()
+
+
+def test_no_statement_without_a_known_time(meters):
+    m = meters({"ledger": {"opening_credit": 100000}}, time_valid=False)
+    m.run_for(120)
+    st = m.request("statement")
+    assert st["last"] is None and st["current"] is None
+    assert m.request("credit")["debited"] > 0            # it was metering and debiting all along

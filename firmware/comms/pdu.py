@@ -32,7 +32,9 @@ def ucs2(text):
 
 
 def from_ucs2(data):
-    out = []
+    """Text from UTF-16BE octets (surrogate pairs joined, lone surrogates as U+FFFD), built as UTF-8 in
+    one buffer: no string object per character on a small heap."""
+    out = bytearray()
     i = 0
     n = len(data) & ~1
     while i < n:
@@ -45,8 +47,21 @@ def from_ucs2(data):
                 o = 0x10000 + ((o - 0xD800) << 10) + (lo - 0xDC00)
         if 0xD800 <= o < 0xE000:
             o = 0xFFFD  # a lone surrogate cannot be a character
-        out.append(chr(o))
-    return "".join(out)
+        if o < 0x80:
+            out.append(o)
+        elif o < 0x800:
+            out.append(0xC0 | (o >> 6))
+            out.append(0x80 | (o & 0x3F))
+        elif o < 0x10000:
+            out.append(0xE0 | (o >> 12))
+            out.append(0x80 | ((o >> 6) & 0x3F))
+            out.append(0x80 | (o & 0x3F))
+        else:
+            out.append(0xF0 | (o >> 18))
+            out.append(0x80 | ((o >> 12) & 0x3F))
+            out.append(0x80 | ((o >> 6) & 0x3F))
+            out.append(0x80 | (o & 0x3F))
+    return str(out, "utf-8")
 
 
 def address(number):

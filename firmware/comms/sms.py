@@ -192,5 +192,23 @@ class SmsService:
         code, detail = self.protocol.sms_command(seq, body, mac8, name, args)
         if code is None:
             return detail  # bad_mac or stale: not acted on, not answered (no oracle for forgers)
-        self.send(sender, smstext.render("cmd", "en", seq=seq, code=code))
+        self.send(sender, smstext.render("cmd", "en", seq=seq, code=code) + _detail(detail))
         return "cmd"
+
+
+def _detail(detail, room=140):
+    """" k=v k=v" of a command's answer (one level of nesting as a.b=v), within `room` characters."""
+    out = ""
+    if not isinstance(detail, dict):
+        return out
+    for k in sorted(detail):
+        v = detail[k]
+        items = [(k + "." + j, v[j]) for j in sorted(v)] if isinstance(v, dict) else [(k, v)]
+        for name, val in items:
+            if isinstance(val, (dict, list)):
+                continue
+            piece = " %s=%s" % (name, val)
+            if len(out) + len(piece) > room:
+                return out
+            out += piece
+    return out

@@ -8,7 +8,7 @@ from service.port import unload
 _MAX_TOPUP = 100000000
 
 
-NAMES = ("credit", "emergency", "reconnect", "token", "topup", "relay", "set_time")
+NAMES = ("credit", "statement", "emergency", "reconnect", "token", "topup", "relay", "set_time")
 PRIVILEGED = ("topup", "relay", "set_time")
 
 
@@ -22,6 +22,9 @@ class _Commands:
 
     def credit(self, req):
         return self.app.prepaid.view()
+
+    def statement(self, req):
+        return self.app.prepaid.statement_view()
 
     def topup(self, req):
         amount = req.get("amount")

@@ -2,11 +2,11 @@
 from host_tools.cli import emit
 from host_tools.device.client import ServiceClient
 
-REQUESTS = ("ping", "readings", "totals", "events", "status")
+REQUESTS = ("ping", "readings", "totals", "events", "status", "credit", "statement")
 
 
 def register(sub):
-    p = sub.add_parser("device", help="ask a meter over its service port (ping, readings, totals, events, status)")
+    p = sub.add_parser("device", help="ask a meter over its service port (ping, readings, totals, events, status, credit, statement)")
     p.add_argument("--port", required=True, help="serial port (or the pty a simulated meter prints)")
     p.add_argument("request", choices=REQUESTS)
     p.add_argument("--timeout", type=float, default=5.0)

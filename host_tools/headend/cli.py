@@ -1,4 +1,4 @@
-"""`meterkit headend serve|import|topup|meters|events|statements`: the utility operator's verbs.
+"""`meterkit headend serve|import|topup|meters|events|statements|sms-command`: the utility operator's verbs.
 
 `serve` is the only process on MQTT; the other verbs work through the shared SQLite database: `topup`
 vends a token and queues it, `serve` delivers it and records the meter's result, `topup --wait` waits
@@ -72,6 +72,14 @@ def register(subparsers):
     common(st)
     st.add_argument("meter")
     st.set_defaults(func=cmd_statements)
+
+    sc = sub.add_parser("sms-command", help="sign a utility command for a meter, to send by SMS from a "
+                                            "registered number (when its data link is down)")
+    common(sc)
+    sc.add_argument("meter")
+    sc.add_argument("cmd", help="relay_open, relay_close, set_time, get_readings, get_statement, clear_tamper")
+    sc.add_argument("args", nargs="*", metavar="KEY=VALUE", help="arguments, e.g. unix=1767571200")
+    sc.set_defaults(func=cmd_sms_command)
 
 
 def _store(args, must_exist=True):
@@ -199,4 +207,15 @@ def cmd_statements(args):
         for s in sts:
             sys.stdout.write(f"{s['month']}  import {s['import_wh']} Wh  readings {s['readings']}  "
                              f"top-ups {s['topups_accepted']}\n")
+    return 0
+
+
+def cmd_sms_command(args):
+    from host_tools.headend import smscmd
+    store = _store(args)
+    out = smscmd.make(store, args.meter, args.cmd, args.args)
+    if args.json:
+        emit(out, True)
+    else:
+        sys.stdout.write(out["text"] + "\n")
     return 0

@@ -38,6 +38,9 @@ CREATE INDEX IF NOT EXISTS readings_meter ON readings (meter_id, ts);
 CREATE TABLE IF NOT EXISTS statements (
   meter_id TEXT NOT NULL, month TEXT NOT NULL, import_wh INTEGER, cost INTEGER, topups INTEGER,
   received REAL NOT NULL, PRIMARY KEY (meter_id, month));
+CREATE TABLE IF NOT EXISTS sms_commands (
+  meter_id TEXT NOT NULL, seq INTEGER NOT NULL, text TEXT NOT NULL, created REAL NOT NULL,
+  PRIMARY KEY (meter_id, seq));
 CREATE TABLE IF NOT EXISTS service (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
 

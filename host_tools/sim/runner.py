@@ -89,12 +89,13 @@ class SimMeter:
     def __init__(self, seed=1, profile="household", afe="typical", grid="stable", board="sim",
                  settings=None, heap=None, mpy=True, workdir=None, realtime=False, speed=1.0,
                  time_valid=True, flash_image=None, keep_flash=False, flash_offset=0,
-                 app_from_flash=False, broker=None, smsc=None):
+                 app_from_flash=False, broker=None, smsc=None, epoch=None):
         self.board = board
         self.info = json.loads((board_dir(board) / "board.json").read_text())
         self.seed = seed
         self.heap = heap or DEFAULT_HEAP
-        self.world = World(self.info, seed, profile, afe, grid)
+        self.world = World(self.info, seed, profile, afe, grid) if epoch is None else \
+            World(self.info, seed, profile, afe, grid, epoch=epoch)
         self.service = ServiceChannel()
         self.realtime = realtime
         self.speed = speed

@@ -39,6 +39,7 @@ RETRY_MAX_S = 600.0      # seconds; divided by the speed for the wall-clock head
 HEADEND_POLL_S = 0.01    # the head-end looks for due downlinks this often (wall)
 SERVICE_KEY = "a5c3" * 16
 CUSTOMER = "+22236000001"          # the household's phone: receipts and warnings by SMS
+UTILITY = "+22245000100"           # the utility's operations phone: signed SMS commands
 HEADEND_HOST = "headend.example"   # what the meter is provisioned with; the modem bridges it to the broker
 
 FAULTS = ("drop_link", "coverage", "hang", "reboot", "broker_restart")
@@ -175,11 +176,12 @@ def make_broker(kind):
 class Chain:
     """Broker + head-end (its own thread) + one provisioned simulated meter with a modem, in `workdir`
     (a temporary folder by default). `settings` become the meter's settings.json; `smsc` is the SMS
-    centre behind its modem. The provisioning request has no customer number (the firmware does not take
-    one yet), so this meter answers texts but cannot send receipts or warnings on its own."""
+    centre behind its modem. The meter is provisioned with the household's number (CUSTOMER: receipts,
+    warnings, statements) and the utility's (UTILITY: signed SMS commands); `epoch` is the world's start
+    (Unix seconds)."""
 
     def __init__(self, workdir=None, seed=1, broker="amqtt", settings=None, profile="constant", smsc=None,
-                 speed=SPEED, heap="320k"):
+                 speed=SPEED, heap="320k", epoch=None, utility_numbers=(UTILITY,)):
         self.tmp = None
         if workdir is None:
             self.tmp = tempfile.TemporaryDirectory(prefix="chain-")
@@ -192,6 +194,8 @@ class Chain:
         self.smsc = smsc
         self.speed = speed
         self.heap = heap
+        self.epoch = epoch
+        self.utility_numbers = list(utility_numbers)
         self.broker = None
         self.he = None
         self.meter = None
@@ -225,13 +229,14 @@ class Chain:
         dk = vending.decoder_key(self.keystore, self.store.meter(self.meter_id))
         self.meter = m = SimMeter(seed=self.seed, afe="ideal", profile=self.profile, heap=self.heap,
                                   broker=("127.0.0.1", self.broker.port), smsc=self.smsc, settings=self.settings,
-                                  workdir=os.path.join(self.workdir, "meter"))
+                                  workdir=os.path.join(self.workdir, "meter"), epoch=self.epoch)
         m.run_for(5)
         r = m.request("provision", pan=row["pan"], serial=int(row["serial"][2:]), meter_id=self.meter_id,
                       sgc=row["sgc"], ti=int(row["ti"]), krn=int(row["krn"]), sts_key=dk.hex(),
                       message_key=row["message_key_hex"], service_key=SERVICE_KEY, base_date="14",
                       broker={"host": HEADEND_HOST, "port": self.broker.port, "username": self.meter_id,
-                              "password": row["broker_password"]}, customer=CUSTOMER)
+                              "password": row["broker_password"]}, customer=CUSTOMER,
+                      utility_numbers=self.utility_numbers)
         if not r.get("ok"):
             raise SimulationError("the simulated meter refused provisioning: %s" % r.get("error"),
                                   hint="see %s" % m.log_path)

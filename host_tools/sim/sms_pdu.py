@@ -214,7 +214,8 @@ def parse_udh(udh):
 
 
 def decode_submit(tpdu):
-    """dict(to, text, dcs, mr, concat=(ref, total, seq) or None) from an SMS-SUBMIT TPDU."""
+    """dict(to, text, dcs, mr, pid, concat=(ref, total, seq) or None, octets = the UCS2/8-bit user data
+    after any header, as sent; None for GSM 7-bit) from an SMS-SUBMIT TPDU."""
     try:
         first = tpdu[0]
         if first & 0x03 != 0x01:
@@ -230,6 +231,7 @@ def decode_submit(tpdu):
     except IndexError:
         raise PduError("SMS-SUBMIT truncated") from None
     alphabet = _dcs_alphabet(dcs)
+    body = None
     udh = b""
     if first & 0x40:
         if not ud:
@@ -258,4 +260,5 @@ def decode_submit(tpdu):
         concat = (ies[0x00][0], ies[0x00][1], ies[0x00][2])
     elif 0x08 in ies and len(ies[0x08]) == 4:
         concat = ((ies[0x08][0] << 8) | ies[0x08][1], ies[0x08][2], ies[0x08][3])
-    return {"to": to, "text": text, "dcs": alphabet, "mr": mr, "pid": pid, "concat": concat}
+    return {"to": to, "text": text, "dcs": alphabet, "mr": mr, "pid": pid, "concat": concat,
+            "octets": body}
