@@ -1,13 +1,21 @@
 """The prepaid core in the running meter: metered energy debits the ledger, the credit policy and the
 other reasons drive the supply relay, and everything that must survive a power cut is committed.
 
-Persistence (one record, `prepaid`, so a commit is all-or-nothing): the ledger, the policy's daily
-ring and warning state, the supply's reasons and trips, the relay's position, the meter's energy
-totals and the references of the last top-ups applied (so a retried top-up is never applied twice).
-Commit policy: at once after every credit change (before the change is acknowledged); after energy
-debits when `commit_wh` Wh are uncommitted or `commit_s` seconds have passed; and at once when the
-board signals a failing supply (power-fail input). Energy registered but not committed when power is
-lost is therefore below `commit_wh` plus one metering poll, and zero with a power-fail warning.
+Persistence: the full record `prepaid` holds the ledger, the policy's daily ring and warning state,
+the supply's reasons and trips, the relay's position, the meter's energy totals, the references of
+the last top-ups applied (so a retried top-up is never applied twice) and a generation `n`. It is
+written at once after every credit change (before the change is acknowledged), whenever the supply,
+relay, power limit, day or month changes, and at least daily.
+
+Energy alone changes only a few numbers, so its commits write the small record `pe` instead: the
+meter totals, the ledger's registers and the policy's day, as zig-zag varints (about 60 bytes, so
+littlefs keeps it inline in its metadata log and a commit erases no block of its own; the full record
+would cost a block erase per commit). `pe` carries the generation of the full record it extends; at
+boot it is laid over `prepaid` only when the generations match, so a full commit (which holds the
+same numbers) always supersedes older `pe` copies. Energy commits happen when `commit_wh` Wh are
+uncommitted or `commit_s` seconds have passed, and at once when the board signals a failing supply
+(power-fail input). Energy registered but not committed when power is lost is therefore below
+`commit_wh` plus one metering poll, and zero with a power-fail warning.
 
 A missing record on a meter that has already been commissioned (the `born` record exists) is a
 fault: the ledger starts at zero credit with the fault reported - state is never re-created with
@@ -28,7 +36,12 @@ from relay import supply as sup
 from relay.latching import LatchingRelay
 
 RECORD = "prepaid"
+HOT = "pe"
 BORN = "born"
+_HOT_FORMAT = 1
+HOT_LEDGER = ("credit", "debt", "em_owed", "fine", "mtd_wh", "month", "last_t", "topups", "debited", "cleared",
+              "em_taken", "energy_wh")
+HOT_POLICY = ("day", "today", "armed_credit", "armed_days")
 _REFS = 32
 
 DEFAULTS = {
@@ -83,8 +96,11 @@ class Prepaid:
             counts = app.events.counts
             for k, v in ev.items():
                 counts[k] = counts.get(k, 0) + v
+        self.n = state.get("n", 0)
+        self.hot_commits = 0
+        self._cold = None
         self.uncommitted_wh = 0
-        self.last_commit = clock.ticks_ms()
+        self.last_commit = self.last_full = clock.ticks_ms()
         meter.listeners.append(self.on_energy)
         self.power_fail_pin = board.pin("power_fail")
         self.commits = 0
@@ -97,9 +113,12 @@ class Prepaid:
         if st is None:
             return {}
         try:
-            return st.load(RECORD)
+            state = st.load(RECORD)
         except Exception as e:
             kind = type(e).__name__
+        else:
+            self._overlay(state)
+            return state
         born = True
         try:
             st.load(BORN)
@@ -111,18 +130,62 @@ class Prepaid:
             self.app.ledger_fault = True
         return {}
 
+    def _overlay(self, state):
+        """Lay the newest energy commit over the full record it extends."""
+        try:
+            vals = unpack_hot(self.store.load(HOT))
+        except Exception as e:
+            if type(e).__name__ != "StoreMissing":
+                self.emit("store_corrupt", {"detail": "pe " + type(e).__name__})
+            return
+        n = len(HOT_LEDGER)
+        if vals is None or len(vals) != 5 + n + len(HOT_POLICY) or vals[-1] != state.get("n", 0):
+            return                       # older than the full record (or another format): superseded
+        state["meter"] = vals[0:4]
+        led = state.get("ledger")
+        pol = state.get("policy")
+        if isinstance(led, dict) and isinstance(pol, dict):
+            for i in range(n):
+                led[HOT_LEDGER[i]] = vals[4 + i]
+            for i in range(len(HOT_POLICY)):
+                pol[HOT_POLICY[i]] = vals[4 + n + i]
+
+    def _hot(self):
+        m = self.app.meter
+        led = self.ledger
+        pol = self.policy
+        vals = [m.import_wh, m.import_rem, m.export_wh, m.export_rem]
+        for k in HOT_LEDGER:
+            vals.append(getattr(led, k))
+        vals.append(pol.day)
+        vals.append(pol.today)
+        vals.append(int(pol.armed_credit))
+        vals.append(int(pol.armed_days))
+        vals.append(self.n)
+        return pack_hot(vals)
+
+    def _sig(self):
+        """What only the full record holds, in a tuple: when it changes, an energy commit is a full one."""
+        sup_ = self.supply
+        rel = self.relay
+        pol = self.policy
+        return (sup_._mask, sup_.awaiting_key, sup_._held, sup_.trips, sup_.limit_w, rel.closed, rel.failed,
+                pol.head, pol.count, len(self.refs), self.month[0] if self.month else 0,
+                self.statement[0] if self.statement else 0)
+
     def snapshot(self):
         m = self.app.meter
         return {"ledger": self.ledger.state(), "policy": self.policy.state(), "supply": self.supply.state(),
                 "relay": self.relay.state(), "meter": [m.import_wh, m.import_rem, m.export_wh, m.export_rem],
                 "refs": self.refs, "max_power_w": self.supply.limit_w, "ev": self.app.events.counts,
-                "mo": self.month, "st": self.statement}
+                "mo": self.month, "st": self.statement, "n": self.n}
 
     def commit(self, extra=None):
         """Write the prepaid record (and `extra` records in the same atomic step)."""
         st = self.store
         if st is None:
             return False
+        self.n += 1
         recs = {RECORD: self.snapshot()}
         if self.commits == 0:
             recs[BORN] = {"t": self.clock.time()}
@@ -133,6 +196,21 @@ class Prepaid:
         else:
             st.commit_many(recs)
         self.commits += 1
+        self.uncommitted_wh = 0
+        self.last_commit = self.last_full = self.clock.ticks_ms()
+        self._cold = self._sig()
+        return True
+
+    def commit_energy(self):
+        """The energy commit: the small record, unless something only the full record holds changed."""
+        st = self.store
+        if st is None:
+            return False
+        if self._sig() != self._cold:
+            return self.commit()
+        st.commit(HOT, self._hot())
+        self.commits += 1
+        self.hot_commits += 1
         self.uncommitted_wh = 0
         self.last_commit = self.clock.ticks_ms()
         return True
@@ -165,10 +243,11 @@ class Prepaid:
         self.supply.power_sample(self.app.meter.chip.p_w, t)
         self.supply.poll(t)
         self.relay.poll(t)
-        if (self.uncommitted_wh >= self.commit_wh or
-                (self.uncommitted_wh and clock.ticks_diff(t, self.last_commit) >= self.commit_ms) or
-                clock.ticks_diff(t, self.last_commit) >= 24 * 3600000):
+        if clock.ticks_diff(t, self.last_full) >= 24 * 3600000:
             self.commit()
+        elif (self.uncommitted_wh >= self.commit_wh or
+                (self.uncommitted_wh and clock.ticks_diff(t, self.last_commit) >= self.commit_ms)):
+            self.commit_energy()
 
     def _month_turn(self, now):
         """Open the month on the first valid time; close the previous one into a statement."""
@@ -206,7 +285,7 @@ class Prepaid:
         """The supply is going: take the last energy out of the chip and commit it now."""
         if self.power_fail_pin.value():
             self.app.meter.poll()
-            self.commit()
+            self.commit_energy()
             self.emit("power_fail", None)
             return True
         return False
@@ -246,10 +325,41 @@ class Prepaid:
                 "days_left": self.policy.days_left(led.credit),
                 "supply": "closed" if self.supply.closed else "open",
                 "reasons": sup.names(self.supply.reasons()), "awaiting_key": self.supply.awaiting_key,
-                "relay_failed": bool(self.relay.failed), "commits": self.commits}
+                "relay_failed": bool(self.relay.failed), "commits": self.commits,
+                "energy_commits": self.hot_commits}
 
 
 def month_name(mid):
     """"YYYY-MM" of a month id (year*12 + month-1)."""
     m = mid % 12 + 1
     return "%d-%s%d" % (mid // 12, "0" if m < 10 else "", m)
+
+
+def pack_hot(vals):
+    """Ints as zig-zag LEB128 varints after a format byte."""
+    out = bytearray((_HOT_FORMAT,))
+    for v in vals:
+        z = v << 1 if v >= 0 else ((-v) << 1) - 1
+        while z >= 0x80:
+            out.append((z & 0x7F) | 0x80)
+            z >>= 7
+        out.append(z)
+    return bytes(out)
+
+
+def unpack_hot(b):
+    """The ints of pack_hot, or None for another format or a truncated value."""
+    if not b or b[0] != _HOT_FORMAT:
+        return None
+    vals = []
+    z = 0
+    sh = 0
+    for c in b[1:]:
+        z |= (c & 0x7F) << sh
+        if c & 0x80:
+            sh += 7
+            continue
+        vals.append(z >> 1 if not z & 1 else -((z + 1) >> 1))
+        z = 0
+        sh = 0
+    return None if sh else vals

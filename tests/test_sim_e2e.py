@@ -23,7 +23,7 @@ def test_ideal_front_end_30_days_matches_truth_to_the_register_resolution():
     assert r["true_import_wh"] > 50000          # a month of a real household
     assert abs(r["meter_import_wh"] - r["true_import_wh"]) <= COUNT_WH
     assert r["boots"] == 1
-    assert set(r["events"]) <= {"boot", "supply_close"}     # no fault of any kind
+    assert set(r["events"]) <= {"boot", "supply_close", "statement"}     # no fault of any kind
     assert r["firmware_heap_limit_bytes"] <= 256 * 1024
     assert 0 < r["firmware_heap_peak_bytes"] <= r["firmware_heap_limit_bytes"]
 

@@ -64,11 +64,44 @@ def _slot(name, data):
         return None
     magic, fmt, kind, _, gen, length, crc = _SLOT_HDR.unpack_from(data)
     payload = data[_SLOT_HDR.size:]
-    if magic != b"MRec" or fmt != 1 or kind != 0 or length != len(payload):
+    if magic != b"MRec" or fmt != 1 or kind not in (0, 1) or length != len(payload):
         return None
     if zlib.crc32(name.encode(), zlib.crc32(payload, zlib.crc32(data[:16]))) != crc:
         return None
-    return gen, json.loads(payload)
+    return gen, (json.loads(payload) if kind == 0 else bytes(payload))
+
+
+# The energy record `pe` (firmware/prepaid.py): format byte 1, then zig-zag LEB128 varints in this order.
+_PE_FIELDS = (("meter", 0), ("meter", 1), ("meter", 2), ("meter", 3)) + tuple(
+    ("ledger", k) for k in ("credit", "debt", "em_owed", "fine", "mtd_wh", "month", "last_t", "topups",
+                            "debited", "cleared", "em_taken", "energy_wh")) + tuple(
+    ("policy", k) for k in ("day", "today", "armed_credit", "armed_days")) + (("n", None),)
+
+
+def _varints(b):
+    vals, z, shift = [], 0, 0
+    for c in b:
+        z |= (c & 0x7F) << shift
+        if c & 0x80:
+            shift += 7
+            continue
+        vals.append((z >> 1) ^ -(z & 1))
+        z, shift = 0, 0
+    return vals if shift == 0 else None
+
+
+def overlay_energy(rec, pe):
+    """The full record with the energy record laid over it when it extends this generation."""
+    if not pe or pe[0] != 1:
+        return rec
+    vals = _varints(pe[1:])
+    if vals is None or len(vals) != len(_PE_FIELDS) or vals[-1] != rec.get("n", 0):
+        return rec
+    rec = json.loads(json.dumps(rec))
+    rec["meter"] = list(rec.get("meter") or [0, 0, 0, 0])
+    for (sec, k), v in zip(_PE_FIELDS[:-1], vals[:-1]):
+        rec[sec][k] = v
+    return rec
 
 
 def _journal_entry(name, data):
@@ -112,17 +145,22 @@ def committed_record(flash, name="prepaid"):
                 return f.read()
         except Exception:
             return b""
-    j = _journal_entry(name, read("_journal"))
-    if j is not None:
-        return j[1]
-    best = None
-    for s in "ab":
-        got = _slot(name, read("%s.%s" % (name, s)))
-        if got and (best is None or got[0] > best[0]):
-            best = got
-    if best is None:
+    def newest(n):
+        j = _journal_entry(n, read("_journal"))
+        if j is not None:
+            return j[1]
+        best = None
+        for s in "ab":
+            got = _slot(n, read("%s.%s" % (n, s)))
+            if got and (best is None or got[0] > best[0]):
+                best = got
+        return None if best is None else best[1]
+    rec = newest(name)
+    if rec is None:
         raise SimulationError("no valid slot of record %r" % name)
-    return best[1]
+    if name == "prepaid":
+        rec = overlay_energy(rec, newest("pe"))
+    return rec
 
 
 # -- the book of top-ups ---------------------------------------------------------------------------
