@@ -12,10 +12,12 @@ meter totals, the ledger's registers and the policy's day, as zig-zag varints (a
 littlefs keeps it inline in its metadata log and a commit erases no block of its own; the full record
 would cost a block erase per commit). `pe` carries the generation of the full record it extends; at
 boot it is laid over `prepaid` only when the generations match, so a full commit (which holds the
-same numbers) always supersedes older `pe` copies. Energy commits happen when `commit_wh` Wh are
-uncommitted or `commit_s` seconds have passed, and at once when the board signals a failing supply
-(power-fail input). Energy registered but not committed when power is lost is therefore below
-`commit_wh` plus one metering poll, and zero with a power-fail warning.
+same numbers) always supersedes older `pe` copies. Energy commits happen at the poll after which
+one more poll like it would leave more than `commit_wh` Wh uncommitted (counted to the meter's
+register resolution, fractions included), when `commit_s` seconds have passed, and at once when the
+board signals a failing supply (power-fail input). Energy registered but not committed when power is
+lost (even by a cut that tears the commit itself) is therefore about `commit_wh` at most (more only
+by how much the load rose between two polls), and zero with a power-fail warning.
 
 A missing record on a meter that has already been commissioned (the `born` record exists) is a
 fault: the ledger starts at zero credit with the fault reported - state is never re-created with
@@ -97,6 +99,7 @@ class Prepaid:
             for k, v in ev.items():
                 counts[k] = counts.get(k, 0) + v
         self.n = state.get("n", 0)
+        self._pos_done = self._pos_last = meter.import_wh * meter.den + meter.import_rem
         self.hot_commits = 0
         self._cold = None
         self.uncommitted_wh = 0
@@ -197,9 +200,14 @@ class Prepaid:
             st.commit_many(recs)
         self.commits += 1
         self.uncommitted_wh = 0
+        self._mark_done()
         self.last_commit = self.last_full = self.clock.ticks_ms()
         self._cold = self._sig()
         return True
+
+    def _mark_done(self):
+        m = self.app.meter
+        self._pos_done = m.import_wh * m.den + m.import_rem
 
     def commit_energy(self):
         """The energy commit: the small record, unless something only the full record holds changed."""
@@ -212,6 +220,7 @@ class Prepaid:
         self.commits += 1
         self.hot_commits += 1
         self.uncommitted_wh = 0
+        self._mark_done()
         self.last_commit = self.clock.ticks_ms()
         return True
 
@@ -243,10 +252,16 @@ class Prepaid:
         self.supply.power_sample(self.app.meter.chip.p_w, t)
         self.supply.poll(t)
         self.relay.poll(t)
+        m = self.app.meter
+        pos = m.import_wh * m.den + m.import_rem
+        step = pos - self._pos_last
+        self._pos_last = pos
+        u = pos - self._pos_done
         if clock.ticks_diff(t, self.last_full) >= 24 * 3600000:
             self.commit()
-        elif (self.uncommitted_wh >= self.commit_wh or
-                (self.uncommitted_wh and clock.ticks_diff(t, self.last_commit) >= self.commit_ms)):
+        elif u + step > self.commit_wh * m.den or (u and clock.ticks_diff(t, self.last_commit) >= self.commit_ms):
+            # Before another poll like this one could leave more than commit_wh uncommitted: a cut
+            # (even one that tears this commit) loses at most about commit_wh of registered energy.
             self.commit_energy()
 
     def _month_turn(self, now):
