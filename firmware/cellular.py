@@ -75,7 +75,11 @@ class Cellular:
                               self.reading)
         app.events.listeners.append(self.on_event)
         self.statement_hour = s.get("statement_hour", 9)
-        st = _Records(app.store).load(_STMT) or {}
+        st = _Records(app.store).load(_STMT)
+        if st is None:                      # first start of the link: months closed before it are not news
+            last = app.prepaid.statement
+            st = {"up": last[0] if last else 0, "sms": last[0] if last else 0}
+            app.store.commit(_STMT, st)
         self.stmt_up = st.get("up", 0)      # month ids handed over: uplink queued, SMS sent
         self.stmt_sms = st.get("sms", 0)
         self._sms_wait = 0                  # month whose SMS sits in the outbox
