@@ -79,7 +79,7 @@ def cmd_demo(args):
         print("\nThe remote top-up chain (head-end -> MQTT broker -> cellular modem -> meter)")
         sys.stdout.flush()
     chain = run_chain(live=not args.json)
-    s["remote_topup"] = {k: chain.get(k) for k in ("ok", "latency_s", "headend_result", "relay_closed_again")}
+    s["remote_topup"] = {k: chain.get(k) for k in ("ok", "latency_s", "headend_result", "relay_closed_again", "sms_receipt")}
     if args.json:
         emit(s, True)
     else:
