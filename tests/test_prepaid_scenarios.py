@@ -88,7 +88,7 @@ def test_inside_a_friendly_period_the_supply_stays_on_and_the_debt_is_recovered_
     r = m.request("topup", amount=1000, ref="f1")
     assert r["debt"] == min(v["debt"], 1000 * 5000 // 10000) == 500
     after = m.request("credit")
-    assert r["credit"] == after["credit"] == 500
+    assert r["credit"] == after["credit"] == r["balance"] == 500
     assert after["debt"] == v["debt"] - 500
     assert events(m, "debt_recovered")[-1][2]["amount"] == 500
     assert after["check"] is None
@@ -108,7 +108,8 @@ def test_emergency_credit_is_taken_once_and_repaid_first_from_the_next_topup(met
     r = m.request("topup", amount=5000, ref="e1")
     assert r["emergency"] == 1000                   # in full, even the unspent part
     after = m.request("credit")
-    assert r["debt"] == 0 and r["credit"] == after["credit"]      # (the reply's credit is the balance)
+    assert r["debt"] == 0 and r["credit"] == 4000             # the shares of the 5000
+    assert r["balance"] == after["credit"]
     assert after["emergency_owed"] == 0 and after["credit"] == v["credit"] + 4000
     assert events(m, "emergency_repaid")[-1][2]["amount"] == 1000
     assert after["check"] is None

@@ -125,3 +125,43 @@ print(d.check(%r).result, d.check(%r).result)
     out = run_micropython(code, heap="96k").strip().split("\n")
     assert out == ["key_change_waiting"] * 3 + ["accepted", NEW_KEY.hex() + " 2 7 200",
                                                "crc_error accepted"]
+
+
+def test_sections_held_in_the_saved_state_complete_with_a_new_decoder_per_token():
+    c = FakeClock()
+    state = None
+    results = []
+    for t in sections():
+        d = TokenDecoder(c, STS_KEY)
+        if state:
+            d.load_state(state)
+        r = d.check(t)
+        results.append(r.result)
+        d.commit(r)
+        state = d.state_bytes()
+        c.advance(60000)
+    assert results == ["key_change_waiting"] * 3 + ["accepted"]
+    d = TokenDecoder(c, STS_KEY)
+    d.load_state(state)
+    assert d.decoder_key == NEW_KEY and d.keychange.pending() == []
+
+
+def test_saved_sections_expire_and_a_clock_set_back_forgets_them():
+    c = FakeClock()
+    d = TokenDecoder(c, STS_KEY)
+    for t in sections()[:2]:
+        d.commit(d.check(t))
+    state = d.state_bytes()
+    d2 = TokenDecoder(c, STS_KEY)
+    d2.load_state(state)
+    assert d2.keychange.pending() == [1, 2]
+    c.advance(600000)
+    assert d2.keychange.pending() == []
+    back = FakeClock(unix=1600000000)
+    d3 = TokenDecoder(back, STS_KEY)
+    d3.load_state(state)
+    assert d3.keychange.pending() == []
+    import pytest
+    for bad in (b"\x00\x01", b"\x00" * 4 + b"\x04\x01"):
+        with pytest.raises(ValueError):
+            d3.keychange.load_bytes(bad)

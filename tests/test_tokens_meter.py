@@ -41,3 +41,40 @@ def test_openpaygo_tokens_from_the_reference_library_credit_the_meter_once():
         assert m.request("credit")["topups"] - before == 10 * 100
     finally:
         m.close()
+
+
+def test_sts_key_change_four_tokens_entered_one_by_one_across_a_power_cut():
+    """The meter builds a decoder per token, so the sections waiting for their partners live in the
+    saved token state: the set completes over four separate entries, even with a reboot in between."""
+    import datetime
+
+    from host_tools.vend import sts_encode
+    old_key = secrets.token_bytes(16)
+    new_key = secrets.token_bytes(16)
+    m = SimMeter(afe="ideal", profile="constant", heap="384k",     # provisioned: its cellular stack starts
+                 settings={"meter_period_s": 5, "prepaid": {"ledger": {"opening_credit": 100000}}})
+    try:
+        m.run_for(5)
+        r = m.request("provision", pan=PAN, serial=9, meter_id=PAN, sgc="123457", ti=1, krn=1, base_date="14",
+                      sts_key=old_key.hex(), message_key=secrets.token_hex(32), service_key=secrets.token_hex(32),
+                      broker={"host": "he.example", "port": 1883, "username": PAN, "password": "s3cret-pass"})
+        assert r["ok"], r
+        secs = [f["token"] for f in sts_encode.key_change_tokens(old_key, new_key, 2, 2, 1, 255, False)]
+        results = []
+        for i, t in enumerate([secs[2], secs[0], secs[3], secs[1]]):
+            results.append(m.request("token", digits=t)["result"])
+            if i == 1:
+                m.power_cut()                     # two sections held when the power goes
+                m.run_for(5)
+        assert results == ["key_change_waiting"] * 3 + ["accepted"], results
+
+        def currency(key, minor):
+            tid = sts_encode.tid_from_time(datetime.datetime.now(datetime.timezone.utc), "14") - 10
+            return sts_encode.build(key, 0, 4, sts_encode.random_rnd(), tid,
+                                    sts_encode.encode_amount(minor * 1000))["token"]
+        before = m.request("credit")["topups"]
+        assert m.request("token", digits=currency(old_key, 300))["result"] == "crc_error"
+        assert m.request("token", digits=currency(new_key, 300))["result"] == "accepted"
+        assert m.request("credit")["topups"] - before == 300
+    finally:
+        m.close()

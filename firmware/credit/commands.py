@@ -33,8 +33,8 @@ class _Commands:
             raise ValueError("amount must be an integer 1..%d (credit units)" % _MAX_TOPUP)
         if not isinstance(ref, str) or not 0 < len(ref) <= 32:
             raise ValueError("ref must be a string of 1..32 characters (it makes the top-up idempotent)")
-        out = self.app.prepaid.topup(amount, ref)
-        out["credit"] = self.app.prepaid.ledger.credit
+        out = self.app.prepaid.topup(amount, ref)   # the split: emergency, debt, credit shares
+        out["balance"] = self.app.prepaid.ledger.credit
         return out
 
     def emergency(self, req):

@@ -33,6 +33,7 @@ _TAG_KEY = const(1)
 _TAG_TIDS = const(2)
 _TAG_OPAYGO = const(3)
 _TAG_LOCKOUT = const(4)
+_TAG_KEYCHANGE = const(5)
 
 
 class Result:
@@ -211,6 +212,9 @@ class TokenDecoder:
         if self.opaygo is not None:
             parts.append((_TAG_OPAYGO, self.opaygo.state_bytes()))
         parts.append((_TAG_LOCKOUT, self.lockout.to_bytes()))
+        kc = self.keychange.to_bytes()
+        if kc:
+            parts.append((_TAG_KEYCHANGE, kc))
         out = bytearray((_STATE_VERSION,))
         for tag, data in parts:
             out.append(tag)
@@ -240,4 +244,6 @@ class TokenDecoder:
                 self.opaygo.load_state(body)
             elif tag == _TAG_LOCKOUT:
                 self.lockout.load_bytes(body)
+            elif tag == _TAG_KEYCHANGE:
+                self.keychange.load_bytes(body)
             p += 3 + n

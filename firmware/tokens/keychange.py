@@ -5,8 +5,10 @@ Sections may come in any order; a set not completed within the window (10 minute
 section) is forgotten. Layout (*interpretation*, see docs/tokens.md):
   1st (3) and 3rd (8): KENHO(4) | KRN(4) | RO(1) | res(1) | KT(2) | 32 key bits
   2nd (4) and 4th (9): KENLO(4) | TI(8) | 32 key bits
-in the RND | TID | field positions of the ordinary block. Pending sections live in RAM only: after a
-reboot the set is entered again (nothing is applied until all four agree).
+in the RND | TID | field positions of the ordinary block. Pending sections are part of the decoder's
+saved state (`to_bytes`/`load_bytes`): the meter builds a decoder for each token, and a set may
+span a reboot. The window counts from the first section's Unix time (`clock.time()`); a clock that
+went backwards forgets the set (it is entered again; nothing is applied until all four agree).
 """
 from micropython import const
 
@@ -18,6 +20,8 @@ class Section:
     """One decoded key-section token."""
 
     def __init__(self, token):
+        if token is None:
+            return                      # filled in by KeyChange.load_bytes
         s = SECTION_OF_SUBCLASS[token.subclass]
         self.index = s
         hi = token.tid >> 16
@@ -51,9 +55,10 @@ class KeyChange:
         self._started = None
 
     def _expire(self):
-        if self._started is not None and \
-                self._clock.ticks_diff(self._clock.ticks_ms(), self._started) >= self.window_ms:
-            self.forget()
+        if self._started is not None:
+            d = self._clock.time() - self._started
+            if d < 0 or d * 1000 >= self.window_ms:
+                self.forget()
 
     def forget(self):
         self._pending = [None, None, None, None]
@@ -101,6 +106,48 @@ class KeyChange:
         if p is None or self._started is None:
             p = [None, None, None, None] if p is None else p
             p[sec.index] = sec
-            self._started = self._clock.ticks_ms()
+            self._started = self._clock.time()
         self._pending = p
         return None
+
+    # -- persistence (inside the decoder's state) -----------------------------------------------
+    def to_bytes(self):
+        """b"" when nothing is pending, else the start time and the four slots."""
+        if self._started is None:
+            return b""
+        out = bytearray((self._started & 0xFFFFFFFF).to_bytes(4, "big"))
+        for sec in self._pending:
+            if sec is None:
+                out.append(0)
+            else:
+                out.append(len(sec.header))
+                out.extend(bytes(sec.header))
+                out.extend(sec.key4)
+        return bytes(out)
+
+    def load_bytes(self, data):
+        """Restore `to_bytes()`; malformed data raises ValueError and leaves nothing pending."""
+        self.forget()
+        if not data:
+            return
+        if len(data) < 8:
+            raise ValueError("truncated key change state")
+        pending = [None, None, None, None]
+        p = 4
+        for i in range(4):
+            if p >= len(data):
+                raise ValueError("truncated key change state")
+            n = data[p]
+            p += 1
+            if n == 0:
+                continue
+            if n != (4 if i in (0, 2) else 2) or p + n + 4 > len(data):
+                raise ValueError("bad key change section")
+            sec = Section(None)
+            sec.index = i
+            sec.header = tuple(data[p:p + n])
+            sec.key4 = bytes(data[p + n:p + n + 4])
+            pending[i] = sec
+            p += n + 4
+        self._pending = pending
+        self._started = int.from_bytes(data[0:4], "big")

@@ -3,6 +3,7 @@ downlinks with retry until the meter answers with a result, and ingests uplinks:
 against the meter's message key and last accepted sequence number before it is acted on."""
 import json
 import logging
+import socket
 import threading
 import time
 
@@ -17,6 +18,13 @@ log = logging.getLogger("headend")
 DOWN = "meters/{}/down"
 UP_FILTER = "meters/+/up"
 STATUS_FILTER = "meters/+/status"
+
+
+def _no_delay(client, userdata, sock):
+    try:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    except (OSError, AttributeError):
+        pass
 
 
 class HeadEnd:
@@ -45,6 +53,9 @@ class HeadEnd:
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = self._on_disconnect
         self.client.on_message = self._on_message
+        # paho leaves Nagle on: a small downlink right after our PUBACK would wait for the broker's
+        # delayed ACK (40 ms on Linux) - per meter, per message
+        self.client.on_socket_open = _no_delay
 
     # -- session -----------------------------------------------------------------------------------
     def start(self, timeout=10.0):

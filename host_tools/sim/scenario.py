@@ -158,13 +158,6 @@ class PersistentMosquitto:
             self.dir = None
 
 
-def _no_delay(client, userdata, sock):
-    try:
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    except (OSError, AttributeError):
-        pass
-
-
 def make_broker(kind):
     if kind == "amqtt":
         return AmqttBroker()
@@ -219,10 +212,6 @@ class Chain:
                           retry_max_s=RETRY_MAX_S / self.speed)
         # reconnect quickly after a broker restart (paho's default waits 1 s, then doubles to 120 s)
         self.he.client.reconnect_delay_set(min_delay=0.05, max_delay=0.5)
-        # paho leaves Nagle on: a small downlink right after the head-end's PUBACK would wait for the
-        # broker's delayed ACK (40 ms wall, 4 s of accelerated virtual time), which is host TCP, not the
-        # chain being measured
-        self.he.client.on_socket_open = _no_delay
         self.he.start()
         self._thread = threading.Thread(target=self.he.serve, args=(self._stop,), daemon=True, name="headend")
         self._thread.start()
