@@ -117,7 +117,7 @@ class Cellular:
         if name == "get_readings":
             return "done", self.reading()
         if name == "clear_tamper":
-            p.supply.clear_reason(sup.TAMPER)
+            p.tamper.clear()
             p.commit()
             return "done", {}
         if name == "get_statement":
@@ -138,7 +138,7 @@ class Cellular:
         return {"ts": app.clock.time(), "import_wh": app.meter.import_wh, "export_wh": app.meter.export_wh,
                 "credit": p.ledger.credit, "debt": p.ledger.debt, "p_w": app.meter.chip.p_w,
                 "urms_cv": app.meter.chip.urms_cv, "supply": "closed" if p.supply.closed else "open",
-                "reasons": sup.names(p.supply.reasons()), "link": {"rssi": st.get("rssi")}}
+                "reasons": sup.names(p.supply.reasons()), "tamper": p.tamper.names(), "link": {"rssi": st.get("rssi")}}
 
     # -- to the network --------------------------------------------------------------------------
     def on_event(self, kind, data):

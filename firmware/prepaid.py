@@ -53,6 +53,7 @@ DEFAULTS = {
     "policy": {},
     "supply": {},
     "relay": {},
+    "tamper": {},
     "commit_wh": 1,
     "commit_s": 600,
 }
@@ -84,6 +85,10 @@ class Prepaid:
                                    feedback=board.pin("relay_feedback") if relay_info.get("feedback") else None,
                                    current=lambda: meter.chip.irms_ma, state=state.get("relay"))
         self.supply = sup.Supply(self.relay, clock, emit, c["supply"], state.get("supply"))
+        from tamper import Tamper
+        pins = board.info.get("pins", {})
+        self.tamper = Tamper(meter, clock, emit, self.supply, board.pin("cover") if "cover" in pins else None,
+                             c["tamper"], state.get("tp"))
         if state.get("max_power_w") is not None:      # set by an STS management token
             self.supply.limit_w = state["max_power_w"]
         tot = state.get("meter")
@@ -173,7 +178,7 @@ class Prepaid:
         rel = self.relay
         pol = self.policy
         return (sup_._mask, sup_.awaiting_key, sup_._held, sup_.trips, sup_.limit_w, rel.closed, rel.failed,
-                pol.head, pol.count, len(self.refs), self.month[0] if self.month else 0,
+                pol.head, pol.count, len(self.refs), self.tamper.flags, self.month[0] if self.month else 0,
                 self.statement[0] if self.statement else 0)
 
     def snapshot(self):
@@ -181,7 +186,7 @@ class Prepaid:
         return {"ledger": self.ledger.state(), "policy": self.policy.state(), "supply": self.supply.state(),
                 "relay": self.relay.state(), "meter": [m.import_wh, m.import_rem, m.export_wh, m.export_rem],
                 "refs": self.refs, "max_power_w": self.supply.limit_w, "ev": self.app.events.counts,
-                "mo": self.month, "st": self.statement, "n": self.n}
+                "mo": self.month, "st": self.statement, "n": self.n, "tp": self.tamper.state()}
 
     def commit(self, extra=None):
         """Write the prepaid record (and `extra` records in the same atomic step)."""
@@ -248,6 +253,7 @@ class Prepaid:
         self.policy.check_warnings(led.credit)
         if valid and (self._month_end is None or now >= self._month_end):
             self._month_turn(now)
+        self.tamper.poll()
         t = clock.ticks_ms()
         self.supply.power_sample(self.app.meter.chip.p_w, t)
         self.supply.poll(t)
@@ -341,7 +347,7 @@ class Prepaid:
                 "supply": "closed" if self.supply.closed else "open",
                 "reasons": sup.names(self.supply.reasons()), "awaiting_key": self.supply.awaiting_key,
                 "relay_failed": bool(self.relay.failed), "commits": self.commits,
-                "energy_commits": self.hot_commits}
+                "energy_commits": self.hot_commits, "tamper": self.tamper.names()}
 
 
 def month_name(mid):

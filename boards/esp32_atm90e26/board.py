@@ -29,7 +29,7 @@ _IOCTL_BLOCK_COUNT = const(4)
 
 # How each logical pin is set up. Outputs start at 0: relay coils de-energised, modem off, LED off.
 _OUTPUTS = ("relay_set", "relay_reset", "modem_power", "modem_reset", "status_led")
-_PULLED_UP = ("relay_feedback", "keypad_int")  # open-drain / contact-to-ground sources
+_PULLED_UP = ("relay_feedback", "keypad_int", "cover")  # open-drain / contact-to-ground sources
 # Everything else (power_fail, meter_irq, meter_warn, meter_cf) is a plain input: they sit on the
 # input-only GPIOs 34..39, which have no internal pulls, and are driven push-pull by their sources.
 

@@ -8,8 +8,8 @@ from service.port import unload
 _MAX_TOPUP = 100000000
 
 
-NAMES = ("credit", "statement", "emergency", "reconnect", "token", "topup", "relay", "set_time")
-PRIVILEGED = ("topup", "relay", "set_time")
+NAMES = ("credit", "statement", "emergency", "reconnect", "token", "topup", "relay", "set_time", "clear_tamper")
+PRIVILEGED = ("topup", "relay", "set_time", "clear_tamper")
 
 
 def handle(app, cmd, req):
@@ -60,6 +60,14 @@ class _Commands:
         p.supply.poll(self.app.clock.ticks_ms())
         p.commit()
         return {"supply": "closed" if p.supply.closed else "open", "reasons": sup.names(p.supply.reasons())}
+
+    def clear_tamper(self, req):
+        p = self.app.prepaid
+        was = p.tamper.names()
+        p.tamper.clear()
+        p.supply.poll(self.app.clock.ticks_ms())
+        p.commit()
+        return {"cleared": was, "supply": "closed" if p.supply.closed else "open"}
 
     def set_time(self, req):
         t = req.get("unix")

@@ -9,7 +9,6 @@ from binascii import hexlify, unhexlify
 import hashlib
 
 from tokens.decoder import ACCEPTED, KEY_CHANGE_WAITING, CRC_ERROR, FORMAT_ERROR, TokenDecoder
-from relay import supply as sup
 
 RECORD = "tokens"
 
@@ -90,7 +89,7 @@ def _apply(app, r, out):
     elif a == "clear_credit":
         p.ledger.clear_credit()
     elif a == "clear_tamper":
-        p.supply.clear_reason(sup.TAMPER)
+        p.tamper.clear()
     elif a in ("test", "key_change", "key_section", "max_phase_unbalance_w"):
         pass
     elif a in ("opaygo_add", "opaygo_set"):

@@ -306,6 +306,10 @@ class SimMeter:
         if name == "modem_power" and self.modem is not None:
             self.modem.set_power(bool(level))
 
+    def set_cover(self, open_):
+        """The terminal cover's switch (pin `cover`: 1 = open)."""
+        self.pins[self.info["pins"]["cover"]] = 1 if open_ else 0
+
     def _gpio_read(self, pin):
         name = self.pin_names.get(pin)
         if name == "relay_feedback":

@@ -41,6 +41,8 @@ class World:
         self.relay_fault = None          # None, "stuck" (the contact does not move), "welded" (stays closed)
         self.relay_moves = 0
         self.bench = None               # a calibration bench may drive the signals instead of the loads
+        self.bypass = 0.0               # tamper: share of the load current in a wire around the line terminals
+        self.line_reversed = False      # tamper: line terminals swapped (the shunt sees the current backwards)
         # Physical state now.
         self.volts = 0.0
         self.freq = 50.0
@@ -133,7 +135,10 @@ class World:
             phi = math.acos(apf) * (1 if pf >= 0 else -1)
             if w < 0:
                 phi += math.pi
-        v_mv, i_mv, phi_pin, f, n_mv, n_phi = self.afe.pins(volts, amps, phi, freq, amps)
+        line = amps * (1.0 - self.bypass)
+        if self.line_reversed:
+            line = -line
+        v_mv, i_mv, phi_pin, f, n_mv, n_phi = self.afe.pins(volts, line, phi, freq, amps)
         self.chip.set_inputs(v_mv, i_mv, phi_pin, f, n_mv, n_phi)
 
     def _integrate(self, dt_ms):
@@ -185,6 +190,18 @@ class World:
         self.set_relay(close)
 
     # -- faults on demand ------------------------------------------------------------------------
+    def tamper(self, bypass=None, line_reversed=None):
+        """Someone at the meter: `bypass` (0..1) of the load current in a wire around the line
+        terminals (the neutral CT still sees it all); `line_reversed` swaps the line terminals.
+        The household's true energy is unchanged: what the meter misses is what the tamper steals."""
+        if bypass is not None:
+            if not 0.0 <= bypass <= 1.0:
+                raise ValueError("bypass must be within 0..1")
+            self.bypass = float(bypass)
+        if line_reversed is not None:
+            self.line_reversed = bool(line_reversed)
+        self._update_inputs()
+
     def chip_fault(self, kind):
         """kind: None (healthy), "silent", "garbage", or "reset" (the chip's power-on reset)."""
         if kind == "reset":
