@@ -60,6 +60,10 @@ def test_line_bypass_is_reported_once_after_the_hold_time_and_survives_a_reboot(
     assert len(tamper_events(m)) == 1             # once, not every poll
     v = m.request("credit")
     assert v["tamper"] == ["imbalance"] and v["supply"] == "closed"      # report only by default
+    shown = []
+    m.on_display = lambda lines: shown.append("\n".join(lines))
+    m.run_for(60)                                 # the screens cycle: the warnings one says so
+    assert any("Fraude: controle" in t for t in shown), shown[-3:]
     m.power_cut()
     m.run_for(60)
     assert m.request("credit")["tamper"] == ["imbalance"] and tamper_events(m) == []   # kept, not re-reported

@@ -53,6 +53,7 @@ _WARNINGS = const(
     'friendly|Periode de grace\n'
     'no_time|Heure non reglee\n'
     "emergency|Credit d'urgence\n"
+    'tamper|Fraude: controle\n'
 )
 
 # Screen titles, labels and messages: NAME=text, one a line (a text may hold "=", never a newline).

@@ -56,6 +56,8 @@ class UI:
             warnings.append(["days_left", days])
         if p.policy.friendly(app.clock.time(), app.clock.time_valid):
             warnings.append("friendly")
+        if p.tamper.flags:
+            warnings.append("tamper")
         day = civil.day_number(app.clock.time())
         if day != self._day:      # a new day (or the first look): today's use starts from here
             self._day = day
