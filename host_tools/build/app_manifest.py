@@ -10,6 +10,7 @@ module("config.py", base_path=_FW)
 module("events.py", base_path=_FW)
 module("sched.py", base_path=_FW)
 module("prepaid.py", base_path=_FW)
+module("tamper.py", base_path=_FW)
 module("eventcodes.py", base_path=_FW)
 module("cellular.py", base_path=_FW)
 
