@@ -122,6 +122,13 @@ class Cellular:
             return "done", {}
         if name == "get_statement":
             return "done", p.statement_view()
+        if name == "set_config":
+            from service.port import unload
+            import configcmd
+            try:
+                return configcmd.set_config(app, args)
+            finally:
+                unload("configcmd")
         if name == "fw_offer":
             return "refused", {"why": "firmware update over the air is not implemented"}
         return "unknown_cmd", {}

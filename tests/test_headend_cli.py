@@ -135,3 +135,28 @@ def test_sms_command_bad_input_is_a_clear_error(fleet, args, words):
     r = meterkit("headend", "sms-command", *[a.format(m=rows[0]["meter_id"]) for a in args], "--db", db)
     assert r.returncode != 0 and words in r.stderr, r.stderr
     assert "Traceback" not in r.stderr
+
+
+@pytest.mark.parametrize("argv, words", [
+    (["{m}", "reboot"], "unknown command"),
+    (["{m}", "set_config", "--args", "{not json"], "not JSON"),
+    (["{m}", "set_config", "--args", "[1]"], "JSON object"),
+    (["{m}", "set_config", "--args-file", "/nonexistent.json"], "cannot read"),
+    (["600727000000099999", "get_readings"], "unknown meter"),
+])
+def test_command_bad_input_is_a_clear_error(fleet, argv, words):
+    db, _, rows = fleet
+    r = meterkit("headend", "command", *[a.replace("{m}", rows[0]["meter_id"]) for a in argv], "--db", db)
+    assert r.returncode != 0 and words in r.stderr and "Traceback" not in r.stderr, r.stderr
+
+
+def test_command_is_queued_signed_for_delivery(fleet):
+    db, _, rows = fleet
+    r = meterkit("headend", "command", rows[0]["meter_id"], "set_config", "--args",
+                 '{"prepaid": {"supply": {"max_power_w": 3000}}}', "--db", db, "--json")
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    assert out["state"] == "queued" and out["msg_id"].startswith("c-")
+    body = json.loads(Store(db).q1("SELECT body FROM messages WHERE msg_id=?", (out["msg_id"],))["body"])
+    assert body == {"t": "cmd", "id": out["msg_id"], "cmd": "set_config",
+                    "args": {"prepaid": {"supply": {"max_power_w": 3000}}}}

@@ -79,7 +79,7 @@ def results_for(ch, ref):
     return [e["data"] for e in ch.events("result") if e["data"].get("ref") == ref]
 
 
-def send_and_wait(ch, payload, until, seconds=120):
+def send_and_wait(ch, payload, until, seconds=600):   # virtual s: 6 s of wall time at the chain's pace
     ch.publish_down(payload)
     return ch.run(seconds, until=until)
 
@@ -237,3 +237,24 @@ def test_signed_sms_command_from_unregistered_number_is_not_acted_on(sms_chain):
     assert [m.text for m in ch.smsc.sent[n0:] if m.to == sender] == replies
     ch.run(30)
     assert ch.meter.world.relay_closed
+
+
+def test_set_config_over_the_network_changes_the_tariff_at_once(chain):
+    ch = chain
+    tariff = {"mode": "money", "minor_per_major": 100,
+              "tariffs": [{"start": 0, "blocks": [{"price_per_mwh": 1500000}]}]}
+    mid = vending.queue_command(ch.store, ch.meter_id, "set_config", {"prepaid": {"tariff": tariff}})
+    assert ch.run(300, until=lambda: ch.message(mid)["state"] == "done")
+    msg = ch.message(mid)
+    assert msg["code"] == "done" and '"applied": ["prepaid"]' in msg["detail"]
+    a = ch.credit()
+    tot_a = ch.meter.request("totals", fresh=False)["import_wh"]
+    ch.run(120, step_s=5, paced=False)
+    b = ch.credit()
+    tot_b = ch.meter.request("totals", fresh=False)["import_wh"]
+    wh = tot_b - tot_a
+    assert wh > 20 and abs((b["debited"] - a["debited"]) - wh * 1.5) <= 2, (wh, b["debited"] - a["debited"])
+    # a bad one is answered bad_args with the reason, and changes nothing
+    bad = vending.queue_command(ch.store, ch.meter_id, "set_config", {"meter_period_s": 60})
+    assert ch.run(300, until=lambda: ch.message(bad)["state"] == "done")
+    assert ch.message(bad)["code"] == "bad_args" and "cannot be set remotely" in ch.message(bad)["detail"]

@@ -8,8 +8,9 @@ from service.port import unload
 _MAX_TOPUP = 100000000
 
 
-NAMES = ("credit", "statement", "emergency", "reconnect", "token", "topup", "relay", "set_time", "clear_tamper")
-PRIVILEGED = ("topup", "relay", "set_time", "clear_tamper")
+NAMES = ("credit", "statement", "emergency", "reconnect", "token", "topup", "relay", "set_time", "clear_tamper",
+         "set_config")
+PRIVILEGED = ("topup", "relay", "set_time", "clear_tamper", "set_config")
 
 
 def handle(app, cmd, req):
@@ -68,6 +69,16 @@ class _Commands:
         p.supply.poll(self.app.clock.ticks_ms())
         p.commit()
         return {"cleared": was, "supply": "closed" if p.supply.closed else "open"}
+
+    def set_config(self, req):
+        import configcmd
+        try:
+            code, detail = configcmd.set_config(self.app, req.get("settings"))
+        finally:
+            unload("configcmd")
+        if code != "done":
+            raise ValueError(detail["why"])
+        return detail
 
     def set_time(self, req):
         t = req.get("unix")

@@ -11,6 +11,7 @@ module("events.py", base_path=_FW)
 module("sched.py", base_path=_FW)
 module("prepaid.py", base_path=_FW)
 module("tamper.py", base_path=_FW)
+module("configcmd.py", base_path=_FW)
 module("eventcodes.py", base_path=_FW)
 module("cellular.py", base_path=_FW)
 

@@ -73,6 +73,17 @@ def register(subparsers):
     st.add_argument("meter")
     st.set_defaults(func=cmd_statements)
 
+    c = sub.add_parser("command", help="queue a signed management command for a meter (delivered by `serve`)")
+    common(c)
+    c.add_argument("meter")
+    c.add_argument("cmd", help="relay_open, relay_close, set_config, set_time, get_readings, get_statement, "
+                               "clear_tamper")
+    c.add_argument("--args", default="{}", help="the command's arguments as a JSON object, e.g. for "
+                                                "set_config '{\"prepaid\": {\"tariff\": {...}}}'")
+    c.add_argument("--args-file", help="read the JSON arguments from this file instead")
+    c.add_argument("--wait", type=float, metavar="S", help="wait up to S seconds for the meter's result")
+    c.set_defaults(func=cmd_command)
+
     sc = sub.add_parser("sms-command", help="sign a utility command for a meter, to send by SMS from a "
                                             "registered number (when its data link is down)")
     common(sc)
@@ -219,3 +230,43 @@ def cmd_sms_command(args):
     else:
         sys.stdout.write(out["text"] + "\n")
     return 0
+
+
+MANAGEMENT = ("relay_open", "relay_close", "set_config", "set_time", "get_readings", "get_statement", "clear_tamper")
+
+
+def cmd_command(args):
+    import json
+    if args.cmd not in MANAGEMENT:
+        raise UsageError(f"unknown command {args.cmd!r}", hint="one of: " + ", ".join(MANAGEMENT))
+    try:
+        text = open(args.args_file).read() if args.args_file else args.args
+        cargs = json.loads(text)
+    except OSError as e:
+        raise UsageError(f"cannot read {args.args_file}: {e.strerror}") from None
+    except ValueError as e:
+        raise UsageError(f"the arguments are not JSON: {e}", hint="e.g. --args '{\"unix\": 1767571200}'") from None
+    if not isinstance(cargs, dict):
+        raise UsageError("the arguments must be a JSON object")
+    if args.wait is not None and args.wait < 0:
+        raise UsageError("--wait must be >= 0 seconds")
+    store = _store(args)
+    msg_id = vending.queue_command(store, args.meter, args.cmd, cargs)
+    out = {"msg_id": msg_id, "meter": args.meter, "cmd": args.cmd, "state": "queued"}
+    if args.wait is not None:
+        end = time.monotonic() + args.wait
+        while time.monotonic() < end:
+            r = store.q1("SELECT state, code, detail, attempts FROM messages WHERE msg_id=?", (msg_id,))
+            if r["state"] == "done":
+                out.update(state="done", code=r["code"], detail=json.loads(r["detail"] or "{}"),
+                           attempts=r["attempts"])
+                break
+            time.sleep(0.1)
+        else:
+            why = ("the head-end service is not running: start `meterkit headend serve`" if not service_running(store)
+                   else "the meter has not answered: it stays queued and is resent until it does")
+            raise DeviceError(f"no result for {msg_id} to {args.meter} within {args.wait} s", hint=why)
+    elif not service_running(store):
+        out["note"] = "queued; delivered when `meterkit headend serve` runs"
+    emit(out, args.json)
+    return 0 if out.get("code", "done") == "done" else 1
