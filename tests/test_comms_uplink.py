@@ -102,3 +102,20 @@ def test_readings_on_the_period_boundary():
     up.poll(None)
     r = [inner(e) for e in up.queue]
     assert len(r) == 1 and r[0]["t"] == "reading" and r[0]["ts"] % 900 == 0 and r[0]["import_wh"] == 5
+
+
+def test_when_full_readings_are_dropped_before_results_and_events():
+    up, store, clock = make(capacity=5)
+    up.event("supply_open", {"n": 0})
+    for n in range(3):
+        up.send_inner({"t": "reading", "import_wh": 100 + n})
+    up.event("tamper", {"n": 1})
+    up.event("low_credit", {"n": 2})          # full: the oldest reading goes, not the older event
+    up.event("supply_close", {"n": 3})        # and the next one
+    kinds = [inner(e).get("kind") or inner(e)["t"] for e in up.queue]
+    assert kinds == ["supply_open", "reading", "tamper", "low_credit", "supply_close"]
+    assert inner(up.queue[1])["import_wh"] == 102                  # the newest reading is kept
+    up.event("x", {"n": 4})
+    up.event("y", {"n": 5})                   # no reading left to give: the oldest entry goes
+    kinds = [inner(e).get("kind") for e in up.queue]
+    assert kinds == ["tamper", "low_credit", "supply_close", "x", "y"] and up.dropped == 4

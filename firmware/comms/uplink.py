@@ -1,11 +1,13 @@
 """The uplink queue: readings on a period and events as they happen, sealed into envelopes and kept
 in flash until the head-end's broker PUBACKs them, sent oldest first whenever the MQTT session is up.
 
-Bounded: when full the oldest entry is dropped and counted; once there is room again a
+Bounded: when full the oldest reading is dropped (the cumulative registers in the readings after it
+cover it), or the oldest entry when only results and events are left, and counted; once there is room again a
 `queue_overflow` event with the count is queued behind what is left, so sequence numbers stay in
 sending order (the head-end rejects s <= last accepted, so nothing may overtake an older entry)."""
 
 _RECORD = "uplink"
+_READING = '\\"t\\": \\"reading\\"'   # how a reading's inner text shows inside its envelope
 
 
 class Uplink:
@@ -33,7 +35,13 @@ class Uplink:
         if isinstance(envelope, bytes):
             envelope = envelope.decode()
         while len(self.queue) >= self.capacity:
-            old = self.queue.pop(0)
+            q = self.queue
+            at = 0
+            for i in range(len(q)):     # readings go first: the registers in the next one cover them
+                if _READING in q[i]:
+                    at = i
+                    break
+            old = q.pop(at)
             for pid in self._sent:
                 if self._sent[pid] is old:
                     self._sent.pop(pid)
