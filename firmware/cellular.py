@@ -75,14 +75,7 @@ class Cellular:
                               self.reading)
         app.events.listeners.append(self.on_event)
         self.statement_hour = s.get("statement_hour", 9)
-        st = _Records(app.store).load(_STMT)
-        if st is None:                      # first start of the link: months closed before it are not news
-            last = app.prepaid.statement
-            st = {"up": last[0] if last else 0, "sms": last[0] if last else 0}
-            app.store.commit(_STMT, st)
-        self.stmt_up = st.get("up", 0)      # month ids handed over: uplink queued, SMS sent
-        self.stmt_sms = st.get("sms", 0)
-        self._sms_wait = 0                  # month whose SMS sits in the outbox
+        self._load_stmt()
 
     # -- from the network ------------------------------------------------------------------------
     def on_token(self, digits, source):
@@ -189,6 +182,17 @@ class Cellular:
         if sms.notify("statement", month="%s%d/%d" % ("0" if m < 10 else "", m, mid // 12), wh=st[1], cost=st[2],
                       topups=st[3], credit=st[4]):
             self._sms_wait = mid
+
+    def _load_stmt(self):
+        app = self.app
+        st = _Records(app.store).load(_STMT)
+        if st is None:                      # first start of the link: months closed before it are not news
+            last = app.prepaid.statement
+            st = {"up": last[0] if last else 0, "sms": last[0] if last else 0}
+            app.store.commit(_STMT, st)
+        self.stmt_up = st.get("up", 0)      # month ids handed over: uplink queued, SMS sent
+        self.stmt_sms = st.get("sms", 0)
+        self._sms_wait = 0                  # month whose SMS sits in the outbox
 
     def _save_stmt(self):
         self.app.store.commit(_STMT, {"up": self.stmt_up, "sms": self.stmt_sms})
