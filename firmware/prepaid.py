@@ -104,7 +104,7 @@ class Prepaid:
             for k, v in ev.items():
                 counts[k] = counts.get(k, 0) + v
         self.n = state.get("n", 0)
-        self._pos_done = self._pos_last = meter.import_wh * meter.den + meter.import_rem
+        self._pos_done = self._pos_last = self._pos()
         self.hot_commits = 0
         self._cold = None
         self.uncommitted_wh = 0
@@ -210,9 +210,13 @@ class Prepaid:
         self._cold = self._sig()
         return True
 
-    def _mark_done(self):
+    def _pos(self):
+        """Energy registered in either direction, in the meter's register units (Wh/den)."""
         m = self.app.meter
-        self._pos_done = m.import_wh * m.den + m.import_rem
+        return (m.import_wh + m.export_wh) * m.den + m.import_rem + m.export_rem
+
+    def _mark_done(self):
+        self._pos_done = self._pos()
 
     def commit_energy(self):
         """The energy commit: the small record, unless something only the full record holds changed."""
@@ -259,7 +263,7 @@ class Prepaid:
         self.supply.poll(t)
         self.relay.poll(t)
         m = self.app.meter
-        pos = m.import_wh * m.den + m.import_rem
+        pos = self._pos()
         step = pos - self._pos_last
         self._pos_last = pos
         u = pos - self._pos_done

@@ -66,3 +66,17 @@ def test_energy_commits_are_small_records_and_survive_a_cut_with_a_full_commit_b
     assert before - 2 <= m.request("totals", fresh=False)["import_wh"] <= before + 2
     rec = powercut.committed_record(m.flash)
     assert rec["ledger"]["topups"] == 500 and rec["n"] >= 2
+
+
+def test_export_energy_is_committed_like_import(meter):
+    m = meter
+    m.world.tamper(line_reversed=True)            # 3 kW registered as export
+    m.run_for(60)
+    c0 = m.request("credit")["energy_commits"]
+    m.run_for(60)
+    assert m.request("credit")["energy_commits"] - c0 >= 30
+    before = m.request("totals", fresh=True)["export_wh"]
+    assert before >= 80
+    m.power_cut()
+    m.run_for(1)
+    assert before - 2 <= powercut.committed_record(m.flash)["meter"][2] <= before + 2
