@@ -157,3 +157,23 @@ def test_envelope_mac_covers_exact_bytes_of_id_seq_and_inner_text():
     import hmac
     assert env["h"] == hmac.new(key, ("sim-1\n5\n" + env["p"]).encode(), hashlib.sha256).hexdigest()
     assert envelope.check(key, p, 4)[0] == 5
+
+
+def test_meters_listing_shows_the_last_readings_tamper_flags(fleet):
+    import subprocess
+    import sys
+    store, he, fm, rows = ingest_setup(fleet)
+    mid = fm.meter_id
+    he.ingest(mid, fm.uplink({"t": "reading", "ts": 1767571200, "import_wh": 5, "credit": 700, "supply": "closed",
+                              "tamper": []})[1])
+    he.ingest(mid, fm.uplink({"t": "reading", "ts": 1767572100, "import_wh": 6, "credit": 690, "supply": "closed",
+                              "tamper": ["imbalance"]})[1])
+    assert store.last_reading(mid)["tamper"] == ["imbalance"]
+    db = str(fleet[3] / "he.db")
+    out = subprocess.run([sys.executable, "-m", "host_tools.cli", "headend", "meters", "--db", db, "--json"],
+                         capture_output=True, text=True, timeout=60)
+    ms = {m["meter_id"]: m for m in json.loads(out.stdout)["meters"]}
+    assert ms[mid]["tamper"] == ["imbalance"] and ms[mid]["credit"] == 690
+    text = subprocess.run([sys.executable, "-m", "host_tools.cli", "headend", "meters", "--db", db],
+                          capture_output=True, text=True, timeout=60).stdout
+    assert "TAMPER: imbalance" in text

@@ -183,15 +183,20 @@ def cmd_topup(args):
 
 def cmd_meters(args):
     store = _store(args)
-    rows = [{"meter_id": r["meter_id"], "serial": r["serial"], "status": r["status"], "last_seen": r["last_seen"],
-             "down_seq": r["down_seq"], "up_seq": r["up_seq"], "undelivered": r["undelivered"]}
-            for r in store.meters()]
+    rows = []
+    for r in store.meters():
+        last = store.last_reading(r["meter_id"]) or {}
+        rows.append({"meter_id": r["meter_id"], "serial": r["serial"], "status": r["status"],
+                     "last_seen": r["last_seen"], "down_seq": r["down_seq"], "up_seq": r["up_seq"],
+                     "undelivered": r["undelivered"], "credit": last.get("credit"), "supply": last.get("supply"),
+                     "tamper": last.get("tamper") or []})
     if args.json:
         emit({"meters": rows, "count": len(rows)}, True)
     else:
         for r in rows:
+            flags = ("  TAMPER: " + ",".join(r["tamper"])) if r["tamper"] else ""
             sys.stdout.write(f"{r['meter_id']:20s} {str(r['serial']):14s} {r['status']:8s} "
-                             f"undelivered {r['undelivered']}\n")
+                             f"undelivered {r['undelivered']}{flags}\n")
         sys.stdout.write(f"{len(rows)} meter(s)\n")
     return 0
 

@@ -131,6 +131,11 @@ class Store:
         return self.q("SELECT m.*, (SELECT COUNT(*) FROM messages x WHERE x.meter_id=m.meter_id AND "
                       "x.state!='done') AS undelivered FROM meters m ORDER BY meter_id")
 
+    def last_reading(self, meter_id):
+        """The meter's newest reading as it sent it (a dict), or None."""
+        row = self.q1("SELECT raw FROM readings WHERE meter_id=? ORDER BY ts DESC LIMIT 1", (meter_id,))
+        return json.loads(row["raw"]) if row else None
+
     def message_keys(self):
         return {r["meter_id"]: bytes.fromhex(r["message_key_hex"]) for r in self.q("SELECT meter_id, message_key_hex FROM meters")}
 
