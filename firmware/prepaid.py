@@ -85,15 +85,15 @@ class Prepaid:
                                    feedback=board.pin("relay_feedback") if relay_info.get("feedback") else None,
                                    current=lambda: meter.chip.irms_ma, state=state.get("relay"))
         self.supply = sup.Supply(self.relay, clock, emit, c["supply"], state.get("supply"))
-        from tamper import Tamper
-        pins = board.info.get("pins", {})
-        self.tamper = Tamper(meter, clock, emit, self.supply, board.pin("cover") if "cover" in pins else None,
-                             c["tamper"], state.get("tp"))
         if state.get("max_power_w") is not None:      # set by an STS management token
             self.supply.limit_w = state["max_power_w"]
         tot = state.get("meter")
         if tot:
             meter.import_wh, meter.import_rem, meter.export_wh, meter.export_rem = tot
+        from tamper import Tamper     # after the totals: it arms reverse from the export register
+        pins = board.info.get("pins", {})
+        self.tamper = Tamper(meter, clock, emit, self.supply, board.pin("cover") if "cover" in pins else None,
+                             c["tamper"], state.get("tp"))
         self.refs = state.get("refs", [])
         self.month = state.get("mo")        # [month id, import Wh, debited, top-ups] at its start
         self.statement = state.get("st")    # the last closed month: [id, Wh, cost, top-ups, credit]

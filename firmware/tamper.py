@@ -43,7 +43,7 @@ class Tamper:
         self.emit = emit
         self.supply = supply
         self.cover = cover_pin
-        st = state or [0, 0]
+        st = state or [0, meter.export_wh]    # first start: armed from what is registered now
         self.flags = st[0]
         self.export_base = st[1]          # the export register when reverse was last armed
         if meter.export_wh < self.export_base:

@@ -81,6 +81,13 @@ def test_swapped_line_terminals_are_reported_as_reverse(meters):
     ev = tamper_events(m)
     assert [e["kind"] for e in ev] == ["reverse"] and ev[0]["export_wh"] >= 2
     assert m.request("credit")["tamper"] == ["reverse"]
+    # put right and cleared: re-armed from the export registered so far, also after a reboot
+    m.world.tamper(line_reversed=False)
+    m.request("clear_tamper")
+    m.run_for(5)
+    m.power_cut()
+    m.run_for(30)
+    assert tamper_events(m) == [] and m.request("credit")["tamper"] == []
 
 
 def test_opened_cover_disconnects_when_the_utility_chose_so_and_clearing_reconnects(meters):
