@@ -153,9 +153,12 @@ class Cellular:
         if not st:
             return
         mid = st[0]
+        if mid <= self.stmt_up and mid <= self.stmt_sms:
+            return                              # handed over: the usual case, every poll
+        from prepaid import month_name
+        name = month_name(mid)                  # "YYYY-MM"
         if mid > self.stmt_up:
-            from prepaid import month_name
-            self.link.uplink.send_inner({"t": "statement", "month": month_name(mid), "import_wh": st[1],
+            self.link.uplink.send_inner({"t": "statement", "month": name, "import_wh": st[1],
                                          "cost": st[2], "topups": st[3], "credit": st[4]})
             self.stmt_up = mid
             self._save_stmt()
@@ -178,8 +181,7 @@ class Cellular:
         from credit.civil import civil
         if civil(clock.time())[3] < self.statement_hour:
             return
-        m = mid % 12 + 1
-        if sms.notify("statement", month="%s%d/%d" % ("0" if m < 10 else "", m, mid // 12), wh=st[1], cost=st[2],
+        if sms.notify("statement", month=name[5:] + "/" + name[:4], wh=st[1], cost=st[2],
                       topups=st[3], credit=st[4]):
             self._sms_wait = mid
 
