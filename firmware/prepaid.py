@@ -45,6 +45,9 @@ HOT_LEDGER = ("credit", "debt", "em_owed", "fine", "mtd_wh", "month", "last_t", 
               "em_taken", "energy_wh")
 HOT_POLICY = ("day", "today", "armed_credit", "armed_days")
 _REFS = 32
+_NOT_LANDED = 0
+_LANDED = 1
+_UNKNOWN = 2
 
 DEFAULTS = {
     "tariff": {"mode": "money", "minor_per_major": 100,
@@ -316,17 +319,73 @@ class Prepaid:
         return False
 
     # -- credit changes (each committed before it is acknowledged) -------------------------------
-    def topup(self, amount, ref):
+    def change(self, fn):
+        """One credit change, all or nothing: `fn()` changes the ledger (through `add_credit`), the
+        refs, the power limit or the tamper flags in RAM and returns the records to commit with them
+        (or None); everything is committed in one atomic step. If anything fails before the commit is
+        known to be on flash, RAM is put back as flash has it; if the store cannot tell (a redo journal
+        is pending) the meter restarts, and the boot reads what flash holds. So RAM never keeps a
+        change that a later commit could make durable without its companion records (the credit of a
+        token without its TID, which a redelivery of the token would then credit again)."""
+        led = self.ledger
+        keep = (led.state(), list(self.refs), self.supply.limit_w, self.tamper.flags, self.n)
+        st = self.store
+        gen = st.generation(RECORD) if st is not None else 0
+        try:
+            extra = fn()
+            if extra is False:
+                return                   # nothing changed: nothing to write
+            self.commit(extra)
+        except BaseException as e:
+            where = self._landed(gen)
+            if where == _LANDED:
+                return                   # on flash (it failed after landing): the change stands
+            if where == _UNKNOWN:
+                self.emit("commit_failed", {"error": type(e).__name__})
+                self.app.board.reset()   # the boot finishes or drops the journal and reads flash
+            led._restore(keep[0])
+            self.refs = keep[1]
+            self.supply.limit_w = keep[2]
+            self.tamper.flags = keep[3]
+            self.n = keep[4]
+            raise
+        self.poll_supply()
+
+    def _landed(self, gen):
+        st = self.store
+        if st is None:
+            return _NOT_LANDED
+        try:
+            if st.journal_pending():
+                return _UNKNOWN
+            return _LANDED if st.generation(RECORD) != gen else _NOT_LANDED
+        except BaseException:
+            return _UNKNOWN
+
+    def add_credit(self, amount, ref):
+        """Credit `amount` (minor units or Wh) in RAM, once per `ref`; None when `ref` was credited
+        before. Only inside `change()`, which commits it."""
         if ref in self.refs:
-            return {"applied": False, "duplicate": True, "ref": ref}
+            return None
         split = self.ledger.topup(amount, ref)
         self.refs.append(ref)
         if len(self.refs) > _REFS:
             self.refs.pop(0)
-        self.poll_supply()
-        self.commit()
-        split["applied"] = True
         return split
+
+    def topup(self, amount, ref):
+        out = {}
+
+        def fn():
+            split = self.add_credit(amount, ref)
+            if split is None:
+                return False
+            out.update(split)
+        self.change(fn)
+        if not out:
+            return {"applied": False, "duplicate": True, "ref": ref}
+        out["applied"] = True
+        return out
 
     def poll_supply(self):
         led = self.ledger
@@ -335,11 +394,14 @@ class Prepaid:
         self.supply.poll(self.clock.ticks_ms())
 
     def take_emergency(self):
-        ok, why = self.ledger.take_emergency()
-        if ok:
-            self.poll_supply()
-            self.commit()
-        return ok, why
+        out = []
+
+        def fn():
+            ok, why = self.ledger.take_emergency()
+            out.append((ok, why))
+            return None if ok else False
+        self.change(fn)
+        return out[0]
 
     def view(self):
         led = self.ledger

@@ -275,6 +275,8 @@ class Board:
         link.s.write(memoryview(tx)[:7])
         link.s.write(buf)
         link.recv()
+        if link.rx[3]:
+            raise OSError(5)     # EIO: the flash reported a program failure
 
     def ioctl(self, op, arg):
         if op == 4:
@@ -284,6 +286,8 @@ class Board:
         if op == 6:
             struct.pack_into("<II", self._req, 0, arg * self.block_size, self.block_size)
             self._link.call(_FLASH_E, self._req)
+            if self._link.rx[3]:
+                raise OSError(5)
         return 0
 
     # -- random: seeded by the simulator's seed (METER_SEED), so a run is reproducible --------------

@@ -183,6 +183,14 @@ class Store:
             return
         _journal().commit(self, records)
 
+    def journal_pending(self):
+        """True while a commit_many's journal is on flash (its records may be partly applied)."""
+        try:
+            os.stat(self._jpath())
+        except OSError:
+            return False
+        return True
+
     def take_faults(self):
         """Return and clear the queued (code, detail) faults for the event log."""
         f = self.faults

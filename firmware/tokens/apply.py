@@ -48,20 +48,31 @@ def decoder_for(app):
     if app.store is not None:
         try:
             saved = app.store.load(RECORD)
+        except MemoryError:
+            raise      # never decode a token against a replay state that was not read
         except Exception as e:
             if type(e).__name__ != "StoreMissing":
                 app.events.emit("token_state_unreadable", {"error": type(e).__name__})
-    if saved:
-        if saved.get("pk") == fp:
-            dec.load_state(unhexlify(saved["s"]))
-        else:
-            # The meter was provisioned again with a new key: keep the replay and lockout state,
-            # but the provisioned key is the one in force.
+    try:
+        if saved:
             key = dec.decoder_key
             ids = (dec.ken, dec.krn, dec.kt, dec.ti)
             dec.load_state(unhexlify(saved["s"]))
-            dec._set_key(key)
-            dec.ken, dec.krn, dec.kt, dec.ti = ids
+            if saved.get("pk") != fp:
+                # The meter was provisioned again with a new key: keep the replay and lockout state,
+                # but the provisioned key is the one in force.
+                dec.set_key(key)
+                dec.ken, dec.krn, dec.kt, dec.ti = ids
+            return dec, fp
+    except (ValueError, KeyError, TypeError) as e:
+        app.events.emit("token_state_unreadable", {"error": type(e).__name__})
+    # No replay state could be read: start from the TIDs the prepaid core credited (its refs are
+    # committed with every credit), so a token credited before is never credited again.
+    for ref in app.prepaid.refs:
+        if ref.startswith("sts:"):
+            tid = int(ref[4:])
+            if dec.tids.check(tid) == 0:
+                dec.tids.record(tid)
     return dec, fp
 
 
@@ -69,21 +80,28 @@ def _record(dec, fp):
     return {"s": hexlify(dec.state_bytes()).decode(), "pk": fp}
 
 
+def _credit(p, amount, ref, out):
+    split = p.add_credit(amount, ref)
+    if split is None:          # the replay state did not know it, the prepaid core's refs do
+        out["result"] = "used"
+        out["detail"] = "credited before (%s)" % ref
+        return
+    out["credit_added"] = split["credit"]
+    out["split"] = split
+
+
 def _apply(app, r, out):
+    """What an accepted token asks, in RAM only: the caller commits it (Prepaid.change)."""
     p = app.prepaid
     a = r.action
     ref = "%s:%s" % (r.system, r.tid if r.tid is not None else r.value)
     if a == "credit_kwh":
-        split = p.ledger.topup(r.value * 100, ref)
-        out["credit_added"] = split["credit"]
-        out["split"] = split
+        _credit(p, r.value * 100, ref, out)
     elif a == "credit_currency":
         mpm = p.schedule.minor_per_major
         minor = r.value * mpm // 100000
         out["remainder_units"] = r.value * mpm - minor * 100000
-        split = p.ledger.topup(minor, ref)
-        out["credit_added"] = split["credit"]
-        out["split"] = split
+        _credit(p, minor, ref, out)
     elif a == "max_power_w":
         p.supply.limit_w = r.value
     elif a == "clear_credit":
@@ -98,9 +116,7 @@ def _apply(app, r, out):
         if a == "opaygo_set":
             amount = amount - p.ledger.credit
         if amount > 0:
-            split = p.ledger.topup(amount, ref)
-            out["credit_added"] = split["credit"]
-    p.poll_supply()
+            _credit(p, amount, ref, out)
 
 
 def apply_token(app, digits, source="service"):
@@ -111,11 +127,13 @@ def apply_token(app, digits, source="service"):
     if r.remaining_ms:
         out["locked_s"] = (r.remaining_ms + 999) // 1000
     if r.result in (ACCEPTED, KEY_CHANGE_WAITING):
-        if r.result == ACCEPTED:
-            _apply(app, r, out)
-        dec.commit(r)
-        # Ledger and replay state together: applied and recorded, or neither.
-        app.prepaid.commit(extra={RECORD: _record(dec, fp)})
+        def change():
+            if r.result == ACCEPTED:
+                _apply(app, r, out)
+            dec.commit(r)
+            return {RECORD: _record(dec, fp)}
+        # Ledger, refs and replay state together: applied and recorded, or neither (RAM included).
+        app.prepaid.change(change)
     elif r.result in (CRC_ERROR, FORMAT_ERROR) and app.store is not None:
         app.store.commit(RECORD, _record(dec, fp))     # the lockout count survives a reboot
     app.events.emit("token", {"result": r.result, "source": source})

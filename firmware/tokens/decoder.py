@@ -75,13 +75,13 @@ class TokenDecoder:
         self.krn = krn
         self.kt = kt
         self.ti = ti
-        self._set_key(decoder_key)
+        self.set_key(decoder_key)
         self.tids = TidStore(tid_capacity)
         self.opaygo = opaygo
         self.lockout = Lockout(clock, lockout_cap_s)
         self.keychange = KeyChange(clock, key_change_window_s * 1000)
 
-    def _set_key(self, key):
+    def set_key(self, key):
         self.decoder_key = bytes(key) if key is not None else None
         self._cipher = Misty1(key) if key is not None else None
 
@@ -192,7 +192,7 @@ class TokenDecoder:
         if result._section is not None:
             newkey = self.keychange.commit(result._section)
             if newkey is not None:
-                self._set_key(newkey.key)
+                self.set_key(newkey.key)
                 self.ken, self.krn, self.kt, self.ti = newkey.ken, newkey.krn, newkey.kt, newkey.ti
                 if newkey.rollover:
                     self.tids.clear()
@@ -236,7 +236,7 @@ class TokenDecoder:
             if len(body) != n:
                 raise ValueError("truncated token state")
             if tag == _TAG_KEY:
-                self._set_key(body[:16])
+                self.set_key(body[:16])
                 self.ken, self.krn, self.kt, self.ti = body[16], body[17], body[18], body[19]
             elif tag == _TAG_TIDS:
                 self.tids.load_bytes(body)

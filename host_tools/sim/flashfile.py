@@ -67,6 +67,28 @@ class FlashFile:
         self.f.flush()
         self.blocks_erased += n // self.block_size
 
+    def remove_files(self, names):
+        """Delete files from the partition (with the meter off): a record lost to rot or a bad block.
+        Goes through littlefs itself, so the rest of the file system stays as the firmware left it."""
+        import littlefs
+        from host_tools.build.image import NAME_MAX
+        buf = bytearray(self.read(0, self.size))
+        fs = littlefs.LittleFS(context=littlefs.UserContext(buffer=buf), block_size=self.block_size,
+                               block_count=self.size // self.block_size, name_max=NAME_MAX, mount=False)
+        fs.mount()
+        gone = []
+        for n in names:
+            try:
+                fs.remove("/" + n.lstrip("/"))
+                gone.append(n)
+            except FileNotFoundError:
+                pass
+        fs.unmount()
+        self.f.seek(self.offset)
+        self.f.write(buf)
+        self.f.flush()
+        return gone
+
     def close(self):
         self.f.flush()
         self.f.close()

@@ -136,6 +136,8 @@ class SimMeter:
         self.counts_read_import = 0   # 0.1-pulse counts read from APenergy / ANenergy (see _handle)
         self.counts_read_export = 0
         self.stats = {"frames": 0}
+        # True: every flash program and erase fails (the board raises OSError EIO), nothing is written
+        self.flash_failing = False
         self.proc = None
         self.link = None
         self.modem = None
@@ -266,13 +268,21 @@ class SimMeter:
             off, n = struct.unpack_from("<II", p)
             link.reply(L.FLASH_R, self.flash.read(off, n))
         elif ftype == L.FLASH_W:
-            off = struct.unpack_from("<I", p)[0]
-            self.flash.write(off, p[4:])
-            link.reply(L.FLASH_W, b"\x00")
+            if self.flash_failing:           # the chip reports a program failure; nothing written
+                self.stats["flash_failed_ops"] = self.stats.get("flash_failed_ops", 0) + 1
+                link.reply(L.FLASH_W, b"\x01")
+            else:
+                off = struct.unpack_from("<I", p)[0]
+                self.flash.write(off, p[4:])
+                link.reply(L.FLASH_W, b"\x00")
         elif ftype == L.FLASH_E:
-            off, n = struct.unpack_from("<II", p)
-            self.flash.erase(off, n)
-            link.reply(L.FLASH_E, b"\x00")
+            if self.flash_failing:
+                self.stats["flash_failed_ops"] = self.stats.get("flash_failed_ops", 0) + 1
+                link.reply(L.FLASH_E, b"\x01")
+            else:
+                off, n = struct.unpack_from("<II", p)
+                self.flash.erase(off, n)
+                link.reply(L.FLASH_E, b"\x00")
         elif ftype == L.HELLO:
             link.reply(L.HELLO, _HELLO_R.pack(w.now_ms, w.epoch, 1 if self.time_valid else 0))
         elif ftype == L.WDT:
