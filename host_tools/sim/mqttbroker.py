@@ -604,7 +604,7 @@ class Pipe:
         self._conn = broker._new_conn("pipe", self)
         self._out = bytearray()
         self._eof = False            # the broker closed: recv gives b"" after the bytes before it
-        self._closed = False         # the client closed
+        self._client_closed = False  # the client closed
         self._abandoned = False
 
     # socket stand-ins
@@ -619,7 +619,7 @@ class Pipe:
         return 0 if self._abandoned else len(self._out)
 
     def send(self, data):
-        if self._closed:
+        if self._client_closed:
             raise OSError(9, "send on a closed pipe")
         if self._abandoned or self._eof:
             self._broker.stats["bytes_lost"] += len(data)   # into a dead network / a closed peer
@@ -630,7 +630,7 @@ class Pipe:
     sendall = send
 
     def recv(self, n):
-        if self._closed:
+        if self._client_closed:
             raise OSError(9, "recv on a closed pipe")
         if self._abandoned or (not self._out and not self._eof):
             raise BlockingIOError(11, "nothing waiting")
@@ -639,9 +639,9 @@ class Pipe:
         return out               # b"" once the broker closed and everything before it was read
 
     def close(self):
-        if self._closed:
+        if self._client_closed:
             return
-        self._closed = True
+        self._client_closed = True
         if not self._abandoned and self._conn.open:
             self._broker.stats["closed_by_client"] += 1
             self._broker._close(self._conn, "closed by the client", will=True)
