@@ -497,6 +497,7 @@ class SimBroker:
                 self._route(s, m, min(qos, max(granted)), retain=False)
         if not routed:
             self.stats["no_subscribers"] += 1
+            self._log("route msg%d to nobody (no matching subscription)" % m.n)
 
     def _route(self, s, m, q, retain):
         if s.conn is None:
