@@ -152,8 +152,9 @@ def broker(**kw):
     return SimBroker(clock, **kw), clock
 
 
-def headend(b, cid="headend", fail_on=None, **kw):
-    """A local client recording (topic, payload, qos, dup, retain); raises on payload == fail_on."""
+def headend(b, cid="headend", fail_on=None, listen=None, **kw):
+    """A local client recording (topic, payload, qos, dup, retain); raises on payload == fail_on.
+    With `listen` (a topic filter) it is connected and subscribed to it."""
     got = []
 
     def on_message(topic, payload, qos, dup, retain):
@@ -162,6 +163,8 @@ def headend(b, cid="headend", fail_on=None, **kw):
         got.append((topic, payload, qos, dup, retain))
 
     lc = b.client(cid, on_message=on_message, **kw)
+    if listen:
+        assert lc.connect() == 0 and lc.subscribe(listen) == 1, "%s could not listen to %s" % (cid, listen)
     return lc, got
 
 
@@ -333,9 +336,7 @@ def test_max_queued_drops_the_oldest_and_counts_it():
 
 def test_local_client_qos1_acked_after_on_message_and_redelivered_with_dup_when_it_raised():
     b, _ = broker()
-    he, got = headend(b, fail_on=b"boom")
-    he.connect()
-    he.subscribe("up")
+    he, got = headend(b, fail_on=b"boom", listen="up")
     m = Peer(b, "m")
     m.publish("up", b"ok1", pid=1)
     m.publish("up", b"boom", pid=2)
@@ -372,9 +373,7 @@ def test_local_client_on_connect_sees_session_present_and_on_disconnect_the_reas
 # -- takeover, keepalive, close --------------------------------------------------------------
 def test_takeover_by_same_client_id_closes_old_pipe_with_eof_and_publishes_its_will():
     b, _ = broker()
-    he, got = headend(b)
-    he.connect()
-    he.subscribe("status/#")
+    he, got = headend(b, listen="status/#")
     old = Peer(b, "meter-1", will=("status/meter-1", b"offline", 1, False))
     new = Peer(b, "meter-1")
     assert new.connack == {"type": CONNACK, "session_present": True, "code": 0}
@@ -384,11 +383,30 @@ def test_takeover_by_same_client_id_closes_old_pipe_with_eof_and_publishes_its_w
     assert b.stats["takeovers"] == 1 and b.sessions()["meter-1"]["connected"]
 
 
+def test_reconnect_over_a_half_open_link_takes_over_and_resends_what_the_dead_link_swallowed():
+    b, clock = broker()
+    he, got = headend(b, listen="status/+")
+    m = Peer(b, "meter-1", keepalive=60, will=("status/meter-1", b"lost", 1, False))
+    m.subscribe("down")
+    m.pipe.abandon()                          # coverage gone; the broker still thinks the meter is online
+    he.publish("down", b"token-1")
+    assert b.sessions()["meter-1"] == {"connected": True, "subs": {"down": 1}, "queued": 0, "inflight": 1}
+    assert m.publishes() == [], "a message crossed a vanished network"
+    clock.t = 30.0                            # back in coverage before the keepalive runs out
+    m2 = Peer(b, "meter-1", keepalive=60)
+    pubs = m2.publishes()
+    assert [(p["payload"], p["dup"]) for p in pubs] == [(b"token-1", True)], "swallowed message: %r" % pubs
+    b.pump()
+    assert got == [("status/meter-1", b"lost", 1, False, False)], "takeover of a half-open link: will %r" % got
+    clock.t = 1000.0
+    m2.pipe.send(frame(PINGREQ << 4))
+    b.pump()
+    assert b.stats["expired"] == 0, "the taken-over connection expired later all the same"
+
+
 def test_keepalive_expiry_of_abandoned_pipe_publishes_will_only_after_one_and_a_half_keepalives():
     b, clock = broker()
-    he, got = headend(b)
-    he.connect()
-    he.subscribe("status/+")
+    he, got = headend(b, listen="status/+")
     clock.t = 100.0
     m = Peer(b, "meter-1", keepalive=60, will=("status/meter-1", b"lost", 1, True))
     m.pipe.abandon()
@@ -420,9 +438,7 @@ def test_packets_keep_the_keepalive_alive():
 
 def test_client_close_is_seen_at_once_and_publishes_the_will_but_disconnect_does_not():
     b, _ = broker()
-    he, got = headend(b)
-    he.connect()
-    he.subscribe("w/+")
+    he, got = headend(b, listen="w/+")
     a = Peer(b, "a", will=("w/a", b"gone-a", 0, False))
     c = Peer(b, "c", will=("w/c", b"gone-c", 0, False))
     a.pipe.close()
@@ -564,9 +580,7 @@ def test_authorize_refuses_subscribe_with_0x80_and_drops_refused_publish():
     b, _ = broker(authorize=authorize)
     m = Peer(b, "m1")
     assert m.subscribe("meters/m1/down", "meters/m2/down", pid=5) == [{"type": SUBACK, "pid": 5, "codes": [1, 0x80]}]
-    he, got = headend(b, "he")
-    he.connect()
-    he.subscribe("meters/#")
+    he, got = headend(b, "he", listen="meters/#")
     assert m.publish("meters/m2/up", b"forged", pid=6) == [{"type": PUBACK, "pid": 6}], \
         "a refused publish is still acknowledged (mosquitto), just not routed"
     m.publish("meters/m1/up", b"mine")
@@ -595,9 +609,7 @@ MALFORMED = {
 @pytest.mark.parametrize("case", sorted(MALFORMED))
 def test_malformed_input_closes_only_that_connection(case):
     b, _ = broker()
-    he, got = headend(b)
-    he.connect()
-    he.subscribe("w/#")
+    he, got = headend(b, listen="w/#")
     good = Peer(b, "good")
     good.subscribe("d")
     if case == "publish_before_connect":
@@ -618,9 +630,7 @@ def test_malformed_input_closes_only_that_connection(case):
 # -- determinism ----------------------------------------------------------------------------
 def _script():
     b, clock = broker(max_inflight=2, max_queued=5)
-    he, got = headend(b, fail_on=b"r4")
-    he.connect()
-    he.subscribe("meters/+/up")
+    he, got = headend(b, fail_on=b"r4", listen="meters/+/up")
     meters = [Peer(b, "m%d" % i, keepalive=30, will=("meters/m%d/up" % i, b"bye", 1, False)) for i in range(3)]
     for i, m in enumerate(meters):
         m.subscribe("meters/m%d/down" % i)
@@ -684,9 +694,7 @@ def test_firmware_mqtt_client_connects_subscribes_and_gets_a_qos1_message_throug
     c.subscribe("meters/meter-1/down", 1)
     pump_wire()
     assert c.subs == {}, "SUBACK not received"
-    he, heard = headend(b)
-    he.connect()
-    he.subscribe("meters/+/up")
+    he, heard = headend(b, listen="meters/+/up")
     he.publish("meters/meter-1/down", b'{"t":"token"}')
     pump_wire()
     assert got == [("meters/meter-1/down", b'{"t":"token"}', 1)]
