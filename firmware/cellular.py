@@ -136,7 +136,8 @@ class Cellular:
         p = app.prepaid
         st = self.link.status()
         return {"ts": app.clock.time(), "import_wh": app.meter.import_wh, "export_wh": app.meter.export_wh,
-                "credit": p.ledger.credit, "debt": p.ledger.debt, "p_w": app.meter.chip.p_w,
+                "credit": p.ledger.credit, "debt": p.ledger.debt, "topups": p.ledger.topups,
+                "p_w": app.meter.chip.p_w,
                 "urms_cv": app.meter.chip.urms_cv, "supply": "closed" if p.supply.closed else "open",
                 "reasons": sup.names(p.supply.reasons()), "tamper": p.tamper.names(), "link": {"rssi": st.get("rssi")}}
 

@@ -109,7 +109,14 @@ class Protocol:
         if not unsigned_token and s <= self.rx:
             self._reject("stale", s)
             return "stale"
-        code, detail = self._act(t, inner)
+        try:
+            code, detail = self._act(t, inner)
+        except Exception as e:
+            # It could not be done now (a flash or memory fault while acting; the action put itself
+            # back). Not remembered and the sequence not taken: the head-end sends it again.
+            self.emit("msg_fault", {"id": mid, "error": type(e).__name__})
+            self._result(mid, "fault", {"error": type(e).__name__})
+            return "fault"
         self._unreported = 0
         if not unsigned_token:
             self.rx = s

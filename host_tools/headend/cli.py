@@ -92,6 +92,9 @@ def register(subparsers):
     sc.add_argument("args", nargs="*", metavar="KEY=VALUE", help="arguments, e.g. unix=1767571200")
     sc.set_defaults(func=cmd_sms_command)
 
+    from host_tools.headend import reconcile
+    reconcile.register(sub, common)
+
 
 def _store(args, must_exist=True):
     if must_exist and not os.path.exists(args.db):

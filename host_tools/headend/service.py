@@ -16,6 +16,10 @@ from host_tools.headend.broker import parse_url
 log = logging.getLogger("headend")
 
 DOWN = "meters/{}/down"
+# Results that are not an answer yet: the meter could not decide now (a fault while it acted, a
+# keypad lockout); the downlink stays open and is sent again. Every other code is definitive, and the
+# first definitive result for a message is the one recorded; later ones are logged beside it.
+TRANSIENT = ("fault", "locked_out")
 UP_FILTER = "meters/+/up"
 STATUS_FILTER = "meters/+/status"
 
@@ -34,28 +38,35 @@ class HeadEnd:
     keeps the message id (the meter's idempotency key) and takes a fresh, persisted sequence number (the
     old one would be rejected as stale by a meter that accepted it)."""
 
-    def __init__(self, store, broker_url, client_id="headend", retry_s=30.0, retry_max_s=600.0, poll_s=0.2):
+    def __init__(self, store, broker_url, client_id="headend", retry_s=30.0, retry_max_s=600.0, poll_s=0.2,
+                 clock=time.time, client=None):
+        """`clock`: seconds (wall time by default; a scenario passes the simulator's virtual clock).
+        `client`: a paho-compatible MQTT client to use instead of a new paho one (the simulator's
+        in-process broker hands one out)."""
         self.store = store
         self.url = broker_url
         self.host, self.port, self.username, self.password = parse_url(broker_url)
         self.retry_s = retry_s
         self.retry_max_s = retry_max_s
         self.poll_s = poll_s
+        self.clock = clock
         self.connected = threading.Event()
         self.counts = {"sent": 0, "results": 0, "rejected": 0, "readings": 0, "events": 0}
         self._keys = {}
-        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=False,
-                                  protocol=mqtt.MQTTv311)
-        if self.username:
-            self.client.username_pw_set(self.username, self.password)
-        self.client.max_inflight_messages_set(1000)
-        self.client.max_queued_messages_set(0)
-        self.client.on_connect = self._on_connect
-        self.client.on_disconnect = self._on_disconnect
-        self.client.on_message = self._on_message
-        # paho leaves Nagle on: a small downlink right after our PUBACK would wait for the broker's
-        # delayed ACK (40 ms on Linux) - per meter, per message
-        self.client.on_socket_open = _no_delay
+        if client is None:
+            client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=False,
+                                 protocol=mqtt.MQTTv311)
+            if self.username:
+                client.username_pw_set(self.username, self.password)
+            client.max_inflight_messages_set(1000)
+            client.max_queued_messages_set(0)
+            # paho leaves Nagle on: a small downlink right after our PUBACK would wait for the broker's
+            # delayed ACK (40 ms on Linux) - per meter, per message
+            client.on_socket_open = _no_delay
+        self.client = client
+        client.on_connect = self._on_connect
+        client.on_disconnect = self._on_disconnect
+        client.on_message = self._on_message
 
     # -- session -----------------------------------------------------------------------------------
     def start(self, timeout=10.0):
@@ -89,7 +100,7 @@ class HeadEnd:
     def serve(self, stop_event, on_tick=None):
         while not stop_event.is_set():
             self.tick()
-            self.store.set_service("heartbeat", time.time())
+            self.store.set_service("heartbeat", self.clock())
             if on_tick:
                 on_tick(self)
             stop_event.wait(self.poll_s)
@@ -99,7 +110,7 @@ class HeadEnd:
         """Send every downlink that is due (new, or waiting for a result past its retry time)."""
         if not self.connected.is_set():
             return 0
-        now = time.time() if now is None else now
+        now = self.clock() if now is None else now
         due = self.store.q("SELECT msg_id FROM messages WHERE state!='done' AND next_try<=? ORDER BY created",
                            (now,))
         sent = 0
@@ -151,7 +162,7 @@ class HeadEnd:
         status = payload.decode("utf-8", "replace")[:16] or "cleared"
         with self.store.tx() as db:
             n = db.execute("UPDATE meters SET status=?, last_seen=? WHERE meter_id=?",
-                           (status, time.time(), meter_id)).rowcount
+                           (status, self.clock(), meter_id)).rowcount
             if n:
                 self.store.log(meter_id, "broker", status, db=db)
 
@@ -176,20 +187,13 @@ class HeadEnd:
                     pass
                 self.store.log(meter_id, "headend", "uplink_rejected", {"why": e.why, "s": seq, "detail": str(e)}, db=db)
                 return "rejected:" + e.why
-            db.execute("UPDATE meters SET up_seq=?, last_seen=? WHERE meter_id=?", (s, time.time(), meter_id))
+            db.execute("UPDATE meters SET up_seq=?, last_seen=? WHERE meter_id=?", (s, self.clock(), meter_id))
             return self._act(db, meter_id, s, inner)
 
     def _act(self, db, meter_id, s, inner):
         t = inner.get("t")
         if t == "result":
-            ref = str(inner.get("ref"))
-            n = db.execute("UPDATE messages SET state='done', code=?, detail=?, done_at=? WHERE msg_id=? AND "
-                           "meter_id=? AND state!='done'",
-                           (str(inner.get("code")), json.dumps(inner.get("detail") or {}), time.time(), ref,
-                            meter_id)).rowcount
-            self.counts["results"] += 1
-            self.store.log(meter_id, "meter", "result", {"ref": ref, "code": inner.get("code"),
-                                                         "detail": inner.get("detail") or {}, "first": bool(n)}, db=db)
+            self._result(db, meter_id, inner)
         elif t == "reading":
             db.execute("INSERT INTO readings (meter_id, ts, import_wh, export_wh, credit, debt, p_w, supply, raw)"
                        " VALUES (?,?,?,?,?,?,?,?,?)",
@@ -206,9 +210,45 @@ class HeadEnd:
                        "(?,?,?,?,?,?) ON CONFLICT(meter_id, month) DO UPDATE SET import_wh=excluded.import_wh, "
                        "cost=excluded.cost, topups=excluded.topups, received=excluded.received",
                        (meter_id, str(inner.get("month")), inner.get("import_wh"), inner.get("cost"),
-                        inner.get("topups"), time.time()))
+                        inner.get("topups"), self.clock()))
         elif t == "reject":
             self.store.log(meter_id, "meter", "downlink_rejected", {"why": inner.get("why"), "s": inner.get("s")}, db=db)
         else:
             self.store.log(meter_id, "meter", "unknown_uplink", {"t": t}, db=db)
         return t
+
+    def _result(self, db, meter_id, inner):
+        """Record the first definitive result of a downlink; log every result beside it.
+
+        A token answered `used` before any other definitive result was credited by this meter earlier
+        (its TID is unique to this meter and key, and only this head-end vends for it): the answer to
+        the first delivery was lost on the way. It is recorded as `accepted`, confirmed by `used`, so
+        the books match the meter's ledger."""
+        ref = str(inner.get("ref"))
+        code = str(inner.get("code"))
+        detail = inner.get("detail") or {}
+        if not isinstance(detail, dict):
+            detail = {"detail": detail}
+        now = self.clock()
+        self.counts["results"] += 1
+        m = db.execute("SELECT state, kind, code FROM messages WHERE msg_id=? AND meter_id=?", (ref, meter_id)).fetchone()
+        first = False
+        recorded = code
+        if m is None:
+            recorded = None
+        elif m["state"] != "done" and code in TRANSIENT:
+            wait = detail.get("locked_s") if code == "locked_out" else None
+            wait = wait if isinstance(wait, int) and 0 < wait <= 86400 else self.retry_s
+            db.execute("UPDATE messages SET next_try=? WHERE msg_id=?", (now + wait, ref))
+            recorded = None
+        elif m["state"] != "done":
+            if code == "used" and m["kind"] == "token":
+                recorded = "accepted"
+                detail = dict(detail, confirmed_by="used")
+            db.execute("UPDATE messages SET state='done', code=?, detail=?, done_at=? WHERE msg_id=?",
+                       (recorded, json.dumps(detail, sort_keys=True), now, ref))
+            first = True
+        else:
+            recorded = m["code"]
+        self.store.log(meter_id, "meter", "result", {"ref": ref, "code": code, "detail": detail, "first": first,
+                                                     "recorded": recorded}, db=db)

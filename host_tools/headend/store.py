@@ -50,8 +50,9 @@ REQUIRED_COLUMNS = ("meter_id", "pan", "serial", "sgc", "ti", "krn", "message_ke
 class Store:
     """Thread-safe access to the head-end database (one connection guarded by a lock)."""
 
-    def __init__(self, path):
+    def __init__(self, path, clock=time.time):
         self.path = str(path)
+        self.clock = clock             # event times: wall seconds, or a scenario's virtual seconds
         self._lock = threading.RLock()
         try:
             self.db = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
@@ -105,7 +106,7 @@ class Store:
                                      hint="message_key_hex is 64 hex digits, krn 1..9, ti a number")
                 rows.append((r["meter_id"].strip(), r["pan"].strip(), r["serial"], r["sgc"].strip(), ti, krn,
                              r["message_key_hex"].lower(), r["broker_password"]))
-        now = time.time()
+        now = self.clock()
         with self.tx() as db:  # all or nothing
             for row in rows:
                 db.execute(
@@ -141,7 +142,7 @@ class Store:
 
     # -- events ----------------------------------------------------------------------------------
     def log(self, meter_id, source, kind, data=None, db=None):
-        args = (meter_id, time.time(), source, kind, json.dumps(data or {}, sort_keys=True))
+        args = (meter_id, self.clock(), source, kind, json.dumps(data or {}, sort_keys=True))
         sql = "INSERT INTO events (meter_id, at, source, kind, data) VALUES (?,?,?,?,?)"
         if db is not None:
             db.execute(sql, args)

@@ -4,7 +4,6 @@ vending key (the keystore file) and the meter's SGC/TI/KRN; token encoding is ho
 import calendar
 import json
 import secrets
-import time
 
 from host_tools.errors import UsageError
 from host_tools.vend import dkga04, sts_encode
@@ -55,21 +54,27 @@ def quantity(kwh=None, amount=None):
     return what, q, sub
 
 
-def vend_topup(store, keystore, meter_id, kwh=None, amount=None, now=None):
+def _msg_id(prefix, rng):
+    return prefix + ("%012x" % rng.getrandbits(48) if rng is not None else secrets.token_hex(6))
+
+
+def vend_topup(store, keystore, meter_id, kwh=None, amount=None, now=None, rng=None):
     """Issue and queue one credit token; returns {"msg_id", "token", "tid", ...}. TIDs are strictly
-    increasing per meter and key: max(now in minutes since the key's base date, last TID + 1)."""
+    increasing per meter and key: max(now in minutes since the key's base date, last TID + 1).
+    `rng` (a random.Random) makes the message id and the token's random bits reproducible (scenarios);
+    by default they come from the system's secure source."""
     meter = store.meter(meter_id)
     what, q, sub = quantity(kwh, amount)
     key = decoder_key(keystore, meter)
-    now = time.time() if now is None else now
+    now = store.clock() if now is None else now
     base = calendar.timegm((dkga04.BASE_DATES[keystore["base_date"]], 1, 1, 0, 0, 0))
     minute = int(now - base) // 60
-    msg_id = "t-" + secrets.token_hex(6)
+    msg_id = _msg_id("t-", rng)
     with store.tx() as db:
         row = db.execute("SELECT MAX(tid) AS t FROM vends WHERE meter_id=? AND sgc=? AND ti=? AND krn=?",
                          (meter_id, meter["sgc"], meter["ti"], meter["krn"])).fetchone()
         tid = max(minute, (row["t"] + 1) if row["t"] is not None else 0)
-        f = sts_encode.build(key, 0, sub, sts_encode.random_rnd(), tid, sts_encode.encode_amount(q))
+        f = sts_encode.build(key, 0, sub, (rng.getrandbits(4) if rng is not None else sts_encode.random_rnd()), tid, sts_encode.encode_amount(q))
         db.execute("INSERT INTO vends (meter_id, sgc, ti, krn, tid, token, what, quantity, msg_id, created)"
                    " VALUES (?,?,?,?,?,?,?,?,?,?)",
                    (meter_id, meter["sgc"], meter["ti"], meter["krn"], tid, f["token"], what, q, msg_id, now))
@@ -80,11 +85,11 @@ def vend_topup(store, keystore, meter_id, kwh=None, amount=None, now=None):
     return {"msg_id": msg_id, "meter": meter_id, "token": f["token"], "tid": tid, "what": what, "quantity": q}
 
 
-def queue_command(store, meter_id, cmd, args=None, now=None):
+def queue_command(store, meter_id, cmd, args=None, now=None, rng=None):
     """Queue a signed management command; returns its message id."""
     store.meter(meter_id)
-    now = time.time() if now is None else now
-    msg_id = "c-" + secrets.token_hex(6)
+    now = store.clock() if now is None else now
+    msg_id = _msg_id("c-", rng)
     body = {"t": "cmd", "id": msg_id, "cmd": cmd, "args": args or {}}
     with store.tx() as db:
         db.execute("INSERT INTO messages (msg_id, meter_id, kind, body, created) VALUES (?,?,?,?,?)",

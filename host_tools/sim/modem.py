@@ -61,7 +61,7 @@ class ModemModel:
             raise ValueError(f"unknown modem dialect {dialect!r}: sim7600 or sim800")
         self.rng = rng
         self.dialect = dialect
-        self.broker = tuple(broker)
+        self.broker = broker if hasattr(broker, "connect") else tuple(broker)
         self.smsc = smsc
         self.clock = clock
         self.epoch_s = epoch_s
@@ -169,7 +169,7 @@ class ModemModel:
         """The TCP connection dies (the far end or the network closed it)."""
         if self._sock is not None or self._connecting:
             self._event("link dropped")
-            self._close_link(urc=True)
+            self._close_link(urc=True, vanish=True)
 
     def set_delay_ms(self, ms):
         self.extra_delay_ms = max(0, int(ms))
@@ -272,10 +272,10 @@ class ModemModel:
     def _lose_network(self):
         self._reg = 2
         if self._sock is not None or self._connecting or self._net_open:
-            self._close_link(urc=True, network=True)
+            self._close_link(urc=True, network=True, vanish=True)
 
     def _shutdown(self):
-        self._close_socket()
+        self._close_socket(vanish=True)
         self._out.clear()
         self._timers.clear()
         self._reset_state()
@@ -714,15 +714,17 @@ class ModemModel:
             return self._error()
         self.connect_log.append((host, port))
         self._connecting = True
-        self._event(f"TCP open {host}:{port} -> broker {self.broker[0]}:{self.broker[1]}")
+        local = hasattr(self.broker, "connect")      # the in-process broker (host_tools/sim/mqttbroker)
+        where = "the in-process broker" if local else "broker %s:%s" % (self.broker[0], self.broker[1])
+        self._event(f"TCP open {host}:{port} -> {where}")
 
         def done():
             if not self._connecting:
                 return
             self._connecting = False
             try:
-                # the simulated network maps the head-end address to the local broker
-                sock = socket.create_connection(self.broker, timeout=2.0)
+                # the simulated network maps the head-end address to the broker
+                sock = self.broker.connect() if local else socket.create_connection(self.broker, timeout=2.0)
             except OSError as e:
                 self._event(f"TCP connect failed: {e}")
                 self._line_out("CONNECT FAIL", 0)
@@ -751,11 +753,17 @@ class ModemModel:
             self._emit(bytes(self._rx_held), 20)
             self._rx_held.clear()
 
-    def _close_socket(self):
+    def _close_socket(self, vanish=False):
+        """Close the bridge. `vanish`: the radio link is gone, so no FIN reaches the broker, which
+        notices only when the session's keepalive expires (the in-process broker models that; a real
+        socket can only be closed)."""
         self._connecting = False
         if self._sock is not None:
             try:
-                self._sock.close()
+                if vanish and hasattr(self._sock, "abandon"):
+                    self._sock.abandon()
+                else:
+                    self._sock.close()
             except OSError:
                 pass
         self._sock = None
@@ -764,9 +772,9 @@ class ModemModel:
         self._awaiting = 0
         self._tx.clear()
 
-    def _close_link(self, urc, network=False):
+    def _close_link(self, urc, network=False, vanish=False):
         was = self._sock is not None or self._connecting
-        self._close_socket()
+        self._close_socket(vanish)
         if not urc or not self.powered:
             return
         if was:
@@ -793,7 +801,7 @@ class ModemModel:
             except OSError:
                 self._close_link(urc=True)
                 return
-        if wait_s > 0 and self._awaiting > 0:
+        if wait_s > 0 and self._awaiting > 0 and hasattr(self._sock, "fileno"):
             select.select([self._sock], [], [], wait_s)
         while self._sock is not None:
             try:

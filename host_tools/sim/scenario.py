@@ -3,13 +3,15 @@ AT-level modem is bridged to that broker. `Chain` builds and drives it; `remote_
 headline promise (a remote top-up lands exactly once whatever the network does) and backs
 `meterkit sim scenario remote-topups`.
 
-Time: the meter runs in virtual time (lockstep), the broker and the head-end in wall time. A downlink
-in flight only reaches the meter when the wall clock lets the broker and the head-end do their work, so
-the chain paces virtual time at `SPEED` virtual seconds per wall second (or slower, when the firmware
-is the bottleneck). The head-end's retry timers are wall-clock based, so they are scaled by the same
-factor: `retry_s = 30 / SPEED` and `retry_max_s = 600 / SPEED` are the production defaults (30 s
-doubling to 600 s) expressed in accelerated time. Latencies are virtual (simulated) seconds, measured
-on the meter's own ledger (`topups`), with a resolution of `STEP_S`."""
+Time. With the in-process broker (`broker="sim"`, the default, or `"sim-volatile"`, which loses its
+sessions on a restart as amqtt does) everything runs in the simulator's virtual time: the broker is
+stepped with the world and the head-end's clock and retry timers are virtual, so a run is exactly
+reproducible from its seed and as fast as the firmware. With a real broker (`amqtt`, `mosquitto`) the
+broker and the head-end's network loop run in wall time beside the lockstep world; the chain then paces
+virtual time at `SPEED` virtual seconds per wall second so that a downlink in flight reaches the meter,
+the head-end's clock stays virtual, and runs prove the same properties without being reproducible to
+the message. Latencies are virtual (simulated) seconds, measured on the meter's own ledger (`topups`),
+with a resolution of `STEP_S`."""
 import math
 import os
 import random
@@ -31,11 +33,12 @@ from host_tools.headend.mosquitto import mosquitto_path
 from host_tools.headend.service import HeadEnd
 from host_tools.headend.store import Store
 from host_tools.paths import ROOT
+from host_tools.sim.mqttbroker import SimBroker
 
-SPEED = 100.0            # virtual seconds per wall second while the chain is paced
+SPEED = 100.0            # virtual seconds per wall second while a chain on a real broker is paced
 STEP_S = 0.25            # virtual step between looks at the meter's ledger (latency resolution)
 RETRY_S = 30.0           # the head-end's production retry (doubling up to RETRY_MAX_S), in virtual
-RETRY_MAX_S = 600.0      # seconds; divided by the speed for the wall-clock head-end
+RETRY_MAX_S = 600.0      # seconds (the head-end runs on the chain's virtual clock)
 HEADEND_POLL_S = 0.01    # the head-end looks for due downlinks this often (wall)
 SERVICE_KEY = "a5c3" * 16
 CUSTOMER = "+22236000001"          # the household's phone: receipts and warnings by SMS
@@ -158,12 +161,38 @@ class PersistentMosquitto:
             self.dir = None
 
 
-def make_broker(kind):
+class SteppedBroker:
+    """The in-process broker (host_tools/sim/mqttbroker.py) on the chain's virtual clock. `persistent`:
+    sessions survive a restart (mosquitto with persistence); otherwise they are lost (amqtt)."""
+
+    url = "mqtt://in-process"
+    port = None
+
+    def __init__(self, clock, persistent=True):
+        self.name = "sim" if persistent else "sim-volatile"
+        self.sim = SimBroker(clock, persistent=persistent, name=self.name)
+
+    def start(self):
+        return self
+
+    def restart(self):
+        self.sim.restart()
+
+    def stop(self):
+        pass
+
+
+BROKERS = ("sim", "sim-volatile", "amqtt", "mosquitto")
+
+
+def make_broker(kind, clock=None):
+    if kind in ("sim", "sim-volatile"):
+        return SteppedBroker(clock, persistent=kind == "sim")
     if kind == "amqtt":
         return AmqttBroker()
     if kind == "mosquitto":
         return PersistentMosquitto()
-    raise UsageError("unknown broker %r" % kind, hint="amqtt (embedded) or mosquitto")
+    raise UsageError("unknown broker %r" % kind, hint=", ".join(BROKERS))
 
 
 class Chain:
@@ -173,7 +202,7 @@ class Chain:
     warnings, statements) and the utility's (UTILITY: signed SMS commands); `epoch` is the world's start
     (Unix seconds)."""
 
-    def __init__(self, workdir=None, seed=1, broker="amqtt", settings=None, profile="constant", smsc=None,
+    def __init__(self, workdir=None, seed=1, broker="sim", settings=None, profile="constant", smsc=None,
                  speed=SPEED, heap="320k", epoch=None, utility_numbers=(UTILITY,)):
         self.tmp = None
         if workdir is None:
@@ -196,34 +225,54 @@ class Chain:
         self._stop = threading.Event()
         self._thread = None
         self._anchor = None
+        self.stepped = broker in ("sim", "sim-volatile")
+        self.rng = random.Random(seed * 7919 + 11)   # message ids and tokens' random bits
 
     # -- set-up ------------------------------------------------------------------------------------
+    def unix_now(self):
+        """The chain's clock in Unix seconds: the world's (virtual) time, which the head-end also uses."""
+        if self.meter is not None:
+            return self.meter.world.epoch + self.meter.world.now_ms / 1000.0
+        from host_tools.sim.world import DEFAULT_EPOCH
+        return float(self.epoch if self.epoch is not None else DEFAULT_EPOCH)
+
+    def _virtual_s(self):
+        return self.meter.world.now_ms / 1000.0 if self.meter is not None else 0.0
+
     def start(self, online_timeout_s=600):
         from host_tools.sim.runner import SimMeter
-        csv_path, ks_path, rows = make_fleet(os.path.join(self.workdir, "fleet"), 1)
+        csv_path, ks_path, rows = make_fleet(os.path.join(self.workdir, "fleet"), 1,
+                                             rng=random.Random(self.seed * 104729 + 3))
         self.row = row = rows[0]
         self.meter_id = row["meter_id"]
-        self.store = Store(os.path.join(self.workdir, "headend.db"))
+        self.store = Store(os.path.join(self.workdir, "headend.db"), clock=self.unix_now)
         self.store.import_csv(csv_path)
         self.keystore = vending.load_keystore(ks_path)
         self.message_key = bytes.fromhex(row["message_key_hex"])
-        self.broker = make_broker(self.broker_kind).start()
-        self.he = HeadEnd(self.store, self.broker.url, poll_s=HEADEND_POLL_S, retry_s=RETRY_S / self.speed,
-                          retry_max_s=RETRY_MAX_S / self.speed)
-        # reconnect quickly after a broker restart (paho's default waits 1 s, then doubles to 120 s)
-        self.he.client.reconnect_delay_set(min_delay=0.05, max_delay=0.5)
-        self.he.start()
-        self._thread = threading.Thread(target=self.he.serve, args=(self._stop,), daemon=True, name="headend")
-        self._thread.start()
+        self.broker = make_broker(self.broker_kind, clock=self._virtual_s).start()
+        if self.stepped:
+            from host_tools.sim.headend_client import SimHeadEndClient
+            self.he = HeadEnd(self.store, self.broker.url, retry_s=RETRY_S, retry_max_s=RETRY_MAX_S,
+                              clock=self.unix_now, client=SimHeadEndClient(self.broker.sim, clock=self._virtual_s))
+            self.he.start()
+        else:
+            self.he = HeadEnd(self.store, self.broker.url, poll_s=HEADEND_POLL_S, retry_s=RETRY_S,
+                              retry_max_s=RETRY_MAX_S, clock=self.unix_now)
+            # reconnect quickly after a broker restart (paho's default waits 1 s, then doubles to 120 s)
+            self.he.client.reconnect_delay_set(min_delay=0.05, max_delay=0.5)
+            self.he.start()
+            self._thread = threading.Thread(target=self.he.serve, args=(self._stop,), daemon=True, name="headend")
+            self._thread.start()
         dk = vending.decoder_key(self.keystore, self.store.meter(self.meter_id))
         self.meter = m = SimMeter(seed=self.seed, afe="ideal", profile=self.profile, heap=self.heap,
-                                  broker=("127.0.0.1", self.broker.port), smsc=self.smsc, settings=self.settings,
+                                  broker=self.broker.sim if self.stepped else ("127.0.0.1", self.broker.port),
+                                  smsc=self.smsc, settings=self.settings,
                                   workdir=os.path.join(self.workdir, "meter"), epoch=self.epoch)
         m.run_for(5)
         r = m.request("provision", pan=row["pan"], serial=int(row["serial"][2:]), meter_id=self.meter_id,
                       sgc=row["sgc"], ti=int(row["ti"]), krn=int(row["krn"]), sts_key=dk.hex(),
                       message_key=row["message_key_hex"], service_key=SERVICE_KEY, base_date="14",
-                      broker={"host": HEADEND_HOST, "port": self.broker.port, "username": self.meter_id,
+                      broker={"host": HEADEND_HOST, "port": self.broker.port or 1883, "username": self.meter_id,
                               "password": row["broker_password"]}, customer=CUSTOMER,
                       utility_numbers=self.utility_numbers)
         if not r.get("ok"):
@@ -274,8 +323,15 @@ class Chain:
         return row is not None and row["status"] == "online" and self.he.connected.is_set()
 
     def step(self, seconds=STEP_S, paced=True):
-        """Advance the meter `seconds` of virtual time; paced, never faster than `speed` x wall time."""
+        """Advance the meter `seconds` of virtual time. On the in-process broker the broker and the
+        head-end then take their turn at the same virtual instant; on a real broker (paced) the chain
+        never runs faster than `speed` x wall time."""
         self.meter.run_for(seconds)
+        if self.stepped:
+            self.broker.sim.pump()          # uplinks reach the head-end
+            self.he.client.service()        # its reconnect after a broker restart
+            self.he.tick()                  # downlinks due now
+            return
         if not paced:
             self._anchor = None
             return
@@ -304,7 +360,7 @@ class Chain:
         return self.meter.request("credit")
 
     def vend(self, amount=None, kwh=None):
-        return vending.vend_topup(self.store, self.keystore, self.meter_id, amount=amount, kwh=kwh)
+        return vending.vend_topup(self.store, self.keystore, self.meter_id, amount=amount, kwh=kwh, rng=self.rng)
 
     def message(self, msg_id):
         return self.store.q1("SELECT * FROM messages WHERE msg_id=?", (msg_id,))
@@ -318,6 +374,12 @@ class Chain:
 
     def publish_down(self, payload, timeout=5.0):
         """Publish raw bytes on the meter's downlink topic, as an attacker or a replaying network would."""
+        if self.stepped:
+            c = self.broker.sim.client("injector-%d" % self.rng.getrandbits(32), clean_session=True)
+            c.connect()
+            c.publish("meters/%s/down" % self.meter_id, payload, 1)
+            c.disconnect()
+            return
         c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="injector-%d" % random.getrandbits(32),
                         clean_session=True, protocol=mqtt.MQTTv311)
         c.connect("127.0.0.1", self.broker.port, keepalive=30)
@@ -363,7 +425,7 @@ def _percentile(values, q):
     return s[k]
 
 
-def remote_topups(count=50, drop=0.3, seed=1, broker="amqtt", land_timeout_s=1800, settle_s=1800,
+def remote_topups(count=50, drop=0.3, seed=1, broker="sim", land_timeout_s=1800, settle_s=1800,
                   workdir=None, progress=None, log=None):
     """Vend `count` remote top-ups one after another; with probability `drop` per top-up a random
     network fault (FAULTS) strikes at a random moment within 1.5 simulated seconds of the vend, so it
@@ -372,19 +434,26 @@ def remote_topups(count=50, drop=0.3, seed=1, broker="amqtt", land_timeout_s=180
 
     Amounts are distinct (1.00 MRU + i cents for the i-th: the largest STS currency amount is 182 MRU, and
     whole cents keep the STS amount exact), so a duplicate or a late landing shows in the ledger.
+
+    The report explains itself: every ledger move other than the awaited amount is listed in `moves`
+    with the top-up, its message id and TID, the faults around it and the head-end's and meter's
+    events for it. On the in-process broker the same seed gives the same report (but `wall_seconds`).
     Returns the report dict (time base: see the module docstring)."""
     if not 1 <= count <= 18000:
         raise UsageError("--count must be 1..18000 (distinct amounts below the largest STS amount)",
                          hint="e.g. --count 50")
     if not 0.0 <= drop <= 1.0:
         raise UsageError("--drop must be a probability 0..1", hint="e.g. --drop 0.3")
+    if broker not in BROKERS:
+        raise UsageError("unknown broker %r" % broker, hint=", ".join(BROKERS))
     rng = random.Random(seed)
     say = log or (lambda text: None)
     wall0 = time.monotonic()
     faults = {}
+    fault_log = []     # [virtual s, top-up number, description]
     latencies = []
     landed = set()     # msg ids seen landing on the ledger
-    odd_moves = 0      # ledger moves that were not exactly the top-up awaited
+    moves = []         # ledger moves that were not exactly the top-up awaited, each explained
     pending = []       # [virtual ms, what, top-up number]: faults to strike, and coverage to restore
 
     with Chain(workdir=workdir, seed=seed, broker=broker) as ch:
@@ -395,12 +464,30 @@ def remote_topups(count=50, drop=0.3, seed=1, broker="amqtt", land_timeout_s=180
                 at, what, n = item
                 if what == "coverage_back":
                     ch.undo("coverage")
+                    fault_log.append([round(now / 1000.0, 2), n, "coverage back"])
                     continue
                 text, undo_s = ch.inject(what, rng)
                 faults[what] = faults.get(what, 0) + 1
+                fault_log.append([round(now / 1000.0, 2), n, text])
                 say("top-up %d: %s" % (n, text))
                 if undo_s:
                     pending.append([ch.meter.world.now_ms + undo_s * 1000, "coverage_back", n])
+
+        def explain(n, v, v0_ms, expected, moved, meter_seq):
+            """Everything known about one odd ledger move, for the report."""
+            t0 = v0_ms / 1000.0
+            mine = [e for e in ch.store.events(ch.meter_id, limit=100000)
+                    if v["msg_id"] in (e["data"].get("msg_id"), e["data"].get("ref"))]
+            try:
+                mev = ch.meter.request("events", since=meter_seq)["events"]
+            except Exception as e:       # the report must come out even if the meter is in trouble
+                mev = [["error", repr(e)]]
+            return {"topup": n, "msg_id": v["msg_id"], "tid": v["tid"], "expected": expected, "moved": moved,
+                    "vended_at_s": round(t0, 2),
+                    "faults": [f for f in fault_log if t0 - 300 <= f[0] <= ch.now_s],
+                    "headend_events": [[round(e["at"] - ch.meter.world.epoch, 2), e["source"], e["kind"],
+                                        e["data"]] for e in mine],
+                    "meter_events": mev[-40:]}
 
         start_topups = base = ch.credit()["topups"]
         vended = []
@@ -408,9 +495,10 @@ def remote_topups(count=50, drop=0.3, seed=1, broker="amqtt", land_timeout_s=180
             amount_minor = 100 + i
             if rng.random() < drop:
                 pending.append([ch.meter.world.now_ms + rng.randint(0, 1500), rng.choice(FAULTS), i + 1])
+            meter_seq = ch.meter.request("events", since=1 << 30).get("seq", 0)
             v = ch.vend(amount=amount_minor / 100.0)
             v0 = ch.meter.world.now_ms
-            vended.append((v["msg_id"], amount_minor))
+            vended.append((v["msg_id"], amount_minor, v["tid"]))
             got, end = base, v0 + land_timeout_s * 1000
             while ch.meter.world.now_ms < end:
                 strike()
@@ -424,7 +512,7 @@ def remote_topups(count=50, drop=0.3, seed=1, broker="amqtt", land_timeout_s=180
             else:
                 say("top-up %d: not landed after %d simulated seconds" % (i + 1, land_timeout_s))
             if got != base + amount_minor:
-                odd_moves += 1
+                moves.append(explain(i + 1, v, v0, amount_minor, got - base, meter_seq))
                 say("top-up %d: ledger moved by %d, expected %d" % (i + 1, got - base, amount_minor))
             base = got
             if progress:
@@ -436,14 +524,18 @@ def remote_topups(count=50, drop=0.3, seed=1, broker="amqtt", land_timeout_s=180
             if what == "coverage_back":
                 ch.undo("coverage")
         final = ch.credit()["topups"]
-        expected = sum(a for _, a in vended)
+        if final != base:
+            moves.append({"topup": None, "expected": 0, "moved": final - base, "when": "while settling",
+                          "faults": [f for f in fault_log if f[0] >= ch.now_s - settle_s]})
+        expected = sum(a for _, a, _ in vended)
         credited = final - start_topups
-        codes = {r["msg_id"]: r["code"] for r in
-                 ch.store.q("SELECT msg_id, code FROM messages WHERE meter_id=? AND state='done'", (ch.meter_id,))}
-        results_received = sum(1 for mid, _ in vended if mid in codes)
+        done = {r["msg_id"]: (r["code"], r["detail"]) for r in
+                ch.store.q("SELECT msg_id, code, detail FROM messages WHERE meter_id=? AND state='done'",
+                           (ch.meter_id,))}
+        results_received = sum(1 for mid, _, _ in vended if mid in done)
         # Lost: a top-up whose amount never reached the ledger, even after settling. Duplicates: credit
         # beyond the sum of the distinct vends, counted in top-ups (by the amounts, smallest first).
-        missing = [a for mid, a in vended if mid not in landed]
+        missing = [a for mid, a, _ in vended if mid not in landed]
         late = 0
         surplus = credited - (expected - sum(missing))
         for a in sorted(missing):           # a top-up that landed after its own wait, during a later one
@@ -452,7 +544,7 @@ def remote_topups(count=50, drop=0.3, seed=1, broker="amqtt", land_timeout_s=180
                 late += 1
         lost = len(missing) - late
         duplicates = 0
-        for a in sorted((a for _, a in vended), reverse=True):
+        for a in sorted((a for _, a, _ in vended), reverse=True):
             if surplus <= 0:
                 break
             if a <= surplus:
@@ -460,26 +552,34 @@ def remote_topups(count=50, drop=0.3, seed=1, broker="amqtt", land_timeout_s=180
                 duplicates += 1
         if surplus > 0:
             duplicates += 1                 # credit that matches no vend at all
+        from host_tools.headend.reconcile import reconcile
+        books = reconcile(ch.store, ch.meter_id)
         report = {
             "requested": count,
             "credited_once": count - lost - duplicates,
             "duplicates": duplicates,
             "lost": lost,
             "results_received": results_received,
-            "results_accepted": sum(1 for mid, _ in vended if codes.get(mid) == "accepted"),
+            "results_accepted": sum(1 for mid, _, _ in vended if done.get(mid, ("",))[0] == "accepted"),
+            "results_confirmed_by_used": books["meters"][0]["confirmed_by_used"],
             "credit_expected_minor": expected,
             "credit_landed_minor": credited,
+            "headend_accepted_minor": books["meters"][0]["accepted_minor"],
             "landed_late": late,
-            "ledger_moves_unexpected": odd_moves,
+            "ledger_moves_unexpected": len(moves),
+            "moves": moves,
             "latency_p50_s": _percentile(latencies, 50),
             "latency_p95_s": _percentile(latencies, 95),
+            "latency_p99_s": _percentile(latencies, 99),
             "latency_max_s": max(latencies) if latencies else None,
             "faults_injected": sum(faults.values()),
             "faults": faults,
             "redeliveries": len(ch.events("redelivery")),
             "downlink_rejected": len(ch.events("downlink_rejected")),
+            "meter_faults_while_acting": sum(1 for e in ch.events("result") if e["data"].get("code") == "fault"),
             "modem_boots": sum(1 for _, e in ch.meter.modem.log if e == "* boot"),
             "broker": broker,
+            "reproducible": ch.stepped,
             "drop": drop,
             "seed": seed,
             "virtual_seconds": round(ch.now_s, 1),
@@ -497,8 +597,11 @@ def register_sim(simsub):
     q.add_argument("--count", type=int, default=50, help="top-ups to vend (default 50)")
     q.add_argument("--drop", type=float, default=0.3, help="probability of a network fault per top-up (default 0.3)")
     q.add_argument("--seed", type=int, default=1, help="seed for faults and the meter's world (default 1)")
-    q.add_argument("--broker", choices=("amqtt", "mosquitto"), default="amqtt",
-                   help="amqtt: embedded (default); mosquitto: with persistence, restarted keeping sessions")
+    q.add_argument("--broker", choices=BROKERS, default="sim",
+                   help="sim: in-process, stepped in virtual time, reproducible from the seed (default); "
+                        "sim-volatile: the same, losing its sessions on a restart; amqtt: embedded; "
+                        "mosquitto: with persistence, restarted keeping sessions (real brokers run in wall "
+                        "time: not reproducible to the message)")
     q.add_argument("--json", action="store_true", help="print one JSON object")
     q.set_defaults(func=cmd_remote_topups)
 
@@ -525,7 +628,8 @@ def cmd_remote_topups(args):
             prog.stop()
     from host_tools.cli import emit
     emit(rep, args.json)
-    ok = rep["duplicates"] == 0 and rep["lost"] == 0 and rep["results_received"] == rep["requested"]
+    ok = (rep["duplicates"] == 0 and rep["lost"] == 0 and rep["results_received"] == rep["requested"]
+          and rep["results_accepted"] == rep["requested"])
     if not ok and not args.json:
         sys.stderr.write("meterkit sim scenario: exactly-once NOT met (see duplicates/lost/results_received)\n")
     return 0 if ok else 1
