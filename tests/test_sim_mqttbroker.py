@@ -708,3 +708,47 @@ def test_firmware_mqtt_client_connects_subscribes_and_gets_a_qos1_message_throug
     c.poll()
     pump_wire()
     assert c._ping_due is None and c.state == UP and b.stats["pings"] == 1
+
+
+# -- the simulated modem, unchanged, with a Pipe for its socket ---------------------------------
+def test_simulated_modem_bridges_the_firmware_to_the_broker_through_a_pipe(monkeypatch):
+    """What the scenario will do: ModemModel's TCP bridge opens broker.connect() instead of a socket.
+    Its select() wait is stubbed (a Pipe has no descriptor: a send is answered before it returns)."""
+    import types
+
+    from host_tools.sim import modem as modem_mod
+    from test_sim_modem import ATClient, open_sim7600_link
+
+    b, clock = broker()
+    opened = []
+
+    def create_connection(addr, timeout=None):
+        opened.append(addr)
+        return b.connect()
+
+    monkeypatch.setattr(modem_mod, "socket", types.SimpleNamespace(
+        create_connection=create_connection, IPPROTO_TCP=6, TCP_NODELAY=1))
+    monkeypatch.setattr(modem_mod, "select", types.SimpleNamespace(select=lambda r, w, x, t=None: (r, [], [])))
+    he, got = headend(b, listen="meters/+/up")
+    c = ATClient(broker=("sim", 1883))
+    c.boot()
+    assert open_sim7600_link(c)[-1] == "CONNECT 115200" and opened == [("sim", 1883)]
+    c.send_raw(connect_pkt("meter-1", will=("meters/meter-1/up", b"offline", 1, False))
+               + subscribe_pkt(1, "meters/meter-1/down"))
+    c.advance(100)
+    assert parse(c.take()) == [{"type": CONNACK, "session_present": False, "code": 0},
+                               {"type": SUBACK, "pid": 1, "codes": [1]}]
+    he.publish("meters/meter-1/down", b"token")
+    c.advance(100)
+    (down,) = parse(c.take())
+    assert (down["topic"], down["payload"], down["qos"]) == ("meters/meter-1/down", b"token", 1)
+    c.send_raw(puback_pkt(down["pid"]) + publish_pkt("meters/meter-1/up", b"accepted", pid=2))
+    c.advance(100)
+    assert parse(c.take()) == [{"type": PUBACK, "pid": 2}]
+    b.pump()
+    assert got == [("meters/meter-1/up", b"accepted", 1, False, False)]
+    assert b.sessions()["meter-1"]["inflight"] == 0
+    c.m.drop_link()                            # the modem closes the TCP link: the broker sees it at once
+    b.pump()
+    assert b.sessions()["meter-1"]["connected"] is False
+    assert got[-1] == ("meters/meter-1/up", b"offline", 1, False, False), "no will after the modem's close"

@@ -480,8 +480,9 @@ class SimBroker:
             return
         self._n_msg += 1
         m = _Message(self._n_msg, topic, payload, qos, src)
-        self._log("publish msg%d %s qos=%d%s%s from %s (%d bytes)" % (
-            m.n, topic, qos, " retain" if retain else "", " dup" if dup else "", src, len(m.payload)))
+        self._log("publish msg%d %s qos=%d%s%s from %s (%d bytes%s)" % (
+            m.n, topic, qos, " retain" if retain else "", " dup" if dup else "", src, len(m.payload),
+            ", its will" if will else ""))
         if retain:
             self._retained.pop(topic, None)
             if m.payload:
