@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: venv test demo bench clean mpy-check
+.PHONY: venv test demo bench bench-long clean mpy-check
 
 $(STAMP): requirements.txt pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -23,6 +23,9 @@ demo: venv
 
 bench: venv
 	$(BIN)/python -m host_tools.bench
+
+bench-long: venv
+	$(BIN)/python -m host_tools.bench --long
 
 mpy-check: venv
 	$(BIN)/python -m host_tools.build.mpycheck

@@ -1,6 +1,8 @@
 """`make bench`: runs every benchmark module, prints a table and writes build/bench.json (a flat object).
+`make bench-long` (`--long`) runs the long ones (LONG: hours, not minutes) into the same file.
 
-Each module in BENCHES has `run() -> dict` of flat keys; a failing benchmark is reported, not fatal."""
+Each entry is a module with `run() -> dict` of flat keys, or `module:function`; a failing benchmark is
+reported, not fatal."""
 import importlib
 import json
 import sys
@@ -20,9 +22,17 @@ BENCHES = [
     "host_tools.bench.remote_bench",
 ]
 
+LONG = [
+    "host_tools.bench.remote_bench:run_long",
+]
+
 
 def main(argv=None):
-    names = (argv if argv is not None else sys.argv[1:]) or BENCHES
+    names = list(argv if argv is not None else sys.argv[1:])
+    if names == ["--long"]:
+        names = LONG
+        print("make bench-long: the long runs (%s); expect hours on 2 cores" % ", ".join(LONG), flush=True)
+    names = names or BENCHES
     results, failed = {}, []
     BUILD.mkdir(exist_ok=True)
     out = BUILD / "bench.json"
@@ -35,7 +45,8 @@ def main(argv=None):
         t0 = time.monotonic()
         print(f"== {name}", flush=True)
         try:
-            got = importlib.import_module(name).run()
+            mod, _, fn = name.partition(":")
+            got = getattr(importlib.import_module(mod), fn or "run")()
         except Exception:
             traceback.print_exc()
             failed.append(name)

@@ -56,6 +56,8 @@ def register(subparsers):
     t.add_argument("--keystore", default=os.environ.get("METERKIT_KEYSTORE"),
                    help="utility keystore JSON with vending_key_hex (or $METERKIT_KEYSTORE)")
     t.add_argument("--wait", type=float, metavar="S", help="wait up to S seconds for the meter's result")
+    t.add_argument("--request-key", metavar="KEY", help="idempotency key (e.g. the payment reference): the same "
+                                                      "key again returns the first vend, never a second token")
     t.set_defaults(func=cmd_topup)
 
     m = sub.add_parser("meters", help="list registered meters")
@@ -161,7 +163,7 @@ def cmd_topup(args):
         raise UsageError("--wait must be >= 0 seconds", hint="e.g. --wait 30")
     ks = vending.load_keystore(args.keystore)
     store = _store(args)
-    v = vending.vend_topup(store, ks, args.meter, kwh=args.kwh, amount=args.amount)
+    v = vending.vend_topup(store, ks, args.meter, kwh=args.kwh, amount=args.amount, request_key=args.request_key)
     out = dict(v, state="queued")
     running = service_running(store)
     if args.wait is not None:

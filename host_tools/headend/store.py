@@ -60,9 +60,19 @@ class Store:
             self.db.execute("PRAGMA journal_mode=WAL")
             self.db.execute("PRAGMA synchronous=NORMAL")
             self.db.executescript(SCHEMA)
+            self._migrate()
         except sqlite3.DatabaseError as e:
             raise UsageError(f"cannot open head-end database {self.path}: {e}",
                              hint="give --db a writable SQLite file (it is created if missing)") from None
+
+    def _migrate(self):
+        """Columns added since the first schema (an older database gains them at open)."""
+        cols = {r[1] for r in self.db.execute("PRAGMA table_info(vends)")}
+        if "request_key" not in cols:
+            # The caller's idempotency key for a top-up request: one request, one vend, ever.
+            self.db.execute("ALTER TABLE vends ADD COLUMN request_key TEXT")
+        self.db.execute("CREATE UNIQUE INDEX IF NOT EXISTS vends_request ON vends (meter_id, request_key) "
+                        "WHERE request_key IS NOT NULL")
 
     def close(self):
         with self._lock:
