@@ -115,8 +115,9 @@ class Protocol:
         except Exception as e:
             # It could not be done now (a flash or memory fault while acting; the action put itself
             # back). Not remembered and the sequence not taken: the head-end sends it again.
-            self.emit("msg_fault", {"id": mid, "error": type(e).__name__})
-            self._result(mid, "fault", {"error": type(e).__name__})
+            why = "%s: %s" % (type(e).__name__, e)
+            self.emit("msg_fault", {"id": mid, "error": why[:80]})
+            self._result(mid, "fault", {"error": why[:80]})
             return "fault"
         self._unreported = 0
         if not unsigned_token:

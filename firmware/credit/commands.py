@@ -91,6 +91,8 @@ class _Commands:
         digits = req.get("digits")
         if not isinstance(digits, str) or not 0 < len(digits) <= 40:
             raise ValueError("digits must be the token as a string")
+        import gc
+        gc.collect()      # the token code is loaded now and dropped after: give it one free stretch
         try:
             from tokens.apply import apply_token
             return apply_token(self.app, digits, req.get("source", "service"))
