@@ -56,7 +56,7 @@ def test_board_manifest_freezes_every_firmware_module_and_the_board(board, port_
     assert tool.port_includes == [port_manifest]
     fw = {p for p in firmware_modules() if not (p.name == "main.py" and p.parent == (ROOT / "firmware").resolve())}
     missing_from_manifest = sorted(str(p.relative_to(ROOT)) for p in fw - tool.frozen)
-    assert not missing_from_manifest, f"add these to host_tools/build/app_manifest.py: {missing_from_manifest}"
+    assert not missing_from_manifest, f"add these to boards/app_manifest.py: {missing_from_manifest}"
     assert (ROOT / "firmware/main.py").resolve() not in tool.frozen
     board_py = (ROOT / "boards" / board / "board.py").resolve()
     if board_py.exists():

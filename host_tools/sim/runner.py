@@ -19,7 +19,7 @@ from host_tools.errors import SimulationError
 from host_tools.paths import board_dir, micropython_bin
 from host_tools.sim import link as L
 from host_tools.sim.flashfile import FlashFile, PowerCut, make_image, read_image_files
-from host_tools.sim.fwbuild import build_tree
+from host_tools.sim.fwbuild import build_tree, frozen_layout, search_path
 from host_tools.sim.world import World
 
 _HELLO_R = struct.Struct("<QIB")
@@ -89,7 +89,8 @@ class SimMeter:
     def __init__(self, seed=1, profile="household", afe="typical", grid="stable", board="sim",
                  settings=None, heap=None, mpy=True, workdir=None, realtime=False, speed=1.0,
                  time_valid=True, flash_image=None, keep_flash=False, flash_offset=0,
-                 app_from_flash=False, broker=None, smsc=None, epoch=None):
+                 app_from_flash=False, broker=None, smsc=None, epoch=None, frozen=False, vfs_size=None,
+                 flash_cipher=None):
         self.board = board
         self.info = json.loads((board_dir(board) / "board.json").read_text())
         self.seed = seed
@@ -106,17 +107,28 @@ class SimMeter:
             workdir = self.tmp.name
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
-        fl = self.info["flash"]
+        fl = dict(self.info["flash"])
+        if vfs_size is not None:
+            fl["vfs_size"] = vfs_size      # a board whose file system runs to the end of a larger flash
+        self.vfs_size = fl["vfs_size"]
+        self.frozen_dir = None
         if app_from_flash:
             # Boot what was flashed: the application files come out of the flashed vfs partition.
             self.fw_dir = self.workdir / "app-from-flash"
-            files = read_image_files(str(flash_image), fl["vfs_size"], fl["block_size"], flash_offset)
+            files = read_image_files(str(flash_image), fl["vfs_size"], fl["block_size"], flash_offset,
+                                     cipher=flash_cipher)
             if "main.py" not in files:
                 raise SimulationError("the flashed file system has no main.py", hint="build with `meterkit build --board %s` and flash its fs image" % board)
             for name, data in files.items():
                 dst = self.fw_dir / name
                 dst.parent.mkdir(parents=True, exist_ok=True)
                 dst.write_bytes(data)
+            # The simulated chip runs the production firmware: the application frozen in, found after
+            # the file system on the search path (a development image's .mpy files shadow it, as on
+            # the chip).
+            self.frozen_dir = build_tree(board, mpy=True)
+        elif frozen:
+            self.fw_dir, self.frozen_dir = frozen_layout(board)
         else:
             self.fw_dir = build_tree(board, mpy=mpy)
         self.flash_path = Path(flash_image) if flash_image else self.workdir / "flash.img"
@@ -127,7 +139,8 @@ class SimMeter:
             if settings:
                 files["settings.json"] = json.dumps(settings).encode()
             make_image(self.flash_path, fl["vfs_size"], fl["block_size"], files)
-        self.flash = FlashFile(str(self.flash_path), fl["vfs_size"], fl["block_size"], offset=flash_offset)
+        self.flash = FlashFile(str(self.flash_path), fl["vfs_size"], fl["block_size"], offset=flash_offset,
+                               cipher=flash_cipher)
         self.pins = {v: 0 for v in self.info["pins"].values()}
         self.pin_names = {v: k for k, v in self.info["pins"].items()}
         self.display_lines = []
@@ -155,9 +168,15 @@ class SimMeter:
     # -- firmware process ------------------------------------------------------------------------
     def boot(self):
         env = dict(os.environ)
-        env.update(MICROPYPATH=".frozen:" + str(self.fw_dir), METER_SIM="127.0.0.1:%d" % self.port,
+        env.update(MICROPYPATH=search_path(self.fw_dir, self.frozen_dir), METER_SIM="127.0.0.1:%d" % self.port,
                    METER_SEED=str(self.seed), METER_BOARD_JSON=str(self.fw_dir / "board.json"),
-                   METER_FLASH=str(self.flash_path.resolve()), METER_FLASH_OFFSET=str(self.flash.offset))
+                   METER_FLASH_OFFSET=str(self.flash.offset), METER_VFS_SIZE=str(self.vfs_size))
+        if self.flash.cipher is None:
+            # plain flash: the board reads the file directly; encrypted flash is read through the
+            # simulator, which decrypts as the chip's flash cache does
+            env["METER_FLASH"] = str(self.flash_path.resolve())
+        else:
+            env.pop("METER_FLASH", None)
         log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(
             [micropython_bin(), "-X", "heapsize=%s" % self.heap, str(self.fw_dir / "main.py")],
