@@ -15,6 +15,7 @@ from serial import SerialException
 
 from host_tools.errors import DeviceError, MeterkitError
 from host_tools.flash import progress
+from host_tools.flash import seal as sealing
 from host_tools.flash.espimage import ImageError
 from host_tools.flash.layout import parse_flash_size, plan_flash
 
@@ -63,8 +64,11 @@ def _with_block_timeout(esp, seconds):
         setattr(esp, name, bounded)
 
 
-def flash_board(port, plan, log=None, compress=True, block_timeout=None, connect_attempts=3):
-    """Flash one board. `plan` comes from plan_flash(). Returns a result dict; raises DeviceError."""
+def flash_board(port, plan, log=None, compress=True, block_timeout=None, connect_attempts=3, seal=False,
+                keep_download_mode=False):
+    """Flash one board. `plan` comes from plan_flash(). With seal=True the images are encrypted on the
+    host with a fresh key and the sealing eFuses burnt afterwards (host_tools.flash.seal). Returns a
+    result dict; raises DeviceError."""
     info = plan.info
     log = log or progress.BoardLog()
     log.done_images = 0
@@ -101,6 +105,10 @@ def flash_board(port, plan, log=None, compress=True, block_timeout=None, connect
             raise DeviceError(f"{port}: refused, nothing written: {e}",
                               hint="use a firmware laid for this module's flash size") from None
         result["vfs_offset"] = writes[-1][0] if writes[-1][2] == "fs" else None
+        key = None
+        if seal:
+            key = sealing.new_key()
+            writes = sealing.encrypt_writes(writes, key, plan)
         log.writes = writes
         images = []
         for offset, data, label in writes:
@@ -110,6 +118,11 @@ def flash_board(port, plan, log=None, compress=True, block_timeout=None, connect
                            "md5": hashlib.md5(data).hexdigest(), "verified": True})
             log.done_images += 1
         result["images"] = images
+        if seal:
+            stage = "seal"
+            result["efuses"] = sealing.burn(esp, key, keep_download_mode=keep_download_mode)
+            result["flash_key_sha256"] = sealing.key_fingerprint(key)
+            result["sealed"] = True
         stage = "reset"
         if _can_toggle_lines(port):
             try:
@@ -139,6 +152,8 @@ def flash_many(ports, board, firmware, fs_image=None, show_progress=True, consol
     before any board is touched (bad board name, a firmware file that is not a valid ESP32 image,
     a file system image for another board)."""
     plan = plan_flash(board, firmware, fs_image)  # raises before touching any board
+    if opts.get("seal"):
+        sealing.check_sealable(plan)
     # the file system's size depends on each board's flash: the bar counts the 4 MB layout
     total = len(plan.firmware.data) + (plan.info["flash"].get("vfs_size", 0) if plan.files is not None else 0)
     results = [None] * len(ports)
