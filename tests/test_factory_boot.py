@@ -95,10 +95,11 @@ def test_a_blank_file_system_boots_to_a_repl_not_a_meter(tmp_path):
         boot(tmp_path / "f.bin")
 
 
-def test_sim_start_refuses_an_unbootable_flash_with_one_json_error(tmp_path):
+@pytest.mark.parametrize("verb", [["sim", "start"], ["sim", "esp32", "--boot"]])
+def test_sim_start_refuses_an_unbootable_flash_with_one_json_error(tmp_path, verb):
     write_chip(tmp_path / "f.bin", 8 * MB, imagegen.combined(), 0x200000, FS)
-    proc = subprocess.run([sys.executable, "-m", "host_tools.cli", "sim", "start", "--json", "--flash",
-                           str(tmp_path / "f.bin"), "--workdir", str(tmp_path / "w")],
+    proc = subprocess.run([sys.executable, "-m", "host_tools.cli", *verb, "--json", "--flash",
+                           str(tmp_path / "f.bin"), "--link", str(tmp_path / "uart0")],
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 4, proc
     lines = proc.stdout.strip().splitlines()

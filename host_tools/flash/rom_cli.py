@@ -20,12 +20,23 @@ def register_sim(simsub):
     p.add_argument("--chip", choices=sorted(CHIP_MAGIC), default="esp32", help="fault: claim another chip")
     p.add_argument("--die-after-blocks", type=int, default=None, help="fault: go silent after N blocks")
     p.add_argument("--corrupt-block", type=int, default=None, help="fault: flip a bit in data block N")
+    p.add_argument("--boot", action="store_true",
+                   help="power the chip up instead of holding it in download mode: boot what is in --flash as an "
+                        "ESP32 would (image checks, eFuses, encryption, file system) and run the meter; its "
+                        "UART0 is the pty at --link (the same as `meterkit sim start --flash FILE`)")
     p.add_argument("--json", action="store_true", help="print one JSON line once ready")
     p.set_defaults(func=handler)
 
 
 def handler(args):
     from host_tools.errors import UsageError
+    if args.boot:
+        import argparse
+
+        from host_tools.sim.commands import cmd_start
+        return cmd_start(argparse.Namespace(flash=args.flash, flash_offset=None, link=args.link, json=args.json,
+                                            seed=args.index + 1, profile="household", afe="typical", grid="stable",
+                                            speed=1.0, period=1, workdir=None, heap=None, frozen=False))
     if args.link is None and args.tcp is None:
         raise UsageError("no port to serve on", hint="give --link PATH (a pty) or --tcp PORT")
     link = start_rom(args.flash, link=None if args.tcp is not None else args.link, tcp_port=args.tcp,
