@@ -56,10 +56,38 @@ def test_board_manifest_freezes_every_firmware_module_and_the_board(board, port_
     assert tool.port_includes == [port_manifest]
     fw = {p for p in firmware_modules() if not (p.name == "main.py" and p.parent == (ROOT / "firmware").resolve())}
     missing_from_manifest = sorted(str(p.relative_to(ROOT)) for p in fw - tool.frozen)
-    assert not missing_from_manifest, f"add these to host_tools/build/app_manifest.py: {missing_from_manifest}"
+    assert not missing_from_manifest, f"add these to boards/app_manifest.py: {missing_from_manifest}"
     assert (ROOT / "firmware/main.py").resolve() not in tool.frozen
     board_py = (ROOT / "boards" / board / "board.py").resolve()
     if board_py.exists():
         assert board_py in tool.frozen
     else:  # the board module is being written by its owner; the manifest already names it
         assert tool.missing == [board_py]
+
+
+def test_no_board_file_depends_on_host_tools():
+    import re
+    uses = re.compile(r"^\s*(import|from)\s+host_tools|[\"'][^\"'\n]*host_tools[^\"'\n]*[\"']", re.M)
+    offenders = [str(p.relative_to(ROOT)) for p in (ROOT / "boards").rglob("*")
+                 if p.is_file() and uses.search(p.read_text(errors="replace"))]
+    assert not offenders, f"board files importing or including from host_tools/: {offenders}"
+    assert uses.search('include("../../host_tools/build/app_manifest.py")')  # what the check catches
+
+
+def test_the_esp32_board_is_a_complete_micropython_board_definition():
+    import json
+
+    from host_tools.flash import parttable
+    d = ROOT / "boards" / "esp32_atm90e26"
+    for name in ("mpconfigboard.cmake", "mpconfigboard.h", "sdkconfig.board", "manifest.py", "partitions.csv"):
+        assert (d / name).is_file(), f"boards/esp32_atm90e26/{name} is missing"
+    cmake = (d / "mpconfigboard.cmake").read_text()
+    assert "set(IDF_TARGET esp32)" in cmake and "MICROPY_FROZEN_MANIFEST ${MICROPY_BOARD_DIR}/manifest.py" in cmake
+    info = json.loads((d / "board.json").read_text())
+    parts = parttable.parse(parttable.build(parttable.from_csv((d / "partitions.csv").read_text())))
+    by = {p.name: p for p in parts}
+    assert by["ota_0"].offset == 0x10000 and by["ota_0"].size == by["ota_1"].size == 0x180000
+    vfs = by["vfs"]
+    assert vfs.encrypted and (vfs.offset, vfs.size) == (info["flash"]["vfs_offset"], info["flash"]["vfs_size"])
+    assert max(p.end for p in parts) <= info["flash"]["size"]
+    assert info["micropython"]["variant"] == "OTA" and info["micropython"]["psram"] is False

@@ -9,10 +9,12 @@ import struct
 import subprocess
 import sys
 
+import random
+
 import esptool
 import pytest
 
-from host_tools.flash import slip
+from host_tools.flash import imagegen, slip
 from host_tools.flash.rom import RomSimulator, checksum, mac_for
 from host_tools.flash.rom_link import start_rom
 
@@ -54,7 +56,7 @@ def test_esptool_detects_esp32_and_reads_flash_id_and_mac(board, capsys):
 
 def test_plain_and_compressed_writes_land_where_asked_and_verify(board, capsys):
     link, tmp = board
-    plain = os.urandom(5000)
+    plain = imagegen.bootloader()  # a real ESP image, as the line writes at 0x1000
     packed = bytes(range(256)) * 200  # compresses well, so -z really sends a deflate stream
     (tmp / "a.bin").write_bytes(plain)
     (tmp / "b.bin").write_bytes(packed)
@@ -70,7 +72,7 @@ def test_plain_and_compressed_writes_land_where_asked_and_verify(board, capsys):
 
 def test_read_flash_returns_what_was_written(board):
     link, tmp = board
-    data = os.urandom(300)
+    data = random.Random(3).randbytes(300)  # data, not firmware: read back byte for byte
     (tmp / "a.bin").write_bytes(data)
     esptool_run(link.port, "write-flash", "0x3000", str(tmp / "a.bin"))
     esptool_run(link.port, "read-flash", "0x3000", "300", str(tmp / "back.bin"))
@@ -95,7 +97,7 @@ def test_erase_flash_is_refused_like_the_real_rom(board):
 
 def test_corrupt_block_fault_makes_esptool_verify_fail(tmp_path):
     with start_rom(tmp_path / "f.bin", link=tmp_path / "esp", corrupt_block=2) as link:
-        (tmp_path / "a.bin").write_bytes(os.urandom(8192))
+        (tmp_path / "a.bin").write_bytes(imagegen.bootloader()[:8192])
         with pytest.raises(esptool.FatalError, match="MD5 of file does not match"):
             esptool_run(link.port, "write-flash", "--no-compress", "0x1000", str(tmp_path / "a.bin"))
 
@@ -150,7 +152,7 @@ def test_sim_esp32_cli_runs_until_sigterm_and_cleans_up(tmp_path):
         ready = json.loads(proc.stdout.readline())
         assert ready["port"] == str(link) and ready["flash"] == str(tmp_path / "f.bin")
         assert os.path.islink(link)
-        data = os.urandom(4096)
+        data = imagegen.bootloader()[:4096]
         (tmp_path / "a.bin").write_bytes(data)
         esptool_run(str(link), "write-flash", "0x1000", str(tmp_path / "a.bin"))
         with open(tmp_path / "f.bin", "rb") as f:
@@ -161,3 +163,18 @@ def test_sim_esp32_cli_runs_until_sigterm_and_cleans_up(tmp_path):
         rc = proc.wait(timeout=10)
     assert rc == 0
     assert not os.path.lexists(link)
+
+
+@pytest.mark.parametrize("mb", [4, 8, 16])
+def test_esptool_reads_the_modules_flash_size(tmp_path, capsys, mb):
+    with start_rom(tmp_path / "f.bin", link=tmp_path / "esp", flash_size=mb << 20) as link:
+        esptool_run(link.port, "flash-id")
+    assert f"Detected flash size: {mb}MB" in capsys.readouterr().out
+    assert os.path.getsize(tmp_path / "f.bin") == mb << 20
+
+
+def test_a_flash_file_of_another_size_is_refused(tmp_path):
+    (tmp_path / "f.bin").write_bytes(b"\xff" * (4 << 20))
+    from host_tools.errors import UsageError
+    with pytest.raises(UsageError, match="expected 8388608"):
+        RomSimulator(tmp_path / "f.bin", flash_size=8 << 20)

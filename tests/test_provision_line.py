@@ -20,6 +20,7 @@ from host_tools.build.builder import build
 from host_tools.cli import main
 from host_tools.device.client import ServiceClient
 from host_tools.errors import DeviceError, SimulationError
+from host_tools.flash import imagegen
 from host_tools.headend.demo import CSV_COLUMNS as HEADEND_COLUMNS
 from host_tools.provision.line import provision
 from host_tools.provision.records import RecordDB
@@ -38,7 +39,7 @@ def line(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("line")
     m = build("sim", tmp / "build", versions={})
     firmware = tmp / "firmware.bin"
-    firmware.write_bytes(os.urandom(64 * 1024))  # stands in for MicroPython's firmware.bin
+    firmware.write_bytes(imagegen.combined())  # a valid ESP32 combined image (esptool's image classes)
     flashes = flash_boards(tmp, N, firmware, tmp / "build" / "fs.img")   # four at once, esptool
     env = heap_env(tmp, os.environ.get("METER_TEST_HEAP"))
     meters = []

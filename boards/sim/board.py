@@ -204,7 +204,8 @@ class Board:
         self.modem = SimStream(link, 1, _IN_MODEM, self.pin("modem_power"), self.pin("modem_reset"))
         fl = self.info["flash"]
         self.block_size = fl["block_size"]
-        self.block_count = fl["vfs_size"] // self.block_size
+        # the file system's size: board.json's, or what the simulated chip laid to the end of its flash
+        self.block_count = int(os.getenv("METER_VFS_SIZE") or fl["vfs_size"]) // self.block_size
         self._req = bytearray(8)
         # Flash reads come straight from the image file (the simulator flushes every write before it
         # answers); writes go through the simulator, which may cut the power in the middle of one.

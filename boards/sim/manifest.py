@@ -2,5 +2,5 @@
 # has it (see docs/factory.md):
 #   make -C ports/unix FROZEN_MANIFEST=<repo>/boards/sim/manifest.py
 include("$(PORT_DIR)/variants/manifest.py")
-include("../../host_tools/build/app_manifest.py")
+include("../app_manifest.py")
 module("board.py")  # the simulator-backed board, importable as `board`

@@ -3,7 +3,6 @@
 The simulated ROM answers at pty speed, so this measures the host side (esptool, compression, MD5,
 our orchestration), not a real board's 115200-baud link."""
 import json
-import random
 import subprocess
 import sys
 import tempfile
@@ -11,20 +10,20 @@ import time
 from pathlib import Path
 
 from host_tools.build.builder import build
+from host_tools.flash import imagegen, parttable
 from host_tools.flash.flasher import flash_many
+from host_tools.paths import board_dir
 
 BOARD = "esp32_atm90e26"
-FIRMWARE_BYTES = 1_600_000  # about a generic ESP32 MicroPython firmware.bin
-ROUNDS = 2                  # boards per port in each measurement
+APP_BYTES = 1_500_000  # about a MicroPython ESP32 app with the meter frozen in (fits a 1.5 MB OTA slot)
+ROUNDS = 2             # boards per port in each measurement
 
 
-def fake_firmware(seed=1):
-    """Half random, half erased per 4 KB: compresses about as well as a real firmware image."""
-    rnd = random.Random(seed)
-    out = bytearray()
-    while len(out) < FIRMWARE_BYTES:
-        out += rnd.randbytes(2048) + b"\xff" * 2048
-    return bytes(out[:FIRMWARE_BYTES])
+def real_size_firmware():
+    """A valid combined image (bootloader, the board's own partition table, a 1.5 MB app) built with
+    esptool's image classes: what the line flashes, at its real size."""
+    table = parttable.from_csv((board_dir(BOARD) / "partitions.csv").read_text())
+    return imagegen.combined(app_size=APP_BYTES, entries=table)
 
 
 def _start_sims(tmp, n):
@@ -65,16 +64,18 @@ def run():
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
         t0 = time.monotonic()
-        m = build(BOARD, tmp / "build")
+        m = build(BOARD, tmp / "build", frozen=True)
         build_s = time.monotonic() - t0
         fw = tmp / "firmware.bin"
-        fw.write_bytes(fake_firmware())
+        fw.write_bytes(real_size_firmware())
         image = tmp / "build" / "fs.img"
+        fw_size = fw.stat().st_size
         one = _boards_per_hour(tmp, 1, fw, image)
         four = _boards_per_hour(tmp, 4, fw, image)
     return {
         "factory_build_seconds": round(build_s, 2),
         "factory_build_files": len(m["files"]),
+        "factory_firmware_bytes": fw_size,
         "factory_flash_boards_per_hour_1": one,
         "factory_flash_boards_per_hour_4_parallel": four,
     }

@@ -1,5 +1,13 @@
-"""Build one board's application: compile the firmware tree and board module, pack a littlefs image,
-write a manifest of what went in. Reproducible: the same sources give byte-identical outputs."""
+"""Build one board's file system image and a manifest of what went in. Two modes:
+
+- development (default): every firmware module and the board module compiled to .mpy on the file
+  system, for boards with PSRAM and for `mpremote` work;
+- frozen (`--frozen`): the production layout. The application and board code are frozen into the
+  MicroPython firmware (boards/<board>/manifest.py); the file system holds data only (main.py,
+  board.json, defaults), so nothing on it can shadow a frozen module ('' precedes '.frozen' on the
+  ESP32's sys.path).
+
+Reproducible: the same sources give byte-identical outputs."""
 import hashlib
 import json
 import os
@@ -13,6 +21,7 @@ from host_tools import paths
 from host_tools.build.compile import compile_source, mpy_cross_version, needs_arch
 from host_tools.errors import UsageError
 
+MODE_DEVELOPMENT, MODE_FROZEN = "development", "frozen"
 IMAGE_NAME = "fs.img"
 MANIFEST_NAME = "manifest.json"
 TREE_NAME = "app"          # the image's files, unpacked, for `meterkit deploy`
@@ -46,6 +55,69 @@ def tool_versions():
         "micropython_unix": mp,
         "littlefs_python": metadata.version("littlefs-python"),
     }
+
+
+def frozen_module_names(board_name, source_root=None):
+    """Module names the production firmware freezes (boards/app_manifest.py: every firmware module but
+    main.py, plus the board module as `board`), with their packages."""
+    root = Path(source_root) if source_root else paths.ROOT
+    fw = root / "firmware"
+    names = {"board"}
+    for p in fw.rglob("*.py"):
+        if "__pycache__" in p.parts:
+            continue
+        rel = p.relative_to(fw).with_suffix("")
+        if rel.as_posix() == "main":
+            continue
+        parts = rel.parts[:-1] if rel.name == "__init__" else rel.parts
+        for i in range(1, len(parts) + 1):
+            names.add(".".join(parts[:i]))
+    return names
+
+
+def shadowing(files, frozen_names):
+    """Files or folders in an image that an import would find before a frozen module of that name."""
+    found = []
+    for path in files:
+        parts = path.strip("/").split("/")
+        for i in range(1, len(parts) + 1):
+            stem = parts[i - 1]
+            if i == len(parts):
+                if not stem.endswith((".py", ".mpy")):
+                    break
+                stem = stem.rsplit(".", 1)[0]
+            name = ".".join(parts[:i - 1] + [stem])
+            if name in frozen_names:
+                found.append("/" + "/".join(parts[:i]))
+                break
+    return sorted(set(found))
+
+
+def collect_frozen_files(board_name, source_root=None):
+    """The data-only file system of a frozen image: main.py (the firmware's, as source: MicroPython runs
+    main.py from the file system and it is never frozen), board.json, defaults.json."""
+    root = Path(source_root) if source_root else paths.ROOT
+    board_dir, _info = load_board(board_name, root)
+    fw = root / "firmware"
+    files, meta, warnings = {}, {}, []
+    if (fw / "main.py").exists():
+        files["/main.py"] = (fw / "main.py").read_bytes()
+        meta["/main.py"] = {"source": "firmware/main.py", "kind": "source"}
+    else:
+        warnings.append("firmware/main.py is missing: the board will start to a REPL")
+    files["/board.json"] = (board_dir / "board.json").read_bytes()
+    meta["/board.json"] = {"source": f"boards/{board_name}/board.json", "kind": "json"}
+    if (fw / DEFAULTS).exists():
+        files["/" + DEFAULTS] = (fw / DEFAULTS).read_bytes()
+        meta["/" + DEFAULTS] = {"source": f"firmware/{DEFAULTS}", "kind": "json"}
+    clash = shadowing(files, frozen_module_names(board_name, root))
+    if clash:
+        raise UsageError(f"the frozen image's file system would shadow frozen modules: {', '.join(clash)}",
+                         hint="keep application code out of the data-only file system")
+    for p, data in files.items():
+        meta[p]["size"] = len(data)
+        meta[p]["sha256"] = sha256(data)
+    return files, meta, warnings
 
 
 def collect_files(board_name, source_root=None):
@@ -89,8 +161,9 @@ def collect_files(board_name, source_root=None):
     return files, meta, warnings
 
 
-def build(board_name, out_dir=None, source_root=None, versions=None):
+def build(board_name, out_dir=None, source_root=None, versions=None, frozen=False):
     """Build `board_name` into `out_dir` (default build/<board>/); return the manifest dict.
+    frozen=True writes the production layout (data only; the app is frozen into the firmware).
     Everything is made in memory first, then each output is swapped in whole, so a failed
     build leaves the previous one untouched."""
     from host_tools.build.image import make_image  # littlefs is only needed for a real build
@@ -102,13 +175,16 @@ def build(board_name, out_dir=None, source_root=None, versions=None):
             raise UsageError(f"board {board_name!r} has no flash.{key} in board.json",
                              hint="add the vfs partition's size and block size to board.json")
     block_size, block_count = flash["block_size"], flash["vfs_size"] // flash["block_size"]
-    files, meta, warnings = collect_files(board_name, source_root)
+    collect = collect_frozen_files if frozen else collect_files
+    files, meta, warnings = collect(board_name, source_root)
     image = make_image(files, block_size, block_count)
     out = Path(out_dir) if out_dir else paths.BUILD / board_name
     manifest = {
         "board": board_name,
         "mcu": info.get("mcu"),
         "arch": info.get("arch"),
+        "mode": MODE_FROZEN if frozen else MODE_DEVELOPMENT,
+        "frozen_manifest": f"boards/{board_name}/manifest.py" if frozen else None,
         "versions": versions if versions is not None else tool_versions(),
         "image": {"file": IMAGE_NAME, "size": len(image), "sha256": sha256(image),
                   "block_size": block_size, "block_count": block_count,

@@ -1,5 +1,7 @@
-"""`meterkit flash --port P [--port P ...] --board NAME --firmware FILE [--fs IMAGE] [--json]`."""
+"""`meterkit flash --port P [--port P ...] --board NAME --firmware FILE [--fs IMAGE] [--seal --db FILE] [--json]`."""
+import hashlib
 import sys
+from pathlib import Path
 
 from rich.console import Console
 
@@ -15,6 +17,14 @@ def register(sub):
     p.add_argument("--fs", default=None, help="littlefs image from `meterkit build`, written at the vfs offset")
     p.add_argument("--no-compress", action="store_true", help="send data uncompressed (slower on a real board)")
     p.add_argument("--block-timeout", type=float, default=None, help="seconds to wait per block before calling a board dead")
+    p.add_argument("--seal", action="store_true",
+                   help="encrypt on the host with a fresh key per board and burn the sealing eFuses (flash "
+                        "encryption, no download mode, no JTAG): irreversible")
+    p.add_argument("--keep-download-mode", action="store_true",
+                   help="with --seal: leave UART_DOWNLOAD_DIS unburnt (ESP32 silicon before v3 has no such eFuse)")
+    p.add_argument("--db", default=None, help="manufacturing record DB for --seal (default factory-records.sqlite "
+                                               "or $METERKIT_FACTORY_DB)")
+    p.add_argument("--operator", default=None, help="who ran the line (recorded with --seal)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=handler)
 
@@ -22,7 +32,10 @@ def register(sub):
 def handler(args):
     results = flash_many(args.port, args.board, args.firmware, args.fs, show_progress=not args.json,
                          console=Console(stderr=True), compress=not args.no_compress,
-                         block_timeout=args.block_timeout)
+                         block_timeout=args.block_timeout, seal=args.seal,
+                         keep_download_mode=args.keep_download_mode)
+    if args.seal:
+        record_seals(results, args)
     failed = [r for r in results if not r["ok"]]
     if args.json:
         emit({"board": args.board, "ok": not failed, "flashed": len(results) - len(failed),
@@ -35,3 +48,20 @@ def handler(args):
                 sys.stdout.write(f"{r['port']}: FAILED  {r['error']}" + (f" ({r['hint']})" if r.get("hint") else "") + "\n")
         sys.stdout.write(f"{len(results) - len(failed)}/{len(results)} boards flashed\n")
     return 1 if failed else 0
+
+
+def record_seals(results, args):
+    """One sealing row per sealed board in the manufacturing record (keyed by MAC)."""
+    import os
+
+    from host_tools.provision.records import DEFAULT_DB, RecordDB
+    db = RecordDB(args.db or os.environ.get("METERKIT_FACTORY_DB") or DEFAULT_DB)
+    fw = hashlib.sha256(Path(args.firmware).read_bytes()).hexdigest()
+    fs = hashlib.sha256(Path(args.fs).read_bytes()).hexdigest() if args.fs else None
+    try:
+        for r in results:
+            if r.get("sealed"):
+                db.save_seal(r["mac"], args.board, r.get("flash_size"), fw, fs, r["flash_key_sha256"], r["efuses"],
+                             operator=args.operator)
+    finally:
+        db.close()

@@ -1,5 +1,7 @@
 """Flash MicroPython and the application image onto ESP32 boards with esptool used as a library:
-detect the chip, check it is the board's MCU, write both images, verify them by MD5, reset.
+check the firmware file as a bootloader would (before any board is touched), detect the chip and
+check it is the board's MCU, read the board's flash size, lay the file system for it, write both
+images, verify them by MD5, reset.
 Many ports at once, each in its own thread with its own progress bar; one board failing never
 stops the others."""
 import hashlib
@@ -7,13 +9,15 @@ import os
 import threading
 import time
 
-from esptool.cmds import attach_flash, detect_chip, reset_chip, write_flash
+from esptool.cmds import attach_flash, detect_chip, detect_flash_size, reset_chip, write_flash
 from esptool.util import FatalError
 from serial import SerialException
 
 from host_tools.errors import DeviceError, MeterkitError
 from host_tools.flash import progress
-from host_tools.flash.layout import board_info, plan_writes
+from host_tools.flash import seal as sealing
+from host_tools.flash.espimage import ImageError
+from host_tools.flash.layout import parse_flash_size, plan_flash
 
 
 def _chip_matches(chip_name, mcu):
@@ -60,9 +64,12 @@ def _with_block_timeout(esp, seconds):
         setattr(esp, name, bounded)
 
 
-def flash_board(port, board, writes, log=None, compress=True, block_timeout=None, connect_attempts=3):
-    """Flash one board. `writes` comes from plan_writes(). Returns a result dict; raises DeviceError."""
-    info = board_info(board)
+def flash_board(port, plan, log=None, compress=True, block_timeout=None, connect_attempts=3, seal=False,
+                keep_download_mode=False):
+    """Flash one board. `plan` comes from plan_flash(). With seal=True the images are encrypted on the
+    host with a fresh key and the sealing eFuses burnt afterwards (host_tools.flash.seal). Returns a
+    result dict; raises DeviceError."""
+    info = plan.info
     log = log or progress.BoardLog()
     log.done_images = 0
     progress.bind(log)
@@ -85,6 +92,24 @@ def flash_board(port, board, writes, log=None, compress=True, block_timeout=None
             _with_block_timeout(esp, block_timeout)
         stage = "attach"
         attach_flash(esp)
+        stage = "flash size"
+        size_text = detect_flash_size(esp)
+        if size_text is None:
+            raise DeviceError(f"{port}: the board's flash chip reports an unknown size (JEDEC id "
+                              f"{esp.flash_id():#08x})", hint="this module's flash is not supported; take it off the line")
+        flash_size = parse_flash_size(size_text)
+        result["flash_size"] = size_text
+        try:
+            writes = plan.writes_for(flash_size)
+        except ImageError as e:
+            raise DeviceError(f"{port}: refused, nothing written: {e}",
+                              hint="use a firmware laid for this module's flash size") from None
+        result["vfs_offset"] = writes[-1][0] if writes[-1][2] == "fs" else None
+        key = None
+        if seal:
+            key = sealing.new_key()
+            writes = sealing.encrypt_writes(writes, key, plan)
+        log.writes = writes
         images = []
         for offset, data, label in writes:
             stage = label
@@ -93,6 +118,11 @@ def flash_board(port, board, writes, log=None, compress=True, block_timeout=None
                            "md5": hashlib.md5(data).hexdigest(), "verified": True})
             log.done_images += 1
         result["images"] = images
+        if seal:
+            stage = "seal"
+            result["efuses"] = sealing.burn(esp, key, keep_download_mode=keep_download_mode)
+            result["flash_key_sha256"] = sealing.key_fingerprint(key)
+            result["sealed"] = True
         stage = "reset"
         if _can_toggle_lines(port):
             try:
@@ -119,9 +149,13 @@ def flash_board(port, board, writes, log=None, compress=True, block_timeout=None
 def flash_many(ports, board, firmware, fs_image=None, show_progress=True, console=None, **opts):
     """Flash every port at once (one thread each). Returns a list of per-port result dicts in the
     order of `ports`; each has ok, and error/hint when it failed. Raises only for problems found
-    before any board is touched (bad board name, an image that does not fit)."""
-    writes = plan_writes(board, firmware, fs_image)  # raises before touching any board
-    total = sum(len(d) for _o, d, _l in writes)
+    before any board is touched (bad board name, a firmware file that is not a valid ESP32 image,
+    a file system image for another board)."""
+    plan = plan_flash(board, firmware, fs_image)  # raises before touching any board
+    if opts.get("seal"):
+        sealing.check_sealable(plan)
+    # the file system's size depends on each board's flash: the bar counts the 4 MB layout
+    total = len(plan.firmware.data) + (plan.info["flash"].get("vfs_size", 0) if plan.files is not None else 0)
     results = [None] * len(ports)
 
     from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeElapsedColumn
@@ -134,15 +168,20 @@ def flash_many(ports, board, firmware, fs_image=None, show_progress=True, consol
 
         def on_progress(fraction):
             # one bar per board over both images: bytes of finished images + this one's share
+            writes = log.writes
             n = log.done_images
+            if not writes or n >= len(writes):
+                return
             done = sum(len(writes[k][1]) for k in range(n))
-            bar.update(task, completed=done + int(fraction * len(writes[n][1])),
-                       description=f"{port} {writes[n][2]}")
+            bar.update(task, total=sum(len(w[1]) for w in writes),
+                       completed=done + int(fraction * len(writes[n][1])), description=f"{port} {writes[n][2]}")
         log.on_progress = on_progress
         t0 = time.monotonic()
         try:
-            r = flash_board(port, board, writes, log=log, **opts)
-            bar.update(task, completed=total, description=f"{port} done")
+            r = flash_board(port, plan, log=log, **opts)
+            r["mode"] = plan.mode
+            done = sum(len(w[1]) for w in log.writes or ()) or total
+            bar.update(task, total=done, completed=done, description=f"{port} done")
         except MeterkitError as e:
             r = {"port": port, "ok": False, "error": e.message, "hint": e.hint}
             bar.update(task, description=f"{port} FAILED")

@@ -1,10 +1,29 @@
-"""Where things go in a board's flash (from board.json), checks made before a board is touched, and
-reading the vfs partition back out of a flash file."""
+"""Where things go in a board's flash. The firmware file is checked as a bootloader would (see
+espimage.py) before any board is touched; the file system goes where MicroPython's ESP32 port will
+look for it on *that* board: from the end of the image's last partition to the end of the board's
+physical flash, re-laid as a littlefs image of exactly that many blocks."""
 import json
+import threading
 from pathlib import Path
 
 from host_tools import paths
+from host_tools.build import image as fsimage
 from host_tools.errors import UsageError
+from host_tools.flash import espimage, parttable
+
+FLASH_SIZES = {"1MB": 1 << 20, "2MB": 2 << 20, "4MB": 4 << 20, "8MB": 8 << 20, "16MB": 16 << 20,
+               "32MB": 32 << 20, "64MB": 64 << 20, "128MB": 128 << 20}
+
+
+def parse_flash_size(text):
+    """'4MB' / '8MB' / '16MB' (esptool's spelling, also '4MiB' or a byte count) -> bytes."""
+    t = str(text).strip().upper().replace("MIB", "MB")
+    if t in FLASH_SIZES:
+        return FLASH_SIZES[t]
+    try:
+        return int(t, 0)
+    except ValueError:
+        raise UsageError(f"unknown flash size {text!r}", hint="use 4MB, 8MB or 16MB") from None
 
 
 def board_info(board):
@@ -18,36 +37,126 @@ def board_info(board):
     return json.loads((d / "board.json").read_text())
 
 
-def plan_writes(board, firmware, fs_image=None):
-    """Return [(offset, bytes, label)] to write, after checking everything fits where it goes."""
+def _read(src):
+    return bytes(src) if isinstance(src, (bytes, bytearray)) else Path(src).read_bytes()
+
+
+class FlashPlan:
+    """What `meterkit flash` writes, checked before any board is touched. The file system is laid per
+    board (`writes_for(flash_size)`) once its flash size is known."""
+
+    def __init__(self, info, firmware, files, fs_meta):
+        self.info = info
+        self.firmware = firmware      # CheckedImage
+        self.files = files            # {"/path": bytes} for the file system, or None
+        self.fs_meta = fs_meta        # the build manifest beside the fs image (or {})
+        self.block_size = info["flash"]["block_size"]
+        self._images = {}
+        self._lock = threading.Lock()
+
+    @property
+    def mode(self):
+        return (self.fs_meta or {}).get("mode")
+
+    def vfs_region(self, flash_size):
+        """(offset, size) of the file system on a board with `flash_size` bytes; raises ImageError
+        when the image does not fit that board."""
+        return espimage.check_flash_fits(self.firmware, flash_size, block_size=self.block_size)
+
+    def fs_image(self, flash_size):
+        """The littlefs image for a board of `flash_size` bytes (made once per size)."""
+        off, size = self.vfs_region(flash_size)
+        with self._lock:
+            if flash_size not in self._images:
+                try:
+                    self._images[flash_size] = fsimage.make_image(self.files, self.block_size, size // self.block_size)
+                except UsageError as e:
+                    raise espimage.ImageError(f"the file system does not fit the {size // 1024} KB left at "
+                                              f"{off:#x} on a {flash_size >> 20} MB board: {e.message}") from None
+            return off, self._images[flash_size]
+
+    def writes_for(self, flash_size):
+        """[(offset, bytes, label)] for a board of `flash_size` bytes."""
+        writes = [(self.info["flash"]["firmware_offset"], self.firmware.data, "firmware")]
+        if self.files is not None:
+            off, img = self.fs_image(flash_size)
+            writes.append((off, img, "fs"))
+        else:
+            self.vfs_region(flash_size)  # still refuse a board too small for the firmware
+        return writes
+
+
+def _fs_files(info, fs_image):
+    """Read the built image's files and the manifest beside it; refuse an image for another board."""
+    name = info.get("name")
+    data = _read(fs_image)
+    bs = info["flash"]["block_size"]
+    if not data or len(data) % bs:
+        raise UsageError(f"file system image is {len(data)} bytes, not a whole number of {bs}-byte blocks",
+                         hint="use the fs.img that `meterkit build` wrote")
+    try:
+        files = fsimage.read_image(data, bs)
+    except Exception as e:  # littlefs raises its own error types for anything that is not an image
+        raise UsageError(f"file system image is not a littlefs image with {bs}-byte blocks ({type(e).__name__})",
+                         hint="use the fs.img that `meterkit build` wrote") from None
+    meta = {}
+    if not isinstance(fs_image, (bytes, bytearray)):
+        m = Path(fs_image).with_name("manifest.json")
+        if m.exists():
+            meta = json.loads(m.read_text())
+    built_for = meta.get("board")
+    if built_for is None and "/board.json" in files:
+        try:
+            built_for = json.loads(files["/board.json"]).get("name")
+        except ValueError:
+            built_for = None
+    if built_for is not None and name is not None and built_for != name:
+        raise UsageError(f"the file system image was built for board {built_for!r}, not {name!r}",
+                         hint=f"run `meterkit build --board {name}` and flash that image")
+    return files, meta
+
+
+def plan_flash(board, firmware, fs_image=None):
+    """Check everything that can be checked without a board: the firmware file (ESP image magic, chip,
+    checksums, SHA-256, partition table, app in its partition) and the file system image (littlefs,
+    built for this board). Raises UsageError naming the problem; returns a FlashPlan."""
     info = board_info(board)
-    fl = info["flash"]
-    fw = Path(firmware).read_bytes() if not isinstance(firmware, (bytes, bytearray)) else bytes(firmware)
-    writes = [(fl["firmware_offset"], fw, "firmware")]
-    fw_room = fl["vfs_offset"] - fl["firmware_offset"]
-    if len(fw) > fw_room:
-        raise UsageError(f"firmware is {len(fw)} bytes but only {fw_room} fit below the vfs partition "
-                         f"at {fl['vfs_offset']:#x}", hint="use a smaller MicroPython build or change the layout")
-    if fs_image is not None:
-        img = Path(fs_image).read_bytes() if not isinstance(fs_image, (bytes, bytearray)) else bytes(fs_image)
-        if len(img) > fl["vfs_size"]:
-            raise UsageError(f"file system image is {len(img)} bytes but the vfs partition holds {fl['vfs_size']}",
-                             hint=f"rebuild it with `meterkit build --board {info.get('name', '...')}`")
-        if len(img) % fl["block_size"]:
-            raise UsageError(f"file system image is {len(img)} bytes, not a whole number of "
-                             f"{fl['block_size']}-byte blocks", hint="use the fs.img that `meterkit build` wrote")
-        writes.append((fl["vfs_offset"], img, "fs"))
-    return writes
+    mcu = str(info.get("mcu", "esp32")).lower().replace("-", "")
+    data = _read(firmware)
+    try:
+        checked = espimage.check_firmware(data, chip=mcu if mcu.startswith("esp") else "esp32")
+    except espimage.ImageError as e:
+        raise UsageError(f"firmware refused: {e}", hint="flash the combined image MicroPython publishes for an "
+                         "ESP32 (bootloader, partition table and app; written at 0x1000)") from None
+    if info["flash"]["firmware_offset"] != espimage.BOOTLOADER_OFFSET:
+        raise UsageError(f"board {info.get('name')} writes firmware at {info['flash']['firmware_offset']:#x}; "
+                         f"an ESP32 combined image goes at {espimage.BOOTLOADER_OFFSET:#x}", hint="fix board.json")
+    files, meta = _fs_files(info, fs_image) if fs_image is not None else (None, {})
+    return FlashPlan(info, checked, files, meta)
 
 
-def vfs_image_from_flash(flash_file, board):
-    """The vfs partition's bytes out of a flash file (what `meterkit flash` wrote to a simulated
-    ESP32), so the simulator can boot a meter from exactly what was flashed."""
-    fl = board_info(board)["flash"]
+def vfs_region_in_flash(flash_file):
+    """(offset, size) of the file system in a whole-chip flash file, found as MicroPython finds it:
+    the partition table at 0x8000, the chip's size = the file's size."""
     with open(flash_file, "rb") as f:
-        f.seek(fl["vfs_offset"])
-        data = f.read(fl["vfs_size"])
-    if len(data) != fl["vfs_size"]:
-        raise UsageError(f"{flash_file} ends before the vfs partition does",
-                         hint="give the whole flash file (4 MB)")
+        f.seek(parttable.TABLE_OFFSET)
+        table = f.read(parttable.TABLE_MAX)
+        f.seek(0, 2)
+        size = f.tell()
+    try:
+        parts = parttable.parse(table)
+    except parttable.PartitionTableError as e:
+        raise UsageError(f"{flash_file}: {e}", hint="flash a firmware with `meterkit flash` first") from None
+    return parttable.vfs_region(parts, size)
+
+
+def vfs_image_from_flash(flash_file, board=None):
+    """The file system's bytes out of a flash file (what `meterkit flash` wrote to a simulated ESP32),
+    so the simulator can boot a meter from exactly what was flashed."""
+    off, size = vfs_region_in_flash(flash_file)
+    with open(flash_file, "rb") as f:
+        f.seek(off)
+        data = f.read(size)
+    if len(data) != size:
+        raise UsageError(f"{flash_file} ends before the file system does", hint="give the whole flash file")
     return data

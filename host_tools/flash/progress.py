@@ -15,6 +15,7 @@ class BoardLog:
     def __init__(self, on_progress=None, keep=200):
         self.lines = []
         self.done_images = 0
+        self.writes = None  # [(offset, bytes, label)] once the board's layout is known
         self.keep = keep
         self.on_progress = on_progress  # called with (fraction of the current image done)
 

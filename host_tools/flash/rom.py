@@ -18,12 +18,11 @@ SECTOR = 4096
 CHIP_MAGIC = {"esp32": 0x00F01D83, "esp32s2": 0x000007C6, "esp8266": 0xFFF0C101, "unknown": 0x0BADC0DE}
 
 _MAGIC_REG = 0x40001000
-_EFUSE_BASE = 0x3FF5A000
 _APB_DATE = 0x3FF6607C
 _UART_CLKDIV = 0x3FF40014
 _SPI_BASE = 0x3FF42000
 _SPI_W0 = _SPI_BASE + 0x80
-_JEDEC_WINBOND_4MB = 0x1640EF
+_WINBOND = 0x40EF  # manufacturer 0xEF, memory type 0x40; the capacity byte above it is log2(size)
 
 # request opcodes
 SYNC, READ_REG, WRITE_REG = 0x08, 0x0A, 0x09
@@ -47,6 +46,11 @@ _ESPRESSIF_OUI = bytes([0x24, 0x0A, 0xC4])
 def mac_for(index):
     """A stable, distinct MAC per simulated board (Espressif OUI + the index)."""
     return _ESPRESSIF_OUI + (index & 0xFFFFFF).to_bytes(3, "big")
+
+
+def efuse_path_for(flash_path):
+    """The eFuse file that belongs to a flash file (one simulated chip = both)."""
+    return str(flash_path) + ".efuse"
 
 
 def checksum(data):
@@ -96,16 +100,22 @@ class RomSimulator:
       written with one bit flipped, so MD5 verify fails."""
 
     def __init__(self, flash_path, index=0, chip="esp32", die_after_blocks=None, corrupt_block=None,
-                 flash_size=FLASH_SIZE):
+                 flash_size=FLASH_SIZE, efuse_path=None):
         if chip not in CHIP_MAGIC:
             raise UsageError(f"unknown chip {chip!r}", hint=f"use one of {', '.join(CHIP_MAGIC)}")
+        if flash_size & (flash_size - 1) or not (1 << 20) <= flash_size <= (128 << 20):
+            raise UsageError(f"flash size {flash_size} is not a power of two between 1 and 128 MB",
+                             hint="use 4MB, 8MB or 16MB")
         self.flash = FlashFile(flash_path, flash_size)
         self.mac = mac_for(index)
+        from host_tools.flash.efuse import ChipEfuses
+        self.efuses = ChipEfuses(efuse_path or efuse_path_for(flash_path), mac=self.mac)
         self.chip = chip
         self.die_after_blocks = die_after_blocks
         self.corrupt_block = corrupt_block
         self.blocks_written = 0
         self.requests = 0  # frames received: lets tests prove a board was never touched
+        self.refused_syncs = 0
         self.dead = False
         self._regs = {}
         self._write = None  # the flash write in progress: dict(addr, block_size, next_seq, inflate)
@@ -114,16 +124,16 @@ class RomSimulator:
     def read_reg(self, addr):
         if addr == _MAGIC_REG:
             return CHIP_MAGIC[self.chip]
-        if addr == _EFUSE_BASE + 4:
-            return int.from_bytes(self.mac[2:6], "big")
-        if addr == _EFUSE_BASE + 8:
-            return int.from_bytes(self.mac[0:2], "big")
+        if self.efuses.covers(addr):
+            return self.efuses.read_reg(addr)  # read-protected blocks read as zero, as on the chip
+        if addr == _APB_DATE:
+            return self.efuses.read_reg(self.efuses.REGS.APB_CTL_DATE_ADDR)
         if addr == _UART_CLKDIV:
             return 347  # 40 MHz crystal at 115200 baud
         if addr == _SPI_BASE:
             return 0  # SPI_CMD: the last flash command is done
         if addr == _SPI_W0:
-            return _JEDEC_WINBOND_4MB
+            return (self.flash.size.bit_length() - 1) << 16 | _WINBOND
         return self._regs.get(addr, 0)
 
     # ---- protocol
@@ -149,6 +159,10 @@ class RomSimulator:
         return struct.pack("<BBHI", 0x01, op, len(body), value) + body
 
     def _sync(self, op, data, chk):
+        if self.efuses.download_disabled:
+            # UART_DOWNLOAD_DIS: the ROM never enters download mode, so nothing answers at all
+            self.refused_syncs += 1
+            return []
         if data != _SYNC_PAYLOAD:
             raise _RomError(_ERR_INVALID_MSG)
         return [self._reply(op, _SYNC_VALUE)] * 8
@@ -159,6 +173,9 @@ class RomSimulator:
 
     def _write_reg(self, op, data, chk):
         addr, value, mask, _delay = struct.unpack("<IIII", data[:16])
+        if self.efuses.covers(addr):
+            self.efuses.write_reg(addr, value, mask)  # espefuse burning through the controller
+            return [self._reply(op)]
         old = self._regs.get(addr, 0)
         self._regs[addr] = (old & ~mask) | (value & mask)
         return [self._reply(op)]

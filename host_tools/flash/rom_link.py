@@ -103,7 +103,8 @@ class RomLink:
         self.rom.close()
 
     def __enter__(self):
-        return self.start()
+        # start_rom() already started it: a second serving thread on the same fds would outlive stop()
+        return self if self._thread is not None else self.start()
 
     def __exit__(self, *exc):
         self.stop()

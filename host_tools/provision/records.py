@@ -25,6 +25,9 @@ CREATE TABLE IF NOT EXISTS reserved (serial INTEGER PRIMARY KEY, at REAL);
 CREATE TABLE IF NOT EXISTS runs (
     id INTEGER PRIMARY KEY AUTOINCREMENT, serial INTEGER, at REAL, operator TEXT, action TEXT,
     ok INTEGER, detail TEXT);
+CREATE TABLE IF NOT EXISTS sealing (
+    mac TEXT PRIMARY KEY, at REAL, board TEXT, operator TEXT, flash_size TEXT, firmware_sha256 TEXT,
+    fs_sha256 TEXT, flash_key_sha256 TEXT, efuses TEXT);
 CREATE TABLE IF NOT EXISTS certificates (
     id INTEGER PRIMARY KEY AUTOINCREMENT, serial INTEGER, meter_id TEXT, at REAL, folder TEXT, files TEXT);
 """
@@ -64,6 +67,19 @@ class RecordDB:
         finally:
             self.db.isolation_level = ""
         return serial
+
+    def save_seal(self, mac, board, flash_size, firmware_sha256, fs_sha256, flash_key_sha256, efuses, operator=None):
+        """Record how a board was sealed (by its MAC, the key the line knows it by before provisioning):
+        the eFuses burnt and a fingerprint of its flash encryption key, never the key."""
+        with self.db:
+            self.db.execute("INSERT OR REPLACE INTO sealing (mac, at, board, operator, flash_size, firmware_sha256, "
+                            "fs_sha256, flash_key_sha256, efuses) VALUES (?,?,?,?,?,?,?,?,?)",
+                            (mac, time.time(), board, operator, flash_size, firmware_sha256, fs_sha256,
+                             flash_key_sha256, json.dumps(efuses, sort_keys=True)))
+
+    def seal_record(self, mac):
+        r = self.db.execute("SELECT * FROM sealing WHERE mac=?", (mac,)).fetchone()
+        return dict(r) if r else None
 
     def by_serial(self, serial):
         r = self.db.execute("SELECT * FROM meters WHERE serial=?", (int(serial),)).fetchone()

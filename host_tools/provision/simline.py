@@ -23,12 +23,15 @@ def sim_board_on_esp32():
     return dict(board_info(BOARD), mcu="esp32")
 
 
-def flash_boards(workdir, n, firmware, fs_image, first_index=0):
-    """Flash n simulated ESP32s at once; returns their flash files. Raises if any board failed."""
+def flash_boards(workdir, n, firmware, fs_image, first_index=0, flash_size=4 << 20, **opts):
+    """Flash n simulated ESP32s (of `flash_size` bytes) at once; returns their flash files. Raises if
+    any board failed. `opts` go to flash_many (seal=True: encrypted, eFuses burnt)."""
     flashes = [workdir / f"flash{first_index + i}.bin" for i in range(n)]
-    roms = [start_rom(flashes[i], link=workdir / f"esp{first_index + i}", index=first_index + i) for i in range(n)]
+    roms = [start_rom(flashes[i], link=workdir / f"esp{first_index + i}", index=first_index + i,
+                      flash_size=flash_size) for i in range(n)]
     try:
-        results = flash_many([r.port for r in roms], sim_board_on_esp32(), firmware, fs_image, show_progress=False)
+        results = flash_many([r.port for r in roms], sim_board_on_esp32(), firmware, fs_image, show_progress=False,
+                             **opts)
     finally:
         for r in roms:
             r.stop()

@@ -33,6 +33,9 @@ def register_sim(simsub):
                    help="where the vfs partition starts in --flash (default: the board's vfs offset if the "
                         "file is a whole chip, else 0)")
     p.add_argument("--workdir", help="keep the meter's files here (default: a temporary folder)")
+    p.add_argument("--frozen", action="store_true",
+                   help="the production layout: a data-only file system, the app from a directory standing for "
+                        ".frozen after it on the search path (booting from --flash always has the frozen app)")
     p.add_argument("--heap", default=None, help="MicroPython heap cap (default %s)" % DEFAULT_HEAP)
     _common(p)
     p.set_defaults(func=cmd_start)
@@ -72,9 +75,17 @@ def cmd_start(args):
             raise UsageError("no flash file %s" % args.flash, hint="flash one with `meterkit flash` or build an image")
         fl = _json.loads((board_dir("sim") / "board.json").read_text())["flash"]
         off = args.flash_offset
-        if off is None:
-            off = fl["vfs_offset"] if os.path.getsize(args.flash) > fl["vfs_size"] else 0
-        flash = dict(flash_image=args.flash, keep_flash=True, flash_offset=off, app_from_flash=True)
+        if off is None and _whole_chip(args.flash, fl["vfs_size"]):
+            # A whole chip written by `meterkit flash`: boot it as the ESP32 would (image checks,
+            # eFuses, flash encryption, the file system where MicroPython finds it) or refuse.
+            from host_tools.flash.boot import boot
+            b = boot(args.flash)
+            flash = dict(flash_image=args.flash, keep_flash=True, flash_offset=b.vfs_offset, vfs_size=b.vfs_size,
+                         flash_cipher=b.vfs_cipher, app_from_flash=True)
+        else:
+            flash = dict(flash_image=args.flash, keep_flash=True, flash_offset=off or 0, app_from_flash=True)
+    if args.frozen:
+        flash["frozen"] = True
     final, m = serve(seed=args.seed, profile=args.profile, afe=args.afe, grid=args.grid, speed=args.speed,
                      as_json=args.json, link=args.link, period_s=args.period, workdir=args.workdir,
                      heap=args.heap, **flash)
@@ -84,3 +95,20 @@ def cmd_start(args):
             (final["import_wh"] + final["import_rem"] / den) / 1000, m.world.true_import_wh / 1000,
             final.get("events")))
     return 0
+
+
+def _whole_chip(path, vfs_size):
+    """A whole-chip flash file (bootloader, table, file system) rather than a partition image."""
+    import os
+
+    from host_tools.flash import parttable
+    if os.path.getsize(path) > vfs_size:
+        return True
+    with open(path, "rb") as f:
+        f.seek(parttable.TABLE_OFFSET)
+        table = f.read(parttable.TABLE_MAX)
+    try:
+        parttable.parse(table)
+        return True
+    except parttable.PartitionTableError:
+        return False

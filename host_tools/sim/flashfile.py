@@ -1,6 +1,7 @@
 """The simulated meter's `vfs` partition: a littlefs image in a file, the same image the build makes for
 the board. Counts what is written (wear) and can tear a write to model a power cut inside it."""
 from host_tools.build import image as build_image
+from host_tools.flash import crypt
 
 
 class PowerCut(Exception):
@@ -15,18 +16,26 @@ def make_image(path, size, block_size, files):
         f.write(image)
 
 
-def read_image_files(path, size, block_size, offset=0):
+def read_image_files(path, size, block_size, offset=0, cipher=None):
     """{name: bytes} of every file in an image (a partition image, or a whole-chip flash file with the
-    partition at `offset`)."""
+    partition at `offset`; decrypted with `cipher` when the chip's flash encryption is on)."""
     with open(path, "rb") as f:
         f.seek(offset)
         image = f.read(size)
+    if cipher is not None:
+        image = cipher.decrypt(offset, image)
     return {n.lstrip("/"): d for n, d in build_image.read_image(image, block_size).items()}
 
 
 class FlashFile:
-    def __init__(self, path, size, block_size, offset=0):
+    """The partition as the CPU sees it. With `cipher` (a host_tools.flash.crypt.FlashCipher: the chip's
+    flash encryption is on and the partition is encrypted) the file holds ciphertext, as the flash chip
+    does; reads are decrypted and writes encrypted at their absolute flash address, as the flash cache
+    does. Erased flash stays 0xFF in the file (it reads back as noise, as on the chip)."""
+
+    def __init__(self, path, size, block_size, offset=0, cipher=None):
         self.path = path
+        self.cipher = cipher
         self.size = size
         self.block_size = block_size
         self.offset = offset           # where the partition starts inside the file (a whole-chip image)
@@ -42,20 +51,37 @@ class FlashFile:
 
     def read(self, off, n):
         self._check(off, n)
+        if self.cipher is not None:
+            return self._read_plain(self.offset + off, n)
         self.f.seek(self.offset + off)
         return self.f.read(n)
+
+    def _read_plain(self, addr, n):
+        start, end = crypt.span(addr, n)
+        self.f.seek(start)
+        plain = self.cipher.decrypt(start, self.f.read(end - start))
+        return plain[addr - start:addr - start + n]
+
+    def _put(self, off, data):
+        """Store `data` at partition offset `off` (encrypted in whole 32-byte blocks when encryption is on)."""
+        addr = self.offset + off
+        if self.cipher is not None:
+            start, end = crypt.span(addr, len(data))
+            plain = bytearray(self._read_plain(start, end - start))
+            plain[addr - start:addr - start + len(data)] = data
+            addr, data = start, self.cipher.encrypt(start, bytes(plain))
+        self.f.seek(addr)
+        self.f.write(data)
 
     def write(self, off, data):
         self._check(off, len(data))
         if self.cut_hook:
             land = self.cut_hook(off, data)
             if land is not None:
-                self.f.seek(self.offset + off)
-                self.f.write(data[:land])
+                self._put(off, data[:land])
                 self.f.flush()
                 raise PowerCut(off + land)
-        self.f.seek(self.offset + off)
-        self.f.write(data)
+        self._put(off, data)
         self.f.flush()        # the firmware reads the file directly
         self.bytes_written += len(data)
         self.writes += 1

@@ -1,5 +1,9 @@
 """The firmware tree a simulated meter runs: every firmware and sim-board module compiled to .mpy (as on a
-board without frozen modules), main.py as source, board.json beside them. Rebuilt only where sources changed."""
+board without frozen modules), main.py as source, board.json beside them. Rebuilt only where sources changed.
+
+The frozen layout (`frozen_layout`): the same compiled tree stands for the modules frozen into the
+production firmware and goes on the search path AFTER a data-only directory standing for the file system
+(main.py, board.json), as the ESP32's `sys.path` is `['', '.frozen', ...]`."""
 import json
 import os
 import tempfile
@@ -57,3 +61,24 @@ def build_tree(board="sim", out=None, mpy=True):
             except FileNotFoundError:
                 pass
     return out
+
+
+def frozen_layout(board="sim", out=None):
+    """Return (fs_dir, frozen_dir): fs_dir holds what `meterkit build --frozen` puts on the file system
+    (data only), frozen_dir the compiled application standing for `.frozen`."""
+    from host_tools.build.builder import collect_frozen_files
+    frozen_dir = build_tree(board, mpy=True)
+    fs_dir = Path(out or BUILD / ("fw-%s-frozen-fs" % board))
+    fs_dir.mkdir(parents=True, exist_ok=True)
+    files, _meta, _warnings = collect_frozen_files(board)
+    for name, data in files.items():
+        dst = fs_dir / name.lstrip("/")
+        if not dst.exists() or dst.read_bytes() != data:
+            _atomic_write(dst, data)
+    return fs_dir, frozen_dir
+
+
+def search_path(fs_dir, frozen_dir=None):
+    """MICROPYPATH for a meter whose file system is fs_dir (the unix port puts the script's folder,
+    fs_dir, first): with frozen_dir, the path is [fs_dir, '.frozen', frozen_dir] as on the chip."""
+    return ".frozen:" + str(frozen_dir or fs_dir)

@@ -186,6 +186,7 @@ def serve(seed=1, profile="household", afe="typical", grid="stable", speed=1.0, 
         except Stop:
             pass
         m.realtime = False
+        m.leave_repl()  # a board left at the REPL is reset to read its totals
         final = m.request("totals")
         final["events"] = m.request("events").get("counts", {})
         final["credit"] = m.request("credit")

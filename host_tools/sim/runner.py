@@ -19,7 +19,8 @@ from host_tools.errors import SimulationError
 from host_tools.paths import board_dir, micropython_bin
 from host_tools.sim import link as L
 from host_tools.sim.flashfile import FlashFile, PowerCut, make_image, read_image_files
-from host_tools.sim.fwbuild import build_tree
+from host_tools.sim.fwbuild import build_tree, frozen_layout, search_path
+from host_tools.sim.repl import catches_ctrl_c
 from host_tools.sim.world import World
 
 _HELLO_R = struct.Struct("<QIB")
@@ -89,7 +90,8 @@ class SimMeter:
     def __init__(self, seed=1, profile="household", afe="typical", grid="stable", board="sim",
                  settings=None, heap=None, mpy=True, workdir=None, realtime=False, speed=1.0,
                  time_valid=True, flash_image=None, keep_flash=False, flash_offset=0,
-                 app_from_flash=False, broker=None, smsc=None, epoch=None):
+                 app_from_flash=False, broker=None, smsc=None, epoch=None, frozen=False, vfs_size=None,
+                 flash_cipher=None, repl=None):
         self.board = board
         self.info = json.loads((board_dir(board) / "board.json").read_text())
         self.seed = seed
@@ -106,17 +108,28 @@ class SimMeter:
             workdir = self.tmp.name
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
-        fl = self.info["flash"]
+        fl = dict(self.info["flash"])
+        if vfs_size is not None:
+            fl["vfs_size"] = vfs_size      # a board whose file system runs to the end of a larger flash
+        self.vfs_size = fl["vfs_size"]
+        self.frozen_dir = None
         if app_from_flash:
             # Boot what was flashed: the application files come out of the flashed vfs partition.
             self.fw_dir = self.workdir / "app-from-flash"
-            files = read_image_files(str(flash_image), fl["vfs_size"], fl["block_size"], flash_offset)
+            files = read_image_files(str(flash_image), fl["vfs_size"], fl["block_size"], flash_offset,
+                                     cipher=flash_cipher)
             if "main.py" not in files:
                 raise SimulationError("the flashed file system has no main.py", hint="build with `meterkit build --board %s` and flash its fs image" % board)
             for name, data in files.items():
                 dst = self.fw_dir / name
                 dst.parent.mkdir(parents=True, exist_ok=True)
                 dst.write_bytes(data)
+            # The simulated chip runs the production firmware: the application frozen in, found after
+            # the file system on the search path (a development image's .mpy files shadow it, as on
+            # the chip).
+            self.frozen_dir = build_tree(board, mpy=True)
+        elif frozen:
+            self.fw_dir, self.frozen_dir = frozen_layout(board)
         else:
             self.fw_dir = build_tree(board, mpy=mpy)
         self.flash_path = Path(flash_image) if flash_image else self.workdir / "flash.img"
@@ -127,7 +140,8 @@ class SimMeter:
             if settings:
                 files["settings.json"] = json.dumps(settings).encode()
             make_image(self.flash_path, fl["vfs_size"], fl["block_size"], files)
-        self.flash = FlashFile(str(self.flash_path), fl["vfs_size"], fl["block_size"], offset=flash_offset)
+        self.flash = FlashFile(str(self.flash_path), fl["vfs_size"], fl["block_size"], offset=flash_offset,
+                               cipher=flash_cipher)
         self.pins = {v: 0 for v in self.info["pins"].values()}
         self.pin_names = {v: k for k, v in self.info["pins"].items()}
         self.display_lines = []
@@ -148,6 +162,15 @@ class SimMeter:
             self.modem = ModemModel(_random.Random(seed * 31 + 7), self.info.get("modem", {}).get("dialect", "sim7600"),
                                     broker=broker, smsc=smsc, clock=lambda: self.world.now_ms,
                                     epoch_s=self.world.epoch, powered=False)
+        # UART0 with REPL semantics (a simulated ESP32: booting from its flash): a Ctrl-C stops an app that
+        # has not disabled keyboard interrupt, and once the app has ended the REPL answers until the
+        # watchdog (if armed) resets the board
+        self.repl_model = app_from_flash if repl is None else repl
+        self.repl = None
+        self._repl_until = None
+        self._repl_backlog = bytearray()
+        self._interrupted = False
+        self._wdt_ms = None
         self.listener, self.port = L.listen()
         self.log_path = self.workdir / "firmware.log"
         self.on_display = None
@@ -157,9 +180,15 @@ class SimMeter:
     # -- firmware process ------------------------------------------------------------------------
     def boot(self):
         env = dict(os.environ)
-        env.update(MICROPYPATH=".frozen:" + str(self.fw_dir), METER_SIM="127.0.0.1:%d" % self.port,
+        env.update(MICROPYPATH=search_path(self.fw_dir, self.frozen_dir), METER_SIM="127.0.0.1:%d" % self.port,
                    METER_SEED=str(self.seed), METER_BOARD_JSON=str(self.fw_dir / "board.json"),
-                   METER_FLASH=str(self.flash_path.resolve()), METER_FLASH_OFFSET=str(self.flash.offset))
+                   METER_FLASH_OFFSET=str(self.flash.offset), METER_VFS_SIZE=str(self.vfs_size))
+        if self.flash.cipher is None:
+            # plain flash: the board reads the file directly; encrypted flash is read through the
+            # simulator, which decrypts as the chip's flash cache does
+            env["METER_FLASH"] = str(self.flash_path.resolve())
+        else:
+            env.pop("METER_FLASH", None)
         log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(
             [micropython_bin(), "-X", "heapsize=%s" % self.heap, str(self.fw_dir / "main.py")],
@@ -183,6 +212,8 @@ class SimMeter:
         self.link = L.Link(conn)
         self.link.conn.settimeout(60)
         self.boots += 1
+        self._wdt_ms = None
+        self._interrupted = False
 
     def kill(self):
         """Cut the firmware's power: the process dies wherever it is."""
@@ -197,6 +228,7 @@ class SimMeter:
             self.link = None
 
     def close(self):
+        self.leave_repl()
         self.kill()
         self.listener.close()
         self.flash.close()
@@ -286,7 +318,11 @@ class SimMeter:
         elif ftype == L.HELLO:
             link.reply(L.HELLO, _HELLO_R.pack(w.now_ms, w.epoch, 1 if self.time_valid else 0))
         elif ftype == L.WDT:
-            pass  # hangs are caught by the link's wall-clock timeout
+            # hangs are caught by the link's wall-clock timeout; a start (non-zero timeout) is
+            # remembered: it is what resets a board whose application has ended at the REPL
+            t = struct.unpack_from("<I", p)[0] if len(p) >= 4 else 0
+            if t:
+                self._wdt_ms = t
         elif ftype == L.DISPLAY:
             self.display_lines = p.decode("utf-8", "replace").split("\n")
             if self.on_display:
@@ -434,7 +470,7 @@ class SimMeter:
                     except OSError:
                         data = b""
                     if data:
-                        self.service.from_pty(data)
+                        self._service_in(data)
                         return max(w.now_ms, min(target, now_v))
             else:
                 time.sleep(wait)
@@ -458,6 +494,10 @@ class SimMeter:
             if not self.powered or (self.world.bench is None and not self.world.grid_on and self.link is None):
                 if not self._outage():
                     return None
+            if self.repl is not None:
+                if self._serve_repl(stop_at_ms):
+                    return None
+                continue
             if self.link is None:
                 self.boot()
             if until_reply is not None and until_reply in self.service.replies:
@@ -473,7 +513,10 @@ class SimMeter:
                 if not self._outage():
                     return None
                 continue
-            except (L.LinkClosed, ConnectionError, socket.timeout, _Reboot):
+            except (L.LinkClosed, ConnectionError, socket.timeout, _Reboot) as e:
+                if not isinstance(e, (_Reboot, socket.timeout)) and self._main_ended():
+                    self._enter_repl()
+                    continue
                 self._firmware_gone()
                 continue
             except PowerCut:
@@ -482,6 +525,107 @@ class SimMeter:
                 continue
             if not ok:
                 return None
+
+    # -- UART0 as the REPL ------------------------------------------------------------------------
+    def _service_in(self, data):
+        """Bytes from the service pty. A Ctrl-C stops the application if it lets it (keyboard interrupt
+        enabled), as on the chip; otherwise it is data for the application."""
+        if self._interrupted or self.repl is not None:
+            self._repl_backlog += data
+            return
+        i = data.find(b"\x03")
+        if (i >= 0 and self.repl_model and self.proc is not None and self.proc.poll() is None
+                and catches_ctrl_c(self.proc.pid)):
+            if data[:i]:
+                self.service.from_pty(data[:i])
+            self._repl_backlog += data[i + 1:]
+            self._interrupted = True
+            self.stats["keyboard_interrupts"] = self.stats.get("keyboard_interrupts", 0) + 1
+            os.kill(self.proc.pid, signal.SIGINT)
+            return
+        self.service.from_pty(data)
+
+    def _main_ended(self):
+        """The firmware process ended by itself (main.py returned or raised), not by a reset or a cut."""
+        if not self.repl_model or self.proc is None:
+            return False
+        try:
+            self.proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            return False
+        return self.proc.returncode >= 0
+
+    def _enter_repl(self):
+        """main.py has ended: UART0 serves the REPL, over the file system as the chip would show it."""
+        from host_tools.sim.repl import ReplSession
+        self.stats["repl_sessions"] = self.stats.get("repl_sessions", 0) + 1
+        if self.link:
+            self.link.close()
+            self.link = None
+        self._pending_until = None
+        root = self.workdir / "uart0-repl"
+        root.mkdir(exist_ok=True)
+        try:
+            files = read_image_files(str(self.flash_path), self.vfs_size, self.flash.block_size, self.flash.offset,
+                                     cipher=self.flash.cipher)
+        except Exception:  # noqa: BLE001 - a torn file system shows as an empty folder
+            files = {}
+        for name, data in files.items():
+            dst = root / name
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            dst.write_bytes(data)
+        self.repl = ReplSession(root, search_path(root, self.frozen_dir or self.fw_dir), heap=self.heap)
+        self._repl_until = self.world.now_ms + self._wdt_ms if self._wdt_ms else None
+        self._interrupted = False
+
+    def leave_repl(self):
+        """End the REPL (the board is reset): the application boots again at the next frame."""
+        if self.repl is not None:
+            self.repl.close()
+            self.repl = None
+            self._repl_until = None
+            self._repl_backlog.clear()
+
+    def _serve_repl(self, stop_at_ms):
+        """One round of serving UART0's REPL while virtual time runs on. True when stop_at_ms is reached."""
+        w = self.world
+        if self._repl_backlog:
+            self.repl.write(bytes(self._repl_backlog))
+            self._repl_backlog.clear()
+        pty = self.service.pty_fd
+        if pty is not None:
+            r, _w, _x = select.select([pty, self.repl.fd], [], [], 0.02)
+            if pty in r:
+                try:
+                    data = os.read(pty, 4096)
+                except OSError:
+                    data = b""
+                if data:
+                    self.repl.write(data)
+        out = self.repl.read(0 if pty is not None else 0.0)
+        if out and pty is not None:
+            try:
+                os.write(pty, out)
+            except OSError:
+                pass
+        target = w.now_ms + 20
+        if self.realtime:
+            if self._wall0 is None:
+                self._wall0, self._virt0 = time.monotonic(), w.now_ms
+            target = max(w.now_ms, self._virt0 + int((time.monotonic() - self._wall0) * 1000 * self.speed))
+        elif stop_at_ms is not None:
+            target = stop_at_ms
+        if stop_at_ms is not None:
+            target = min(target, stop_at_ms)
+        if self._repl_until is not None:
+            target = min(target, self._repl_until)
+        w.advance_to(max(target, w.now_ms))
+        if out is None or (self._repl_until is not None and w.now_ms >= self._repl_until):
+            self.stats["watchdog_resets"] = self.stats.get("watchdog_resets", 0) + (out is not None)
+            self.leave_repl()   # the watchdog resets the board (or the REPL itself died)
+        if self.tick_hook:
+            self.tick_hook()
+        return stop_at_ms is not None and w.now_ms >= stop_at_ms
 
     def _firmware_gone(self):
         """The process exited, hung or asked to reboot: start it again, as a watchdog or power would."""

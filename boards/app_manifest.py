@@ -1,8 +1,9 @@
 # MicroPython manifest (not imported by Python): freezes the meter application from firmware/ into a
 # custom MicroPython build. Included by boards/<board>/manifest.py; relative paths resolve from this
-# file, as MicroPython's manifest tool does. main.py is left out on purpose: the port runs main.py
-# from the file system, where `meterkit build` puts it. A test checks every firmware module is here.
-_FW = "../../firmware"
+# file, as MicroPython's manifest tool does. main.py is left out on purpose: a frozen main.py would run
+# instead of the file system's (pyexec_file_if_exists looks in the frozen modules first), and the file
+# system's main.py is the one `meterkit build --frozen` writes. A test checks every firmware module is here.
+_FW = "../firmware"
 
 # top-level modules: one line each
 module("app.py", base_path=_FW)

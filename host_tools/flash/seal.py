@@ -1,0 +1,91 @@
+"""Sealing a board on the factory line with esptool's own tools, host-generated key (ESP32 flash
+encryption, release mode):
+
+1. `espsecure` makes a fresh AES-256 key for this board (never stored: only its SHA-256 goes in the
+   manufacturing record, so the record ties the board to its key without holding it);
+2. `espsecure encrypt-flash-data` encrypts the firmware (at 0x1000) and the file system (at its
+   partition) on the host, with the ESP32's address tweak;
+3. esptool writes the ciphertext (plain ROM writes, verified by MD5 of what was sent);
+4. `espefuse` burns, in one batch: the key into BLOCK1 (read- and write-protected),
+   FLASH_CRYPT_CONFIG = 0xF, FLASH_CRYPT_CNT = 1 (odd: encryption on), DISABLE_DL_ENCRYPT /
+   DISABLE_DL_DECRYPT / DISABLE_DL_CACHE, JTAG_DISABLE and UART_DOWNLOAD_DIS (from the next reset the
+   ROM has no download mode: nothing can read the flash or the eFuses over UART again).
+
+Secure boot v2 (RSA-3072 signature blocks on the bootloader and the app, `espsecure sign-data
+--version 2`) needs ESP32 silicon revision 3; see docs/factory.md. It is not applied here."""
+import hashlib
+import io
+
+import espsecure
+from espefuse.efuse_interface import init_commands
+
+from host_tools.errors import DeviceError, UsageError
+from host_tools.flash.crypt import FlashCipher
+
+CRYPT_CONFIG = 0xF
+SEAL_EFUSES = {"FLASH_CRYPT_CONFIG": CRYPT_CONFIG, "FLASH_CRYPT_CNT": 1, "DISABLE_DL_ENCRYPT": 1,
+               "DISABLE_DL_DECRYPT": 1, "DISABLE_DL_CACHE": 1, "JTAG_DISABLE": 1, "UART_DOWNLOAD_DIS": 1}
+
+
+class _KeyFile(io.BytesIO):
+    name = "flash-encryption-key"
+
+
+def new_key():
+    """A fresh 256-bit flash encryption key from espsecure (the OS's CSPRNG)."""
+    f = _KeyFile()
+    make = espsecure.generate_flash_encryption_key
+    getattr(make, "callback", make)(256, f)  # the CLI command's own function, as a library call
+    key = f.getvalue()
+    if len(key) != 32:
+        raise UsageError("espsecure made a key of the wrong length", hint="check the esptool version")
+    return key
+
+
+def check_sealable(plan):
+    """Sealing needs the file system in an encrypted partition of the table: the one MicroPython makes
+    past the last partition is not encrypted, and the meter's keys live there."""
+    if plan.files is None:
+        return
+    vfs = next((p for p in plan.firmware.partitions if p.name in ("vfs", "ffat") and p.type == 1), None)
+    if vfs is None or not vfs.encrypted:
+        raise UsageError("refusing to seal: the firmware's partition table has no encrypted `vfs` partition, so the "
+                         "meter's keys would sit in clear flash under flash encryption",
+                         hint="build the firmware with the board's partitions.csv (boards/<board>/partitions.csv)")
+
+
+def encrypt_writes(writes, key, plan):
+    """The same writes, encrypted where the chip will decrypt: the firmware (bootloader, table, app) and
+    partitions flagged encrypted. Returns [(offset, bytes, label)]."""
+    cipher = FlashCipher(key, CRYPT_CONFIG)
+    enc_parts = [p for p in plan.firmware.partitions if p.encrypted]
+    out = []
+    for off, data, label in writes:
+        if label == "firmware" or any(p.offset == off for p in enc_parts):
+            out.append((off, cipher.encrypt_padded(off, data), label))
+        else:
+            out.append((off, data, label))
+    return out
+
+
+def burn(esp, key, keep_download_mode=False):
+    """Burn the sealing eFuses through the connected ROM with espefuse as a library. Returns the eFuse
+    values read back (no key material: BLOCK1 reads as zeros once protected). keep_download_mode leaves
+    UART_DOWNLOAD_DIS alone (silicon before revision 3 does not have it)."""
+    fuses = dict(SEAL_EFUSES)
+    if keep_download_mode:
+        del fuses["UART_DOWNLOAD_DIS"]
+    try:
+        with init_commands(esp=esp, do_not_confirm=True, batch_mode=True) as ef:
+            ef.burn_key(["flash_encryption"], [_KeyFile(key)])
+            ef.burn_efuse(fuses)
+            ef.burn_all(check_batch_mode=True)
+            return {name: ef.efuses[name].get() for name in ("FLASH_CRYPT_CNT", "FLASH_CRYPT_CONFIG", "JTAG_DISABLE",
+                                                              "UART_DOWNLOAD_DIS")}
+    except Exception as e:  # espefuse raises FatalError, or SystemExit when it refuses a burn
+        raise DeviceError(f"burning the sealing eFuses failed: {str(e).splitlines()[0] if str(e) else type(e).__name__}",
+                          hint="the board may be half sealed: set it aside and check it with `espefuse summary`") from None
+
+
+def key_fingerprint(key):
+    return hashlib.sha256(b"meterkit flash key\0" + key).hexdigest()
