@@ -55,17 +55,28 @@ def quantity(kwh=None, amount=None):
     return what, q, sub
 
 
-def vend_topup(store, keystore, meter_id, kwh=None, amount=None, now=None):
+def vend_topup(store, keystore, meter_id, kwh=None, amount=None, now=None, msg_id=None):
     """Issue and queue one credit token; returns {"msg_id", "token", "tid", ...}. TIDs are strictly
-    increasing per meter and key: max(now in minutes since the key's base date, last TID + 1)."""
+    increasing per meter and key: max(now in minutes since the key's base date, last TID + 1).
+
+    `msg_id` (optional) is the caller's idempotency key (the agency passes one per payment): a second
+    call with the same id vends nothing and returns the first vend (with "existing": True), and the
+    outbox's primary key makes a second token for it impossible even from two processes at once."""
     meter = store.meter(meter_id)
     what, q, sub = quantity(kwh, amount)
     key = decoder_key(keystore, meter)
     now = time.time() if now is None else now
     base = calendar.timegm((dkga04.BASE_DATES[keystore["base_date"]], 1, 1, 0, 0, 0))
     minute = int(now - base) // 60
-    msg_id = "t-" + secrets.token_hex(6)
+    msg_id = msg_id or "t-" + secrets.token_hex(6)
     with store.tx() as db:
+        old = db.execute("SELECT * FROM vends WHERE msg_id=?", (msg_id,)).fetchone()
+        if old is not None:
+            if old["meter_id"] != meter_id:
+                raise UsageError(f"message id {msg_id} was used for meter {old['meter_id']}",
+                                 hint="an idempotency key belongs to one meter")
+            return {"msg_id": msg_id, "meter": meter_id, "token": old["token"], "tid": old["tid"],
+                    "what": old["what"], "quantity": old["quantity"], "existing": True}
         row = db.execute("SELECT MAX(tid) AS t FROM vends WHERE meter_id=? AND sgc=? AND ti=? AND krn=?",
                          (meter_id, meter["sgc"], meter["ti"], meter["krn"])).fetchone()
         tid = max(minute, (row["t"] + 1) if row["t"] is not None else 0)
