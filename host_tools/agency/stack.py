@@ -45,7 +45,8 @@ def customers_csv(meter_ids, arrears_every=0):
 
 class Stack:
     def __init__(self, workdir=None, meters=3, store=None, keystore=None, meter_ids=None, faults=0.0, seed=1,
-                 settings=None, time_scale=1.0, worker_period_s=0.2, arrears_every=0):
+                 settings=None, time_scale=1.0, worker_period_s=0.2, arrears_every=0, host="127.0.0.1",
+                 port=None, on_sms=None):
         self.tmp = None
         if workdir is None:
             self.tmp = tempfile.TemporaryDirectory(prefix="agency-")
@@ -57,6 +58,7 @@ class Stack:
         self.settings = settings or Settings()
         self.worker_period_s = worker_period_s
         self.arrears_every = arrears_every
+        self.host, self.port, self.on_sms = host, port, on_sms
         self.parts = []
         self.rows = []
 
@@ -67,14 +69,14 @@ class Stack:
             self.store.import_csv(csv_path)
             self.keystore = vending.load_keystore(ks_path)
             self.meter_ids = [r["meter_id"] for r in self.rows]
-        self.gateways = self._up(FakeGateways().start())
+        self.gateways = self._up(FakeGateways(on_message=self.on_sms).start())
         self.smtp = self._up(LocalSmtp().start())
         api_key, secret = secrets.token_hex(8), secrets.token_hex(16)
         self.sim = SimProvider(api_key, secret, faults=self.faults, seed=self.seed,
                                time_scale=self.time_scale)
         self.provider_server = self._up(ServerThread(self.sim.app, name="sim-provider").start())
-        port = free_port()
-        self.settings.callback_base = "http://127.0.0.1:%d" % port
+        port = self.port or free_port(self.host)
+        self.settings.callback_base = "http://%s:%d" % (self.host, port)
         self.agency = Agency(self.store, self.settings,
                              MobileMoney(self.provider_server.url, api_key, secret), self.keystore,
                              sms=GatewaySms(self.gateways.url), email=SmtpEmail("127.0.0.1", self.smtp.port),
@@ -83,7 +85,7 @@ class Stack:
         for user, pw, role in OPERATORS:
             security.add_operator(self.store, user, pw, role, self.settings.clock())
         self.app = create_app(self.agency)
-        self.server = self._up(ServerThread(self.app, port=port, name="agency").start())
+        self.server = self._up(ServerThread(self.app, host=self.host, port=port, name="agency").start())
         self.agency.start_worker(self.worker_period_s)
         return self
 

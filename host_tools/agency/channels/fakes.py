@@ -12,7 +12,8 @@ from host_tools.agency.server import ServerThread, free_port
 
 
 class FakeGateways:
-    def __init__(self, token="demo-token"):
+    def __init__(self, token="demo-token", on_message=None):
+        self.on_message = on_message   # called (channel, to, text) for each message: the demo prints them
         self.sms = []          # (to, text)
         self.whatsapp = []     # (to, text)
         self.token = token
@@ -29,7 +30,10 @@ class FakeGateways:
             return JSONResponse({"error": "to and text expected"}, status_code=400)
         with self._lock:
             self.sms.append((to, text))
-            return JSONResponse({"id": "sms-%d" % len(self.sms)})
+            n = len(self.sms)
+        if self.on_message:
+            self.on_message("sms", to, text)
+        return JSONResponse({"id": "sms-%d" % n})
 
     async def _wa(self, request):
         if request.headers.get("authorization") != "Bearer " + self.token:
@@ -42,6 +46,9 @@ class FakeGateways:
             return JSONResponse({"error": {"message": "bad message", "code": 100}}, status_code=400)
         with self._lock:
             self.whatsapp.append((to, text))
+        if self.on_message:
+            self.on_message("whatsapp", to, text)
+        with self._lock:
             return JSONResponse({"messaging_product": "whatsapp", "contacts": [{"input": to}],
                                  "messages": [{"id": "wamid.%d" % len(self.whatsapp)}]})
 
