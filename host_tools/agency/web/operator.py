@@ -202,7 +202,7 @@ async def ticket(request, sess, op):
         raise HttpError(404, "no such ticket")
     events = a.store.q("SELECT * FROM ticket_events WHERE ticket_id=? ORDER BY id", (t["id"],))
     ops = [r["username"] for r in a.store.q("SELECT username FROM operators WHERE disabled=0 ORDER BY username")]
-    return _page(request, "ticket.html", op, sess, t=t, events=events, states=STATES, operators=ops)
+    return _page(request, "ticket.html", op, sess, tk=t, events=events, states=STATES, operators=ops)
 
 
 @operator_route("agent")
