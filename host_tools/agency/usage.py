@@ -44,16 +44,26 @@ def _between(store, meter_id, a, b, now_reg):
     return max(0, rb - ra)
 
 
+_HOME_CACHE = {}        # (meter, newest reading's ts, day, hour) -> derived figures: new readings renew it
+
+
 def home(store, meter_id, now):
     """Latest state, today's and this month's Wh, days left, and flags for warnings."""
     last = latest(store, meter_id)
     out = {"reading": last, "today_wh": None, "month_wh": None, "days_left": None}
     if last is None:
         return out
-    reg = last.get("import_wh")
-    out["today_wh"] = _between(store, meter_id, day_start(now), None, reg)
-    out["month_wh"] = _between(store, meter_id, month_start(now), None, reg)
-    out["days_left"] = days_left(store, meter_id, now, last.get("credit"))
+    key = (store.path, meter_id, last.get("ts"), day_start(now), int(now) // 3600)
+    got = _HOME_CACHE.get(key)
+    if got is None:
+        reg = last.get("import_wh")
+        got = (_between(store, meter_id, day_start(now), None, reg),
+               _between(store, meter_id, month_start(now), None, reg),
+               days_left(store, meter_id, now, last.get("credit")))
+        if len(_HOME_CACHE) > 20000:
+            _HOME_CACHE.clear()
+        _HOME_CACHE[key] = got
+    out["today_wh"], out["month_wh"], out["days_left"] = got
     return out
 
 
