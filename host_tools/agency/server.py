@@ -1,20 +1,14 @@
 """Run an ASGI app with uvicorn in a background thread on 127.0.0.1 (tests, demo, scenario): start()
 returns once it listens, stop() ends it and waits."""
-import socket
 import threading
 import time
 
 import uvicorn
 
 from host_tools.errors import DeviceError
+from host_tools.headend.broker import free_port
 
-
-def free_port(host="127.0.0.1"):
-    s = socket.socket()
-    s.bind((host, 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
+__all__ = ["ServerThread", "free_port"]
 
 
 class ServerThread:
