@@ -5,6 +5,7 @@ head-end delivers to them; the simulated mobile-money provider, the fake SMS/Wha
 server and the agency app run around it. The meters' past is a synthetic history (see history.py), their
 present is what they report."""
 import os
+import random
 import tempfile
 import threading
 import time
@@ -36,19 +37,23 @@ class DemoWorld:
         settings = {"meter_period_s": 5, "reading_period_s": 60,
                     "prepaid": {"ledger": {"opening_credit": 15000}}}
         self.chain = ch = Chain(workdir=os.path.join(self.workdir, "chain"), speed=self.speed, epoch=now,
-                                settings=settings)
+                                settings=settings, profile="household")
         ch.start()
         csv_path, _, rows = make_fleet(os.path.join(self.workdir, "more"), self.fake_meters, seed_serial=2000)
         ch.store.import_csv(csv_path)
         self.meter_ids = [ch.meter_id] + [r["meter_id"] for r in rows]
+        # the lightweight meters' credit: varied, one of them run out (supply open for no credit)
+        rng = random.Random(7)
+        credits = [0 if i == 1 else rng.randint(800, 30000) for i in range(len(rows))]
         if self.history:
-            for i, m in enumerate(self.meter_ids):
-                seed_history(ch.store, m, end=now - 60, days=400, seed=i + 1)
+            opening = settings["prepaid"]["ledger"]["opening_credit"]
+            for i, (m, c) in enumerate(zip(self.meter_ids, [opening] + credits)):
+                seed_history(ch.store, m, end=now - 60, days=400, seed=i + 1, credit=c)
         self.stack = Stack(workdir=self.workdir, store=ch.store, keystore=ch.keystore, meter_ids=self.meter_ids,
                            settings=Settings(payment_poll_after_s=10.0), host=self.host, port=self.port,
                            on_sms=self.on_sms, arrears_every=3)
         self.stack.start()
-        self.fleet = FakeFleet(ch.store, ch.keystore, rows, ch.broker.port, reading_s=15.0)
+        self.fleet = FakeFleet(ch.store, ch.keystore, rows, ch.broker.port, reading_s=15.0, credits=credits)
         self.fleet.start()
         self._driver = threading.Thread(target=self._drive, name="firmware-meter", daemon=True)
         self._driver.start()

@@ -36,8 +36,9 @@ class LossyMeter(FakeMeter):
         return out
 
     def reading(self, ts):
-        self.import_wh += 40
-        self.credit = max(0, self.credit - 6)
+        if self.credit > 0:
+            self.import_wh += 40
+            self.credit = max(0, self.credit - 20)
         return {"t": "reading", "ts": int(ts), "import_wh": self.import_wh, "export_wh": 0, "credit": self.credit,
                 "debt": 0, "p_w": 480, "supply": "closed" if self.credit > 0 else "open",
                 "reasons": "" if self.credit > 0 else "NO_CREDIT", "tamper": []}
@@ -47,12 +48,14 @@ class FakeFleet:
     """LossyMeters for the rows of a demo fleet, driven by FakeMeterPools on a broker; readings every
     `reading_s` seconds (wall) from a thread of their own."""
 
-    def __init__(self, store, keystore, rows, broker_port, drop=0.0, seed=1, pools=2, reading_s=None, clock=None):
+    def __init__(self, store, keystore, rows, broker_port, drop=0.0, seed=1, pools=2, reading_s=None, clock=None,
+                 credits=None):
         from host_tools.headend import vending
         rng = random.Random(seed)
+        credits = credits or [5000] * len(rows)
         self.meters = [LossyMeter(r["meter_id"], bytes.fromhex(r["message_key_hex"]), r["broker_password"],
                                   vending.decoder_key(keystore, store.meter(r["meter_id"])), drop=drop,
-                                  rng=random.Random(rng.random())) for r in rows]
+                                  rng=random.Random(rng.random()), credit=c) for r, c in zip(rows, credits)]
         self.pools = [FakeMeterPool("127.0.0.1", broker_port, self.meters[i::pools]) for i in range(pools)]
         self.reading_s = reading_s
         self.clock = clock
