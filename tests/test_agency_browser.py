@@ -109,7 +109,7 @@ def test_customer_buys_credit_and_the_firmware_meter_is_credited(world, pages):
     ref = "AG%08d" % pid
     assert any(token in s for s in world.stack.gateways.sms_to(PHONE)), "the token was not texted"
     assert any(ref in s for s in world.stack.gateways.sms_to(PHONE)), "no SMS receipt"
-    assert any(ref in m.get_payload() for m in world.stack.smtp.to("client1@example.org")), "no e-mail receipt"
+    assert any(ref in m.get_content() for m in world.stack.smtp.to("client1@example.org")), "no e-mail receipt"
 
 
 def test_arabic_pages_render_right_to_left(world, pages):

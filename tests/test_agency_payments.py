@@ -61,7 +61,7 @@ def test_paid_purchase_is_vended_once_and_credited_by_the_meters_result(stack):
     # receipt by SMS and, for this customer (channels sms,email), by e-mail through the SMTP server
     wait_for(lambda: any("AG%08d" % pid in t for t in stack.gateways.sms_to("+22236000001")), what="SMS receipt")
     mails = wait_for(lambda: stack.smtp.to("client1@example.org"), what="e-mail receipt")
-    assert "AG%08d" % pid in mails[-1].get_payload()
+    assert "AG%08d" % pid in mails[-1].get_content()
     assert c.get("/purchases/%d/receipt" % pid).status_code == 200
 
 

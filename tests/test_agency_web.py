@@ -194,7 +194,7 @@ def test_contact_change_is_confirmed_by_a_code_sent_to_the_new_address(stack):
     r = c.post("/contact", data={"csrf": token, "field": "email", "value": "nouveau@example.org"})
     assert r.status_code == 200 and "nouveau@example.org" in r.text
     mail = wait_for(lambda: stack.smtp.to("nouveau@example.org"), what="code by e-mail")
-    code = __import__("re").search(r"(\d{6})", mail[-1].get_payload()).group(1)
+    code = __import__("re").search(r"(\d{6})", mail[-1].get_content()).group(1)
     assert stack.store.q1("SELECT email FROM customers WHERE id=1")["email"] != "nouveau@example.org"
     r = c.post("/contact", data={"csrf": token, "field": "email", "value": "nouveau@example.org", "code": "000000"
                                  if code != "000000" else "111111"})

@@ -3,7 +3,7 @@ alarms, and the worker that reconciles payments and raises alarms in the backgro
 import logging
 import threading
 
-from host_tools.agency import schema
+from host_tools.agency import schema, statements
 from host_tools.agency.alarms import Alarms
 from host_tools.agency.notify import Notifier
 from host_tools.agency.payments.lifecycle import Payments
@@ -28,6 +28,7 @@ class Agency:
         """One round of background work; returns what the payment reconciler did."""
         did = self.payments.reconcile()
         did["alarms"] = self.alarms.scan()
+        did["statements"] = statements.send_due(self.store, self.settings, self.notifier)
         return did
 
     def start_worker(self, period_s=0.5):

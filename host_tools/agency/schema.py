@@ -64,6 +64,12 @@ MIGRATIONS = [
         "CREATE INDEX IF NOT EXISTS notifications_customer ON notifications (customer_id, id)",
         """CREATE TABLE IF NOT EXISTS cursors (name TEXT PRIMARY KEY, value INTEGER NOT NULL)""",
     ]),
+    (2, [
+        # monthly statements sent to customers: once per meter and month
+        """CREATE TABLE IF NOT EXISTS statement_deliveries (
+          meter_id TEXT NOT NULL, month TEXT NOT NULL, customer_id INTEGER NOT NULL, channels TEXT NOT NULL,
+          sent REAL NOT NULL, PRIMARY KEY (meter_id, month))""",
+    ]),
 ]
 
 

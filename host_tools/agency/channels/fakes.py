@@ -2,6 +2,7 @@
 an SMS gateway and a WhatsApp Business-API-shaped endpoint (one small Starlette app that keeps what it
 received), and an SMTP server (aiosmtpd) that keeps the e-mails. For tests and the demo."""
 import email
+import email.policy
 import threading
 
 from starlette.applications import Starlette
@@ -80,7 +81,7 @@ class LocalSmtp:
 
         class Handler:
             async def handle_DATA(self, server, session, envelope):
-                outer.messages.append(email.message_from_bytes(envelope.content))
+                outer.messages.append(email.message_from_bytes(envelope.content, policy=email.policy.default))
                 return "250 OK"
 
         self.controller = Controller(Handler(), hostname="127.0.0.1", port=self.port)

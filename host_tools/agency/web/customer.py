@@ -8,10 +8,10 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from host_tools.agency import i18n, registry, security, usage
+from host_tools.agency import statements as statements_mod
 from host_tools.agency.tickets import CATEGORIES, TicketError
 from host_tools.agency.web.common import (CUSTOMER_COOKIE, LANG_COOKIE, HttpError, client_ip, customer_route,
                                           lang_for, redirect, render)
-from host_tools.headend import reports
 
 
 def _a(request):
@@ -187,17 +187,7 @@ async def consumption_csv(request, sess, customer):
 
 # -- statements ---------------------------------------------------------------------------------------
 def _statements(a, meter_id):
-    out = []
-    for s in reports.monthly_statements(a.store, meter_id):
-        wh = s.get("import_wh")
-        if wh is None and s.get("meter_statement"):
-            wh = s["meter_statement"]["import_wh"]
-        split = a.settings.tariff.split(wh or 0)
-        cost = sum(c for _, _, c in split) + a.settings.tariff.standing_minor_per_month
-        own = s.get("meter_statement") or {}
-        out.append({"month": s["month"], "wh": wh, "split": split, "cost": cost, "meter_cost": own.get("cost"),
-                    "topups": s.get("topups_accepted", 0), "readings": s.get("readings", 0)})
-    return list(reversed(out))
+    return statements_mod.for_meter(a.store, a.settings, meter_id)
 
 
 @customer_route
