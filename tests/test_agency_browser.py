@@ -95,7 +95,7 @@ def test_customer_buys_credit_and_the_firmware_meter_is_credited(world, pages):
     page.locator("#approve").click()                 # the customer approves on the provider's page
     page.wait_for_url(re.compile(r".*/purchases/\d+$"))
     pid = int(page.url.rsplit("/", 1)[1])
-    page.wait_for_function("document.getElementById('purchase').dataset.state === 'credited'", timeout=90000)
+    page.wait_for_selector('#purchase[data-state="credited"]', timeout=90000)
     assert "crédité" in page.locator("#state").inner_text()
     token = page.locator("#token").inner_text().strip()
     assert re.fullmatch(r"\d{20}", token), token

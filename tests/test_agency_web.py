@@ -354,3 +354,15 @@ def test_silent_meters_raise_an_alarm(stack):
         db.execute("UPDATE meters SET last_seen=? WHERE meter_id=?", (stack.clock() - 4 * 3600, m))
     stack.agency.alarms.scan()
     assert stack.store.q1("SELECT * FROM alarms WHERE kind='silent' AND meter_id=?", (m,)) is not None
+
+
+def test_pages_carry_security_headers_and_no_inline_script(stack):
+    r = httpx.get(stack.url + "/signin")
+    csp = r.headers["content-security-policy"]
+    assert "script-src 'self'" in csp and "frame-ancestors 'none'" in csp
+    assert r.headers["x-content-type-options"] == "nosniff"
+    import pathlib
+    import re
+    for f in pathlib.Path("host_tools/agency/templates").rglob("*.html"):
+        text = f.read_text()
+        assert not re.search(r"<script>|\son[a-z]+=", text), "inline script in %s" % f

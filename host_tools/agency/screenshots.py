@@ -30,7 +30,7 @@ def take(out):
         page.fill("#amount", "50")
         page.click("#pay")
         page.click("#approve")
-        page.wait_for_function("document.getElementById('purchase').dataset.state === 'credited'", timeout=90000)
+        page.wait_for_selector('#purchase[data-state="credited"]', timeout=90000)
         page.wait_for_timeout(16000)            # the meter's next reading shows the new credit
         page.goto(w.url + "/home")
         page.screenshot(path=str(out / "agency-home.png"), full_page=True)
