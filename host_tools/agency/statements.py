@@ -25,9 +25,26 @@ def for_meter(store, settings, meter_id):
     return list(reversed(out))
 
 
-def send_due(store, settings, notifier):
-    """Send last month's statement to every customer who has not had it; returns how many were sent."""
-    now = datetime.datetime.fromtimestamp(settings.clock(), datetime.timezone.utc)
+def month_wh(store, meter_id, now, back=1):
+    """Energy of the month `back` months before now's, from the register at its two boundaries (two
+    indexed look-ups, not the meter's whole history); None without readings on both sides."""
+    from host_tools.agency import usage
+    a = usage.register_at(store, meter_id, usage.month_start(now, back))
+    b = usage.register_at(store, meter_id, usage.month_start(now, back - 1))
+    return None if a is None or b is None else max(0, b - a)
+
+
+_last_round = {}
+
+
+def send_due(store, settings, notifier, every_s=300):
+    """Send last month's statement to every customer who has not had it; returns how many were sent.
+    Looks at most every `every_s` seconds (the worker calls it every round)."""
+    t = settings.clock()
+    if t - _last_round.get(store.path, -1e18) < every_s:
+        return 0
+    _last_round[store.path] = t
+    now = datetime.datetime.fromtimestamp(t, datetime.timezone.utc)
     if now.hour < SEND_FROM_HOUR:
         return 0
     first = now.replace(day=1)
@@ -37,12 +54,13 @@ def send_due(store, settings, notifier):
                    "WHERE NOT EXISTS (SELECT 1 FROM statement_deliveries d WHERE d.meter_id=cm.meter_id AND d.month=?)",
                    (last_month,))
     for c in rows:
-        st = next((s for s in for_meter(store, settings, c["meter_id"]) if s["month"] == last_month), None)
-        if st is None or st["wh"] is None:
+        wh = month_wh(store, c["meter_id"], t)
+        if wh is None:
             continue
+        cost = sum(x for _, _, x in settings.tariff.split(wh)) + settings.tariff.standing_minor_per_month
         lang = i18n.lang_of(c["language"])
-        text = i18n.sms(lang, "statement", month=last_month, meter=c["meter_id"][-6:], kwh="%.1f" % (st["wh"] / 1000),
-                        cost=settings.money(st["cost"]), cur=settings.currency)
+        text = i18n.sms(lang, "statement", month=last_month, meter=c["meter_id"][-6:], kwh="%.1f" % (wh / 1000),
+                        cost=settings.money(cost), cur=settings.currency)
         went = notifier.to_customer(c, "statement", text, subject="Relevé %s" % last_month)
         with store.tx() as db:
             db.execute("INSERT INTO statement_deliveries (meter_id, month, customer_id, channels, sent) VALUES "
