@@ -161,3 +161,14 @@ def test_arrears_are_recovered_by_their_share_of_each_purchase(stack):
     v = stack.store.q1("SELECT quantity FROM vends WHERE msg_id=?", (p["msg_id"],))
     assert v["quantity"] == 3000 * 1000       # 30.00 of energy credit in 0.00001 units
     assert stack.store.q1("SELECT balance_minor FROM arrears")["balance_minor"] == 4000
+
+
+def test_a_purchase_given_up_on_but_approved_later_is_still_delivered(stack):
+    c = customer_client(stack, 0)
+    r, _ = buy(c, "11")
+    pid = int(stack.store.q1("SELECT MAX(id) AS i FROM payments")["i"])
+    with stack.store.tx() as db:     # as the worker does after an hour without approval
+        db.execute("UPDATE payments SET state='failed', note='not approved within an hour' WHERE id=?", (pid,))
+    approve(r.headers["location"])
+    p = wait_for(lambda: _payment(stack, pid)["state"] == "vended" and _payment(stack, pid), what="vended")
+    assert stack.store.q1("SELECT COUNT(*) AS n FROM vends WHERE msg_id=?", (p["msg_id"],))["n"] == 1

@@ -140,7 +140,9 @@ class Payments:
     def apply(self, payment_id, status):
         """Act on the provider's status for a purchase; idempotent, never moves backwards."""
         if status == "paid":
-            for frm in ("created", "pending"):
+            # "failed" too: a purchase we gave up on (not approved within the hour) that the customer
+            # approved after all has taken their money, so it is delivered like any other
+            for frm in ("created", "pending", "failed"):
                 if self._move(payment_id, frm, "paid", paid_at=self.now()):
                     break
             if self.get(payment_id)["state"] == "paid":
