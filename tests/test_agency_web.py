@@ -361,8 +361,8 @@ def test_pages_carry_security_headers_and_no_inline_script(stack):
     csp = r.headers["content-security-policy"]
     assert "script-src 'self'" in csp and "frame-ancestors 'none'" in csp
     assert r.headers["x-content-type-options"] == "nosniff"
-    import pathlib
     import re
-    for f in pathlib.Path("host_tools/agency/templates").rglob("*.html"):
+    from host_tools.agency.web.common import TEMPLATES
+    for f in TEMPLATES.rglob("*.html"):
         text = f.read_text()
         assert not re.search(r"<script>|\son[a-z]+=", text), "inline script in %s" % f
