@@ -25,8 +25,8 @@ def month_start(ts, back=0):
 
 
 def register_at(store, meter_id, ts):
-    """The import register (Wh) at the last reading before ts, or None."""
-    r = store.q1("SELECT import_wh FROM readings WHERE meter_id=? AND ts<? AND import_wh IS NOT NULL "
+    """The import register (Wh) at the last reading at or before ts, or None."""
+    r = store.q1("SELECT import_wh FROM readings WHERE meter_id=? AND ts<=? AND import_wh IS NOT NULL "
                  "ORDER BY ts DESC LIMIT 1", (meter_id, int(ts)))
     return r["import_wh"] if r else None
 
