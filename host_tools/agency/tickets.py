@@ -24,10 +24,10 @@ class Tickets:
             raise TicketError("describe the fault in 3 to 2000 characters")
         now = self.settings.clock()
         with self.store.tx() as db:
-            cur = db.execute("INSERT INTO tickets (customer_id, meter_id, category, description, state, source, alarm_id,"
-                             " created, updated) VALUES (?,?,?,?,?,?,?,?,?)",
-                             (customer_id, meter_id, category, description, "open", source, alarm_id, now, now))
-            tid = cur.lastrowid
+            # RETURNING: the new id in SQLite (3.35+) and PostgreSQL alike
+            tid = db.execute("INSERT INTO tickets (customer_id, meter_id, category, description, state, source, alarm_id,"
+                             " created, updated) VALUES (?,?,?,?,?,?,?,?,?) RETURNING id",
+                             (customer_id, meter_id, category, description, "open", source, alarm_id, now, now)).fetchone()[0]
             db.execute("INSERT INTO ticket_events (ticket_id, at, actor, change, note) VALUES (?,?,?,?,?)",
                        (tid, now, actor, "open", None))
         self._tell(tid)
