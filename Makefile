@@ -16,6 +16,7 @@ venv: $(STAMP)
 
 # Fast firmware + host tests, then the simulated-world tests. -n 2: this machine has 2 cores.
 test: venv
+	@command -v chromium >/dev/null 2>&1 || { echo "chromium is missing (the agency's browser tests): apt-get install -y chromium fonts-noto-core"; exit 1; }
 	$(BIN)/python -m pytest -q -n 2 --timeout=900 tests
 
 demo: venv

@@ -19,6 +19,7 @@ COMMANDS = [
     "host_tools.calibrate.cli",
     "host_tools.demo",
     "host_tools.headend.cli",
+    "host_tools.agency.cli",
 ]
 
 

@@ -58,28 +58,37 @@ def _msg_id(prefix, rng):
     return prefix + ("%012x" % rng.getrandbits(48) if rng is not None else secrets.token_hex(6))
 
 
-def vend_topup(store, keystore, meter_id, kwh=None, amount=None, now=None, rng=None, request_key=None):
+def vend_topup(store, keystore, meter_id, kwh=None, amount=None, now=None, rng=None, request_key=None,
+               msg_id=None):
     """Issue and queue one credit token; returns {"msg_id", "token", "tid", ...}. TIDs are strictly
     increasing per meter and key: max(now in minutes since the key's base date, last TID + 1).
     `rng` (a random.Random) makes the message id and the token's random bits reproducible (scenarios);
-    by default they come from the system's secure source. `request_key`: the caller's idempotency key
-    (a payment, a retried HTTP request): a second call with the same key for the same meter returns the
-    first vend (`"repeat": True`) and vends nothing."""
+    by default they come from the system's secure source.
+
+    Idempotency, one request, one vend, ever: `request_key` (a payment reference, a retried HTTP
+    request) or `msg_id` (the agency passes one per payment; the outbox's primary key makes a second
+    token for it impossible even from two processes at once). A second call with the same key or id
+    for the same meter vends nothing and returns the first vend with `"repeat": True` (and
+    `"existing": True`)."""
     meter = store.meter(meter_id)
     what, q, sub = quantity(kwh, amount)
     key = decoder_key(keystore, meter)
     now = store.clock() if now is None else now
     base = calendar.timegm((dkga04.BASE_DATES[keystore["base_date"]], 1, 1, 0, 0, 0))
     minute = int(now - base) // 60
-    msg_id = _msg_id("t-", rng)
+    msg_id = msg_id or _msg_id("t-", rng)
     if request_key is not None and (not isinstance(request_key, str) or not 0 < len(request_key) <= 128):
         raise UsageError("a request key is 1..128 characters", hint="e.g. the payment's reference")
     with store.tx() as db:
-        if request_key is not None:
+        old = db.execute("SELECT * FROM vends WHERE msg_id=?", (msg_id,)).fetchone()
+        if old is None and request_key is not None:
             old = db.execute("SELECT * FROM vends WHERE meter_id=? AND request_key=?", (meter_id, request_key)).fetchone()
-            if old is not None:
-                return {"msg_id": old["msg_id"], "meter": meter_id, "token": old["token"], "tid": old["tid"],
-                        "what": old["what"], "quantity": old["quantity"], "repeat": True}
+        if old is not None:
+            if old["meter_id"] != meter_id:
+                raise UsageError(f"message id {msg_id} was used for meter {old['meter_id']}",
+                                 hint="an idempotency key belongs to one meter")
+            return {"msg_id": old["msg_id"], "meter": meter_id, "token": old["token"], "tid": old["tid"],
+                    "what": old["what"], "quantity": old["quantity"], "repeat": True, "existing": True}
         row = db.execute("SELECT MAX(tid) AS t FROM vends WHERE meter_id=? AND sgc=? AND ti=? AND krn=?",
                          (meter_id, meter["sgc"], meter["ti"], meter["krn"])).fetchone()
         tid = max(minute, (row["t"] + 1) if row["t"] is not None else 0)
@@ -93,7 +102,7 @@ def vend_topup(store, keystore, meter_id, kwh=None, amount=None, now=None, rng=N
                    (msg_id, meter_id, "token", json.dumps(body, sort_keys=True), now))
         store.log(meter_id, "headend", "vended", {"msg_id": msg_id, "tid": tid, "what": what, "quantity": q}, db=db)
     return {"msg_id": msg_id, "meter": meter_id, "token": f["token"], "tid": tid, "what": what, "quantity": q,
-            "repeat": False}
+            "repeat": False, "existing": False}
 
 
 def queue_command(store, meter_id, cmd, args=None, now=None, rng=None):
