@@ -37,6 +37,7 @@ class DemoWorld:
         settings = {"meter_period_s": 5, "reading_period_s": 60,
                     "prepaid": {"ledger": {"opening_credit": 15000}}}
         self.chain = ch = Chain(workdir=os.path.join(self.workdir, "chain"), speed=self.speed, epoch=now,
+                                broker="amqtt", virtual_headend=False,
                                 settings=settings, profile="household")
         ch.start()
         csv_path, _, rows = make_fleet(os.path.join(self.workdir, "more"), self.fake_meters, seed_serial=2000)

@@ -208,7 +208,7 @@ class Chain:
     (Unix seconds)."""
 
     def __init__(self, workdir=None, seed=1, broker="sim", settings=None, profile="constant", smsc=None,
-                 speed=SPEED, heap=CHAIN_HEAP, epoch=None, utility_numbers=(UTILITY,)):
+                 speed=SPEED, heap=CHAIN_HEAP, epoch=None, utility_numbers=(UTILITY,), virtual_headend=True):
         self.tmp = None
         if workdir is None:
             self.tmp = tempfile.TemporaryDirectory(prefix="chain-")
@@ -231,6 +231,9 @@ class Chain:
         self._thread = None
         self._anchor = None
         self.stepped = broker in ("sim", "sim-volatile")
+        # The head-end's clock: the world's virtual time (reproducible retries), or, on a real broker
+        # only, the wall clock with its retry times divided by the speed (a live demo beside people)
+        self.virtual_headend = virtual_headend or self.stepped
         self.rng = random.Random(seed * 7919 + 11)   # message ids and tokens' random bits
 
     # -- set-up ------------------------------------------------------------------------------------
@@ -250,7 +253,8 @@ class Chain:
                                              rng=random.Random(self.seed * 104729 + 3))
         self.row = row = rows[0]
         self.meter_id = row["meter_id"]
-        self.store = Store(os.path.join(self.workdir, "headend.db"), clock=self.unix_now)
+        self.store = Store(os.path.join(self.workdir, "headend.db"),
+                           clock=self.unix_now if self.virtual_headend else time.time)
         self.store.import_csv(csv_path)
         self.keystore = vending.load_keystore(ks_path)
         self.message_key = bytes.fromhex(row["message_key_hex"])
@@ -261,8 +265,10 @@ class Chain:
                               clock=self.unix_now, client=SimHeadEndClient(self.broker.sim, clock=self._virtual_s))
             self.he.start()
         else:
-            self.he = HeadEnd(self.store, self.broker.url, poll_s=HEADEND_POLL_S, retry_s=RETRY_S,
-                              retry_max_s=RETRY_MAX_S, clock=self.unix_now)
+            scale = 1.0 if self.virtual_headend else self.speed
+            self.he = HeadEnd(self.store, self.broker.url, poll_s=HEADEND_POLL_S, retry_s=RETRY_S / scale,
+                              retry_max_s=RETRY_MAX_S / scale,
+                              clock=self.unix_now if self.virtual_headend else time.time)
             # reconnect quickly after a broker restart (paho's default waits 1 s, then doubles to 120 s)
             self.he.client.reconnect_delay_set(min_delay=0.05, max_delay=0.5)
             self.he.start()
