@@ -881,3 +881,26 @@ b.service.write(b'PONG\\n')
     assert rc == 0, err
     assert first == b"None\n"
     assert out == "True\nb'PING\\n'\nNone\nPONG\n"
+
+
+# ---------------------------------------------------------------- locked console, reset cause
+
+
+def test_lock_console_turns_keyboard_interrupt_off(env, monkeypatch):
+    import micropython
+    calls = []
+    monkeypatch.setattr(micropython, "kbd_intr", calls.append, raising=False)
+    monkeypatch.setattr(env.board, "micropython", micropython)
+    b = env.make()
+    assert not b.console_locked
+    b.lock_console()
+    assert calls == [-1] and b.console_locked
+
+
+@pytest.mark.parametrize("cause,name", [("PWRON_RESET", "power"), ("HARD_RESET", "power"),
+                                        ("WDT_RESET", "watchdog"), ("SOFT_RESET", "reset"),
+                                        ("DEEPSLEEP_RESET", "reset")])
+def test_reset_cause_tells_power_from_resets(env, monkeypatch, cause, name):
+    b = env.make()
+    env.m.cause[0] = getattr(env.m, cause)     # the fake module is loaded fresh for each test
+    assert b.reset_cause() == name

@@ -9,6 +9,7 @@ import time
 
 import esp32
 import machine
+import micropython
 from micropython import const
 
 from drivers.hd44780_i2c import Hd44780I2c
@@ -320,6 +321,7 @@ class Board:
         self.flash = found[0] if found else None
         self.random = HwRandom(os.urandom)
         self.watchdog = Watchdog()
+        self.console_locked = False
 
     def pin(self, name):
         p = self._pins.get(name)
@@ -352,3 +354,19 @@ class Board:
 
     def reset(self):
         machine.reset()
+
+    def lock_console(self):
+        """UART0 is the REPL's: with keyboard interrupt off, a Ctrl-C byte from the cable is only a byte
+        to the service port and cannot stop the app (and so cannot reach the prompt)."""
+        micropython.kbd_intr(-1)
+        self.console_locked = True
+
+    def reset_cause(self):
+        """Why this boot happened: "power" (power-on or brown-out), "watchdog" or "reset" (a reset the
+        firmware asked for, a panic, deep sleep). Only resets count towards the crash loop."""
+        c = machine.reset_cause()
+        if c == machine.PWRON_RESET or c == machine.HARD_RESET:
+            return "power"
+        if c == machine.WDT_RESET:
+            return "watchdog"
+        return "reset"

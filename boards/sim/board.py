@@ -215,6 +215,7 @@ class Board:
         self._feed = struct.pack("<I", 0)
         self._last = None
         self.meter_bus = self.flash = self.watchdog = self.keypad = self.display = self.random = self
+        self.console_locked = False
 
     def pin(self, name):
         p = self._pins.get(name)
@@ -228,8 +229,21 @@ class Board:
         return path
 
     def reset(self):
-        self._link.send(_RESET)
+        try:
+            self._link.send(_RESET)
+        except OSError:
+            pass            # the simulator is gone already: the meter has no power anyway
         sys.exit(0)
+
+    def lock_console(self):
+        """No keyboard interrupt from the console (as on the chip, where it is the service UART)."""
+        import micropython
+        micropython.kbd_intr(-1)
+        self.console_locked = True
+
+    def reset_cause(self):
+        """Why this boot happened, as the simulator says: "power", "reset" or "watchdog"."""
+        return os.getenv("METER_RESET_CAUSE") or "power"
 
     # -- meter_bus: a chip-select-framed SPI bus, one simulator round trip for a batch of frames ----
     def transfer(self, buf, frame_len):

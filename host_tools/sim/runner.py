@@ -159,7 +159,8 @@ class SimMeter:
         env = dict(os.environ)
         env.update(MICROPYPATH=".frozen:" + str(self.fw_dir), METER_SIM="127.0.0.1:%d" % self.port,
                    METER_SEED=str(self.seed), METER_BOARD_JSON=str(self.fw_dir / "board.json"),
-                   METER_FLASH=str(self.flash_path.resolve()), METER_FLASH_OFFSET=str(self.flash.offset))
+                   METER_FLASH=str(self.flash_path.resolve()), METER_FLASH_OFFSET=str(self.flash.offset),
+                   METER_RESET_CAUSE=self.reset_cause)
         log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(
             [micropython_bin(), "-X", "heapsize=%s" % self.heap, str(self.fw_dir / "main.py")],
@@ -387,6 +388,7 @@ class SimMeter:
         """The meter loses power at this instant: the MCU dies wherever it is, and the metering chip,
         on the same supply, forgets its registers (what it held and was not read is lost)."""
         self.kill()
+        self.reset_cause = "power"
         self._pending_until = None
         self.world.chip.power_on_reset()
         if self.modem is not None:
@@ -444,6 +446,7 @@ class SimMeter:
                     return max(w.now_ms, min(target, now_v))
 
     tick_hook = None
+    reset_cause = "power"     # why the next boot happens (the firmware's board.reset_cause())
     _pending_until = None
     _pending_wake = True
     _death_at = None          # virtual ms at which a failing supply takes the firmware down
@@ -473,8 +476,9 @@ class SimMeter:
                 if not self._outage():
                     return None
                 continue
-            except (L.LinkClosed, ConnectionError, socket.timeout, _Reboot):
-                self._firmware_gone()
+            except (L.LinkClosed, ConnectionError, socket.timeout, _Reboot) as e:
+                # What the board's reset_cause() says at the next boot: a hang is the watchdog's.
+                self._firmware_gone("watchdog" if isinstance(e, socket.timeout) else "reset")
                 continue
             except PowerCut:
                 self.power_cut()
@@ -483,10 +487,11 @@ class SimMeter:
             if not ok:
                 return None
 
-    def _firmware_gone(self):
+    def _firmware_gone(self, cause="reset"):
         """The process exited, hung or asked to reboot: start it again, as a watchdog or power would."""
         crashed = self.proc is not None and self.proc.poll() not in (None, 0)
         self.kill()
+        self.reset_cause = cause
         self._pending_until = None
         if crashed and self.boots > 50:
             raise SimulationError("the firmware keeps crashing", hint="see %s:\n%s" % (
