@@ -14,7 +14,8 @@ from relay import supply as sup
 # Events the head-end hears about (the rest stay in the meter's own log).
 UPLINK_EVENTS = ("meter_silent", "meter_garbage", "meter_reset", "meter_cal_error", "meter_recovered",
                  "ledger_lost", "power_fail", "supply_open", "supply_close", "over_power", "relay_failed",
-                 "relay_welded", "low_credit", "emergency_taken", "tamper", "auth_failed", "calibration_changed")
+                 "relay_welded", "low_credit", "emergency_taken", "tamper", "auth_failed", "calibration_changed",
+                 "record_reset", "crashed", "safe_mode", "job_escalated", "time_rejected", "factory_lock_missing")
 
 
 _STMT = "stmt_out"
@@ -38,19 +39,31 @@ def start(app):
 
 
 class _Records:
-    """The store as comms expects it: load() returns None for a record never written (a corrupt one
-    still raises: that is a fault, not a first start)."""
+    """The store as comms expects it: load() returns None for a record never written. A corrupt one
+    (no slot passes its CRC, or not the object comms wrote) is a reported fault and a fresh start of
+    that record, never a crash: comms state is rebuilt from the network (the head-end resends what
+    was not answered; a fresh uplink sequence is reported so the head-end can follow it). Credit
+    never depends on these records."""
 
-    def __init__(self, store):
+    def __init__(self, store, emit=None):
         self.store = store
+        self.emit = emit
 
     def load(self, name):
         try:
-            return self.store.load(name)
+            v = self.store.load(name)
         except Exception as e:
-            if type(e).__name__ == "StoreMissing":
+            kind = type(e).__name__
+            if kind == "StoreMissing":
                 return None
-            raise
+            if kind != "StoreCorrupt":
+                raise             # a read that failed (memory, I/O): not a reason to forget state
+            v = None
+        if isinstance(v, dict):
+            return v
+        if self.emit is not None:
+            self.emit("record_reset", {"record": name})
+        return None
 
     def commit(self, name, obj):
         return self.store.commit(name, obj)
@@ -70,7 +83,7 @@ class Cellular:
                "customer": ident.get("customer"), "registered": ident.get("utility_numbers", ()),
                "lang": s.get("language", "fr"),
                "minor_per_unit": app.prepaid.schedule.minor_per_major}
-        self.link = MeterLink(app.board.modem, app.clock, cfg, _Records(app.store), app.board.random,
+        self.link = MeterLink(app.board.modem, app.clock, cfg, _Records(app.store, app.events.emit), app.board.random,
                               app.events.emit, self.on_token, self.on_command, self.on_balance,
                               self.reading)
         app.events.listeners.append(self.on_event)
@@ -188,7 +201,7 @@ class Cellular:
 
     def _load_stmt(self):
         app = self.app
-        st = _Records(app.store).load(_STMT)
+        st = _Records(app.store, app.events.emit).load(_STMT)
         if st is None:                      # first start of the link: months closed before it are not news
             last = app.prepaid.statement
             st = {"up": last[0] if last else 0, "sms": last[0] if last else 0}

@@ -78,7 +78,11 @@ class Prepaid:
         self.commit_ms = c["commit_s"] * 1000
         state = self._load_state()
         self.schedule = Schedule(c["tariff"])
-        self.ledger = Ledger(c["ledger"], self.schedule, emit, state.get("ledger"))
+        lcfg = c["ledger"]
+        if getattr(app, "ledger_fault", False) and isinstance(lcfg, dict) and lcfg.get("opening_credit"):
+            lcfg = dict(lcfg)
+            lcfg["opening_credit"] = 0    # a lost ledger restarts at zero: the opening credit was given once
+        self.ledger = Ledger(lcfg, self.schedule, emit, state.get("ledger"))
         self.policy = Policy(c["policy"], emit, state.get("policy"))
         relay_info = board.info.get("relay", {})
         rcfg = dict(c["relay"])
