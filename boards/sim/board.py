@@ -216,6 +216,9 @@ class Board:
         self._last = None
         self.meter_bus = self.flash = self.watchdog = self.keypad = self.display = self.random = self
         self.console_locked = False
+        # Made once: littlefs calls the block device with the heap locked, so a failure raised from
+        # there must not allocate (a new exception there ends in MemoryError, and worse).
+        self._eio = OSError(5)
 
     def pin(self, name):
         p = self._pins.get(name)
@@ -290,7 +293,7 @@ class Board:
         link.s.write(buf)
         link.recv()
         if link.rx[3]:
-            raise OSError(5)     # EIO: the flash reported a program failure
+            raise self._eio      # EIO: the flash reported a program failure
 
     def ioctl(self, op, arg):
         if op == 4:
@@ -301,7 +304,7 @@ class Board:
             struct.pack_into("<II", self._req, 0, arg * self.block_size, self.block_size)
             self._link.call(_FLASH_E, self._req)
             if self._link.rx[3]:
-                raise OSError(5)
+                raise self._eio
         return 0
 
     # -- random: seeded by the simulator's seed (METER_SEED), so a run is reproducible --------------

@@ -115,6 +115,25 @@ class FlashFile:
         self._write_back(fs, buf)
         return done
 
+    def fill(self, name="junk", keep_blocks=0):
+        """Fill the file system with one file (with the meter off), leaving about `keep_blocks` free:
+        a flash that is full. Returns the bytes written."""
+        fs, buf = self._fs()
+        n = 0
+        chunk = b"\xa5" * self.block_size
+        with fs.open("/" + name, "wb") as f:
+            while True:
+                free = self.size // self.block_size - fs.used_block_count
+                if free <= keep_blocks + 1:
+                    break
+                try:
+                    f.write(chunk)
+                except Exception:       # littlefs: no space left
+                    break
+                n += len(chunk)
+        self._write_back(fs, buf)
+        return n
+
     def remove_files(self, names):
         """Delete files from the partition (with the meter off): a record lost to rot or a bad block.
         Goes through littlefs itself, so the rest of the file system stays as the firmware left it."""
