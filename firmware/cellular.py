@@ -82,6 +82,7 @@ class Cellular:
                "reading_period_s": s.get("reading_period_s", 900),
                "customer": ident.get("customer"), "registered": ident.get("utility_numbers", ()),
                "lang": s.get("language", "fr"),
+               "sms_tokens_registered_only": bool(s.get("sms_tokens_registered_only", 0)),
                "minor_per_unit": app.prepaid.schedule.minor_per_major}
         self.link = MeterLink(app.board.modem, app.clock, cfg, _Records(app.store, app.events.emit), app.board.random,
                               app.events.emit, self.on_token, self.on_command, self.on_balance,
@@ -95,7 +96,7 @@ class Cellular:
         from credit.commands import handle
         from service.port import unload
         try:
-            out = handle(self.app, "token", {"digits": digits, "source": source})
+            out = handle(self.app, "token", {"digits": digits, "source": (source,)})
         finally:
             unload("credit.commands")
         code = out["result"]

@@ -200,7 +200,7 @@ def test_sms_token_received_while_connected_is_read_after_escape_and_answered():
     drive(link, clock, 2000, until=up(link))
     modem.deliver_sms(deliver_pdu("+22236000001", "1234 5678 9012 3456 7890"))
     drive(link, clock, 1200, until=lambda: bool(modem.sms_sent) and link.supervisor.state == "up")
-    assert tokens == [("12345678901234567890", "sms")]
+    assert tokens == [("12345678901234567890", "sms:+22236000001")]
     assert not modem.stored
     n, hx = modem.sms_sent[0]
     m = pdu.decode(hx)

@@ -104,12 +104,15 @@ class SmsService:
     """Incoming SMS -> actions and replies; outgoing texts -> `outbox` of PDU parts."""
 
     def __init__(self, protocol, on_token, on_balance, customer=None, registered=(), lang="fr",
-                 minor_per_unit=100, emit=None, outbox_parts=16):
+                 minor_per_unit=100, emit=None, outbox_parts=16, tokens_from_registered=False):
         self.protocol = protocol  # authenticates CMD texts, runs commands
         self.on_token = on_token  # (digits, source) -> (code, detail)
         self.on_balance = on_balance  # () -> (credit minor units, days left)
         self.customer = customer
         self.registered = tuple(registered)
+        # True: tokens only from the utility's numbers and the customer's; else from anyone, each
+        # sender with its own failed-entry lockout (the source "sms:<number>").
+        self.tokens_from_registered = tokens_from_registered
         self.lang = lang
         self.minor_per_unit = minor_per_unit
         self.emit = emit or (lambda kind, data: None)
@@ -178,7 +181,10 @@ class SmsService:
             return "ignored"
         kind = req[0]
         if kind == "token":
-            code, _ = self.on_token(req[1], "sms")
+            if self.tokens_from_registered and sender not in self.registered and sender != self.customer:
+                self.emit("sms_token_refused", {"from": sender})
+                return "refused"
+            code, _ = self.on_token(req[1], "sms:" + sender)
             self.send(sender, smstext.render("token", self.lang, self.minor_per_unit, token=req[1], result=code))
             return "token"
         if kind == "balance":
