@@ -20,6 +20,7 @@ BENCHES = [
     "host_tools.bench.calibration_bench",
     "host_tools.bench.powercut_bench",
     "host_tools.bench.remote_bench",
+    "host_tools.bench.heap32_bench",
 ]
 
 LONG = [
