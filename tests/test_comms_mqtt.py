@@ -230,3 +230,22 @@ def test_packets_split_across_any_boundary_are_reassembled():
         c.feed(stream[i:i + 1])
     assert [(t, p) for t, p, _ in got] == [("a", b"one"), ("b", b"two" * 100)]
     assert c.state == UP
+
+
+def test_an_application_failure_on_one_message_leaves_it_unacked_and_the_stream_in_step():
+    """A MemoryError or flash error while handling a message must not leave the parser in the middle
+    of the next packet (which closed every later session with `short packet`)."""
+    seen = []
+
+    def on_message(topic, payload, pid):
+        seen.append(pid)
+        if pid == 7:
+            raise MemoryError("memory allocation failed")
+        return True
+
+    c, clock, wire, _ = client(on_message=on_message)
+    wire.packets()
+    c.feed(pkt.publish("d", b"a", 1, 7) + pkt.publish("d", b"b", 1, 8) + pkt.simple(pkt.PINGRESP))
+    assert c.state == UP, c.error
+    assert seen == [7, 8]
+    assert wire.packets() == [{"type": pkt.PUBACK, "pid": 8}]     # 7 stays for the broker to resend

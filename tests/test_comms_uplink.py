@@ -119,3 +119,50 @@ def test_when_full_readings_are_dropped_before_results_and_events():
     up.event("y", {"n": 5})                   # no reading left to give: the oldest entry goes
     kinds = [inner(e).get("kind") for e in up.queue]
     assert kinds == ["tamper", "low_credit", "supply_close", "x", "y"] and up.dropped == 4
+
+
+class RecordStore:
+    """A store with the firmware's own record encoding and its 4096-byte limit."""
+
+    def __init__(self):
+        from store.records import encode
+        self.encode = encode
+        self.recs = {}
+
+    def load(self, name):
+        return self.recs.get(name)
+
+    def commit(self, name, obj):
+        self.encode(obj)            # raises ValueError past the record limit, as on the meter
+        self.recs[name] = json.loads(json.dumps(obj))
+
+
+def test_a_long_outage_never_grows_the_queue_past_what_its_record_can_hold():
+    """Readings and results pile up while the link is down; every save must still fit the store's
+    record (a queue that outgrew it failed every message after it, and the link never recovered)."""
+    store = RecordStore()
+    up, _, clock = make(store, capacity=32)
+    proto = up.protocol
+    proto.send_result = up.enqueue
+    for n in range(200):
+        up.send_inner({"t": "reading", "ts": n, "import_wh": 10 ** 6 + n, "credit": 123456, "debt": 0,
+                       "reasons": "no_credit,remote", "tamper": ["imbalance"], "link": {"rssi": -75}})
+        proto._result("t-%012d" % (n % 7), "accepted", {"added": 250, "credit": 123456})
+    kept = store.recs["uplink"]["q"]
+    assert len(store.encode(store.recs["uplink"])[1]) <= 4096
+    refs = [inner(e)["ref"] for e in kept if inner(e)["t"] == "result"]
+    assert len(refs) == len(set(refs)), "two queued results answer the same message: %r" % refs
+    assert sorted(refs) == ["t-%012d" % i for i in range(7)], refs    # every message still has its answer
+    seqs = [json.loads(e)["s"] for e in kept]
+    assert seqs == sorted(seqs), "the queue no longer sends in sequence order"
+    assert up.dropped > 0
+
+
+def test_a_result_replaces_an_older_unsent_result_for_the_same_message():
+    up, store, clock = make(capacity=10)
+    up.protocol.send_result = up.enqueue
+    up.protocol._result("t-1", "fault", {"error": "MemoryError"})
+    up.protocol._result("t-2", "accepted", {})
+    up.protocol._result("t-1", "accepted", {"added": 5})
+    got = [(inner(e)["ref"], inner(e)["code"]) for e in up.queue]
+    assert got == [("t-2", "accepted"), ("t-1", "accepted")], got

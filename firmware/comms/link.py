@@ -24,6 +24,7 @@ class MeterLink:
         self.protocol = Protocol(mid, cfg["key"], store, self._queue, on_token, on_command, emit)
         self.uplink = Uplink(self.protocol, store, clock, self.topic_up, cfg.get("queue_capacity", 32),
                              cfg.get("reading_period_s", 900), read)
+        self.protocol.send_result = self.uplink.enqueue
         self.mqtt = MQTTClient(clock, None, mid, user=mid, password=cfg.get("password", ""),
                                keepalive_s=cfg.get("keepalive_s", 120),
                                will=(self.topic_status, b"offline", 1, True),

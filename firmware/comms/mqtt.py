@@ -223,7 +223,15 @@ class MQTTClient:
     def _inbound(self, d):
         done = True
         if self.on_message:
-            done = self.on_message(d["topic"], d["payload"], d["pid"])
+            try:
+                done = self.on_message(d["topic"], d["payload"], d["pid"])
+            except Exception as e:
+                # The application failed on this message (memory, flash): leave it unacknowledged,
+                # so the broker delivers it again, and keep reading the stream: an exception that
+                # escaped here would leave the parser in the middle of the next packet.
+                self.stats["errors"] += 1
+                self.error = "on_message: %s" % type(e).__name__
+                done = False
         if d["qos"] == 1 and done and self.state == UP:
             self._send(pkt.ack(pkt.PUBACK, d["pid"]))
 

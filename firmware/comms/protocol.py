@@ -38,6 +38,7 @@ class Protocol:
         self.key = key
         self.store = store
         self.send = send  # (envelope bytes) -> None: the uplink queue
+        self.send_result = None  # (envelope, message id) -> None: results, so a newer one replaces an older
         self.on_token = on_token  # (digits, source) -> (code, detail)
         self.on_command = on_command  # (name, args) -> (code, detail)
         self.emit = emit or (lambda kind, data: None)
@@ -179,7 +180,11 @@ class Protocol:
         self._save()
 
     def _result(self, mid, code, detail):
-        self._reply({"t": "result", "ref": mid, "code": code, "detail": detail})
+        env = self.seal({"t": "result", "ref": mid, "code": code, "detail": detail})
+        if self.send_result is not None:
+            self.send_result(env, mid)
+        else:
+            self.send(env)
 
     # -- SMS commands ------------------------------------------------------------------------
     def sms_mac(self, seq, body):

@@ -1,13 +1,25 @@
 """The uplink queue: readings on a period and events as they happen, sealed into envelopes and kept
 in flash until the head-end's broker PUBACKs them, sent oldest first whenever the MQTT session is up.
 
-Bounded: when full the oldest reading is dropped (the cumulative registers in the readings after it
-cover it), or the oldest entry when only results and events are left, and counted; once there is room again a
-`queue_overflow` event with the count is queued behind what is left, so sequence numbers stay in
-sending order (the head-end rejects s <= last accepted, so nothing may overtake an older entry)."""
+Bounded in entries and in bytes: the whole queue is one store record, which holds at most 4096 bytes
+once JSON has escaped the envelopes' quotes, so the queue keeps its encoded size under `_MAX_BYTES`
+(a queue that outgrew its record could never be saved again, and every message after it would fail:
+a long outage must not end the meter's link). A result replaces an older unsent result for the same
+message (the meter's answer to a redelivery says the same). When full the oldest reading is dropped
+(the cumulative registers in the readings after it cover it), or the oldest entry when only results
+and events are left, and counted; once there is room again a `queue_overflow` event with the count is
+queued behind what is left, so sequence numbers stay in sending order (the head-end rejects s <= last
+accepted, so nothing may overtake an older entry)."""
+from micropython import const
 
 _RECORD = "uplink"
 _READING = '\\"t\\": \\"reading\\"'   # how a reading's inner text shows inside its envelope
+_MAX_BYTES = const(3800)               # the queue's encoded size, under the store's 4096-byte record
+
+
+def _cost(env):
+    """Bytes `env` takes in the queue's JSON record: quotes and backslashes are escaped again."""
+    return len(env) + env.count('"') + env.count("\\") + 4
 
 
 class Uplink:
@@ -21,6 +33,9 @@ class Uplink:
         self.read = read  # () -> reading dict (without "t"), or None when not ready
         st = store.load(_RECORD) or {}
         self.queue = st.get("q", [])  # envelope texts, oldest first
+        self._bytes = 0
+        for e in self.queue:
+            self._bytes += _cost(e)
         self.dropped = st.get("dropped", 0)
         self.ev_seq = st.get("ev", 0)
         self._sent = {}  # pid -> envelope text, for this MQTT session only
@@ -30,27 +45,50 @@ class Uplink:
     def _save(self):
         self.store.commit(_RECORD, {"q": self.queue, "dropped": self.dropped, "ev": self.ev_seq})
 
-    def enqueue(self, envelope):
-        """Add a sealed envelope (bytes or str); the oldest goes if the queue is full."""
+    def _remove(self, i):
+        old = self.queue.pop(i)
+        self._bytes -= _cost(old)
+        for pid in self._sent:
+            if self._sent[pid] is old:
+                self._sent.pop(pid)
+                break
+
+    def enqueue(self, envelope, ref=None):
+        """Add a sealed envelope (bytes or str); the oldest goes if the queue is full. `ref`: the
+        message id a result answers (an older unsent result for it is replaced)."""
         if isinstance(envelope, bytes):
             envelope = envelope.decode()
-        while len(self.queue) >= self.capacity:
-            q = self.queue
+        cost = _cost(envelope)
+        if cost > _MAX_BYTES // 2:
+            self.dropped += 1           # cannot be kept at all: counted, reported with the overflow
+            self.stats["dropped_total"] += 1
+            return
+        q = self.queue
+        if ref is not None:
+            mark = '\\"ref\\": \\"' + ref + '\\"'
+            for i in range(len(q)):
+                if mark in q[i] and not self._busy(q[i]):
+                    self._remove(i)
+                    break
+        while q and (len(q) >= self.capacity or self._bytes + cost > _MAX_BYTES):
             at = 0
             for i in range(len(q)):     # readings go first: the registers in the next one cover them
                 if _READING in q[i]:
                     at = i
                     break
-            old = q.pop(at)
-            for pid in self._sent:
-                if self._sent[pid] is old:
-                    self._sent.pop(pid)
-                    break
+            self._remove(at)
             self.dropped += 1
             self.stats["dropped_total"] += 1
-        self.queue.append(envelope)
+        q.append(envelope)
+        self._bytes += cost
         self.stats["queued"] += 1
         self._save()
+
+    def _busy(self, env):
+        for pid in self._sent:
+            if self._sent[pid] is env:
+                return True
+        return False
 
     def send_inner(self, inner):
         self.enqueue(self.protocol.seal(inner))
@@ -113,6 +151,7 @@ class Uplink:
         for i in range(len(self.queue)):
             if self.queue[i] is env:
                 self.queue.pop(i)
+                self._bytes -= _cost(env)
                 self.stats["acked"] += 1
                 self._save()
                 return

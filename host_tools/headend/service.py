@@ -166,6 +166,11 @@ class HeadEnd:
                            (status, self.clock(), meter_id)).rowcount
             if n:
                 self.store.log(meter_id, "broker", status, db=db)
+            if n and status == "online":
+                # The meter is back: what waits for its result goes now, not at its retry time (a
+                # downlink sent into the outage may be lost with a broker that forgot the session).
+                db.execute("UPDATE messages SET next_try=? WHERE meter_id=? AND state='sent' AND next_try>?",
+                           (self.clock(), meter_id, self.clock()))
 
     def ingest(self, meter_id, payload):
         """Check and act on one uplink; returns the inner type acted on, or 'rejected:<why>'."""
