@@ -217,3 +217,16 @@ def test_worked_vectors_in_docs_protocol_md_hold():
     assert "p = `%s`" % p in doc and "`h = %s`" % h in doc
     proto = Protocol("000000000000001234", key, FakeStore(), lambda e: None)
     assert "`CMD 12 relay_close %s`" % proto.sms_mac(12, "relay_close") in doc
+
+
+def test_a_flood_of_unsigned_junk_tokens_is_neither_remembered_nor_written_per_message():
+    h = Harness()
+    h.on_token = lambda digits, source: (h.sources.append(source), ("crc_error", {}))[1]
+    h.p.on_token = h.on_token
+    for i in range(64):
+        tok = {"t": "token", "id": "junk-%d" % i, "token": "%020d" % i}
+        assert h.p.receive(env(0, tok, sign=False)) == "accepted"
+    assert h.p.ids == [] and h.sources == ["mqtt"] * 64
+    # 64 results went up: the only writes are the uplink sequence blocks (32 numbers each)
+    assert h.store.commits == 2, h.store.commits
+    assert [i["code"] for i in h.inner_up()] == ["crc_error"] * 64

@@ -119,10 +119,12 @@ class Protocol:
             self.emit("msg_fault", {"id": mid, "error": type(e).__name__})
             self._result(mid, "fault", {"error": type(e).__name__})
             return "fault"
-        self._unreported = 0
         if not unsigned_token:
+            self._unreported = 0
             self.rx = s
-        self._remember(mid, code, detail)
+            self._remember(mid, code, detail)
+        # An unsigned token (anyone can publish one) is neither remembered nor persisted: a token is
+        # idempotent by itself (its TID), so a flood of junk costs no flash write and no RAM here.
         self.stats["accepted"] += 1
         self._result(mid, code, detail)
         return "accepted"
