@@ -48,6 +48,7 @@ class _Records:
     def __init__(self, store, emit=None):
         self.store = store
         self.emit = emit
+        self.reset = []           # names started afresh
 
     def load(self, name):
         try:
@@ -61,12 +62,28 @@ class _Records:
             v = None
         if isinstance(v, dict):
             return v
+        self.reset.append(name)
         if self.emit is not None:
             self.emit("record_reset", {"record": name})
         return None
 
     def commit(self, name, obj):
         return self.store.commit(name, obj)
+
+
+_SEQ_EPOCH = 1577836800      # 2020-01-01: uplink sequence floor after a lost protocol record
+
+
+def _seq_floor(protocol, clock):
+    """A protocol record started afresh would number uplinks from 0 again, and the head-end rejects
+    every uplink s not above the last it accepted: the meter could not even report the fault. With a
+    known time, numbering restarts from the seconds since 2020, above any number used before (a
+    meter sends far less than one uplink a second on average) and a small int until 2054. Without
+    one it restarts from 0, and the head-end sees the record_reset event only once s passes."""
+    if clock.time_valid:
+        floor = clock.time() - _SEQ_EPOCH
+        if floor > protocol._tx_limit:
+            protocol._tx = protocol._tx_limit = floor
 
 
 class Cellular:
@@ -84,9 +101,14 @@ class Cellular:
                "lang": s.get("language", "fr"),
                "sms_tokens_registered_only": bool(s.get("sms_tokens_registered_only", 0)),
                "minor_per_unit": app.prepaid.schedule.minor_per_major}
-        self.link = MeterLink(app.board.modem, app.clock, cfg, _Records(app.store, app.events.emit), app.board.random,
+        records = _Records(app.store, app.events.emit)
+        self.link = MeterLink(app.board.modem, app.clock, cfg, records, app.board.random,
                               app.events.emit, self.on_token, self.on_command, self.on_balance,
                               self.reading)
+        if "proto" in records.reset:
+            _seq_floor(self.link.protocol, app.clock)
+        for name in records.reset:        # the head-end hears of it too (it was emitted before the link)
+            self.link.event("record_reset", {"record": name})
         app.events.listeners.append(self.on_event)
         self.statement_hour = s.get("statement_hour", 9)
         self._load_stmt()

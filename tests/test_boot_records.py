@@ -2,11 +2,14 @@
 hand-over) and the boot record start afresh with a reported fault; the prepaid record is never
 replaced by defaults that hand out credit; a provisioned meter stays locked whatever record rotted;
 the meter never crashes into a reboot loop."""
+import json
 import secrets
 
 import pytest
 
+from host_tools.sim.flashfile import read_image_files
 from host_tools.sim.runner import SimMeter
+from store import records
 
 PAN = "600727000000000009"
 OPENING = 100000
@@ -52,6 +55,9 @@ def meter():
     m.run_for(10)
     m.request("relay", open=False)
     m.run_for(30)
+    st = m.request("status")
+    assert m.boots == 2 and not st["safe_mode"] and m.stats.get("crashes", 0) == 0, (m.boots, st, m.firmware_log())
+    assert "proto.a" in m.flash.list_files(), m.flash.list_files()
     yield m
     m.close()
 
@@ -67,6 +73,40 @@ def test_a_corrupt_record_is_a_reported_fault_and_a_fresh_start(meter, name, fau
     ev = kinds(meter)
     assert fault in ev, (name, ev)
     assert meter.request("credit")["credit"] <= before
+
+
+def uplink_queue(m):
+    """The envelopes waiting in the meter's uplink record: [(s, inner dict)]."""
+    fl = m.info["flash"]
+    files = read_image_files(str(m.flash_path), fl["vfs_size"], fl["block_size"], m.flash.offset)
+    best = None
+    for slot in "ab":
+        data = files.get("uplink." + slot)
+        if data:
+            try:
+                gen, v = records.parse("uplink", data)
+            except records.StoreCorrupt:
+                continue
+            if best is None or gen > best[0]:
+                best = (gen, v)
+    out = []
+    for env in best[1]["q"] if best else []:
+        e = json.loads(env)
+        out.append((e["s"], json.loads(e["p"])))
+    return out
+
+
+def test_a_fresh_protocol_record_numbers_uplinks_above_any_used_before(meter):
+    # (the floor is the seconds since 2020: an earlier fresh start, above, reserved 32 numbers past
+    # its own floor, so let more than that many seconds pass, as rot would)
+    meter.run_for(600)
+    before = max([s for s, _ in uplink_queue(meter)] or [0])
+    corrupt_and_boot(meter, "proto")
+    q = uplink_queue(meter)
+    resets = [(s, i) for s, i in q if i.get("t") == "event" and i.get("kind") == "record_reset"]
+    assert resets, q
+    floor = meter.world.epoch + meter.world.now_ms // 1000 - 1577836800 - 60
+    assert resets[-1][0] > max(before, floor), (resets[-1][0], before, floor)
 
 
 def test_a_corrupt_event_log_does_not_stop_the_meter(meter):
