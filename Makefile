@@ -4,7 +4,9 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: venv test demo bench bench-long clean mpy-check
+NODE_STAMP := node_modules/.installed-stamp
+
+.PHONY: sysdeps venv node_modules test demo bench bench-long clean mpy-check
 
 $(STAMP): requirements.txt pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -14,15 +16,27 @@ $(STAMP): requirements.txt pyproject.toml
 
 venv: $(STAMP)
 
+# npm packages (pinned in package-lock.json): the 32-bit MicroPython the memory bench runs on.
+$(NODE_STAMP): package.json package-lock.json
+	@command -v npm >/dev/null 2>&1 || { echo "npm is missing: run  apt-get install -y nodejs npm  (make sysdeps does it as root)"; exit 1; }
+	npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+node_modules: $(NODE_STAMP)
+
+# The Debian packages the tests need (mosquitto, chromium, fonts, nodejs): installed when run as root,
+# otherwise the one command to run is printed.
+sysdeps:
+	$(PY) -m host_tools.sysdeps
+
 # Fast firmware + host tests, then the simulated-world tests. -n 2: this machine has 2 cores.
-test: venv
-	@command -v chromium >/dev/null 2>&1 || { echo "chromium is missing (the agency's browser tests): apt-get install -y chromium fonts-noto-core"; exit 1; }
+test: sysdeps venv node_modules
 	$(BIN)/python -m pytest -q -n 2 --timeout=900 tests
 
 demo: venv
 	$(BIN)/meterkit demo
 
-bench: venv
+bench: venv node_modules
 	$(BIN)/python -m host_tools.bench
 
 bench-long: venv

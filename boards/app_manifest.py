@@ -15,6 +15,8 @@ module("tamper.py", base_path=_FW)
 module("configcmd.py", base_path=_FW)
 module("eventcodes.py", base_path=_FW)
 module("cellular.py", base_path=_FW)
+module("guard.py", base_path=_FW)
+module("startup.py", base_path=_FW)
 
 # subsystem packages: every .py under each folder (a folder that does not exist yet freezes nothing)
 for _pkg in ("comms", "credit", "drivers", "metering", "provision", "relay", "service", "store", "tokens", "ui"):

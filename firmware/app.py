@@ -2,6 +2,8 @@
 the periodic jobs and the service commands, and runs."""
 import gc
 
+from micropython import const
+
 import config
 from events import Events
 from metering import registry
@@ -13,10 +15,13 @@ from sched import Scheduler
 from service.port import ServicePort
 
 VERSION = "0.1.0"
+JOB_FAIL_LIMIT = const(32)    # consecutive failures of one job before the meter resets
 
 
 class App:
-    def __init__(self, board):
+    def __init__(self, board, boot=None):
+        """`boot`: what `startup.Startup` found (flash, store, boot count, safe mode); made here when
+        the app is built without the guard (tests)."""
         self.board = board
         clock = board.clock
         self.clock = clock
@@ -24,22 +29,20 @@ class App:
         self.heap_peak = 0
         self.heap_total = 0
         self._heap_sample()
-        self.root = None
-        try:
-            self.root = board.mount("/flash")
-        except OSError as e:
-            self.events.emit("flash_unavailable", {"errno": e.args[0] if e.args else 0})
+        if boot is None:
+            from startup import Startup
+            boot = Startup(board)
+        self.boot = boot
+        self.safe_mode = boot.safe
+        self.root = boot.root
+        self.store = boot.store
+        for kind, data in boot.notes:
+            self.events.emit(kind, data)
         self.settings, problems = config.load((self.root or "") + "/settings.json")
         for key, msg in problems:
             self.events.emit("config_invalid", {"key": key, "error": msg})
-        self.store = None
-        if self.root:
-            from store.records import Store
-            try:
-                self.store = Store(self.root)
-            except Exception as e:  # a file system that will not even list: meter on, report it
-                self.events.emit("store_unavailable", {"error": "%s: %s" % (type(e).__name__, e)})
-            self._store_faults()
+        self._store_faults()
+        board.watchdog.feed()
         self.eventlog = None
         if self.store is not None:
             self._attach_eventlog()
@@ -70,8 +73,11 @@ class App:
         self.sched.every("gc", self.settings["meter_period_s"] * 1000 * self.settings["gc_every_polls"],
                          self._gc)
         self.sched.on_input(self._on_input)
-        import cellular
-        self.cellular = cellular.start(self)
+        board.watchdog.feed()
+        self.cellular = None
+        if not self.safe_mode:      # safe mode: metering and the prepaid core only
+            import cellular
+            self.cellular = cellular.start(self)
         if self.cellular is not None:
             self.sched.every("link", 1000, self.cellular.poll)
         self.version = VERSION
@@ -80,11 +86,17 @@ class App:
         if self.cellular is None and getattr(board, "modem", None) is not None:
             board.modem.set_power(True)      # ready for the factory self-test (a SIM7600 boots ~12 s)
         self.ui = None
-        if getattr(board, "display", None) is not None and self.settings["ui"]:
+        if getattr(board, "display", None) is not None and self.settings["ui"] and not self.safe_mode:
             from ui.wiring import UI
             self.ui = UI(self)
             self.sched.every("ui", self.settings["display_period_s"] * 1000, self.ui.tick)
+        # The crash count starts again once this boot has proved itself; safe mode retries the
+        # full application after a longer stable run.
+        from startup import STABLE_S, SAFE_HOLD_S
+        self.sched.every("stable", (SAFE_HOLD_S if self.safe_mode else STABLE_S) * 1000, self._stable,
+                         (SAFE_HOLD_S if self.safe_mode else STABLE_S) * 1000)
         self.boot_ticks = clock.ticks_ms()
+        board.watchdog.feed()
 
     def _attach_eventlog(self):
         """Events also go to the flash ring (they survive power cuts); counts are kept in the
@@ -136,8 +148,25 @@ class App:
             for code, detail in self.store.take_faults():
                 self.events.emit("store_" + code, {"detail": detail})
 
-    def _job_failed(self, name, exc):
-        self.events.emit("job_failed", {"job": name, "error": "%s: %s" % (type(exc).__name__, exc)})
+    def _job_failed(self, name, exc, fails=1):
+        # Reported on the first failure and then at powers of two (the log stays readable); a job
+        # that keeps failing is a meter that is not working: reset, and let the crash count decide.
+        if fails & (fails - 1) == 0:
+            self.events.emit("job_failed", {"job": name, "error": "%s: %s" % (type(exc).__name__, exc),
+                                            "fails": fails})
+        if fails >= JOB_FAIL_LIMIT:
+            self.events.emit("job_escalated", {"job": name, "fails": fails})
+            self.board.reset()
+
+    def _stable(self):
+        self.sched.set_period("stable", 0x3FFFFFF)     # once per boot
+        try:
+            self.boot.stable()
+        except Exception as e:
+            self.events.emit("store_write_failed", {"record": "boot", "error": type(e).__name__})
+        if self.safe_mode:
+            self.events.emit("safe_mode_retry", None)
+            self.board.reset()
 
     def _heap_sample(self):
         try:
@@ -185,11 +214,13 @@ class App:
         return {"heap_peak": self.heap_peak, "heap_total": self.heap_total, "heap_live": live,
                 "polls": self.meter.polls, "loop_ticks": self.sched.ticks,
                 "uptime_s": self.clock.ticks_diff(self.clock.ticks_ms(), self.boot_ticks) // 1000,
-                "health": self.meter.readings()["health"], "faults": self.meter.faults}
+                "health": self.meter.readings()["health"], "faults": self.meter.faults,
+                "safe_mode": self.safe_mode, "boots": self.boot.boots, "resets_in_a_row": self.boot.resets,
+                "console_locked": bool(getattr(self.board, "console_locked", False))}
 
     def run(self):
-        self.board.watchdog.start(self.board.info.get("watchdog_ms", 8000))
-        self.events.emit("boot", {"version": VERSION})
+        # The watchdog was armed by the guard before the app was built (guard.run).
+        self.events.emit("boot", {"version": VERSION, "n": self.boot.boots, "safe": self.safe_mode})
         self.sched.run()
 
 
@@ -226,5 +257,5 @@ class _ModemCheck:
 
 
 def main():
-    import board
-    App(board.Board()).run()
+    import guard
+    guard.run()

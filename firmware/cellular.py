@@ -14,7 +14,8 @@ from relay import supply as sup
 # Events the head-end hears about (the rest stay in the meter's own log).
 UPLINK_EVENTS = ("meter_silent", "meter_garbage", "meter_reset", "meter_cal_error", "meter_recovered",
                  "ledger_lost", "power_fail", "supply_open", "supply_close", "over_power", "relay_failed",
-                 "relay_welded", "low_credit", "emergency_taken", "tamper", "auth_failed", "calibration_changed")
+                 "relay_welded", "low_credit", "emergency_taken", "tamper", "auth_failed", "calibration_changed",
+                 "record_reset", "crashed", "safe_mode", "job_escalated", "time_rejected", "factory_lock_missing")
 
 
 _STMT = "stmt_out"
@@ -38,22 +39,51 @@ def start(app):
 
 
 class _Records:
-    """The store as comms expects it: load() returns None for a record never written (a corrupt one
-    still raises: that is a fault, not a first start)."""
+    """The store as comms expects it: load() returns None for a record never written. A corrupt one
+    (no slot passes its CRC, or not the object comms wrote) is a reported fault and a fresh start of
+    that record, never a crash: comms state is rebuilt from the network (the head-end resends what
+    was not answered; a fresh uplink sequence is reported so the head-end can follow it). Credit
+    never depends on these records."""
 
-    def __init__(self, store):
+    def __init__(self, store, emit=None):
         self.store = store
+        self.emit = emit
+        self.reset = []           # names started afresh
 
     def load(self, name):
         try:
-            return self.store.load(name)
+            v = self.store.load(name)
         except Exception as e:
-            if type(e).__name__ == "StoreMissing":
+            kind = type(e).__name__
+            if kind == "StoreMissing":
                 return None
-            raise
+            if kind != "StoreCorrupt":
+                raise             # a read that failed (memory, I/O): not a reason to forget state
+            v = None
+        if isinstance(v, dict):
+            return v
+        self.reset.append(name)
+        if self.emit is not None:
+            self.emit("record_reset", {"record": name})
+        return None
 
     def commit(self, name, obj):
         return self.store.commit(name, obj)
+
+
+_SEQ_EPOCH = 1577836800      # 2020-01-01: uplink sequence floor after a lost protocol record
+
+
+def _seq_floor(protocol, clock):
+    """A protocol record started afresh would number uplinks from 0 again, and the head-end rejects
+    every uplink s not above the last it accepted: the meter could not even report the fault. With a
+    known time, numbering restarts from the seconds since 2020, above any number used before (a
+    meter sends far less than one uplink a second on average) and a small int until 2054. Without
+    one it restarts from 0, and the head-end sees the record_reset event only once s passes."""
+    if clock.time_valid:
+        floor = clock.time() - _SEQ_EPOCH
+        if floor > protocol._tx_limit:
+            protocol._tx = protocol._tx_limit = floor
 
 
 class Cellular:
@@ -69,10 +99,16 @@ class Cellular:
                "reading_period_s": s.get("reading_period_s", 900),
                "customer": ident.get("customer"), "registered": ident.get("utility_numbers", ()),
                "lang": s.get("language", "fr"),
+               "sms_tokens_registered_only": bool(s.get("sms_tokens_registered_only", 0)),
                "minor_per_unit": app.prepaid.schedule.minor_per_major}
-        self.link = MeterLink(app.board.modem, app.clock, cfg, _Records(app.store), app.board.random,
+        records = _Records(app.store, app.events.emit)
+        self.link = MeterLink(app.board.modem, app.clock, cfg, records, app.board.random,
                               app.events.emit, self.on_token, self.on_command, self.on_balance,
                               self.reading)
+        if "proto" in records.reset:
+            _seq_floor(self.link.protocol, app.clock)
+        for name in records.reset:        # the head-end hears of it too (it was emitted before the link)
+            self.link.event("record_reset", {"record": name})
         app.events.listeners.append(self.on_event)
         self.statement_hour = s.get("statement_hour", 9)
         self._load_stmt()
@@ -82,7 +118,7 @@ class Cellular:
         from credit.commands import handle
         from service.port import unload
         try:
-            out = handle(self.app, "token", {"digits": digits, "source": source})
+            out = handle(self.app, "token", {"digits": digits, "source": (source,)})
         finally:
             unload("credit.commands")
         code = out["result"]
@@ -188,7 +224,7 @@ class Cellular:
 
     def _load_stmt(self):
         app = self.app
-        st = _Records(app.store).load(_STMT)
+        st = _Records(app.store, app.events.emit).load(_STMT)
         if st is None:                      # first start of the link: months closed before it are not news
             last = app.prepaid.statement
             st = {"up": last[0] if last else 0, "sms": last[0] if last else 0}

@@ -45,6 +45,7 @@ HOT_LEDGER = ("credit", "debt", "em_owed", "fine", "mtd_wh", "month", "last_t", 
               "em_taken", "energy_wh")
 HOT_POLICY = ("day", "today", "armed_credit", "armed_days")
 _REFS = 32
+_NONE = -0x3FFFFFFF   # a None in the energy record (a time not known yet): no real value takes it
 _NOT_LANDED = 0
 _LANDED = 1
 _UNKNOWN = 2
@@ -78,7 +79,11 @@ class Prepaid:
         self.commit_ms = c["commit_s"] * 1000
         state = self._load_state()
         self.schedule = Schedule(c["tariff"])
-        self.ledger = Ledger(c["ledger"], self.schedule, emit, state.get("ledger"))
+        lcfg = c["ledger"]
+        if getattr(app, "ledger_fault", False) and isinstance(lcfg, dict) and lcfg.get("opening_credit"):
+            lcfg = dict(lcfg)
+            lcfg["opening_credit"] = 0    # a lost ledger restarts at zero: the opening credit was given once
+        self.ledger = Ledger(lcfg, self.schedule, emit, state.get("ledger"))
         self.policy = Policy(c["policy"], emit, state.get("policy"))
         relay_info = board.info.get("relay", {})
         rcfg = dict(c["relay"])
@@ -157,9 +162,11 @@ class Prepaid:
         pol = state.get("policy")
         if isinstance(led, dict) and isinstance(pol, dict):
             for i in range(n):
-                led[HOT_LEDGER[i]] = vals[4 + i]
+                v = vals[4 + i]
+                led[HOT_LEDGER[i]] = None if v == _NONE else v
             for i in range(len(HOT_POLICY)):
-                pol[HOT_POLICY[i]] = vals[4 + n + i]
+                v = vals[4 + n + i]
+                pol[HOT_POLICY[i]] = None if v == _NONE else v
 
     def _hot(self):
         m = self.app.meter
@@ -167,8 +174,9 @@ class Prepaid:
         pol = self.policy
         vals = [m.import_wh, m.import_rem, m.export_wh, m.export_rem]
         for k in HOT_LEDGER:
-            vals.append(getattr(led, k))
-        vals.append(pol.day)
+            v = getattr(led, k)
+            vals.append(_NONE if v is None else v)      # last_t is None until the time is known
+        vals.append(_NONE if pol.day is None else pol.day)
         vals.append(pol.today)
         vals.append(int(pol.armed_credit))
         vals.append(int(pol.armed_days))

@@ -9,6 +9,7 @@ class Job:
         self.fn = fn
         self.due = due
         self.runs = 0
+        self.fails = 0      # failures in a row
 
 
 class Scheduler:
@@ -18,6 +19,7 @@ class Scheduler:
         self.on_error = on_error
         self.jobs = []
         self.input_handlers = []
+        self.input_fails = 0
         self.running = False
         self.ticks = 0  # loop iterations, for benchmarks
 
@@ -35,21 +37,33 @@ class Scheduler:
             if j.name == name:
                 j.period_ms = period_ms
 
-    def _call(self, name, fn):
+    def _call(self, name, fn, job=None):
+        """Run fn; a failure goes to on_error(name, exc, failures in a row) (which may escalate)."""
         try:
             fn()
-        except Exception as e:  # a failing job is an event, never the end of metering
+        except Exception as e:  # a failing job is an event, never the end of metering by itself
+            if job is not None:
+                job.fails += 1
+                fails = job.fails
+            else:
+                self.input_fails += 1
+                fails = self.input_fails
             if self.on_error:
-                self.on_error(name, e)
+                self.on_error(name, e, fails)
             else:
                 raise
+            return
+        if job is not None:
+            job.fails = 0
+        else:
+            self.input_fails = 0
 
     def run_due(self):
         c = self.clock
         for job in self.jobs:
             now = c.ticks_ms()
             if c.ticks_diff(now, job.due) >= 0:
-                self._call(job.name, job.fn)
+                self._call(job.name, job.fn, job)
                 job.runs += 1
                 nxt = c.ticks_add(job.due, job.period_ms)
                 # Fell more than a period behind (a long fault or a reboot): re-anchor instead of bursting.

@@ -68,11 +68,20 @@ class Prepaid:
     statement = None
 
 
+class Events:
+    def __init__(self):
+        self.seen = []
+
+    def emit(self, kind, data):
+        self.seen.append((kind, data))
+
+
 class App:
     def __init__(self, t):
         self.store = Store()
         self.clock = Clock(t)
         self.prepaid = Prepaid()
+        self.events = Events()
 
 
 def make(app, hour=9):

@@ -200,7 +200,7 @@ def test_sms_token_received_while_connected_is_read_after_escape_and_answered():
     drive(link, clock, 2000, until=up(link))
     modem.deliver_sms(deliver_pdu("+22236000001", "1234 5678 9012 3456 7890"))
     drive(link, clock, 1200, until=lambda: bool(modem.sms_sent) and link.supervisor.state == "up")
-    assert tokens == [("12345678901234567890", "sms")]
+    assert tokens == [("12345678901234567890", "sms:+22236000001")]
     assert not modem.stored
     n, hx = modem.sms_sent[0]
     m = pdu.decode(hx)
@@ -314,3 +314,34 @@ def deliver_pdu(sender, text):
     packed = gsm7.pack(sep)
     tp = bytes([0x04]) + pdu.address(sender) + bytes([0, 0]) + bytes.fromhex("52115201030400") + bytes([len(sep)]) + packed
     return "00" + tp.hex().upper()
+
+
+def test_network_time_sets_an_unknown_clock():
+    link, clock, modem, broker, store, events, _, _ = make()
+    assert not clock.time_valid
+    drive(link, clock, 2000, until=up(link))
+    assert clock.set_calls == [1795602600]
+    assert ("time_set", {"unix": 1795602600, "source": "network"}) in events
+
+
+@pytest.mark.parametrize("known,expect", [
+    (1795602600 - 300, "corrected"),        # 5 minutes slow: a drift the network may correct
+    (1795602600 + 500, "corrected"),
+    (1795602600 - 700, "rejected"),         # more than 10 minutes away: an event, the clock stays
+    (1795602600 + 86400 * 30, "rejected"),  # a fake base station a month back
+])
+def test_network_time_only_corrects_a_bounded_drift_of_a_known_clock(known, expect):
+    link, clock, modem, broker, store, events, _, _ = make()
+    clock.time_valid = True
+    clock.unix0 = known
+    drive(link, clock, 2000, until=up(link))
+    got = [e for e in events if e[0] in ("time_set", "time_rejected")]
+    assert len(got) == 1 and got[0][1]["unix"] == 1795602600, got
+    # the drift is measured when the modem answers, a few seconds after the start
+    delta = 1795602600 - known
+    assert delta - 60 <= got[0][1]["drift"] <= delta, got
+    if expect == "corrected":
+        assert clock.set_calls == [1795602600] and got[0][0] == "time_set"
+    else:
+        assert clock.set_calls == [] and got[0][0] == "time_rejected"
+        assert clock.time() < 1795602600 - 600 or clock.time() > 1795602600 + 600

@@ -29,11 +29,13 @@ class Harness:
         self.up = []
         self.acted = []
         self.events = []
+        self.sources = []
         self.p = Protocol(MID, KEY, self.store, self.up.append, self.on_token, self.on_command,
                           lambda k, d: self.events.append((k, d)))
 
     def on_token(self, digits, source):
         self.acted.append(("token", digits))
+        self.sources.append(source)
         return "accepted", {"added": 100}
 
     def on_command(self, name, args):
@@ -78,6 +80,18 @@ def test_unsigned_token_accepted_whatever_its_seq():
     assert h.p.receive(env(0, tok, sign=False)) == "accepted"
     assert h.acted[-1] == ("token", "12345678901234567890")
     assert h.p.rx == 50  # an unsigned token never moves the sequence
+    assert h.sources == ["mqtt"]     # unauthenticated: it counts towards that source's lockout
+
+
+def test_a_signed_token_comes_from_the_headend_and_takes_its_sequence():
+    h = Harness()
+    tok = {"t": "token", "id": "t1", "token": "12345678901234567890"}
+    assert h.p.receive(env(7, tok)) == "accepted"
+    assert h.sources == ["headend"] and h.p.rx == 7
+    forged = {"t": "token", "id": "t2", "token": "12345678901234567891"}
+    assert h.p.receive(env(8, forged, key=bytes(32))) == "bad_mac"   # a bad MAC is not "unsigned"
+    assert h.p.receive(env(7, dict(tok, id="t3"))) == "stale"
+    assert h.sources == ["headend"]
 
 
 def test_unsigned_command_is_rejected_as_bad_mac():
@@ -203,3 +217,16 @@ def test_worked_vectors_in_docs_protocol_md_hold():
     assert "p = `%s`" % p in doc and "`h = %s`" % h in doc
     proto = Protocol("000000000000001234", key, FakeStore(), lambda e: None)
     assert "`CMD 12 relay_close %s`" % proto.sms_mac(12, "relay_close") in doc
+
+
+def test_a_flood_of_unsigned_junk_tokens_is_neither_remembered_nor_written_per_message():
+    h = Harness()
+    h.on_token = lambda digits, source: (h.sources.append(source), ("crc_error", {}))[1]
+    h.p.on_token = h.on_token
+    for i in range(64):
+        tok = {"t": "token", "id": "junk-%d" % i, "token": "%020d" % i}
+        assert h.p.receive(env(0, tok, sign=False)) == "accepted"
+    assert h.p.ids == [] and h.sources == ["mqtt"] * 64
+    # 64 results went up: the only writes are the uplink sequence blocks (32 numbers each)
+    assert h.store.commits == 2, h.store.commits
+    assert [i["code"] for i in h.inner_up()] == ["crc_error"] * 64

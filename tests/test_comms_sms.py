@@ -163,10 +163,10 @@ class Meter:
 def test_token_by_sms_from_any_number_is_entered_and_answered():
     m = Meter()
     assert m.svc.incoming(deliver("+22244556677", "1234-5678 9012-3456 7890")) == "token"
-    assert m.tokens == [("12345678901234567890", "sms")]
+    assert m.tokens == [("12345678901234567890", "sms:+22244556677")]      # its own lockout
     assert m.replies() == [("+22244556677", "الرمز 12345678901234567890: مقبول.", 8)]
     m.svc.incoming(deliver("+22244556677", "123 456 789"))
-    assert m.tokens[-1] == ("123456789", "sms") and "مستعمل" in m.replies()[0][1]
+    assert m.tokens[-1] == ("123456789", "sms:+22244556677") and "مستعمل" in m.replies()[0][1]
 
 
 def test_balance_query_answered_in_the_language_of_the_request():
@@ -237,3 +237,15 @@ def test_command_answer_carries_the_detail_within_one_text():
     assert d == " current.cost=12 current.month=2026-02 last=None"
     long = sms._detail({"k%02d" % i: "v" * 20 for i in range(20)})
     assert len(long) <= 140 and long.startswith(" k00=") and long.count("=") == len(long.split())
+
+
+def test_tokens_only_from_registered_numbers_when_configured():
+    m = Meter()
+    m.svc.tokens_from_registered = True
+    events = []
+    m.svc.emit = lambda k, d: events.append((k, d))
+    assert m.svc.incoming(deliver("+22244556677", "12345678901234567890")) == "refused"
+    assert m.tokens == [] and m.replies() == [] and events == [("sms_token_refused", {"from": "+22244556677"})]
+    assert m.svc.incoming(deliver(UTILITY, "12345678901234567890")) == "token"
+    assert m.svc.incoming(deliver(CUSTOMER, "123456789")) == "token"
+    assert m.tokens == [("12345678901234567890", "sms:" + UTILITY), ("123456789", "sms:" + CUSTOMER)]

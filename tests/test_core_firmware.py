@@ -63,14 +63,30 @@ def test_input_wakes_the_loop_early_and_runs_input_handlers():
 def test_a_failing_job_is_reported_and_the_loop_goes_on():
     clock = FakeClock()
     errors = []
-    s = Scheduler(clock, on_error=lambda name, e: errors.append((name, str(e))))
+    s = Scheduler(clock, on_error=lambda name, e, fails: errors.append((name, str(e), fails)))
     ok = []
     s.every("bad", 1000, lambda: 1 / 0)
     s.every("good", 1000, lambda: ok.append(1))
     for _ in range(3):
         s.step()
-    assert errors and errors[0][0] == "bad"
+    assert [(e[0], e[2]) for e in errors] == [("bad", 1), ("bad", 2), ("bad", 3)], errors
     assert len(ok) == 3
+
+
+def test_a_job_that_recovers_starts_its_failure_count_again():
+    clock = FakeClock()
+    fails = []
+    state = {"n": 0}
+
+    def flaky():
+        state["n"] += 1
+        if state["n"] in (1, 2, 4):
+            raise OSError(5)
+    s = Scheduler(clock, on_error=lambda name, e, n: fails.append(n))
+    s.every("flaky", 1000, flaky)
+    for _ in range(5):
+        s.step()
+    assert fails == [1, 2, 1], fails      # the success between the 2nd and 4th run cleared the count
 
 
 def test_settings_are_validated_and_bad_values_keep_defaults(tmp_path):

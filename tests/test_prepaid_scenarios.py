@@ -187,6 +187,8 @@ def test_unknown_time_never_disconnects_and_the_use_becomes_debt(meters):
     assert m.world.relay_closed is True and v["supply"] == "closed"
     assert v["credit"] == 0 and 540 <= v["debt"] <= 590      # 666 minor units used, 100 of them paid
     assert not events(m, "supply_open")
+    # and committed as it went, with the time still unknown (the energy record holds "no time yet")
+    assert v["energy_commits"] >= 500 and not events(m, "job_failed"), (v["energy_commits"], events(m, "job_failed"))
     # A trusted time outside any friendly period: now the meter may and does cut.
     m.request("set_time", unix=m.world.epoch + m.world.now_ms // 1000)
     m.run_for(3)

@@ -143,7 +143,7 @@ def test_provision_writes_identity_and_keys_in_one_commit_many(app, monkeypatch)
     monkeypatch.setattr(app.store, "commit_many", lambda recs: (calls.append(sorted(recs)), real(recs)))
     r = app.call("provision", **provision_req())
     assert r["ok"] and r["provisioned"] and r["pan"] == PAN and r["key_revision"] == 1
-    assert calls == [["identity", "keys"]]
+    assert calls == [["factory", "identity", "keys"]]      # factory mode recorded with them
     i = ident.load_identity(app.store)
     assert i["meter_id"] == PAN and i["serial"] == 9 and i["broker"] == {"host": "127.0.0.1", "port": 1883,
                                                                            "username": PAN}
@@ -355,3 +355,49 @@ def test_selftest_is_privileged_once_locked(app):
     assert app.call("selftest")["ok"] is False
     authenticate(app)
     assert app.call("selftest")["ok"] is True
+
+
+def test_a_provisioned_meter_stays_factory_open_across_a_reboot_until_the_lock(tmp_path):
+    app = FakeApp(tmp_path / "flash")
+    app.call("provision", **provision_req())
+    assert FakeApp(tmp_path / "flash").call("identity")["factory_mode"] is True
+
+
+@pytest.mark.parametrize("gone", [("factory",), ("factory", "identity"), ("factory", "keys")])
+def test_a_provisioned_meter_whose_lock_record_is_deleted_stays_locked(tmp_path, gone):
+    app = FakeApp(tmp_path / "flash")
+    app.call("provision", **provision_req())
+    app.call("factory_lock")
+    for name in gone:
+        for slot in "ab":
+            p = tmp_path / "flash" / ("%s.%s" % (name, slot))
+            if p.exists():
+                p.unlink()
+    rebooted = FakeApp(tmp_path / "flash")
+    assert rebooted.call("identity")["factory_mode"] is False
+    r = rebooted.call("cal_set")
+    assert r["ok"] is False and "authenticate first" in r["error"], r
+    assert "factory_lock_missing" in rebooted.kinds(), rebooted.kinds()
+    r = rebooted.call("provision", **provision_req(krn=4, rekey=True))
+    assert r["ok"] is False and r["privileged"], r
+
+
+@pytest.mark.parametrize("rotted", ["factory", "identity", "keys"])
+def test_a_provisioned_meter_with_a_corrupt_record_stays_locked(tmp_path, rotted):
+    app = FakeApp(tmp_path / "flash")
+    app.call("provision", **provision_req())
+    app.call("factory_lock")
+    if rotted != "factory":
+        for slot in "ab":
+            p = tmp_path / "flash" / ("factory.%s" % slot)
+            if p.exists():
+                p.unlink()
+    for slot in "ab":
+        p = tmp_path / "flash" / ("%s.%s" % (rotted, slot))
+        if p.exists():
+            data = bytearray(p.read_bytes())
+            data[-1] ^= 0x55
+            p.write_bytes(bytes(data))
+    rebooted = FakeApp(tmp_path / "flash")
+    assert rebooted.call("identity")["factory_mode"] is False
+    assert "authenticate first" in rebooted.call("cal_set")["error"]

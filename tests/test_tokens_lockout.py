@@ -119,3 +119,27 @@ print(d2.check('%s').result, d2.lockout.remaining_ms())
 """ % (BAD, BAD, BAD)
     out = run_micropython(code, heap="96k").strip().split("\n")
     assert out == ["crc_error"] * 3 + ["locked_out 10000", "crc_error 20000"]
+
+
+def test_openpaygo_schedule_is_one_minute_doubling_capped_at_512_minutes():
+    from tokens.lockout import OPAYGO_CAP_S, OPAYGO_FIRST_S
+    c = FakeClock()
+    lk = Lockout(c, cap_s=OPAYGO_CAP_S, first_s=OPAYGO_FIRST_S)
+    got = []
+    for _ in range(14):
+        got.append(lk.failure() // 60000)
+        c.advance(lk.remaining_ms())
+    assert got == [0, 0, 1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 512, 512], got
+
+
+def test_a_token_checked_against_another_lockout_leaves_the_keypads_alone():
+    c = FakeClock()
+    dec = TokenDecoder(c, decoder_key=STS_KEY)
+    sms = Lockout(c)
+    for _ in range(31):
+        dec.check(BAD, sms)
+    assert sms.locked() and dec.check(BAD, sms).result == "locked_out"
+    assert dec.lockout.fails == 0 and not dec.lockout.locked()
+    for _ in range(31):
+        assert dec.check(BAD, None).result == "crc_error"     # authenticated: never counts, never locked
+    assert dec.check(BAD).result == "crc_error" and dec.lockout.fails == 1

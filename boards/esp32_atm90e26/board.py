@@ -9,6 +9,7 @@ import time
 
 import esp32
 import machine
+import micropython
 from micropython import const
 
 from drivers.hd44780_i2c import Hd44780I2c
@@ -20,7 +21,12 @@ except ImportError:
     _vfs = os
 
 _ADDR_GAP_US = const(4)  # ATM90E26: data is valid about 4 us after the address byte
-_SLICE_MS = const(5)  # sleep_until checks for input this often
+# FreeRTOS runs at 100 Hz in MicroPython's ESP32 builds: time.sleep_ms(n) blocks for n // 10 whole
+# ticks (the CPU idles: the idle task runs, and light sleep can) and busy-waits the rest, n % 10 ms, at
+# full power. sleep_until therefore sleeps only whole ticks, checking for input after each one; a
+# deadline is met up to one tick late, which the superloop's 1-second jobs never notice.
+_TICK_MS = const(10)
+_RF_SETTLE_MS = const(20)  # two ticks with the radio on before random bytes are drawn
 _SERVICE_CHUNK = const(256)  # most bytes one service read() returns
 _UNIX_AT_2000 = const(946684800)  # 2000-01-01T00:00:00Z in Unix seconds
 _MODEM_RXBUF = const(2048)  # room for a burst of URCs and an MQTT frame while the app is busy
@@ -77,15 +83,15 @@ class Clock:
         self.time_valid = True
 
     def sleep_until(self, ticks):
-        """Sleep until `ticks` in short slices; True as soon as input is waiting (early return)."""
+        """Sleep until `ticks` in whole RTOS ticks (never a busy-waited remainder, see _TICK_MS); True as
+        soon as input is waiting (checked every tick)."""
         tm = self._tm
         while True:
             if self._wake():
                 return True
-            left = tm.ticks_diff(ticks, tm.ticks_ms())
-            if left <= 0:
+            if tm.ticks_diff(ticks, tm.ticks_ms()) <= 0:
                 return False
-            tm.sleep_ms(left if left < _SLICE_MS else _SLICE_MS)
+            tm.sleep_ms(_TICK_MS)
 
 
 class Wake:
@@ -246,15 +252,60 @@ class ModemPort:
         self._reset.value(0)
 
 
-class HwRandom:
-    """Random numbers from the ESP32's hardware RNG (os.urandom). It is a true RNG only while the
-    radio (Wi-Fi/BT) or the bootloader's entropy source runs; this board uses neither, see README."""
+class Radio:
+    """The Wi-Fi station interface, used only to power the RF subsystem while random bytes are drawn
+    (no network is ever joined). `network` is imported on first use: it is not needed otherwise."""
 
-    def __init__(self, urandom):
+    def __init__(self, settle_ms, sleep_ms):
+        self._wlan = None
+        self._settle_ms = settle_ms
+        self._sleep_ms = sleep_ms
+
+    def on(self):
+        """Turn the radio on; True if it was on already. Raises OSError/ImportError without one."""
+        if self._wlan is None:
+            import network
+            self._wlan = network.WLAN(network.STA_IF)
+        if self._wlan.active():
+            return True
+        self._wlan.active(True)
+        self._sleep_ms(self._settle_ms)    # RF calibrated and sampling before the first draw
+        return False
+
+    def off(self):
+        self._wlan.active(False)
+
+
+class HwRandom:
+    """Random numbers from the ESP32's hardware RNG (os.urandom). Espressif: it is a true RNG only while
+    the RF subsystem (Wi-Fi or Bluetooth) is on, else a pseudo-random sequence. So `bytes(n)` (nonces,
+    and any key made on the meter) is drawn with the radio on: it is switched on for the draw (a few
+    tens of ms, about 100 mA) and off again unless it was on. `getrandbits(k)` (back-off jitter, where
+    predictability costs nothing) takes the RNG as it is. `true_random` says whether the last
+    `bytes()` came with the radio on (False on a build without `network`: then it is the PRNG)."""
+
+    def __init__(self, urandom, radio=None):
         self._urandom = urandom
+        self._radio = radio
+        self.true_random = False
 
     def bytes(self, n):
-        return self._urandom(n)
+        radio = self._radio
+        if radio is None:
+            self.true_random = False
+            return self._urandom(n)
+        try:
+            was_on = radio.on()
+        except (OSError, ImportError):
+            self.true_random = False
+            return self._urandom(n)
+        try:
+            out = self._urandom(n)
+            self.true_random = True
+            return out
+        finally:
+            if not was_on:
+                radio.off()
 
     def getrandbits(self, k):
         if k <= 0:
@@ -318,8 +369,9 @@ class Board:
 
         found = esp32.Partition.find(esp32.Partition.TYPE_DATA, label="vfs")
         self.flash = found[0] if found else None
-        self.random = HwRandom(os.urandom)
+        self.random = HwRandom(os.urandom, Radio(_RF_SETTLE_MS, time.sleep_ms))
         self.watchdog = Watchdog()
+        self.console_locked = False
 
     def pin(self, name):
         p = self._pins.get(name)
@@ -352,3 +404,19 @@ class Board:
 
     def reset(self):
         machine.reset()
+
+    def lock_console(self):
+        """UART0 is the REPL's: with keyboard interrupt off, a Ctrl-C byte from the cable is only a byte
+        to the service port and cannot stop the app (and so cannot reach the prompt)."""
+        micropython.kbd_intr(-1)
+        self.console_locked = True
+
+    def reset_cause(self):
+        """Why this boot happened: "power" (power-on or brown-out), "watchdog" or "reset" (a reset the
+        firmware asked for, a panic, deep sleep). Only resets count towards the crash loop."""
+        c = machine.reset_cause()
+        if c == machine.PWRON_RESET or c == machine.HARD_RESET:
+            return "power"
+        if c == machine.WDT_RESET:
+            return "watchdog"
+        return "reset"

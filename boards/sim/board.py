@@ -216,6 +216,10 @@ class Board:
         self._feed = struct.pack("<I", 0)
         self._last = None
         self.meter_bus = self.flash = self.watchdog = self.keypad = self.display = self.random = self
+        self.console_locked = False
+        # Made once: littlefs calls the block device with the heap locked, so a failure raised from
+        # there must not allocate (a new exception there ends in MemoryError, and worse).
+        self._eio = OSError(5)
 
     def pin(self, name):
         p = self._pins.get(name)
@@ -229,8 +233,21 @@ class Board:
         return path
 
     def reset(self):
-        self._link.send(_RESET)
+        try:
+            self._link.send(_RESET)
+        except OSError:
+            pass            # the simulator is gone already: the meter has no power anyway
         sys.exit(0)
+
+    def lock_console(self):
+        """No keyboard interrupt from the console (as on the chip, where it is the service UART)."""
+        import micropython
+        micropython.kbd_intr(-1)
+        self.console_locked = True
+
+    def reset_cause(self):
+        """Why this boot happened, as the simulator says: "power", "reset" or "watchdog"."""
+        return os.getenv("METER_RESET_CAUSE") or "power"
 
     # -- meter_bus: a chip-select-framed SPI bus, one simulator round trip for a batch of frames ----
     def transfer(self, buf, frame_len):
@@ -277,7 +294,7 @@ class Board:
         link.s.write(buf)
         link.recv()
         if link.rx[3]:
-            raise OSError(5)     # EIO: the flash reported a program failure
+            raise self._eio      # EIO: the flash reported a program failure
 
     def ioctl(self, op, arg):
         if op == 4:
@@ -288,7 +305,7 @@ class Board:
             struct.pack_into("<II", self._req, 0, arg * self.block_size, self.block_size)
             self._link.call(_FLASH_E, self._req)
             if self._link.rx[3]:
-                raise OSError(5)
+                raise self._eio
         return 0
 
     # -- random: seeded by the simulator's seed (METER_SEED), so a run is reproducible --------------

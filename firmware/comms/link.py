@@ -33,7 +33,8 @@ class MeterLink:
         if on_balance is not None:
             self.sms = SmsService(self.protocol, on_token, on_balance, cfg.get("customer"),
                                   cfg.get("registered", ()), cfg.get("lang", "fr"),
-                                  cfg.get("minor_per_unit", 100), emit)
+                                  cfg.get("minor_per_unit", 100), emit,
+                                  tokens_from_registered=cfg.get("sms_tokens_registered_only", False))
         self.supervisor = Supervisor(modem, clock, dl.for_board(cfg.get("dialect", "sim7600")), cfg,
                                      self.mqtt, rng, emit, self.sms, self._session_up,
                                      self.uplink.session_lost)

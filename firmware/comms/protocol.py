@@ -2,7 +2,8 @@
 per-meter message key, per-direction sequence numbers that survive reboots, idempotent handling of
 redelivered message ids, rejection reports, and dispatch of tokens and commands to the application.
 
-Order of checks for a downlink: parse -> meter id -> MAC (unsigned only for tokens) -> already seen id
+Order of checks for a downlink: parse -> meter id -> MAC (unsigned only for tokens, which then count
+towards the unauthenticated source's failed-entry lockout; signed ones never do) -> already seen id
 (answer the remembered result again, act never) -> sequence (s must exceed the last accepted) -> act,
 remember and persist the result -> answer. A message that fails a check is reported, never acted on."""
 import json
@@ -111,7 +112,7 @@ class Protocol:
             self._reject("stale", s)
             return "stale"
         try:
-            code, detail = self._act(t, inner)
+            code, detail = self._act(t, inner, unsigned_token)
         except Exception as e:
             # It could not be done now (a flash or memory fault while acting; the action put itself
             # back). Not remembered and the sequence not taken: the head-end sends it again.
@@ -119,10 +120,12 @@ class Protocol:
             self.emit("msg_fault", {"id": mid, "error": why[:80]})
             self._result(mid, "fault", {"error": why[:80]})
             return "fault"
-        self._unreported = 0
         if not unsigned_token:
+            self._unreported = 0
             self.rx = s
-        self._remember(mid, code, detail)
+            self._remember(mid, code, detail)
+        # An unsigned token (anyone can publish one) is neither remembered nor persisted: a token is
+        # idempotent by itself (its TID), so a flood of junk costs no flash write and no RAM here.
         self.stats["accepted"] += 1
         self._result(mid, code, detail)
         return "accepted"
@@ -151,14 +154,16 @@ class Protocol:
             return None, s
         return env, inner
 
-    def _act(self, t, inner):
+    def _act(self, t, inner, unsigned=False):
         if t == "token":
             digits = inner.get("token")
             if not isinstance(digits, str) or not ascii_digits(digits) or len(digits) not in TOKEN_LENGTHS:
                 return "format_error", {}
             if not self.on_token:
                 return "refused", {}
-            return self.on_token(digits, "mqtt")
+            # Signed by the head-end: never counts towards a lockout. Unsigned (anyone who can
+            # publish to the topic): accepted, as tokens protect themselves, but counted.
+            return self.on_token(digits, "mqtt" if unsigned else "headend")
         return self.command(inner.get("cmd"), inner.get("args", {}))
 
     def command(self, name, args):

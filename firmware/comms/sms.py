@@ -3,7 +3,6 @@ every character allows, else UCS2), incoming texts reassembled and understood (a
 number, BAL/SOLDE/رصيد, authenticated utility commands from registered numbers), and replies,
 warnings, receipts and statements queued for the supervisor to send with AT+CMGS."""
 from micropython import const
-from comms import gsm7, pdu, smstext
 from comms.protocol import ascii_digits, TOKEN_LENGTHS
 
 _GSM_SINGLE = const(160)
@@ -15,9 +14,29 @@ _MAX_IN_PARTS = const(4)  # incoming commands and tokens are short; longer ones 
 _MAX_PARTIAL = const(4)  # concatenated messages being reassembled at once
 
 
+def _codecs():
+    """gsm7, pdu and smstext: loaded while a text is encoded, decoded or written, and forgotten after
+    it (`_forget`), so the SMS codecs hold no heap between texts (about 12 KB on a 32-bit meter that
+    runs from .mpy files; texts come a few times a day)."""
+    from comms import gsm7, pdu, smstext
+    return gsm7, pdu, smstext
+
+
+def _forget():
+    import sys
+    pkg = sys.modules.get("comms")
+    for n in ("smstext", "pdu", "gsm7"):
+        sys.modules.pop("comms." + n, None)
+        try:
+            delattr(pkg, n)
+        except (AttributeError, TypeError):
+            pass
+
+
 def encode(dest, text, ref=0):
     """The PDU parts for `text` to `dest`: a list of (TPDU length for AT+CMGS, hex with the "00"
     default-SMSC prefix)."""
+    gsm7, pdu, _ = _codecs()
     sep = gsm7.septets(text)
     chunks = []
     if sep is not None:
@@ -65,7 +84,7 @@ def encode(dest, text, ref=0):
 def _gsm_with_header(udh, sep):
     # 6 header octets (48 bits) + 1 fill bit = 7 septets, so the text starts on a septet boundary
     # at bit 49: packing with one fill bit from the octet after the header gives exactly that.
-    return udh + gsm7.pack(sep, 1)
+    return udh + _codecs()[0].pack(sep, 1)
 
 
 def parse(text):
@@ -104,12 +123,15 @@ class SmsService:
     """Incoming SMS -> actions and replies; outgoing texts -> `outbox` of PDU parts."""
 
     def __init__(self, protocol, on_token, on_balance, customer=None, registered=(), lang="fr",
-                 minor_per_unit=100, emit=None, outbox_parts=16):
+                 minor_per_unit=100, emit=None, outbox_parts=16, tokens_from_registered=False):
         self.protocol = protocol  # authenticates CMD texts, runs commands
         self.on_token = on_token  # (digits, source) -> (code, detail)
         self.on_balance = on_balance  # () -> (credit minor units, days left)
         self.customer = customer
         self.registered = tuple(registered)
+        # True: tokens only from the utility's numbers and the customer's; else from anyone, each
+        # sender with its own failed-entry lockout (the source "sms:<number>").
+        self.tokens_from_registered = tokens_from_registered
         self.lang = lang
         self.minor_per_unit = minor_per_unit
         self.emit = emit or (lambda kind, data: None)
@@ -134,12 +156,21 @@ class SmsService:
         """A warning, receipt or statement for the customer's registered number in their language."""
         if not self.customer:
             return False
-        return self.send(self.customer, smstext.render(kind, self.lang, self.minor_per_unit, **values))
+        try:
+            return self.send(self.customer, _codecs()[2].render(kind, self.lang, self.minor_per_unit, **values))
+        finally:
+            _forget()
 
     # -- incoming ----------------------------------------------------------------------------
     def incoming(self, pdu_hex):
         """Handle one stored message (hex PDU as AT+CMGR/CMGL print it); returns what it was."""
-        m = pdu.decode(pdu_hex)
+        try:
+            return self._incoming(pdu_hex)
+        finally:
+            _forget()
+
+    def _incoming(self, pdu_hex):
+        m = _codecs()[1].decode(pdu_hex)
         if m is None or m["type"] != "deliver":
             self.stats["bad"] += 1
             return "bad"
@@ -178,12 +209,17 @@ class SmsService:
             return "ignored"
         kind = req[0]
         if kind == "token":
-            code, _ = self.on_token(req[1], "sms")
-            self.send(sender, smstext.render("token", self.lang, self.minor_per_unit, token=req[1], result=code))
+            if self.tokens_from_registered and sender not in self.registered and sender != self.customer:
+                self.emit("sms_token_refused", {"from": sender})
+                return "refused"
+            code, _ = self.on_token(req[1], "sms:" + sender)
+            self.send(sender, _codecs()[2].render("token", self.lang, self.minor_per_unit, token=req[1],
+                                                  result=code))
             return "token"
         if kind == "balance":
             credit, days = self.on_balance()
-            self.send(sender, smstext.render("balance", req[1], self.minor_per_unit, credit=credit, days=days))
+            self.send(sender, _codecs()[2].render("balance", req[1], self.minor_per_unit, credit=credit,
+                                                  days=days))
             return "balance"
         if sender not in self.registered:
             self.emit("sms_cmd_refused", {"from": sender})
@@ -192,7 +228,7 @@ class SmsService:
         code, detail = self.protocol.sms_command(seq, body, mac8, name, args)
         if code is None:
             return detail  # bad_mac or stale: not acted on, not answered (no oracle for forgers)
-        self.send(sender, smstext.render("cmd", "en", seq=seq, code=code) + _detail(detail))
+        self.send(sender, _codecs()[2].render("cmd", "en", seq=seq, code=code) + _detail(detail))
         return "cmd"
 
 

@@ -43,6 +43,7 @@ class Supervisor:
         self.backoff_max_ms = cfg.get("backoff_max_s", 900) * 1000
         self.reg_timeout_ms = cfg.get("reg_timeout_s", 180) * 1000
         self.hang_limit = cfg.get("hang_limit", 3)
+        self.max_drift_s = cfg.get("time_max_drift_s", 600)   # network time may correct this much
         self.at = ATEngine(stream, clock, self._urc)
         self.at.sink = mqtt.feed
         self.at.on_closed = self._closed
@@ -297,11 +298,28 @@ class Supervisor:
                 t = dl.parse_cclk(c.find("+CCLK:") or "")
                 if t is not None:
                     self._want_time = False
-                    self.clock.set_time(t)
-                    self.emit("time_set", {"unix": t, "source": "network"})
+                    self._network_time(t)
         self._go("net")
         self._link_lost = False
         self._run(self.dialect.open_data(self.apn, self.host, self.port))
+
+    def _network_time(self, t):
+        """The network's time (NITZ, through the modem's clock) is a weak source: anyone with a fake
+        base station sets it. It may set a clock that is not known yet, or correct a known one by up
+        to `time_max_drift_s`; a bigger jump is only an event (the head-end's signed set_time can
+        make it). The clock decides tariffs, statements and lockouts: it must not be moved at will."""
+        clock = self.clock
+        if not clock.time_valid:
+            clock.set_time(t)
+            self.emit("time_set", {"unix": t, "source": "network"})
+            return
+        drift = t - clock.time()
+        if -self.max_drift_s <= drift <= self.max_drift_s:
+            if drift:
+                clock.set_time(t)
+                self.emit("time_set", {"unix": t, "source": "network", "drift": drift})
+            return
+        self.emit("time_rejected", {"unix": t, "source": "network", "drift": drift})
 
     def _s_net(self):
         r = self._step()

@@ -95,7 +95,10 @@ class _Commands:
         gc.collect()      # the token code is loaded now and dropped after: give it one free stretch
         try:
             from tokens.apply import apply_token
-            return apply_token(self.app, digits, req.get("source", "service"))
+            # Where the token came from decides its lockout. Only in-process callers can say (the keypad,
+            # the cellular side: a one-tuple, which JSON cannot make); a service-port request is "service".
+            src = req.get("source")
+            return apply_token(self.app, digits, src[0] if isinstance(src, tuple) else "service")
         finally:
             import sys
             for name in [n for n in sys.modules if n.startswith("tokens.")]:

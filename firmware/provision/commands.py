@@ -27,6 +27,15 @@ def _forget(name):
         pass
 
 
+def _present(store, name):
+    """True when the record exists in any state (valid or corrupt): only "never written" is absent."""
+    try:
+        store.load(name)
+    except Exception as e:
+        return type(e).__name__ != "StoreMissing"
+    return True
+
+
 class ProvisionCommands:
     def __init__(self, app):
         self.app = app
@@ -40,8 +49,10 @@ class ProvisionCommands:
         svc.gate = self.session.gate
 
     def _load_state(self):
-        """Factory mode unless the lock record says otherwise. Fails closed: no flash, or a lock record
-        that cannot be read, counts as locked (an event says why)."""
+        """Factory mode only on a meter that holds nothing: no lock record AND no identity or keys
+        (neither readable nor corrupt). Fails closed: no flash, a lock record that cannot be read, or
+        a missing lock record beside identity or keys (deleted or rotted: a provisioned meter must
+        stay locked whatever record is missing) counts as locked, with an event saying why."""
         emit = self.app.events.emit
         if self.store is None:
             return False
@@ -53,13 +64,17 @@ class ProvisionCommands:
         try:
             lock = self.store.load(_id.FACTORY)
         except Exception as e:
-            if type(e).__name__ == "StoreMissing":
-                return True
-            emit("factory_lock_unreadable", {"error": type(e).__name__})
-            return False
+            if type(e).__name__ != "StoreMissing":
+                emit("factory_lock_unreadable", {"error": type(e).__name__})
+                return False
+            held = [n for n in (_id.IDENTITY, _id.KEYS) if _present(self.store, n)]
+            if held:
+                emit("factory_lock_missing", {"held": held})
+                return False
+            return True
         finally:
             _forget("identity")
-        return not lock.get("locked")
+        return not (isinstance(lock, dict) and lock.get("locked"))
 
     def _dispatch(self, req):
         # A known point to collect: the handler's bytecode then loads into a tidy heap.

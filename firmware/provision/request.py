@@ -127,7 +127,12 @@ def cmd_provision(pc, req):
     ident, keys = records_from_request(req, pc.app.clock.time())
     gc.collect()  # the store opens three files next; give littlefs a tidy heap
     # One atomic step: a cut leaves the old identity and keys, or both new ones, never a mix.
-    pc.store.commit_many({_id.IDENTITY: ident, _id.KEYS: keys})
+    recs = {_id.IDENTITY: ident, _id.KEYS: keys}
+    if pc.session.factory_mode:
+        # Factory mode is a record of its own from here on: once identity and keys exist, a missing
+        # lock record means locked (provision.commands), so the line can still reboot before the lock.
+        recs[_id.FACTORY] = {"locked": False}
+    pc.store.commit_many(recs)
     pc.provisioned = True
     pc.app.events.emit("provisioned", {"krn": keys["krn"], "rekey": rekey})
     return {"provisioned": True, "rekey": rekey, "meter_id": ident["meter_id"], "pan": ident["pan"],

@@ -8,9 +8,13 @@ result, never silently kept or invented)."""
 from binascii import hexlify, unhexlify
 import hashlib
 
-from tokens.decoder import ACCEPTED, KEY_CHANGE_WAITING, CRC_ERROR, FORMAT_ERROR, TokenDecoder
+from tokens.decoder import ACCEPTED, KEY_CHANGE_WAITING, CRC_ERROR, FORMAT_ERROR, KEYPAD, TokenDecoder
+from tokens.lockout import OPAYGO_CAP_S, OPAYGO_FIRST_S, Lockout
 
 RECORD = "tokens"
+HEADEND = "headend"       # inside an authenticated head-end envelope: never counts
+LOCAL = ("keypad", "service")   # typed at the meter: the keypad's persisted lockout
+_SOURCES_MAX = 8          # RAM lockouts kept (SMS senders, unauthenticated deliveries)
 
 
 def _fingerprint(key):
@@ -37,9 +41,11 @@ def decoder_for(app):
     keys = _keys(app)
     mode = "money" if app.prepaid.schedule.mode == "money" else "energy"
     if keys:
+        op = _opaygo(keys)
+        sched = {} if op is None else {"lockout_first_s": OPAYGO_FIRST_S, "lockout_cap_s": OPAYGO_CAP_S}
         dec = TokenDecoder(app.clock, decoder_key=keys["sts_key"], ken=keys.get("ken", 255),
                            krn=keys.get("krn", 1), kt=keys.get("kt", 2), ti=keys.get("ti", 1),
-                           opaygo=_opaygo(keys), mode=mode)
+                           opaygo=op, mode=mode, **sched)
         fp = _fingerprint(keys["sts_key"])
     else:
         dec = TokenDecoder(app.clock, mode=mode)
@@ -119,9 +125,35 @@ def _apply(app, r, out):
             _credit(p, amount, ref, out)
 
 
+def lockout_for(app, dec, source):
+    """The lockout a token from `source` counts on: KEYPAD for entries at the meter, None for tokens
+    the head-end sent inside an authenticated envelope, else one per source in RAM (an SMS sender,
+    unauthenticated MQTT), kept on the app for its life. Lost at a reboot, on purpose: no flash
+    write per junk token, and a remote sender cannot reboot the meter."""
+    if source in LOCAL:
+        return KEYPAD
+    if source == HEADEND:
+        return None
+    locks = getattr(app, "token_locks", None)
+    if locks is None:
+        locks = app.token_locks = {}
+    lk = locks.get(source)
+    if lk is None:
+        if len(locks) >= _SOURCES_MAX:
+            # Forget one that is not locked (or, if all are, any): the table stays bounded.
+            for k in locks:
+                if not locks[k].locked():
+                    break
+            locks.pop(k)
+        keypad = dec.lockout
+        lk = locks[source] = Lockout(app.clock, keypad.cap_ms // 1000, keypad.first_ms // 1000)
+    return lk
+
+
 def apply_token(app, digits, source="service"):
     dec, fp = decoder_for(app)
-    r = dec.check(digits)
+    lockout = lockout_for(app, dec, source)
+    r = dec.check(digits, lockout)
     out = {"result": r.result, "system": r.system, "action": r.action, "value": r.value, "unit": r.unit,
            "detail": r.detail}
     if r.remaining_ms:
@@ -134,8 +166,9 @@ def apply_token(app, digits, source="service"):
             return {RECORD: _record(dec, fp)}
         # Ledger, refs and replay state together: applied and recorded, or neither (RAM included).
         app.prepaid.change(change)
-    elif r.result in (CRC_ERROR, FORMAT_ERROR) and app.store is not None:
-        app.store.commit(RECORD, _record(dec, fp))     # the lockout count survives a reboot
-    app.events.emit("token", {"result": r.result, "source": source})
+    elif r.result in (CRC_ERROR, FORMAT_ERROR) and lockout is KEYPAD and app.store is not None:
+        app.store.commit(RECORD, _record(dec, fp))     # the keypad's lockout count survives a reboot
+    # out["result"], not r.result: committing the result marks the object itself "used".
+    app.events.emit("token", {"result": out["result"], "source": source if source[:4] != "sms:" else "sms"})
     out["credit"] = app.prepaid.ledger.credit
     return out

@@ -28,6 +28,8 @@ _CREDIT_ACTIONS = (("credit_kwh", "0.1kWh"), ("credit_water", "0.1m3"), ("credit
                    ("credit_time", "0.1min"))
 _CURRENCY = ("credit_currency", "0.00001")
 
+KEYPAD = "keypad"     # check(): count on the decoder's own (keypad) lockout
+
 _STATE_VERSION = const(1)
 _TAG_KEY = const(1)
 _TAG_TIDS = const(2)
@@ -68,7 +70,8 @@ class TokenDecoder:
     this meter takes; the other kind is refused, not converted)."""
 
     def __init__(self, clock, decoder_key=None, ken=255, krn=1, kt=2, ti=1, opaygo=None,
-                 mode="energy", tid_capacity=50, lockout_cap_s=3600, key_change_window_s=600):
+                 mode="energy", tid_capacity=50, lockout_cap_s=3600, key_change_window_s=600,
+                 lockout_first_s=10):
         self.clock = clock
         self.mode = mode
         self.ken = ken
@@ -78,7 +81,7 @@ class TokenDecoder:
         self.set_key(decoder_key)
         self.tids = TidStore(tid_capacity)
         self.opaygo = opaygo
-        self.lockout = Lockout(clock, lockout_cap_s)
+        self.lockout = Lockout(clock, lockout_cap_s, lockout_first_s)   # the keypad's (persisted)
         self.keychange = KeyChange(clock, key_change_window_s * 1000)
 
     def set_key(self, key):
@@ -86,9 +89,13 @@ class TokenDecoder:
         self._cipher = Misty1(key) if key is not None else None
 
     # -- checking ---------------------------------------------------------------------------
-    def check(self, digits):
-        """Classify a token without applying it. Bad entries count towards the lockout."""
-        rem = self.lockout.remaining_ms()
+    def check(self, digits, lockout=KEYPAD):
+        """Classify a token without applying it. Bad entries count towards `lockout`: the keypad's
+        (the default, persisted with the state), another source's `Lockout`, or None for a token
+        that came authenticated (it never counts and is never locked out)."""
+        if lockout is KEYPAD:
+            lockout = self.lockout
+        rem = lockout.remaining_ms() if lockout is not None else 0
         if rem:
             r = Result(LOCKED_OUT)
             r.remaining_ms = rem
@@ -102,11 +109,13 @@ class TokenDecoder:
             r = self._check_opaygo(digits)
         else:
             r = Result(FORMAT_ERROR, detail="length")
+        if lockout is None:
+            return r
         if r.result in (CRC_ERROR, FORMAT_ERROR) and r.detail != "mode":
-            self.lockout.failure()
-            r.remaining_ms = self.lockout.remaining_ms()
+            lockout.failure()
+            r.remaining_ms = lockout.remaining_ms()
         elif r.result in (ACCEPTED, KEY_CHANGE_WAITING):
-            self.lockout.success()
+            lockout.success()
         return r
 
     def _check_sts(self, digits):

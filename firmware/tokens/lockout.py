@@ -1,5 +1,11 @@
-"""Failed-entry lockout: after 3 consecutive bad tokens the keypad locks for 10 s, doubling with each
-further failure up to a cap; a good token resets it. Guessing tokens therefore costs real time.
+"""Failed-entry lockout: after 3 consecutive bad tokens entries lock for `first_s` (10 s), doubling with
+each further failure up to a cap; a good token resets it. Guessing tokens therefore costs real time.
+A meter that takes OpenPAYGO tokens follows the OpenPAYGO security audit's schedule instead:
+`OPAYGO_FIRST_S` (1 minute) doubling, capped at `OPAYGO_CAP_S` (512 minutes).
+
+One lockout per source (see `tokens.apply`): the keypad's is persisted with the token state; SMS
+senders and unauthenticated network deliveries each get one in RAM; tokens inside an authenticated
+head-end envelope never count. So junk from one channel never locks another out.
 
 Timing uses the board clock's ticks (monotonic, wraps at 2**30 ms). The state saved for flash holds
 the failure count, the lock time still remaining, and (when the board's wall clock is trusted) the
@@ -10,17 +16,22 @@ a lock.
 from micropython import const
 
 _FREE_FAILS = const(3)
-_FIRST_LOCK_MS = const(10000)
+_FIRST_LOCK_S = const(10)
+OPAYGO_FIRST_S = const(60)
+OPAYGO_CAP_S = const(30720)  # 512 minutes
 _MAX_CAP_S = const(86400)  # ticks_diff is only meaningful below 2**29 ms
 _VERSION = const(1)
 
 
 class Lockout:
-    def __init__(self, clock, cap_s=3600):
+    def __init__(self, clock, cap_s=3600, first_s=_FIRST_LOCK_S):
         if cap_s < 10 or cap_s > _MAX_CAP_S:
             raise ValueError("lockout cap must be 10..86400 s")
+        if first_s < 1 or first_s > cap_s:
+            raise ValueError("first lock must be 1 s .. the cap")
         self._clock = clock
         self.cap_ms = cap_s * 1000
+        self.first_ms = first_s * 1000
         self.fails = 0
         self._until = None  # ticks_ms at which the lock ends, or None
 
@@ -41,7 +52,7 @@ class Lockout:
         """Lock length after `fails` consecutive failures (0 below the threshold)."""
         if fails < _FREE_FAILS:
             return 0
-        ms = _FIRST_LOCK_MS
+        ms = self.first_ms
         for _ in range(fails - _FREE_FAILS):
             ms *= 2
             if ms >= self.cap_ms:

@@ -22,7 +22,7 @@ class UI:
         from credit.commands import handle
         from service.port import unload
         try:
-            out = handle(self.app, "token", {"digits": digits, "source": "keypad"})
+            out = handle(self.app, "token", {"digits": digits, "source": ("keypad",)})
         finally:
             unload("credit.commands")
         self.refresh()

@@ -21,6 +21,7 @@ BENCHES = [
     "host_tools.bench.powercut_bench",
     "host_tools.bench.remote_bench",
     "host_tools.bench.agency_bench",
+    "host_tools.bench.heap32_bench",
 ]
 
 LONG = [

@@ -141,8 +141,9 @@ class HeadEnd:
                                {"msg_id": msg_id, "attempt": m["attempts"] + 1, "seq": seq}, db=db)
         body = json.loads(m["body"])
         key = bytes.fromhex(meter["message_key_hex"])
-        # tokens travel unsigned (secure end to end); everything else is signed
-        payload = envelope.seal(key, meter["meter_id"], seq, body, sign=(body["t"] != "token"))
+        # Everything is signed, tokens too: a token is secure end to end by itself, but only a signed
+        # one tells the meter it came from the utility, so it never counts towards a lockout there.
+        payload = envelope.seal(key, meter["meter_id"], seq, body, sign=True)
         return DOWN.format(meter["meter_id"]), payload
 
     # -- ingest ------------------------------------------------------------------------------------

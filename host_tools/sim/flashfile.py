@@ -93,6 +93,73 @@ class FlashFile:
         self.f.flush()
         self.blocks_erased += n // self.block_size
 
+    def _fs(self):
+        import littlefs
+        from host_tools.build.image import NAME_MAX
+        buf = bytearray(self.read(0, self.size))
+        fs = littlefs.LittleFS(context=littlefs.UserContext(buffer=buf), block_size=self.block_size,
+                               block_count=self.size // self.block_size, name_max=NAME_MAX, mount=False)
+        fs.mount()
+        return fs, buf
+
+    def _write_back(self, fs, buf):
+        fs.unmount()
+        self.f.seek(self.offset)
+        self.f.write(buf)
+        self.f.flush()
+
+    def list_files(self, folder="/"):
+        """Every file's path under `folder` (with the meter off)."""
+        fs, _ = self._fs()
+        out = []
+        for root, _dirs, files in fs.walk(folder):
+            for n in files:
+                out.append((root.rstrip("/") + "/" + n).lstrip("/"))
+        fs.unmount()
+        return sorted(out)
+
+    def flip_bytes(self, names, at=-1, mask=0xFF):
+        """Flip bits (XOR `mask`) of the byte at `at` in each named file (with the meter off): rot in a
+        record that littlefs itself still reads. Returns {name: (offset, old byte)} for those found.
+        Goes through littlefs, so the rest of the file system stays as the firmware left it."""
+        fs, buf = self._fs()
+        done = {}
+        for n in names:
+            path = "/" + n.lstrip("/")
+            try:
+                with fs.open(path, "rb") as f:
+                    data = bytearray(f.read())
+            except FileNotFoundError:
+                continue
+            if not data:
+                continue
+            i = at % len(data)
+            done[n] = (i, data[i])
+            data[i] ^= mask
+            with fs.open(path, "wb") as f:
+                f.write(bytes(data))
+        self._write_back(fs, buf)
+        return done
+
+    def fill(self, name="junk", keep_blocks=0):
+        """Fill the file system with one file (with the meter off), leaving about `keep_blocks` free:
+        a flash that is full. Returns the bytes written."""
+        fs, buf = self._fs()
+        n = 0
+        chunk = b"\xa5" * self.block_size
+        with fs.open("/" + name, "wb") as f:
+            while True:
+                free = self.size // self.block_size - fs.used_block_count
+                if free <= keep_blocks + 1:
+                    break
+                try:
+                    f.write(chunk)
+                except Exception:       # littlefs: no space left
+                    break
+                n += len(chunk)
+        self._write_back(fs, buf)
+        return n
+
     def remove_files(self, names):
         """Delete files from the partition (with the meter off): a record lost to rot or a bad block.
         Goes through littlefs itself, so the rest of the file system stays as the firmware left it."""

@@ -182,7 +182,8 @@ class SimMeter:
         env = dict(os.environ)
         env.update(MICROPYPATH=search_path(self.fw_dir, self.frozen_dir), METER_SIM="127.0.0.1:%d" % self.port,
                    METER_SEED=str(self.seed), METER_BOARD_JSON=str(self.fw_dir / "board.json"),
-                   METER_FLASH_OFFSET=str(self.flash.offset), METER_VFS_SIZE=str(self.vfs_size))
+                   METER_FLASH_OFFSET=str(self.flash.offset), METER_VFS_SIZE=str(self.vfs_size),
+                   METER_RESET_CAUSE=self.reset_cause)
         if self.flash.cipher is None:
             # plain flash: the board reads the file directly; encrypted flash is read through the
             # simulator, which decrypts as the chip's flash cache does
@@ -423,6 +424,7 @@ class SimMeter:
         """The meter loses power at this instant: the MCU dies wherever it is, and the metering chip,
         on the same supply, forgets its registers (what it held and was not read is lost)."""
         self.kill()
+        self.reset_cause = "power"
         self._pending_until = None
         self.world.chip.power_on_reset()
         if self.modem is not None:
@@ -480,6 +482,7 @@ class SimMeter:
                     return max(w.now_ms, min(target, now_v))
 
     tick_hook = None
+    reset_cause = "power"     # why the next boot happens (the firmware's board.reset_cause())
     _pending_until = None
     _pending_wake = True
     _death_at = None          # virtual ms at which a failing supply takes the firmware down
@@ -517,7 +520,8 @@ class SimMeter:
                 if not isinstance(e, (_Reboot, socket.timeout)) and self._main_ended():
                     self._enter_repl()
                     continue
-                self._firmware_gone()
+                # What the board's reset_cause() says at the next boot: a hang is the watchdog's.
+                self._firmware_gone("watchdog" if isinstance(e, socket.timeout) else "reset")
                 continue
             except PowerCut:
                 self.power_cut()
@@ -627,10 +631,11 @@ class SimMeter:
             self.tick_hook()
         return stop_at_ms is not None and w.now_ms >= stop_at_ms
 
-    def _firmware_gone(self):
+    def _firmware_gone(self, cause="reset"):
         """The process exited, hung or asked to reboot: start it again, as a watchdog or power would."""
         crashed = self.proc is not None and self.proc.poll() not in (None, 0)
         self.kill()
+        self.reset_cause = cause
         self._pending_until = None
         if crashed and self.boots > 50:
             raise SimulationError("the firmware keeps crashing", hint="see %s:\n%s" % (

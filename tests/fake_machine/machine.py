@@ -46,6 +46,19 @@ def reset():
     raise Reset()
 
 
+# reset_cause() values as the ESP32 port names them; `cause` is what the next call returns.
+PWRON_RESET = 1
+HARD_RESET = 2
+WDT_RESET = 3
+DEEPSLEEP_RESET = 4
+SOFT_RESET = 5
+cause = [PWRON_RESET]
+
+
+def reset_cause():
+    return cause[0]
+
+
 def unique_id():
     return b"\x24\x0a\xc4\x00\x00\x01"
 

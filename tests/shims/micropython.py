@@ -15,3 +15,10 @@ def viper(f):
 
 def mem_info(*a):
     pass
+
+
+kbd_intr_calls = []   # what firmware asked of kbd_intr (a test checks the console was locked)
+
+
+def kbd_intr(c):
+    kbd_intr_calls.append(c)
