@@ -748,7 +748,10 @@ def test_simulated_modem_bridges_the_firmware_to_the_broker_through_a_pipe(monke
     b.pump()
     assert got == [("meters/meter-1/up", b"accepted", 1, False, False)]
     assert b.sessions()["meter-1"]["inflight"] == 0
-    c.m.drop_link()                            # the modem closes the TCP link: the broker sees it at once
+    c.m.drop_link()              # the radio link is gone: no FIN reaches the broker (half-open)
+    b.pump()
+    assert b.sessions()["meter-1"]["connected"] is True, "the broker saw a drop no packet told it of"
+    clock.t += 1.5 * 60 + 1      # past 1.5 x the keepalive of 60 s
     b.pump()
     assert b.sessions()["meter-1"]["connected"] is False
-    assert got[-1] == ("meters/meter-1/up", b"offline", 1, False, False), "no will after the modem's close"
+    assert got[-1] == ("meters/meter-1/up", b"offline", 1, False, False), "no will after the keepalive expired"
