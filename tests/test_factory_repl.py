@@ -20,6 +20,10 @@ from host_tools.provision.simline import SimMeterProcess, flash_boards, heap_env
 
 VENDING_KEY = "abababababababab949494949494949401234567"
 LOCKED_MAIN = b"import micropython\nmicropython.kbd_intr(-1)\nimport app\napp.main()\n"
+# An application without the guard (firmware/guard.py locks the console first): keyboard interrupt left
+# on, watchdog armed - what the simulated ESP32 must stop on a Ctrl-C and then hand to mpremote.
+OPEN_MAIN = (b"import board\nfrom startup import Startup\nfrom app import App\nb = board.Board()\n"
+             b"b.watchdog.start(8000)\nApp(b, Startup(b)).run()\n")
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -53,9 +57,11 @@ def boards(tmp_path_factory):
     files = read_image((tmp / "build" / "fs.img").read_bytes(), 4096)
     files["/main.py"] = LOCKED_MAIN   # what the lock-down's main.py does first
     (tmp / "locked.img").write_bytes(make_image(files, 4096, 512))
+    files["/main.py"] = OPEN_MAIN
+    (tmp / "open.img").write_bytes(make_image(files, 4096, 512))
     for d in ("open", "locked"):
         (tmp / d).mkdir()
-    open_flash = flash_boards(tmp / "open", 1, tmp / "fw.bin", tmp / "build" / "fs.img")[0]
+    open_flash = flash_boards(tmp / "open", 1, tmp / "fw.bin", tmp / "open.img")[0]
     locked_flash = flash_boards(tmp / "locked", 1, tmp / "fw.bin", tmp / "locked.img")[0]
     return tmp, open_flash, locked_flash
 
