@@ -49,7 +49,7 @@ def parse_vending_key(text):
     return key
 
 
-def decoder_key(vending_key, sgc, ti, krn, kt, pan, base_date="93", ea="11"):
+def decoder_key(vending_key, sgc, ti, krn, kt, pan, base_date="14", ea="11"):
     """The 16-byte MISTY1 decoder key for one meter."""
     if len(vending_key) != 20:
         raise UsageError("vending key must be 20 bytes", hint="40 hex digits")
