@@ -159,8 +159,16 @@ def table(reply, title=None):
 
 
 def console(file=None):
+    """A rich console; into a pipe or file it is wide, so tables are not wrapped at 80 columns."""
     from rich.console import Console
-    return Console(file=file or sys.stdout, highlight=False, soft_wrap=True)
+    f = file or sys.stdout
+    width = None
+    try:
+        if not f.isatty():
+            width = int(os.environ.get("COLUMNS") or 160)
+    except (AttributeError, ValueError):
+        width = 160
+    return Console(file=f, highlight=False, soft_wrap=True, width=width)
 
 
 def show(reply, title=None, file=None):

@@ -82,6 +82,8 @@ def vend_topup(store, keystore, meter_id, kwh=None, amount=None, now=None):
 
 def queue_command(store, meter_id, cmd, args=None, now=None):
     """Queue a signed management command; returns its message id."""
+    from host_tools.headend.commandargs import check
+    args = check(cmd, args)                 # malformed arguments are refused, nothing queued
     store.meter(meter_id)
     now = time.time() if now is None else now
     msg_id = "c-" + secrets.token_hex(6)

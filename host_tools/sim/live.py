@@ -102,66 +102,165 @@ class LiveView:
             parts.append(Panel("\n".join(self.m.display_lines), title="meter display", expand=False))
         if self.m.service.pty_fd is not None:
             parts.append("service port: %s" % self.pty_path)
+        if self.extra:
+            parts.append("meters:\n" + "\n".join(self.extra))
+        if self.help:
+            parts.append(self.help)
         return Panel(Group(*parts), title=head, expand=False)
 
     pty_path = None
+    extra = ()
+    help = None
 
 
 def _f(v, div, nd):
     return "-" if v is None else ("%." + str(nd) + "f") % (v / div)
 
 
+# Keys a person types in the live view -> the meter's keypad keys (ui/keypad.py).
+KEYMAP = {"\r": "ENTER", "\n": "ENTER", "\x7f": "BACK", "\x08": "BACK", "e": "EMERG", "E": "EMERG",
+          "r": "RECONNECT", "R": "RECONNECT", "n": "NEXT", "N": "NEXT", " ": "NEXT", "\t": "NEXT"}
+KEY_HELP = "keypad: digits, Enter, Backspace, e emergency, r reconnect, n next screen; Ctrl-C stops"
+
+
+def keys_from_text(text):
+    """The keypad keys for what was typed (digits as themselves; unknown characters ignored)."""
+    out = []
+    for ch in text:
+        if "0" <= ch <= "9":
+            out.append(ch)
+        elif ch in KEYMAP:
+            out.append(KEYMAP[ch])
+    return out
+
+
+class KeyReader:
+    """Reads what a person types (stdin in cbreak mode when it is a terminal; a pipe works too)."""
+
+    def __init__(self, fd):
+        self.fd = fd
+        self.saved = None
+        if os.isatty(fd):
+            import termios
+            self.saved = termios.tcgetattr(fd)
+            tty.setcbreak(fd)
+
+    def read(self):
+        import select
+        keys = []
+        while select.select([self.fd], [], [], 0)[0]:
+            try:
+                data = os.read(self.fd, 256)
+            except OSError:
+                break
+            if not data:
+                self.fd = None     # end of input: stop reading, keep the meter running
+                break
+            keys += keys_from_text(data.decode("utf-8", "replace"))
+            if self.fd is None:
+                break
+        return keys
+
+    def close(self):
+        if self.saved is not None:
+            import termios
+            termios.tcsetattr(self.fd if self.fd is not None else 0, termios.TCSADRAIN, self.saved)
+
+
+def link_name(link, i, n):
+    """The --link path for meter i of n: the path itself for one meter, else NAME-<i+1>.SUFFIX."""
+    if not link or n == 1:
+        return link
+    root, ext = os.path.splitext(link)
+    return "%s-%d%s" % (root, i + 1, ext)
+
+
 def serve(seed=1, profile="household", afe="typical", grid="stable", speed=1.0, as_json=False,
           link=None, period_s=1, days=None, script=None, quiet=False, settings=None, out=sys.stdout,
-          workdir=None, **meter_args):
-    """Run a meter in realtime until interrupted (or for `days` simulated days). Returns the meter's
-    final totals reply."""
+          workdir=None, meters=1, join=None, keys_fd=None, **meter_args):
+    """Run `meters` meters in realtime until interrupted (or for `days` simulated days); `join` (a
+    sim.join.HeadendJoin) puts them on a head-end. Returns (the first meter's final totals, meter)."""
     from host_tools.sim.run import METERING_PREPAID
     st = {"meter_period_s": period_s, "prepaid": METERING_PREPAID}
     st.update(settings or {})
-    m = SimMeter(seed=seed, profile=profile, afe=afe, grid=grid, settings=st, realtime=True, speed=speed,
-                 workdir=workdir, **meter_args)
-    master, slave, path = open_pty(link)
-    m.service.pty_fd = master
-    view = LiveView(m)
-    view.pty_path = path
+    ms, ptys, views = [], [], []
     stop = {"flag": False}
 
     def _stop(*_):
         stop["flag"] = True
 
-    old = {s: signal.signal(s, _stop) for s in (signal.SIGINT, signal.SIGTERM)}
-    end_ms = int(days * 86400000) if days else None
-    if script:
-        script(m)
+    old = {s: signal.signal(s, _stop) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
     live = None
     bench = None
+    keys = None
     try:
-        m.boot()
+        for i in range(meters):
+            wd = None if workdir is None else os.path.join(workdir, "meter-%d" % (i + 1) if meters > 1 else "")
+            m = SimMeter(seed=seed + i, profile=profile, afe=afe, grid=grid, settings=st, realtime=True,
+                         speed=speed, workdir=wd, **meter_args)
+            ms.append(m)
+            master, slave, path = open_pty(link_name(link, i, meters))
+            ptys.append((master, slave, path))
+            m.service.pty_fd = master
+            v = LiveView(m)
+            v.pty_path = path
+            views.append(v)
+        m = ms[0]
+        view = views[0]
+        end_ms = int(days * 86400000) if days else None
+        if script:
+            script(m)
+        ids = [None] * meters
+        if join is not None:
+            join.prepare(meters)
+        for i, mi in enumerate(ms):
+            mi.boot()
+            if join is not None:
+                mi.realtime = False
+                ids[i] = join.join(mi, i)
+                mi.realtime = True
+                mi._wall0 = None
+            mi.request("ping")
         ping = m.request("ping")
-        bench = None
         try:
             from host_tools.calibrate.bench.sim import BenchServer
             bench = BenchServer(m)
         except ImportError:
             pass
         if as_json:
-            info = {"service_port": path, "seed": seed, "board": m.board, "firmware": ping.get("version"),
+            info = {"service_port": ptys[0][2], "seed": seed, "board": m.board, "firmware": ping.get("version"),
                     "pid": os.getpid()}
+            if ids[0]:
+                info["meter_id"] = ids[0]
+            if meters > 1 or join is not None:
+                info["meters"] = [{"service_port": ptys[i][2], "meter_id": ids[i], "seed": seed + i}
+                                  for i in range(meters)]
+            if join is not None:
+                info["broker"] = "mqtt://%s:%d" % join.broker
             if bench is not None:
                 info["bench"] = bench.address
             out.write(json.dumps(info) + "\n")
             out.flush()
         elif not quiet:
+            view.extra = ["%s  %s%s" % (ptys[i][2], ids[i] or "", "" if i else "  (keypad)") for i in range(meters)] \
+                if meters > 1 or join is not None else []
             live = Live(view.render(), refresh_per_second=4, transient=False)
             live.start()
+        if keys_fd is not None:
+            keys = KeyReader(keys_fd)
+            view.help = KEY_HELP
 
         def check_stop():
             if stop["flag"]:
                 raise Stop()
-            view.poll()
+            for v in views:
+                v.poll()
+            if keys is not None and keys.fd is not None:
+                for k in keys.read():
+                    m.press(k)
 
-        m.tick_hook = check_stop
+        for mi in ms:
+            mi.tick_hook = check_stop
         # Serve in short chunks of virtual time; between chunks the firmware waits on a clean
         # ADVANCE, so a bench request may run the meter in lockstep (fast) before realtime resumes.
         chunk_ms = max(50, int(100 * speed))
@@ -169,10 +268,11 @@ def serve(seed=1, profile="household", afe="typical", grid="stable", speed=1.0, 
             while True:
                 if end_ms is not None and m.world.now_ms >= end_ms:
                     break
-                nxt = m.world.now_ms + chunk_ms
-                if end_ms is not None:
-                    nxt = min(nxt, end_ms)
-                m._serve(stop_at_ms=nxt)
+                for mi in ms:
+                    nxt = mi.world.now_ms + chunk_ms
+                    if end_ms is not None:
+                        nxt = min(nxt, end_ms)
+                    mi._serve(stop_at_ms=nxt)
                 check_stop()
                 if bench is not None:
                     m.realtime = False
@@ -196,6 +296,8 @@ def serve(seed=1, profile="household", afe="typical", grid="stable", speed=1.0, 
     finally:
         if live:
             live.stop()
+        if keys is not None:
+            keys.close()
         if bench is not None:
             try:
                 bench.close()
@@ -203,11 +305,16 @@ def serve(seed=1, profile="household", afe="typical", grid="stable", speed=1.0, 
                 pass
         for s, h in old.items():
             signal.signal(s, h)
-        m.close()
-        os.close(master)
-        os.close(slave)
-        if link:
-            try:
-                os.unlink(link)
-            except OSError:
-                pass
+        for mi in ms:
+            mi.close()
+        if join is not None:
+            join.close()
+        for i, (master, slave, _) in enumerate(ptys):
+            os.close(master)
+            os.close(slave)
+            ln = link_name(link, i, meters)
+            if ln:
+                try:
+                    os.unlink(ln)
+                except OSError:
+                    pass

@@ -1,0 +1,206 @@
+"""The chain from the command line: `meterkit headend serve --broker-port`, `meterkit sim start --headend
+DB --meters 2`, `meterkit headend topup --wait` answered by the simulated meters; the live view's
+keypad; and the sim/head-end verbs' refusals (exit 2, one line, no traceback, nothing spent)."""
+import json
+import os
+import pty
+import select
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from host_tools.headend.broker import free_port
+from host_tools.sim.live import keys_from_text
+
+METERKIT = str(Path(sys.executable).parent / "meterkit")
+pytestmark = pytest.mark.timeout(400)
+
+
+def mk(*argv, cwd=None, timeout=120):
+    env = dict(os.environ, COLUMNS="160")
+    return subprocess.run([METERKIT, *argv], capture_output=True, text=True, timeout=timeout, cwd=cwd, env=env)
+
+
+def _stop(proc, sig=signal.SIGTERM):
+    if proc.poll() is None:
+        proc.send_signal(sig)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
+def _keystore(d):
+    ks = d / "keystore.json"
+    ks.write_text(json.dumps({"vending_key_hex": "ab" * 20, "sgc": 123457, "kt": 2, "base_date": "14"}))
+    return ks
+
+
+@pytest.fixture(scope="module")
+def chain(tmp_path_factory):
+    d = tmp_path_factory.mktemp("chain")
+    ks = _keystore(d)
+    db = d / "headend.db"
+    port = free_port()
+    serve = subprocess.Popen([METERKIT, "headend", "serve", "--db", str(db), "--broker-port", str(port)],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    sim = None
+    try:
+        line = serve.stdout.readline()
+        assert f"127.0.0.1:{port}" in line, line + serve.stderr.read()
+        sim = subprocess.Popen([METERKIT, "sim", "start", "--headend", str(db), "--keystore", str(ks), "--meters", "2",
+                                "--link", str(d / "meter.pty"), "--json"], stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True, start_new_session=True, cwd=str(d))
+        info = json.loads(sim.stdout.readline() or "{}")
+        assert len(info.get("meters", [])) == 2, sim.stderr.read()
+        yield {"db": str(db), "ks": str(ks), "info": info, "dir": d, "port": port}
+    finally:
+        if sim is not None:
+            _stop(sim)
+        _stop(serve)
+
+
+def test_simulated_meters_join_the_head_end_and_are_topped_up_from_the_command_line(chain):
+    ids = [m["meter_id"] for m in chain["info"]["meters"]]
+    assert chain["info"]["broker"] == "mqtt://127.0.0.1:%d" % chain["port"]
+    for mid in ids:
+        p = mk("headend", "topup", mid, "--amount", "25", "--wait", "90", "--db", chain["db"], "--keystore",
+               chain["ks"], "--json", timeout=150)
+        assert p.returncode == 0, p.stdout + p.stderr
+        out = json.loads(p.stdout)
+        assert out["state"] == "done" and out["code"] == "accepted", out
+    # the credit arrived on the first meter: its service port says so
+    c = json.loads(mk("device", "-p", chain["info"]["meters"][0]["service_port"], "credit", "--json").stdout)
+    assert c["topups"] >= 2500, c
+    p = mk("headend", "meters", "--db", chain["db"])
+    assert all(mid in p.stdout for mid in ids) and "online" in p.stdout and "2 meter(s)" in p.stdout, p.stdout
+
+
+def test_topup_human_output_says_amount_and_answer(chain):
+    mid = chain["info"]["meters"][1]["meter_id"]
+    p = mk("headend", "topup", mid, "--amount", "5", "--wait", "90", "--db", chain["db"], "--keystore", chain["ks"],
+           timeout=150)
+    assert p.returncode == 0 and "5 of currency" in p.stdout and "answered: accepted" in p.stdout, p.stdout
+
+
+def test_statements_with_no_readings_are_said_in_words(chain, tmp_path):
+    mid = chain["info"]["meters"][0]["meter_id"]
+    # a copy of the registry with no readings at all
+    import sqlite3
+    copy = tmp_path / "copy.db"
+    src = sqlite3.connect(chain["db"])
+    dst = sqlite3.connect(str(copy))
+    src.backup(dst)
+    src.close()
+    dst.execute("DELETE FROM readings")
+    dst.execute("DELETE FROM messages")
+    dst.commit()
+    dst.close()
+    p = mk("headend", "statements", mid, "--db", str(copy))
+    assert p.returncode == 0 and "no statements for meter" in p.stdout, p.stdout
+
+
+def test_malformed_set_time_is_refused_and_spends_no_sms_counter(chain):
+    mid = chain["info"]["meters"][0]["meter_id"]
+    for bad in (["unix=abc"], [], ["unix=5"], ["unix=1767571200", "extra=1"]):
+        p = mk("headend", "sms-command", mid, "set_time", *bad, "--db", chain["db"])
+        assert p.returncode == 2 and "set_time" in p.stderr and "Traceback" not in p.stderr, (bad, p.stderr)
+    p = mk("headend", "command", mid, "set_time", "--db", chain["db"])
+    assert p.returncode == 2 and "set_time needs unix" in p.stderr
+    p = mk("headend", "sms-command", mid, "set_time", "unix=1767571200", "--db", chain["db"], "--json")
+    assert p.returncode == 0 and json.loads(p.stdout)["seq"] == 1, p.stdout   # nothing was spent before
+
+
+@pytest.mark.parametrize("argv,needle", [
+    (["headend", "topup", "X", "--amount", "nan"], "not a positive amount"),
+    (["headend", "topup", "X", "--kwh", "0"], "not a positive amount"),
+    (["headend", "topup", "X", "--amount", "1", "--wait", "nan"], "--wait"),
+])
+def test_head_end_refusals_exit_2_without_traceback(chain, argv, needle):
+    argv = list(argv)
+    argv[2] = chain["info"]["meters"][0]["meter_id"]
+    p = mk(*argv, "--db", chain["db"], "--keystore", chain["ks"])
+    assert p.returncode == 2 and needle in p.stderr and "Traceback" not in p.stderr, p.stderr
+
+
+@pytest.mark.parametrize("argv,needle", [
+    (["sim", "start", "--speed", "0"], "--speed"), (["sim", "start", "--speed", "-5"], "--speed"),
+    (["sim", "start", "--speed", "nan"], "--speed"),
+    (["sim", "run", "--days", "-1"], "--days"), (["sim", "run", "--days", "0"], "--days"),
+    (["sim", "run", "--days", "1", "--fault", "bogus@10"], "unknown fault kind"),
+    (["sim", "run", "--days", "1", "--fault", "silent@-5"], "bad fault"),
+    (["sim", "start", "--broker", "mqtt://127.0.0.1:1"], "--headend"),
+    (["sim", "start", "--headend", "/nonexistent/he.db"], "no head-end database"),
+    (["headend", "serve", "--broker-port", "0", "--db", "/tmp/never-made.db"], "not a port"),
+])
+def test_sim_refusals_exit_2_without_traceback(argv, needle):
+    p = mk(*argv)
+    assert p.returncode == 2 and needle in p.stderr and "Traceback" not in p.stderr, (p.returncode, p.stderr)
+
+
+def test_sim_start_ended_by_sighup_removes_its_link(tmp_path):
+    link = tmp_path / "m.pty"
+    proc = subprocess.Popen([METERKIT, "sim", "start", "--json", "--link", str(link)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        json.loads(proc.stdout.readline())
+        assert link.is_symlink()
+        proc.send_signal(signal.SIGHUP)
+        assert proc.wait(timeout=30) == 0
+    finally:
+        _stop(proc, signal.SIGKILL)
+    assert not link.exists() and not link.is_symlink()
+
+
+def test_keys_typed_in_the_live_view_map_to_the_keypad():
+    assert keys_from_text("12\r") == ["1", "2", "ENTER"]
+    assert keys_from_text("e\rr\x7fn?") == ["EMERG", "ENTER", "RECONNECT", "BACK", "NEXT"]
+
+
+def test_a_token_typed_in_the_live_view_reaches_the_meter(tmp_path):
+    link = tmp_path / "m.pty"
+    pid, fd = pty.fork()
+    if pid == 0:
+        os.environ["COLUMNS"] = "120"
+        os.execv(METERKIT, [METERKIT, "sim", "start", "--link", str(link)])
+    out = b""
+    try:
+        end = time.monotonic() + 60
+        while b"keypad" not in out and time.monotonic() < end:
+            if select.select([fd], [], [], 0.2)[0]:
+                out += os.read(fd, 65536)
+        assert b"keypad" in out, out[-2000:]
+        os.write(fd, b"12345678901234567890\r")
+        got = None
+        for _ in range(40):
+            ev = json.loads(mk("device", "-p", str(link), "events", "--json").stdout or "{}")
+            kinds = [e[2] for e in ev.get("events", [])]
+            if any("token" in k for k in kinds):
+                got = kinds
+                break
+            while select.select([fd], [], [], 0)[0]:
+                out += os.read(fd, 65536)
+            time.sleep(0.5)
+        assert got, "no token event after typing a token: %s" % kinds
+    finally:
+        try:
+            os.kill(pid, signal.SIGTERM)
+            for _ in range(100):
+                if select.select([fd], [], [], 0.2)[0]:
+                    try:
+                        os.read(fd, 65536)
+                    except OSError:
+                        break
+                if os.waitpid(pid, os.WNOHANG)[0]:
+                    break
+            else:
+                os.kill(pid, signal.SIGKILL)
+                os.waitpid(pid, 0)
+        except (ProcessLookupError, ChildProcessError):
+            pass
+        os.close(fd)
