@@ -62,7 +62,9 @@ def test_certificate_files_hold_every_point_and_the_plot(lab):
     assert base64.b64encode(png).decode() in page
     rows = list(csv.DictReader(io.StringIO(open(rep["csv"]).read())))
     assert len(rows) == 16 + 2
-    assert float(rows[4]["error_pct"]) == pytest.approx(res["points"][4]["error_pct"])
+    # written to 3 decimals (0.001 %), results as words
+    assert float(rows[4]["error_pct"]) == pytest.approx(res["points"][4]["error_pct"], abs=0.0005)
+    assert rows[4]["result"] == "pass" and "True" not in open(rep["csv"]).read()
     saved = json.load(open(rep["json"]))
     assert saved["worst_error_pct"] == pytest.approx(res["worst_error_pct"])
     assert saved["registers_after"] == res["calibration"]["registers"]
@@ -151,7 +153,7 @@ def test_cli_json_reports_points_bench_time_and_report(tmp_path, capsys):
     assert rc == 0 and out["passed"] is True and out["class"] == "1"
     assert out["worst_error_pct"] < 0.2 and out["bench_seconds"] < 90
     assert {"current_a", "pf", "error_pct", "limit_pct"} <= set(out["points"][0])
-    assert sorted(out["report"]) == ["csv", "html", "json", "png"]
+    assert sorted(out["report"]) == ["csv", "html", "json", "png", "sig"]
     assert all(os.path.exists(p) for p in out["report"].values())
 
 
