@@ -10,7 +10,13 @@ from host_tools.device.client import ServiceClient
 
 
 def _db_default():
-    return os.environ.get("METERKIT_FACTORY_DB")
+    """$METERKIT_FACTORY_DB, else the factory's record DB in the data folder when there is one."""
+    if os.environ.get("METERKIT_FACTORY_DB"):
+        return os.environ["METERKIT_FACTORY_DB"]
+    from host_tools.paths import data_dir
+    from host_tools.provision.records import DEFAULT_DB
+    p = data_dir() / DEFAULT_DB
+    return str(p) if p.exists() else None
 
 
 def _port(p):
@@ -27,7 +33,7 @@ def register(sub):
     p.add_argument("words", nargs="*", metavar="ARG", help="the request's arguments (token digits, open/close, a time)")
     p.add_argument("--db", default=_db_default(),
                    help="manufacturing record DB: its service key opens a session for privileged requests on a "
-                        "provisioned meter (default $METERKIT_FACTORY_DB)")
+                        "provisioned meter (default $METERKIT_FACTORY_DB, or factory-records.sqlite in the data folder)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=cmd_device)
 

@@ -13,13 +13,14 @@ from host_tools.cli import emit
 from host_tools.errors import DeviceError, UsageError
 from host_tools.headend import reports, vending
 from host_tools.headend.store import Store
-from host_tools.paths import BUILD
+from host_tools.paths import data_dir
 
 HEARTBEAT_STALE_S = 5.0
 
 
 def default_db():
-    return os.environ.get("METERKIT_HEADEND_DB") or str(BUILD / "headend.db")
+    """$METERKIT_HEADEND_DB, else headend.db in $METERKIT_DATA or the working folder (never the checkout)."""
+    return os.environ.get("METERKIT_HEADEND_DB") or str(data_dir() / "headend.db")
 
 
 def register(subparsers):
@@ -28,8 +29,9 @@ def register(subparsers):
     sub.required = True
 
     def common(sp, json_flag=True):
-        sp.add_argument("--db", default=default_db(), help="head-end SQLite database (default %(default)s, "
-                                                           "or $METERKIT_HEADEND_DB)")
+        sp.add_argument("--db", default=default_db(), help="head-end SQLite database (default headend.db in "
+                                                           "$METERKIT_DATA or the working folder, or "
+                                                           "$METERKIT_HEADEND_DB)")
         if json_flag:
             sp.add_argument("--json", action="store_true", help="print one JSON object")
 

@@ -39,6 +39,12 @@ class RecordDB:
         self.db = sqlite3.connect(self.path, timeout=30)
         self.db.row_factory = sqlite3.Row
         self.db.executescript(_SCHEMA)
+        # Added columns (older DBs get them here): the OpenPAYGO secret and starting code, when given.
+        have = {r[1] for r in self.db.execute("PRAGMA table_info(meters)")}
+        for col, typ in (("opaygo_key_hex", "TEXT"), ("opaygo_starting_code", "INTEGER")):
+            if col not in have:
+                self.db.execute(f"ALTER TABLE meters ADD COLUMN {col} {typ}")
+        self.db.commit()
         try:
             os.chmod(self.path, 0o600)  # secret: message and service keys
         except OSError:
@@ -77,7 +83,8 @@ class RecordDB:
         """Insert a meter's record (or replace it on a rekey) and log the run, in one transaction."""
         cols = ("serial", "pan", "meter_id", "board", "firmware", "image_sha256", "firmware_sha256", "sgc", "ti",
                 "krn", "kt", "ken", "base_date", "message_key_hex", "service_key_hex", "broker_password",
-                "provisioned_at", "operator", "selftest_passed", "selftest")
+                "provisioned_at", "operator", "selftest_passed", "selftest", "opaygo_key_hex",
+                "opaygo_starting_code")
         vals = [rec.get(c) for c in cols]
         vals[cols.index("selftest")] = json.dumps(rec.get("selftest"))
         with self.db:

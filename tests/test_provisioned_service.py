@@ -1,0 +1,93 @@
+"""A meter as the field meets it after the factory: provisioned (with an OpenPAYGO secret) by
+`meterkit provision` on a `sim start` meter, whose self-test now passes its modem check; privileged
+service requests and a recalibration authenticated from the record DB, refused in one line without it;
+an OpenPAYGO token vended with the recorded secret accepted at the service port."""
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+METERKIT = str(Path(sys.executable).parent / "meterkit")
+pytestmark = pytest.mark.timeout(400)
+
+
+def mk(*argv, cwd=None, timeout=180):
+    env = dict(os.environ, COLUMNS="160")
+    env.pop("METERKIT_FACTORY_DB", None)
+    return subprocess.run([METERKIT, *argv], capture_output=True, text=True, timeout=timeout, cwd=cwd, env=env)
+
+
+@pytest.fixture(scope="module")
+def meter(tmp_path_factory):
+    d = tmp_path_factory.mktemp("field")
+    link = d / "meter.pty"
+    proc = subprocess.Popen([METERKIT, "sim", "start", "--json", "--seed", "4", "--link", str(link)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+                            cwd=str(d))
+    try:
+        info = json.loads(proc.stdout.readline())
+        ks = d / "keystore.json"
+        ks.write_text(json.dumps({"vending_key_hex": "ab" * 20, "iin": "600727", "base_date": "14",
+                                  "broker": {"host": "127.0.0.1", "port": 1883}}))
+        db = d / "records.sqlite"
+        p = mk("provision", "-p", str(link), "--keystore", str(ks), "--sgc", "123457", "--ti", "1", "--db", str(db),
+               "--opaygo", "--json", timeout=240)
+        assert p.returncode in (0, 1), p.stderr
+        yield {"port": str(link), "db": str(db), "bench": info["bench"], "prov": json.loads(p.stdout), "dir": d}
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+
+
+def test_self_test_of_a_sim_start_meter_passes_its_modem(meter):
+    items = {i["item"]: i for i in meter["prov"]["selftest"]}
+    assert items["modem"]["pass"], items["modem"]
+    assert meter["prov"]["opaygo"] is True
+
+
+def test_privileged_request_without_the_record_db_is_refused_in_one_line(meter, tmp_path):
+    p = mk("device", "-p", meter["port"], "relay", "open", cwd=str(tmp_path))
+    assert p.returncode == 3 and "left factory mode" in p.stderr and "--db" in p.stderr, p.stderr
+    assert p.stderr.count("\n") == 1 and "Traceback" not in p.stderr
+
+
+def test_privileged_requests_authenticate_from_the_record_db(meter):
+    p = mk("device", "-p", meter["port"], "relay", "open", "--db", meter["db"], "--json")
+    assert p.returncode == 0 and json.loads(p.stdout)["supply"] == "open", p.stderr
+    p = mk("device", "-p", meter["port"], "relay", "close", "--db", meter["db"], "--json")
+    assert json.loads(p.stdout)["supply"] == "closed"
+    p = mk("device", "-p", meter["port"], "config", "--db", meter["db"], "--json")
+    cfg = json.loads(p.stdout)
+    assert cfg["provisioned"] is True and "IgainL" in cfg["calibration"], cfg
+
+
+def test_an_opaygo_token_made_with_the_recorded_secret_is_accepted(meter):
+    row = sqlite3.connect(meter["db"]).execute("SELECT opaygo_key_hex, opaygo_starting_code FROM meters").fetchone()
+    assert row[0] and len(row[0]) == 32
+    tok = json.loads(mk("vend", "opaygo", "--key", row[0], "--starting-code", str(row[1]), "--count", "0",
+                        "--value", "7", "--json").stdout)
+    p = mk("device", "-p", meter["port"], "token", tok["token"], "--json")
+    assert p.returncode == 0 and json.loads(p.stdout)["result"] == "accepted", p.stdout + p.stderr
+
+
+def test_a_provisioned_meter_is_recalibrated_with_the_record_db(meter):
+    p = mk("calibrate", "-p", meter["port"], "-b", "sim:" + meter["bench"], "--json", cwd=str(meter["dir"]))
+    assert p.returncode == 3 and "left factory mode" in p.stderr, p.stderr
+    p = mk("calibrate", "-p", meter["port"], "-b", "sim:" + meter["bench"], "--db", meter["db"], "--json",
+           cwd=str(meter["dir"]), timeout=300)
+    assert p.returncode == 0, p.stdout + p.stderr
+    out = json.loads(p.stdout)
+    assert out["passed"] and out["stored_in_meter"] and out["meter"] == meter["prov"]["meter_id"]
+    assert out["certificate_number"].startswith("CAL-")
+    p = mk("calibrate", "verify", os.path.dirname(out["report"]["json"]), cwd=str(meter["dir"]))
+    assert p.returncode == 0 and "verified" in p.stdout, p.stdout + p.stderr
