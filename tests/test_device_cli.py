@@ -6,40 +6,42 @@ import os
 import pty
 import select
 import signal
-import subprocess
-import sys
 import time
-from pathlib import Path
 
 import pytest
 
-METERKIT = str(Path(sys.executable).parent / "meterkit")
+from cli_support import METERKIT, mk, start_meter, stop
 
 
 @pytest.fixture(scope="module")
 def meter(tmp_path_factory):
     d = tmp_path_factory.mktemp("meter")
     link = d / "meter1.pty"
-    proc = subprocess.Popen([METERKIT, "sim", "start", "--json", "--seed", "3", "--link", str(link)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
-                            cwd=str(d))
+    proc, info = start_meter("--seed", "3", "--link", str(link), cwd=d)
     try:
-        info = json.loads(proc.stdout.readline())
         assert info["service_port"] == str(link)
         yield {"port": str(link), "dir": d}
     finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
+        stop(proc)
 
 
-def mk(*argv, cwd=None, env=None):
-    e = dict(os.environ, COLUMNS="120", **(env or {}))
-    return subprocess.run([METERKIT, *argv], capture_output=True, text=True, timeout=60, cwd=cwd, env=e)
+def _pty_reader(fd):
+    """read_until(needle): read the pty until `needle` shows, or fail saying what was seen."""
+    seen = {"out": b""}
+
+    def read_until(needle, timeout=30):
+        """needle None: just drain what comes within `timeout`."""
+        end = time.monotonic() + timeout
+        while (needle is None or needle not in seen["out"]) and time.monotonic() < end:
+            if select.select([fd], [], [], 0.05)[0]:
+                try:
+                    seen["out"] += os.read(fd, 65536)
+                except OSError:
+                    break
+        if needle is not None:
+            assert needle in seen["out"], "did not see %r in:\n%s" % (needle,
+                                                                     seen["out"][-3000:].decode(errors="replace"))
+    return read_until, seen
 
 
 def test_readings_are_shown_in_units_in_a_stable_order(meter):
@@ -83,20 +85,7 @@ def test_console_session_through_a_pty(meter, tmp_path):
     if pid == 0:   # the child: the console, as a person runs it in a terminal
         os.environ["COLUMNS"] = "120"
         os.execv(METERKIT, [METERKIT, "console", "-p", meter["port"], "--history", str(hist)])
-    out = b""
-
-    def read_until(needle, timeout=30):
-        nonlocal out
-        end = time.monotonic() + timeout
-        while needle not in out and time.monotonic() < end:
-            r, _, _ = select.select([fd], [], [], 0.2)
-            if r:
-                try:
-                    out += os.read(fd, 4096)
-                except OSError:
-                    break
-        assert needle in out, "did not see %r in the console output:\n%s" % (needle, out.decode(errors="replace"))
-
+    read_until, seen = _pty_reader(fd)
     try:
         read_until(b"> ")
         os.write(fd, b"credit\n")
@@ -115,7 +104,7 @@ def test_console_session_through_a_pty(meter, tmp_path):
         except (ProcessLookupError, ChildProcessError):
             pass
         os.close(fd)
-    assert b"connected to unprovisioned" in out
+    assert b"connected to unprovisioned" in seen["out"]
     assert "credit" in hist.read_text() and "quit" in hist.read_text()
 
 

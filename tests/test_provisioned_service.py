@@ -4,33 +4,21 @@ service requests and a recalibration authenticated from the record DB, refused i
 an OpenPAYGO token vended with the recorded secret accepted at the service port."""
 import json
 import os
-import signal
 import sqlite3
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
-METERKIT = str(Path(sys.executable).parent / "meterkit")
+from cli_support import mk, start_meter, stop
+
 pytestmark = pytest.mark.timeout(400)
-
-
-def mk(*argv, cwd=None, timeout=180):
-    env = dict(os.environ, COLUMNS="160")
-    env.pop("METERKIT_FACTORY_DB", None)
-    return subprocess.run([METERKIT, *argv], capture_output=True, text=True, timeout=timeout, cwd=cwd, env=env)
 
 
 @pytest.fixture(scope="module")
 def meter(tmp_path_factory):
     d = tmp_path_factory.mktemp("field")
     link = d / "meter.pty"
-    proc = subprocess.Popen([METERKIT, "sim", "start", "--json", "--seed", "4", "--link", str(link)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
-                            cwd=str(d))
+    proc, info = start_meter("--seed", "4", "--link", str(link), cwd=d)
     try:
-        info = json.loads(proc.stdout.readline())
         ks = d / "keystore.json"
         ks.write_text(json.dumps({"vending_key_hex": "ab" * 20, "iin": "600727", "base_date": "14",
                                   "broker": {"host": "127.0.0.1", "port": 1883}}))
@@ -40,13 +28,7 @@ def meter(tmp_path_factory):
         assert p.returncode in (0, 1), p.stderr
         yield {"port": str(link), "db": str(db), "bench": info["bench"], "prov": json.loads(p.stdout), "dir": d}
     finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
+        stop(proc)
 
 
 def test_self_test_of_a_sim_start_meter_passes_its_modem(meter):

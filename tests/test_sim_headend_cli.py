@@ -4,35 +4,18 @@ keypad; and the sim/head-end verbs' refusals (exit 2, one line, no traceback, no
 import json
 import os
 import pty
-import select
 import signal
-import subprocess
-import sys
 import time
-from pathlib import Path
 
 import pytest
 
+from cli_support import METERKIT, mk, start, start_meter
+from cli_support import stop as _stop
 from host_tools.headend.broker import free_port
 from host_tools.sim.live import keys_from_text
+from test_device_cli import _pty_reader
 
-METERKIT = str(Path(sys.executable).parent / "meterkit")
 pytestmark = pytest.mark.timeout(400)
-
-
-def mk(*argv, cwd=None, timeout=120):
-    env = dict(os.environ, COLUMNS="160")
-    return subprocess.run([METERKIT, *argv], capture_output=True, text=True, timeout=timeout, cwd=cwd, env=env)
-
-
-def _stop(proc, sig=signal.SIGTERM):
-    if proc.poll() is None:
-        proc.send_signal(sig)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
 
 
 def _keystore(d):
@@ -47,17 +30,14 @@ def chain(tmp_path_factory):
     ks = _keystore(d)
     db = d / "headend.db"
     port = free_port()
-    serve = subprocess.Popen([METERKIT, "headend", "serve", "--db", str(db), "--broker-port", str(port)],
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    serve = start("headend", "serve", "--db", str(db), "--broker-port", str(port))
     sim = None
     try:
         line = serve.stdout.readline()
         assert f"127.0.0.1:{port}" in line, line + serve.stderr.read()
-        sim = subprocess.Popen([METERKIT, "sim", "start", "--headend", str(db), "--keystore", str(ks), "--meters", "2",
-                                "--link", str(d / "meter.pty"), "--json"], stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, text=True, start_new_session=True, cwd=str(d))
-        info = json.loads(sim.stdout.readline() or "{}")
-        assert len(info.get("meters", [])) == 2, sim.stderr.read()
+        sim, info = start_meter("--headend", str(db), "--keystore", str(ks), "--meters", "2",
+                                "--link", str(d / "meter.pty"), cwd=d)
+        assert len(info.get("meters", [])) == 2, info
         yield {"db": str(db), "ks": str(ks), "info": info, "dir": d, "port": port}
     finally:
         if sim is not None:
@@ -145,10 +125,8 @@ def test_sim_refusals_exit_2_without_traceback(argv, needle):
 
 def test_sim_start_ended_by_sighup_removes_its_link(tmp_path):
     link = tmp_path / "m.pty"
-    proc = subprocess.Popen([METERKIT, "sim", "start", "--json", "--link", str(link)], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+    proc, _ = start_meter("--link", str(link))
     try:
-        json.loads(proc.stdout.readline())
         assert link.is_symlink()
         proc.send_signal(signal.SIGHUP)
         assert proc.wait(timeout=30) == 0
@@ -168,34 +146,24 @@ def test_a_token_typed_in_the_live_view_reaches_the_meter(tmp_path):
     if pid == 0:
         os.environ["COLUMNS"] = "120"
         os.execv(METERKIT, [METERKIT, "sim", "start", "--link", str(link)])
-    out = b""
+    read_until, seen = _pty_reader(fd)
     try:
-        end = time.monotonic() + 60
-        while b"keypad" not in out and time.monotonic() < end:
-            if select.select([fd], [], [], 0.2)[0]:
-                out += os.read(fd, 65536)
-        assert b"keypad" in out, out[-2000:]
+        read_until(b"keypad", timeout=60)
         os.write(fd, b"12345678901234567890\r")
-        got = None
+        got, kinds = None, []
         for _ in range(40):
             ev = json.loads(mk("device", "-p", str(link), "events", "--json").stdout or "{}")
             kinds = [e[2] for e in ev.get("events", [])]
             if any("token" in k for k in kinds):
                 got = kinds
                 break
-            while select.select([fd], [], [], 0)[0]:
-                out += os.read(fd, 65536)
-            time.sleep(0.5)
+            read_until(None, timeout=0.5)      # keep the live view's output drained
         assert got, "no token event after typing a token: %s" % kinds
     finally:
         try:
             os.kill(pid, signal.SIGTERM)
             for _ in range(100):
-                if select.select([fd], [], [], 0.2)[0]:
-                    try:
-                        os.read(fd, 65536)
-                    except OSError:
-                        break
+                read_until(None, timeout=0.2)
                 if os.waitpid(pid, os.WNOHANG)[0]:
                     break
             else:

@@ -59,12 +59,7 @@ def opaygo_secrets(opaygo=False, key_hex=None, starting_code=None):
     if key_hex is None and starting_code is None and not opaygo:
         return None
     if key_hex is not None:
-        try:
-            key = bytes.fromhex(key_hex)
-        except ValueError:
-            key = b""
-        if len(key) != 16:
-            raise UsageError("--opaygo-key must be 32 hex digits", hint="the device's 128-bit OpenPAYGO secret")
+        key = dkga04.parse_hex_key(key_hex, 16, "--opaygo-key", "the device's 128-bit OpenPAYGO secret")
     else:
         key = secrets.token_bytes(16)
     if starting_code is None:

@@ -9,13 +9,7 @@ from host_tools.vend import dkga04, opaygo_encode, sts_encode
 
 
 def _hex_key(text, n, what):
-    try:
-        key = bytes.fromhex(text)
-    except ValueError:
-        key = b""
-    if len(key) != n:
-        raise UsageError(f"{what} must be {2 * n} hex digits", hint=f"a {8 * n}-bit key written in hex")
-    return key
+    return dkga04.parse_hex_key(text, n, what, f"a {8 * n}-bit key written in hex")
 
 
 def _int_range(value, lo, hi, what):
