@@ -6,8 +6,9 @@ Components:
 - source stability: the source's per-second deviations (voltage, current and phase bounds from the
   bench) change the power both the meter and the reference see; what is left is their effect within the
   gate's edges, rectangular and averaged over the gate's seconds: b / sqrt(3) / sqrt(seconds);
-- resolution: the gate opens and closes on pulse edges detected to `edge_resolution_s`; that edge
-  time over the gate's duration, rectangular: (r / T) / sqrt(3);
+- resolution: each of the n sub-gates opens and closes on pulse edges detected to
+  `edge_resolution_s`, so its duration is known to +-r (rectangular); over the whole measured time T:
+  sqrt(n) * r / sqrt(3) / T;
 - repeatability (type A): the spread of the point's consecutive sub-gates, s / sqrt(n)."""
 import math
 
@@ -30,8 +31,9 @@ def budget(point, bench_info, edge_resolution_s=EDGE_RESOLUTION_S):
     comp = {"reference class": ref_class / math.sqrt(3)}
     b = _stability_bound_pct(bench_info.get("source_jitter"), point.get("pf", 1.0))
     comp["source stability"] = b / math.sqrt(3) / math.sqrt(max(secs, 1.0))
-    comp["resolution"] = (100.0 * edge_resolution_s / secs) / math.sqrt(3) if secs > 0 else float("nan")
     reps = [e for e in (point.get("repeat_errors_pct") or []) if e is not None]
+    n = max(1, len(point.get("repeat_errors_pct") or []))
+    comp["resolution"] = (100.0 * math.sqrt(n) * edge_resolution_s / secs) / math.sqrt(3) if secs > 0 else float("nan")
     if len(reps) >= 2:
         mean = sum(reps) / len(reps)
         s = math.sqrt(sum((e - mean) ** 2 for e in reps) / (len(reps) - 1))

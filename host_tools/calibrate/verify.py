@@ -6,7 +6,8 @@ from host_tools.calibrate.bench.base import BenchError
 
 SETTINGS = {
     "settle_s": 0.5,
-    "gate_s": 2.0,           # minimum gate: the 1 ms edge detection leaves < 0.05 %, typically 0.02 %
+    "gate_s": 3.0,           # minimum gate, taken as `repeats` sub-gates of 1 s: the 1 ms edge detection
+                             # leaves < 0.1 % per sub-gate, about 0.06 % over the three
     "min_pulses": 2,
     "repeats": 3,            # the gate is taken as this many consecutive sub-gates: their spread is the
                              # repeatability in the uncertainty budget; the error is over all of them
