@@ -114,8 +114,28 @@ _LABEL = {k: (lbl, f) for k, lbl, f in FIELDS}
 HIDDEN = {"id", "ok", "pong", "import_rem", "export_rem", "rem_den"}
 
 
-def rows(reply):
-    """[(label, text)] for a reply dict, in a stable order, values in units."""
+def _num(v):
+    return "%s" % format(v, ".6g") if isinstance(v, float) else str(v)
+
+
+# Units by a field's suffix, for fields not listed above (simulator results, tool summaries).
+SUFFIXES = [
+    ("_wh", lambda v: kwh(v, 4)), ("_bytes", _kib), ("_pct", lambda v: "%s %%" % _num(v)),
+    ("_seconds", lambda v: "%s s" % _num(v)), ("_s", lambda v: "%s s" % _num(v)), ("_ms", lambda v: "%s ms" % _num(v)),
+]
+
+
+def _by_suffix(k):
+    for suf, f in SUFFIXES:
+        if k.endswith(suf):
+            lbl = (k if suf == "_seconds" else k[:-len(suf)]).replace("_", " ")
+            return lbl, (lambda v, f=f: f(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else str(v))
+    return k.replace("_", " "), None
+
+
+def rows(reply, ordered=False):
+    """[(label, text)] for a reply dict, in a stable order (known fields first, then by name; or as
+    given with `ordered`), values in units."""
     r = dict(reply)
     den = r.get("rem_den")
     if den:
@@ -123,11 +143,12 @@ def rows(reply):
             if k + "_wh" in r and k + "_rem" in r:
                 r[k + "_wh"] = r[k + "_wh"] + r[k + "_rem"] / den
     keys = [k for k in r if k not in HIDDEN]
-    keys.sort(key=lambda k: (_ORDER.get(k, len(_ORDER)), k))
+    if not ordered:
+        keys.sort(key=lambda k: (_ORDER.get(k, len(_ORDER)), k))
     out = []
     for k in keys:
         v = r[k]
-        lbl, f = _LABEL.get(k, (k.replace("_", " "), None))
+        lbl, f = _LABEL.get(k) or _by_suffix(k)
         if isinstance(v, dict):
             out.append((lbl, ""))
             out.extend(("  " + a, b) for a, b in rows(v))
@@ -141,19 +162,19 @@ def rows(reply):
         elif isinstance(v, (list, tuple)):
             text = _list(v)
         else:
-            text = str(v)
+            text = _num(v)
         if isinstance(v, bool) and f is str:
             text = "yes" if v else "no"
         out.append((lbl, text))
     return out
 
 
-def table(reply, title=None):
+def table(reply, title=None, ordered=False):
     from rich.table import Table
     t = Table(show_header=False, title=title, box=None, pad_edge=False)
     t.add_column(style="bold")
     t.add_column()
-    for a, b in rows(reply):
+    for a, b in rows(reply, ordered):
         t.add_row(a, b)
     return t
 

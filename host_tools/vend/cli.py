@@ -218,7 +218,7 @@ def cmd_token_inspect(args):
            "TID": "%d (%s, base date %s)" % (d["tid"], _tid_time(d["tid"], args.base_date), args.base_date)
            if "base_date" in d else d["tid"],
            "rnd": d["rnd"], "crc": "ok"}
-    render.console().print(render.table(out))
+    render.console().print(render.table(out, ordered=True))
     return 0
 
 
@@ -246,5 +246,5 @@ def _inspect_opaygo(args):
         emit(dict(out, status=dec.status), True)
     else:
         from host_tools import render
-        render.console().print(render.table({k: v for k, v in out.items() if v is not None}))
+        render.console().print(render.table({k: v for k, v in out.items() if v is not None}, ordered=True))
     return 0 if dec.status == "accepted" else 1
