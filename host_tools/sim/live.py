@@ -90,8 +90,8 @@ class LiveView:
         t.add_row("chip", r.get("health", "-"), "relay closed" if w.relay_closed else "relay OPEN")
         cr = self.credit
         if cr:
-            t.add_row("credit MRU", "%.2f" % (cr.get("credit", 0) / 100.0),
-                      "debt %.2f" % (cr.get("debt", 0) / 100.0))
+            from host_tools import render
+            t.add_row("credit", render.money(cr.get("credit", 0)), "debt " + render.money(cr.get("debt", 0)))
             t.add_row("supply", cr.get("supply", "-"), cr.get("reasons") or "")
         day = w.now_ms // 86400000
         hms = time.strftime("%H:%M:%S", time.gmtime((w.now_ms // 1000) % 86400))
