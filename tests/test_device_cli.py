@@ -6,6 +6,7 @@ import os
 import pty
 import select
 import signal
+import subprocess
 import time
 
 import pytest
@@ -135,3 +136,22 @@ def test_version_and_short_flags():
     assert p.returncode == 0 and p.stdout.startswith("meterkit ")
     p = mk("calibrate", "--help")
     assert "-b BENCH" in p.stdout and "-p PORT" in p.stdout
+
+
+def test_defaults_live_in_the_working_folder_or_the_data_folder(tmp_path):
+    work = tmp_path / "work"
+    work.mkdir()
+    env = {k: v for k, v in os.environ.items() if k not in ("METERKIT_DATA", "METERKIT_HEADEND_DB")}
+    p = subprocess.run([METERKIT, "headend", "meters"], capture_output=True, text=True, cwd=str(work), env=env,
+                       timeout=60)
+    assert p.returncode == 2 and str(work / "headend.db") in p.stderr, p.stderr
+    data = tmp_path / "data"
+    data.mkdir()
+    p = subprocess.run([METERKIT, "headend", "meters"], capture_output=True, text=True, cwd=str(work),
+                       env=dict(env, METERKIT_DATA=str(data)), timeout=60)
+    assert str(data / "headend.db") in p.stderr, p.stderr
+    p = subprocess.run([METERKIT, "calibrate", "-b", "sim", "--json"], capture_output=True, text=True,
+                       cwd=str(work), env=env, timeout=300)
+    rep = json.loads(p.stdout)["report"]
+    assert rep["json"].startswith(str(work / "certificates")), rep
+    assert (work / "lab-signing-key.pem").exists() and (work / "lab-register.sqlite").exists()
