@@ -180,15 +180,16 @@ def table(reply, title=None, ordered=False):
 
 
 def console(file=None):
-    """A rich console; into a pipe or file it is wide, so tables are not wrapped at 80 columns."""
+    """A rich console; into a pipe or file it is wide (200 columns at least), so tables are not wrapped or
+    cut at 80 columns."""
     from rich.console import Console
     f = file or sys.stdout
     width = None
     try:
         if not f.isatty():
-            width = int(os.environ.get("COLUMNS") or 160)
+            width = max(int(os.environ.get("COLUMNS") or 0), 200)
     except (AttributeError, ValueError):
-        width = 160
+        width = 200
     return Console(file=f, highlight=False, soft_wrap=True, width=width)
 
 

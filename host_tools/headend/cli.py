@@ -249,11 +249,12 @@ def cmd_meters(args):
     from host_tools import render
     t = Table(box=None, pad_edge=False)
     for col in ("meter", "serial", "status", "last seen", "credit", "supply", "queued", "tamper"):
-        t.add_column(col, justify="right" if col in ("credit", "queued") else "left")
+        t.add_column(col, justify="right" if col in ("credit", "queued") else "left",
+                     no_wrap=col in ("meter", "serial"), min_width=18 if col == "meter" else None)
     for r in rows:
         t.add_row(r["meter_id"], str(r["serial"]), r["status"] or "-", render.local_time(r["last_seen"]),
                   render.money(r["credit"]) if r["credit"] is not None else "-", r["supply"] or "-",
-                  str(r["undelivered"]), ", ".join(r["tamper"]) if r["tamper"] else "")
+                  str(r["undelivered"]), ("TAMPER: " + ", ".join(r["tamper"])) if r["tamper"] else "")
     con = render.console()
     con.print(t)
     con.print(f"{len(rows)} meter(s)")
