@@ -49,11 +49,12 @@ def test_simulated_meters_join_the_head_end_and_are_topped_up_from_the_command_l
     ids = [m["meter_id"] for m in chain["info"]["meters"]]
     assert chain["info"]["broker"] == "mqtt://127.0.0.1:%d" % chain["port"]
     for mid in ids:
-        p = mk("headend", "topup", mid, "--amount", "25", "--wait", "90", "--db", chain["db"], "--keystore",
+        p = mk("headend", "topup", mid, "--amount", "25", "--wait", "30", "--db", chain["db"], "--keystore",
                chain["ks"], "--json", timeout=150)
         assert p.returncode == 0, p.stdout + p.stderr
         out = json.loads(p.stdout)
         assert out["state"] == "done" and out["code"] == "accepted", out
+        assert out["attempts"] == 1, out      # sim start said ready once the meters were online
     # the credit arrived on the first meter: its service port says so
     c = json.loads(mk("device", "-p", chain["info"]["meters"][0]["service_port"], "credit", "--json").stdout)
     assert c["topups"] >= 2500, c
@@ -63,7 +64,7 @@ def test_simulated_meters_join_the_head_end_and_are_topped_up_from_the_command_l
 
 def test_topup_human_output_says_amount_and_answer(chain):
     mid = chain["info"]["meters"][1]["meter_id"]
-    p = mk("headend", "topup", mid, "--amount", "5", "--wait", "90", "--db", chain["db"], "--keystore", chain["ks"],
+    p = mk("headend", "topup", mid, "--amount", "5", "--wait", "30", "--db", chain["db"], "--keystore", chain["ks"],
            timeout=150)
     assert p.returncode == 0 and "5 of currency" in p.stdout and "answered: accepted" in p.stdout, p.stdout
 

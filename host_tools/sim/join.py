@@ -97,5 +97,13 @@ class HeadendJoin:
         provision_meter(meter, self.store, self.keystore, self.rows[i], self.broker)
         return self.rows[i]["meter_id"]
 
+    def online(self, meter_ids):
+        """True when the head-end sees every one of `meter_ids` connected (its broker status topic)."""
+        for mid in meter_ids:
+            row = self.store.q1("SELECT status FROM meters WHERE meter_id=?", (mid,))
+            if row is None or row["status"] != "online":
+                return False
+        return True
+
     def close(self):
         self.store.close()

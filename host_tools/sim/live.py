@@ -168,6 +168,8 @@ class KeyReader:
 
 
 WARMUP_S = 7
+JOIN_TIMEOUT_S = 60
+JOIN_SPEED = 10
 
 
 def link_name(link, i, n):
@@ -231,6 +233,21 @@ def serve(seed=1, profile="household", afe="typical", grid="stable", speed=1.0, 
                 mi.realtime = True
                 mi._wall0 = None
             mi.request("ping")
+        if join is not None:
+            # Ready means on the head-end: serve in realtime until the broker has seen every meter
+            # connect (a top-up sent sooner would wait for the head-end's retry).
+            # The modems' boot and registration (seconds of virtual time) run JOIN_SPEED times faster.
+            deadline = time.monotonic() + JOIN_TIMEOUT_S
+            for mi in ms:
+                mi.speed, mi._wall0 = max(speed, JOIN_SPEED), None
+            while not join.online(ids) and time.monotonic() < deadline and not stop["flag"]:
+                for mi in ms:
+                    mi._serve(stop_at_ms=mi.world.now_ms + 200)
+            for mi in ms:
+                mi.speed, mi._wall0 = speed, None
+            if not join.online(ids):
+                sys.stderr.write("meterkit sim: warning: not every meter is online after %d s; is `meterkit "
+                                 "headend serve` running with this database?\n" % JOIN_TIMEOUT_S)
         ping = m.request("ping")
         try:
             from host_tools.calibrate.bench.sim import BenchServer
