@@ -1,6 +1,7 @@
 """`meterkit console`: an interactive console on a meter's service port, as Tasmota's console is for
 its devices: type a request (`credit`, `token 1234...`, `relay open`), read the reply in units. Lines
-are kept in a history file (readline: arrows recall, Ctrl-R searches). Digits alone are a token."""
+are kept in a history file (readline: arrows recall, Ctrl-R searches, Tab completes a request). Digits
+alone are a token."""
 import json
 import shlex
 import sys
@@ -32,6 +33,13 @@ class Console:
         except OSError:
             pass
         readline.set_history_length(1000)
+        words = sorted(list(requests.REQUESTS) + ["help", "quit", "raw"])
+
+        def complete(text, state):
+            hits = [w for w in words if w.startswith(text)]
+            return hits[state] if state < len(hits) else None
+        readline.set_completer(complete)
+        readline.parse_and_bind("tab: complete")
 
     def _save_history(self):
         if self.readline is not None:
