@@ -73,3 +73,33 @@ def test_a_provisioned_meter_is_recalibrated_with_the_record_db(meter):
     assert out["certificate_number"].startswith("CAL-")
     p = mk("calibrate", "verify", os.path.dirname(out["report"]["json"]), cwd=str(meter["dir"]))
     assert p.returncode == 0 and "verified" in p.stdout, p.stdout + p.stderr
+
+
+def test_an_older_record_db_gains_the_opaygo_columns_and_parallel_opens_agree(tmp_path):
+    import threading
+
+    from host_tools.provision.records import RecordDB
+    old = tmp_path / "old.sqlite"
+    db = sqlite3.connect(str(old))
+    db.execute("CREATE TABLE meters (serial INTEGER PRIMARY KEY, pan TEXT UNIQUE NOT NULL, meter_id TEXT UNIQUE "
+               "NOT NULL, board TEXT, firmware TEXT, image_sha256 TEXT, firmware_sha256 TEXT, sgc TEXT, ti INTEGER, "
+               "krn INTEGER, kt INTEGER, ken INTEGER, base_date TEXT, message_key_hex TEXT NOT NULL, service_key_hex "
+               "TEXT NOT NULL, broker_password TEXT NOT NULL, provisioned_at REAL, operator TEXT, selftest_passed "
+               "INTEGER, selftest TEXT, runs INTEGER DEFAULT 1)")
+    db.commit()
+    db.close()
+    errors = []
+
+    def open_it():
+        try:
+            RecordDB(str(old)).close()
+        except Exception as e:   # noqa: BLE001 - reported below
+            errors.append(e)
+    threads = [threading.Thread(target=open_it) for _ in range(4)]   # four line stations at once
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors
+    cols = {r[1] for r in sqlite3.connect(str(old)).execute("PRAGMA table_info(meters)")}
+    assert {"opaygo_key_hex", "opaygo_starting_code"} <= cols

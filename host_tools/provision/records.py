@@ -20,7 +20,8 @@ CREATE TABLE IF NOT EXISTS meters (
     board TEXT, firmware TEXT, image_sha256 TEXT, firmware_sha256 TEXT,
     sgc TEXT, ti INTEGER, krn INTEGER, kt INTEGER, ken INTEGER, base_date TEXT,
     message_key_hex TEXT NOT NULL, service_key_hex TEXT NOT NULL, broker_password TEXT NOT NULL,
-    provisioned_at REAL, operator TEXT, selftest_passed INTEGER, selftest TEXT, runs INTEGER DEFAULT 1);
+    provisioned_at REAL, operator TEXT, selftest_passed INTEGER, selftest TEXT, runs INTEGER DEFAULT 1,
+    opaygo_key_hex TEXT, opaygo_starting_code INTEGER);
 CREATE TABLE IF NOT EXISTS reserved (serial INTEGER PRIMARY KEY, at REAL);
 CREATE TABLE IF NOT EXISTS runs (
     id INTEGER PRIMARY KEY AUTOINCREMENT, serial INTEGER, at REAL, operator TEXT, action TEXT,
@@ -43,7 +44,11 @@ class RecordDB:
         have = {r[1] for r in self.db.execute("PRAGMA table_info(meters)")}
         for col, typ in (("opaygo_key_hex", "TEXT"), ("opaygo_starting_code", "INTEGER")):
             if col not in have:
-                self.db.execute(f"ALTER TABLE meters ADD COLUMN {col} {typ}")
+                try:
+                    self.db.execute(f"ALTER TABLE meters ADD COLUMN {col} {typ}")
+                except sqlite3.OperationalError as e:   # another station added it first
+                    if "duplicate column" not in str(e):
+                        raise
         self.db.commit()
         try:
             os.chmod(self.path, 0o600)  # secret: message and service keys
