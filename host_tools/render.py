@@ -50,7 +50,7 @@ def local_time(unix):
 
 def _scaled(div, nd, unit):
     def f(v):
-        return "%.*f %s" % (nd, v / div, unit) if isinstance(v, (int, float)) else str(v)
+        return ("%.*f %s" % (nd, v / div, unit)).strip() if isinstance(v, (int, float)) else str(v)
     return f
 
 
@@ -137,6 +137,8 @@ def rows(reply, ordered=False):
     """[(label, text)] for a reply dict, in a stable order (known fields first, then by name; or as
     given with `ordered`), values in units."""
     r = dict(reply)
+    # A meter in kWh mode keeps its credit in Wh, not in money (firmware/ui/display.py).
+    in_kwh = r.get("mode") == "kwh"
     den = r.get("rem_den")
     if den:
         for k in ("import", "export"):
@@ -149,6 +151,8 @@ def rows(reply, ordered=False):
     for k in keys:
         v = r[k]
         lbl, f = _LABEL.get(k) or _by_suffix(k)
+        if in_kwh and f is _money and isinstance(v, int) and not isinstance(v, bool):
+            f = kwh
         if isinstance(v, dict):
             out.append((lbl, ""))
             out.extend(("  " + a, b) for a, b in rows(v))

@@ -114,6 +114,11 @@ def run(client, name, words, db=None):
         reply = client.call(cmd, **args)
     reply = {k: v for k, v in reply.items() if k not in ("id", "ok")}
     ok = True
+    if name in ("token", "emergency", "reconnect", "statement") and "mode" not in reply:
+        try:   # the unit of the credit figures: money, or Wh on a meter in kWh mode
+            reply["mode"] = client.call("credit").get("mode")
+        except Exception:   # noqa: BLE001 - the reply stands without it
+            pass
     if name == "token":
         ok = reply.get("result") == "accepted"
     if name == "emergency":
@@ -136,7 +141,8 @@ def show(name, reply, file=None):
         res = reply.get("result")
         if res == "accepted":
             added = reply.get("credit_added")
-            con.print("token accepted" + (": %s added" % render.money(added) if isinstance(added, int) else ""))
+            amount = render.kwh(added) if reply.get("mode") == "kwh" else render.money(added)
+            con.print("token accepted" + (": %s added" % amount if isinstance(added, int) else ""))
         else:
             con.print("token REFUSED: %s" % (res or reply.get("error")))
         rest = {k: v for k, v in reply.items() if k not in ("result",) and v is not None}
@@ -150,6 +156,6 @@ def show(name, reply, file=None):
             if v is None:
                 con.print("%s: not known yet" % title)
             else:
-                con.print(render.table(v, title=title))
+                con.print(render.table(dict(v, mode=reply.get("mode")), title=title))
         return
     con.print(render.table(reply))
