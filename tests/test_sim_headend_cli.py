@@ -56,8 +56,9 @@ def test_simulated_meters_join_the_head_end_and_are_topped_up_from_the_command_l
         assert out["state"] == "done" and out["code"] == "accepted", out
         assert out["attempts"] == 1, out      # sim start said ready once the meters were online
     # the credit arrived on the first meter: its service port says so
-    c = json.loads(mk("device", "-p", chain["info"]["meters"][0]["service_port"], "credit", "--json").stdout)
-    assert c["topups"] >= 2500, c
+    for m in chain["info"]["meters"]:      # every meter's service port answers, not only the first's
+        c = json.loads(mk("device", "-p", m["service_port"], "credit", "--json").stdout)
+        assert c["topups"] >= 2500, (m, c)
     p = mk("headend", "meters", "--db", chain["db"])
     assert all(mid in p.stdout for mid in ids) and "online" in p.stdout and "2 meter(s)" in p.stdout, p.stdout
 
@@ -139,27 +140,33 @@ def test_sim_start_ended_by_sighup_removes_its_link(tmp_path):
 def test_keys_typed_in_the_live_view_map_to_the_keypad():
     assert keys_from_text("12\r") == ["1", "2", "ENTER"]
     assert keys_from_text("e\rr\x7fn?") == ["EMERG", "ENTER", "RECONNECT", "BACK", "NEXT"]
+    assert keys_from_text("]1[") == ["]", "1", "["]       # choose the meter the keypad is on
 
 
-def test_a_token_typed_in_the_live_view_reaches_the_meter(tmp_path):
+def _token_events(port):
+    ev = json.loads(mk("device", "-p", str(port), "events", "--json").stdout or "{}")
+    return [e[2] for e in ev.get("events", []) if "token" in e[2]]
+
+
+def test_a_token_typed_in_the_live_view_reaches_the_chosen_meter(tmp_path):
     link = tmp_path / "m.pty"
+    first, second = tmp_path / "m-1.pty", tmp_path / "m-2.pty"
     pid, fd = pty.fork()
     if pid == 0:
-        os.environ["COLUMNS"] = "120"
-        os.execv(METERKIT, [METERKIT, "sim", "start", "--link", str(link)])
+        os.environ.update(COLUMNS="200", LINES="100")
+        os.execv(METERKIT, [METERKIT, "sim", "start", "--meters", "2", "--link", str(link)])
     read_until, seen = _pty_reader(fd)
     try:
-        read_until(b"keypad", timeout=60)
-        os.write(fd, b"12345678901234567890\r")
-        got, kinds = None, []
+        read_until(b"[ ] other meter", timeout=90)
+        os.write(fd, b"]12345678901234567890\r")      # the second meter's keypad
+        got = []
         for _ in range(40):
-            ev = json.loads(mk("device", "-p", str(link), "events", "--json").stdout or "{}")
-            kinds = [e[2] for e in ev.get("events", [])]
-            if any("token" in k for k in kinds):
-                got = kinds
+            got = _token_events(second)
+            if got:
                 break
             read_until(None, timeout=0.5)      # keep the live view's output drained
-        assert got, "no token event after typing a token: %s" % kinds
+        assert got, "no token event on the second meter after typing a token"
+        assert _token_events(first) == [], "the first meter got the keys"
     finally:
         try:
             os.kill(pid, signal.SIGTERM)

@@ -11,6 +11,7 @@ from rich.console import Group
 from rich.live import Live
 from rich.panel import Panel
 from rich.table import Table
+from rich.text import Text
 
 from host_tools.sim.runner import SimMeter
 
@@ -97,15 +98,15 @@ class LiveView:
         hms = time.strftime("%H:%M:%S", time.gmtime((w.now_ms // 1000) % 86400))
         head = "simulated day %d %s  |  seed %d  |  boots %d" % (day, hms, self.m.seed, self.m.boots)
         ev = ", ".join("%s %d" % kv for kv in sorted(self.counts.items())) or "none"
-        parts = [t, "events: " + ev]
+        # Plain text, not rich markup: a meter's display, paths and the key help may hold brackets.
+        parts = [Text(self.help)] if self.help else []      # first: a short terminal crops the bottom
+        parts += [t, Text("events: " + ev)]
         if self.m.display_lines:
-            parts.append(Panel("\n".join(self.m.display_lines), title="meter display", expand=False))
+            parts.append(Panel(Text("\n".join(self.m.display_lines)), title="meter display", expand=False))
         if self.m.service.pty_fd is not None:
-            parts.append("service port: %s" % self.pty_path)
+            parts.append(Text("service port: %s" % self.pty_path))
         if self.extra:
-            parts.append("meters:\n" + "\n".join(self.extra))
-        if self.help:
-            parts.append(self.help)
+            parts.append(Text("meters:\n" + "\n".join(self.extra)))
         return Panel(Group(*parts), title=head, expand=False)
 
     pty_path = None
@@ -121,6 +122,8 @@ def _f(v, div, nd):
 KEYMAP = {"\r": "ENTER", "\n": "ENTER", "\x7f": "BACK", "\x08": "BACK", "e": "EMERG", "E": "EMERG",
           "r": "RECONNECT", "R": "RECONNECT", "n": "NEXT", "N": "NEXT", " ": "NEXT", "\t": "NEXT"}
 KEY_HELP = "keypad: digits, Enter, Backspace, e emergency, r reconnect, n next screen; Ctrl-C stops"
+KEY_HELP_MANY = "keypad: digits, Enter, Backspace, e, r, n; [ ] other meter; Ctrl-C stops"
+SELECT = {"[": -1, "]": 1}       # with several meters: which one the keypad (and the view) is on
 
 
 def keys_from_text(text):
@@ -131,6 +134,8 @@ def keys_from_text(text):
             out.append(ch)
         elif ch in KEYMAP:
             out.append(KEYMAP[ch])
+        elif ch in SELECT:
+            out.append(ch)
     return out
 
 
@@ -168,6 +173,22 @@ class KeyReader:
 
 
 WARMUP_S = 7
+
+
+def _drain_pty(meter):
+    """Hand a meter what its pty holds now. A meter reads its pty while it waits for the wall clock;
+    with several meters served in turn, the later ones are often not waiting at all (the others'
+    waits let the clock run on), so their service ports are read here."""
+    import select
+    fd = meter.service.pty_fd
+    while fd is not None and select.select([fd], [], [], 0)[0]:
+        try:
+            data = os.read(fd, 4096)
+        except OSError:
+            return
+        if not data:
+            return
+        meter.service.from_pty(data)
 JOIN_TIMEOUT_S = 60
 JOIN_SPEED = 10
 
@@ -269,13 +290,18 @@ def serve(seed=1, profile="household", afe="typical", grid="stable", speed=1.0, 
             out.write(json.dumps(info) + "\n")
             out.flush()
         elif not quiet:
-            view.extra = ["%s  %s%s" % (ptys[i][2], ids[i] or "", "" if i else "  (keypad)") for i in range(meters)] \
-                if meters > 1 or join is not None else []
+            def listing(sel):
+                return ["%s  %s%s" % (ptys[i][2], ids[i] or "", "  (keypad)" if i == sel else "")
+                        for i in range(meters)] if meters > 1 or join is not None else []
+            for v in views:
+                v.extra = listing(views.index(v))
             live = Live(view.render(), refresh_per_second=4, transient=False)
             live.start()
         if keys_fd is not None:
             keys = KeyReader(keys_fd)
-            view.help = KEY_HELP
+            for v in views:
+                v.help = KEY_HELP_MANY if meters > 1 else KEY_HELP
+        sel = {"i": 0}
 
         def check_stop():
             if stop["flag"]:
@@ -284,7 +310,10 @@ def serve(seed=1, profile="household", afe="typical", grid="stable", speed=1.0, 
                 v.poll()
             if keys is not None and keys.fd is not None:
                 for k in keys.read():
-                    m.press(k)
+                    if k in SELECT:
+                        sel["i"] = (sel["i"] + SELECT[k]) % meters
+                    else:
+                        ms[sel["i"]].press(k)
 
         for mi in ms:
             mi.tick_hook = check_stop
@@ -299,6 +328,8 @@ def serve(seed=1, profile="household", afe="typical", grid="stable", speed=1.0, 
                     nxt = mi.world.now_ms + chunk_ms
                     if end_ms is not None:
                         nxt = min(nxt, end_ms)
+                    if meters > 1:
+                        _drain_pty(mi)
                     mi._serve(stop_at_ms=nxt)
                 check_stop()
                 if bench is not None:
@@ -309,7 +340,7 @@ def serve(seed=1, profile="household", afe="typical", grid="stable", speed=1.0, 
                         m.realtime = True
                         m._wall0 = None      # re-anchor pacing after any lockstep burst
                 if live:
-                    live.update(view.render())
+                    live.update(views[sel["i"]].render())
         except Stop:
             pass
         m.realtime = False
