@@ -23,8 +23,32 @@ COMMANDS = [
 ]
 
 
+# The short flags people know from esptool and mpremote, given to every parser that has the long one.
+SHORT_FLAGS = {"--port": "-p", "--bench": "-b", "--baud": "-b"}
+
+
+class MeterkitParser(argparse.ArgumentParser):
+    """argparse with the common short flags added wherever their long option is declared (sub-parsers
+    inherit the class, so every verb gets them without repeating them)."""
+
+    def add_argument(self, *names, **kw):
+        short = SHORT_FLAGS.get(names[0]) if names and len(names) == 1 else None
+        if short and short not in self._option_string_actions:
+            names = (short,) + names
+        return super().add_argument(*names, **kw)
+
+
+def version():
+    try:
+        from importlib.metadata import version as _v
+        return _v("meterkit")
+    except Exception:
+        return "unknown"
+
+
 def build_parser():
-    parser = argparse.ArgumentParser(prog="meterkit", description=__doc__.split(":")[0])
+    parser = MeterkitParser(prog="meterkit", description=__doc__.split(":")[0])
+    parser.add_argument("-V", "--version", action="version", version="meterkit %s" % version())
     sub = parser.add_subparsers(dest="verb", metavar="VERB")
     sub.required = True
     for name in COMMANDS:
@@ -33,12 +57,12 @@ def build_parser():
 
 
 def emit(obj, as_json):
-    """Print a result: one JSON object with --json, else readable lines."""
+    """Print a result: one JSON object with --json, else a table for people (host_tools.render)."""
     if as_json:
         sys.stdout.write(json.dumps(obj, sort_keys=True) + "\n")
     else:
-        for k, v in obj.items():
-            sys.stdout.write(f"{k}: {v}\n")
+        from host_tools import render
+        render.show(obj)
     sys.stdout.flush()
 
 

@@ -11,6 +11,12 @@ BUILD = ROOT / "build"
 DOCS = ROOT / "docs"
 
 
+def data_dir():
+    """Where tools keep what they make when no path is given: $METERKIT_DATA, else the working folder
+    (never the checkout or the installed package)."""
+    return Path(os.environ.get("METERKIT_DATA") or os.getcwd())
+
+
 def venv_bin(name):
     """Path of a console script installed beside the running interpreter (the project's .venv)."""
     here = Path(sys.executable).parent / name

@@ -6,3 +6,17 @@ ROOT = Path(__file__).resolve().parent.parent
 for p in (ROOT / "tests" / "shims", ROOT / "firmware", ROOT / "tests"):
     if str(p) not in sys.path:
         sys.path.insert(0, str(p))
+
+
+import os  # noqa: E402
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _data_folder_outside_the_checkout(tmp_path_factory):
+    """What tools keep by default (TID store, lab register and signing key, certificates, head-end DB)
+    goes to $METERKIT_DATA: a temporary folder here, so no test writes into the checkout."""
+    if "METERKIT_DATA" not in os.environ:
+        os.environ["METERKIT_DATA"] = str(tmp_path_factory.mktemp("meterkit-data"))
+    yield

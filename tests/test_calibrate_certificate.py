@@ -19,7 +19,7 @@ def _result(afe="typical", seed=8, cls="1"):
 def test_passed_certificate_has_every_file_and_the_meter_name_escaped(tmp_path):
     res = _result()
     paths = C.write_certificate(res, tmp_path)
-    assert sorted(k for k in paths) == ["csv", "html", "json", "png"]
+    assert sorted(k for k in paths) == ["csv", "html", "json", "png", "sig"]
     page = open(paths["html"]).read()
     assert "M&lt;8&gt;" in page and "M<8>" not in page
     assert "PASSED" in page and "new calibration, stored" in page
@@ -45,7 +45,7 @@ def test_certificate_goes_next_to_an_existing_manufacturing_record(tmp_path, mon
     monkeypatch.setattr(C, "RECORD_HOOKS", [lambda meter, p: seen.append(meter) or ["db:" + meter]])
     stored = C.attach_to_record("M<8>", paths, records_root=tmp_path / "records")
     assert seen == ["M<8>"] and stored[0] == "db:M<8>"
-    assert sorted(p.rsplit("/", 1)[-1] for p in stored[1:]) == sorted(C.FILES.values())
+    assert sorted(p.rsplit("/", 1)[-1] for p in stored[1:]) == sorted(list(C.FILES.values()) + ["certificate.sig"])
 
 
 def test_unwritable_report_folder_is_a_usage_error(tmp_path):

@@ -8,12 +8,13 @@ import host_tools.cli as cli
 from test_tokens_support import OPAYGO_KEY_HEX, OPAYGO_START, PAN, STS_KEY_HEX, VENDING_KEY_HEX
 
 STS = ["vend", "sts", "--vending-key", VENDING_KEY_HEX, "--sgc", "123457", "--ti", "1", "--krn", "1",
-       "--kt", "2", "--pan", PAN]
+       "--kt", "2", "--base-date", "93", "--pan", PAN]   # the reference vectors are base date 93's
 
 
 @pytest.fixture(autouse=True)
-def only_vend(monkeypatch):
+def only_vend(monkeypatch, tmp_path):
     monkeypatch.setattr(cli, "COMMANDS", ["host_tools.vend.cli"])
+    monkeypatch.setenv("METERKIT_DATA", str(tmp_path))   # the TID store goes here, not into the checkout
 
 
 def run(capsys, argv):
@@ -129,9 +130,80 @@ def test_token_inspect_json_uses_firmware_decoding(capsys):
     assert obj["kind"] == "credit/electricity" and obj["amount"] == 1
 
 
-def test_token_inspect_wrong_key_shows_crc_failure(capsys):
-    rc, out, _ = run(capsys, ["token", "inspect", "--decoder-key", "00" * 16, "59386323472137426967", "--json"])
-    assert rc == 0 and json.loads(out)["crc_ok"] is False
+def test_token_inspect_wrong_key_exits_non_zero_with_crc_mismatch(capsys):
+    rc, out, err = run(capsys, ["token", "inspect", "--decoder-key", "00" * 16, "59386323472137426967", "--json"])
+    assert rc == 2 and json.loads(out)["error"] == "CRC mismatch: wrong key or mistyped digits"
+    rc, out, err = run(capsys, ["token", "inspect", "--decoder-key", "00" * 16, "59386323472137426967"])
+    assert rc == 2 and "CRC mismatch: wrong key or mistyped digits" in err and "credit" not in out
+
+
+def test_two_tokens_in_the_same_minute_get_different_tids(capsys):
+    at = ["--at", "2026-03-01T10:00"]
+    now = [a for a in STS if a not in ("--base-date", "93")]
+    tids = []
+    for _ in range(3):
+        rc, out, _ = run(capsys, now + ["--kwh", "5"] + at + ["--json"])
+        assert rc == 0
+        tids.append(json.loads(out)["fields"][0]["tid"])
+    assert tids[1] == tids[0] + 1 and tids[2] == tids[0] + 2, tids
+    rc, out, err = run(capsys, now + ["--kwh", "5", "--tid", str(tids[0]), "--json"])
+    assert rc == 0 and "not above the last one" in err
+
+
+def test_default_base_date_is_14_in_vend_and_inspect(capsys):
+    now = [a for a in STS if a not in ("--base-date", "93")]
+    rc, out, _ = run(capsys, now + ["--kwh", "5", "--at", "2026-03-01T10:00", "--json"])
+    obj = json.loads(out)
+    assert obj["base_date"] == "14"
+    from host_tools.vend import dkga04
+    key = dkga04.decoder_key(bytes.fromhex(VENDING_KEY_HEX), "123457", 1, 1, 2, PAN)
+    rc, out, _ = run(capsys, ["token", "inspect", "--decoder-key", key.hex(), obj["token"], "--json"])
+    got = json.loads(out)
+    assert rc == 0 and got["time"].startswith("2026-03-01T10:00") and got["base_date"] == "14"
+
+
+@pytest.mark.parametrize("extra,needle", [
+    (["--kwh", "0"], "not a positive amount"), (["--currency", "0"], "not a positive amount"),
+    (["--kwh", "nan"], "not a positive amount"), (["--currency", "inf"], "not a positive amount"),
+    (["--kwh", "-1"], "not a positive amount"),
+    (["--currency", "99999"], "currency units"), (["--max-power-w", "20000000"], " W"),
+])
+def test_zero_nan_and_limits_refused_in_the_tokens_unit(capsys, extra, needle):
+    rc, out, err = run(capsys, STS + extra + ["--tid", "300"])
+    assert rc == 2 and needle in err and "Traceback" not in err, err
+    if "--currency" in extra and extra[1] == "99999":
+        assert "kWh" not in err
+
+
+def test_vend_sts_human_output_says_amount_and_date(capsys):
+    rc, out, _ = run(capsys, STS + ["--kwh", "5", "--tid", "16000000"])
+    assert rc == 0 and "5 kWh electricity credit" in out and "field" not in out and "2023" in out
+
+
+def test_vend_opaygo_without_value_is_refused(capsys):
+    argv = ["vend", "opaygo", "--key", OPAYGO_KEY_HEX, "--starting-code", str(OPAYGO_START), "--count", "1"]
+    rc, out, err = run(capsys, argv)
+    assert rc == 2 and "needs --value" in err
+    rc, out, err = run(capsys, argv + ["--value", "0"])
+    assert rc == 2 and "adds nothing" in err
+    rc, out, _ = run(capsys, argv + ["--sync", "--json"])   # sync and disable carry their own value
+    assert rc == 0 and json.loads(out)["value"] == 999
+
+
+def test_opaygo_inspect_decodes_value_and_count(capsys):
+    rc, out, _ = run(capsys, ["vend", "opaygo", "--key", OPAYGO_KEY_HEX, "--starting-code", str(OPAYGO_START),
+                              "--count", "4", "--value", "30", "--json"])
+    tok = json.loads(out)
+    rc, out, _ = run(capsys, ["token", "inspect", "--opaygo-key", OPAYGO_KEY_HEX, "--starting-code",
+                              str(OPAYGO_START), "--count", "4", tok["token"], "--json"])
+    got = json.loads(out)
+    assert rc == 0 and (got["status"], got["value"], got["count"], got["type"]) == ("accepted", 30, tok["count"], "add")
+    rc, out, err = run(capsys, ["token", "inspect", "--opaygo-key", "11" * 16, "--starting-code",
+                                str(OPAYGO_START), "--count", "4", tok["token"]])
+    assert rc == 2 and "wrong key" in err
+    rc, out, _ = run(capsys, ["token", "inspect", "--opaygo-key", OPAYGO_KEY_HEX, "--starting-code",
+                              str(OPAYGO_START), "--count", str(tok["count"]), tok["token"], "--json"])
+    assert rc == 1 and json.loads(out)["status"] == "used"
 
 
 @pytest.mark.parametrize("args,needle", [(["--decoder-key", "00" * 16, "1234"], "20 digits"),

@@ -43,7 +43,7 @@ def test_reference_token_decodes_to_its_fields():
 
 def test_reference_token_is_what_the_encoder_builds():
     from host_tools.vend import sts_encode
-    assert sts_encode.tid_from_time("2004-03-01T13:00") == 5871660
+    assert sts_encode.tid_from_time("2004-03-01T13:00", "93") == 5871660
     assert sts_encode.build(STS_KEY, 0, 0, 5, 5871660, 0x0001)["token"] == TOKEN
 
 

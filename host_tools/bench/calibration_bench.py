@@ -44,9 +44,8 @@ def calibrate_one(seed, accuracy_class="1", truth=True):
                 e0, t0 = _firmware_wh(m), m.world.true_import_wh
                 m.run_for(hours * 3600)
                 err = ((_firmware_wh(m) - e0) / (m.world.true_import_wh - t0) - 1) * 100
-                cert = next(p["error_pct"] for p in res["points"]
-                            if abs(p["fraction_ib"] - frac) < 1e-9 and p["pf"] == pf)
-                checks.append((frac, pf, err, cert))
+                pt = next(p for p in res["points"] if abs(p["fraction_ib"] - frac) < 1e-9 and p["pf"] == pf)
+                checks.append((frac, pf, err, pt["error_pct"], pt["uncertainty"]["expanded_pct"]))
         return res, checks
     finally:
         m.close()
@@ -65,12 +64,15 @@ def run():
     worst = worst_before = 0.0
     bench_s, passed, passed_02 = [], 0, 0
     true_worst = cert_vs_truth = 0.0
+    covered = compared = 0
     t0 = time.monotonic()
     for seed in range(FIRST_SEED, FIRST_SEED + METERS):
         res, checks = calibrate_one(seed)
-        for _, _, err, cert in checks:
+        for _, _, err, cert, u in checks:
             true_worst = max(true_worst, abs(err))
             cert_vs_truth = max(cert_vs_truth, abs(err - cert))
+            compared += 1
+            covered += abs(err - cert) <= u       # the certificate's U (k=2) holds the true error
         passed += bool(res["passed"])
         bench_s.append(res["bench_seconds"])
         unc = res["calibration"]["uncalibrated_error_pct"] or {}
@@ -89,5 +91,6 @@ def run():
         "calibration_bench_seconds_max": round(max(bench_s), 2),
         "calibration_true_error_worst_pct": round(true_worst, 4),
         "calibration_certificate_vs_truth_max_pct": round(cert_vs_truth, 4),
+        "calibration_truth_within_uncertainty": "%d/%d" % (covered, compared),
         "calibration_wall_seconds_per_meter": round(wall / METERS, 3),
     }

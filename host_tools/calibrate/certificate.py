@@ -14,20 +14,25 @@ from pathlib import Path
 
 from host_tools.calibrate import classes
 from host_tools.errors import UsageError
-from host_tools.paths import BUILD
+from host_tools.paths import data_dir
 
 FILES = {"html": "certificate.html", "csv": "certificate.csv", "json": "certificate.json",
          "png": "error_curve.png"}
-CSV_COLUMNS = ("label", "current_a", "fraction_ib", "pf", "error_pct", "limit_pct", "passed", "pulses",
-               "seconds", "ref_wh", "note")
+# (column, source field, decimals): sensible precision, units in the names.
+CSV_COLUMNS = (("point", "label", None), ("current_A", "current_a", 4), ("percent_Ib", "fraction_ib", 1),
+               ("pf", "pf", 2), ("error_pct", "error_pct", 3), ("limit_pct", "limit_pct", 2),
+               ("uncertainty_pct_k2", None, 3), ("result", "passed", None), ("pulses", "pulses", None),
+               ("seconds", "seconds", 2), ("reference_Wh", "ref_wh", 5), ("note", "note", None))
 
 
 def safe_name(name):
     return re.sub(r"[^A-Za-z0-9._-]+", "_", str(name)).strip("._") or "meter"
 
 
-def default_dir(meter):
-    return BUILD / "certificates" / safe_name(meter)
+def default_dir(meter, number=None):
+    """certificates/<meter>/<certificate number>/ in $METERKIT_DATA or the working folder."""
+    d = data_dir() / "certificates" / safe_name(meter)
+    return d / safe_name(number) if number else d
 
 
 def plot_png(result):
@@ -51,9 +56,19 @@ def plot_png(result):
         ax.step(xs, [-x for x in lim], where="post", color=c, alpha=0.35, linestyle="--")
     ax.axhline(0, color="grey", linewidth=0.8)
     ax.set_xscale("log")
+    # Ticks at the test currents, written as plain percentages of Ib (not 10^1..10^3).
+    from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator
+    ticks = sorted({round(p["fraction_ib"] * 100, 3) for p in result["points"]})
+    if ticks:
+        ax.xaxis.set_major_locator(FixedLocator(ticks))
+        ax.xaxis.set_minor_locator(NullLocator())
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: ("%g" % v)))
     ax.set_xlabel("current, % of Ib")
     ax.set_ylabel("error, %")
-    ax.set_title("Class %s: error against current (dashed: limits)" % result["class"])
+    lab = result.get("lab") or {}
+    when = (lab.get("issued") or result.get("date") or "")[:10]
+    ax.set_title("%s, %s: error against current, class %s (dashed: limits)" % (
+        result.get("meter"), when, result["class"]), fontsize=10)
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(loc="best", fontsize=8)
     fig.tight_layout()
@@ -75,16 +90,32 @@ def _row(ok, *cells):
     return "<tr class='%s'>%s</tr>" % ("ok" if ok else "bad", "".join("<td>%s</td>" % c for c in cells))
 
 
+def _bench_value(v):
+    if isinstance(v, dict):
+        return "(" + ", ".join("%s %s" % (k.replace("_", " "), _bench_value(x)) for k, x in sorted(v.items())) + ")"
+    if isinstance(v, float):
+        return "%g" % v
+    return str(v)
+
+
 def render_html(result, png):
     e = html.escape
     ident = result.get("identity", {})
     status = result["status"]
     verdict = {True: "pass", False: "FAIL"}
     rows = []
+    budget_rows = []
     for p in result["points"]:
         err = "%+.3f" % p["error_pct"] if p["error_pct"] is not None else e(p["note"] or "-")
+        u = p.get("uncertainty") or {}
         rows.append(_row(p["passed"], e(p["label"]), _fmt(p["current_a"], 3), _fmt(p["fraction_ib"] * 100, 1),
-                         e(p["pf_label"]), err, "&plusmn;" + _fmt(p["limit_pct"], 1), verdict[p["passed"]]))
+                         e(p["pf_label"]), err, "&plusmn;" + _fmt(u.get("expanded_pct"), 3),
+                         "&plusmn;" + _fmt(p["limit_pct"], 1), verdict[p["passed"]]))
+        c = u.get("components") or {}
+        budget_rows.append("<tr>%s</tr>" % "".join("<td>%s</td>" % x for x in (
+            e(p["label"]), _fmt(c.get("reference class"), 4), _fmt(c.get("source stability"), 4),
+            _fmt(c.get("resolution"), 4), _fmt(c.get("repeatability"), 4) + " (n=%s)" % u.get("repeats", 0),
+            _fmt(u.get("combined_pct"), 4), _fmt(u.get("expanded_pct"), 3))))
     extra = []
     st, cr = result.get("starting"), result.get("creep")
     if st:
@@ -103,6 +134,28 @@ def render_html(result, png):
     design = result.get("design", {})
     to = result.get("test_output", {})
     bench = result.get("bench", {})
+    lab = result.get("lab") or {}
+    amb = lab.get("ambient") or {}
+    ref = lab.get("reference_standard") or {}
+    amb_text = "%s, %s (%s)" % ("%.1f &deg;C" % amb["temperature_c"] if amb.get("temperature_c") is not None else "temperature not recorded",
+                                "%.0f %% RH" % amb["humidity_pct"] if amb.get("humidity_pct") is not None else "humidity not recorded",
+                                e(amb.get("source", "")))
+    ref_text = ", ".join(e(str(x)) for x in (
+        ref.get("name"), ("s/n %s" % ref["serial"]) if ref.get("serial") else None,
+        ("class %s %%" % ref["class_pct"]) if ref.get("class_pct") is not None else None,
+        ("certificate %s" % ref["certificate"]) if ref.get("certificate") else None,
+        ("calibrated by %s" % ref["calibrated_by"]) if ref.get("calibrated_by") else None,
+        ("due %s" % ref["due"]) if ref.get("due") else None) if x)
+    lab_rows = "".join("<tr><th>%s</th><td>%s</td></tr>" % (k, v) for k, v in [
+        ("Certificate number", e(str(lab.get("certificate_number", "-")))),
+        ("Laboratory", e(lab.get("lab") or "-")), ("Operator", e(str(lab.get("operator", "-")))),
+        ("Issued", e(str(lab.get("issued", result.get("date"))))),
+        ("Calibration due", "%s (%s months)" % (e(str(lab.get("due_date", "-"))), lab.get("due_months", "-"))),
+        ("Ambient conditions", amb_text), ("Reference standard", ref_text or "-"),
+        ("Traceability", e(lab.get("traceability") or "-")),
+    ])
+    bench_text = ", ".join("%s %s" % (e(k.replace("_", " ")), e(_bench_value(v)))
+                           for k, v in sorted(bench.items()) if k not in ("ambient",))
     ident_rows = "".join("<tr><th>%s</th><td>%s</td></tr>" % (e(k), e(str(v))) for k, v in [
         ("Meter", result.get("meter")),
         ("Serial / meter id", ident.get("serial") or ident.get("meter_id") or "not reported"),
@@ -111,8 +164,7 @@ def render_html(result, png):
             design.get("un_v"), design.get("ib_a"), design.get("imax_a"), design.get("f_hz"),
             design.get("meter_constant_imp_per_kwh"))),
         ("Accuracy class", "%s (%s)" % (result["class"], result.get("standard", ""))),
-        ("Bench", ", ".join("%s: %s" % (k, v if isinstance(v, str) else json.dumps(v, sort_keys=True))
-                            for k, v in sorted(bench.items()))),
+        ("Bench", bench_text),
         ("Test output", "%.0f imp/kWh (x%s of the meter constant, used for every point)" % (
             to.get("test_constant_imp_per_kwh", 0), to.get("factor"))),
         ("Date (UTC)", result.get("date")), ("Bench time", "%.1f s" % result.get("bench_seconds", 0)),
@@ -131,42 +183,76 @@ td,th{border:1px solid #bbb;padding:0.2em 0.6em;text-align:left} tr.bad td{backg
 </head><body>
 <h1>Calibration certificate</h1>
 <p class="status %(status)s">%(status)s</p>%(reason)s
+<table>%(lab)s</table>
 <table>%(ident)s</table>
 <h2>Test points</h2>
-<table><tr><th>Point</th><th>Current A</th><th>%% Ib</th><th>PF</th><th>Error %%</th><th>Limit %%</th><th>Result</th></tr>
+<table><tr><th>Point</th><th>Current A</th><th>%% Ib</th><th>PF</th><th>Error %%</th><th>Uncertainty %% (k=2)</th><th>Limit %%</th><th>Result</th></tr>
 %(rows)s
 %(extra)s</table>
 <p>Worst error: %(worst)s %%. Error = meter energy (test pulses) / reference energy &minus; 1, pulse-gated.</p>
 %(img)s
+<h2>Uncertainty budget (standard uncertainties, %% of the measured energy)</h2>
+<table><tr><th>Point</th><th>Reference class</th><th>Source stability</th><th>Resolution</th><th>Repeatability</th><th>Combined u<sub>c</sub></th><th>Expanded U (k=2, about 95 %%)</th></tr>
+%(budget)s</table>
+<p>Reference class and resolution: rectangular distributions; source stability: the source's bounds averaged over the gate; repeatability: the spread of the point's consecutive gates (type A).</p>
+<p>Signed by the laboratory's key (Ed25519, fingerprint %(fpr)s): see certificate.sig; check with <code>meterkit calibrate verify FOLDER --public-key LAB.pub.pem</code>.</p>
 <h2>Calibration registers in the meter (%(stored)s)</h2>
 <table><tr><th>Register</th><th>Value</th><th>Hex</th></tr>%(regs)s</table>
 </body></html>
 """ % {"meter": e(str(result.get("meter"))), "status": e(status), "reason": reason, "ident": ident_rows,
        "rows": "\n".join(rows), "extra": "\n".join(extra), "worst": _fmt(result.get("worst_error_pct"), 3),
-       "img": img, "regs": reg_rows,
+       "img": img, "regs": reg_rows, "lab": lab_rows, "budget": "\n".join(budget_rows),
+       "fpr": e(str(lab.get("signing_key_fingerprint", "-"))),
        "stored": "new calibration, stored" if result.get("stored_in_meter") else "unchanged: nothing stored"}
+
+
+def _cell(v, nd, scale=1.0):
+    if v is None or v == "":
+        return ""
+    if isinstance(v, bool):
+        return "pass" if v else "FAIL"
+    if nd is None or not isinstance(v, (int, float)):
+        return v
+    return "%.*f" % (nd, v * scale)
 
 
 def render_csv(result):
     buf = io.StringIO()
-    w = csv.writer(buf)
-    w.writerow(CSV_COLUMNS)
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow([c for c, _, _ in CSV_COLUMNS])
     for p in result["points"]:
-        w.writerow([p.get(c) for c in CSV_COLUMNS])
+        row = []
+        for col, field, nd in CSV_COLUMNS:
+            if col == "uncertainty_pct_k2":
+                row.append(_cell((p.get("uncertainty") or {}).get("expanded_pct"), nd))
+            else:
+                row.append(_cell(p.get(field), nd, 100.0 if field == "fraction_ib" else 1.0))
+        w.writerow(row)
     st, cr = result.get("starting"), result.get("creep")
     if st:
-        w.writerow(["starting current", st["current_a"], st["fraction_ib"], 1.0, None, None, st["passed"],
-                    st["pulses"], st["seconds"], None, ">= 1 pulse"])
+        w.writerow(["starting current", _cell(st["current_a"], 4), _cell(st["fraction_ib"] * 100, 2), "1.00", "", "",
+                    "", _cell(st["passed"], None), st["pulses"], _cell(st["seconds"], 2), "", ">= 1 pulse"])
     if cr:
-        w.writerow(["no-load creep", 0, 0, None, None, None, cr["passed"], cr["pulses"], cr["seconds"], None,
-                    "<= 1 pulse at %.1f V" % cr["volts"]])
+        w.writerow(["no-load creep", "0", "0", "", "", "", "", _cell(cr["passed"], None), cr["pulses"],
+                    _cell(cr["seconds"], 2), "", "<= 1 pulse at %.1f V" % cr["volts"]])
     return buf.getvalue()
 
 
-def write_certificate(result, report_dir=None):
-    """Write the four files into report_dir (default build/certificates/<meter>/); returns their paths
-    (and `record` paths when the meter has a manufacturing record)."""
-    out = Path(report_dir) if report_dir else default_dir(result.get("meter", "meter"))
+def write_certificate(result, report_dir=None, lab=None):
+    """Write the files into report_dir (default certificates/<meter>/<number>/ in the data folder) with
+    the lab's section (labinfo.lab_info(**lab): number, operator, ambient, reference, due date,
+    traceability) and a detached signature by the lab's key (lab["key"], default
+    lab-signing-key.pem in the data folder). Returns their paths (and `record` paths when the meter
+    has a manufacturing record)."""
+    from host_tools.calibrate import labinfo, signing
+    lab = dict(lab or {})
+    key_path = lab.pop("key", None)
+    key, pub, made = signing.load_or_make_key(key_path)
+    result["lab"] = labinfo.lab_info(result.get("bench") or {}, **lab)
+    result["lab"]["signing_key_fingerprint"] = signing.fingerprint(pub)
+    result["lab"]["signing_key_made"] = made
+    number = result["lab"]["certificate_number"]
+    out = Path(report_dir) if report_dir else default_dir(result.get("meter", "meter"), number)
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as e:
@@ -183,9 +269,11 @@ def write_certificate(result, report_dir=None):
         for kind, blob in data.items():
             with open(os.path.join(tmp, FILES[kind]), "wb") as f:
                 f.write(blob)
-        for kind in data:
-            dst = out / FILES[kind]
-            os.replace(os.path.join(tmp, FILES[kind]), dst)
+        signing.sign_folder(tmp, [FILES[k] for k in data], number, key)
+        for kind in list(data) + ["sig"]:
+            name = FILES[kind] if kind != "sig" else signing.SIG_FILE
+            dst = out / name
+            os.replace(os.path.join(tmp, name), dst)
             paths[kind] = str(dst)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -214,12 +302,12 @@ def record_db_hook(db_path):
 
 def attach_to_record(meter, paths, records_root=None):
     """Store the certificate next to the meter's manufacturing record when one exists. The factory's
-    record DB registers itself in RECORD_HOOKS; until then a folder build/records/<meter>/ (if present)
+    record DB registers itself in RECORD_HOOKS; until then a folder records/<meter>/ in the data folder (if present)
     receives a copy under calibration/. Returns the stored paths (empty when there is no record)."""
     stored = []
     for hook in RECORD_HOOKS:
         stored += list(hook(meter, paths) or [])
-    root = Path(records_root) if records_root else BUILD / "records"
+    root = Path(records_root) if records_root else data_dir() / "records"
     rec = root / safe_name(meter)
     if meter and rec.is_dir():
         dst = rec / "calibration"

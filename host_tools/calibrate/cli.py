@@ -8,14 +8,32 @@ from host_tools.errors import UsageError
 
 
 def register(sub):
-    p = sub.add_parser("calibrate", help="calibrate a meter on a bench and write its certificate")
+    p = sub.add_parser("calibrate", help="calibrate a meter on a bench and write its signed certificate; "
+                                         "`calibrate verify FOLDER` checks one")
+    p.add_argument("action", nargs="?", choices=("verify",), help="verify: check a certificate's signature")
+    p.add_argument("folder", nargs="?", help="verify: the certificate folder (or its certificate.sig)")
+    p.add_argument("--public-key", help="verify: the lab's public key PEM (default: lab-signing-key.pub.pem in "
+                                        "$METERKIT_DATA or the working folder)")
     p.add_argument("--port", help="the meter's service port (omit with --bench sim to simulate a meter here)")
     p.add_argument("--bench", help="sim (in-process) or sim:ADDRESS (printed by `meterkit sim start --json`)")
     p.add_argument("--class", dest="accuracy_class", default="1", choices=sorted(classes.CLASSES, key=float),
                    help="accuracy class to verify against (default 1)")
-    p.add_argument("--report", metavar="DIR", help="certificate folder (default build/certificates/<meter>/)")
+    p.add_argument("--report", metavar="DIR", help="certificate folder (default certificates/<meter>/<number>/ in "
+                                                  "$METERKIT_DATA or the working folder)")
+    p.add_argument("--operator", help="who runs the test (default: lab.json, $METERKIT_OPERATOR or the login name)")
+    p.add_argument("--temperature", type=float, metavar="C", help="ambient temperature during the test, deg C "
+                                                                  "(default: lab.json, else what the bench reports)")
+    p.add_argument("--humidity", type=float, metavar="PCT", help="ambient relative humidity during the test, %%")
+    p.add_argument("--reference", help="the reference standard's identity (model and serial; default: lab.json "
+                                       "or the bench's)")
+    p.add_argument("--traceability", help="the traceability statement (default: lab.json, or built from the reference)")
+    p.add_argument("--due-months", type=int, help="calibration interval in months (default 12)")
+    p.add_argument("--lab", metavar="FILE", help="lab settings JSON (default lab.json in the data folder, if present)")
+    p.add_argument("--lab-key", metavar="PEM", help="the lab's Ed25519 signing key (default lab-signing-key.pem in "
+                                                    "the data folder; made on first use)")
     p.add_argument("--meter", help="name for the certificate when the meter reports no id")
-    p.add_argument("--db", help="the factory's manufacturing record DB: the certificate is kept with the meter's record")
+    p.add_argument("--db", help="the factory's manufacturing record DB: a provisioned meter is authenticated with the "
+                                "service key it holds, and the certificate is kept with the meter's record")
     p.add_argument("--test-factor", type=int, default=DEFAULT_TEST_FACTOR,
                    help="test output = this x the meter constant during the session (default %d)" % DEFAULT_TEST_FACTOR)
     p.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for each meter reply (default 10)")
@@ -58,7 +76,54 @@ def _open(args):
     return SimService(meter), bench, [bench.close, meter.close]
 
 
+def cmd_verify(args):
+    import os
+
+    from host_tools.calibrate import signing
+    if not args.folder:
+        raise UsageError("verify needs the certificate folder", hint="meterkit calibrate verify FOLDER")
+    folder = args.folder
+    if os.path.isfile(folder):
+        folder = os.path.dirname(os.path.abspath(folder))
+    pub_path = args.public_key or signing.public_path(signing.default_key_path())
+    try:
+        pub = open(pub_path, "rb").read()
+    except OSError as e:
+        raise UsageError(f"cannot read the lab's public key {pub_path}: {e.strerror}",
+                         hint="give --public-key with the issuing lab's lab-signing-key.pub.pem") from None
+    man = signing.verify_folder(folder, pub)
+    import json
+    cert = {}
+    try:
+        cert = json.load(open(os.path.join(folder, "certificate.json")))
+    except (OSError, ValueError):
+        pass
+    lab = cert.get("lab") or {}
+    out = {"verified": True, "certificate": man["certificate"], "files": sorted(man["files"]),
+           "key_fingerprint": man["key_fingerprint"], "meter": cert.get("meter"), "status": cert.get("status"),
+           "issued": lab.get("issued"), "due_date": lab.get("due_date")}
+    if args.json:
+        from host_tools.cli import emit
+        emit(out, True)
+    else:
+        sys.stdout.write("certificate %s verified: signed by the key %s; %d files unchanged\n" % (
+            man["certificate"], man["key_fingerprint"], len(man["files"])))
+        sys.stdout.write("  meter %s: %s, issued %s, due %s\n" % (out["meter"], out["status"], out["issued"],
+                                                                 out["due_date"]))
+    return 0
+
+
+def _lab_args(args):
+    return {"operator": args.operator, "temperature_c": args.temperature, "humidity_pct": args.humidity,
+            "reference": args.reference, "traceability": args.traceability, "due_months": args.due_months,
+            "lab_file": args.lab, "key": args.lab_key}
+
+
 def cmd_calibrate(args):
+    if args.action == "verify":
+        return cmd_verify(args)
+    if args.folder:
+        raise UsageError(f"unexpected argument {args.folder!r}", hint="meterkit calibrate -p PORT -b BENCH ...")
     if args.db:
         import os
 
@@ -82,8 +147,15 @@ def cmd_calibrate(args):
                 live.update(task, completed=done, total=total)
             live.start()
     try:
-        result = run_lab(service, bench, args.accuracy_class, args.test_factor, args.report, args.meter,
-                         log=log, progress=progress)
+        import contextlib
+        session = contextlib.nullcontext()
+        if args.port:
+            # A provisioned meter takes cal_get/cal_set only in a session opened with its service key.
+            from host_tools.provision.session import privileged_session
+            session = privileged_session(service, args.db, "calibration")
+        with session:
+            result = run_lab(service, bench, args.accuracy_class, args.test_factor, args.report, args.meter,
+                             log=log, progress=progress, lab=_lab_args(args))
     finally:
         if live:
             live.stop()
@@ -103,12 +175,15 @@ def cmd_calibrate(args):
 
 def _print_human(out):
     w = sys.stdout.write
-    w("meter %s: %s (class %s)\n" % (out["meter"], out["status"], out["class"]))
+    w("meter %s: %s (class %s), certificate %s\n" % (out["meter"], out["status"], out["class"],
+                                                    out.get("certificate_number")))
     if out["reason"]:
         w("  reason: %s\n" % out["reason"])
-    for p in out["points"]:
+    for p, u in zip(out["points"], out.get("uncertainty_pct") or [None] * len(out["points"])):
         err = "%+.3f %%" % p["error_pct"] if p["error_pct"] is not None else "  none"
-        w("  %-22s %9s  limit +-%g %%  %s\n" % (p["label"], err, p["limit_pct"], "ok" if p["passed"] else "FAIL"))
+        unc = "U +-%.3f %%" % u if u is not None else ""
+        w("  %-22s %9s  %-13s limit +-%g %%  %s\n" % (p["label"], err, unc, p["limit_pct"],
+                                                    "ok" if p["passed"] else "FAIL"))
     if out["worst_error_pct"] is not None:
         w("  worst error %.3f %%\n" % out["worst_error_pct"])
     w("  bench time %.1f s\n" % out["bench_seconds"])

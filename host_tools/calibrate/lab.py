@@ -15,9 +15,11 @@ DEFAULT_TEST_FACTOR = 64     # test output = 64 x the meter constant (3200 -> 20
 
 def run_lab(service, bench, accuracy_class="1", test_factor=DEFAULT_TEST_FACTOR, report_dir=None,
             meter_name=None, write_report=True, log=None, progress=None, procedure_settings=None,
-            verify_settings=None):
+            verify_settings=None, lab=None):
     """Calibrate and verify the meter behind `service` (call(cmd, **args)) on `bench`. Returns the
-    result dict (see docs/calibration.md); writes the certificate unless write_report is False."""
+    result dict (see docs/calibration.md); writes the certificate unless write_report is False. `lab`:
+    keyword arguments for calibrate.labinfo.lab_info (operator, ambient, reference, ...) and `key`
+    (the lab's signing key file); None: the defaults (lab.json and lab-signing-key.pem in the data folder)."""
     log = log or (lambda msg: None)
     cls, spec = classes.get_class(accuracy_class)
     if not 1 <= int(test_factor) <= 256:
@@ -86,11 +88,18 @@ def run_lab(service, bench, accuracy_class="1", test_factor=DEFAULT_TEST_FACTOR,
         result.update(passed=ver["passed"], status="PASSED" if ver["passed"] else "FAILED", reason=reason,
                       points=ver["points"], starting=ver["starting"], creep=ver["creep"],
                       worst_error_pct=ver["worst_error_pct"])
+    from host_tools.calibrate.uncertainty import budget
+    for p in result["points"]:
+        p["uncertainty"] = budget(p, result["bench"])
+    # A meter not yet provisioned has no id: it is named by its board and, on the certificate, by the
+    # certificate's own number (unique in the lab's register).
     result["meter"] = str(meter_name or ident.get("meter_id") or ident.get("serial") or
-                          "unidentified-" + result["date"].replace(":", "").replace("-", "").split("+")[0] + "Z")
+                          "unprovisioned %s meter" % (ident.get("board") or "unknown"))
+    result["meter_named_by"] = ("operator" if meter_name else "meter id" if ident.get("meter_id") else
+                                "serial" if ident.get("serial") else "none (not provisioned)")
     if write_report:
         from host_tools.calibrate.certificate import write_certificate
-        result["report"] = write_certificate(result, report_dir)
+        result["report"] = write_certificate(result, report_dir, lab=lab)
     return result
 
 
@@ -105,6 +114,8 @@ def summary(result):
             "points": pts, "starting": result["starting"], "creep": result["creep"],
             "bench_seconds": round(result["bench_seconds"], 3), "report": result.get("report", {}),
             "uncalibrated_error_pct": result["calibration"].get("uncalibrated_error_pct"),
+            "uncertainty_pct": [p.get("uncertainty", {}).get("expanded_pct") for p in result["points"]],
+            "certificate_number": (result.get("lab") or {}).get("certificate_number"),
             "warnings": result["calibration"].get("warnings", []),
             "registers": result["registers_after"], "stored_in_meter": result["stored_in_meter"],
             "proposed_registers": None if result["stored_in_meter"] else result["calibration"]["registers"]}

@@ -46,7 +46,9 @@ def deploy(port, board=None, build_dir=None, dest="", force=False, on_file=None)
     try:
         t = SerialTransport(port, baudrate=115200)
     except TransportError as e:
-        raise DeviceError(f"{port}: cannot open the port ({e})", hint="check the port name and that nothing else has it open") from None
+        from host_tools.device.ports import reason
+        raise DeviceError(f"{port}: cannot open the port ({reason(e)})",
+                          hint="check the port name (`meterkit devs` lists them) and that nothing else has it open") from None
     copied, unchanged, nbytes = [], [], 0
     try:
         t.enter_raw_repl(soft_reset=False)  # `resume` semantics

@@ -10,13 +10,16 @@ from host_tools.errors import DeviceError
 
 class ServiceClient:
     def __init__(self, port, baudrate=115200, timeout=5.0):
+        from host_tools.device.ports import reason, resolve
+        port = resolve(port)
         self.port = port
         self.timeout = timeout
         try:
             self.ser = serial.Serial(port, baudrate=baudrate, timeout=0.1)
         except (serial.SerialException, OSError) as e:
-            raise DeviceError("cannot open %s: %s" % (port, e),
-                              hint="check the port name (a simulated meter prints it: meterkit sim start --json)") from None
+            raise DeviceError("cannot open %s: %s" % (port, reason(e)),
+                              hint="list the ports with `meterkit devs`; a simulated meter prints its own "
+                                   "(meterkit sim start --json)") from None
         self._id = 0
         self._buf = b""
 
@@ -37,7 +40,7 @@ class ServiceClient:
         try:
             self.ser.write(json.dumps(args).encode() + b"\n")
         except (serial.SerialException, OSError) as e:
-            raise DeviceError("write to %s failed: %s" % (self.port, e)) from None
+            raise DeviceError("write to %s failed: %s" % (self.port, _reason(e))) from None
         deadline = time.monotonic() + (timeout or self.timeout)
         while time.monotonic() < deadline:
             line = self._readline(deadline)
@@ -62,7 +65,12 @@ class ServiceClient:
             try:
                 chunk = self.ser.read(4096)
             except (serial.SerialException, OSError) as e:
-                raise DeviceError("read from %s failed: %s" % (self.port, e)) from None
+                raise DeviceError("read from %s failed: %s" % (self.port, _reason(e))) from None
             self._buf += chunk
         line, self._buf = self._buf.split(b"\n", 1)
         return line
+
+
+def _reason(e):
+    from host_tools.device.ports import reason
+    return reason(e)

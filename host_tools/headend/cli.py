@@ -13,13 +13,14 @@ from host_tools.cli import emit
 from host_tools.errors import DeviceError, UsageError
 from host_tools.headend import reports, vending
 from host_tools.headend.store import Store
-from host_tools.paths import BUILD
+from host_tools.paths import data_dir
 
 HEARTBEAT_STALE_S = 5.0
 
 
 def default_db():
-    return os.environ.get("METERKIT_HEADEND_DB") or str(BUILD / "headend.db")
+    """$METERKIT_HEADEND_DB, else headend.db in $METERKIT_DATA or the working folder (never the checkout)."""
+    return os.environ.get("METERKIT_HEADEND_DB") or str(data_dir() / "headend.db")
 
 
 def register(subparsers):
@@ -28,14 +29,17 @@ def register(subparsers):
     sub.required = True
 
     def common(sp, json_flag=True):
-        sp.add_argument("--db", default=default_db(), help="head-end SQLite database (default %(default)s, "
-                                                           "or $METERKIT_HEADEND_DB)")
+        sp.add_argument("--db", default=default_db(), help="head-end SQLite database (default headend.db in "
+                                                           "$METERKIT_DATA or the working folder, or "
+                                                           "$METERKIT_HEADEND_DB)")
         if json_flag:
             sp.add_argument("--json", action="store_true", help="print one JSON object")
 
     s = sub.add_parser("serve", help="run the head-end service on MQTT (embedded broker unless --broker)")
     common(s, json_flag=False)
     s.add_argument("--broker", help="mqtt://[user:password@]host:port of the broker (default: start an embedded one)")
+    s.add_argument("--broker-port", type=int, help="the embedded broker's port (default: a free one)")
+    s.add_argument("--json", action="store_true", help="print one JSON object when stopped")
     s.add_argument("--retry-s", type=float, default=30.0, help="resend a downlink with no result after this long "
                                                                 "(doubling, up to --retry-max-s)")
     s.add_argument("--retry-max-s", type=float, default=600.0)
@@ -106,6 +110,12 @@ def _store(args, must_exist=True):
     return Store(args.db)
 
 
+def _check_wait(wait):
+    import math
+    if wait is not None and (not math.isfinite(wait) or wait < 0):
+        raise UsageError(f"--wait {wait} must be a number of seconds >= 0", hint="e.g. --wait 30")
+
+
 def service_running(store):
     hb = store.service("heartbeat")
     return hb is not None and time.time() - float(hb) < HEARTBEAT_STALE_S
@@ -117,8 +127,13 @@ def cmd_serve(args):
     store = _store(args, must_exist=False)
     broker = None
     url = args.broker
+    if args.broker_port is not None:
+        if url:
+            raise UsageError("--broker-port is for the embedded broker", hint="with --broker, the port is in its URL")
+        if not 1 <= args.broker_port <= 65535:
+            raise UsageError(f"--broker-port {args.broker_port} is not a port", hint="1..65535, e.g. 1883")
     if not url:
-        broker = EmbeddedBroker(db=args.db).start()
+        broker = EmbeddedBroker(db=args.db, port=args.broker_port).start()
         url = broker.url
     he = HeadEnd(store, url, retry_s=args.retry_s, retry_max_s=args.retry_max_s)
     try:
@@ -127,9 +142,12 @@ def cmd_serve(args):
         if broker:
             broker.stop()
         raise
-    shown = broker.address if broker else url.split("@")[-1]
-    print(f"head-end serving on mqtt://{shown.split('://')[-1]} "
-          f"({'embedded amqtt broker' if broker else 'external broker'}), db {args.db}", flush=True)
+    shown = "mqtt://" + (broker.address if broker else url.split("@")[-1]).split("://")[-1]
+    # Recorded so `meterkit sim start --headend DB` finds the broker its meters must reach.
+    store.set_service("broker_address", shown)
+    if not args.json:
+        print(f"head-end serving on {shown} ({'embedded amqtt broker' if broker else 'external broker'}), "
+              f"db {args.db}; Ctrl-C stops", flush=True)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *a: stop.set())
     if args.duration_s:
@@ -145,22 +163,30 @@ def cmd_serve(args):
         store.set_service("heartbeat", 0)
         if broker:
             broker.stop()
-    print(f"head-end stopped: {he.counts}", flush=True)
+    if args.json:
+        emit({"stopped": True, "broker": shown, "db": args.db, "counts": he.counts}, True)
+    else:
+        c = he.counts
+        print("head-end stopped: %d downlink(s) sent, %d result(s), %d rejected uplink(s), %d reading(s), "
+              "%d event(s) received" % (c.get("sent", 0), c.get("results", 0), c.get("rejected", 0),
+                                        c.get("readings", 0), c.get("events", 0)), flush=True)
     return 0
 
 
 def cmd_import(args):
     store = _store(args, must_exist=False)
     n = store.import_csv(args.csv)
-    emit({"imported": n, "db": args.db}, args.json)
+    if args.json:
+        emit({"imported": n, "db": args.db}, True)
+    else:
+        print(f"imported {n} meter(s) into {args.db}")
     return 0
 
 
 def cmd_topup(args):
     if not args.keystore:
         raise UsageError("no keystore given", hint="--keystore FILE (JSON with vending_key_hex) or $METERKIT_KEYSTORE")
-    if args.wait is not None and args.wait < 0:
-        raise UsageError("--wait must be >= 0 seconds", hint="e.g. --wait 30")
+    _check_wait(args.wait)
     ks = vending.load_keystore(args.keystore)
     store = _store(args)
     v = vending.vend_topup(store, ks, args.meter, kwh=args.kwh, amount=args.amount, request_key=args.request_key)
@@ -182,8 +208,30 @@ def cmd_topup(args):
                               f"({r['attempts']} delivery attempt(s))", hint=why)
     elif not running:
         out["note"] = "queued; delivered when `meterkit headend serve` runs"
-    emit(out, args.json)
+    if args.json:
+        emit(out, True)
+    else:
+        _print_topup(out)
     return 0 if out.get("code", "accepted") == "accepted" else 1
+
+
+def _quantity_text(what, q):
+    from host_tools.vend.sts_encode import unit_text
+    return unit_text(q, "kwh") if what == "kwh" else unit_text(q, "currency").replace("currency units", "of currency")
+
+
+def _print_topup(out):
+    tok = out["token"]
+    w = sys.stdout.write
+    w(f"token {' '.join(tok[i:i + 4] for i in range(0, 20, 4))}: {_quantity_text(out['what'], out['quantity'])} "
+      f"for meter {out['meter']} (TID {out['tid']}, message {out['msg_id']})\n")
+    if out["state"] == "done":
+        verdict = "accepted" if out["code"] == "accepted" else f"REFUSED ({out['code']})"
+        w(f"the meter answered: {verdict}, after {out['attempts']} delivery attempt(s)\n")
+    else:
+        w(out.get("note") or "queued: the head-end delivers it\n")
+        if out.get("note"):
+            w("\n")
 
 
 def cmd_meters(args):
@@ -197,12 +245,24 @@ def cmd_meters(args):
                      "tamper": last.get("tamper") or []})
     if args.json:
         emit({"meters": rows, "count": len(rows)}, True)
-    else:
-        for r in rows:
-            flags = ("  TAMPER: " + ",".join(r["tamper"])) if r["tamper"] else ""
-            sys.stdout.write(f"{r['meter_id']:20s} {str(r['serial']):14s} {r['status']:8s} "
-                             f"undelivered {r['undelivered']}{flags}\n")
-        sys.stdout.write(f"{len(rows)} meter(s)\n")
+        return 0
+    if not rows:
+        print(f"no meters registered in {args.db} (import them with `meterkit headend import FILE.csv`)")
+        return 0
+    from rich.table import Table
+
+    from host_tools import render
+    t = Table(box=None, pad_edge=False)
+    for col in ("meter", "serial", "status", "last seen", "credit", "supply", "queued", "tamper"):
+        t.add_column(col, justify="right" if col in ("credit", "queued") else "left",
+                     no_wrap=col in ("meter", "serial"), min_width=18 if col == "meter" else None)
+    for r in rows:
+        t.add_row(r["meter_id"], str(r["serial"]), r["status"] or "-", render.local_time(r["last_seen"]),
+                  render.money(r["credit"]) if r["credit"] is not None else "-", r["supply"] or "-",
+                  str(r["undelivered"]), ("TAMPER: " + ", ".join(r["tamper"])) if r["tamper"] else "")
+    con = render.console()
+    con.print(t)
+    con.print(f"{len(rows)} meter(s)")
     return 0
 
 
@@ -212,10 +272,21 @@ def cmd_events(args):
     evs = store.events(args.meter, args.limit)
     if args.json:
         emit({"meter": args.meter, "events": evs}, True)
-    else:
-        for e in evs:
-            at = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(e["at"]))
-            sys.stdout.write(f"{at}Z {e['source']:8s} {e['kind']:18s} {e['data']}\n")
+        return 0
+    if not evs:
+        print(f"no events for meter {args.meter} yet")
+        return 0
+    from rich.table import Table
+
+    from host_tools import render
+    t = Table(box=None, pad_edge=False)
+    for col in ("time", "from", "event", "detail"):
+        t.add_column(col)
+    for e in evs:
+        d = e["data"]
+        detail = ", ".join(f"{k} {v}" for k, v in sorted(d.items())) if isinstance(d, dict) else str(d or "")
+        t.add_row(render.local_time(e["at"]), e["source"], e["kind"], detail)
+    render.console().print(t)
     return 0
 
 
@@ -224,10 +295,23 @@ def cmd_statements(args):
     sts = reports.monthly_statements(store, args.meter)
     if args.json:
         emit({"meter": args.meter, "statements": sts}, True)
-    else:
-        for s in sts:
-            sys.stdout.write(f"{s['month']}  import {s['import_wh']} Wh  readings {s['readings']}  "
-                             f"top-ups {s['topups_accepted']}\n")
+        return 0
+    store.meter(args.meter)
+    if not sts:
+        print(f"no statements for meter {args.meter} yet: they are built from the readings it reports")
+        return 0
+    from rich.table import Table
+
+    from host_tools import render
+    t = Table(box=None, pad_edge=False)
+    for col in ("month", "imported", "readings", "top-ups", "meter's own: imported", "cost"):
+        t.add_column(col, justify="left" if col == "month" else "right")
+    for s in sts:
+        own = s.get("meter_statement") or {}
+        t.add_row(s["month"], render.kwh(s["import_wh"]) if s["import_wh"] is not None else "-", str(s["readings"]),
+                  str(s["topups_accepted"]), render.kwh(own["import_wh"]) if own.get("import_wh") is not None else "-",
+                  render.money(own["cost"]) if own.get("cost") is not None else "-")
+    render.console().print(t)
     return 0
 
 
@@ -239,6 +323,8 @@ def cmd_sms_command(args):
         emit(out, True)
     else:
         sys.stdout.write(out["text"] + "\n")
+        sys.stderr.write(f"(command #{out['seq']} for meter {args.meter}: send this text from one of the "
+                         "utility's registered numbers)\n")
     return 0
 
 
@@ -258,8 +344,7 @@ def cmd_command(args):
         raise UsageError(f"the arguments are not JSON: {e}", hint="e.g. --args '{\"unix\": 1767571200}'") from None
     if not isinstance(cargs, dict):
         raise UsageError("the arguments must be a JSON object")
-    if args.wait is not None and args.wait < 0:
-        raise UsageError("--wait must be >= 0 seconds")
+    _check_wait(args.wait)
     store = _store(args)
     msg_id = vending.queue_command(store, args.meter, args.cmd, cargs)
     out = {"msg_id": msg_id, "meter": args.meter, "cmd": args.cmd, "state": "queued"}
@@ -278,5 +363,15 @@ def cmd_command(args):
             raise DeviceError(f"no result for {msg_id} to {args.meter} within {args.wait} s", hint=why)
     elif not service_running(store):
         out["note"] = "queued; delivered when `meterkit headend serve` runs"
-    emit(out, args.json)
+    if args.json:
+        emit(out, True)
+    elif out["state"] == "done":
+        verdict = "done" if out["code"] == "done" else f"REFUSED ({out['code']})"
+        print(f"{args.cmd} for meter {args.meter}: {verdict} after {out['attempts']} delivery attempt(s)")
+        if out.get("detail"):
+            from host_tools import render
+            render.show(out["detail"])
+    else:
+        print(f"{args.cmd} for meter {args.meter} queued as {msg_id}" +
+              ("; delivered when `meterkit headend serve` runs" if out.get("note") else ""))
     return 0 if out.get("code", "done") == "done" else 1

@@ -47,6 +47,8 @@ def make(store, meter_id, cmd, args=()):
     if cmd not in SMS_COMMANDS:
         raise UsageError(f"{cmd!r} cannot be sent by SMS", hint="one of: " + ", ".join(SMS_COMMANDS))
     pairs = parse_args(args)
+    from host_tools.headend.commandargs import check
+    check(cmd, dict(pairs))              # malformed arguments: refused before a seq is taken
     meter = store.meter(meter_id)
     key = bytes.fromhex(meter["message_key_hex"])
     b = body(cmd, pairs)

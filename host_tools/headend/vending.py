@@ -107,6 +107,8 @@ def vend_topup(store, keystore, meter_id, kwh=None, amount=None, now=None, rng=N
 
 def queue_command(store, meter_id, cmd, args=None, now=None, rng=None):
     """Queue a signed management command; returns its message id."""
+    from host_tools.headend.commandargs import check
+    args = check(cmd, args)                 # malformed arguments are refused, nothing queued
     store.meter(meter_id)
     now = store.clock() if now is None else now
     msg_id = _msg_id("c-", rng)

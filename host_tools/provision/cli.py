@@ -8,6 +8,7 @@ import tempfile
 from host_tools.cli import emit
 from host_tools.errors import UsageError
 from host_tools.provision.line import provision
+from host_tools.paths import data_dir
 from host_tools.provision.records import DEFAULT_DB, RecordDB
 
 
@@ -21,9 +22,15 @@ def register(sub):
     p.add_argument("--ti", type=int, help="tariff index (default from the keystore)")
     p.add_argument("--serial", type=int, help="meter serial (default: the next free one in the DB)")
     p.add_argument("--operator", help="who runs the line (goes into the record)")
-    p.add_argument("--db", default=os.environ.get("METERKIT_FACTORY_DB", DEFAULT_DB),
-                   help=f"manufacturing record DB (SQLite; SECRET: holds message/service keys); default {DEFAULT_DB}")
+    p.add_argument("--db", default=os.environ.get("METERKIT_FACTORY_DB") or str(data_dir() / DEFAULT_DB),
+                   help=f"manufacturing record DB (SQLite; SECRET: holds message/service keys); default {DEFAULT_DB} "
+                        "in $METERKIT_DATA or the working folder, or $METERKIT_FACTORY_DB")
     p.add_argument("--rekey", action="store_true", help="replace the keys of a meter that is already provisioned")
+    p.add_argument("--opaygo", action="store_true", help="also give the meter an OpenPAYGO secret and starting code "
+                                                         "(made at random, kept in the record DB)")
+    p.add_argument("--opaygo-key", metavar="HEX", help="the OpenPAYGO secret to give it (32 hex digits; e.g. from "
+                                                       "the PAYG platform)")
+    p.add_argument("--opaygo-starting-code", type=int, metavar="N", help="its OpenPAYGO starting code (9 digits)")
     p.add_argument("--manifest", help="build/<board>/manifest.json: records the image's SHA-256")
     p.add_argument("--firmware-bin", help="the MicroPython firmware.bin flashed: records its SHA-256")
     p.add_argument("--timeout", type=float, default=5.0, help="seconds to wait for each meter reply (default 5)")
@@ -40,14 +47,19 @@ def cmd_provision(args):
     if missing:
         raise UsageError(f"provision needs {' and '.join(missing)}",
                          hint="meterkit provision --port P --keystore FILE --sgc N --ti N")
+    from host_tools.provision.line import opaygo_secrets
+    opaygo = opaygo_secrets(args.opaygo, args.opaygo_key, args.opaygo_starting_code)
     res = provision(args.port, args.keystore, sgc=args.sgc, ti=args.ti, serial=args.serial, operator=args.operator,
                     db=args.db, rekey=args.rekey, manifest=args.manifest, firmware_bin=args.firmware_bin,
-                    timeout=args.timeout)
+                    timeout=args.timeout, opaygo=opaygo)
     if args.json:
         emit(res, True)
     else:
         sys.stdout.write(f"provisioned serial {res['serial']} PAN {res['pan']} ({res['board']}, firmware "
                          f"{res['firmware']}, KRN {res['krn']}){' [rekey]' if res['rekey'] else ''}\n")
+        if res.get("opaygo"):
+            sys.stdout.write(f"  OpenPAYGO: secret written (kept in {args.db}), starting code "
+                             f"{res['opaygo_starting_code']}\n")
         for i in res["selftest"]:
             sys.stdout.write(f"  {'PASS' if i['pass'] else 'FAIL'}  {i['item']:14s} {i['reason']}\n")
         verdict = "passed" if res["selftest_passed"] else "FAILED: " + ", ".join(res["failed"])

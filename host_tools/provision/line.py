@@ -53,8 +53,24 @@ def _hashes(manifest, firmware_bin):
     return out
 
 
+def opaygo_secrets(opaygo=False, key_hex=None, starting_code=None):
+    """(key bytes, starting code) or None: given, or made at random with `opaygo` (the secret's 128
+    bits and a 9-digit starting code, as an OpenPAYGO platform makes them)."""
+    if key_hex is None and starting_code is None and not opaygo:
+        return None
+    if key_hex is not None:
+        key = dkga04.parse_hex_key(key_hex, 16, "--opaygo-key", "the device's 128-bit OpenPAYGO secret")
+    else:
+        key = secrets.token_bytes(16)
+    if starting_code is None:
+        starting_code = secrets.randbelow(900000000) + 100000000
+    if not 0 <= int(starting_code) <= 999999999:
+        raise UsageError(f"--opaygo-starting-code {starting_code} must be 0..999999999", hint="9 digits")
+    return key, int(starting_code)
+
+
 def provision(port, keystore, sgc=None, ti=None, serial=None, operator=None, db=None, rekey=False,
-              manifest=None, firmware_bin=None, timeout=5.0, first_serial=1):
+              manifest=None, firmware_bin=None, timeout=5.0, first_serial=1, opaygo=None):
     """Provision the meter on `port`. Returns the summary dict (the record without secrets, plus the
     self-test items). Raises UsageError / DeviceError saying what was wrong and what to do."""
     ks = _ks.load(keystore)                      # every input is checked before the meter is touched
@@ -63,12 +79,12 @@ def provision(port, keystore, sgc=None, ti=None, serial=None, operator=None, db=
     records = RecordDB(db) if db else RecordDB()
     try:
         with ServiceClient(port, timeout=timeout) as c:
-            return _provision(c, records, ks, sgc, ti, serial, operator, rekey, hashes, first_serial)
+            return _provision(c, records, ks, sgc, ti, serial, operator, rekey, hashes, first_serial, opaygo)
     finally:
         records.close()
 
 
-def _provision(c, records, ks, sgc, ti, serial, operator, rekey, hashes, first_serial):
+def _provision(c, records, ks, sgc, ti, serial, operator, rekey, hashes, first_serial, opaygo=None):
     before = c.call("identity")
     if before["provisioned"] and not rekey:
         raise UsageError(f"the meter is already provisioned as PAN {before['pan']} (serial {before['serial']})",
@@ -95,9 +111,12 @@ def _provision(c, records, ks, sgc, ti, serial, operator, rekey, hashes, first_s
     message_key, service_key = secrets.token_bytes(32), secrets.token_bytes(32)
     password = secrets.token_urlsafe(18)
     broker = dict(ks["broker"], username=meter_id, password=password)
+    extra = {}
+    if opaygo is not None:
+        extra = {"opaygo_key": opaygo[0].hex(), "opaygo_starting_code": opaygo[1]}
     c.call("provision", pan=pan, serial=serial, meter_id=meter_id, sts_key=sts_key.hex(), sgc=sgc, ti=ti,
            krn=ks["krn"], kt=ks["kt"], ken=ks["ken"], base_date=ks["base_date"], message_key=message_key.hex(),
-           service_key=service_key.hex(), broker=broker, rekey=bool(before["provisioned"]))
+           service_key=service_key.hex(), broker=broker, rekey=bool(before["provisioned"]), **extra)
     after = c.call("identity")
     want = {"provisioned": True, "pan": pan, "serial": serial, "meter_id": meter_id, "key_revision": ks["krn"]}
     wrong = {k: after.get(k) for k, v in want.items() if after.get(k) != v}
@@ -109,7 +128,8 @@ def _provision(c, records, ks, sgc, ti, serial, operator, rekey, hashes, first_s
            "firmware_sha256": hashes["firmware_sha256"], "sgc": sgc, "ti": ti, "krn": ks["krn"], "kt": ks["kt"],
            "ken": ks["ken"], "base_date": ks["base_date"], "message_key_hex": message_key.hex(),
            "service_key_hex": service_key.hex(), "broker_password": password, "provisioned_at": time.time(),
-           "operator": operator, "selftest_passed": None, "selftest": None}
+           "operator": operator, "selftest_passed": None, "selftest": None,
+           "opaygo_key_hex": opaygo[0].hex() if opaygo else None, "opaygo_starting_code": opaygo[1] if opaygo else None}
     replacing = bool(before["provisioned"]) or bool(taken)
     records.save(rec, rekey=replacing)           # keys recorded before the lock: never a locked orphan
     c.call("factory_lock")
@@ -119,6 +139,7 @@ def _provision(c, records, ks, sgc, ti, serial, operator, rekey, hashes, first_s
     c.call("auth_end")
     summary = {k: rec[k] for k in ("serial", "pan", "meter_id", "board", "firmware", "image_sha256",
                                    "firmware_sha256", "sgc", "ti", "krn", "operator")}
+    summary.update(opaygo=bool(opaygo), opaygo_starting_code=opaygo[1] if opaygo else None)
     summary.update(rekey=replacing, factory_mode=False, selftest_passed=bool(test["passed"]),
                    selftest=test["items"], failed=test["failed"])
     return summary

@@ -20,7 +20,8 @@ CREATE TABLE IF NOT EXISTS meters (
     board TEXT, firmware TEXT, image_sha256 TEXT, firmware_sha256 TEXT,
     sgc TEXT, ti INTEGER, krn INTEGER, kt INTEGER, ken INTEGER, base_date TEXT,
     message_key_hex TEXT NOT NULL, service_key_hex TEXT NOT NULL, broker_password TEXT NOT NULL,
-    provisioned_at REAL, operator TEXT, selftest_passed INTEGER, selftest TEXT, runs INTEGER DEFAULT 1);
+    provisioned_at REAL, operator TEXT, selftest_passed INTEGER, selftest TEXT, runs INTEGER DEFAULT 1,
+    opaygo_key_hex TEXT, opaygo_starting_code INTEGER);
 CREATE TABLE IF NOT EXISTS reserved (serial INTEGER PRIMARY KEY, at REAL);
 CREATE TABLE IF NOT EXISTS runs (
     id INTEGER PRIMARY KEY AUTOINCREMENT, serial INTEGER, at REAL, operator TEXT, action TEXT,
@@ -42,6 +43,16 @@ class RecordDB:
         self.db = sqlite3.connect(self.path, timeout=30)
         self.db.row_factory = sqlite3.Row
         self.db.executescript(_SCHEMA)
+        # Added columns (older DBs get them here): the OpenPAYGO secret and starting code, when given.
+        have = {r[1] for r in self.db.execute("PRAGMA table_info(meters)")}
+        for col, typ in (("opaygo_key_hex", "TEXT"), ("opaygo_starting_code", "INTEGER")):
+            if col not in have:
+                try:
+                    self.db.execute(f"ALTER TABLE meters ADD COLUMN {col} {typ}")
+                except sqlite3.OperationalError as e:   # another station added it first
+                    if "duplicate column" not in str(e):
+                        raise
+        self.db.commit()
         try:
             os.chmod(self.path, 0o600)  # secret: message and service keys
         except OSError:
@@ -93,7 +104,8 @@ class RecordDB:
         """Insert a meter's record (or replace it on a rekey) and log the run, in one transaction."""
         cols = ("serial", "pan", "meter_id", "board", "firmware", "image_sha256", "firmware_sha256", "sgc", "ti",
                 "krn", "kt", "ken", "base_date", "message_key_hex", "service_key_hex", "broker_password",
-                "provisioned_at", "operator", "selftest_passed", "selftest")
+                "provisioned_at", "operator", "selftest_passed", "selftest", "opaygo_key_hex",
+                "opaygo_starting_code")
         vals = [rec.get(c) for c in cols]
         vals[cols.index("selftest")] = json.dumps(rec.get("selftest"))
         with self.db:

@@ -1,7 +1,10 @@
 """`meterkit sim run` (accelerated, reproducible) and `meterkit sim start` (realtime, service pty)."""
+import math
+import os
 import sys
 
 from host_tools.cli import emit
+from host_tools.errors import UsageError
 from host_tools.sim.runner import DEFAULT_HEAP
 
 
@@ -36,13 +39,28 @@ def register_sim(simsub):
     p.add_argument("--frozen", action="store_true",
                    help="the production layout: a data-only file system, the app from a directory standing for "
                         ".frozen after it on the search path (booting from --flash always has the frozen app)")
-    p.add_argument("--heap", default=None, help="MicroPython heap cap (default %s)" % DEFAULT_HEAP)
+    p.add_argument("--heap", default=None, help="MicroPython heap cap (default %s, 384k with the modem)" % DEFAULT_HEAP)
+    p.add_argument("--meters", type=int, default=1, help="how many meters (default 1; --link PATH becomes "
+                                                         "PATH-1, PATH-2, ...)")
+    p.add_argument("--headend", metavar="DB", help="put the meters on this head-end: they are registered in its "
+                                                   "database and connect to its broker (start `meterkit headend "
+                                                   "serve --db DB` first)")
+    p.add_argument("--broker", metavar="URL", help="the broker the meters' modems reach (default: the one `headend "
+                                                   "serve` recorded in --headend DB)")
+    p.add_argument("--keystore", default=os.environ.get("METERKIT_KEYSTORE"),
+                   help="with --headend: the utility's keystore (the one `headend topup` uses; or $METERKIT_KEYSTORE)")
     _common(p)
     p.set_defaults(func=cmd_start)
 
 
 def cmd_run(args):
     from host_tools.sim.run import run
+    if not math.isfinite(args.days) or args.days <= 0:
+        raise UsageError(f"--days {args.days} is not a positive number of days", hint="e.g. --days 1 or --days 0.5")
+    if args.period <= 0:
+        raise UsageError(f"--period {args.period} must be above 0 seconds", hint="e.g. --period 60")
+    from host_tools.sim.run import parse_faults
+    parse_faults(args.fault)       # refused (exit 2) before anything starts
     progress = None
     if not args.json and sys.stderr.isatty():
         from rich.progress import Progress
@@ -62,14 +80,34 @@ def cmd_run(args):
     return 0
 
 
+# Where a meter's modem connects when no head-end is given: a closed port, so the modem answers AT
+# (the factory self-test passes) and its data link simply finds nobody, as a meter out of coverage.
+NO_BROKER = ("127.0.0.1", 9)
+
+
 def cmd_start(args):
     from host_tools.sim.live import serve
+    if not math.isfinite(args.speed) or args.speed <= 0:
+        raise UsageError(f"--speed {args.speed} must be a positive number", hint="1 is realtime, 60 a minute per second")
+    if not 1 <= args.meters <= 50:
+        raise UsageError(f"--meters {args.meters} must be 1..50", hint="each meter is a MicroPython process")
+    if args.period <= 0:
+        raise UsageError(f"--period {args.period} must be above 0 seconds", hint="e.g. --period 1")
+    if args.flash and args.meters > 1:
+        raise UsageError("--flash boots one meter", hint="leave out --meters, or --flash")
+    join = None
+    broker = NO_BROKER
+    if args.headend:
+        from host_tools.sim.join import HeadendJoin
+        join = HeadendJoin(args.headend, args.keystore, args.broker)
+        broker = join.broker
+    elif args.broker:
+        raise UsageError("--broker needs --headend DB", hint="the meters are registered in the head-end's database")
     flash = {}
     if args.flash:
         import json as _json
         import os
 
-        from host_tools.errors import UsageError
         from host_tools.paths import board_dir
         if not os.path.exists(args.flash):
             raise UsageError("no flash file %s" % args.flash, hint="flash one with `meterkit flash` or build an image")
@@ -86,14 +124,19 @@ def cmd_start(args):
             flash = dict(flash_image=args.flash, keep_flash=True, flash_offset=off or 0, app_from_flash=True)
     if args.frozen:
         flash["frozen"] = True
+    keys_fd = None
+    if not args.json and sys.stdin is not None and sys.stdin.isatty():
+        keys_fd = sys.stdin.fileno()
     final, m = serve(seed=args.seed, profile=args.profile, afe=args.afe, grid=args.grid, speed=args.speed,
                      as_json=args.json, link=args.link, period_s=args.period, workdir=args.workdir,
-                     heap=args.heap, **flash)
+                     heap=args.heap or "384k", meters=args.meters, join=join, keys_fd=keys_fd, broker=broker,
+                     **flash)
     if not args.json:
+        from host_tools import render
         den = final["rem_den"]
-        print("meter import %.4f kWh, truth %.4f kWh, events %s" % (
-            (final["import_wh"] + final["import_rem"] / den) / 1000, m.world.true_import_wh / 1000,
-            final.get("events")))
+        print("meter imported %s (the simulator's truth %s); events: %s" % (
+            render.kwh(final["import_wh"] + final["import_rem"] / den, 4), render.kwh(m.world.true_import_wh, 4),
+            ", ".join("%s %d" % kv for kv in sorted((final.get("events") or {}).items())) or "none"))
     return 0
 
 

@@ -11,6 +11,7 @@ from rich.console import Group
 from rich.live import Live
 from rich.panel import Panel
 from rich.table import Table
+from rich.text import Text
 
 from host_tools.sim.runner import SimMeter
 
@@ -90,78 +91,232 @@ class LiveView:
         t.add_row("chip", r.get("health", "-"), "relay closed" if w.relay_closed else "relay OPEN")
         cr = self.credit
         if cr:
-            t.add_row("credit MRU", "%.2f" % (cr.get("credit", 0) / 100.0),
-                      "debt %.2f" % (cr.get("debt", 0) / 100.0))
+            from host_tools import render
+            t.add_row("credit", render.money(cr.get("credit", 0)), "debt " + render.money(cr.get("debt", 0)))
             t.add_row("supply", cr.get("supply", "-"), cr.get("reasons") or "")
         day = w.now_ms // 86400000
         hms = time.strftime("%H:%M:%S", time.gmtime((w.now_ms // 1000) % 86400))
         head = "simulated day %d %s  |  seed %d  |  boots %d" % (day, hms, self.m.seed, self.m.boots)
         ev = ", ".join("%s %d" % kv for kv in sorted(self.counts.items())) or "none"
-        parts = [t, "events: " + ev]
+        # Plain text, not rich markup: a meter's display, paths and the key help may hold brackets.
+        parts = [Text(self.help)] if self.help else []      # first: a short terminal crops the bottom
+        parts += [t, Text("events: " + ev)]
         if self.m.display_lines:
-            parts.append(Panel("\n".join(self.m.display_lines), title="meter display", expand=False))
+            parts.append(Panel(Text("\n".join(self.m.display_lines)), title="meter display", expand=False))
         if self.m.service.pty_fd is not None:
-            parts.append("service port: %s" % self.pty_path)
+            parts.append(Text("service port: %s" % self.pty_path))
+        if self.extra:
+            parts.append(Text("meters:\n" + "\n".join(self.extra)))
         return Panel(Group(*parts), title=head, expand=False)
 
     pty_path = None
+    extra = ()
+    help = None
 
 
 def _f(v, div, nd):
     return "-" if v is None else ("%." + str(nd) + "f") % (v / div)
 
 
+# Keys a person types in the live view -> the meter's keypad keys (ui/keypad.py).
+KEYMAP = {"\r": "ENTER", "\n": "ENTER", "\x7f": "BACK", "\x08": "BACK", "e": "EMERG", "E": "EMERG",
+          "r": "RECONNECT", "R": "RECONNECT", "n": "NEXT", "N": "NEXT", " ": "NEXT", "\t": "NEXT"}
+KEY_HELP = "keypad: digits, Enter, Backspace, e emergency, r reconnect, n next screen; Ctrl-C stops"
+KEY_HELP_MANY = "keypad: digits, Enter, Backspace, e, r, n; [ ] other meter; Ctrl-C stops"
+SELECT = {"[": -1, "]": 1}       # with several meters: which one the keypad (and the view) is on
+
+
+def keys_from_text(text):
+    """The keypad keys for what was typed (digits as themselves; unknown characters ignored)."""
+    out = []
+    for ch in text:
+        if "0" <= ch <= "9":
+            out.append(ch)
+        elif ch in KEYMAP:
+            out.append(KEYMAP[ch])
+        elif ch in SELECT:
+            out.append(ch)
+    return out
+
+
+class KeyReader:
+    """Reads what a person types (stdin in cbreak mode when it is a terminal; a pipe works too)."""
+
+    def __init__(self, fd):
+        self.fd = fd
+        self.saved = None
+        if os.isatty(fd):
+            import termios
+            self.saved = termios.tcgetattr(fd)
+            tty.setcbreak(fd)
+
+    def read(self):
+        import select
+        keys = []
+        while select.select([self.fd], [], [], 0)[0]:
+            try:
+                data = os.read(self.fd, 256)
+            except OSError:
+                break
+            if not data:
+                self.fd = None     # end of input: stop reading, keep the meter running
+                break
+            keys += keys_from_text(data.decode("utf-8", "replace"))
+            if self.fd is None:
+                break
+        return keys
+
+    def close(self):
+        if self.saved is not None:
+            import termios
+            termios.tcsetattr(self.fd if self.fd is not None else 0, termios.TCSADRAIN, self.saved)
+
+
+WARMUP_S = 7
+
+
+def _drain_pty(meter):
+    """Hand a meter what its pty holds now. A meter reads its pty while it waits for the wall clock;
+    with several meters served in turn, the later ones are often not waiting at all (the others'
+    waits let the clock run on), so their service ports are read here."""
+    import select
+    fd = meter.service.pty_fd
+    while fd is not None and select.select([fd], [], [], 0)[0]:
+        try:
+            data = os.read(fd, 4096)
+        except OSError:
+            return
+        if not data:
+            return
+        meter.service.from_pty(data)
+JOIN_TIMEOUT_S = 60
+JOIN_SPEED = 10
+
+
+def link_name(link, i, n):
+    """The --link path for meter i of n: the path itself for one meter, else NAME-<i+1>.SUFFIX."""
+    if not link or n == 1:
+        return link
+    root, ext = os.path.splitext(link)
+    return "%s-%d%s" % (root, i + 1, ext)
+
+
 def serve(seed=1, profile="household", afe="typical", grid="stable", speed=1.0, as_json=False,
           link=None, period_s=1, days=None, script=None, quiet=False, settings=None, out=sys.stdout,
-          workdir=None, **meter_args):
-    """Run a meter in realtime until interrupted (or for `days` simulated days). Returns the meter's
-    final totals reply."""
+          workdir=None, meters=1, join=None, keys_fd=None, **meter_args):
+    """Run `meters` meters in realtime until interrupted (or for `days` simulated days); `join` (a
+    sim.join.HeadendJoin) puts them on a head-end. Returns (the first meter's final totals, meter)."""
     from host_tools.sim.run import METERING_PREPAID
     st = {"meter_period_s": period_s, "prepaid": METERING_PREPAID}
     st.update(settings or {})
-    m = SimMeter(seed=seed, profile=profile, afe=afe, grid=grid, settings=st, realtime=True, speed=speed,
-                 workdir=workdir, **meter_args)
-    master, slave, path = open_pty(link)
-    m.service.pty_fd = master
-    view = LiveView(m)
-    view.pty_path = path
+    ms, ptys, views = [], [], []
     stop = {"flag": False}
 
     def _stop(*_):
         stop["flag"] = True
 
-    old = {s: signal.signal(s, _stop) for s in (signal.SIGINT, signal.SIGTERM)}
-    end_ms = int(days * 86400000) if days else None
-    if script:
-        script(m)
+    old = {s: signal.signal(s, _stop) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
     live = None
     bench = None
+    keys = None
     try:
-        m.boot()
+        for i in range(meters):
+            wd = None if workdir is None else os.path.join(workdir, "meter-%d" % (i + 1) if meters > 1 else "")
+            m = SimMeter(seed=seed + i, profile=profile, afe=afe, grid=grid, settings=st, realtime=True,
+                         speed=speed, workdir=wd, **meter_args)
+            ms.append(m)
+            master, slave, path = open_pty(link_name(link, i, meters))
+            ptys.append((master, slave, path))
+            m.service.pty_fd = master
+            v = LiveView(m)
+            v.pty_path = path
+            views.append(v)
+        m = ms[0]
+        view = views[0]
+        end_ms = int(days * 86400000) if days else None
+        if script:
+            script(m)
+        ids = [None] * meters
+        if join is not None:
+            join.prepare(meters)
+        for i, mi in enumerate(ms):
+            mi.boot()
+            if mi.modem is not None:
+                # A board on the desk has been powered some seconds before anyone talks to it: run
+                # them in lockstep, so its modem (3-6 s to boot) answers the factory self-test.
+                mi.realtime = False
+                mi.run_for(WARMUP_S)
+                mi.realtime = True
+                mi._wall0 = None
+            if join is not None:
+                mi.realtime = False
+                ids[i] = join.join(mi, i)
+                mi.realtime = True
+                mi._wall0 = None
+            mi.request("ping")
+        if join is not None:
+            # Ready means on the head-end: serve in realtime until the broker has seen every meter
+            # connect (a top-up sent sooner would wait for the head-end's retry).
+            # The modems' boot and registration (seconds of virtual time) run JOIN_SPEED times faster.
+            deadline = time.monotonic() + JOIN_TIMEOUT_S
+            for mi in ms:
+                mi.speed, mi._wall0 = max(speed, JOIN_SPEED), None
+            while not join.online(ids) and time.monotonic() < deadline and not stop["flag"]:
+                for mi in ms:
+                    mi._serve(stop_at_ms=mi.world.now_ms + 200)
+            for mi in ms:
+                mi.speed, mi._wall0 = speed, None
+            if not join.online(ids):
+                sys.stderr.write("meterkit sim: warning: not every meter is online after %d s; is `meterkit "
+                                 "headend serve` running with this database?\n" % JOIN_TIMEOUT_S)
         ping = m.request("ping")
-        bench = None
         try:
             from host_tools.calibrate.bench.sim import BenchServer
             bench = BenchServer(m)
         except ImportError:
             pass
         if as_json:
-            info = {"service_port": path, "seed": seed, "board": m.board, "firmware": ping.get("version"),
+            info = {"service_port": ptys[0][2], "seed": seed, "board": m.board, "firmware": ping.get("version"),
                     "pid": os.getpid()}
+            if ids[0]:
+                info["meter_id"] = ids[0]
+            if meters > 1 or join is not None:
+                info["meters"] = [{"service_port": ptys[i][2], "meter_id": ids[i], "seed": seed + i}
+                                  for i in range(meters)]
+            if join is not None:
+                info["broker"] = "mqtt://%s:%d" % join.broker
             if bench is not None:
                 info["bench"] = bench.address
             out.write(json.dumps(info) + "\n")
             out.flush()
         elif not quiet:
+            def listing(sel):
+                return ["%s  %s%s" % (ptys[i][2], ids[i] or "", "  (keypad)" if i == sel else "")
+                        for i in range(meters)] if meters > 1 or join is not None else []
+            for v in views:
+                v.extra = listing(views.index(v))
             live = Live(view.render(), refresh_per_second=4, transient=False)
             live.start()
+        if keys_fd is not None:
+            keys = KeyReader(keys_fd)
+            for v in views:
+                v.help = KEY_HELP_MANY if meters > 1 else KEY_HELP
+        sel = {"i": 0}
 
         def check_stop():
             if stop["flag"]:
                 raise Stop()
-            view.poll()
+            for v in views:
+                v.poll()
+            if keys is not None and keys.fd is not None:
+                for k in keys.read():
+                    if k in SELECT:
+                        sel["i"] = (sel["i"] + SELECT[k]) % meters
+                    else:
+                        ms[sel["i"]].press(k)
 
-        m.tick_hook = check_stop
+        for mi in ms:
+            mi.tick_hook = check_stop
         # Serve in short chunks of virtual time; between chunks the firmware waits on a clean
         # ADVANCE, so a bench request may run the meter in lockstep (fast) before realtime resumes.
         chunk_ms = max(50, int(100 * speed))
@@ -169,10 +324,13 @@ def serve(seed=1, profile="household", afe="typical", grid="stable", speed=1.0, 
             while True:
                 if end_ms is not None and m.world.now_ms >= end_ms:
                     break
-                nxt = m.world.now_ms + chunk_ms
-                if end_ms is not None:
-                    nxt = min(nxt, end_ms)
-                m._serve(stop_at_ms=nxt)
+                for mi in ms:
+                    nxt = mi.world.now_ms + chunk_ms
+                    if end_ms is not None:
+                        nxt = min(nxt, end_ms)
+                    if meters > 1:
+                        _drain_pty(mi)
+                    mi._serve(stop_at_ms=nxt)
                 check_stop()
                 if bench is not None:
                     m.realtime = False
@@ -182,7 +340,7 @@ def serve(seed=1, profile="household", afe="typical", grid="stable", speed=1.0, 
                         m.realtime = True
                         m._wall0 = None      # re-anchor pacing after any lockstep burst
                 if live:
-                    live.update(view.render())
+                    live.update(views[sel["i"]].render())
         except Stop:
             pass
         m.realtime = False
@@ -197,6 +355,8 @@ def serve(seed=1, profile="household", afe="typical", grid="stable", speed=1.0, 
     finally:
         if live:
             live.stop()
+        if keys is not None:
+            keys.close()
         if bench is not None:
             try:
                 bench.close()
@@ -204,11 +364,16 @@ def serve(seed=1, profile="household", afe="typical", grid="stable", speed=1.0, 
                 pass
         for s, h in old.items():
             signal.signal(s, h)
-        m.close()
-        os.close(master)
-        os.close(slave)
-        if link:
-            try:
-                os.unlink(link)
-            except OSError:
-                pass
+        for mi in ms:
+            mi.close()
+        if join is not None:
+            join.close()
+        for i, (master, slave, _) in enumerate(ptys):
+            os.close(master)
+            os.close(slave)
+            ln = link_name(link, i, meters)
+            if ln:
+                try:
+                    os.unlink(ln)
+                except OSError:
+                    pass

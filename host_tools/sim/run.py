@@ -2,7 +2,9 @@
 totals and events compared with the world's truth."""
 import time
 
-from host_tools.errors import SimulationError
+import math
+
+from host_tools.errors import UsageError
 from host_tools.sim.runner import SimMeter
 
 DAY_MS = 86400000
@@ -22,11 +24,14 @@ def parse_faults(specs):
                 at, dur = rest.split("+", 1)
             else:
                 at, dur = rest, "0"
-            out.append((int(float(at) * 1000), kind, int(float(dur) * 1000)))
+            at_s, dur_s = float(at), float(dur)
+            if not (math.isfinite(at_s) and math.isfinite(dur_s)) or at_s < 0 or dur_s < 0:
+                raise ValueError
+            out.append((int(at_s * 1000), kind, int(dur_s * 1000)))
         except ValueError:
-            raise SimulationError("bad fault %r" % s, hint="write KIND@SECONDS[+DURATION], e.g. silent@3600+120") from None
+            raise UsageError("bad fault %r" % s, hint="write KIND@SECONDS[+DURATION], e.g. silent@3600+120") from None
         if kind not in ("silent", "garbage", "reset"):
-            raise SimulationError("unknown fault kind %r" % kind, hint="use silent, garbage or reset")
+            raise UsageError("unknown fault kind %r" % kind, hint="use silent, garbage or reset")
     return out
 
 

@@ -9,13 +9,7 @@ from host_tools.vend import dkga04, opaygo_encode, sts_encode
 
 
 def _hex_key(text, n, what):
-    try:
-        key = bytes.fromhex(text)
-    except ValueError:
-        key = b""
-    if len(key) != n:
-        raise UsageError(f"{what} must be {2 * n} hex digits", hint=f"a {8 * n}-bit key written in hex")
-    return key
+    return dkga04.parse_hex_key(text, n, what, f"a {8 * n}-bit key written in hex")
 
 
 def _int_range(value, lo, hi, what):
@@ -54,7 +48,11 @@ def register(subparsers):
     when.add_argument("--at", help="token time, ISO 8601 (naive = UTC); default now")
     when.add_argument("--tid", type=int, help="token identifier (minutes since the base date)")
     s.add_argument("--rnd", type=int, help="RND 0..15 (default random)")
-    s.add_argument("--base-date", default="93", choices=sorted(dkga04.BASE_DATES), help="key base date")
+    s.add_argument("--base-date", default="14", choices=sorted(dkga04.BASE_DATES),
+                   help="key base date (default 14: base date 93's TIDs ran out in 2024)")
+    s.add_argument("--tid-store", help="where the last TID per meter is kept, so two tokens in one minute never "
+                                       "share a TID (default: vend-tids.sqlite in $METERKIT_DATA or the "
+                                       "working folder)")
     s.add_argument("--json", action="store_true", help="print one JSON object")
     s.set_defaults(func=cmd_vend_sts)
 
@@ -62,7 +60,7 @@ def register(subparsers):
     o.add_argument("--key", required=True, help="device secret key, 32 hex digits")
     o.add_argument("--starting-code", type=int, required=True, help="device starting code (9 digits)")
     o.add_argument("--count", type=int, required=True, help="the device's last count")
-    o.add_argument("--value", type=int, default=0, help="value to add or set")
+    o.add_argument("--value", type=int, help="value to add or set (required for add and set; above 0 for add)")
     kind = o.add_mutually_exclusive_group()
     kind.add_argument("--set", action="store_true", help="SET instead of ADD")
     kind.add_argument("--disable", action="store_true", help="disable PAYG for good (value 998)")
@@ -75,20 +73,53 @@ def register(subparsers):
     tok = subparsers.add_parser("token", help="inspect tokens")
     tsub = tok.add_subparsers(dest="token_verb", metavar="VERB")
     tsub.required = True
-    i = tsub.add_parser("inspect", help="decrypt an STS token and show its fields")
-    i.add_argument("--decoder-key", required=True, help="the meter's decoder key, 32 hex digits")
-    i.add_argument("token", help="20-digit token (spaces and dashes allowed)")
-    i.add_argument("--base-date", default="93", choices=sorted(dkga04.BASE_DATES),
-                   help="base date used to show the TID as a time")
+    i = tsub.add_parser("inspect", help="decode an STS token (--decoder-key) or an OpenPAYGO token "
+                                        "(--opaygo-key, --starting-code) and show its fields")
+    key = i.add_mutually_exclusive_group(required=True)
+    key.add_argument("--decoder-key", help="STS: the meter's decoder key, 32 hex digits")
+    key.add_argument("--opaygo-key", help="OpenPAYGO: the device's secret key, 32 hex digits")
+    i.add_argument("token", help="the token's digits (spaces and dashes allowed)")
+    i.add_argument("--base-date", default="14", choices=sorted(dkga04.BASE_DATES),
+                   help="STS: base date used to show the TID as a time (default 14)")
+    i.add_argument("--starting-code", type=int, help="OpenPAYGO: the device's starting code")
+    i.add_argument("--count", type=int, default=0, help="OpenPAYGO: the device's last count (default 0)")
+    i.add_argument("--restricted", action="store_true", help="OpenPAYGO: a token typed with keys 1-4 only")
     i.add_argument("--json", action="store_true", help="print one JSON object")
     i.set_defaults(func=cmd_token_inspect)
 
 
+def _what(f):
+    """A token's meaning in words and units: '5 kWh electricity credit'."""
+    from host_tools.vend.sts_encode import sts, unit_text
+    c, sub, field = f["class"], f["subclass"], f["field"]
+    if c == 0 and sub == 0:
+        return unit_text(sts.decode_amount(field), "kwh") + " electricity credit"
+    if c == 0 and sub == 4:
+        return unit_text(sts.decode_amount(field), "currency") + " credit"
+    if c == 2 and sub == 0:
+        return "maximum power limit " + unit_text(sts.decode_amount(field), "w")
+    if c == 2 and sub == 1:
+        return "clear credit (register %s)" % ("all" if field == 0xFFFF else field)
+    if c == 2 and sub == 5:
+        return "clear tamper"
+    if c == 2 and sub in (3, 4, 8, 9):
+        return "key change section %d of 4" % ((3, 4, 8, 9).index(sub) + 1)
+    return "class %d subclass %d" % (c, sub)
+
+
+def _tid_time(tid, base_date):
+    base = datetime.datetime(dkga04.BASE_DATES[str(base_date)], 1, 1, tzinfo=datetime.timezone.utc)
+    from host_tools import render
+    return render.local_time((base + datetime.timedelta(minutes=tid)).timestamp())
+
+
 def cmd_vend_sts(args):
+    from host_tools.vend.tidstore import TidStore
     vk = dkga04.parse_vending_key(args.vending_key)
     pan = dkga04.normalise_pan(args.pan)
     key = dkga04.decoder_key(vk, args.sgc, args.ti, args.krn, args.kt, pan, args.base_date)
     rnd = sts_encode.random_rnd() if args.rnd is None else _int_range(args.rnd, 0, 15, "RND")
+    note = None
     if args.key_change:
         new_key = _hex_key(args.key_change, 16, "new key")
         krn = args.new_krn if args.new_krn is not None else (args.krn % 9) + 1
@@ -98,26 +129,40 @@ def cmd_vend_sts(args):
             _int_range(args.ti if args.new_ti is None else args.new_ti, 0, 99, "new TI"),
             _int_range(args.new_ken, 0, 255, "KEN"), args.rollover)
     else:
-        if args.tid is not None:
-            tid = args.tid
-            sts_encode.check_tid(tid, args.base_date)
-        else:
-            at = args.at or datetime.datetime.now(datetime.timezone.utc).replace(tzinfo=None, second=0, microsecond=0)
-            tid = sts_encode.tid_from_time(at, args.base_date)
+        # Everything is checked before a TID is taken from the store.
         if args.kwh is not None:
-            cls, sub, field = 0, 0, sts_encode.encode_amount(sts_encode.tenths(args.kwh))
+            cls, sub, field = 0, 0, sts_encode.encode_amount(sts_encode.tenths(args.kwh), "kwh")
         elif args.currency is not None:
-            cls, sub, field = 0, 4, sts_encode.encode_amount(sts_encode.currency_units(args.currency))
+            cls, sub, field = 0, 4, sts_encode.encode_amount(sts_encode.currency_units(args.currency), "currency")
         elif args.max_power_w is not None:
             if args.max_power_w < 0:
                 raise UsageError("max power must be >= 0 W", hint="e.g. --max-power-w 5000")
-            cls, sub, field = 2, 0, sts_encode.encode_amount(args.max_power_w)
+            cls, sub, field = 2, 0, sts_encode.encode_amount(args.max_power_w, "w")
         elif args.clear_credit:
             cls, sub, field = 2, 1, _int_range(args.register, 0, 0xFFFF, "register")
         else:
             cls, sub, field = 2, 5, 0
+        store = TidStore(args.tid_store)
+        meter = TidStore.meter_key(pan, args.sgc, args.ti, args.krn, args.kt, args.base_date)
+        try:
+            if args.tid is not None:
+                tid = args.tid
+                sts_encode.check_tid(tid, args.base_date)
+                last = store.record(meter, tid)
+                if last is not None and tid <= last:
+                    note = (f"TID {tid} is not above the last one issued to this meter ({last}): "
+                            "the meter refuses a TID it has seen as used")
+            else:
+                at = args.at or datetime.datetime.now(datetime.timezone.utc).replace(tzinfo=None, second=0,
+                                                                                     microsecond=0)
+                tid = store.next_tid(meter, sts_encode.tid_from_time(at, args.base_date))
+                sts_encode.check_tid(tid, args.base_date)
+        finally:
+            store.close()
         fields = [sts_encode.build(key, cls, sub, rnd, tid, field)]
     tokens = [f["token"] for f in fields]
+    if note:
+        sys.stderr.write("meterkit vend: warning: " + note + "\n")
     if args.json:
         emit({"tokens": tokens, "token": tokens[0], "pan": pan, "base_date": args.base_date,
               "fields": fields}, True)
@@ -125,28 +170,81 @@ def cmd_vend_sts(args):
         for f in fields:
             t = f["token"]
             sys.stdout.write(" ".join(t[i:i + 4] for i in range(0, 20, 4)) +
-                             f"   class {f['class']} subclass {f['subclass']} tid {f['tid']} field 0x{f['field']:04x}\n")
+                             f"   {_what(f)}, TID {f['tid']} ({_tid_time(f['tid'], args.base_date)})\n")
     return 0
 
 
 def cmd_vend_opaygo(args):
     key = _hex_key(args.key, 16, "OpenPAYGO key")
     kind = "set" if args.set else "disable" if args.disable else "sync" if args.sync else "add"
-    new_count, token = opaygo_encode.generate(key, args.starting_code, args.count, args.value, kind,
+    if kind in ("add", "set"):
+        if args.value is None:
+            raise UsageError(f"an OpenPAYGO {kind} token needs --value",
+                             hint="e.g. --value 7 (days, or the unit the device counts in); "
+                                  "a token without one would spend a count for nothing")
+        if kind == "add" and args.value <= 0:
+            raise UsageError(f"--value {args.value} adds nothing", hint="give a value above 0")
+    new_count, token = opaygo_encode.generate(key, args.starting_code, args.count, args.value or 0, kind,
                                               args.extended, args.restricted)
     out = {"token": token, "count": new_count, "kind": kind, "extended": args.extended,
            "value": 998 if kind == "disable" else 999 if kind == "sync" else args.value}
     if args.json:
         emit(out, True)
     else:
-        sys.stdout.write(f"{token}   ({kind} {out['value']}, new count {new_count})\n")
+        what = {"add": f"add {out['value']}", "set": f"set to {out['value']}", "disable": "disable PAYG for good",
+                "sync": "counter sync"}[kind]
+        sys.stdout.write(f"{token}   {what}, count {new_count} (the device's new count)\n")
     return 0
 
 
+CRC_MISMATCH = "CRC mismatch: wrong key or mistyped digits"
+
+
 def cmd_token_inspect(args):
+    if args.opaygo_key:
+        return _inspect_opaygo(args)
     key = _hex_key(args.decoder_key, 16, "decoder key")
     digits = args.token.replace(" ", "").replace("-", "")
     if len(digits) != 20 or not digits.isdigit():
         raise UsageError(f"token {args.token!r} is not 20 digits", hint="an STS token has 20 digits")
-    emit(sts_encode.inspect(key, digits, args.base_date), args.json)
+    d = sts_encode.inspect(key, digits, args.base_date)
+    if not d["crc_ok"]:
+        raise UsageError(CRC_MISMATCH, hint="check the decoder key (and its base date) and the 20 digits")
+    if args.json:
+        emit(d, True)
+        return 0
+    from host_tools import render
+    out = {"token": " ".join(digits[i:i + 4] for i in range(0, 20, 4)), "kind": d["kind"], "meaning": _what(d),
+           "TID": "%d (%s, base date %s)" % (d["tid"], _tid_time(d["tid"], args.base_date), args.base_date)
+           if "base_date" in d else d["tid"],
+           "rnd": d["rnd"], "crc": "ok"}
+    render.console().print(render.table(out, ordered=True))
     return 0
+
+
+def _inspect_opaygo(args):
+    key = _hex_key(args.opaygo_key, 16, "OpenPAYGO key")
+    if args.starting_code is None:
+        raise UsageError("OpenPAYGO inspect needs --starting-code", hint="the device's 9-digit starting code")
+    if args.count < 0:
+        raise UsageError("--count must be >= 0", hint="the device's last count")
+    digits = args.token.replace(" ", "").replace("-", "")
+    if not digits.isdigit():
+        raise UsageError(f"token {args.token!r} is not digits", hint="an OpenPAYGO token has 9, 12, 15 or 20 digits")
+    dec = opaygo_encode.opaygo.OpenPaygo(key, args.starting_code, last_count=args.count,
+                                         restricted_digits=args.restricted).decode(digits)
+    if dec.status == "format":
+        raise UsageError(f"token {args.token!r} has the wrong length",
+                         hint="9 or 12 digits (15 or 20 with --restricted)")
+    if dec.status == "invalid":
+        raise UsageError("no count near %d matches: wrong key or starting code, mistyped digits, or a count far "
+                         "off" % args.count, hint="check the key, --starting-code and --count (the device's last)")
+    out = {"token": digits, "status": "already used" if dec.status == "used" else "valid",
+           "type": dec.type_name() if dec.status != "used" else None, "value": dec.value, "count": dec.count,
+           "extended": dec.extended}
+    if args.json:
+        emit(dict(out, status=dec.status), True)
+    else:
+        from host_tools import render
+        render.console().print(render.table({k: v for k, v in out.items() if v is not None}, ordered=True))
+    return 0 if dec.status == "accepted" else 1

@@ -39,17 +39,22 @@ def normalise_pan(pan):
     return pan
 
 
-def parse_vending_key(text):
+def parse_hex_key(text, n, what, hint):
+    """`n` bytes from hex text, or UsageError '<what> must be 2n hex digits (8n bits)'."""
     try:
         key = bytes.fromhex(text)
-    except ValueError:
+    except (ValueError, TypeError):
         key = b""
-    if len(key) != 20:
-        raise UsageError("vending key must be 40 hex digits (160 bits)", hint="e.g. abababab...01234567")
+    if len(key) != n:
+        raise UsageError(f"{what} must be {2 * n} hex digits ({8 * n} bits)", hint=hint)
     return key
 
 
-def decoder_key(vending_key, sgc, ti, krn, kt, pan, base_date="93", ea="11"):
+def parse_vending_key(text):
+    return parse_hex_key(text, 20, "vending key", "e.g. abababab...01234567")
+
+
+def decoder_key(vending_key, sgc, ti, krn, kt, pan, base_date="14", ea="11"):
     """The 16-byte MISTY1 decoder key for one meter."""
     if len(vending_key) != 20:
         raise UsageError("vending key must be 20 bytes", hint="40 hex digits")

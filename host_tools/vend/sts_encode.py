@@ -14,12 +14,24 @@ sts = firmware_module("tokens.sts")
 TID_MAX = (1 << 24) - 1
 
 
-def encode_amount(value):
-    """Smallest exponent that holds `value` (integer 0.1-unit steps), mantissa rounded up."""
+# How each token unit is written for people: (steps per unit, unit name). Limits are said in these.
+UNITS = {"kwh": (10, "kWh"), "currency": (100000, "currency units"), "w": (1, "W"), "steps": (1, "steps")}
+
+
+def unit_text(steps, unit="kwh"):
+    """'5 kWh', '12.5 kWh', '25.5 currency units' for an amount in the token's integer steps."""
+    per, name = UNITS[unit]
+    v = Decimal(int(steps)) / per
+    return "%s %s" % (format(v.normalize(), "f"), name)
+
+
+def encode_amount(value, unit="kwh"):
+    """Smallest exponent that holds `value` (integer steps of the token's unit: 0.1 kWh, 0.00001
+    currency, 1 W), mantissa rounded up. Out of range is refused in that unit."""
     value = int(value)
     if value < 0 or value > sts.AMOUNT_MAX:
-        raise UsageError(f"amount {value} (0.1 units) outside 0..{sts.AMOUNT_MAX}",
-                         hint="the largest STS amount is 1820162.4 kWh")
+        raise UsageError(f"amount {unit_text(value, unit)} outside 0..{unit_text(sts.AMOUNT_MAX, unit)}",
+                         hint=f"the largest STS amount is {unit_text(sts.AMOUNT_MAX, unit)}")
     for e in range(4):
         scale = sts.AMOUNT_SCALE[e]
         if value <= 16383 * scale + sts.AMOUNT_OFFSET[e]:
@@ -31,11 +43,12 @@ def encode_amount(value):
 def _units(text, per_unit, what, example):
     # A decimal quantity in integer steps of 1/per_unit, rounded up (the customer's favour).
     try:
-        d = Decimal(str(text))
+        d = Decimal(str(text).strip())
     except InvalidOperation:
         raise UsageError(f"{what} {text!r} is not a number", hint=f"e.g. {example}") from None
-    if d < 0 or not d.is_finite():
-        raise UsageError(f"{what} {text} is not a positive amount", hint=f"e.g. {example}")
+    if not d.is_finite() or d <= 0:   # finite first: comparing a NaN raises InvalidOperation
+        raise UsageError(f"{what} {text} is not a positive amount", hint=f"e.g. {example}; a token of nothing "
+                                                                         "would spend a TID and add nothing")
     return int((d * per_unit).to_integral_value(rounding=ROUND_CEILING))
 
 
@@ -49,7 +62,7 @@ def currency_units(text):
     return _units(text, 100000, "currency", "25.50")
 
 
-def tid_from_time(at, base_date="93"):
+def tid_from_time(at, base_date="14"):
     """Minutes since the base date for an ISO time (naive = UTC)."""
     if isinstance(at, str):
         try:
@@ -118,7 +131,7 @@ def key_change_tokens(decoder_key, new_key, krn, kt, ti, ken=255, rollover=False
     return out
 
 
-def inspect(decoder_key, digits, base_date="93"):
+def inspect(decoder_key, digits, base_date="14"):
     """Decode a token with the firmware's decoder; a dict of every field."""
     t = sts.decode(decoder_key, digits)
     d = {"token": digits, "class": t.token_class, "subclass": t.subclass, "kind": t.kind(),
@@ -128,5 +141,6 @@ def inspect(decoder_key, digits, base_date="93"):
         d["amount"] = t.amount()
     if t.token_class != sts.CLASS_TEST:
         start = datetime.datetime(BASE_DATES[str(base_date)], 1, 1)
-        d["time"] = (start + datetime.timedelta(minutes=t.tid)).isoformat() + f" (if base date {base_date})"
+        d["time"] = (start + datetime.timedelta(minutes=t.tid)).isoformat() + "Z"
+        d["base_date"] = str(base_date)
     return d

@@ -221,7 +221,9 @@ class SimBench(Bench):
     def info(self):
         return {"kind": "sim", "seed": self.seed, "reference_class_pct": self.reference_class_pct,
                 "source_jitter": dict(self.jitter), "reference": "simulated reference standard",
-                "scanning_head": "chip CF output, 1 ms edge resolution"}
+                "scanning_head": "chip CF output, 1 ms edge resolution",
+                # the simulated lab is held at the reference conditions of IEC 62053-21/-22
+                "ambient": {"temperature_c": 23.0, "humidity_pct": 50.0}}
 
     def close(self):
         """Source off, and the meter back to its household load (taken off the bench)."""
