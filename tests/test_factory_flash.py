@@ -182,3 +182,9 @@ def test_the_flashed_vfs_partition_mounts_as_the_built_image(tmp_path, capsys):
     assert rc == 0 and out["results"][0]["mode"] == m["mode"]
     files = read_image(vfs_image_from_flash(tmp_path / "f.bin"), 4096)
     assert sorted(files) == sorted(m["files"])
+
+
+def test_a_missing_firmware_file_is_one_clear_line_not_a_traceback(images, capsys):
+    tmp, _ = images
+    rc, out = run_flash(capsys, ["/dev/null-port"], tmp, firmware="missing.bin")
+    assert rc == 2 and out["error"].startswith("cannot read ") and "missing.bin" in out["error"], out

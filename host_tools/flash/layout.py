@@ -38,7 +38,13 @@ def board_info(board):
 
 
 def _read(src):
-    return bytes(src) if isinstance(src, (bytes, bytearray)) else Path(src).read_bytes()
+    if isinstance(src, (bytes, bytearray)):
+        return bytes(src)
+    try:
+        return Path(src).read_bytes()
+    except OSError as e:
+        raise UsageError("cannot read %s: %s" % (src, e.strerror or e),
+                         hint="give the path of the firmware (combined .bin) or file-system image") from None
 
 
 class FlashPlan:
