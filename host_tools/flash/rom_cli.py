@@ -36,7 +36,8 @@ def handler(args):
         from host_tools.sim.commands import cmd_start
         return cmd_start(argparse.Namespace(flash=args.flash, flash_offset=None, link=args.link, json=args.json,
                                             seed=args.index + 1, profile="household", afe="typical", grid="stable",
-                                            speed=1.0, period=1, workdir=None, heap=None, frozen=False))
+                                            speed=1.0, period=1, workdir=None, heap=None, frozen=False,
+                                            meters=1, headend=None, broker=None, keystore=None))
     if args.link is None and args.tcp is None:
         raise UsageError("no port to serve on", hint="give --link PATH (a pty) or --tcp PORT")
     link = start_rom(args.flash, link=None if args.tcp is not None else args.link, tcp_port=args.tcp,
