@@ -175,7 +175,8 @@ class Cellular:
                 "credit": p.ledger.credit, "debt": p.ledger.debt, "topups": p.ledger.topups,
                 "p_w": app.meter.chip.p_w,
                 "urms_cv": app.meter.chip.urms_cv, "supply": "closed" if p.supply.closed else "open",
-                "reasons": sup.names(p.supply.reasons()), "tamper": p.tamper.names(), "link": {"rssi": st.get("rssi")}}
+                "reasons": sup.names(p.supply.reasons()), "tamper": p.tamper.names(), "link": {"rssi": st.get("rssi")},
+                "version": getattr(app, "version", None)}
 
     # -- to the network --------------------------------------------------------------------------
     def on_event(self, kind, data):

@@ -3,6 +3,7 @@ or stale downlinks are rejected, reported and never acted on, and the SMS channe
 balance requests. Real firmware (MicroPython unix port) + AT-level modem model + a real MQTT broker +
 the head-end."""
 import datetime
+import json
 import time
 
 import pytest
@@ -284,3 +285,14 @@ def test_set_config_over_the_network_changes_the_tariff_at_once(chain):
     bad = vending.queue_command(ch.store, ch.meter_id, "set_config", {"meter_period_s": 60})
     assert ch.run(300, until=lambda: ch.message(bad)["state"] == "done")
     assert ch.message(bad)["code"] == "bad_args" and "cannot be set remotely" in ch.message(bad)["detail"]
+
+
+def test_readings_carry_the_top_up_register_and_the_running_version(chain):
+    """The head-end reconciles vends against the meter's own top-up register, and the fleet is filtered by
+    firmware version: both come in every reading."""
+    ch = chain
+    v = vending.queue_command(ch.store, ch.meter_id, "get_readings", rng=ch.rng)
+    assert ch.run(120, until=lambda: ch.message(v)["state"] == "done")
+    got = json.loads(ch.message(v)["detail"])
+    ping = ch.meter.request("ping")
+    assert got["version"] == ping["version"] and got["topups"] == ch.credit()["topups"], got

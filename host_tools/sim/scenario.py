@@ -437,7 +437,7 @@ def _percentile(values, q):
 
 
 def remote_topups(count=50, drop=0.3, seed=1, broker="sim", land_timeout_s=1800, settle_s=1800,
-                  workdir=None, progress=None, log=None):
+                  workdir=None, progress=None, log=None, speed=SPEED):
     """Vend `count` remote top-ups one after another; with probability `drop` per top-up a random
     network fault (FAULTS) strikes at a random moment within 1.5 simulated seconds of the vend, so it
     finds the token in the head-end, in the broker, on the link or the result on its way back. Verifies on
@@ -449,6 +449,7 @@ def remote_topups(count=50, drop=0.3, seed=1, broker="sim", land_timeout_s=1800,
     The report explains itself: every ledger move other than the awaited amount is listed in `moves`
     with the top-up, its message id and TID, the faults around it and the head-end's and meter's
     events for it. On the in-process broker the same seed gives the same report (but `wall_seconds`).
+    `speed`: virtual seconds per wall second on a real broker (ignored on the in-process one).
     Returns the report dict (time base: see the module docstring)."""
     if not 1 <= count <= 18000:
         raise UsageError("--count must be 1..18000 (distinct amounts below the largest STS amount)",
@@ -467,7 +468,7 @@ def remote_topups(count=50, drop=0.3, seed=1, broker="sim", land_timeout_s=1800,
     moves = []         # ledger moves that were not exactly the top-up awaited, each explained
     pending = []       # [virtual ms, what, top-up number]: faults to strike, and coverage to restore
 
-    with Chain(workdir=workdir, seed=seed, broker=broker) as ch:
+    with Chain(workdir=workdir, seed=seed, broker=broker, speed=speed) as ch:
         def strike():
             now = ch.meter.world.now_ms
             for item in [x for x in pending if x[0] <= now]:
