@@ -61,7 +61,7 @@ class App:
             self.events.emit("config_invalid", {"key": "prepaid", "error": str(e)})
             self.prepaid = Prepaid(self, None)
         self.service = ServicePort(board.service, self.settings["service_line_max"], self)
-        for name in ("ping", "readings", "totals", "events", "status"):
+        for name in ("ping", "readings", "totals", "events", "status", "settings"):
             self.service.command(name, getattr(self, "cmd_" + name))
         self._commands("metering.commands")
         self._commands("credit.commands")
@@ -203,6 +203,13 @@ class App:
         since = req.get("since", 0)
         return {"events": [list(e) for e in self.events.since(since)], "counts": self.events.counts,
                 "seq": self.events.seq}
+
+    def cmd_settings(self, req):
+        """The settings the meter runs with (settings.json checked and completed by its defaults; no
+        keys: those live in the store's records and are never answered)."""
+        out = dict(self.settings)
+        out["prepaid"] = self.prepaid.cfg          # with the prepaid core's defaults: what is in force
+        return {"settings": out}
 
     def cmd_status(self, req):
         self._heap_sample()

@@ -51,6 +51,7 @@ def test_privileged_requests_authenticate_from_the_record_db(meter):
     p = mk("device", "-p", meter["port"], "config", "--db", meter["db"], "--json")
     cfg = json.loads(p.stdout)
     assert cfg["provisioned"] is True and "IgainL" in cfg["calibration"], cfg
+    assert "tariff" in cfg["settings"]["prepaid"] and cfg["settings"]["meter_period_s"] > 0, cfg["settings"]
 
 
 def test_an_opaygo_token_made_with_the_recorded_secret_is_accepted(meter):

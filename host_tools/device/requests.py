@@ -82,7 +82,7 @@ REQUESTS = {
     "relay": ("relay", _relay, True, "relay open|close: remote disconnect or release it"),
     "set-time": ("set_time", _set_time, True, "set-time now|UNIX|ISO: set the meter's clock"),
     "tamper-clear": ("clear_tamper", _no_args, True, "re-arm tamper detection, lift a tamper disconnect"),
-    "config": ("cal_get", _no_args, True, "configuration: identity, broker, STS identifiers, calibration"),
+    "config": ("cal_get", _no_args, True, "configuration: identity, broker, STS identifiers, calibration, the settings in force (tariff, limits, periods)"),
 }
 
 
@@ -102,10 +102,12 @@ def run(client, name, words, db=None):
     if name == "config":
         with privileged_session(client, db, "config") as s:
             cal = client.call("cal_get")
+            running = client.call("settings")
         ident = s.ident
         reply = {k: v for k, v in ident.items() if k not in ("id", "ok")}
         reply["calibration"] = cal.get("cal")
         reply["calibrated"] = cal.get("calibrated")
+        reply["settings"] = running.get("settings")
         return reply, True
     if priv:
         with privileged_session(client, db, name):
