@@ -117,3 +117,19 @@ def test_reconcile_names_pending_and_refused_vends_and_exits_non_zero(he):
                          capture_output=True, text=True)
     assert out.returncode == 1, out.stderr
     assert json.loads(out.stdout)["meters"][0]["refused"] == 1
+
+
+def test_an_older_downlink_without_its_result_goes_again_as_soon_as_a_newer_one_is_answered(he):
+    """A lost answer must not wait for the back-off (up to 10 minutes) while newer tokens go through:
+    by then the meter may have forgotten the message and the TID, and would answer a credited token
+    `old`."""
+    a = vending.vend_topup(he.store, he.ks, he.row["meter_id"], amount=1.0)
+    assert he.tick() == 1
+    he.vclock.t += 1
+    b = vending.vend_topup(he.store, he.ks, he.row["meter_id"], amount=2.0)
+    assert he.tick() == 1
+    answer(he, b["msg_id"], "accepted")             # the answer to `a` was lost on the way
+    assert he.tick() == 1, "the older downlink without a result was not sent again at once"
+    answer(he, a["msg_id"], "accepted")
+    assert message(he, a["msg_id"])["code"] == "accepted"
+    assert he.tick() == 0

@@ -256,5 +256,13 @@ class HeadEnd:
             first = True
         else:
             recorded = m["code"]
+        if m is not None:
+            # The link carries answers now: anything older for this meter still without its result (its
+            # answer was lost, say in a broker restart) goes again now, while the meter still remembers
+            # it, rather than at a retry time up to 10 minutes away, after which the meter may have
+            # forgotten the message and its TID (a credited token would then be answered `old`).
+            db.execute("UPDATE messages SET next_try=? WHERE meter_id=? AND state='sent' AND next_try>? AND "
+                       "created<=(SELECT created FROM messages WHERE msg_id=?) AND msg_id!=?",
+                       (now, meter_id, now, ref, ref))
         self.store.log(meter_id, "meter", "result", {"ref": ref, "code": code, "detail": detail, "first": first,
                                                      "recorded": recorded}, db=db)
