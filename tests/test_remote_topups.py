@@ -62,6 +62,7 @@ def test_token_queued_for_offline_meter_survives_a_mosquitto_restart():
     with Chain(broker="mosquitto") as ch:
         base = ch.credit()["topups"]
         ch.he.retry_s = ch.he.retry_max_s = 3600.0    # no resend: only the broker's stored session can deliver
+        ch.he.resend_on_online = False                # (not even the one sent when the meter comes back)
         ch.meter.modem.set_coverage(False)
         assert ch.run(60, until=lambda: not ch.online())
         v = ch.vend(amount=7)

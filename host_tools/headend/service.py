@@ -39,15 +39,17 @@ class HeadEnd:
     old one would be rejected as stale by a meter that accepted it)."""
 
     def __init__(self, store, broker_url, client_id="headend", retry_s=30.0, retry_max_s=600.0, poll_s=0.2,
-                 clock=time.time, client=None):
+                 clock=time.time, client=None, resend_on_online=True):
         """`clock`: seconds (wall time by default; a scenario passes the simulator's virtual clock).
         `client`: a paho-compatible MQTT client to use instead of a new paho one (the simulator's
-        in-process broker hands one out)."""
+        in-process broker hands one out). `resend_on_online`: when a meter's status turns `online`,
+        its downlinks still without a result go again at once instead of at their retry time."""
         self.store = store
         self.url = broker_url
         self.host, self.port, self.username, self.password = parse_url(broker_url)
         self.retry_s = retry_s
         self.retry_max_s = retry_max_s
+        self.resend_on_online = resend_on_online
         self.poll_s = poll_s
         self.clock = clock
         self.connected = threading.Event()
@@ -166,7 +168,7 @@ class HeadEnd:
                            (status, self.clock(), meter_id)).rowcount
             if n:
                 self.store.log(meter_id, "broker", status, db=db)
-            if n and status == "online":
+            if n and status == "online" and self.resend_on_online:
                 # The meter is back: what waits for its result goes now, not at its retry time (a
                 # downlink sent into the outage may be lost with a broker that forgot the session).
                 db.execute("UPDATE messages SET next_try=? WHERE meter_id=? AND state='sent' AND next_try>?",
