@@ -89,7 +89,7 @@ class App:
         if getattr(board, "display", None) is not None and self.settings["ui"] and not self.safe_mode:
             from ui.wiring import UI
             self.ui = UI(self)
-            self.sched.every("ui", self.settings["display_period_s"] * 1000, self.ui.tick)
+            self.ui.job = self.sched.every("ui", self.settings["display_period_s"] * 1000, self.ui.tick)
         # The crash count starts again once this boot has proved itself; safe mode retries the
         # full application after a longer stable run.
         from startup import STABLE_S, SAFE_HOLD_S

@@ -10,6 +10,7 @@ class Job:
         self.due = due
         self.runs = 0
         self.fails = 0      # failures in a row
+        self.next = None    # set by the job itself: when to run next instead of one period on
 
 
 class Scheduler:
@@ -65,11 +66,31 @@ class Scheduler:
             if c.ticks_diff(now, job.due) >= 0:
                 self._call(job.name, job.fn, job)
                 job.runs += 1
-                nxt = c.ticks_add(job.due, job.period_ms)
+                nxt = job.next
+                job.next = None
+                if nxt is None:
+                    nxt = c.ticks_add(job.due, job.period_ms)
                 # Fell more than a period behind (a long fault or a reboot): re-anchor instead of bursting.
                 if c.ticks_diff(nxt, c.ticks_ms()) < 0:
                     nxt = c.ticks_add(c.ticks_ms(), job.period_ms)
                 job.due = nxt
+
+    def set_due(self, job, ticks):
+        """Run `job` next at `ticks` (outside its own run: an input that changes its plans)."""
+        job.due = ticks
+        job.next = None
+
+    def others_due_in(self, job):
+        """Milliseconds until the first job other than `job` is due (<= 0: one is due now)."""
+        c = self.clock
+        now = c.ticks_ms()
+        best = None
+        for j in self.jobs:
+            if j is not job:
+                d = c.ticks_diff(j.due, now)
+                if best is None or d < best:
+                    best = d
+        return best
 
     def next_due(self):
         c = self.clock

@@ -56,14 +56,21 @@ def epoch_offset(year):
     return days * 86400
 
 
+def _no_feed():
+    pass
+
+
 class Clock:
     """Ticks, Unix time and sleeps from the port's `time` and the RTC. There is no RTC battery on this
     board, so the time is not valid after power-up until set from a trusted source."""
 
-    def __init__(self, tm, rtc, wake):
+    def __init__(self, tm, rtc, wake, feed=None):
         self._tm = tm
         self._rtc = rtc
         self._wake = wake  # callable: True when input is waiting
+        # The watchdog is fed while the superloop sleeps (a hang in a job is still caught): a quiet
+        # meter may sleep a whole metering period, longer than the watchdog's timeout.
+        self._feed = feed or _no_feed
         self._offset = epoch_offset(tm.gmtime(0)[0])  # 2000 on the ESP32 port, 1970 on unix
         self.time_valid = False
         self.ticks_ms = tm.ticks_ms
@@ -86,11 +93,13 @@ class Clock:
         """Sleep until `ticks` in whole RTOS ticks (never a busy-waited remainder, see _TICK_MS); True as
         soon as input is waiting (checked every tick)."""
         tm = self._tm
+        feed = self._feed
         while True:
             if self._wake():
                 return True
             if tm.ticks_diff(ticks, tm.ticks_ms()) <= 0:
                 return False
+            feed()
             tm.sleep_ms(_TICK_MS)
 
 
@@ -314,6 +323,48 @@ class HwRandom:
         return int.from_bytes(self._urandom(n), "big") >> (n * 8 - k)
 
 
+class PlayingDisplay:
+    """The LCD, plus `play(frames)`: show each (ticks, lines) at its time from a one-shot timer while
+    the application sleeps (the display's rotation needs no wake-up of the superloop). The timer's
+    callback is soft (scheduled between bytecodes), so it may use the I2C bus; `show` from the app
+    stops the plan first, so the two never draw over each other."""
+
+    def __init__(self, lcd, timer, tm):
+        self._lcd = lcd
+        self._timer = timer
+        self._tm = tm
+        self._frames = None
+        self._i = 0
+        self._cb = self._next       # one bound method, made once (a callback must not allocate it)
+
+    def show(self, lines):
+        self.play(None)
+        return self._lcd.show(lines)
+
+    def play(self, frames):
+        self._timer.deinit()
+        self._frames = frames or None
+        self._i = 0
+        if self._frames:
+            self._arm()
+
+    def _arm(self):
+        t = self._frames[self._i][0]
+        d = self._tm.ticks_diff(t, self._tm.ticks_ms())
+        self._timer.init(mode=machine.Timer.ONE_SHOT, period=d if d > 1 else 1, callback=self._cb)
+
+    def _next(self, _timer):
+        frames = self._frames
+        if not frames:
+            return
+        self._lcd.show(frames[self._i][1])
+        self._i += 1
+        if self._i < len(frames):
+            self._arm()
+        else:
+            self._frames = None
+
+
 class Watchdog:
     """The hardware task watchdog. Once started it cannot be stopped (an ESP32 port rule)."""
 
@@ -360,17 +411,18 @@ class Board:
         c = info["i2c"]
         self.i2c = machine.I2C(c["id"], scl=Pin(c["scl"]), sda=Pin(c["sda"]), freq=c["freq"])
         keys = Pcf8574Keypad(self.i2c, c["keypad_addr"], time.sleep_ms)
-        self.display = Hd44780I2c(self.i2c, c["lcd_addr"], time.sleep_ms)  # initialised on first show()
+        # initialised on first show(); plays planned frames from hardware timer 0
+        self.display = PlayingDisplay(Hd44780I2c(self.i2c, c["lcd_addr"], time.sleep_ms), machine.Timer(0), time)
 
         self.service = StdioPort(sys.stdin.buffer, sys.stdout.buffer)
         wake = Wake(self.service, keys, self.pin("keypad_int"), self.pin("power_fail"))
         self.keypad = Keypad(keys, wake)
-        self.clock = Clock(time, machine.RTC(), wake)
+        self.watchdog = Watchdog()
+        self.clock = Clock(time, machine.RTC(), wake, self.watchdog.feed)
 
         found = esp32.Partition.find(esp32.Partition.TYPE_DATA, label="vfs")
         self.flash = found[0] if found else None
         self.random = HwRandom(os.urandom, Radio(_RF_SETTLE_MS, time.sleep_ms))
-        self.watchdog = Watchdog()
         self.console_locked = False
 
     def pin(self, name):

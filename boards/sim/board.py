@@ -29,6 +29,7 @@ _RESET = const(12)
 _DISPLAY = const(13)
 _KEY_R = const(14)
 _TIME_SET = const(16)
+_DISPLAY_PLAN = const(17)
 
 _IN_SERVICE = const(1)
 _IN_KEY = const(2)
@@ -217,6 +218,8 @@ class Board:
         self._last = None
         self.meter_bus = self.flash = self.watchdog = self.keypad = self.display = self.random = self
         self.console_locked = False
+        if os.getenv("METER_LCD_PLAYS") == "0":
+            self.play = None     # an LCD without its own timer: the meter wakes to draw each frame
         # Made once: littlefs calls the block device with the heap locked, so a failure raised from
         # there must not allocate (a new exception there ends in MemoryError, and worse).
         self._eio = OSError(5)
@@ -341,6 +344,32 @@ class Board:
         return str(bytes(link.rxv[3:3 + n]), "utf-8")
 
     # -- display -----------------------------------------------------------------------------------
+    def play(self, frames):
+        """Show each (ticks, lines) of `frames` at its time while the meter sleeps, as the LCD
+        controller's timer would (None: stop playing; what is shown stays). Frames go in as few link
+        frames as fit the buffer: flags u8 (1 = a new plan), then per frame at_ms u64 (virtual), len u8,
+        the lines joined by newlines."""
+        link = self._link
+        self._last = None
+        tx = link.tx
+        tx[0] = _DISPLAY_PLAN
+        tx[3] = 1
+        n = 4
+        now = link.now_ms
+        tnow = now & _TICKS_MASK
+        for t, lines in frames or ():
+            text = "\n".join(lines).encode()
+            if n + 9 + len(text) > _CHUNK:
+                struct.pack_into("<H", tx, 1, n - 3)
+                link.s.write(memoryview(tx)[:n])
+                tx[3] = 0
+                n = 4
+            struct.pack_into("<QB", tx, n, now + link.ticks_diff(t, tnow), len(text))
+            tx[n + 9:n + 9 + len(text)] = text
+            n += 9 + len(text)
+        struct.pack_into("<H", tx, 1, n - 3)
+        link.s.write(memoryview(tx)[:n])
+
     def show(self, lines):
         text = "\n".join(lines)
         if text != self._last:

@@ -28,6 +28,8 @@ Interface:
     d.refresh() -> True if lcd.show was called (update, tick and message refresh by themselves;
         the other inputs only mark the frame, so one key press draws once: the keypad refreshes)
     d.render() -> 4 strings of 20 characters (composes now); d.lines() -> what was last shown
+    d.tick(now) at future ticks with d.divert(recorder), d.state()/d.restore(st), d.keep_states(on):
+        how ui/wiring.py plans the quiet minutes ahead for a board that plays them by itself
     d.screen -> index into SCREENS
 Config keys: rotate_s (0 = no rotation, default 6), hold_s (default 30), overlay_s (default 5).
 Results for `message`: a name, or (name, detail) with detail None, a str, or an int (accepted /
@@ -82,6 +84,8 @@ class Display:
         self._ov = None  # (name, detail) of the message shown, or None
         self._ov_until = 0
         self._rotate_at = clock.ticks_add(clock.ticks_ms(), self._rotate_ms)
+        self._keep = False
+        self._screens = {}   # screen -> its composed frame, for the snapshot and minute it was made from
 
     # -- inputs ----------------------------------------------------------------------------------
     def update(self, snap):
@@ -93,6 +97,8 @@ class Display:
             if v is _MISSING:
                 continue
             if s.get(k, _MISSING) != v:
+                if self._keep and s is self._s:
+                    s = self._s = dict(s)
                 s[k] = list(v) if isinstance(v, list) else v
                 changed = True
         t = snap.get("time", _MISSING)
@@ -104,6 +110,7 @@ class Display:
             self._minute = m
             changed = True
         if changed:
+            self._screens = {}
             self._dirty = True
             self.refresh()
 
@@ -157,10 +164,12 @@ class Display:
         self._dirty = True
         self.refresh()
 
-    def tick(self):
-        """Expire the overlay and rotate screens (board clock ticks); redraw if needed."""
+    def tick(self, now=None):
+        """Expire the overlay and rotate screens (board clock ticks); redraw if needed. `now`: the
+        ticks to act at (a plan of future ticks, see `state`); the clock's by default."""
         c = self._clock
-        now = c.ticks_ms()
+        if now is None:
+            now = c.ticks_ms()
         if self._ov is not None and c.ticks_diff(now, self._ov_until) >= 0:
             self._ov = None
             self._dirty = True
@@ -185,6 +194,31 @@ class Display:
             if i == WARNINGS and self._s.get("warnings"):
                 return i
         return MAIN
+
+    # -- planning ahead --------------------------------------------------------------------------
+    def state(self):
+        """Everything that decides what is shown next, to come back to (see `restore`). The snapshot
+        dict is shared, not copied: `update` replaces it rather than changing it in place while a
+        state taken from it is kept (`keep_states`)."""
+        return (self.screen, self._ov, self._ov_until, self._rotate_at, self._minute, self._dirty,
+                self._drawn, bytes(self._shown), self._s)
+
+    def restore(self, st):
+        (self.screen, self._ov, self._ov_until, self._rotate_at, self._minute, self._dirty,
+         self._drawn, shown, self._s) = st
+        self._shown[:] = shown
+        self._screens = {}
+
+    def keep_states(self, on):
+        """While on, `update` gives the display a new snapshot dict instead of changing the one a
+        kept state refers to."""
+        self._keep = on
+
+    def divert(self, lcd):
+        """Send what would be shown to `lcd` instead of the board's LCD; returns the previous one."""
+        old = self._lcd
+        self._lcd = lcd
+        return old
 
     # -- output ----------------------------------------------------------------------------------
     def refresh(self):
@@ -256,7 +290,18 @@ class Display:
             self._confirm_view()
         elif self._digits is not None:
             self._entry_view()
-        elif self.screen == MAIN:
+        else:
+            # The rotation comes back to the same few screens many times before anything they show
+            # changes: each is composed once per snapshot (update() forgets them all).
+            f = self._screens.get(self.screen)
+            if f is not None:
+                self._buf[:] = f
+                return
+            self._screen()
+            self._screens[self.screen] = bytes(self._buf)
+
+    def _screen(self):
+        if self.screen == MAIN:
             self._main()
         elif self.screen == CONSUMPTION:
             self._consumption()

@@ -2,9 +2,12 @@
 display a snapshot of the meter's state, and connects the keys to tokens, emergency credit and
 reconnection. Kept apart from app.py so the composition stays short."""
 from ui.display import Display
-from ui.keypad import Keypad
+from ui.keypad import Keypad, IDLE
+from micropython import const
 from credit import civil
 from relay import supply as sup
+
+_PLAN_MAX = const(60000)     # plan at most a minute ahead (a bound on the frames and states kept)
 
 
 class UI:
@@ -16,6 +19,8 @@ class UI:
                              self.on_reconnect)
         self._day = None
         self._day_start_wh = app.meter.import_wh
+        self.job = None           # the scheduler's "ui" job (set by the app): planning moves it
+        self._plan = None         # [(ticks, display state)] while the board plays planned frames
 
     # -- keys ------------------------------------------------------------------------------------
     def on_token(self, digits):
@@ -44,21 +49,24 @@ class UI:
         return ("reconnected" if done else "reconnect_refused"), None
 
     # -- screens ---------------------------------------------------------------------------------
-    def snapshot(self):
+    def snapshot(self, now_s=None):
+        """The meter's state for the display; `now_s`: the Unix time to show it at (now by default)."""
         app = self.app
         p = app.prepaid
         led = p.ledger
+        if now_s is None:
+            now_s = app.clock.time()
         warnings = []
         days = p.policy.days_left(led.credit)
         if p.policy.low_credit and led.credit < p.policy.low_credit:
             warnings.append("low_credit")
         if days is not None and p.policy.low_days and days < p.policy.low_days:
             warnings.append(["days_left", days])
-        if p.policy.friendly(app.clock.time(), app.clock.time_valid):
+        if p.policy.friendly(now_s, app.clock.time_valid):
             warnings.append("friendly")
         if p.tamper.flags:
             warnings.append("tamper")
-        day = civil.day_number(app.clock.time())
+        day = civil.day_number(now_s)
         if day != self._day:      # a new day (or the first look): today's use starts from here
             self._day = day
             self._day_start_wh = app.meter.import_wh
@@ -73,7 +81,7 @@ class UI:
                 "p_w": app.meter.chip.p_w, "supply": "closed" if p.supply.closed else "open",
                 "reasons": sup.names(p.supply.reasons()).split("|") if p.supply.reasons() else [],
                 "awaiting_key": p.supply.awaiting_key, "warnings": warnings, "link": link,
-                "time": app.clock.time(), "time_valid": app.clock.time_valid,
+                "time": now_s, "time_valid": app.clock.time_valid,
                 "language": app.settings["language"], "meter_id": app.settings["meter_id"],
                 "version": app.version}
 
@@ -81,9 +89,98 @@ class UI:
         self.display.update(self.snapshot())
 
     def tick(self):
+        self._plan = None
         self.keypad.tick()
         self.refresh()
         self.display.tick()
+        self._plan_ahead()
 
     def poll(self):
+        self.interrupt()
         self.keypad.poll()
+
+    # -- quiet minutes played by the board --------------------------------------------------------
+    # Between two jobs nothing the display shows changes but the time and the screen rotation, so a
+    # board whose LCD can play timed frames by itself (`display.play`) gets the frames of the ticks up
+    # to the next job in one go, and the meter sleeps instead of waking every display period to draw
+    # them. The frames are exactly the ones the ticks would draw (the same code runs at each future
+    # tick, with the time it will then be). Any input ends the plan: the display goes back to the
+    # state of the last tick that has passed, and ticks resume on the same grid.
+    def _plan_ahead(self, most=_PLAN_MAX):
+        job = self.job
+        play = getattr(self.app.board.display, "play", None)
+        if job is None or play is None or self.keypad.state != IDLE:
+            return
+        c = self.app.clock
+        quiet = self.app.sched.others_due_in(job)
+        if quiet is None or quiet > most:
+            quiet = most
+        start = self.display.state()
+        rec = _Recorder()
+        end = self._ticks_ahead(rec, c.ticks_add(job.due, job.period_ms), c.ticks_ms(), quiet)
+        if end is None:
+            return
+        play(rec.frames)
+        self._plan = (start, job.due, c.ticks_ms(), self.app.clock.time())
+        job.next = end       # the tick after the plan, on the same grid (the scheduler reads it back)
+
+    def _ticks_ahead(self, rec, t, now, until_ms, stop=None, base_s=None):
+        """Run the display's ticks from `t` on the grid while they fall less than `until_ms` after `now`
+        (and not after `stop`), drawing into `rec`; returns the first tick not run, None if none ran."""
+        c = self.app.clock
+        period = self.job.period_ms
+        d = self.display
+        lcd = d.divert(rec)
+        d.keep_states(True)
+        if base_s is None:
+            base_s = c.time()
+        minute = base_s // 60
+        ran = False
+        try:
+            while c.ticks_diff(t, now) < until_ms and (stop is None or c.ticks_diff(t, stop) <= 0):
+                rec.at = t
+                at_s = base_s + c.ticks_diff(t, now) // 1000
+                if at_s // 60 != minute:         # what changes with the time: the clock, the day, warnings
+                    minute = at_s // 60
+                    d.update(self.snapshot(at_s))
+                d.tick(t)
+                ran = True
+                t = c.ticks_add(t, period)
+        finally:
+            d.divert(lcd)
+            d.keep_states(False)
+        return t if ran else None
+
+    def interrupt(self):
+        """Input arrived: stop the board's plan and take the display back to where it now is (the
+        ticks that have passed are run again from the plan's start, drawing nowhere)."""
+        plan = self._plan
+        if plan is None:
+            return
+        self._plan = None
+        start, due, planned_at, planned_s = plan
+        app = self.app
+        c = app.clock
+        app.board.display.play(None)
+        self.display.restore(start)
+        # the ticks are re-run with the time they had when planned (time may have been set since)
+        now = c.ticks_ms()
+        nxt = self._ticks_ahead(_Recorder(None), c.ticks_add(due, self.job.period_ms), planned_at,
+                                _PLAN_MAX, stop=now, base_s=planned_s)
+        if nxt is None:
+            nxt = c.ticks_add(due, self.job.period_ms)
+        app.sched.set_due(self.job, nxt)
+
+
+class _Recorder:
+    """Stands in for the LCD while ticks ahead are planned: keeps (ticks, lines) of each frame (or
+    nothing, given None)."""
+
+    def __init__(self, frames=()):
+        self.frames = [] if frames == () else frames
+        self.at = 0
+
+    def show(self, lines):
+        if self.frames is not None:
+            self.frames.append((self.at, lines))
+        return True

@@ -91,8 +91,11 @@ class SimMeter:
                  settings=None, heap=None, mpy=True, workdir=None, realtime=False, speed=1.0,
                  time_valid=True, flash_image=None, keep_flash=False, flash_offset=0,
                  app_from_flash=False, broker=None, smsc=None, epoch=None, frozen=False, vfs_size=None,
-                 flash_cipher=None, repl=None):
+                 flash_cipher=None, repl=None, lcd_plays=True):
+        """`lcd_plays`: the board's LCD can play planned frames by itself (False: a board whose
+        display the meter must wake to draw every display period, as before the LCD timer)."""
         self.board = board
+        self.lcd_plays = lcd_plays
         self.info = json.loads((board_dir(board) / "board.json").read_text())
         self.seed = seed
         self.heap = heap or DEFAULT_HEAP
@@ -144,7 +147,8 @@ class SimMeter:
                                cipher=flash_cipher)
         self.pins = {v: 0 for v in self.info["pins"].values()}
         self.pin_names = {v: k for k, v in self.info["pins"].items()}
-        self.display_lines = []
+        self._display_lines = []
+        self._display_plan = []       # [(virtual ms, lines)] the board's LCD plays while the meter sleeps
         self.keys = []
         self.boots = 0
         self.counts_read_import = 0   # 0.1-pulse counts read from APenergy / ANenergy (see _handle)
@@ -183,7 +187,7 @@ class SimMeter:
         env.update(MICROPYPATH=search_path(self.fw_dir, self.frozen_dir), METER_SIM="127.0.0.1:%d" % self.port,
                    METER_SEED=str(self.seed), METER_BOARD_JSON=str(self.fw_dir / "board.json"),
                    METER_FLASH_OFFSET=str(self.flash.offset), METER_VFS_SIZE=str(self.vfs_size),
-                   METER_RESET_CAUSE=self.reset_cause)
+                   METER_RESET_CAUSE=self.reset_cause, METER_LCD_PLAYS="1" if self.lcd_plays else "0")
         if self.flash.cipher is None:
             # plain flash: the board reads the file directly; encrypted flash is read through the
             # simulator, which decrypts as the chip's flash cache does
@@ -325,9 +329,10 @@ class SimMeter:
             if t:
                 self._wdt_ms = t
         elif ftype == L.DISPLAY:
+            self._display_plan = []
             self.display_lines = p.decode("utf-8", "replace").split("\n")
-            if self.on_display:
-                self.on_display(self.display_lines)
+        elif ftype == L.DISPLAY_PLAN:
+            self._take_display_plan(p)
         elif ftype == L.KEY_R:
             link.reply(L.KEY_R, self.keys.pop(0).encode() if self.keys else b"")
         elif ftype == L.TIME_SET:
@@ -631,8 +636,38 @@ class SimMeter:
             self.tick_hook()
         return stop_at_ms is not None and w.now_ms >= stop_at_ms
 
+    # -- the LCD ----------------------------------------------------------------------------------
+    @property
+    def display_lines(self):
+        """What the LCD shows now (the frames the board was given to play are shown at their time)."""
+        plan = self._display_plan
+        if plan and plan[0][0] <= self.world.now_ms:
+            lines = None
+            while plan and plan[0][0] <= self.world.now_ms:
+                lines = plan.pop(0)[1]
+            self.display_lines = lines
+        return self._display_lines
+
+    @display_lines.setter
+    def display_lines(self, lines):
+        self._display_lines = lines
+        if self.on_display:
+            self.on_display(lines)
+
+    def _take_display_plan(self, p):
+        if p[0] & 1:
+            self.display_lines       # frames already due are shown before the plan is replaced
+            self._display_plan = []
+        i = 1
+        while i + 9 <= len(p):
+            at, n = struct.unpack_from("<QB", p, i)
+            self._display_plan.append((at, bytes(p[i + 9:i + 9 + n]).decode("utf-8", "replace").split("\n")))
+            i += 9 + n
+
     def _firmware_gone(self, cause="reset"):
         """The process exited, hung or asked to reboot: start it again, as a watchdog or power would."""
+        self.display_lines          # the LCD keeps what it showed when the power went; no more frames play
+        self._display_plan = []
         crashed = self.proc is not None and self.proc.poll() not in (None, 0)
         self.kill()
         self.reset_cause = cause

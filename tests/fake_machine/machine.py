@@ -240,6 +240,38 @@ class WDT:
         record(("wdt_feed",))
 
 
+class Timer:
+    """A hardware timer. One-shot and periodic callbacks run when the board test's virtual time
+    (tests/fake_machine/vtime.py, which sets `Timer.clock`) passes their instant."""
+    ONE_SHOT = 0
+    PERIODIC = 1
+    clock = None
+
+    def __init__(self, id=0):
+        self.id = id
+        self._gen = 0
+
+    def init(self, mode=ONE_SHOT, period=1000, callback=None):
+        self._gen += 1
+        gen = self._gen
+        record(("timer_init", self.id, mode, period))
+        clock = Timer.clock
+        if clock is None or callback is None:
+            return
+
+        def fire():
+            if gen == self._gen:
+                if mode == Timer.PERIODIC:
+                    clock.at(clock.ms + period, fire)
+                else:
+                    self._gen += 1
+                callback(self)
+        clock.at(clock.ms + period, fire)
+
+    def deinit(self):
+        self._gen += 1
+
+
 class RTC:
     # One shared value, like the chip's single RTC; `on_set` lets a fake time follow it.
     _dt = (2000, 1, 1, 5, 0, 0, 0, 0)

@@ -20,6 +20,7 @@ class VirtualTime:
         self.wall_at_ms0 = 0  # port-epoch seconds at ms == 0
         self.events = []  # (at_ms, fn), fired as virtual time passes them
         machine.RTC.on_set = self._rtc_set
+        machine.Timer.clock = self
 
     def _rtc_set(self, dt):
         s = days_from_civil(dt[0], dt[1], dt[2]) * 86400 + dt[4] * 3600 + dt[5] * 60 + dt[6]
