@@ -264,6 +264,39 @@ def test_sleep_until_never_asks_for_a_part_tick_that_would_busy_wait(env, wait):
     assert 0 <= late < 10, late       # the deadline is met at most one tick late
 
 
+def test_the_watchdog_is_fed_while_the_meter_sleeps_longer_than_its_timeout(env):
+    b = env.make()
+    b.watchdog.start(8000)
+    c = b.clock
+    assert c.sleep_until(c.ticks_add(c.ticks_ms(), 60000)) is False
+    # a feed before every RTOS tick of sleep: never more than one tick (10 ms) unfed
+    gaps, since = [], 0
+    for x in env.m.log:
+        if x[0] == "wdt_feed":
+            gaps.append(since)
+            since = 0
+        elif x[0] == "sleep_ms":
+            since += x[1]
+    gaps.append(since)
+    assert len(gaps) > 1 and max(gaps) <= 10, (len(gaps), max(gaps))
+
+
+def test_the_lcd_plays_planned_frames_at_their_time_and_a_show_stops_the_plan(env):
+    b = env.make()
+    c = b.clock
+    t0 = c.ticks_ms()
+    frames = [(c.ticks_add(t0, 5000), ["A"]), (c.ticks_add(t0, 10000), ["B"]), (c.ticks_add(t0, 15000), ["C"])]
+    b.display.play(frames)
+    shown = []
+    real = b.display._lcd.show
+    b.display._lcd.show = lambda lines: shown.append((env.vt.ms, lines[0])) or real(lines)
+    c.sleep_until(c.ticks_add(t0, 12000))
+    assert shown == [(5000, "A"), (10000, "B")], shown
+    b.display.show(["NOW"])                      # the app draws: the rest of the plan is dropped
+    c.sleep_until(c.ticks_add(t0, 20000))
+    assert shown == [(5000, "A"), (10000, "B"), (12000, "NOW")], shown
+
+
 def test_sleep_until_a_past_deadline_returns_at_once(env):
     b = env.make()
     c = b.clock
