@@ -285,16 +285,17 @@ def test_the_lcd_plays_planned_frames_at_their_time_and_a_show_stops_the_plan(en
     b = env.make()
     c = b.clock
     t0 = c.ticks_ms()
-    frames = [(c.ticks_add(t0, 5000), ["A"]), (c.ticks_add(t0, 10000), ["B"]), (c.ticks_add(t0, 15000), ["C"])]
+    frames = [(c.ticks_add(t0, 5000), b"A" * 80), (c.ticks_add(t0, 10000), b"B" * 80),
+              (c.ticks_add(t0, 15000), b"C" * 80)]
     b.display.play(frames)
     shown = []
     real = b.display._lcd.show
     b.display._lcd.show = lambda lines: shown.append((env.vt.ms, lines[0])) or real(lines)
     c.sleep_until(c.ticks_add(t0, 12000))
-    assert shown == [(5000, "A"), (10000, "B")], shown
+    assert shown == [(5000, "A" * 20), (10000, "B" * 20)], shown
     b.display.show(["NOW"])                      # the app draws: the rest of the plan is dropped
     c.sleep_until(c.ticks_add(t0, 20000))
-    assert shown == [(5000, "A"), (10000, "B"), (12000, "NOW")], shown
+    assert shown == [(5000, "A" * 20), (10000, "B" * 20), (12000, "NOW")], shown
 
 
 def test_sleep_until_a_past_deadline_returns_at_once(env):

@@ -324,8 +324,9 @@ class HwRandom:
 
 
 class PlayingDisplay:
-    """The LCD, plus `play(frames)`: show each (ticks, lines) at its time from a one-shot timer while
-    the application sleeps (the display's rotation needs no wake-up of the superloop). The timer's
+    """The LCD, plus `play(frames)`: show each (ticks, frame of 80 bytes: four rows of 20 LCD codes) at
+    its time from a one-shot timer while the application sleeps (the display's rotation needs no
+    wake-up of the superloop). The timer's
     callback is soft (scheduled between bytecodes), so it may use the I2C bus; `show` from the app
     stops the plan first, so the two never draw over each other."""
 
@@ -357,7 +358,9 @@ class PlayingDisplay:
         frames = self._frames
         if not frames:
             return
-        self._lcd.show(frames[self._i][1])
+        f = frames[self._i][1]
+        self._lcd.show((str(f[0:20], "ascii"), str(f[20:40], "ascii"), str(f[40:60], "ascii"),
+                        str(f[60:80], "ascii")))
         self._i += 1
         if self._i < len(frames):
             self._arm()

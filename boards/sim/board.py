@@ -345,8 +345,9 @@ class Board:
 
     # -- display -----------------------------------------------------------------------------------
     def play(self, frames):
-        """Show each (ticks, lines) of `frames` at its time while the meter sleeps, as the LCD
-        controller's timer would (None: stop playing; what is shown stays). Frames go in as few link
+        """Show each (ticks, frame) of `frames` at its time while the meter sleeps, as the LCD
+        controller's timer would (None: stop playing; what is shown stays). A frame is 80 bytes: the
+        four rows of 20 LCD codes (printable ASCII). Frames go in as few link
         frames as fit the buffer: flags u8 (1 = a new plan), then per frame at_ms u64 (virtual), len u8,
         the lines joined by newlines."""
         link = self._link
@@ -357,8 +358,8 @@ class Board:
         n = 4
         now = link.now_ms
         tnow = now & _TICKS_MASK
-        for t, lines in frames or ():
-            text = "\n".join(lines).encode()
+        for t, f in frames or ():
+            text = b"\n".join((f[0:20], f[20:40], f[40:60], f[60:80]))
             if n + 9 + len(text) > _CHUNK:
                 struct.pack_into("<H", tx, 1, n - 3)
                 link.s.write(memoryview(tx)[:n])

@@ -62,6 +62,26 @@ _KEYS = ("credit", "mode", "currency", "minor_per_major", "debt", "emergency", "
 _MISSING = object()
 
 
+_BLANKS = b"                    "    # one row of spaces
+
+
+def _put(b, p, end, text):
+    """Write `text` into b[p:end] as LCD codes (see fmt.code), cut at `end`."""
+    e = text.encode()
+    n = len(e)
+    if n == len(text) and n and min(e) >= 0x20 and max(e) <= 0x7D and 0x5C not in e:
+        # plain ASCII the LCD shows as is (the usual case): one copy, not a call per character
+        if n > end - p:
+            n = end - p
+        b[p:p + n] = e[:n] if n < len(e) else e
+        return
+    for ch in text:
+        if p >= end:
+            break
+        b[p] = fmt.code(ch)
+        p += 1
+
+
 class Display:
     def __init__(self, lcd, clock, cfg=None):
         cfg = cfg or {}
@@ -231,7 +251,11 @@ class Display:
             return False
         self._shown[:] = self._buf
         self._drawn = True
-        self._lcd.show(self.lines())
+        frame = getattr(self._lcd, "frame", None)
+        if frame is not None:      # a recorder of planned frames takes the 80 bytes as they are
+            frame(self._shown)
+        else:
+            self._lcd.show(self.lines())
         return True
 
     def lines(self):
@@ -251,22 +275,12 @@ class Display:
         b = self._buf
         p = r * _COLS
         end = p + _COLS
-        for i in range(p, end):
-            b[i] = _SPACE
+        b[p:end] = _BLANKS
         if left:
-            for ch in left:
-                if p >= end:
-                    break
-                b[p] = fmt.code(ch)
-                p += 1
+            _put(b, p, end, left)
         if right:
             n = len(right)
-            p = end - n if n < _COLS else r * _COLS
-            for ch in right:
-                if p >= end:
-                    break
-                b[p] = fmt.code(ch)
-                p += 1
+            _put(b, end - n if n < _COLS else p, end, right)
 
     def _amount(self, v):
         s = self._s

@@ -173,14 +173,13 @@ class UI:
 
 
 class _Recorder:
-    """Stands in for the LCD while ticks ahead are planned: keeps (ticks, lines) of each frame (or
-    nothing, given None)."""
+    """Stands in for the LCD while ticks ahead are planned: keeps (ticks, 80 bytes: four rows of 20
+    LCD codes) of each frame (or nothing, given None)."""
 
     def __init__(self, frames=()):
         self.frames = [] if frames == () else frames
         self.at = 0
 
-    def show(self, lines):
+    def frame(self, buf):
         if self.frames is not None:
-            self.frames.append((self.at, lines))
-        return True
+            self.frames.append((self.at, bytes(buf)))
