@@ -90,10 +90,23 @@ class UI:
 
     def tick(self):
         self._plan = None
-        self.keypad.tick()
-        self.refresh()
-        self.display.tick()
-        self._plan_ahead()
+        play = getattr(self.app.board.display, "play", None)
+        if play is None or self.job is None or self.keypad.state != IDLE:
+            self.keypad.tick()
+            self.refresh()
+            self.display.tick()
+            return
+        # This tick's frame goes to the board with the plan that follows it (one message, not two).
+        rec = _Recorder()
+        rec.at = self.app.clock.ticks_ms()
+        lcd = self.display.divert(rec)
+        try:
+            self.keypad.tick()
+            self.refresh()
+            self.display.tick()
+        finally:
+            self.display.divert(lcd)
+        self._plan_ahead(rec)
 
     def poll(self):
         self.interrupt()
@@ -106,21 +119,20 @@ class UI:
     # them. The frames are exactly the ones the ticks would draw (the same code runs at each future
     # tick, with the time it will then be). Any input ends the plan: the display goes back to the
     # state of the last tick that has passed, and ticks resume on the same grid.
-    def _plan_ahead(self, most=_PLAN_MAX):
+    def _plan_ahead(self, rec, most=_PLAN_MAX):
+        """Draw the ticks up to the next job into `rec` (which holds this tick's frame, if it drew
+        one) and give them to the board to play."""
         job = self.job
-        play = getattr(self.app.board.display, "play", None)
-        if job is None or play is None or self.keypad.state != IDLE:
-            return
         c = self.app.clock
         quiet = self.app.sched.others_due_in(job)
         if quiet is None or quiet > most:
             quiet = most
         start = self.display.state()
-        rec = _Recorder()
         end = self._ticks_ahead(rec, c.ticks_add(job.due, job.period_ms), c.ticks_ms(), quiet)
+        if rec.frames:
+            self.app.board.display.play(rec.frames)
         if end is None:
             return
-        play(rec.frames)
         self._plan = (start, job.due, c.ticks_ms(), self.app.clock.time())
         job.next = end       # the tick after the plan, on the same grid (the scheduler reads it back)
 
