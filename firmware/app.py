@@ -219,7 +219,7 @@ class App:
         except AttributeError:
             live = 0
         return {"heap_peak": self.heap_peak, "heap_total": self.heap_total, "heap_live": live,
-                "polls": self.meter.polls, "loop_ticks": self.sched.ticks,
+                "polls": self.meter.polls, "loop_ticks": self.sched.ticks, "jobs": self.sched.profile(),
                 "uptime_s": self.clock.ticks_diff(self.clock.ticks_ms(), self.boot_ticks) // 1000,
                 "health": self.meter.readings()["health"], "faults": self.meter.faults,
                 "safe_mode": self.safe_mode, "boots": self.boot.boots, "resets_in_a_row": self.boot.resets,

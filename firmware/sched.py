@@ -1,5 +1,13 @@
 """A cooperative scheduler (the meter's superloop): periodic jobs on the board clock, and input
-handlers run as soon as the board says input is waiting. All timing uses wrapping ticks."""
+handlers run as soon as the board says input is waiting. All timing uses wrapping ticks.
+
+Each job counts its runs and the processor time it took (`us`, from the port's microsecond ticks:
+real time, not the board clock, so a simulated meter's profile shows where the interpreter works);
+`status` reports them."""
+import time
+
+_us = getattr(time, "ticks_us", None)         # absent under CPython (unit tests)
+_us_diff = getattr(time, "ticks_diff", None)
 
 
 class Job:
@@ -9,6 +17,7 @@ class Job:
         self.fn = fn
         self.due = due
         self.runs = 0
+        self.us = 0         # microseconds spent running (wraps at 2**30 like ticks: a profile, not a meter)
         self.fails = 0      # failures in a row
         self.next = None    # set by the job itself: when to run next instead of one period on
 
@@ -64,7 +73,12 @@ class Scheduler:
         for job in self.jobs:
             now = c.ticks_ms()
             if c.ticks_diff(now, job.due) >= 0:
-                self._call(job.name, job.fn, job)
+                if _us is not None:
+                    t0 = _us()
+                    self._call(job.name, job.fn, job)
+                    job.us = (job.us + _us_diff(_us(), t0)) & 0x3FFFFFFF
+                else:
+                    self._call(job.name, job.fn, job)
                 job.runs += 1
                 nxt = job.next
                 job.next = None
@@ -74,6 +88,13 @@ class Scheduler:
                 if c.ticks_diff(nxt, c.ticks_ms()) < 0:
                     nxt = c.ticks_add(c.ticks_ms(), job.period_ms)
                 job.due = nxt
+
+    def profile(self):
+        """{job name: [runs, milliseconds spent]}."""
+        out = {}
+        for j in self.jobs:
+            out[j.name] = [j.runs, j.us // 1000]
+        return out
 
     def set_due(self, job, ticks):
         """Run `job` next at `ticks` (outside its own run: an input that changes its plans)."""

@@ -7,6 +7,7 @@ SIM_COMMANDS = [
     "host_tools.flash.rom_cli",
     "host_tools.sim.powercut",
     "host_tools.sim.scenario",
+    "host_tools.sim.profile",
 ]
 
 
