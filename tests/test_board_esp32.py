@@ -526,7 +526,7 @@ def test_keypad_that_lost_its_latch_is_set_up_again_by_the_next_read(env):
 
 def test_keypad_names_every_key_of_the_matrix(env):
     b, chip = _keypad(env)
-    from drivers.pcf8574_keypad import DEFAULT_KEYMAP
+    from ui.pcf8574_keypad import DEFAULT_KEYMAP
     seen = []
     for row in range(4):
         for col in range(4):
@@ -667,7 +667,7 @@ def test_lcd_that_does_not_answer_recovers_on_a_later_show(env):
 
 
 def test_lcd_maps_characters_the_rom_cannot_draw():
-    from drivers.hd44780_i2c import lcd_code
+    from ui.hd44780_i2c import lcd_code
     assert lcd_code("A") == 0x41 and lcd_code("\u00e7") == ord("c")
     assert lcd_code("\u0645") == ord("?") and lcd_code("\\") == ord("?") and lcd_code("~") == ord("?")
 

@@ -8,7 +8,7 @@ from host_tools.paths import FIRMWARE
 
 sys.path.insert(0, str(FIRMWARE))
 sys.path.insert(0, str(FIRMWARE.parent / "tests" / "shims"))
-import cellular  # noqa: E402
+from comms import cellular  # noqa: E402
 
 JAN = 2026 * 12 + 0
 

@@ -3,8 +3,8 @@ import json
 
 from fakes import FakeClock
 
-import config
-from sched import Scheduler
+from app import settings as config
+from app.sched import Scheduler
 from service.port import ServicePort
 
 

@@ -18,7 +18,7 @@ class Clock:
 
 def test_scheduler_period_across_ticks_wrap_under_micropython():
     out = run_micropython(CLOCK + r'''
-from sched import Scheduler
+from app.sched import Scheduler
 c = Clock((1 << 30) - 2500)
 s = Scheduler(c)
 seen = []
@@ -57,7 +57,7 @@ def test_service_port_and_config_under_micropython():
     out = run_micropython(r'''
 import json
 from service.port import ServicePort
-import config
+from app import settings as config
 class S:
     def __init__(self): self.i = [b'{"id": 1, "cmd": "ping"}\nbad\n' + b'y' * 2000 + b'\n']; self.o = b''
     def read(self): return self.i.pop(0) if self.i else None

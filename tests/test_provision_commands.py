@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from events import Events
+from app.events import Events
 from fakes import FakeClock
 from metering.chips import atm90e26 as chip
 from provision import identity as ident
@@ -89,7 +89,7 @@ class FakeBoard:
 
 
 class FakeApp:
-    """What ProvisionCommands needs from firmware/app.py's App."""
+    """What ProvisionCommands needs from firmware/app/composition.py's App."""
 
     version = "9.9.9"
 

@@ -15,7 +15,7 @@ RIG = r'''
 import os, json, gc
 from store.blockdev import RAMBlockDev
 from store.records import Store
-from events import Events
+from app.events import Events
 from service.port import ServicePort
 from provision.commands import ProvisionCommands
 from provision import identity as ident

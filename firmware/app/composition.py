@@ -4,14 +4,14 @@ import gc
 
 from micropython import const
 
-import config
-from events import Events
+from app import settings as config
+from app.events import Events
 from metering import registry
 from metering.calibration import stored_calibration
 from metering.meter import Meter
-from prepaid import Prepaid
+from prepaid.core import Prepaid
 from provision.commands import ProvisionCommands
-from sched import Scheduler
+from app.sched import Scheduler
 from service.port import ServicePort
 
 VERSION = "0.1.0"
@@ -30,7 +30,7 @@ class App:
         self.heap_total = 0
         self._heap_sample()
         if boot is None:
-            from startup import Startup
+            from app.startup import Startup
             boot = Startup(board)
         self.boot = boot
         self.safe_mode = boot.safe
@@ -76,7 +76,7 @@ class App:
         board.watchdog.feed()
         self.cellular = None
         if not self.safe_mode:      # safe mode: metering and the prepaid core only
-            import cellular
+            from comms import cellular
             self.cellular = cellular.start(self)
         if self.cellular is not None:
             self.sched.every("link", 1000, self.cellular.poll)
@@ -92,7 +92,7 @@ class App:
             self.sched.every("ui", self.settings["display_period_s"] * 1000, self.ui.tick)
         # The crash count starts again once this boot has proved itself; safe mode retries the
         # full application after a longer stable run.
-        from startup import STABLE_S, SAFE_HOLD_S
+        from app.startup import STABLE_S, SAFE_HOLD_S
         self.sched.every("stable", (SAFE_HOLD_S if self.safe_mode else STABLE_S) * 1000, self._stable,
                          (SAFE_HOLD_S if self.safe_mode else STABLE_S) * 1000)
         self.boot_ticks = clock.ticks_ms()
@@ -103,7 +103,7 @@ class App:
         prepaid record so they run on across reboots."""
         try:
             from store.eventlog import EventLog
-            import eventcodes
+            from app import eventcodes
             log = EventLog(self.root + "/evlog")   # not "events": that is the events module's name
         except Exception as e:
             self.events.emit("store_unavailable", {"error": "eventlog %s" % type(e).__name__})
@@ -262,7 +262,3 @@ class _ModemCheck:
                 return True, "answers AT with OK"
         return False, "no answer to AT"
 
-
-def main():
-    import guard
-    guard.run()

@@ -12,7 +12,7 @@ must start on a date are sent ahead as dated entries of the tariff list.
 import json
 import os
 
-import config
+from app import settings as config
 
 PREPAID_KEYS = ("tariff", "ledger", "policy", "supply", "tamper", "commit_wh", "commit_s")
 REMOTE = ("prepaid", "language", "statement_hour", "reading_period_s")
@@ -68,11 +68,11 @@ def _check(app, args):
 
 def _build(app, pp):
     """The prepaid parts for the merged prepaid settings, carrying the running state over."""
-    from prepaid import DEFAULTS
+    from prepaid.core import DEFAULTS
     from credit.tariff import Schedule
     from credit.ledger import Ledger
     from credit.policy import Policy
-    from tamper import Tamper
+    from tamper.detector import Tamper
     from relay import relaycfg
     p = app.prepaid
     c = dict(DEFAULTS)

@@ -153,11 +153,11 @@ class Cellular:
             return "done", p.statement_view()
         if name == "set_config":
             from service.port import unload
-            import configcmd
+            from app import setconfig as configcmd
             try:
                 return configcmd.set_config(app, args)
             finally:
-                unload("configcmd")
+                unload("app.setconfig")
         if name == "fw_offer":
             return "refused", {"why": "firmware update over the air is not implemented"}
         return "unknown_cmd", {}
@@ -193,7 +193,7 @@ class Cellular:
         mid = st[0]
         if mid <= self.stmt_up and mid <= self.stmt_sms:
             return                              # handed over: the usual case, every poll
-        from prepaid import month_name
+        from prepaid.core import month_name
         name = month_name(mid)                  # "YYYY-MM"
         if mid > self.stmt_up:
             self.link.uplink.send_inner({"t": "statement", "month": name, "import_wh": st[1],

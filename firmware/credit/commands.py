@@ -71,11 +71,11 @@ class _Commands:
         return {"cleared": was, "supply": "closed" if p.supply.closed else "open"}
 
     def set_config(self, req):
-        import configcmd
+        from app import setconfig as configcmd
         try:
             code, detail = configcmd.set_config(self.app, req.get("settings"))
         finally:
-            unload("configcmd")
+            unload("app.setconfig")
         if code != "done":
             raise ValueError(detail["why"])
         return detail

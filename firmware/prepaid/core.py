@@ -98,7 +98,7 @@ class Prepaid:
         tot = state.get("meter")
         if tot:
             meter.import_wh, meter.import_rem, meter.export_wh, meter.export_rem = tot
-        from tamper import Tamper     # after the totals: it arms reverse from the export register
+        from tamper.detector import Tamper     # after the totals: it arms reverse from the export register
         pins = board.info.get("pins", {})
         self.tamper = Tamper(meter, clock, emit, self.supply, board.pin("cover") if "cover" in pins else None,
                              c["tamper"], state.get("tp"))

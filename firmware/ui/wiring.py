@@ -1,6 +1,6 @@
 """The display and keypad in the running meter: builds them on the board's LCD and keypad, feeds the
 display a snapshot of the meter's state, and connects the keys to tokens, emergency credit and
-reconnection. Kept apart from app.py so the composition stays short."""
+reconnection. Kept apart from app/composition.py so the composition stays short."""
 from ui.display import Display
 from ui.keypad import Keypad
 from credit import civil
