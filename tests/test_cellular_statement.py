@@ -9,6 +9,7 @@ from host_tools.paths import FIRMWARE
 sys.path.insert(0, str(FIRMWARE))
 sys.path.insert(0, str(FIRMWARE.parent / "tests" / "shims"))
 from comms import cellular  # noqa: E402
+from store.records import StoreMissing  # noqa: E402
 
 JAN = 2026 * 12 + 0
 
@@ -19,8 +20,7 @@ class Store:
 
     def load(self, name):
         if name not in self.recs:
-            e = type("StoreMissing", (Exception,), {})
-            raise e(name)
+            raise StoreMissing(name)
         return self.recs[name]
 
     def commit(self, name, obj):
@@ -87,7 +87,7 @@ class App:
 def make(app, hour=9):
     """A Cellular without its link stack: the statement hand-over runs as in the meter."""
     c = cellular.Cellular.__new__(cellular.Cellular)
-    c.app = app
+    c.store, c.clock, c.prepaid, c.emit = app.store, app.clock, app.prepaid, app.events.emit
     c.link = Link()
     c.statement_hour = hour
     c._load_stmt()

@@ -11,8 +11,10 @@ from metering.calibration import stored_calibration
 from metering.meter import Meter
 from prepaid.core import Prepaid
 from provision.commands import ProvisionCommands
+from app.actions import Actions
 from app.sched import Scheduler
 from service.port import ServicePort
+from util import lazy
 
 VERSION = "0.1.0"
 JOB_FAIL_LIMIT = const(32)    # consecutive failures of one job before the meter resets
@@ -54,17 +56,20 @@ class App:
                            registry.max_power_w(metering), self.settings["max_voltage_cv"])
         # Metering starts before anything that takes time (relay pulses): no energy goes unmetered.
         self.meter.begin()
-        self.ledger_fault = False
         try:
-            self.prepaid = Prepaid(self, self.settings.get("prepaid"))
+            self.prepaid = Prepaid(board, self.meter, self.store, self.events, self.settings.get("prepaid"))
         except ValueError as e:   # a bad tariff or limit in settings: report it, run on the defaults
             self.events.emit("config_invalid", {"key": "prepaid", "error": str(e)})
-            self.prepaid = Prepaid(self, None)
+            self.prepaid = Prepaid(board, self.meter, self.store, self.events, None)
+        # Every action a meter can be asked to do, once; the service port, the cellular side and the
+        # keypad are adapters onto it.
+        self.actions = Actions(self.prepaid, clock, self.events.emit, self.store, self.settings,
+                               (self.root or "") + "/settings.json")
         self.service = ServicePort(board.service, self.settings["service_line_max"], self)
         for name in ("ping", "readings", "totals", "events", "status", "settings"):
             self.service.command(name, getattr(self, "cmd_" + name))
         self._commands("metering.commands")
-        self._commands("credit.commands")
+        self._commands("service.commands", self.actions)
         # --- subsystem commands (one line each) ---
         self.provision = ProvisionCommands(self)
         self.sched = Scheduler(clock, board.watchdog, self._job_failed)
@@ -77,7 +82,8 @@ class App:
         self.cellular = None
         if not self.safe_mode:      # safe mode: metering and the prepaid core only
             from comms import cellular
-            self.cellular = cellular.start(self)
+            self.cellular = cellular.start(board, self.store, self.events, self.settings, self.prepaid,
+                                           self.meter, self.actions, VERSION)
         if self.cellular is not None:
             self.sched.every("link", 1000, self.cellular.poll)
         self.version = VERSION
@@ -121,13 +127,14 @@ class App:
             sink(e)
         self.events.sink = sink
 
-    def _commands(self, module):
+    def _commands(self, module, ctx=None):
         """Register a module's commands to be loaded on demand (their names are listed in the module,
-        which is imported once here to read them and then unloaded)."""
-        from service.port import unload
-        mod = __import__(module, None, None, ["NAMES"])
-        self.service.command_module(module, mod.NAMES, mod.PRIVILEGED)
-        unload(module)
+        which is imported once here to read them and then dropped)."""
+        try:
+            mod = __import__(module, None, None, ["NAMES"])
+            self.service.command_module(module, mod.NAMES, mod.PRIVILEGED, ctx)
+        finally:
+            lazy.drop(module)
 
     def _meter_job(self):
         self.meter.poll()

@@ -13,18 +13,11 @@ import json
 import os
 
 from app import settings as config
+from util.errors import Refused
 
 PREPAID_KEYS = ("tariff", "ledger", "policy", "supply", "tamper", "commit_wh", "commit_s")
 REMOTE = ("prepaid", "language", "statement_hour", "reading_period_s")
 LANGUAGES = ("fr", "ar", "en")
-
-
-class Refused(ValueError):
-    pass
-
-
-def _settings_path(app):
-    return (app.root or "") + "/settings.json"
 
 
 def _stored(path):
@@ -36,14 +29,14 @@ def _stored(path):
     return data if isinstance(data, dict) else {}
 
 
-def _check(app, args):
+def _check(path, args):
     """The new settings file contents; Refused (with the reason) if any value is wrong."""
     if not isinstance(args, dict) or not args:
         raise Refused("settings expected, e.g. {\"prepaid\": {\"tariff\": {...}}}")
     for k in args:
         if k not in REMOTE:
             raise Refused("%s cannot be set remotely (one of %s)" % (k, ", ".join(REMOTE)))
-    data = _stored(_settings_path(app))
+    data = _stored(path)
     for k in args:
         v = args[k]
         if k == "prepaid":
@@ -66,70 +59,28 @@ def _check(app, args):
     return data
 
 
-def _build(app, pp):
-    """The prepaid parts for the merged prepaid settings, carrying the running state over."""
-    from prepaid.core import DEFAULTS
-    from credit.tariff import Schedule
-    from credit.ledger import Ledger
-    from credit.policy import Policy
-    from tamper.detector import Tamper
-    from relay import relaycfg
-    p = app.prepaid
-    c = dict(DEFAULTS)
-    c.update(pp)
-    for k in ("commit_wh", "commit_s"):
-        v = c[k]
-        if isinstance(v, bool) or not isinstance(v, int) or not 1 <= v <= 86400:
-            raise ValueError("%s must be an integer 1..86400" % k)
-    sch = Schedule(c["tariff"])
-    led = Ledger(c["ledger"], sch, p.emit, p.ledger.state())
-    pol = Policy(c["policy"], p.emit, p.policy.state())
-    sup = relaycfg.supply(c["supply"])
-    tp = Tamper(app.meter, p.clock, p.emit, p.supply, p.tamper.cover, c["tamper"], p.tamper.state())
-    return c, sch, led, pol, sup, tp
-
-
-def set_config(app, args):
-    """(code, detail) for the protocol: done {applied}, or bad_args {why} with nothing changed."""
-    try:
-        data = _check(app, args)
-        parts = _build(app, data["prepaid"]) if "prepaid" in args else None
-    except ValueError as e:
-        return "bad_args", {"why": str(e)}
-    path = _settings_path(app)
+def set_config(path, settings, prepaid, args, emit):
+    """Put `args` in force: the settings file at `path` rewritten, `settings` (the running dict)
+    updated, the prepaid core rebuilt on the merged prepaid settings. The keys applied; Refused with
+    nothing changed if any value is wrong."""
+    data = _check(path, args)
+    parts = None
+    if "prepaid" in args:
+        try:
+            parts = prepaid.build(data["prepaid"])      # every part checked before anything changes
+        except ValueError as e:
+            raise Refused(str(e))
     tmp = path + ".new"
     with open(tmp, "w") as f:
         json.dump(data, f)
     os.rename(tmp, path)
-    p = app.prepaid
     if parts is not None:
-        c, sch, led, pol, sup, tp = parts
-        given_limit = "supply" in args["prepaid"] and "max_power_w" in args["prepaid"]["supply"]
-        keep_limit = p.supply.limit_w
-        p.cfg = c
-        p.commit_wh = c["commit_wh"]
-        p.commit_ms = c["commit_s"] * 1000
-        p.schedule = sch
-        p.ledger = led
-        p.policy = pol
-        s = p.supply
-        (s.mode, s.key_mask, s.limit_w, s.over_ms, s.backoff_ms, s.backoff_max_ms, s.decay_ms, s.retry_ms) = sup
-        if not given_limit:
-            s.limit_w = keep_limit          # a limit set by an STS token stays until the utility sets one
-        p.tamper = tp
-        app.settings["prepaid"] = data["prepaid"]
-        p.poll_supply()
-        p.commit()
+        # A limit set by an STS token stays until the utility sets one.
+        prepaid.use(parts, keep_limit="max_power_w" not in args["prepaid"].get("supply", {}))
+        settings["prepaid"] = data["prepaid"]
     for k in ("language", "statement_hour", "reading_period_s"):
         if k in args:
-            app.settings[k] = args[k]
-    cell = app.cellular
-    if cell is not None:
-        cell.statement_hour = app.settings["statement_hour"]
-        link = cell.link
-        if link.sms is not None:
-            link.sms.lang = app.settings["language"]
-        link.uplink.period_s = app.settings["reading_period_s"]
-        link.uplink._next_reading = None
-    app.events.emit("config_changed", {"keys": sorted(args)})
-    return "done", {"applied": sorted(args)}
+            settings[k] = args[k]
+    applied = sorted(args)
+    emit("config_changed", {"keys": applied})
+    return applied

@@ -6,6 +6,8 @@ from ui.keypad import Keypad
 from credit import civil
 from relay import supply as sup
 
+KEYPAD = "keypad"        # what the meter's actions and events call this channel
+
 
 class UI:
     def __init__(self, app):
@@ -17,31 +19,23 @@ class UI:
         self._day = None
         self._day_start_wh = app.meter.import_wh
 
-    # -- keys ------------------------------------------------------------------------------------
+    # -- keys: adapters onto the meter's actions (app/actions.py) ----------------------------------
     def on_token(self, digits):
-        from credit.commands import handle
-        from service.port import unload
-        try:
-            out = handle(self.app, "token", {"digits": digits, "source": ("keypad",)})
-        finally:
-            unload("credit.commands")
+        out = self.app.actions.token(digits, KEYPAD)
         self.refresh()
         if out.get("locked_s"):
             return out["result"], out["locked_s"]
         return out["result"], out.get("credit_added")
 
     def on_emergency(self):
-        ok, why = self.app.prepaid.take_emergency()
+        out = self.app.actions.emergency(KEYPAD)
         self.refresh()
-        return ("granted", self.app.prepaid.ledger.em_owed) if ok else (why or "refused", None)
+        return ("granted", out["emergency_owed"]) if out["granted"] else (out["reason"] or "refused", None)
 
     def on_reconnect(self):
-        p = self.app.prepaid
-        done = p.supply.key_reconnect()
-        p.supply.poll(self.app.clock.ticks_ms())
-        p.commit()
+        out = self.app.actions.reconnect(KEYPAD)
         self.refresh()
-        return ("reconnected" if done else "reconnect_refused"), None
+        return ("reconnected" if out["reconnected"] else "reconnect_refused"), None
 
     # -- screens ---------------------------------------------------------------------------------
     def snapshot(self):
@@ -70,7 +64,7 @@ class UI:
                 "minor_per_major": p.schedule.minor_per_major, "debt": led.debt,
                 "emergency": led.emergency_state(), "emergency_owed": led.em_owed,
                 "emergency_amount": led.em_amount, "today_wh": app.meter.import_wh - self._day_start_wh, "month_wh": led.mtd_wh,
-                "p_w": app.meter.chip.p_w, "supply": "closed" if p.supply.closed else "open",
+                "p_w": app.meter.chip.p_w, "supply": p.supply_state(),
                 "reasons": sup.names(p.supply.reasons()).split("|") if p.supply.reasons() else [],
                 "awaiting_key": p.supply.awaiting_key, "warnings": warnings, "link": link,
                 "time": app.clock.time(), "time_valid": app.clock.time_valid,
