@@ -72,11 +72,8 @@ class Schedule:
 
     def __init__(self, cfg):
         # The config checks and table building are loaded for this call only (see tariffcfg.py).
-        import sys
-        from credit import tariffcfg
-        sys.modules.pop("credit.tariffcfg", None)
-        delattr(sys.modules["credit"], "tariffcfg")
-        tariffcfg.schedule(self, cfg)
+        from util.lazy import once
+        once("credit.tariffcfg").schedule(self, cfg)
 
     def index_at(self, t):
         i = len(self.tariffs) - 1
