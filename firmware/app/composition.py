@@ -94,7 +94,9 @@ class App:
         self.ui = None
         if getattr(board, "display", None) is not None and self.settings["ui"] and not self.safe_mode:
             from ui.wiring import UI
-            self.ui = UI(self)
+            cell = self.cellular
+            self.ui = UI(board, clock, self.settings, self.prepaid, self.meter, self.actions,
+                         None if cell is None else (lambda: cell.link.status().get("state")), VERSION)
             self.sched.every("ui", self.settings["display_period_s"] * 1000, self.ui.tick)
         # The crash count starts again once this boot has proved itself; safe mode retries the
         # full application after a longer stable run.

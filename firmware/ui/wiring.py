@@ -10,37 +10,45 @@ KEYPAD = "keypad"        # what the meter's actions and events call this channel
 
 
 class UI:
-    def __init__(self, app):
-        self.app = app
-        clock = app.clock
-        self.display = Display(app.board.display, clock, {"rotate_s": app.settings["display_period_s"]})
-        self.keypad = Keypad(app.board.keypad, clock, self.display, self.on_token, self.on_emergency,
+    def __init__(self, board, clock, settings, prepaid, meter, actions, link_state=None, version=None):
+        """`actions`: what the keys do; `prepaid`, `meter`, `link_state()` (the cellular link's state,
+        or None without one) and `settings` (language, meter id): what the screens show."""
+        self.clock = clock
+        self.settings = settings
+        self.prepaid = prepaid
+        self.meter = meter
+        self.actions = actions
+        self.link_state = link_state
+        self.version = version
+        self.display = Display(board.display, clock, {"rotate_s": settings["display_period_s"]})
+        self.keypad = Keypad(board.keypad, clock, self.display, self.on_token, self.on_emergency,
                              self.on_reconnect)
         self._day = None
-        self._day_start_wh = app.meter.import_wh
+        self._day_start_wh = meter.import_wh
 
     # -- keys: adapters onto the meter's actions (app/actions.py) ----------------------------------
     def on_token(self, digits):
-        out = self.app.actions.token(digits, KEYPAD)
+        out = self.actions.token(digits, KEYPAD)
         self.refresh()
         if out.get("locked_s"):
             return out["result"], out["locked_s"]
         return out["result"], out.get("credit_added")
 
     def on_emergency(self):
-        out = self.app.actions.emergency(KEYPAD)
+        out = self.actions.emergency(KEYPAD)
         self.refresh()
         return ("granted", out["emergency_owed"]) if out["granted"] else (out["reason"] or "refused", None)
 
     def on_reconnect(self):
-        out = self.app.actions.reconnect(KEYPAD)
+        out = self.actions.reconnect(KEYPAD)
         self.refresh()
         return ("reconnected" if out["reconnected"] else "reconnect_refused"), None
 
     # -- screens ---------------------------------------------------------------------------------
     def snapshot(self):
-        app = self.app
-        p = app.prepaid
+        p = self.prepaid
+        m = self.meter
+        clock = self.clock
         led = p.ledger
         warnings = []
         days = p.policy.days_left(led.credit)
@@ -48,28 +56,27 @@ class UI:
             warnings.append("low_credit")
         if days is not None and p.policy.low_days and days < p.policy.low_days:
             warnings.append(["days_left", days])
-        if p.policy.friendly(app.clock.time(), app.clock.time_valid):
+        if p.policy.friendly(clock.time(), clock.time_valid):
             warnings.append("friendly")
         if p.tamper.flags:
             warnings.append("tamper")
-        day = civil.day_number(app.clock.time())
+        day = civil.day_number(clock.time())
         if day != self._day:      # a new day (or the first look): today's use starts from here
             self._day = day
-            self._day_start_wh = app.meter.import_wh
+            self._day_start_wh = m.import_wh
         link = "-"
-        if app.cellular is not None:
-            st = app.cellular.link.status()
-            link = st.get("state", "-")
+        if self.link_state is not None:
+            link = self.link_state() or "-"
         return {"credit": led.credit, "mode": p.schedule.mode, "currency": "MRU",
                 "minor_per_major": p.schedule.minor_per_major, "debt": led.debt,
                 "emergency": led.emergency_state(), "emergency_owed": led.em_owed,
-                "emergency_amount": led.em_amount, "today_wh": app.meter.import_wh - self._day_start_wh, "month_wh": led.mtd_wh,
-                "p_w": app.meter.chip.p_w, "supply": p.supply_state(),
+                "emergency_amount": led.em_amount, "today_wh": m.import_wh - self._day_start_wh, "month_wh": led.mtd_wh,
+                "p_w": m.chip.p_w, "supply": p.supply_state(),
                 "reasons": sup.names(p.supply.reasons()).split("|") if p.supply.reasons() else [],
                 "awaiting_key": p.supply.awaiting_key, "warnings": warnings, "link": link,
-                "time": app.clock.time(), "time_valid": app.clock.time_valid,
-                "language": app.settings["language"], "meter_id": app.settings["meter_id"],
-                "version": app.version}
+                "time": clock.time(), "time_valid": clock.time_valid,
+                "language": self.settings["language"], "meter_id": self.settings["meter_id"],
+                "version": self.version}
 
     def refresh(self):
         self.display.update(self.snapshot())
