@@ -73,9 +73,9 @@ class Ledger:
         self.last_t = None
         self.topups = self.debited = self.cleared = self.em_taken = self.energy_wh = 0
         if state:
-            self._restore(state)
+            self.restore(state)
 
-    def _restore(self, st):
+    def restore(self, st):
         for k in _KEYS:
             if k not in st:
                 raise ValueError("ledger state lacks %s" % k)

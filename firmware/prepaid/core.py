@@ -393,7 +393,7 @@ class Prepaid:
             if where == _UNKNOWN:
                 self.emit("commit_failed", {"error": type(e).__name__})
                 self.board.reset()   # the boot finishes or drops the journal and reads flash
-            led._restore(keep[0])
+            led.restore(keep[0])
             self.refs = keep[1]
             self.supply.limit_w = keep[2]
             self.tamper.flags = keep[3]
