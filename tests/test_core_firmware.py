@@ -27,7 +27,7 @@ class Stream:
 
 
 def test_periodic_jobs_keep_their_period_across_the_ticks_wrap():
-    clock = FakeClock(start=(1 << 30) - 2500)
+    clock = FakeClock(ms=(1 << 30) - 2500)
     s = Scheduler(clock)
     seen = []
     s.every("a", 1000, lambda: seen.append(clock.ms))

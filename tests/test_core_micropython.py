@@ -2,17 +2,7 @@
 from mpyrun import run_micropython
 
 CLOCK = r'''
-class Clock:
-    def __init__(self, ms): self.ms = ms; self.time_valid = True
-    def ticks_ms(self): return self.ms & 0x3FFFFFFF
-    def ticks_add(self, t, d): return (t + d) & 0x3FFFFFFF
-    def ticks_diff(self, a, b): return ((a - b + 0x20000000) & 0x3FFFFFFF) - 0x20000000
-    def time(self): return 1767571200 + self.ms // 1000
-    def sleep_ms(self, ms): self.ms += ms
-    def sleep_until(self, t):
-        d = self.ticks_diff(t, self.ticks_ms())
-        self.ms += d if d > 0 else 0
-        return False
+from fakeclock import FakeClock as Clock
 '''
 
 

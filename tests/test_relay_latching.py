@@ -11,29 +11,12 @@ FAKES = r'''
 PERIOD = 1 << 30
 
 
-class FakeClock:
-    """ticks_ms with MicroPython semantics, wrapping at 2**30; starts just before the wrap."""
+from fakeclock import FakeClock as _Clock
 
-    def __init__(self, start=PERIOD - 5000):
-        self.t = start
-        self.slept = 0
 
-    def ticks_ms(self):
-        return self.t
-
-    def ticks_add(self, t, d):
-        return (t + d) & (PERIOD - 1)
-
-    def ticks_diff(self, a, b):
-        return ((a - b + (PERIOD >> 1)) & (PERIOD - 1)) - (PERIOD >> 1)
-
-    def sleep_ms(self, ms):
-        self.slept += ms
-        self.t = (self.t + ms) & (PERIOD - 1)
-
-    def advance(self, ms):
-        self.t = (self.t + ms) & (PERIOD - 1)
-        return self.t
+def FakeClock(start=PERIOD - 5000):
+    """The tests' one clock, started just before the ticks wrap."""
+    return _Clock(start)
 
 
 class FakePin:
@@ -75,10 +58,10 @@ class FakeRelayHW:
         if self.set_pin.v and self.reset_pin.v:
             self.both_on = True
         if v:
-            self.on_at = self.clock.t
+            self.on_at = self.clock.ticks_ms()
             return
         self.pulses += 1
-        if self.clock.ticks_diff(self.clock.t, self.on_at) < self.min_pulse_ms or self.stuck:
+        if self.clock.ticks_diff(self.clock.ticks_ms(), self.on_at) < self.min_pulse_ms or self.stuck:
             return
         if self.ignore:
             self.ignore -= 1
