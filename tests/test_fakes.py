@@ -3,7 +3,7 @@ under MicroPython, and the comms doubles (tests/comms_support.py)."""
 from comms import mqttpkt as pkt
 from comms_support import FakeModem, split_packets
 from fakeclock import FakeClock
-from mpyrun import run_micropython
+from mpyrun import expect, run_micropython, run_reported
 
 
 def test_fake_clock_ticks_wrap_like_micropython():
@@ -58,3 +58,16 @@ def test_fake_modem_answers_echo_then_not_after_ate0():
     m.read()
     m.write(b"AT+CSQ\r")
     assert m.read() == b"\r\n+CSQ: 20,99\r\n\r\nOK\r\n"
+
+
+def test_a_micropython_report_failure_names_each_value_that_differs():
+    got, out = run_reported('report("credit", 120)\nreport("supply", "open")\nreport("raw", b"\\x01")\n')
+    assert got == {"credit": 120, "supply": "open", "raw": "b'\\x01'"}, got
+    try:
+        expect(got, {"credit": 120, "supply": "closed", "tamper": []}, out)
+    except AssertionError as e:
+        msg = str(e)
+    else:
+        raise AssertionError("expect() accepted values that differ")
+    assert "supply: got 'open', want 'closed'" in msg and "tamper: got '<not reported>', want []" in msg, msg
+    assert "credit" not in msg.split("--- output")[0], msg

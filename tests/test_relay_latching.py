@@ -4,7 +4,7 @@ FAKES is plain MicroPython-compatible source, exec'd here and sent to the real i
 MicroPython tests, so both run the same fakes."""
 import pytest
 
-from mpyrun import run_micropython
+from mpyrun import expect, run_reported
 from relay.latching import LatchingRelay
 
 FAKES = r'''
@@ -186,19 +186,21 @@ clock = FakeClock()
 hw = FakeRelayHW(clock, ignore=1)
 ev, emit = recorder()
 r = LatchingRelay(hw.set_pin, hw.reset_pin, clock, emit, {"weld_ms": 1000}, feedback=hw.feedback, current=hw.current)
-print("close", r.close(), hw.pulses, hw.closed)
+report("close", [r.close(), hw.pulses, hw.closed])
 hw.stuck = True
-print("open", r.open(), hw.pulses, ev[-1][0], ev[-1][1]["tries"])
+report("open_stuck", [r.open(), hw.pulses, ev[-1][0], ev[-1][1]["tries"]])
 hw.stuck = False
 hw.welded = True
 hw.load_ma = 2000
-print("open2", r.open())
+report("open_welded", r.open())
 t = clock.ticks_ms()
 for i in range(6):
     t = clock.advance(400)
     r.poll(t)
-print("welded", [k for k, d in ev].count("relay_welded"), hw.both_on)
+report("relay_welded_events", [k for k, d in ev].count("relay_welded"))
+report("both_coils_on", hw.both_on)
 '''
-    out = run_micropython(code, heap="96k").split()
-    assert out == ["close", "True", "2", "True", "open", "False", "5", "relay_failed", "3",
-                   "open2", "True", "welded", "1", "False"]
+    got, out = run_reported(code, heap="96k")
+    # [result, pulses so far, relay closed]; [result, pulses so far, last event, its tries]
+    expect(got, {"close": [True, 2, True], "open_stuck": [False, 5, "relay_failed", 3], "open_welded": True,
+                 "relay_welded_events": 1, "both_coils_on": False}, out)
