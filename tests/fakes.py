@@ -1,5 +1,5 @@
-"""Shared fakes for firmware tests under CPython: the one clock (mpy_support/fakeclock.py) and a bus
-onto the chip model."""
+"""Shared fakes for firmware tests under CPython: the one clock (mpy_support/fakeclock.py), a bus onto
+the chip model and a service-port stream."""
 from fakeclock import FakeClock  # noqa: F401 (the tests' one clock, re-exported)
 
 
@@ -34,3 +34,17 @@ class EventSink:
 
     def kinds(self):
         return [k for k, _ in self.items]
+
+
+class Stream:
+    """A service port's byte stream: the test queues lines in `rx`, the port's replies gather in `tx`."""
+
+    def __init__(self):
+        self.rx = []
+        self.tx = bytearray()
+
+    def read(self):
+        return self.rx.pop(0) if self.rx else None
+
+    def write(self, data):
+        self.tx += data

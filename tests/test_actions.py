@@ -9,7 +9,7 @@ import pytest
 from app.actions import Actions
 from app.events import Events
 from comms import cellular
-from fakes import FakeClock
+from fakes import FakeClock, Stream
 from service.port import ServicePort
 from util.errors import Refused
 
@@ -59,18 +59,6 @@ class FakePrepaid:
 
     def statement_view(self):
         return {"last": None, "current": None}
-
-
-class Stream:
-    def __init__(self):
-        self.rx = []
-        self.tx = bytearray()
-
-    def read(self):
-        return self.rx.pop(0) if self.rx else None
-
-    def write(self, data):
-        self.tx += data
 
 
 @pytest.fixture
