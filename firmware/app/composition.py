@@ -5,14 +5,14 @@ import gc
 from micropython import const
 
 from app import settings as config
+from app.actions import Actions
 from app.events import Events
+from app.sched import Scheduler
 from metering import registry
 from metering.calibration import stored_calibration
 from metering.meter import Meter
 from prepaid.core import Prepaid
 from provision.commands import ProvisionCommands
-from app.actions import Actions
-from app.sched import Scheduler
 from service.port import ServicePort
 from util import lazy
 
