@@ -1,4 +1,4 @@
-"""The one action path (firmware/app/actions.py) under CPython with fakes: each action's checks and
+"""The one action path (firmware/app/actionpath.py) under CPython with fakes: each action's checks and
 event, and the channels (service port, head-end command) as adapters that give the same answer for
 the same request."""
 import json
@@ -11,15 +11,45 @@ from app.events import Events
 from comms import cellular
 from fakes import FakeClock, Stream
 from service.port import ServicePort
+from relay.supply import REMOTE
 from util.errors import Refused
 
 
 class FakeSupply:
-    def __init__(self):
+    def __init__(self, calls):
+        self.calls = calls
         self.mask = 0
+
+    def set_reason(self, r):
+        self.calls.append(("set_reason", r))
+        self.mask |= r
+
+    def clear_reason(self, r):
+        self.calls.append(("clear_reason", r))
+        self.mask &= ~r
+
+    def key_reconnect(self):
+        self.calls.append(("key_reconnect",))
+        return True
+
+    def poll(self, ticks):
+        pass
 
     def reasons(self):
         return self.mask
+
+
+class FakeTamper:
+    def __init__(self, calls):
+        self.calls = calls
+        self.flags = ["cover"]
+
+    def names(self):
+        return list(self.flags)
+
+    def clear(self):
+        self.calls.append(("tamper_clear",))
+        self.flags = []
 
 
 class FakePrepaid:
@@ -27,7 +57,8 @@ class FakePrepaid:
 
     def __init__(self):
         self.calls = []
-        self.supply = FakeSupply()
+        self.supply = FakeSupply(self.calls)
+        self.tamper = FakeTamper(self.calls)
         self.ledger = types.SimpleNamespace(credit=500, em_owed=0)
         self.refs = []
 
@@ -39,17 +70,8 @@ class FakePrepaid:
         self.ledger.credit += amount
         return {"applied": True, "credit": amount}
 
-    def set_remote(self, opened):
-        self.calls.append(("set_remote", opened))
-        self.supply.mask = 16 if opened else 0
-
-    def reconnect(self):
-        self.calls.append(("reconnect",))
-        return True
-
-    def clear_tamper(self, commit=True):
-        self.calls.append(("clear_tamper", commit))
-        return ["cover"]
+    def commit(self):
+        self.calls.append(("commit",))
 
     def take_emergency(self):
         return False, "not_low"
@@ -96,7 +118,7 @@ def test_set_time_has_one_bound_on_every_channel(meter, unix):
     code, detail = meter.headend("set_time", {"unix": unix})
     assert (code, detail["why"]) == ("bad_args", "unix must be seconds since 1970 between 2020 and 2100"), (code, detail)
     with pytest.raises(Refused):
-        meter.actions.set_time(unix, "keypad")
+        meter.actions.run("set_time", unix, "keypad")
     assert meter.clock.time() == before and kinds(meter) == [], (meter.clock.time(), kinds(meter))
 
 
@@ -113,7 +135,8 @@ def test_relay_from_service_and_headend_is_the_same_action(meter):
     assert r["ok"] and r["supply"] == "open", r
     code, detail = meter.headend("relay_close", {})
     assert code == "done" and detail["supply"] == "closed", (code, detail)
-    assert meter.prepaid.calls == [("set_remote", True), ("set_remote", False)], meter.prepaid.calls
+    assert meter.prepaid.calls == [("set_reason", REMOTE), ("commit",), ("clear_reason", REMOTE), ("commit",)], \
+        meter.prepaid.calls
     got = [(k, d["open"], d["by"]) for k, d in kinds(meter)]
     assert got == [("remote_relay", True, "service"), ("remote_relay", False, "headend")], got
 
@@ -144,14 +167,14 @@ def test_topup_goes_through_the_prepaid_core_once_per_ref_and_reports_each(meter
 def test_clear_tamper_and_reconnect_commit_through_the_prepaid_core(meter):
     assert meter.headend("clear_tamper", {}) == ("done", {"cleared": ["cover"], "supply": "closed"})
     assert meter.service("reconnect")["reconnected"] is True
-    assert meter.prepaid.calls == [("clear_tamper", True), ("reconnect",)], meter.prepaid.calls
+    assert meter.prepaid.calls == [("tamper_clear",), ("commit",), ("key_reconnect",), ("commit",)], meter.prepaid.calls
     assert [k for k, _ in kinds(meter)] == ["tamper_cleared", "reconnect"], kinds(meter)
 
 
 def test_a_token_that_is_not_digits_text_is_refused_before_decoding(meter):
     for bad in (None, "", "1" * 41, 12345):
         with pytest.raises(Refused):
-            meter.actions.token(bad, "keypad")
+            meter.actions.run("token", bad, "keypad")
     assert kinds(meter) == [], kinds(meter)
 
 

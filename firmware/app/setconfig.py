@@ -14,6 +14,7 @@ import os
 
 from app import settings as config
 from util.errors import Refused
+from util.lazy import once
 
 PREPAID_KEYS = ("tariff", "ledger", "policy", "supply", "tamper", "commit_wh", "commit_s")
 REMOTE = ("prepaid", "language", "statement_hour", "reading_period_s")
@@ -66,8 +67,9 @@ def set_config(path, settings, prepaid, args, emit):
     data = _check(path, args)
     parts = None
     if "prepaid" in args:
+        assemble = once("prepaid.assemble")
         try:
-            parts = prepaid.build(data["prepaid"])      # every part checked before anything changes
+            parts = assemble.build(prepaid, data["prepaid"])   # every part checked before anything changes
         except ValueError as e:
             raise Refused(str(e))
     tmp = path + ".new"
@@ -76,7 +78,7 @@ def set_config(path, settings, prepaid, args, emit):
     os.rename(tmp, path)
     if parts is not None:
         # A limit set by an STS token stays until the utility sets one.
-        prepaid.use(parts, keep_limit="max_power_w" not in args["prepaid"].get("supply", {}))
+        assemble.use(prepaid, parts, keep_limit="max_power_w" not in args["prepaid"].get("supply", {}))
         settings["prepaid"] = data["prepaid"]
     for k in ("language", "statement_hour", "reading_period_s"):
         if k in args:

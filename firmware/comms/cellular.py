@@ -121,9 +121,9 @@ class Cellular:
         self.statement_hour = s.get("statement_hour", 9)
         self._load_stmt()
 
-    # -- from the network: adapters onto the meter's actions (app/actions.py) -----------------------
+    # -- from the network: adapters onto the meter's actions (app/actionpath.py) --------------------
     def on_token(self, digits, source):
-        out = self.actions.token(digits, source)
+        out = self.actions.run("token", digits, source)
         code = out["result"]
         if code == "accepted" and out.get("credit_added") and self.link.sms is not None:
             self.link.sms.notify("topup", amount=out["credit_added"], credit=out["credit"])
@@ -135,19 +135,19 @@ class Cellular:
             args = {}
         try:
             if name in ("relay_open", "relay_close"):
-                return "done", act.relay(name == "relay_open", HEADEND)
+                return "done", act.run("relay", name == "relay_open", HEADEND)
             if name == "set_time":
-                return "done", act.set_time(args.get("unix"), HEADEND)
+                return "done", act.run("set_time", args.get("unix"), HEADEND)
             if name == "clear_tamper":
-                return "done", act.clear_tamper(HEADEND)
+                return "done", act.run("clear_tamper", HEADEND)
             if name == "set_config":
-                return "done", act.set_config(args, HEADEND)
+                return "done", act.run("set_config", args, HEADEND)
         except Refused as e:
             return "bad_args", {"why": str(e)}
         if name == "get_readings":
             return "done", self.reading()
         if name == "get_statement":
-            return "done", act.statement()
+            return "done", act.run("statement", HEADEND)
         if name == "fw_offer":
             return "refused", {"why": "firmware update over the air is not implemented"}
         return "unknown_cmd", {}

@@ -31,13 +31,11 @@ next one, so a statement is made once, never lost and never doubled by a power c
 at the start of a month states only what it measured once the time was known.
 """
 from credit import civil
-from credit.ledger import Ledger
-from credit.policy import Policy
-from credit.tariff import Schedule
 from relay import supply as sup
 from relay.latching import LatchingRelay
 from store.records import StoreMissing
 from tamper.detector import Tamper
+from util.lazy import once
 
 RECORD = "prepaid"
 HOT = "pe"
@@ -79,7 +77,9 @@ class Prepaid:
         self.emit = emit = events.emit
         self.ledger_lost = ledger_lost
         state = self._load_state()
-        c, self.schedule, self.ledger, self.policy, supply_cfg, tamper_cfg = self.build(cfg, state)
+        # The assembly (prepaid/assemble.py, also used by set_config) is loaded for this call only.
+        c, self.schedule, self.ledger, self.policy, supply_cfg, tamper_cfg = once("prepaid.assemble").build(
+            self, cfg, state)
         relay_info = board.info.get("relay", {})
         rcfg = dict(c["relay"])
         rcfg.setdefault("pulse_ms", relay_info.get("pulse_ms", 60))
@@ -96,7 +96,7 @@ class Prepaid:
         pins = board.info.get("pins", {})
         self.cover = board.pin("cover") if "cover" in pins else None
         self.tamper = Tamper(meter, clock, emit, self.supply, self.cover, tamper_cfg, state.get("tp"))
-        self._use_cfg(c)
+        self.set_settings(c)
         self.refs = state.get("refs", [])
         self.month = state.get("mo")        # [month id, import Wh, debited, top-ups] at its start
         self.statement = state.get("st")    # the last closed month: [id, Wh, cost, top-ups, credit]
@@ -118,48 +118,8 @@ class Prepaid:
         if not state:
             self.commit()   # the first commit also writes `born`
 
-    # -- assembly: at boot, and again by set_config --------------------------------------------------
-    def build(self, cfg, state=None):
-        """The settings completed by DEFAULTS and the parts they configure: (settings, schedule, ledger,
-        policy, supply settings, tamper settings). At boot from the record's `state`; later (state None)
-        carrying the running parts' state over. Nothing running changes; ValueError names a bad value."""
-        c = dict(DEFAULTS)
-        if cfg:
-            c.update(cfg)
-        for k in ("commit_wh", "commit_s"):
-            v = c[k]
-            if isinstance(v, bool) or not isinstance(v, int) or not 1 <= v <= 86400:
-                raise ValueError("%s must be an integer 1..86400" % k)
-        emit = self.emit
-        sch = Schedule(c["tariff"])
-        lcfg = c["ledger"]
-        if state is None:
-            led_st, pol_st = self.ledger.state(), self.policy.state()
-        else:
-            led_st, pol_st = state.get("ledger"), state.get("policy")
-            if self.ledger_lost and isinstance(lcfg, dict) and lcfg.get("opening_credit"):
-                lcfg = dict(lcfg)
-                lcfg["opening_credit"] = 0    # a lost ledger restarts at zero: the opening credit was given once
-        led = Ledger(lcfg, sch, emit, led_st)
-        pol = Policy(c["policy"], emit, pol_st)
-        if state is None:                     # check the supply and tamper settings now, use them later
-            sup.Supply.check(c["supply"])
-            Tamper.check(c["tamper"])
-        return c, sch, led, pol, c["supply"], c["tamper"]
-
-    def use(self, parts, keep_limit=True):
-        """Put parts made by `build` in force (set_config) and commit."""
-        c, self.schedule, self.ledger, self.policy, supply_cfg, tamper_cfg = parts
-        limit = self.supply.limit_w
-        self.supply.configure(supply_cfg)
-        if keep_limit:
-            self.supply.limit_w = limit
-        self.tamper.configure(tamper_cfg)
-        self._use_cfg(c)
-        self.poll_supply()
-        self.commit()
-
-    def _use_cfg(self, c):
+    def set_settings(self, c):
+        """The prepaid settings in force (completed by DEFAULTS: what `settings` answers)."""
         self.cfg = c
         self.commit_wh = c["commit_wh"]
         self.commit_ms = c["commit_s"] * 1000
@@ -453,40 +413,8 @@ class Prepaid:
         self.change(fn)
         return out[0]
 
-    # -- supply and tamper (app.actions checks and reports each) -----------------------------------
     def supply_state(self):
         return "closed" if self.supply.closed else "open"
-
-    def set_remote(self, opened):
-        """The remote disconnect on (`opened`) or released; committed."""
-        s = self.supply
-        if opened:
-            s.set_reason(sup.REMOTE)
-        else:
-            s.clear_reason(sup.REMOTE)
-        s.poll(self.clock.ticks_ms())
-        self.commit()
-
-    def reconnect(self):
-        """The customer's reconnect key; True when it closed the supply. Committed."""
-        done = bool(self.supply.key_reconnect())
-        self.supply.poll(self.clock.ticks_ms())
-        self.commit()
-        return done
-
-    def clear_tamper(self, commit=True):
-        """Re-arm every tamper kind; the kinds that were flagged. commit=False: in RAM only, for a
-        token (inside `change`, which commits it with the token's records)."""
-        was = self.tamper.names()
-        self.tamper.clear()
-        if commit:
-            self.supply.poll(self.clock.ticks_ms())
-            self.commit()
-        return was
-
-    def set_power_limit(self, watts):
-        """The maximum power (an STS management token), in RAM: inside `change`."""
-        self.supply.limit_w = watts
 
     def view(self):
         led = self.ledger

@@ -110,11 +110,11 @@ def _apply(p, r, out):
         out["remainder_units"] = r.value * mpm - minor * 100000
         _credit(p, minor, ref, out)
     elif a == "max_power_w":
-        p.set_power_limit(r.value)
+        p.supply.limit_w = r.value
     elif a == "clear_credit":
         p.ledger.clear_credit()
     elif a == "clear_tamper":
-        p.clear_tamper(commit=False)
+        p.tamper.clear()
     elif a in ("test", "key_change", "key_section", "max_phase_unbalance_w"):
         pass
     elif a in ("opaygo_add", "opaygo_set"):

@@ -26,21 +26,21 @@ class UI:
         self._day = None
         self._day_start_wh = meter.import_wh
 
-    # -- keys: adapters onto the meter's actions (app/actions.py) ----------------------------------
+    # -- keys: adapters onto the meter's actions (app/actionpath.py) -------------------------------
     def on_token(self, digits):
-        out = self.actions.token(digits, KEYPAD)
+        out = self.actions.run("token", digits, KEYPAD)
         self.refresh()
         if out.get("locked_s"):
             return out["result"], out["locked_s"]
         return out["result"], out.get("credit_added")
 
     def on_emergency(self):
-        out = self.actions.emergency(KEYPAD)
+        out = self.actions.run("emergency", KEYPAD)
         self.refresh()
         return ("granted", out["emergency_owed"]) if out["granted"] else (out["reason"] or "refused", None)
 
     def on_reconnect(self):
-        out = self.actions.reconnect(KEYPAD)
+        out = self.actions.run("reconnect", KEYPAD)
         self.refresh()
         return ("reconnected" if out["reconnected"] else "reconnect_refused"), None
 
