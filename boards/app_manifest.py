@@ -5,19 +5,8 @@
 # system's main.py is the one `meterkit build --frozen` writes. A test checks every firmware module is here.
 _FW = "../firmware"
 
-# top-level modules: one line each
-module("app.py", base_path=_FW)
-module("config.py", base_path=_FW)
-module("events.py", base_path=_FW)
-module("sched.py", base_path=_FW)
-module("prepaid.py", base_path=_FW)
-module("tamper.py", base_path=_FW)
-module("configcmd.py", base_path=_FW)
-module("eventcodes.py", base_path=_FW)
-module("cellular.py", base_path=_FW)
-module("guard.py", base_path=_FW)
-module("startup.py", base_path=_FW)
-
-# subsystem packages: every .py under each folder (a folder that does not exist yet freezes nothing)
-for _pkg in ("comms", "credit", "drivers", "metering", "provision", "relay", "service", "store", "tokens", "ui"):
+# subsystem packages: every .py under each folder (a folder that does not exist yet freezes nothing).
+# main.py is the only top-level module, and it is not frozen (see above).
+for _pkg in ("app", "comms", "credit", "metering", "prepaid", "provision", "relay", "service", "store", "tamper",
+             "tokens", "ui", "util"):
     package(_pkg, base_path=_FW)

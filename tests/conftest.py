@@ -3,7 +3,7 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-for p in (ROOT / "tests" / "shims", ROOT / "firmware", ROOT / "tests"):
+for p in (ROOT / "tests" / "shims", ROOT / "firmware", ROOT / "tests" / "mpy_support", ROOT / "tests"):
     if str(p) not in sys.path:
         sys.path.insert(0, str(p))
 

@@ -1,50 +1,6 @@
-"""Shared fakes for firmware tests under CPython: a wrapping clock and a bus onto the chip model."""
-_MASK = (1 << 30) - 1
-_HALF = 1 << 29
-
-
-class FakeClock:
-    """ticks wrap at 2**30 like MicroPython's; `start` lets tests begin just before a wrap."""
-
-    def __init__(self, start=0, epoch=1767571200):
-        self.ms = start
-        self.epoch = epoch
-        self.time_valid = True
-        self.input_at = []        # ms instants at which sleep_until should report input
-        self.sleeps = 0
-
-    def ticks_ms(self):
-        return self.ms & _MASK
-
-    def ticks_add(self, t, d):
-        return (t + d) & _MASK
-
-    def ticks_diff(self, a, b):
-        return ((a - b + _HALF) & _MASK) - _HALF
-
-    def time(self):
-        return self.epoch + self.ms // 1000
-
-    def set_time(self, t):
-        self.epoch = t - self.ms // 1000
-
-    def advance(self, ms):
-        self.ms += ms
-
-    def sleep_ms(self, ms):
-        self.ms += ms
-
-    def sleep_until(self, ticks):
-        self.sleeps += 1
-        d = self.ticks_diff(ticks, self.ticks_ms())
-        target = self.ms + max(0, d)
-        for t in sorted(self.input_at):
-            if self.ms <= t < target:
-                self.input_at.remove(t)
-                self.ms = t
-                return True
-        self.ms = target
-        return False
+"""Shared fakes for firmware tests under CPython: the one clock (mpy_support/fakeclock.py), a bus onto
+the chip model and a service-port stream."""
+from fakeclock import FakeClock  # noqa: F401 (the tests' one clock, re-exported)
 
 
 class ModelBus:
@@ -78,3 +34,17 @@ class EventSink:
 
     def kinds(self):
         return [k for k, _ in self.items]
+
+
+class Stream:
+    """A service port's byte stream: the test queues lines in `rx`, the port's replies gather in `tx`."""
+
+    def __init__(self):
+        self.rx = []
+        self.tx = bytearray()
+
+    def read(self):
+        return self.rx.pop(0) if self.rx else None
+
+    def write(self, data):
+        self.tx += data

@@ -1,4 +1,5 @@
 """Run code under the real MicroPython unix port with a heap cap, with firmware/ on its path."""
+import json
 import os
 import subprocess
 import sys
@@ -29,3 +30,27 @@ def run_micropython(code, heap="96k", path=(), timeout=120, check=True, env=None
             f"micropython exited {proc.returncode}\n--- stdout ---\n{proc.stdout}\n--- stderr ---\n{proc.stderr}"
         )
     return proc.stdout
+
+
+def run_reported(code, **kw):
+    """Run `code` (which reports with `report(name, value)`, tests/mpy_support/report.py); return
+    {name: value} and the whole output (for messages)."""
+    out = run_micropython("from report import report\n" + code, **kw)
+    return reported(out), out
+
+
+def reported(out):
+    """{name: value} of the `report` lines in MicroPython's output."""
+    got = {}
+    for line in out.splitlines():
+        if line.startswith("REPORT "):
+            name, value = json.loads(line[7:])
+            got[name] = value
+    return got
+
+
+def expect(got, want, out=""):
+    """Fail naming every value that differs from `want` ({name: value}), with what MicroPython said."""
+    bad = ["%s: got %r, want %r" % (k, got.get(k, "<not reported>"), v) for k, v in want.items()
+           if got.get(k, "<not reported>") != v]
+    assert not bad, "under MicroPython:\n  " + "\n  ".join(bad) + "\n--- output ---\n" + out[-2000:]

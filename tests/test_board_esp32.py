@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from mpyrun import FIRMWARE, MPY_SUPPORT, micropython_bin, run_micropython
+from mpyrun import FIRMWARE, MPY_SUPPORT, expect, micropython_bin, reported, run_micropython
 
 ROOT = Path(__file__).resolve().parent.parent
 FAKE = ROOT / "tests" / "fake_machine"
@@ -560,7 +560,7 @@ def test_keypad_that_lost_its_latch_is_set_up_again_by_the_next_read(env):
 
 def test_keypad_names_every_key_of_the_matrix(env):
     b, chip = _keypad(env)
-    from drivers.pcf8574_keypad import DEFAULT_KEYMAP
+    from ui.pcf8574_keypad import DEFAULT_KEYMAP
     seen = []
     for row in range(4):
         for col in range(4):
@@ -701,7 +701,7 @@ def test_lcd_that_does_not_answer_recovers_on_a_later_show(env):
 
 
 def test_lcd_maps_characters_the_rom_cannot_draw():
-    from drivers.hd44780_i2c import lcd_code
+    from ui.hd44780_i2c import lcd_code
     assert lcd_code("A") == 0x41 and lcd_code("\u00e7") == ord("c")
     assert lcd_code("\u0645") == ord("?") and lcd_code("\\") == ord("?") and lcd_code("~") == ord("?")
 
@@ -792,16 +792,20 @@ print(tuple(time.gmtime(1764068645)))
 
 def test_mpy_real_clock_on_the_unix_port():
     out = _mpy("""
-print(time.gmtime(0)[0], b.clock.time_valid)
+from report import report
+report("epoch_year", time.gmtime(0)[0])
+report("time_valid_at_start", b.clock.time_valid)
 t = b.clock.time()
-print(type(t).__name__, abs(t - int(time.time())) <= 1)
+report("time_type", type(t).__name__)
+report("time_is_the_ports", abs(t - int(time.time())) <= 1)
 c = b.clock
-print(c.sleep_until(c.ticks_add(c.ticks_ms(), 30)))
+report("input_during_sleep", c.sleep_until(c.ticks_add(c.ticks_ms(), 30)))
 t = c.ticks_ms()
-print(c.ticks_diff(c.ticks_add(t, -5), t))
+report("ticks_diff_back_5", c.ticks_diff(c.ticks_add(t, -5), t))
 """)
     # the port's own ticks (they wrap at 2**30 on the 32-bit ESP32; the 64-bit unix port wraps later)
-    assert out.split() == ["1970", "False", "int", "True", "False", "-5"]
+    expect(reported(out), {"epoch_year": 1970, "time_valid_at_start": False, "time_type": "int",
+                           "time_is_the_ports": True, "input_during_sleep": False, "ticks_diff_back_5": -5}, out)
 
 
 def test_mpy_sleep_until_wakes_on_key_power_fail_and_service_bytes():
@@ -835,31 +839,33 @@ print(sl())
 def test_mpy_flash_and_mount_over_a_ram_partition():
     out = _mpy("""
 import os, gc
+from report import report
 try:
     b.mount('/flash')
+    report('first_mount', 'mounted')
 except OSError as e:
-    print('unformatted', type(e).__name__)
+    report('first_mount', 'unformatted ' + type(e).__name__)
 os.VfsLfs2.mkfs(b.flash)
 machine.clear_log()
-print(b.mount('/flash'))
+report('mounted_at', b.mount('/flash'))
 with open('/flash/credit.bin', 'wb') as f:
     f.write(b'\\x01\\x02\\x03')
 with open('/flash/credit.bin', 'rb') as f:
-    print(f.read())
-print(os.listdir('/flash'))
+    report('read_back', list(f.read()))
+report('files', os.listdir('/flash'))
 kinds = set(x[0] for x in machine.log)
-print('flash_write' in kinds, 'flash_read' in kinds)
+report('flash_writes_and_reads_logged', ['flash_write' in kinds, 'flash_read' in kinds])
 os.umount('/flash')
 vfs2 = os.VfsLfs2(esp32.Partition('vfs'))
 os.mount(vfs2, '/again')
 with open('/again/credit.bin', 'rb') as f:
-    print(f.read())
+    report('read_after_remount', list(f.read()))
 gc.collect()
-print(gc.mem_free() > 20000)
+report('heap_free_over_20k', gc.mem_free() > 20000)
 """)
-    assert out.strip().split("\n") == [
-        "unformatted OSError", "/flash", "b'\\x01\\x02\\x03'", "['credit.bin']", "True True",
-        "b'\\x01\\x02\\x03'", "True"]
+    expect(reported(out), {"first_mount": "unformatted OSError", "mounted_at": "/flash", "read_back": [1, 2, 3],
+                           "files": ["credit.bin"], "flash_writes_and_reads_logged": [True, True],
+                           "read_after_remount": [1, 2, 3], "heap_free_over_20k": True}, out)
 
 
 def test_mpy_keypad_and_lcd_bytes():

@@ -8,7 +8,9 @@ from host_tools.paths import FIRMWARE
 
 sys.path.insert(0, str(FIRMWARE))
 sys.path.insert(0, str(FIRMWARE.parent / "tests" / "shims"))
-import cellular  # noqa: E402
+from comms import cellular  # noqa: E402
+from store.records import StoreMissing  # noqa: E402
+from fakeclock import FakeClock  # noqa: E402
 
 JAN = 2026 * 12 + 0
 
@@ -19,22 +21,11 @@ class Store:
 
     def load(self, name):
         if name not in self.recs:
-            e = type("StoreMissing", (Exception,), {})
-            raise e(name)
+            raise StoreMissing(name)
         return self.recs[name]
 
     def commit(self, name, obj):
         self.recs[name] = dict(obj)
-
-
-class Clock:
-    time_valid = True
-
-    def __init__(self, t):
-        self.t = t
-
-    def time(self):
-        return self.t
 
 
 class Sms:
@@ -79,7 +70,7 @@ class Events:
 class App:
     def __init__(self, t):
         self.store = Store()
-        self.clock = Clock(t)
+        self.clock = FakeClock(epoch=t)
         self.prepaid = Prepaid()
         self.events = Events()
 
@@ -87,7 +78,7 @@ class App:
 def make(app, hour=9):
     """A Cellular without its link stack: the statement hand-over runs as in the meter."""
     c = cellular.Cellular.__new__(cellular.Cellular)
-    c.app = app
+    c.store, c.clock, c.prepaid, c.emit = app.store, app.clock, app.prepaid, app.events.emit
     c.link = Link()
     c.statement_hour = hour
     c._load_stmt()
@@ -103,7 +94,7 @@ def test_handed_over_once_texted_at_the_hour_marked_when_drained():
     assert c.link.uplink.inner == [{"t": "statement", "month": "2026-01", "import_wh": 1234,
                                                      "cost": 617, "topups": 500, "credit": 9000}]
     assert c.link.sms.sent == []                                  # 00:00: not before 09:00
-    app.clock.t = calendar.timegm((2026, 2, 1, 9, 0, 0))
+    app.clock.set_time(calendar.timegm((2026, 2, 1, 9, 0, 0)))
     c._statement()
     c._statement()
     assert c.link.sms.sent == [("statement", {"month": "01/2026", "wh": 1234, "cost": 617, "topups": 500,
@@ -135,6 +126,6 @@ def test_a_link_started_after_the_month_was_closed_does_not_send_it():
     c._statement()
     assert c.link.uplink.inner == [] and c.link.sms.sent == []
     app.prepaid.statement = [JAN + 2, 5, 5, 0, 1]               # March closes: that one is news
-    app.clock.t = calendar.timegm((2026, 4, 1, 9, 30, 0))
+    app.clock.set_time(calendar.timegm((2026, 4, 1, 9, 30, 0)))
     c._statement()
     assert [i["month"] for i in c.link.uplink.inner] == ["2026-03"] and len(c.link.sms.sent) == 1

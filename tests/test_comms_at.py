@@ -2,7 +2,7 @@
 prompt, timeouts counted toward a hung modem, bounded lines, data mode and its end markers."""
 from comms.at import ATEngine, Cmd, CONNECT, ESCAPE, LINE
 from comms import dialect as dl
-from test_comms_support import FakeClock
+from comms_support import FakeClock
 
 
 class Stream:

@@ -10,7 +10,7 @@ from comms import auth, mqttpkt as pkt, pdu, sms
 from comms.at import ATEngine, Cmd, CONNECT, ESCAPE, LINE
 from comms.mqtt import DOWN, UP, MQTTClient
 from comms.protocol import Protocol
-from test_comms_support import FakeClock, FakeStore
+from comms_support import FakeClock, FakeStore
 
 N = int(os.environ.get("FUZZ_ITERATIONS", "40000"))  # per parser; 5 parsers
 

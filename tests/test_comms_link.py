@@ -7,14 +7,14 @@ import pytest
 
 from comms import auth, gsm7, pdu
 from comms.link import MeterLink
-from test_comms_support import Broker, FakeClock, FakeModem, FakeRandom, FakeStore, drive
+from comms_support import Broker, FakeClock, FakeModem, FakeRandom, FakeStore, drive
 
 KEY = bytes(range(32))
 MID = "000000000000001234"
 
 
 def make(dialect="sim7600", chunk=64, clock_start=0, **cfg_extra):
-    clock = FakeClock(t=clock_start)
+    clock = FakeClock(ms=clock_start)
     broker = Broker()
     modem = FakeModem(clock, dialect, broker, chunk=chunk)
     store = FakeStore()
@@ -258,8 +258,8 @@ def test_slow_sms_sending_never_keeps_the_session_escaped_past_a_minute():
         clock.advance(100)
         link.poll()
         if link.supervisor.state != "up":
-            escaped_since = clock.t if escaped_since is None else escaped_since
-            longest = max(longest, clock.t - escaped_since)
+            escaped_since = clock.ms if escaped_since is None else escaped_since
+            longest = max(longest, clock.ms - escaped_since)
         else:
             escaped_since = None
         if len(modem.sms_sent) == 6 and link.supervisor.state == "up":
@@ -333,7 +333,7 @@ def test_network_time_sets_an_unknown_clock():
 def test_network_time_only_corrects_a_bounded_drift_of_a_known_clock(known, expect):
     link, clock, modem, broker, store, events, _, _ = make()
     clock.time_valid = True
-    clock.unix0 = known
+    clock.epoch = known
     drive(link, clock, 2000, until=up(link))
     got = [e for e in events if e[0] in ("time_set", "time_rejected")]
     assert len(got) == 1 and got[0][1]["unix"] == 1795602600, got

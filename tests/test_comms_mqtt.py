@@ -7,7 +7,7 @@ import pytest
 from comms import mqttpkt as pkt
 from comms.mqtt import CONNECTING, DOWN, UP, MQTTClient
 from comms.protocol import Protocol
-from test_comms_support import FakeClock, FakeStore, split_packets
+from comms_support import FakeClock, FakeStore, split_packets
 
 
 class Wire:

@@ -7,7 +7,7 @@ import pytest
 
 from comms import auth
 from comms.protocol import Protocol
-from test_comms_support import FakeStore
+from comms_support import FakeStore
 
 KEY = bytes(range(100, 132))
 MID = "012345678901234567"

@@ -3,7 +3,7 @@ layout, concatenation, an Arabic statement checked byte for byte, tokens and bal
 SMS in three languages, and authenticated utility commands."""
 from comms import gsm7, pdu, sms, smstext
 from comms.protocol import Protocol
-from test_comms_support import FakeStore
+from comms_support import FakeStore
 
 KEY = b"\x11" * 32
 MID = "000000000000004242"

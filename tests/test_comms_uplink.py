@@ -5,7 +5,7 @@ import json
 from comms.mqtt import UP
 from comms.protocol import Protocol
 from comms.uplink import Uplink
-from test_comms_support import FakeClock, FakeStore
+from comms_support import FakeClock, FakeStore
 
 
 class FakeMQTT:

@@ -3,8 +3,8 @@ import json
 
 from fakes import FakeClock
 
-import config
-from sched import Scheduler
+from app import settings as config
+from app.sched import Scheduler
 from service.port import ServicePort
 
 
@@ -27,7 +27,7 @@ class Stream:
 
 
 def test_periodic_jobs_keep_their_period_across_the_ticks_wrap():
-    clock = FakeClock(start=(1 << 30) - 2500)
+    clock = FakeClock(ms=(1 << 30) - 2500)
     s = Scheduler(clock)
     seen = []
     s.every("a", 1000, lambda: seen.append(clock.ms))

@@ -33,15 +33,15 @@ def test_development_build_says_so_and_names_its_mode(tmp_path, capsys):
     assert json.loads(cap.out)["mode"] == "development" and "development mode" in cap.err
     assert json.loads((tmp_path / "d" / "manifest.json").read_text())["mode"] == "development"
     files = read_image((tmp_path / "d" / "fs.img").read_bytes(), 4096)
-    assert "/app.mpy" in files and "/board.mpy" in files
+    assert "/app/composition.mpy" in files and "/board.mpy" in files, sorted(files)
 
 
 def test_shadowing_names_files_and_folders_an_import_would_find_first():
     names = frozen_module_names("sim")
-    assert {"app", "board", "comms", "comms.at", "metering.meter"} <= names and "main" not in names
-    found = shadowing({"/sched.mpy": b"", "/events/0001.log": b"", "/comms/at.py": b"", "/main.py": b"",
+    assert {"app", "app.composition", "board", "comms", "comms.at", "metering.meter"} <= names and "main" not in names
+    found = shadowing({"/tamper.mpy": b"", "/app/0001.log": b"", "/comms/at.py": b"", "/main.py": b"",
                        "/settings.json": b"", "/board.json": b""}, names)
-    assert found == ["/comms", "/events", "/sched.mpy"]
+    assert found == ["/app", "/comms", "/tamper.mpy"], found
 
 
 def _import_origins(fs_dir, frozen_dir, names=None):
@@ -66,8 +66,8 @@ def test_in_the_frozen_layout_every_app_module_comes_from_frozen(tmp_path):
     stray = {n: f for n, f in origins.items() if not f.startswith(str(frozen_dir))}
     assert not stray, f"modules not imported from the frozen directory: {stray}"
     # the search order is the chip's: a module on the file system would win over the frozen one
-    (fs_dir / "sched.py").write_text("SHADOW = 1\n")
-    assert _import_origins(fs_dir, frozen_dir, ["sched"])["sched"] == str(fs_dir / "sched.py")
+    (fs_dir / "board.py").write_text("SHADOW = 1\n")
+    assert _import_origins(fs_dir, frozen_dir, ["board"])["board"] == str(fs_dir / "board.py")
 
 
 def test_a_simulated_meter_runs_the_frozen_layout(tmp_path):

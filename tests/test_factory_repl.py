@@ -19,10 +19,10 @@ from host_tools.provision.line import provision
 from host_tools.provision.simline import SimMeterProcess, flash_boards, heap_env
 
 VENDING_KEY = "abababababababab949494949494949401234567"
-LOCKED_MAIN = b"import micropython\nmicropython.kbd_intr(-1)\nimport app\napp.main()\n"
-# An application without the guard (firmware/guard.py locks the console first): keyboard interrupt left
+LOCKED_MAIN = b"import micropython\nmicropython.kbd_intr(-1)\nfrom app.guard import run\nrun()\n"
+# An application without the guard (firmware/app/guard.py locks the console first): keyboard interrupt left
 # on, watchdog armed - what the simulated ESP32 must stop on a Ctrl-C and then hand to mpremote.
-OPEN_MAIN = (b"import board\nfrom startup import Startup\nfrom app import App\nb = board.Board()\n"
+OPEN_MAIN = (b"import board\nfrom app.startup import Startup\nfrom app.composition import App\nb = board.Board()\n"
              b"b.watchdog.start(8000)\nApp(b, Startup(b)).run()\n")
 
 pytestmark = pytest.mark.timeout(300)

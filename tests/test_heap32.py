@@ -28,7 +28,7 @@ def test_full_meter_runs_on_the_in_process_board(work, name, fn):
     assert r["link"] == "up" and r["token"] == "accepted" and r["statement"], (r["link"], r["token"], r["statement"])
     assert r["published"] > 0 and r["polls"] >= 120, r
     assert 0 < r["heap_live_bytes"] <= r["heap_peak_bytes"], r
-    assert "cellular" in r["modules"] and "comms.link" in r["modules"] and "heapboard" in r["modules"]
+    assert "comms.cellular" in r["modules"] and "comms.link" in r["modules"] and "heapboard" in r["modules"]
     if name == "wasm32":
         # The same objects on 32 bits: each word is half the size (the bench's README figures).
         r64 = hb.run_unix(t, w, "full", prov, token, seconds=120)
@@ -36,8 +36,8 @@ def test_full_meter_runs_on_the_in_process_board(work, name, fn):
 
 
 def test_import_groups_put_leaves_first_and_app_last():
-    g = hb.groups(["app", "prepaid", "credit.ledger", "store.records", "metering.meter", "comms.link",
-                   "cellular", "ui.display", "heapboard", "gc"])
+    g = hb.groups(["app", "app.composition", "prepaid", "prepaid.core", "credit.ledger", "store.records",
+                   "metering.meter", "comms.link", "comms.cellular", "ui.display", "heapboard", "gc"])
     names = [x[0] for x in g]
     assert names == ["store", "metering", "prepaid", "ui", "comms", "core"], names
-    assert dict(g)["prepaid"] == ["credit.ledger", "prepaid"]
+    assert dict(g)["prepaid"] == ["credit.ledger", "prepaid.core", "prepaid"], dict(g)["prepaid"]

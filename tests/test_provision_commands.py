@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from events import Events
-from fakes import FakeClock
+from app.events import Events
+from fakes import FakeClock, Stream
 from metering.chips import atm90e26 as chip
 from provision import identity as ident
 from provision.commands import ProvisionCommands
@@ -27,18 +27,6 @@ def provision_req(**over):
            "broker": {"host": "127.0.0.1", "port": 1883, "username": PAN, "password": "s3cret-pass"}}
     req.update(over)
     return req
-
-
-class Stream:
-    def __init__(self):
-        self.rx = []
-        self.tx = bytearray()
-
-    def read(self):
-        return self.rx.pop(0) if self.rx else None
-
-    def write(self, data):
-        self.tx += data
 
 
 class Random:
@@ -89,7 +77,7 @@ class FakeBoard:
 
 
 class FakeApp:
-    """What ProvisionCommands needs from firmware/app.py's App."""
+    """What ProvisionCommands needs from firmware/app/composition.py's App."""
 
     version = "9.9.9"
 

@@ -15,18 +15,12 @@ RIG = r'''
 import os, json, gc
 from store.blockdev import RAMBlockDev
 from store.records import Store
-from events import Events
+from app.events import Events
 from service.port import ServicePort
 from provision.commands import ProvisionCommands
 from provision import identity as ident
 
-class Clock:
-    def __init__(self): self.ms = 0
-    def ticks_ms(self): return self.ms & 0x3FFFFFFF
-    def ticks_diff(self, a, b): return ((a - b + 0x20000000) & 0x3FFFFFFF) - 0x20000000
-    def ticks_add(self, t, d): return (t + d) & 0x3FFFFFFF
-    def time(self): return 1767571200 + self.ms // 1000
-    def sleep_ms(self, ms): self.ms += ms
+from fakeclock import FakeClock as Clock
 
 class Rand:
     def bytes(self, n): return bytes(range(n))

@@ -4,36 +4,19 @@ FAKES is plain MicroPython-compatible source, exec'd here and sent to the real i
 MicroPython tests, so both run the same fakes."""
 import pytest
 
-from mpyrun import run_micropython
+from mpyrun import expect, run_reported
 from relay.latching import LatchingRelay
 
 FAKES = r'''
 PERIOD = 1 << 30
 
 
-class FakeClock:
-    """ticks_ms with MicroPython semantics, wrapping at 2**30; starts just before the wrap."""
+from fakeclock import FakeClock as _Clock
 
-    def __init__(self, start=PERIOD - 5000):
-        self.t = start
-        self.slept = 0
 
-    def ticks_ms(self):
-        return self.t
-
-    def ticks_add(self, t, d):
-        return (t + d) & (PERIOD - 1)
-
-    def ticks_diff(self, a, b):
-        return ((a - b + (PERIOD >> 1)) & (PERIOD - 1)) - (PERIOD >> 1)
-
-    def sleep_ms(self, ms):
-        self.slept += ms
-        self.t = (self.t + ms) & (PERIOD - 1)
-
-    def advance(self, ms):
-        self.t = (self.t + ms) & (PERIOD - 1)
-        return self.t
+def FakeClock(start=PERIOD - 5000):
+    """The tests' one clock, started just before the ticks wrap."""
+    return _Clock(start)
 
 
 class FakePin:
@@ -75,10 +58,10 @@ class FakeRelayHW:
         if self.set_pin.v and self.reset_pin.v:
             self.both_on = True
         if v:
-            self.on_at = self.clock.t
+            self.on_at = self.clock.ticks_ms()
             return
         self.pulses += 1
-        if self.clock.ticks_diff(self.clock.t, self.on_at) < self.min_pulse_ms or self.stuck:
+        if self.clock.ticks_diff(self.clock.ticks_ms(), self.on_at) < self.min_pulse_ms or self.stuck:
             return
         if self.ignore:
             self.ignore -= 1
@@ -203,19 +186,21 @@ clock = FakeClock()
 hw = FakeRelayHW(clock, ignore=1)
 ev, emit = recorder()
 r = LatchingRelay(hw.set_pin, hw.reset_pin, clock, emit, {"weld_ms": 1000}, feedback=hw.feedback, current=hw.current)
-print("close", r.close(), hw.pulses, hw.closed)
+report("close", [r.close(), hw.pulses, hw.closed])
 hw.stuck = True
-print("open", r.open(), hw.pulses, ev[-1][0], ev[-1][1]["tries"])
+report("open_stuck", [r.open(), hw.pulses, ev[-1][0], ev[-1][1]["tries"]])
 hw.stuck = False
 hw.welded = True
 hw.load_ma = 2000
-print("open2", r.open())
+report("open_welded", r.open())
 t = clock.ticks_ms()
 for i in range(6):
     t = clock.advance(400)
     r.poll(t)
-print("welded", [k for k, d in ev].count("relay_welded"), hw.both_on)
+report("relay_welded_events", [k for k, d in ev].count("relay_welded"))
+report("both_coils_on", hw.both_on)
 '''
-    out = run_micropython(code, heap="96k").split()
-    assert out == ["close", "True", "2", "True", "open", "False", "5", "relay_failed", "3",
-                   "open2", "True", "welded", "1", "False"]
+    got, out = run_reported(code, heap="96k")
+    # [result, pulses so far, relay closed]; [result, pulses so far, last event, its tries]
+    expect(got, {"close": [True, 2, True], "open_stuck": [False, 5, "relay_failed", 3], "open_welded": True,
+                 "relay_welded_events": 1, "both_coils_on": False}, out)

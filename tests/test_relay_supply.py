@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from mpyrun import run_micropython
+from mpyrun import expect, run_reported
 from relay import supply as sm
 from relay.latching import LatchingRelay
 from relay.supply import NO_CREDIT, OVER_POWER, REMOTE, TAMPER, Supply
@@ -199,13 +199,16 @@ for trip in range(3):
         s.power_sample(0, clock.advance(1000))
         n += 1
     offs.append(n)
-print("offs", *offs)
+report("off_seconds_per_trip", offs)
 s.set_reason(sm.NO_CREDIT)
 s.clear_reason(sm.NO_CREDIT)
-print("after_topup", s.closed, s.awaiting_key)
-print("key", s.key_reconnect(), hw.closed)
-print("names", sm.names(sm.NO_CREDIT | sm.UNDER_VOLTAGE | sm.RELAY_TEST))
+report("closed_after_topup", s.closed)
+report("awaiting_key_after_topup", s.awaiting_key)
+report("key_reconnect", s.key_reconnect())
+report("relay_closed_after_key", hw.closed)
+report("names", sm.names(sm.NO_CREDIT | sm.UNDER_VOLTAGE | sm.RELAY_TEST))
 '''
-    out = run_micropython(code, heap="96k").split()
-    assert out == ["offs", "30", "60", "120", "after_topup", "False", "True", "key", "True", "True",
-                   "names", "NO_CREDIT|UNDER_VOLTAGE|RELAY_TEST"]
+    got, out = run_reported(code, heap="96k")
+    expect(got, {"off_seconds_per_trip": [30, 60, 120], "closed_after_topup": False, "awaiting_key_after_topup": True,
+                 "key_reconnect": True, "relay_closed_after_key": True,
+                 "names": "NO_CREDIT|UNDER_VOLTAGE|RELAY_TEST"}, out)

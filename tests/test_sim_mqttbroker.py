@@ -664,10 +664,10 @@ def test_two_runs_of_the_same_script_give_identical_logs():
 # -- the firmware's own client ------------------------------------------------------------
 def test_firmware_mqtt_client_connects_subscribes_and_gets_a_qos1_message_through_a_pipe():
     from comms.mqtt import UP, MQTTClient
-    from test_comms_support import FakeClock
+    from comms_support import FakeClock
 
     fclock = FakeClock()
-    b = SimBroker(lambda: fclock.t / 1000.0)
+    b = SimBroker(lambda: fclock.ms / 1000.0)
     pipe = b.connect()
     got = []
 
@@ -704,7 +704,7 @@ def test_firmware_mqtt_client_connects_subscribes_and_gets_a_qos1_message_throug
     assert pid and c.inflight == {}, "the broker's PUBACK did not reach the firmware"
     b.pump()
     assert heard == [("meters/meter-1/up", b"result", 1, False, False)]
-    fclock.t += 90_000            # the firmware pings at 3/4 keepalive; the broker answers
+    fclock.ms += 90_000            # the firmware pings at 3/4 keepalive; the broker answers
     c.poll()
     pump_wire()
     assert c._ping_due is None and c.state == UP and b.stats["pings"] == 1

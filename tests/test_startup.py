@@ -1,4 +1,4 @@
-"""Start-up before the app (firmware/startup.py, guard.py): each boot counted in the `boot` record, a
+"""Start-up before the app (firmware/app/startup.py, guard.py): each boot counted in the `boot` record, a
 run of resets (not power-ons) boots safe mode, a stable run clears the count, a crash is written to
 the `crash` record and reported at the next boot, and the guard resets instead of falling out."""
 import sys
@@ -6,7 +6,7 @@ import types
 
 import pytest
 
-import startup
+from app import startup
 from fakes import FakeClock
 from store.records import Store
 
@@ -110,7 +110,7 @@ def test_no_flash_is_a_note_and_no_safe_mode(tmp_path):
 
 
 def test_guard_logs_a_crash_while_building_and_resets_the_board(tmp_path, monkeypatch):
-    import guard
+    from app import guard
     resets = []
     locked = []
 
@@ -132,7 +132,7 @@ def test_guard_logs_a_crash_while_building_and_resets_the_board(tmp_path, monkey
         def __init__(self, board, boot):
             raise RuntimeError("the app could not be built")
     monkeypatch.setitem(sys.modules, "board", types.SimpleNamespace(Board=FakeBoard))
-    monkeypatch.setitem(sys.modules, "app", types.SimpleNamespace(App=Exploding))
+    monkeypatch.setitem(sys.modules, "app.composition", types.SimpleNamespace(App=Exploding))
     monkeypatch.setattr(sys, "print_exception", lambda e: None, raising=False)
     with pytest.raises(SystemExit):
         guard.run()

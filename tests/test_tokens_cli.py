@@ -5,7 +5,7 @@ import json
 import pytest
 
 import host_tools.cli as cli
-from test_tokens_support import OPAYGO_KEY_HEX, OPAYGO_START, PAN, STS_KEY_HEX, VENDING_KEY_HEX
+from tokens_support import OPAYGO_KEY_HEX, OPAYGO_START, PAN, STS_KEY_HEX, VENDING_KEY_HEX
 
 STS = ["vend", "sts", "--vending-key", VENDING_KEY_HEX, "--sgc", "123457", "--ti", "1", "--krn", "1",
        "--kt", "2", "--base-date", "93", "--pan", PAN]   # the reference vectors are base date 93's

@@ -3,7 +3,7 @@ through the same door, and the result names."""
 import pytest
 
 from host_tools.vend import opaygo_encode, sts_encode
-from test_tokens_support import OPAYGO_KEY_HEX, OPAYGO_START, STS_KEY, FakeClock
+from tokens_support import OPAYGO_KEY_HEX, OPAYGO_START, STS_KEY, FakeClock
 from tokens.decoder import TokenDecoder
 from tokens.opaygo import OpenPaygo
 

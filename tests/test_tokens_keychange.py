@@ -4,7 +4,7 @@ import itertools
 
 from host_tools.vend import sts_encode
 from mpyrun import run_micropython
-from test_tokens_support import CLOCK_SRC, STS_KEY, STS_KEY_HEX, FakeClock
+from tokens_support import CLOCK_SRC, STS_KEY, STS_KEY_HEX, FakeClock
 from tokens.decoder import TokenDecoder
 
 NEW_KEY = bytes.fromhex("00112233445566778899aabbccddeeff")
@@ -157,7 +157,7 @@ def test_saved_sections_expire_and_a_clock_set_back_forgets_them():
     assert d2.keychange.pending() == [1, 2]
     c.advance(600000)
     assert d2.keychange.pending() == []
-    back = FakeClock(unix=1600000000)
+    back = FakeClock(epoch=1600000000)
     d3 = TokenDecoder(back, STS_KEY)
     d3.load_state(state)
     assert d3.keychange.pending() == []

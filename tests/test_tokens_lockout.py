@@ -3,7 +3,7 @@ survives a reboot (serialise, new object, deserialise) with and without a truste
 import pytest
 
 from mpyrun import run_micropython
-from test_tokens_support import CLOCK_SRC, STS_KEY, FakeClock
+from tokens_support import CLOCK_SRC, STS_KEY, FakeClock
 from tokens.decoder import TokenDecoder
 from tokens.lockout import Lockout
 
@@ -50,14 +50,14 @@ def test_decoder_refuses_entries_while_locked_and_they_do_not_count():
 
 
 def test_lock_survives_reboot_without_trusted_clock_in_full():
-    c = FakeClock(t=5000)
+    c = FakeClock(ms=5000)
     lk = Lockout(c)
     for _ in range(4):
         lk.failure()  # 20 s lock
     c.advance(5000)
     saved = lk.to_bytes()
     # reboot: ticks restart from 0 and the wall clock is not trusted yet
-    c2 = FakeClock(t=0, time_valid=False)
+    c2 = FakeClock(ms=0, time_valid=False)
     lk2 = Lockout(c2)
     lk2.load_bytes(saved)
     assert lk2.fails == 4
@@ -68,18 +68,18 @@ def test_lock_survives_reboot_without_trusted_clock_in_full():
 
 
 def test_lock_survives_reboot_with_trusted_clock_counting_power_off_time():
-    c = FakeClock(t=0, unix=1_800_000_000, time_valid=True)
+    c = FakeClock(ms=0, epoch=1_800_000_000, time_valid=True)
     lk = Lockout(c, cap_s=3600)
     for _ in range(7):
         lk.failure()  # 160 s
     saved = lk.to_bytes()
     # off for 100 s, then up again with a trusted clock
-    c2 = FakeClock(t=0, unix=1_800_000_100, time_valid=True)
+    c2 = FakeClock(ms=0, epoch=1_800_000_100, time_valid=True)
     lk2 = Lockout(c2, cap_s=3600)
     lk2.load_bytes(saved)
     assert 59000 <= lk2.remaining_ms() <= 60000
     # off for longer than the lock: free again, count kept
-    c3 = FakeClock(t=0, unix=1_800_001_000, time_valid=True)
+    c3 = FakeClock(ms=0, epoch=1_800_001_000, time_valid=True)
     lk3 = Lockout(c3, cap_s=3600)
     lk3.load_bytes(saved)
     assert not lk3.locked() and lk3.fails == 7

@@ -10,7 +10,7 @@ from openpaygo import TokenType, decode_token, generate_token
 
 from host_tools.vend import opaygo_encode
 from mpyrun import run_micropython
-from test_tokens_support import OPAYGO_KEY_HEX, OPAYGO_START
+from tokens_support import OPAYGO_KEY_HEX, OPAYGO_START
 from tokens.opaygo import ADD, DISABLE, SET, SYNC, OpenPaygo
 
 KEY = bytes.fromhex(OPAYGO_KEY_HEX)

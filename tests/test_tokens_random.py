@@ -6,7 +6,7 @@ import random
 from tokens import sts
 from tokens.decoder import TokenDecoder
 from tokens.opaygo import OpenPaygo
-from test_tokens_support import FakeClock, OPAYGO_START, STS_KEY
+from tokens_support import FakeClock, OPAYGO_START, STS_KEY
 
 N_STS = 100_000
 

@@ -4,7 +4,7 @@ import pytest
 
 from host_tools.vend import sts_encode
 from mpyrun import run_micropython
-from test_tokens_support import CLOCK_SRC, STS_KEY, STS_KEY_HEX, FakeClock
+from tokens_support import CLOCK_SRC, STS_KEY, STS_KEY_HEX, FakeClock
 from tokens.decoder import TokenDecoder
 from tokens.tidstore import OK, OLD, USED, TidStore
 

@@ -3,7 +3,7 @@ on CPython and under the real MicroPython interpreter with a heap cap."""
 import pytest
 
 from mpyrun import run_micropython
-from test_tokens_support import PAN, STS_KEY, STS_KEY_HEX, VENDING_KEY_HEX
+from tokens_support import PAN, STS_KEY, STS_KEY_HEX, VENDING_KEY_HEX
 from tokens import sts
 from tokens.misty1 import Misty1
 

@@ -1,25 +1,14 @@
 """Fakes for the UI tests, written to run under CPython and MicroPython alike: a board clock whose
 ticks wrap at 2**30 (started just before the wrap), an LCD that records every show(), a keypad queue."""
 
+from fakeclock import FakeClock
+
 _PERIOD = 1 << 30
-_HALF = 1 << 29
 
 
-class WrapClock:
-    def __init__(self, start=_PERIOD - 1500):
-        self.ms = start
-
-    def ticks_ms(self):
-        return self.ms & (_PERIOD - 1)
-
-    def ticks_add(self, t, d):
-        return (t + d) & (_PERIOD - 1)
-
-    def ticks_diff(self, a, b):
-        return ((a - b + _HALF) & (_PERIOD - 1)) - _HALF
-
-    def advance(self, ms):
-        self.ms += ms
+def WrapClock(start=_PERIOD - 1500):
+    """The tests' one clock (mpy_support/fakeclock.py), started just before the ticks wrap."""
+    return FakeClock(start)
 
 
 class RecordingLcd:

@@ -12,8 +12,8 @@ import machine
 import micropython
 from micropython import const
 
-from drivers.hd44780_i2c import Hd44780I2c
-from drivers.pcf8574_keypad import Pcf8574Keypad
+from ui.hd44780_i2c import Hd44780I2c
+from ui.pcf8574_keypad import Pcf8574Keypad
 
 try:
     import vfs as _vfs  # MicroPython >= 1.23: mount(), its mount table, VfsLfs2

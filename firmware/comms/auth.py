@@ -1,10 +1,8 @@
-"""Message authentication for the meter protocol: HMAC-SHA-256 as hex text and a constant-time
-compare, so a forger cannot learn a MAC byte by byte from response timing.
-
-The HMAC itself is the project's one implementation (`tokens.dkga04.hmac_sha256`, RFC 2104 over
-`hashlib.sha256`, because MicroPython has no `hmac` module)."""
+"""Message authentication for the meter protocol: HMAC-SHA-256 as hex text, and the constant-time
+compare. Both come from the project's one implementation (util/hmac.py)."""
 import binascii
-from tokens.dkga04 import hmac_sha256
+
+from util.hmac import equal, hmac_sha256  # noqa: F401 (equal: the protocol's compare)
 
 
 def hmac_hex(key, msg):
@@ -12,16 +10,3 @@ def hmac_hex(key, msg):
     and SMS commands."""
     return binascii.hexlify(hmac_sha256(key, msg)).decode()
 
-
-def equal(a, b):
-    """True when a == b, taking the same time wherever they differ (only the length leaks)."""
-    if isinstance(a, str):
-        a = a.encode()
-    if isinstance(b, str):
-        b = b.encode()
-    if len(a) != len(b):
-        return False
-    diff = 0
-    for i in range(len(a)):
-        diff |= a[i] ^ b[i]
-    return diff == 0

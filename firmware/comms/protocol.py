@@ -55,6 +55,11 @@ class Protocol:
         self.store.commit(_RECORD, {"rx": self.rx, "srx": self.srx, "ids": self.ids, "tx": self._tx_limit})
 
     # -- uplink ------------------------------------------------------------------------------
+    def seq_floor(self, floor):
+        """Number the next uplinks above `floor` (the protocol record was started afresh)."""
+        if floor > self._tx_limit:
+            self._tx = self._tx_limit = floor
+
     def next_seq(self):
         if self._tx >= self._tx_limit:
             self._tx_limit = self._tx + _SEQ_BLOCK

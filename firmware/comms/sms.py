@@ -23,14 +23,9 @@ def _codecs():
 
 
 def _forget():
-    import sys
-    pkg = sys.modules.get("comms")
+    from util.lazy import unload
     for n in ("smstext", "pdu", "gsm7"):
-        sys.modules.pop("comms." + n, None)
-        try:
-            delattr(pkg, n)
-        except (AttributeError, TypeError):
-            pass
+        unload("comms." + n)
 
 
 def encode(dest, text, ref=0):

@@ -42,6 +42,11 @@ class Uplink:
         self._next_reading = None
         self.stats = {"queued": 0, "sent": 0, "acked": 0, "dropped_total": 0}
 
+    def set_period(self, period_s):
+        """A new reading period (set_config): the next reading falls on its grid."""
+        self.period_s = period_s
+        self._next_reading = None
+
     def _save(self):
         self.store.commit(_RECORD, {"q": self.queue, "dropped": self.dropped, "ev": self.ev_seq})
 

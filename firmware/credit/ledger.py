@@ -39,7 +39,7 @@ credit_cleared {amount}.
 
 from micropython import const
 
-from credit.tariff import need_int
+from util.check import need_int
 
 _MAX_AMOUNT = const(1000000000)
 _FULL_SHARE = const(10000)
@@ -73,9 +73,9 @@ class Ledger:
         self.last_t = None
         self.topups = self.debited = self.cleared = self.em_taken = self.energy_wh = 0
         if state:
-            self._restore(state)
+            self.restore(state)
 
-    def _restore(self, st):
+    def restore(self, st):
         for k in _KEYS:
             if k not in st:
                 raise ValueError("ledger state lacks %s" % k)

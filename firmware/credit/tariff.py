@@ -48,14 +48,6 @@ _HOUR_S = const(3600)
 _HOURS_WEEK = const(168)
 
 
-def need_int(cfg, key, lo, hi, default=None):
-    """cfg[key] as an int in [lo, hi]; ValueError naming the key and the range otherwise."""
-    v = cfg.get(key, default)
-    if v is None or isinstance(v, bool) or not isinstance(v, int) or v < lo or v > hi:
-        raise ValueError("%s must be an int in %d..%d (got %r)" % (key, lo, hi, v))
-    return v
-
-
 class Tariff:
     """One tariff of a schedule (built by credit/tariffcfg.py): `start`, `tax_bp`, `standing`, block
     `limits` (cumulative monthly Wh) and `prices`, TOU `mults`, `band` and `run` by hour of week, and
@@ -72,11 +64,8 @@ class Schedule:
 
     def __init__(self, cfg):
         # The config checks and table building are loaded for this call only (see tariffcfg.py).
-        import sys
-        from credit import tariffcfg
-        sys.modules.pop("credit.tariffcfg", None)
-        delattr(sys.modules["credit"], "tariffcfg")
-        tariffcfg.schedule(self, cfg)
+        from util.lazy import once
+        once("credit.tariffcfg").schedule(self, cfg)
 
     def index_at(self, t):
         i = len(self.tariffs) - 1

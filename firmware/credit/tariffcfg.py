@@ -4,7 +4,8 @@ and standing-charge tables and the schedule's common denominator. Not resident: 
 credit/tariff.py from the tables made here."""
 from micropython import const
 
-from credit.tariff import Tariff, need_int
+from credit.tariff import Tariff
+from util.check import need_int
 
 _SCALE = const(10000)  # basis points
 _WH_PER_MWH = const(1000000)

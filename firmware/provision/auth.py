@@ -10,10 +10,9 @@ from binascii import hexlify, unhexlify
 
 from micropython import const
 
-from comms.auth import equal  # constant time: the reply's timing must not reveal a MAC prefix
+from util.hmac import equal, hmac_sha256  # constant time: the reply's timing must not reveal a MAC prefix
 from provision import identity as _id
 from provision.session import SESSION_MS
-from tokens.dkga04 import hmac_sha256
 
 _NONCE_BYTES = const(16)
 _NONCE_LIFE_MS = const(60000)       # an unanswered challenge goes stale

@@ -8,9 +8,10 @@ session state and two flags stay in RAM: the handlers (`info`, `request`, `auth`
 imported for each request and dropped after it, because factory-line code should not hold heap for
 the meter's whole life."""
 import gc
-import sys
 
 from provision.session import Session
+from store.records import StoreMissing
+from util.lazy import load, unload
 
 # command -> the provision submodule that handles it (cmd_<command>(commands, request)).
 _ROUTES = {"identity": "info", "key_check": "info", "provision": "request", "factory_lock": "request",
@@ -20,19 +21,17 @@ _PRIVILEGED = ("provision", "factory_lock", "selftest")
 
 def _forget(name):
     """Drop a one-shot submodule so its bytecode goes back to the heap."""
-    sys.modules.pop("provision." + name, None)
-    try:
-        delattr(sys.modules["provision"], name)
-    except (AttributeError, KeyError):
-        pass
+    unload("provision." + name)
 
 
 def _present(store, name):
     """True when the record exists in any state (valid or corrupt): only "never written" is absent."""
     try:
         store.load(name)
-    except Exception as e:
-        return type(e).__name__ != "StoreMissing"
+    except StoreMissing:
+        return False
+    except Exception:
+        return True
     return True
 
 
@@ -64,7 +63,7 @@ class ProvisionCommands:
         try:
             lock = self.store.load(_id.FACTORY)
         except Exception as e:
-            if type(e).__name__ != "StoreMissing":
+            if not isinstance(e, StoreMissing):
                 emit("factory_lock_unreadable", {"error": type(e).__name__})
                 return False
             held = [n for n in (_id.IDENTITY, _id.KEYS) if _present(self.store, n)]
@@ -81,9 +80,8 @@ class ProvisionCommands:
         gc.collect()
         cmd = req["cmd"]
         name = _ROUTES[cmd]
-        mod = getattr(__import__("provision." + name), name)
         try:
-            return getattr(mod, "cmd_" + cmd)(self, req)
+            return load("provision." + name, "cmd_" + cmd)(self, req)
         finally:
             _forget(name)
             _forget("identity")

@@ -6,6 +6,8 @@ Other subsystems read them with `load_identity(store)` / `load_keys(store)` (the
 Both records are written together by one `commit_many`, so a power cut leaves all or none."""
 from binascii import unhexlify
 
+from store.records import StoreMissing
+
 IDENTITY = "identity"
 KEYS = "keys"
 FACTORY = "factory"
@@ -24,10 +26,8 @@ def _load(store, name):
         return None
     try:
         return store.load(name)
-    except Exception as e:
-        if type(e).__name__ == "StoreMissing":
-            return None
-        raise
+    except StoreMissing:
+        return None
 
 
 def load_identity(store):

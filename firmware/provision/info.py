@@ -8,7 +8,7 @@ import sys
 from binascii import hexlify, unhexlify
 
 from provision import identity as _id
-from tokens.dkga04 import hmac_sha256
+from util.hmac import hmac_sha256
 
 _CHECK_LABEL = b"meterkit key check"
 _CHALLENGE_MIN = 8
@@ -32,7 +32,7 @@ def cmd_identity(pc, req):
             keys = None
     ident = ident or {}
     # The app module is loaded already on a meter; never import it from here (circular).
-    version = getattr(app, "version", None) or getattr(sys.modules.get("app"), "VERSION", None)
+    version = getattr(app, "version", None) or getattr(sys.modules.get("app.composition"), "VERSION", None)
     out = {"meter_id": ident.get("meter_id"), "pan": ident.get("pan"), "serial": ident.get("serial"),
            "board": app.board.info.get("name"), "firmware": version,
            "provisioned": pc.provisioned, "factory_mode": pc.session.factory_mode,

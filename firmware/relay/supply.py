@@ -60,8 +60,7 @@ def _no_event(kind, data):
 
 class Supply:
     def __init__(self, relay, clock, emit=None, cfg=None, state=None):
-        (self.mode, self.key_mask, self.limit_w, self.over_ms, self.backoff_ms, self.backoff_max_ms,
-         self.decay_ms, self.retry_ms) = _cfg().supply(cfg or {})
+        self.configure(cfg)
         self.relay = relay
         self.clock = clock
         self.emit = emit or _no_event
@@ -76,6 +75,20 @@ class Supply:
         self._retry_at = None
         self._ticks = clock.ticks_ms()
         self._apply()
+
+    @staticmethod
+    def check(cfg):
+        """ValueError if the supply settings `cfg` are wrong (nothing changes)."""
+        _cfg().supply(cfg or {})
+
+    def configure(self, cfg):
+        """Settings (reconnect mode, key reasons, power limit and its timing, relay retry) from `cfg`."""
+        (self.mode, self.key_mask, self.limit_w, self.over_ms, self.backoff_ms, self.backoff_max_ms,
+         self.decay_ms, self.retry_ms) = _cfg().supply(cfg or {})
+
+    def signature(self):
+        """What the supply keeps in the prepaid record, as a tuple that compares cheaply."""
+        return self._mask, self.awaiting_key, self._held, self.trips, self.limit_w
 
     def state(self):
         return {"mask": self._mask, "awaiting_key": int(self.awaiting_key), "held": self._held,

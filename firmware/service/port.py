@@ -1,27 +1,15 @@
 """The local service port: JSON lines in, one JSON line out per request (`{"id": 1, "cmd": "ping"}` ->
 `{"id": 1, "ok": true, ...}`). Bounded line buffer; a bad line gets an error reply, never a crash."""
-import gc
 import json
-import sys
 
-
-def unload(module):
-    """Forget an imported module (and its package's reference to it) so its code can be collected."""
-    if module in sys.modules:
-        del sys.modules[module]
-    i = module.rfind(".")
-    if i > 0:
-        parent = sys.modules.get(module[:i])
-        if parent is not None and hasattr(parent, module[i + 1:]):
-            delattr(parent, module[i + 1:])
-    gc.collect()
+from util import lazy
 
 
 class ServicePort:
     def __init__(self, stream, max_line=1024, ctx=None):
         self.stream = stream
         self.ctx = ctx            # handed to on-demand command modules
-        self.lazy = {}            # command -> module name, imported only while it runs
+        self.lazy = {}            # command -> (module name, ctx), the module imported only while it runs
         self.max_line = max_line
         self.buf = bytearray()
         self.handlers = {}
@@ -38,20 +26,18 @@ class ServicePort:
         if privileged:
             self.privileged.add(name)
 
-    def command_module(self, module, names, privileged=()):
-        """Commands served by `module.handle(ctx, cmd, req)`: the module is imported when one of them
-        arrives and unloaded after the reply, so rarely used code costs no heap the rest of the time."""
+    def command_module(self, module, names, privileged=(), ctx=None):
+        """Commands served by `module.handle(ctx, cmd, req)` (`ctx` or the port's): the module is
+        imported when one of them arrives and dropped after the reply, so rarely used code costs no
+        heap the rest of the time."""
         for n in names:
-            self.lazy[n] = module
+            self.lazy[n] = (module, ctx)
             if n in privileged:
                 self.privileged.add(n)
 
-    def _run_lazy(self, module, cmd, req):
-        try:
-            mod = __import__(module, None, None, ["handle"])
-            return mod.handle(self.ctx, cmd, req)
-        finally:
-            unload(module)
+    def _run_lazy(self, lz, cmd, req):
+        module, ctx = lz
+        return lazy.call(module, "handle", self.ctx if ctx is None else ctx, cmd, req)
 
     def poll(self):
         data = self.stream.read()

@@ -50,11 +50,8 @@ JOURNAL = "_journal"
 def _journal():
     # The journal code (commit_many with 2+ records, recovery at boot) is loaded for that one step
     # and forgotten again, so it does not stay resident between top-ups.
-    import sys
-    from store import journal
-    sys.modules.pop("store.journal", None)
-    delattr(sys.modules["store"], "journal")
-    return journal
+    from util.lazy import once
+    return once("store.journal")
 
 
 class StoreError(Exception):

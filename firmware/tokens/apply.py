@@ -10,6 +10,7 @@ import hashlib
 
 from tokens.decoder import ACCEPTED, KEY_CHANGE_WAITING, CRC_ERROR, FORMAT_ERROR, KEYPAD, TokenDecoder
 from tokens.lockout import OPAYGO_CAP_S, OPAYGO_FIRST_S, Lockout
+from store.records import StoreMissing
 
 RECORD = "tokens"
 HEADEND = "headend"       # inside an authenticated head-end envelope: never counts
@@ -21,10 +22,10 @@ def _fingerprint(key):
     return hexlify(hashlib.sha256(key).digest()[:8]).decode() if key else ""
 
 
-def _keys(app):
+def _keys(store):
     try:
         from provision.identity import load_keys
-        return load_keys(app.store)
+        return load_keys(store)
     except ImportError:
         return None
 
@@ -37,28 +38,29 @@ def _opaygo(keys):
     return OpenPaygo(unhexlify(keys["opaygo_key"]), keys["opaygo_starting_code"], table=False)
 
 
-def decoder_for(app):
-    keys = _keys(app)
-    mode = "money" if app.prepaid.schedule.mode == "money" else "energy"
+def decoder_for(prepaid, store, clock, emit):
+    keys = _keys(store)
+    mode = "money" if prepaid.schedule.mode == "money" else "energy"
     if keys:
         op = _opaygo(keys)
         sched = {} if op is None else {"lockout_first_s": OPAYGO_FIRST_S, "lockout_cap_s": OPAYGO_CAP_S}
-        dec = TokenDecoder(app.clock, decoder_key=keys["sts_key"], ken=keys.get("ken", 255),
+        dec = TokenDecoder(clock, decoder_key=keys["sts_key"], ken=keys.get("ken", 255),
                            krn=keys.get("krn", 1), kt=keys.get("kt", 2), ti=keys.get("ti", 1),
                            opaygo=op, mode=mode, **sched)
         fp = _fingerprint(keys["sts_key"])
     else:
-        dec = TokenDecoder(app.clock, mode=mode)
+        dec = TokenDecoder(clock, mode=mode)
         fp = ""
     saved = None
-    if app.store is not None:
+    if store is not None:
         try:
-            saved = app.store.load(RECORD)
+            saved = store.load(RECORD)
+        except StoreMissing:
+            pass
         except MemoryError:
             raise      # never decode a token against a replay state that was not read
         except Exception as e:
-            if type(e).__name__ != "StoreMissing":
-                app.events.emit("token_state_unreadable", {"error": type(e).__name__})
+            emit("token_state_unreadable", {"error": type(e).__name__})
     try:
         if saved:
             key = dec.decoder_key
@@ -71,10 +73,10 @@ def decoder_for(app):
                 dec.ken, dec.krn, dec.kt, dec.ti = ids
             return dec, fp
     except (ValueError, KeyError, TypeError) as e:
-        app.events.emit("token_state_unreadable", {"error": type(e).__name__})
+        emit("token_state_unreadable", {"error": type(e).__name__})
     # No replay state could be read: start from the TIDs the prepaid core credited (its refs are
     # committed with every credit), so a token credited before is never credited again.
-    for ref in app.prepaid.refs:
+    for ref in prepaid.refs:
         if ref.startswith("sts:"):
             tid = int(ref[4:])
             if dec.tids.check(tid) == 0:
@@ -96,9 +98,8 @@ def _credit(p, amount, ref, out):
     out["split"] = split
 
 
-def _apply(app, r, out):
+def _apply(p, r, out):
     """What an accepted token asks, in RAM only: the caller commits it (Prepaid.change)."""
-    p = app.prepaid
     a = r.action
     ref = "%s:%s" % (r.system, r.tid if r.tid is not None else r.value)
     if a == "credit_kwh":
@@ -125,18 +126,15 @@ def _apply(app, r, out):
             _credit(p, amount, ref, out)
 
 
-def lockout_for(app, dec, source):
+def lockout_for(locks, clock, dec, source):
     """The lockout a token from `source` counts on: KEYPAD for entries at the meter, None for tokens
     the head-end sent inside an authenticated envelope, else one per source in RAM (an SMS sender,
-    unauthenticated MQTT), kept on the app for its life. Lost at a reboot, on purpose: no flash
-    write per junk token, and a remote sender cannot reboot the meter."""
+    unauthenticated MQTT), kept in `locks` (app.actions holds them while the meter runs). Lost at a
+    reboot, on purpose: no flash write per junk token, and a remote sender cannot reboot the meter."""
     if source in LOCAL:
         return KEYPAD
     if source == HEADEND:
         return None
-    locks = getattr(app, "token_locks", None)
-    if locks is None:
-        locks = app.token_locks = {}
     lk = locks.get(source)
     if lk is None:
         if len(locks) >= _SOURCES_MAX:
@@ -146,13 +144,14 @@ def lockout_for(app, dec, source):
                     break
             locks.pop(k)
         keypad = dec.lockout
-        lk = locks[source] = Lockout(app.clock, keypad.cap_ms // 1000, keypad.first_ms // 1000)
+        lk = locks[source] = Lockout(clock, keypad.cap_ms // 1000, keypad.first_ms // 1000)
     return lk
 
 
-def apply_token(app, digits, source="service"):
-    dec, fp = decoder_for(app)
-    lockout = lockout_for(app, dec, source)
+def apply_token(prepaid, store, clock, emit, locks, digits, source="service"):
+    """Decode `digits` from `source` and apply it: the result, what it added, the credit after."""
+    dec, fp = decoder_for(prepaid, store, clock, emit)
+    lockout = lockout_for(locks, clock, dec, source)
     r = dec.check(digits, lockout)
     out = {"result": r.result, "system": r.system, "action": r.action, "value": r.value, "unit": r.unit,
            "detail": r.detail}
@@ -161,14 +160,14 @@ def apply_token(app, digits, source="service"):
     if r.result in (ACCEPTED, KEY_CHANGE_WAITING):
         def change():
             if r.result == ACCEPTED:
-                _apply(app, r, out)
+                _apply(prepaid, r, out)
             dec.commit(r)
             return {RECORD: _record(dec, fp)}
         # Ledger, refs and replay state together: applied and recorded, or neither (RAM included).
-        app.prepaid.change(change)
-    elif r.result in (CRC_ERROR, FORMAT_ERROR) and lockout is KEYPAD and app.store is not None:
-        app.store.commit(RECORD, _record(dec, fp))     # the keypad's lockout count survives a reboot
+        prepaid.change(change)
+    elif r.result in (CRC_ERROR, FORMAT_ERROR) and lockout is KEYPAD and store is not None:
+        store.commit(RECORD, _record(dec, fp))     # the keypad's lockout count survives a reboot
     # out["result"], not r.result: committing the result marks the object itself "used".
-    app.events.emit("token", {"result": out["result"], "source": source if source[:4] != "sms:" else "sms"})
-    out["credit"] = app.prepaid.ledger.credit
+    emit("token", {"result": out["result"], "source": source if source[:4] != "sms:" else "sms"})
+    out["credit"] = prepaid.ledger.credit
     return out

@@ -1,10 +1,11 @@
-"""DKGA04 key derivation message and HMAC-SHA-256, shared by the vending tools (which derive keys with
-CPython's hmac) and the meter (a provisioning self-check: the key it was given matches its identity).
+"""DKGA04 key derivation message, shared by the vending tools (which derive keys with CPython's hmac)
+and the meter (a provisioning self-check: the key it was given matches its identity). The HMAC is the
+project's one (util/hmac.py).
 
 The message is a NIST SP 800-108 feedback-mode KDF input with no IV and no counter; each text field
 is one length byte followed by its ASCII text. The decoder key is the first 16 bytes of the MAC.
 """
-import hashlib
+from util.hmac import hmac_sha256
 
 
 def _field(text):
@@ -18,18 +19,6 @@ def message(sgc, ti, krn, kt, pan, base_date="93", ea="11"):
     context = (b"\x04" + _field("%06d" % int(sgc)) + _field(str(int(kt))) + _field(str(int(krn)))
                + _field(str(pan)))
     return label + b"\x00" + context + b"\x00\x00\x00\x80"
-
-
-def hmac_sha256(key, msg):
-    """RFC 2104 HMAC with SHA-256 (MicroPython has hashlib.sha256 but no hmac module)."""
-    if len(key) > 64:
-        key = hashlib.sha256(key).digest()
-    key = key + bytes(64 - len(key))
-    inner = hashlib.sha256(bytes(b ^ 0x36 for b in key))
-    inner.update(msg)
-    outer = hashlib.sha256(bytes(b ^ 0x5C for b in key))
-    outer.update(inner.digest())
-    return outer.digest()
 
 
 def decoder_key(vending_key, sgc, ti, krn, kt, pan, base_date="93", ea="11"):

@@ -1,6 +1,6 @@
 """The display and keypad in the running meter: builds them on the board's LCD and keypad, feeds the
 display a snapshot of the meter's state, and connects the keys to tokens, emergency credit and
-reconnection. Kept apart from app.py so the composition stays short."""
+reconnection. Kept apart from app/composition.py so the composition stays short."""
 from ui.display import Display
 from ui.keypad import Keypad, IDLE
 from micropython import const
@@ -8,89 +8,96 @@ from credit import civil
 from relay import supply as sup
 
 _PLAN_MAX = const(60000)     # plan at most a minute ahead (a bound on the frames and states kept)
+KEYPAD = "keypad"        # what the meter's actions and events call this channel
 
 
 class UI:
-    def __init__(self, app):
-        self.app = app
-        clock = app.clock
-        self.display = Display(app.board.display, clock, {"rotate_s": app.settings["display_period_s"]})
-        self.keypad = Keypad(app.board.keypad, clock, self.display, self.on_token, self.on_emergency,
+    def __init__(self, board, clock, settings, prepaid, meter, actions, link_state=None, version=None):
+        """`actions`: what the keys do; `prepaid`, `meter`, `link_state()` (the cellular link's state,
+        or None without one) and `settings` (language, meter id): what the screens show."""
+        self.clock = clock
+        self.settings = settings
+        self.prepaid = prepaid
+        self.meter = meter
+        self.actions = actions
+        self.link_state = link_state
+        self.version = version
+        self.display = Display(board.display, clock, {"rotate_s": settings["display_period_s"]})
+        self.keypad = Keypad(board.keypad, clock, self.display, self.on_token, self.on_emergency,
                              self.on_reconnect)
         self._day = None
-        self._day_start_wh = app.meter.import_wh
-        self.job = None           # the scheduler's "ui" job (set by the app): planning moves it
-        self._plan = None         # [(ticks, display state)] while the board plays planned frames
+        self._day_start_wh = meter.import_wh
+        self.board = board
+        self.sched = None         # the scheduler and its "ui" job (attach): planning moves the job
+        self.job = None
+        self._plan = None         # (start state, due, ticks, time) while the board plays planned frames
 
-    # -- keys ------------------------------------------------------------------------------------
+    # -- keys: adapters onto the meter's actions (app/actionpath.py) -------------------------------
     def on_token(self, digits):
-        from credit.commands import handle
-        from service.port import unload
-        try:
-            out = handle(self.app, "token", {"digits": digits, "source": ("keypad",)})
-        finally:
-            unload("credit.commands")
+        out = self.actions.run("token", digits, KEYPAD)
         self.refresh()
         if out.get("locked_s"):
             return out["result"], out["locked_s"]
         return out["result"], out.get("credit_added")
 
     def on_emergency(self):
-        ok, why = self.app.prepaid.take_emergency()
+        out = self.actions.run("emergency", KEYPAD)
         self.refresh()
-        return ("granted", self.app.prepaid.ledger.em_owed) if ok else (why or "refused", None)
+        return ("granted", out["emergency_owed"]) if out["granted"] else (out["reason"] or "refused", None)
 
     def on_reconnect(self):
-        p = self.app.prepaid
-        done = p.supply.key_reconnect()
-        p.supply.poll(self.app.clock.ticks_ms())
-        p.commit()
+        out = self.actions.run("reconnect", KEYPAD)
         self.refresh()
-        return ("reconnected" if done else "reconnect_refused"), None
+        return ("reconnected" if out["reconnected"] else "reconnect_refused"), None
 
     # -- screens ---------------------------------------------------------------------------------
     def snapshot(self, now_s=None):
         """The meter's state for the display; `now_s`: the Unix time to show it at (now by default)."""
-        app = self.app
-        p = app.prepaid
+        p = self.prepaid
+        m = self.meter
+        clock = self.clock
         led = p.ledger
         if now_s is None:
-            now_s = app.clock.time()
+            now_s = clock.time()
         warnings = []
         days = p.policy.days_left(led.credit)
         if p.policy.low_credit and led.credit < p.policy.low_credit:
             warnings.append("low_credit")
         if days is not None and p.policy.low_days and days < p.policy.low_days:
             warnings.append(["days_left", days])
-        if p.policy.friendly(now_s, app.clock.time_valid):
+        if p.policy.friendly(now_s, clock.time_valid):
             warnings.append("friendly")
         if p.tamper.flags:
             warnings.append("tamper")
         day = civil.day_number(now_s)
         if day != self._day:      # a new day (or the first look): today's use starts from here
             self._day = day
-            self._day_start_wh = app.meter.import_wh
+            self._day_start_wh = m.import_wh
         link = "-"
-        if app.cellular is not None:
-            st = app.cellular.link.status()
-            link = st.get("state", "-")
+        if self.link_state is not None:
+            link = self.link_state() or "-"
         return {"credit": led.credit, "mode": p.schedule.mode, "currency": "MRU",
                 "minor_per_major": p.schedule.minor_per_major, "debt": led.debt,
                 "emergency": led.emergency_state(), "emergency_owed": led.em_owed,
-                "emergency_amount": led.em_amount, "today_wh": app.meter.import_wh - self._day_start_wh, "month_wh": led.mtd_wh,
-                "p_w": app.meter.chip.p_w, "supply": "closed" if p.supply.closed else "open",
+                "emergency_amount": led.em_amount, "today_wh": m.import_wh - self._day_start_wh, "month_wh": led.mtd_wh,
+                "p_w": m.chip.p_w, "supply": p.supply_state(),
                 "reasons": sup.names(p.supply.reasons()).split("|") if p.supply.reasons() else [],
                 "awaiting_key": p.supply.awaiting_key, "warnings": warnings, "link": link,
-                "time": now_s, "time_valid": app.clock.time_valid,
-                "language": app.settings["language"], "meter_id": app.settings["meter_id"],
-                "version": app.version}
+                "time": now_s, "time_valid": clock.time_valid,
+                "language": self.settings["language"], "meter_id": self.settings["meter_id"],
+                "version": self.version}
+
+    def attach(self, sched, job):
+        """The scheduler and the job that ticks this UI (planning ahead moves the job)."""
+        self.sched = sched
+        self.job = job
 
     def refresh(self):
         self.display.update(self.snapshot())
 
     def tick(self):
         self._plan = None
-        play = getattr(self.app.board.display, "play", None)
+        play = getattr(self.board.display, "play", None)
         if play is None or self.job is None or self.keypad.state != IDLE:
             self.keypad.tick()
             self.refresh()
@@ -98,7 +105,7 @@ class UI:
             return
         # This tick's frame goes to the board with the plan that follows it (one message, not two).
         rec = _Recorder()
-        rec.at = self.app.clock.ticks_ms()
+        rec.at = self.clock.ticks_ms()
         lcd = self.display.divert(rec)
         try:
             self.keypad.tick()
@@ -123,23 +130,23 @@ class UI:
         """Draw the ticks up to the next job into `rec` (which holds this tick's frame, if it drew
         one) and give them to the board to play."""
         job = self.job
-        c = self.app.clock
-        quiet = self.app.sched.others_due_in(job)
+        c = self.clock
+        quiet = self.sched.others_due_in(job)
         if quiet is None or quiet > most:
             quiet = most
         start = self.display.state()
         end = self._ticks_ahead(rec, c.ticks_add(job.due, job.period_ms), c.ticks_ms(), quiet)
         if rec.frames:
-            self.app.board.display.play(rec.frames)
+            self.board.display.play(rec.frames)
         if end is None:
             return
-        self._plan = (start, job.due, c.ticks_ms(), self.app.clock.time())
+        self._plan = (start, job.due, c.ticks_ms(), self.clock.time())
         job.next = end       # the tick after the plan, on the same grid (the scheduler reads it back)
 
     def _ticks_ahead(self, rec, t, now, until_ms, stop=None, base_s=None):
         """Run the display's ticks from `t` on the grid while they fall less than `until_ms` after `now`
         (and not after `stop`), drawing into `rec`; returns the first tick not run, None if none ran."""
-        c = self.app.clock
+        c = self.clock
         period = self.job.period_ms
         d = self.display
         lcd = d.divert(rec)
@@ -171,9 +178,8 @@ class UI:
             return
         self._plan = None
         start, due, planned_at, planned_s = plan
-        app = self.app
-        c = app.clock
-        app.board.display.play(None)
+        c = self.clock
+        self.board.display.play(None)
         self.display.restore(start)
         # the ticks are re-run with the time they had when planned (time may have been set since)
         now = c.ticks_ms()
@@ -181,7 +187,7 @@ class UI:
                                 _PLAN_MAX, stop=now, base_s=planned_s)
         if nxt is None:
             nxt = c.ticks_add(due, self.job.period_ms)
-        app.sched.set_due(self.job, nxt)
+        self.sched.set_due(self.job, nxt)
 
 
 class _Recorder:

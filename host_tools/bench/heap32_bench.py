@@ -136,9 +136,8 @@ ORDER = ("store", "metering", "prepaid", "provision", "tokens", "ui", "comms", "
 def groups(modules):
     """Resident modules by subsystem (their top-level package; single modules by what they serve),
     in ORDER."""
-    names = {"app": "core", "config": "core", "events": "core", "eventcodes": "core", "sched": "core",
-             "startup": "core", "service": "core", "store": "store", "cellular": "comms", "tamper": "prepaid",
-             "prepaid": "prepaid", "credit": "prepaid", "relay": "prepaid", "configcmd": "prepaid"}
+    names = {"app": "core", "service": "core", "util": "core", "store": "store", "tamper": "prepaid",
+             "prepaid": "prepaid", "credit": "prepaid", "relay": "prepaid"}
     out = {}
     for m in modules:
         top = m.split(".")[0]

@@ -71,7 +71,7 @@ def _slot(name, data):
     return gen, (json.loads(payload) if kind == 0 else bytes(payload))
 
 
-# The energy record `pe` (firmware/prepaid.py): format byte 1, then zig-zag LEB128 varints in this order.
+# The energy record `pe` (firmware/prepaid/core.py): format byte 1, then zig-zag LEB128 varints in this order.
 _PE_FIELDS = (("meter", 0), ("meter", 1), ("meter", 2), ("meter", 3)) + tuple(
     ("ledger", k) for k in ("credit", "debt", "em_owed", "fine", "mtd_wh", "month", "last_t", "topups",
                             "debited", "cleared", "em_taken", "energy_wh")) + tuple(

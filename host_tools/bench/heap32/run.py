@@ -63,7 +63,7 @@ def build():
     board = heapboard.Board(info, ROOT, pkt)
     yield
     out["board_bytes"] = used() - start
-    from app import App
+    from app.composition import App
     app = App(board)
     yield
     out["app_built_bytes"] = used() - start

@@ -10,6 +10,10 @@ power cut in between sends it again rather than never.
 A meter that is not provisioned (or whose board has no modem) runs without it: metering and credit
 never depend on the network."""
 from relay import supply as sup
+from store.records import StoreCorrupt, StoreMissing
+from util.errors import Refused
+
+HEADEND = "headend"      # what the meter's actions and events call this channel
 
 # Events the head-end hears about (the rest stay in the meter's own log).
 UPLINK_EVENTS = ("meter_silent", "meter_garbage", "meter_reset", "meter_cal_error", "meter_recovered",
@@ -21,21 +25,20 @@ UPLINK_EVENTS = ("meter_silent", "meter_garbage", "meter_reset", "meter_cal_erro
 _STMT = "stmt_out"
 
 
-def start(app):
+def start(board, store, events, settings, prepaid, meter, actions, version):
     """The link for this meter, or None (not provisioned, or no modem)."""
-    board = app.board
-    if getattr(board, "modem", None) is None or app.store is None:
+    if getattr(board, "modem", None) is None or store is None:
         return None
     try:
         from provision.identity import load_identity, load_keys
-        ident = load_identity(app.store)
-        keys = load_keys(app.store)
+        ident = load_identity(store)
+        keys = load_keys(store)
     except Exception as e:
-        app.events.emit("config_invalid", {"key": "identity", "error": type(e).__name__})
+        events.emit("config_invalid", {"key": "identity", "error": type(e).__name__})
         return None
     if not ident or not keys or not ident.get("broker"):
         return None
-    return Cellular(app, ident, keys)
+    return Cellular(board, store, events, settings, prepaid, meter, actions, version, ident, keys)
 
 
 class _Records:
@@ -53,13 +56,10 @@ class _Records:
     def load(self, name):
         try:
             v = self.store.load(name)
-        except Exception as e:
-            kind = type(e).__name__
-            if kind == "StoreMissing":
-                return None
-            if kind != "StoreCorrupt":
-                raise             # a read that failed (memory, I/O): not a reason to forget state
-            v = None
+        except StoreMissing:
+            return None
+        except StoreCorrupt:
+            v = None              # anything else (memory, I/O) is not a reason to forget state
         if isinstance(v, dict):
             return v
         self.reset.append(name)
@@ -82,101 +82,99 @@ def _seq_floor(protocol, clock):
     one it restarts from 0, and the head-end sees the record_reset event only once s passes."""
     if clock.time_valid:
         floor = clock.time() - _SEQ_EPOCH
-        if floor > protocol._tx_limit:
-            protocol._tx = protocol._tx_limit = floor
+        protocol.seq_floor(floor)
 
 
 class Cellular:
-    def __init__(self, app, ident, keys):
+    def __init__(self, board, store, events, settings, prepaid, meter, actions, version, ident, keys):
+        """The meter's parts the link serves: `prepaid` and `meter` (readings, balance, statement),
+        `actions` (what the head-end and SMS may ask), `events` (what the head-end hears)."""
         from comms.link import MeterLink
-        self.app = app
+        self.clock = clock = board.clock
+        self.store = store
+        self.emit = events.emit
+        self.prepaid = prepaid
+        self.meter = meter
+        self.actions = actions
+        self.version = version
         b = ident["broker"]
-        s = app.settings
+        s = settings
         cfg = {"meter_id": ident["meter_id"], "key": keys["message_key"],
                "password": keys.get("broker_password", ""),
-               "dialect": app.board.info.get("modem", {}).get("dialect", "sim7600"),
+               "dialect": board.info.get("modem", {}).get("dialect", "sim7600"),
                "apn": b.get("apn", "internet"), "host": b["host"], "port": b.get("port", 1883),
                "reading_period_s": s.get("reading_period_s", 900),
                "customer": ident.get("customer"), "registered": ident.get("utility_numbers", ()),
                "lang": s.get("language", "fr"),
                "sms_tokens_registered_only": bool(s.get("sms_tokens_registered_only", 0)),
-               "minor_per_unit": app.prepaid.schedule.minor_per_major}
-        records = _Records(app.store, app.events.emit)
-        self.link = MeterLink(app.board.modem, app.clock, cfg, records, app.board.random,
-                              app.events.emit, self.on_token, self.on_command, self.on_balance,
+               "minor_per_unit": prepaid.schedule.minor_per_major}
+        records = _Records(store, self.emit)
+        self.link = MeterLink(board.modem, clock, cfg, records, board.random,
+                              self.emit, self.on_token, self.on_command, self.on_balance,
                               self.reading)
         if "proto" in records.reset:
-            _seq_floor(self.link.protocol, app.clock)
+            _seq_floor(self.link.protocol, clock)
         for name in records.reset:        # the head-end hears of it too (it was emitted before the link)
             self.link.event("record_reset", {"record": name})
-        app.events.listeners.append(self.on_event)
+        events.listeners.append(self.on_event)
+        actions.settings_listeners.append(self.on_settings)
         self.statement_hour = s.get("statement_hour", 9)
         self._load_stmt()
 
-    # -- from the network ------------------------------------------------------------------------
+    # -- from the network: adapters onto the meter's actions (app/actionpath.py) --------------------
     def on_token(self, digits, source):
-        from credit.commands import handle
-        from service.port import unload
-        try:
-            out = handle(self.app, "token", {"digits": digits, "source": (source,)})
-        finally:
-            unload("credit.commands")
+        out = self.actions.run("token", digits, source)
         code = out["result"]
         if code == "accepted" and out.get("credit_added") and self.link.sms is not None:
             self.link.sms.notify("topup", amount=out["credit_added"], credit=out["credit"])
         return code, {"credit": out.get("credit"), "added": out.get("credit_added", 0)}
 
     def on_command(self, name, args):
-        app = self.app
-        p = app.prepaid
-        if name in ("relay_open", "relay_close"):
-            if name == "relay_open":
-                p.supply.set_reason(sup.REMOTE)
-            else:
-                p.supply.clear_reason(sup.REMOTE)
-            p.supply.poll(app.clock.ticks_ms())
-            p.commit()
-            return "done", {"supply": "closed" if p.supply.closed else "open"}
-        if name == "set_time":
-            t = args.get("unix") if isinstance(args, dict) else None
-            if not isinstance(t, int) or t < 1577836800:
-                return "bad_args", {"why": "unix seconds expected"}
-            app.clock.set_time(t)
-            return "done", {}
+        act = self.actions
+        if not isinstance(args, dict):
+            args = {}
+        try:
+            if name in ("relay_open", "relay_close"):
+                return "done", act.run("relay", name == "relay_open", HEADEND)
+            if name == "set_time":
+                return "done", act.run("set_time", args.get("unix"), HEADEND)
+            if name == "clear_tamper":
+                return "done", act.run("clear_tamper", HEADEND)
+            if name == "set_config":
+                return "done", act.run("set_config", args, HEADEND)
+        except Refused as e:
+            return "bad_args", {"why": str(e)}
         if name == "get_readings":
             return "done", self.reading()
-        if name == "clear_tamper":
-            p.tamper.clear()
-            p.commit()
-            return "done", {}
         if name == "get_statement":
-            return "done", p.statement_view()
-        if name == "set_config":
-            from service.port import unload
-            import configcmd
-            try:
-                return configcmd.set_config(app, args)
-            finally:
-                unload("configcmd")
+            return "done", act.run("statement", HEADEND)
         if name == "fw_offer":
             return "refused", {"why": "firmware update over the air is not implemented"}
         return "unknown_cmd", {}
 
+    def on_settings(self, s):
+        """set_config changed the settings: the statement hour, the SMS language, the reading period."""
+        self.statement_hour = s["statement_hour"]
+        link = self.link
+        if link.sms is not None:
+            link.sms.lang = s["language"]
+        link.uplink.set_period(s["reading_period_s"])
+
     def on_balance(self):
-        led = self.app.prepaid.ledger
-        days = self.app.prepaid.policy.days_left(led.credit)
+        led = self.prepaid.ledger
+        days = self.prepaid.policy.days_left(led.credit)
         return led.credit, days if days is not None else -1
 
     def reading(self):
-        app = self.app
-        p = app.prepaid
+        p = self.prepaid
+        m = self.meter
         st = self.link.status()
-        return {"ts": app.clock.time(), "import_wh": app.meter.import_wh, "export_wh": app.meter.export_wh,
+        return {"ts": self.clock.time(), "import_wh": m.import_wh, "export_wh": m.export_wh,
                 "credit": p.ledger.credit, "debt": p.ledger.debt, "topups": p.ledger.topups,
-                "p_w": app.meter.chip.p_w,
-                "urms_cv": app.meter.chip.urms_cv, "supply": "closed" if p.supply.closed else "open",
+                "p_w": m.chip.p_w,
+                "urms_cv": m.chip.urms_cv, "supply": p.supply_state(),
                 "reasons": sup.names(p.supply.reasons()), "tamper": p.tamper.names(), "link": {"rssi": st.get("rssi")},
-                "version": getattr(app, "version", None)}
+                "version": self.version}
 
     # -- to the network --------------------------------------------------------------------------
     def on_event(self, kind, data):
@@ -187,13 +185,13 @@ class Cellular:
             self.link.sms.notify("low_credit", credit=credit, days=days)
 
     def _statement(self):
-        st = self.app.prepaid.statement
+        st = self.prepaid.statement
         if not st:
             return
         mid = st[0]
         if mid <= self.stmt_up and mid <= self.stmt_sms:
             return                              # handed over: the usual case, every poll
-        from prepaid import month_name
+        from prepaid.core import month_name
         name = month_name(mid)                  # "YYYY-MM"
         if mid > self.stmt_up:
             self.link.uplink.send_inner({"t": "statement", "month": name, "import_wh": st[1],
@@ -209,7 +207,7 @@ class Cellular:
                 self._sms_wait = 0
                 self._save_stmt()
             return
-        clock = self.app.clock
+        clock = self.clock
         if sms is None or not sms.customer:
             self.stmt_sms = mid
             self._save_stmt()
@@ -224,18 +222,17 @@ class Cellular:
             self._sms_wait = mid
 
     def _load_stmt(self):
-        app = self.app
-        st = _Records(app.store, app.events.emit).load(_STMT)
+        st = _Records(self.store, self.emit).load(_STMT)
         if st is None:                      # first start of the link: months closed before it are not news
-            last = app.prepaid.statement
+            last = self.prepaid.statement
             st = {"up": last[0] if last else 0, "sms": last[0] if last else 0}
-            app.store.commit(_STMT, st)
+            self.store.commit(_STMT, st)
         self.stmt_up = st.get("up", 0)      # month ids handed over: uplink queued, SMS sent
         self.stmt_sms = st.get("sms", 0)
         self._sms_wait = 0                  # month whose SMS sits in the outbox
 
     def _save_stmt(self):
-        self.app.store.commit(_STMT, {"up": self.stmt_up, "sms": self.stmt_sms})
+        self.store.commit(_STMT, {"up": self.stmt_up, "sms": self.stmt_sms})
 
     def poll(self):
         self._statement()

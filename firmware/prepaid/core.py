@@ -31,11 +31,11 @@ next one, so a statement is made once, never lost and never doubled by a power c
 at the start of a month states only what it measured once the time was known.
 """
 from credit import civil
-from credit.ledger import Ledger
-from credit.policy import Policy
-from credit.tariff import Schedule
 from relay import supply as sup
 from relay.latching import LatchingRelay
+from store.records import StoreMissing
+from tamper.detector import Tamper
+from util.lazy import once
 
 RECORD = "prepaid"
 HOT = "pe"
@@ -64,51 +64,46 @@ DEFAULTS = {
 
 
 class Prepaid:
-    def __init__(self, app, cfg=None):
-        self.app = app
-        board = app.board
+    """Built once by the app from the board (clock, relay and cover pins, power-fail input, reset), the
+    meter (energy listener, totals, chip readings), the store and the event log (emit, counts kept
+    across reboots). `ledger_lost` is True when a commissioned meter found no readable state."""
+
+    def __init__(self, board, meter, store, events, cfg=None, ledger_lost=False):
+        self.board = board
+        self.meter = meter
         self.clock = clock = board.clock
-        self.store = app.store
-        emit = app.events.emit
-        self.emit = emit
-        c = dict(DEFAULTS)
-        if cfg:
-            c.update(cfg)
-        self.cfg = c
-        self.commit_wh = c["commit_wh"]
-        self.commit_ms = c["commit_s"] * 1000
+        self.store = store
+        self.events = events
+        self.emit = emit = events.emit
+        self.ledger_lost = ledger_lost
         state = self._load_state()
-        self.schedule = Schedule(c["tariff"])
-        lcfg = c["ledger"]
-        if getattr(app, "ledger_fault", False) and isinstance(lcfg, dict) and lcfg.get("opening_credit"):
-            lcfg = dict(lcfg)
-            lcfg["opening_credit"] = 0    # a lost ledger restarts at zero: the opening credit was given once
-        self.ledger = Ledger(lcfg, self.schedule, emit, state.get("ledger"))
-        self.policy = Policy(c["policy"], emit, state.get("policy"))
+        # The assembly (prepaid/assemble.py, also used by set_config) is loaded for this call only.
+        c, self.schedule, self.ledger, self.policy, supply_cfg, tamper_cfg = once("prepaid.assemble").build(
+            self, cfg, state)
         relay_info = board.info.get("relay", {})
         rcfg = dict(c["relay"])
         rcfg.setdefault("pulse_ms", relay_info.get("pulse_ms", 60))
-        meter = app.meter
         self.relay = LatchingRelay(board.pin("relay_set"), board.pin("relay_reset"), clock, emit, rcfg,
                                    feedback=board.pin("relay_feedback") if relay_info.get("feedback") else None,
                                    current=lambda: meter.chip.irms_ma, state=state.get("relay"))
-        self.supply = sup.Supply(self.relay, clock, emit, c["supply"], state.get("supply"))
+        self.supply = sup.Supply(self.relay, clock, emit, supply_cfg, state.get("supply"))
         if state.get("max_power_w") is not None:      # set by an STS management token
             self.supply.limit_w = state["max_power_w"]
         tot = state.get("meter")
-        if tot:
+        if tot:     # the meter's registers are restored from the record they are committed in
             meter.import_wh, meter.import_rem, meter.export_wh, meter.export_rem = tot
-        from tamper import Tamper     # after the totals: it arms reverse from the export register
+        # After the totals: tamper arms reverse from the export register.
         pins = board.info.get("pins", {})
-        self.tamper = Tamper(meter, clock, emit, self.supply, board.pin("cover") if "cover" in pins else None,
-                             c["tamper"], state.get("tp"))
+        self.cover = board.pin("cover") if "cover" in pins else None
+        self.tamper = Tamper(meter, clock, emit, self.supply, self.cover, tamper_cfg, state.get("tp"))
+        self.set_settings(c)
         self.refs = state.get("refs", [])
         self.month = state.get("mo")        # [month id, import Wh, debited, top-ups] at its start
         self.statement = state.get("st")    # the last closed month: [id, Wh, cost, top-ups, credit]
         self._month_end = None              # Unix start of the next month (cached)
         ev = state.get("ev")
         if ev:    # event counts run on across reboots (this boot's events are added on top)
-            counts = app.events.counts
+            counts = events.counts
             for k, v in ev.items():
                 counts[k] = counts.get(k, 0) + v
         self.n = state.get("n", 0)
@@ -123,6 +118,12 @@ class Prepaid:
         if not state:
             self.commit()   # the first commit also writes `born`
 
+    def set_settings(self, c):
+        """The prepaid settings in force (completed by DEFAULTS: what `settings` answers)."""
+        self.cfg = c
+        self.commit_wh = c["commit_wh"]
+        self.commit_ms = c["commit_s"] * 1000
+
     # -- persistence -----------------------------------------------------------------------------
     def _load_state(self):
         st = self.store
@@ -131,6 +132,7 @@ class Prepaid:
         try:
             state = st.load(RECORD)
         except Exception as e:
+            missing = isinstance(e, StoreMissing)
             kind = type(e).__name__
         else:
             self._overlay(state)
@@ -140,19 +142,20 @@ class Prepaid:
             st.load(BORN)
         except Exception:
             born = False
-        if born or kind != "StoreMissing":
+        if born or not missing:
             # Commissioned before: the state is gone or unreadable. Never invent credit.
             self.emit("ledger_lost", {"error": kind})
-            self.app.ledger_fault = True
+            self.ledger_lost = True
         return {}
 
     def _overlay(self, state):
         """Lay the newest energy commit over the full record it extends."""
         try:
             vals = unpack_hot(self.store.load(HOT))
+        except StoreMissing:
+            return
         except Exception as e:
-            if type(e).__name__ != "StoreMissing":
-                self.emit("store_corrupt", {"detail": "pe " + type(e).__name__})
+            self.emit("store_corrupt", {"detail": "pe " + type(e).__name__})
             return
         n = len(HOT_LEDGER)
         if vals is None or len(vals) != 5 + n + len(HOT_POLICY) or vals[-1] != state.get("n", 0):
@@ -169,7 +172,7 @@ class Prepaid:
                 pol[HOT_POLICY[i]] = None if v == _NONE else v
 
     def _hot(self):
-        m = self.app.meter
+        m = self.meter
         led = self.ledger
         pol = self.policy
         vals = [m.import_wh, m.import_rem, m.export_wh, m.export_rem]
@@ -185,18 +188,17 @@ class Prepaid:
 
     def _sig(self):
         """What only the full record holds, in a tuple: when it changes, an energy commit is a full one."""
-        sup_ = self.supply
         rel = self.relay
         pol = self.policy
-        return (sup_._mask, sup_.awaiting_key, sup_._held, sup_.trips, sup_.limit_w, rel.closed, rel.failed,
+        return (self.supply.signature(), rel.closed, rel.failed,
                 pol.head, pol.count, len(self.refs), self.tamper.flags, self.month[0] if self.month else 0,
                 self.statement[0] if self.statement else 0)
 
     def snapshot(self):
-        m = self.app.meter
+        m = self.meter
         return {"ledger": self.ledger.state(), "policy": self.policy.state(), "supply": self.supply.state(),
                 "relay": self.relay.state(), "meter": [m.import_wh, m.import_rem, m.export_wh, m.export_rem],
-                "refs": self.refs, "max_power_w": self.supply.limit_w, "ev": self.app.events.counts,
+                "refs": self.refs, "max_power_w": self.supply.limit_w, "ev": self.events.counts,
                 "mo": self.month, "st": self.statement, "n": self.n, "tp": self.tamper.state()}
 
     def commit(self, extra=None):
@@ -223,7 +225,7 @@ class Prepaid:
 
     def _pos(self):
         """Energy registered in either direction, in the meter's register units (Wh/den)."""
-        m = self.app.meter
+        m = self.meter
         return (m.import_wh + m.export_wh) * m.den + m.import_rem + m.export_rem
 
     def _mark_done(self):
@@ -270,10 +272,10 @@ class Prepaid:
             self._month_turn(now)
         self.tamper.poll()
         t = clock.ticks_ms()
-        self.supply.power_sample(self.app.meter.chip.p_w, t)
+        self.supply.power_sample(self.meter.chip.p_w, t)
         self.supply.poll(t)
         self.relay.poll(t)
-        m = self.app.meter
+        m = self.meter
         pos = self._pos()
         step = pos - self._pos_last
         self._pos_last = pos
@@ -288,7 +290,7 @@ class Prepaid:
     def _month_turn(self, now):
         """Open the month on the first valid time; close the previous one into a statement."""
         led = self.ledger
-        m = self.app.meter
+        m = self.meter
         mid = civil.month_id(now)
         self._month_end = civil.start_of_next_month(now)
         mo = self.month
@@ -305,7 +307,7 @@ class Prepaid:
     def statement_view(self):
         """The last closed month and the month so far, for the service port and the head-end."""
         led = self.ledger
-        m = self.app.meter
+        m = self.meter
         out = {"last": None, "current": None}
         st = self.statement
         if st:
@@ -320,7 +322,7 @@ class Prepaid:
     def power_failing(self):
         """The supply is going: take the last energy out of the chip and commit it now."""
         if self.power_fail_pin.value():
-            self.app.meter.poll()
+            self.meter.poll()
             self.commit_energy()
             self.emit("power_fail", None)
             return True
@@ -350,8 +352,8 @@ class Prepaid:
                 return                   # on flash (it failed after landing): the change stands
             if where == _UNKNOWN:
                 self.emit("commit_failed", {"error": type(e).__name__})
-                self.app.board.reset()   # the boot finishes or drops the journal and reads flash
-            led._restore(keep[0])
+                self.board.reset()   # the boot finishes or drops the journal and reads flash
+            led.restore(keep[0])
             self.refs = keep[1]
             self.supply.limit_w = keep[2]
             self.tamper.flags = keep[3]
@@ -411,6 +413,9 @@ class Prepaid:
         self.change(fn)
         return out[0]
 
+    def supply_state(self):
+        return "closed" if self.supply.closed else "open"
+
     def view(self):
         led = self.ledger
         return {"mode": self.schedule.mode, "credit": led.credit, "debt": led.debt,
@@ -418,7 +423,7 @@ class Prepaid:
                 "topups": led.topups, "debited": led.debited, "opening": led.opening,
                 "cleared": led.cleared, "check": led.check(),
                 "days_left": self.policy.days_left(led.credit),
-                "supply": "closed" if self.supply.closed else "open",
+                "supply": self.supply_state(),
                 "reasons": sup.names(self.supply.reasons()), "awaiting_key": self.supply.awaiting_key,
                 "relay_failed": bool(self.relay.failed), "commits": self.commits,
                 "energy_commits": self.hot_commits, "tamper": self.tamper.names()}

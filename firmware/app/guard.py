@@ -2,7 +2,7 @@
 then the boot counted and the application built and run. Any error on the way, or later, is written
 to the `crash` record and the board resets: the meter never falls to the REPL prompt, which on the
 ESP32 would hand the service UART (and the file system) to whoever holds the cable.
-`main.py` is `import guard; guard.run()`."""
+`main.py` is `from app.guard import run; run()`."""
 
 
 def run():
@@ -13,9 +13,9 @@ def run():
         b = board.Board()
         b.lock_console()
         b.watchdog.start(b.info.get("watchdog_ms", 8000))
-        from startup import Startup
+        from app.startup import Startup
         boot = Startup(b)
-        from app import App
+        from app.composition import App
         App(b, boot).run()
     except SystemExit:
         # Only the simulated board exits (its simulator went away, or it asked for a reset):
@@ -28,7 +28,7 @@ def run():
         except BaseException:
             pass
         if b is not None:
-            from startup import log_crash
+            from app.startup import log_crash
             log_crash(b, boot.store if boot is not None else None, e, boot.boots if boot is not None else 0)
     _reset(b)
 

@@ -1,24 +1,16 @@
 """Shared test doubles for the comms tests: a clock moved by hand, a dict-backed store, a seeded
 random source, an in-test MQTT broker peer and a scripted AT modem (SIM7600 and SIM800 dialects)
-with transparent TCP bridged to that peer. The doubles' own behaviour is tested at the bottom."""
+with transparent TCP bridged to that peer. The doubles' own behaviour: tests/test_fakes.py."""
 import random
 
 from comms import mqttpkt as pkt
-from test_tokens_support import FakeClock as TokenClock
+from fakeclock import FakeClock as _Clock
 
 
-class FakeClock(TokenClock):
-    """The token tests' hand-moved clock (ticks wrap at 2**30) plus set_time, which the link calls
-    with the network time; every call is recorded."""
-
-    def __init__(self, t=0, unix=1764000000):
-        super().__init__(t, unix)
-        self.set_calls = []
-
-    def set_time(self, unix):
-        self.set_calls.append(unix)
-        self.unix0 = unix - self.t // 1000
-        self.time_valid = True
+def FakeClock(ms=0, epoch=1764000000, time_valid=False):
+    """The tests' one clock (mpy_support/fakeclock.py) as the comms tests start it: time not known
+    until the link sets it (every set_time is kept in `set_calls`)."""
+    return _Clock(ms, epoch, time_valid)
 
 
 class FakeStore:
@@ -171,7 +163,7 @@ class FakeModem:
 
     # -- the UART ---------------------------------------------------------------------------
     def _out(self, b, delay=0):
-        self.pending.append([self.clock.t + delay, bytes(b)])
+        self.pending.append([self.clock.ms + delay, bytes(b)])
 
     def _say(self, *lines, delay=0):
         self._out(b"".join(b"\r\n" + ln.encode() + b"\r\n" for ln in lines), delay)
@@ -184,13 +176,13 @@ class FakeModem:
         ready = b""
         keep = []
         for e in self.pending:
-            if e[0] <= self.clock.t and not keep:
+            if e[0] <= self.clock.ms and not keep:
                 ready += e[1]
             else:
                 keep.append(e)
         self.pending = keep
         if len(ready) > self.chunk:
-            self.pending.insert(0, [self.clock.t, ready[self.chunk:]])
+            self.pending.insert(0, [self.clock.ms, ready[self.chunk:]])
             ready = ready[:self.chunk]
         self.bytes_out += len(ready)
         return ready or None
@@ -200,13 +192,13 @@ class FakeModem:
         if not self.powered or self.hang:
             return
         if self.data:
-            quiet = self.clock.t - self.last_data_rx
+            quiet = self.clock.ms - self.last_data_rx
             if data == b"+++" and quiet >= 1000:
-                self.escape_at = self.clock.t
+                self.escape_at = self.clock.ms
                 self.data = False
                 self._say("OK", delay=1000)
                 return
-            self.last_data_rx = self.clock.t
+            self.last_data_rx = self.clock.ms
             if self.peer is not None and self.tcp:
                 self.peer.feed(data)
             return
@@ -310,14 +302,14 @@ class FakeModem:
             if ok:
                 self.tcp = True
                 self.data = True
-                self.last_data_rx = self.clock.t
+                self.last_data_rx = self.clock.ms
                 self._say("CONNECT 115200" if self.dialect == "sim7600" else "CONNECT", delay=300)
             else:
                 self._say("CONNECT FAIL" if self.dialect == "sim800" else "ERROR", delay=300)
         elif u == "ATO":
             if self.tcp:
                 self.data = True
-                self.last_data_rx = self.clock.t
+                self.last_data_rx = self.clock.ms
                 self._say("CONNECT 115200")
             else:
                 self._say("NO CARRIER")
@@ -372,31 +364,3 @@ def drive(link, clock, steps, step_ms=100, until=None, max_bytes=None):
         if until is not None and until():
             return i + 1
     return steps
-
-
-# -- the doubles' own behaviour ---------------------------------------------------------------
-def test_fake_clock_set_time_moves_unix_time_only():
-    c = FakeClock(t=5000)
-    c.set_time(1795602600)
-    c.advance(2000)
-    assert c.time() == 1795602602 and c.ticks_ms() == 7000 and c.time_valid
-
-
-def test_split_packets_keeps_incomplete_tail():
-    whole = pkt.publish("a/b", b"x" * 200, 1, 7) + pkt.simple(pkt.PINGRESP)
-    pkts, rest = split_packets(whole[:-1])
-    assert len(pkts) == 1 and rest == whole[-2:-1]
-
-
-def test_fake_modem_answers_echo_then_not_after_ate0():
-    c = FakeClock()
-    m = FakeModem(c)
-    m.set_power(True)
-    c.advance(600)
-    m.read()
-    m.write(b"AT\r")
-    assert m.read() == b"AT\r\r\nOK\r\n"
-    m.write(b"ATE0\r")
-    m.read()
-    m.write(b"AT+CSQ\r")
-    assert m.read() == b"\r\n+CSQ: 20,99\r\n\r\nOK\r\n"

@@ -28,16 +28,7 @@ DEFAULTS = {"min_ma": 500, "imbalance_pct": 25, "hold_s": 30, "reverse_wh": 2, "
 
 class Tamper:
     def __init__(self, meter, clock, emit, supply, cover_pin=None, cfg=None, state=None):
-        c = dict(DEFAULTS)
-        if cfg:
-            for k in cfg:
-                if k not in c:
-                    raise ValueError("unknown tamper setting %r" % k)
-                v = cfg[k]
-                if not isinstance(v, int) or isinstance(v, bool) or v < 0:
-                    raise ValueError("tamper %s must be an integer >= 0" % k)
-                c[k] = v
-        self.cfg = c
+        self.cfg = c = self.check(cfg)
         self.meter = meter
         self.clock = clock
         self.emit = emit
@@ -51,6 +42,26 @@ class Tamper:
         self._since = None                # ticks when the current imbalance began
         if self.flags and c["disconnect"]:
             supply.set_reason(TAMPER)
+
+    @staticmethod
+    def check(cfg):
+        """The settings completed by DEFAULTS; ValueError names a wrong one."""
+        c = dict(DEFAULTS)
+        if cfg:
+            for k in cfg:
+                if k not in c:
+                    raise ValueError("unknown tamper setting %r" % k)
+                v = cfg[k]
+                if not isinstance(v, int) or isinstance(v, bool) or v < 0:
+                    raise ValueError("tamper %s must be an integer >= 0" % k)
+                c[k] = v
+        return c
+
+    def configure(self, cfg):
+        """New settings (set_config); the flags and the reverse base carry over."""
+        self.cfg = c = self.check(cfg)
+        if self.flags and c["disconnect"]:
+            self.supply.set_reason(TAMPER)
 
     def state(self):
         return [self.flags, self.export_base]

@@ -4,15 +4,17 @@ import gc
 
 from micropython import const
 
-import config
-from events import Events
+from app import settings as config
+from app.actions import Actions
+from app.events import Events
+from app.sched import Scheduler
 from metering import registry
 from metering.calibration import stored_calibration
 from metering.meter import Meter
-from prepaid import Prepaid
+from prepaid.core import Prepaid
 from provision.commands import ProvisionCommands
-from sched import Scheduler
 from service.port import ServicePort
+from util import lazy
 
 VERSION = "0.1.0"
 JOB_FAIL_LIMIT = const(32)    # consecutive failures of one job before the meter resets
@@ -30,7 +32,7 @@ class App:
         self.heap_total = 0
         self._heap_sample()
         if boot is None:
-            from startup import Startup
+            from app.startup import Startup
             boot = Startup(board)
         self.boot = boot
         self.safe_mode = boot.safe
@@ -54,17 +56,20 @@ class App:
                            registry.max_power_w(metering), self.settings["max_voltage_cv"])
         # Metering starts before anything that takes time (relay pulses): no energy goes unmetered.
         self.meter.begin()
-        self.ledger_fault = False
         try:
-            self.prepaid = Prepaid(self, self.settings.get("prepaid"))
+            self.prepaid = Prepaid(board, self.meter, self.store, self.events, self.settings.get("prepaid"))
         except ValueError as e:   # a bad tariff or limit in settings: report it, run on the defaults
             self.events.emit("config_invalid", {"key": "prepaid", "error": str(e)})
-            self.prepaid = Prepaid(self, None)
+            self.prepaid = Prepaid(board, self.meter, self.store, self.events, None)
+        # Every action a meter can be asked to do, once; the service port, the cellular side and the
+        # keypad are adapters onto it.
+        self.actions = Actions(self.prepaid, clock, self.events.emit, self.store, self.settings,
+                               (self.root or "") + "/settings.json")
         self.service = ServicePort(board.service, self.settings["service_line_max"], self)
         for name in ("ping", "readings", "totals", "events", "status", "settings"):
             self.service.command(name, getattr(self, "cmd_" + name))
         self._commands("metering.commands")
-        self._commands("credit.commands")
+        self._commands("service.commands", self.actions)
         # --- subsystem commands (one line each) ---
         self.provision = ProvisionCommands(self)
         self.sched = Scheduler(clock, board.watchdog, self._job_failed)
@@ -76,8 +81,9 @@ class App:
         board.watchdog.feed()
         self.cellular = None
         if not self.safe_mode:      # safe mode: metering and the prepaid core only
-            import cellular
-            self.cellular = cellular.start(self)
+            from comms import cellular
+            self.cellular = cellular.start(board, self.store, self.events, self.settings, self.prepaid,
+                                           self.meter, self.actions, VERSION)
         if self.cellular is not None:
             self.sched.every("link", 1000, self.cellular.poll)
         self.version = VERSION
@@ -88,11 +94,14 @@ class App:
         self.ui = None
         if getattr(board, "display", None) is not None and self.settings["ui"] and not self.safe_mode:
             from ui.wiring import UI
-            self.ui = UI(self)
-            self.ui.job = self.sched.every("ui", self.settings["display_period_s"] * 1000, self.ui.tick)
+            cell = self.cellular
+            self.ui = UI(board, clock, self.settings, self.prepaid, self.meter, self.actions,
+                         None if cell is None else (lambda: cell.link.status().get("state")), VERSION)
+            self.ui.attach(self.sched, self.sched.every("ui", self.settings["display_period_s"] * 1000,
+                                                        self.ui.tick))
         # The crash count starts again once this boot has proved itself; safe mode retries the
         # full application after a longer stable run.
-        from startup import STABLE_S, SAFE_HOLD_S
+        from app.startup import STABLE_S, SAFE_HOLD_S
         self.sched.every("stable", (SAFE_HOLD_S if self.safe_mode else STABLE_S) * 1000, self._stable,
                          (SAFE_HOLD_S if self.safe_mode else STABLE_S) * 1000)
         self.boot_ticks = clock.ticks_ms()
@@ -103,7 +112,7 @@ class App:
         prepaid record so they run on across reboots."""
         try:
             from store.eventlog import EventLog
-            import eventcodes
+            from app import eventcodes
             log = EventLog(self.root + "/evlog")   # not "events": that is the events module's name
         except Exception as e:
             self.events.emit("store_unavailable", {"error": "eventlog %s" % type(e).__name__})
@@ -121,13 +130,14 @@ class App:
             sink(e)
         self.events.sink = sink
 
-    def _commands(self, module):
+    def _commands(self, module, ctx=None):
         """Register a module's commands to be loaded on demand (their names are listed in the module,
-        which is imported once here to read them and then unloaded)."""
-        from service.port import unload
-        mod = __import__(module, None, None, ["NAMES"])
-        self.service.command_module(module, mod.NAMES, mod.PRIVILEGED)
-        unload(module)
+        which is imported once here to read them and then dropped)."""
+        try:
+            mod = __import__(module, None, None, ["NAMES"])
+            self.service.command_module(module, mod.NAMES, mod.PRIVILEGED, ctx)
+        finally:
+            lazy.drop(module)
 
     def _meter_job(self):
         self.meter.poll()
@@ -262,7 +272,3 @@ class _ModemCheck:
                 return True, "answers AT with OK"
         return False, "no answer to AT"
 
-
-def main():
-    import guard
-    guard.run()

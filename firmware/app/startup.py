@@ -88,11 +88,13 @@ def _cause(board):
 
 def _load(store, name, notes):
     """A record's dict, {} when missing; a corrupt one is a note and a fresh start (it only counts)."""
+    from store.records import StoreMissing     # loaded already: the store is open
     try:
         v = store.load(name)
+    except StoreMissing:
+        return {}
     except Exception as e:
-        if type(e).__name__ != "StoreMissing":
-            notes.append(("record_reset", {"record": name, "error": type(e).__name__}))
+        notes.append(("record_reset", {"record": name, "error": type(e).__name__}))
         return {}
     return v if isinstance(v, dict) else {}
 

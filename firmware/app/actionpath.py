@@ -1,0 +1,121 @@
+"""Every action a meter can be asked to do, each written once: its checks, its effect and its event.
+The service port (service/commands.py), the head-end and SMS (comms/cellular.py) and the keypad
+(ui/wiring.py) are adapters: each parses its own format, calls `Actions.run(name, ..., by)` and words
+the answer. A value an action cannot take raises Refused (what is wrong and what is accepted), with
+nothing changed.
+
+`a` is the resident Actions (app/actions.py): what the actions act on. `by` names the channel an
+action came from: "service", "keypad", "headend" (inside an authenticated envelope), "mqtt" (a bare
+token), "sms:<number>". It decides a token's lockout and goes into the event. This module, token
+decoding and remote settings are loaded for one call only (util.lazy): large and rare."""
+from relay.supply import REMOTE, names as reason_names
+from util import lazy
+from util.errors import Refused
+from util.timecheck import plausible
+
+TOPUP_MAX = 100000000        # credit units in one top-up
+REF_MAX = 32                 # characters of a top-up reference
+DIGITS_MAX = 40              # characters of a token
+
+
+# -- views ---------------------------------------------------------------------------------------
+def credit(a, by):
+    """The prepaid state: credit, debt, emergency, supply and why, tamper, commits."""
+    return a.prepaid.view()
+
+
+def statement(a, by):
+    """The last closed month and the month so far."""
+    return a.prepaid.statement_view()
+
+
+# -- credit --------------------------------------------------------------------------------------
+def topup(a, amount, ref, by):
+    """Credit `amount` once per `ref` (a retried top-up is answered, never applied twice)."""
+    if not isinstance(amount, int) or isinstance(amount, bool) or not 0 < amount <= TOPUP_MAX:
+        raise Refused("amount must be an integer 1..%d (credit units)" % TOPUP_MAX)
+    if not isinstance(ref, str) or not 0 < len(ref) <= REF_MAX:
+        raise Refused("ref must be a string of 1..%d characters (it makes the top-up idempotent)" % REF_MAX)
+    p = a.prepaid
+    out = p.topup(amount, ref)      # the split: emergency, debt, credit shares
+    out["balance"] = p.ledger.credit
+    a.emit("topup", {"ref": ref, "amount": amount, "applied": out["applied"], "by": by})
+    return out
+
+
+def token(a, digits, by):
+    """Decode and apply a token; its credit goes through the prepaid core's one credit path
+    (Prepaid.add_credit inside Prepaid.change), with the same duplicate check as a top-up."""
+    if not isinstance(digits, str) or not 0 < len(digits) <= DIGITS_MAX:
+        raise Refused("digits must be the token as a string of 1..%d characters" % DIGITS_MAX)
+    import gc
+    gc.collect()      # the token code is loaded now and dropped after: give it one free stretch
+    return lazy.call("tokens.apply", "apply_token", a.prepaid, a.store, a.clock, a.emit, a.token_locks,
+                     digits, by, tree="tokens")
+
+
+def emergency(a, by):
+    """Emergency credit, when the policy allows it (the ledger reports `emergency_taken`)."""
+    p = a.prepaid
+    ok, why = p.take_emergency()
+    led = p.ledger
+    return {"granted": ok, "reason": why, "credit": led.credit, "emergency_owed": led.em_owed}
+
+
+# -- supply --------------------------------------------------------------------------------------
+def relay(a, opened, by):
+    """Remote disconnect (`opened` True) or its release (False); committed."""
+    if not isinstance(opened, bool):
+        raise Refused("open must be true (remote disconnect) or false (release it)")
+    p = a.prepaid
+    s = p.supply
+    if opened:
+        s.set_reason(REMOTE)
+    else:
+        s.clear_reason(REMOTE)
+    s.poll(a.clock.ticks_ms())
+    p.commit()
+    a.emit("remote_relay", {"open": opened, "by": by})
+    return {"supply": p.supply_state(), "reasons": reason_names(s.reasons())}
+
+
+def reconnect(a, by):
+    """The customer's reconnect key (key mode): closes the supply if nothing holds it open."""
+    p = a.prepaid
+    done = bool(p.supply.key_reconnect())
+    p.supply.poll(a.clock.ticks_ms())
+    p.commit()
+    a.emit("reconnect", {"done": done, "by": by})
+    return {"reconnected": done, "supply": p.supply_state()}
+
+
+def clear_tamper(a, by):
+    """Re-arm every tamper kind (and release the supply if tamper held it open); committed."""
+    p = a.prepaid
+    was = p.tamper.names()
+    p.tamper.clear()
+    p.supply.poll(a.clock.ticks_ms())
+    p.commit()
+    a.emit("tamper_cleared", {"was": was, "by": by})
+    return {"cleared": was, "supply": p.supply_state()}
+
+
+# -- clock and settings --------------------------------------------------------------------------
+def set_time(a, unix, by):
+    """Set the clock from a trusted source (a privileged service request, a signed command)."""
+    if not plausible(unix):
+        raise Refused("unix must be seconds since 1970 between 2020 and 2100")
+    clock = a.clock
+    was = clock.time() if clock.time_valid else None
+    clock.set_time(unix)
+    a.emit("time_set", {"unix": unix, "source": by, "drift": None if was is None else unix - was})
+    return {"time": clock.time(), "time_valid": True}
+
+
+def set_config(a, settings, by):
+    """New remote settings, checked in full, written atomically and in force at once
+    (app/setconfig.py); `config_changed` is its event."""
+    applied = lazy.call("app.setconfig", "set_config", a.settings_path, a.settings, a.prepaid, settings, a.emit)
+    for fn in a.settings_listeners:
+        fn(a.settings)
+    return {"applied": applied}

@@ -1,0 +1,1 @@
+# Tamper detection from what the meter measures (current imbalance, reverse energy, terminal cover).
