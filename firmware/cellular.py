@@ -173,8 +173,8 @@ class Cellular:
         st = self.link.status()
         return {"ts": app.clock.time(), "import_wh": app.meter.import_wh, "export_wh": app.meter.export_wh,
                 "credit": p.ledger.credit, "debt": p.ledger.debt, "topups": p.ledger.topups,
-                "p_w": app.meter.chip.p_w,
-                "urms_cv": app.meter.chip.urms_cv, "supply": "closed" if p.supply.closed else "open",
+                "p_w": app.meter.reading.p_w,
+                "urms_cv": app.meter.reading.urms_cv, "supply": "closed" if p.supply.closed else "open",
                 "reasons": sup.names(p.supply.reasons()), "tamper": p.tamper.names(), "link": {"rssi": st.get("rssi")},
                 "version": getattr(app, "version", None)}
 

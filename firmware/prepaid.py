@@ -91,7 +91,7 @@ class Prepaid:
         meter = app.meter
         self.relay = LatchingRelay(board.pin("relay_set"), board.pin("relay_reset"), clock, emit, rcfg,
                                    feedback=board.pin("relay_feedback") if relay_info.get("feedback") else None,
-                                   current=lambda: meter.chip.irms_ma, state=state.get("relay"))
+                                   current=lambda: meter.reading.irms_ma, state=state.get("relay"))
         self.supply = sup.Supply(self.relay, clock, emit, c["supply"], state.get("supply"))
         if state.get("max_power_w") is not None:      # set by an STS management token
             self.supply.limit_w = state["max_power_w"]
@@ -270,7 +270,7 @@ class Prepaid:
             self._month_turn(now)
         self.tamper.poll()
         t = clock.ticks_ms()
-        self.supply.power_sample(self.app.meter.chip.p_w, t)
+        self.supply.power_sample(self.app.meter.reading.p_w, t)
         self.supply.poll(t)
         self.relay.poll(t)
         m = self.app.meter

@@ -70,7 +70,7 @@ class UI:
                 "minor_per_major": p.schedule.minor_per_major, "debt": led.debt,
                 "emergency": led.emergency_state(), "emergency_owed": led.em_owed,
                 "emergency_amount": led.em_amount, "today_wh": app.meter.import_wh - self._day_start_wh, "month_wh": led.mtd_wh,
-                "p_w": app.meter.chip.p_w, "supply": "closed" if p.supply.closed else "open",
+                "p_w": app.meter.reading.p_w, "supply": "closed" if p.supply.closed else "open",
                 "reasons": sup.names(p.supply.reasons()).split("|") if p.supply.reasons() else [],
                 "awaiting_key": p.supply.awaiting_key, "warnings": warnings, "link": link,
                 "time": app.clock.time(), "time_valid": app.clock.time_valid,
