@@ -3,7 +3,7 @@ calibration (stored in flash, reloaded at every boot and chip restart), raw regi
 for the lab. The chip driver says which names, values and registers are allowed."""
 from metering.calibration import CAL_RECORD
 
-_DESIGN_KEYS = ("un_v", "ib_a", "imax_a", "f_hz", "meter_constant_imp_per_kwh", "front_end")
+_DESIGN_KEYS = ("un_v", "ib_a", "imax_a", "f_hz", "meter_constant_imp_per_kwh", "front_end", "scales")
 
 
 NAMES = ("cal_get", "cal_set", "raw_read", "raw_write")
