@@ -22,7 +22,15 @@ class ModelBus:
     def transfer(self, buf, frame_len):
         self.sync()
         self.frames += len(buf) // frame_len
-        self.chip.transfer(buf)
+        self.chip.transfer(buf, frame_len)
+
+    def exchange(self, tx, rx):
+        """A UART metering chip: the bytes sent, then what came back (at most len(rx))."""
+        self.sync()
+        self.frames += 1
+        out = self.chip.uart(bytes(tx), len(rx))
+        rx[:len(out)] = out
+        return len(out)
 
 
 class EventSink:

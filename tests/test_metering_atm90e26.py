@@ -76,19 +76,19 @@ def test_poll_decodes_readings_with_their_encodings():
     set_load(model, 230.0, 10.0, 0.5)
     clock.advance(1000)
     chip.poll()
-    assert chip.urms_cv == 23000
-    assert chip.irms_ma == 10000
-    assert chip.p_w == 1150
-    assert chip.pf_milli == 500
-    assert chip.freq_chz == 5000
-    assert abs(chip.angle_dd - 600) <= 1
+    assert chip.readings.urms_cv == 23000
+    assert chip.readings.irms_ma == 10000
+    assert chip.readings.p_w == 1150
+    assert chip.readings.pf_milli == 500
+    assert chip.readings.freq_chz == 5000
+    assert abs(chip.readings.angle_dd - 600) <= 1
     # Export: negative power in two's complement, negative PF in sign-magnitude.
     import math
     model.set_inputs(230.0, 2.5, math.pi, 50.0, 10.0, math.pi)
     clock.advance(1000)
     chip.poll()
-    assert chip.p_w == -2300
-    assert chip.pf_milli == -1000
+    assert chip.readings.p_w == -2300
+    assert chip.readings.pf_milli == -1000
 
 
 def test_energy_is_exact_to_the_count_and_lastdata_confirms():

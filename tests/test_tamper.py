@@ -114,14 +114,14 @@ def test_bad_tamper_settings_are_refused_and_the_defaults_kept(meters):
 
 
 # -- the rules, under CPython ---------------------------------------------------------------------------
-class Chip:
+class Reading:
     irms_ma = 0
     irms_n_ma = 0
 
 
 class Meter:
     def __init__(self):
-        self.chip = Chip()
+        self.reading = Reading()
         self.export_wh = 0
 
 
@@ -148,7 +148,7 @@ def rig(**cfg):
 ])
 def test_imbalance_rule(line, neutral, flagged):
     t, m, c, s, ev = rig()
-    m.chip.irms_ma, m.chip.irms_n_ma = line, neutral
+    m.reading.irms_ma, m.reading.irms_n_ma = line, neutral
     for _ in range(40):
         t.poll()
         c.ms += 1000
@@ -157,10 +157,19 @@ def test_imbalance_rule(line, neutral, flagged):
         assert ev[0]["side"] == ("neutral" if neutral > line else "line")
 
 
+def test_a_chip_without_a_neutral_channel_never_flags_imbalance():
+    t, m, c, s, ev = rig()
+    m.reading.irms_ma, m.reading.irms_n_ma = 10000, None
+    for _ in range(40):
+        t.poll()
+        c.t += 1000
+    assert ev == [], "imbalance flagged without a neutral reading: %r" % ev
+
+
 def test_an_interrupted_imbalance_restarts_the_hold_time():
     t, m, c, s, ev = rig(hold_s=10)
     for i in range(30):
-        m.chip.irms_ma, m.chip.irms_n_ma = (10000, 5000) if i % 8 else (10000, 10000)
+        m.reading.irms_ma, m.reading.irms_n_ma = (10000, 5000) if i % 8 else (10000, 10000)
         t.poll()
         c.ms += 1000
     assert ev == []

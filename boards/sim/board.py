@@ -29,7 +29,8 @@ _RESET = const(12)
 _DISPLAY = const(13)
 _KEY_R = const(14)
 _TIME_SET = const(16)
-_DISPLAY_PLAN = const(17)
+_METER_UART = const(17)
+_DISPLAY_PLAN = const(18)
 
 _IN_SERVICE = const(1)
 _IN_KEY = const(2)
@@ -200,7 +201,10 @@ class Board:
         if not addr:
             raise OSError("METER_SIM is not set: the sim board runs only inside `meterkit sim`")
         self.clock = self._link = link = SimClock(addr)
-        self._bus = self.info["metering"]["spi"]["id"]
+        met = self.info["metering"]
+        bus = met.get(met.get("bus", "spi")) or {}
+        self._bus = bus.get("id", 0)
+        self._baud = bus.get("baudrate", 4800)
         self._pins = {}
         self.service = SimStream(link, 0, _IN_SERVICE)
         self.modem = SimStream(link, 1, _IN_MODEM, self.pin("modem_power"), self.pin("modem_reset"))
@@ -263,6 +267,20 @@ class Board:
         link.s.write(memoryview(tx)[:5 + n])
         link.recv()
         buf[:] = link.rxv[3:3 + n]
+
+    # -- meter_bus for a UART metering chip: the bytes sent, then what came back within the reply
+    # window; the bus time passes on the board clock as at the chip's baud rate (10 bits a byte).
+    def exchange(self, tx, rx):
+        link = self._link
+        n = len(tx)
+        t = link.tx
+        struct.pack_into("<BHBH", t, 0, _METER_UART, n + 3, self._bus, len(rx))
+        t[6:6 + n] = tx
+        link.s.write(memoryview(t)[:6 + n])
+        got = link.recv()
+        rx[:got] = link.rxv[3:3 + got]
+        link.sleep_ms((n + len(rx)) * 10000 // self._baud + 1)
+        return got
 
     # -- flash: the `vfs` partition as a littlefs block device; every write goes through the
     # simulator so it can cut the power in the middle of one.

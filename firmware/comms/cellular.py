@@ -171,8 +171,8 @@ class Cellular:
         st = self.link.status()
         return {"ts": self.clock.time(), "import_wh": m.import_wh, "export_wh": m.export_wh,
                 "credit": p.ledger.credit, "debt": p.ledger.debt, "topups": p.ledger.topups,
-                "p_w": m.chip.p_w,
-                "urms_cv": m.chip.urms_cv, "supply": p.supply_state(),
+                "p_w": m.reading.p_w,
+                "urms_cv": m.reading.urms_cv, "supply": p.supply_state(),
                 "reasons": sup.names(p.supply.reasons()), "tamper": p.tamper.names(), "link": {"rssi": st.get("rssi")},
                 "version": self.version}
 

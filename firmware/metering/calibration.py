@@ -2,6 +2,7 @@
 board's defaults."""
 
 CAL_RECORD = "calibration"
+_OPTIONAL = ("SagTh",)      # settings a stored calibration may add to the board's (ATM90E26 sag level)
 
 
 def stored_calibration(store, defaults, emit):
@@ -17,6 +18,6 @@ def stored_calibration(store, defaults, emit):
             emit("calibration_unreadable", {"error": type(e).__name__})
         return cal, False
     for k, v in saved.items():
-        if k in cal or k == "SagTh":
+        if k in cal or k in _OPTIONAL:
             cal[k] = v
     return cal, True

@@ -1,11 +1,9 @@
 """Service-port commands for metering and calibration (loaded on demand): read and write the chip's
-calibration (stored in flash, reloaded at every boot and chip restart), raw register reads for the lab,
-small-power mode."""
-from metering.chips import atm90e26 as _chip
-
+calibration (stored in flash, reloaded at every boot and chip restart), raw register reads and writes
+for the lab. The chip driver says which names, values and registers are allowed."""
 from metering.calibration import CAL_RECORD
-_WRITABLE_RAW = (0x04,)          # SmallPMod: the lab's offset measurement mode
-_DESIGN_KEYS = ("un_v", "ib_a", "imax_a", "f_hz", "meter_constant_imp_per_kwh", "front_end")
+
+_DESIGN_KEYS = ("un_v", "ib_a", "imax_a", "f_hz", "meter_constant_imp_per_kwh", "front_end", "scales")
 
 
 NAMES = ("cal_get", "cal_set", "raw_read", "raw_write")
@@ -23,22 +21,18 @@ class _Commands:
     def cal_get(self, req):
         app = self.app
         info = app.metering_info
-        return {"cal": dict(app.meter.chip.cal), "calibrated": app.calibrated,
-                "design": {k: info[k] for k in _DESIGN_KEYS}}
+        design = {k: info[k] for k in _DESIGN_KEYS if k in info}
+        return {"chip": info.get("chip"), "cal": dict(app.meter.chip.cal), "calibrated": app.calibrated,
+                "design": design}
 
     def cal_set(self, req):
         app = self.app
         new = req.get("cal")
         if not isinstance(new, dict) or not new:
-            raise ValueError("cal must be an object of register names to 16-bit values")
+            raise ValueError("cal must be an object of calibration names to integer values")
         chip = app.meter.chip
         for k, v in new.items():
-            if k not in _chip.REGISTER_ADDRESS:
-                raise ValueError("unknown calibration register %r" % k)
-            if not isinstance(v, int) or v < 0 or v > 0xFFFF:
-                raise ValueError("%s must be an integer 0..65535" % k)
-            if k == "Ugain" and v & 0x8000:
-                raise ValueError("Ugain bit 15 must be 0 (datasheet)")
+            chip.check_cal(k, v)
         old = dict(chip.cal)
         chip.cal.update(new)
         if not app.meter.begin():
@@ -57,21 +51,10 @@ class _Commands:
         if not isinstance(regs, list) or not regs or len(regs) > 32:
             raise ValueError("regs must be a list of 1..32 register addresses")
         chip = self.app.meter.chip
-        out = []
-        for a in regs:
-            if not isinstance(a, int) or a < 0 or a > 0x7F:
-                raise ValueError("register address out of range: %r" % (a,))
-            if 0x40 <= a <= 0x45 or a == 0x01:
-                raise ValueError("register 0x%02x clears on read: use totals" % a)
-            out.append(chip.read(a))
-        return {"values": out}
+        return {"values": [chip.raw_read(a) for a in regs]}
 
     def raw_write(self, req):
         reg = req.get("reg")
         val = req.get("value")
-        if reg not in _WRITABLE_RAW:
-            raise ValueError("only SmallPMod (0x04) may be written raw")
-        if not isinstance(val, int) or val < 0 or val > 0xFFFF:
-            raise ValueError("value must be 0..65535")
-        self.app.meter.chip.write(reg, val)
+        self.app.meter.chip.raw_write(reg, val)
         return {"reg": reg, "value": val}

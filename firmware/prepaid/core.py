@@ -85,7 +85,7 @@ class Prepaid:
         rcfg.setdefault("pulse_ms", relay_info.get("pulse_ms", 60))
         self.relay = LatchingRelay(board.pin("relay_set"), board.pin("relay_reset"), clock, emit, rcfg,
                                    feedback=board.pin("relay_feedback") if relay_info.get("feedback") else None,
-                                   current=lambda: meter.chip.irms_ma, state=state.get("relay"))
+                                   current=lambda: meter.reading.irms_ma, state=state.get("relay"))
         self.supply = sup.Supply(self.relay, clock, emit, supply_cfg, state.get("supply"))
         if state.get("max_power_w") is not None:      # set by an STS management token
             self.supply.limit_w = state["max_power_w"]
@@ -272,7 +272,7 @@ class Prepaid:
             self._month_turn(now)
         self.tamper.poll()
         t = clock.ticks_ms()
-        self.supply.power_sample(self.meter.chip.p_w, t)
+        self.supply.power_sample(self.meter.reading.p_w, t)
         self.supply.poll(t)
         self.relay.poll(t)
         m = self.meter

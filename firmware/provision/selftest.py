@@ -2,7 +2,7 @@
 a line operator can act on. Bounded: nothing here waits more than a few seconds of board clock."""
 from micropython import const
 
-from metering.chips import atm90e26 as _chip
+from metering import chip as _chip
 
 SCRATCH = "selftest"
 _AT_TIMEOUT_MS = const(2000)

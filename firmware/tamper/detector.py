@@ -78,9 +78,11 @@ class Tamper:
     def poll(self):
         """After a metering poll."""
         c = self.cfg
-        chip = self.meter.chip
-        il = chip.irms_ma
-        ineu = chip.irms_n_ma
+        r = self.meter.reading
+        il = r.irms_ma
+        ineu = r.irms_n_ma
+        if ineu is None:
+            ineu = il           # a chip without a neutral channel: no imbalance can be seen
         big = il if il > ineu else ineu
         diff = il - ineu if il > ineu else ineu - il
         if big >= c["min_ma"] and diff * 100 > c["imbalance_pct"] * big:

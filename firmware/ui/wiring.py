@@ -80,7 +80,7 @@ class UI:
                 "minor_per_major": p.schedule.minor_per_major, "debt": led.debt,
                 "emergency": led.emergency_state(), "emergency_owed": led.em_owed,
                 "emergency_amount": led.em_amount, "today_wh": m.import_wh - self._day_start_wh, "month_wh": led.mtd_wh,
-                "p_w": m.chip.p_w, "supply": p.supply_state(),
+                "p_w": m.reading.p_w, "supply": p.supply_state(),
                 "reasons": sup.names(p.supply.reasons()).split("|") if p.supply.reasons() else [],
                 "awaiting_key": p.supply.awaiting_key, "warnings": warnings, "link": link,
                 "time": now_s, "time_valid": clock.time_valid,

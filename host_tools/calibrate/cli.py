@@ -39,6 +39,8 @@ def register(sub):
     p.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for each meter reply (default 10)")
     p.add_argument("--seed", type=int, default=1, help="in-process simulated meter: the world's seed")
     p.add_argument("--afe", default="typical", help="in-process simulated meter: front-end profile (default typical)")
+    p.add_argument("--chip", default=None, help="in-process simulated meter: its metering chip, atm90e26 (default), "
+                                                "bl0942 or ade7953")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=cmd_calibrate)
 
@@ -64,7 +66,12 @@ def _open(args):
     from host_tools.calibrate.bench.sim import SimBench
     from host_tools.calibrate.target import SimService
     from host_tools.sim.runner import SimMeter
-    meter = SimMeter(seed=args.seed, afe=args.afe, profile="constant", settings={"meter_period_s": 1})
+    if args.chip is not None:
+        from host_tools.sim.chips import NAMES
+        if args.chip not in NAMES:
+            raise UsageError("unknown metering chip %r" % args.chip, hint="use one of: " + ", ".join(NAMES))
+    meter = SimMeter(seed=args.seed, afe=args.afe, profile="constant", settings={"meter_period_s": 1},
+                     chip=args.chip)
     try:
         meter.run_for(1)
         bench = SimBench(meter, seed=args.seed)
@@ -72,7 +79,7 @@ def _open(args):
         meter.close()
         raise
     if not args.meter:
-        args.meter = "sim-%s-seed%d" % (args.afe, args.seed)
+        args.meter = "sim-%s%s-seed%d" % ("%s-" % args.chip if args.chip else "", args.afe, args.seed)
     return SimService(meter), bench, [bench.close, meter.close]
 
 

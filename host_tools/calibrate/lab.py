@@ -5,6 +5,7 @@ import datetime
 
 from host_tools.calibrate import classes
 from host_tools.calibrate import formulas as F
+from host_tools.calibrate import scaled
 from host_tools.calibrate.procedure import Procedure
 from host_tools.calibrate.target import HighRateOutput, MeterUnderTest
 from host_tools.calibrate.verify import verify
@@ -29,10 +30,14 @@ def run_lab(service, bench, accuracy_class="1", test_factor=DEFAULT_TEST_FACTOR,
     ident = mut.identity()
     cal0, design = mut.cal_get()
     cal0 = dict(cal0)
-    normal_pl = F.pl_constant(design, cal0["MMode"])
-    out = HighRateOutput(test_factor, normal_pl, design["meter_constant_imp_per_kwh"])
+    chip = mut.chip
+    if chip in scaled.PROCEDURES:
+        out = scaled.output_for(chip, cal0, design, test_factor)
+    else:
+        normal_pl = F.pl_constant(design, cal0["MMode"])
+        out = HighRateOutput(test_factor, normal_pl, design["meter_constant_imp_per_kwh"])
     t0 = bench.elapsed_s()
-    result = {"class": cls, "standard": spec["standard"], "identity": ident, "design": design,
+    result = {"class": cls, "standard": spec["standard"], "identity": ident, "design": design, "chip": chip,
               "bench": bench.info(), "test_output": out.info(),
               "date": datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0).isoformat(),
               "registers_before": cal0}
@@ -40,7 +45,12 @@ def run_lab(service, bench, accuracy_class="1", test_factor=DEFAULT_TEST_FACTOR,
     stored = False
     try:
         log("calibrating (class %s, test output x%d)" % (cls, out.factor))
-        cal = Procedure(mut, bench, out, spec["starting_fraction_ib"], procedure_settings, log).run()
+        if chip in scaled.PROCEDURES:
+            proc = scaled.PROCEDURES[chip](mut, bench, out, procedure_settings, log)
+            out.cal = proc.regs                   # the BL0942's test constant follows its pulse energy
+            cal = proc.run()
+        else:
+            cal = Procedure(mut, bench, out, spec["starting_fraction_ib"], procedure_settings, log).run()
         result["calibration"] = cal
         if cal["status"] == "CALIBRATED":
             log("verifying")

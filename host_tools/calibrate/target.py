@@ -41,6 +41,7 @@ class MeterUnderTest:
         self.service = service
         self.design = None
         self.cal = None
+        self.chip = None
 
     def call(self, cmd, **args):
         return self.service.call(cmd, **args)
@@ -60,6 +61,7 @@ class MeterUnderTest:
 
     def cal_get(self):
         r = self.call("cal_get")
+        self.chip = r.get("chip") or "atm90e26"
         self.cal = dict(r["cal"])
         self.design = dict(r["design"])
         return self.cal, self.design
@@ -67,7 +69,8 @@ class MeterUnderTest:
     def cal_set(self, values, persist=True):
         """Write calibration registers; the meter restarts its chip with them and, with persist,
         stores them in its flash (reloaded at boot)."""
-        r = self.call("cal_set", cal={k: int(v) & 0xFFFF for k, v in values.items()}, persist=bool(persist))
+        mask = 0xFFFF if self.chip in (None, "atm90e26") else -1       # the ATM90E26's registers are 16-bit
+        r = self.call("cal_set", cal={k: int(v) & mask for k, v in values.items()}, persist=bool(persist))
         if isinstance(r.get("cal"), dict):
             self.cal = dict(r["cal"])
         else:

@@ -5,6 +5,7 @@ import sys
 
 from host_tools.cli import emit
 from host_tools.errors import UsageError
+from host_tools.sim.chips import NAMES as CHIPS
 from host_tools.sim.runner import DEFAULT_HEAP
 
 
@@ -13,6 +14,9 @@ def _common(p):
     p.add_argument("--profile", default="household", help="load profile name or JSON file")
     p.add_argument("--afe", default="typical", help="analog front end name or JSON file (default: typical, uncalibrated)")
     p.add_argument("--grid", default="stable", help="grid name or JSON file")
+    p.add_argument("--chip", choices=CHIPS, default=None,
+                   help="the metering chip on the simulated board (default: the board's own, atm90e26); the same "
+                        "firmware picks its driver from the board description")
     p.add_argument("--json", action="store_true", help="print one JSON object")
 
 
@@ -72,7 +76,7 @@ def cmd_run(args):
             prog.update(task, completed=t / end)
     try:
         res = run(days=args.days, seed=args.seed, profile=args.profile, afe=args.afe, grid=args.grid,
-                  period_s=args.period, heap=args.heap, faults=args.fault, progress=progress)
+                  period_s=args.period, heap=args.heap, faults=args.fault, progress=progress, chip=args.chip)
     finally:
         if progress:
             prog.stop()
@@ -124,6 +128,8 @@ def cmd_start(args):
             flash = dict(flash_image=args.flash, keep_flash=True, flash_offset=off or 0, app_from_flash=True)
     if args.frozen:
         flash["frozen"] = True
+    if args.chip:
+        flash["chip"] = args.chip
     keys_fd = None
     if not args.json and sys.stdin is not None and sys.stdin.isatty():
         keys_fd = sys.stdin.fileno()

@@ -22,7 +22,8 @@ reply frame of the same type; the others are fire-and-forget and take effect in 
 | 14 | KEY_R | - | key name, empty if none (reply) |
 | 15 | STATS | `<II` heap_used_peak, heap_total | - |
 | 16 | TIME_SET | `<I` unix seconds | - |
-| 17 | DISPLAY_PLAN | `<B` flags (1 = a new plan), then per frame `<QB` at_ms, length, UTF-8 lines joined by "\\n" | - |
+| 17 | METER_UART | `<BH` bus, reply bytes wanted + the bytes sent | what the metering chip sent back (reply) |
+| 18 | DISPLAY_PLAN | `<B` flags (1 = a new plan), then per frame `<QB` at_ms, length, UTF-8 lines joined by "\\n" | - |
 
 Input flags in ADVANCE replies: 1 service bytes waiting, 2 key waiting, 4 power failing,
 8 modem bytes waiting, 16 a GPIO input changed. ADVANCE returns early (now < until) when input
@@ -33,7 +34,8 @@ import struct
 
 HELLO, ADVANCE, SPI, UART_W, UART_R, GPIO_W, GPIO_R = 1, 2, 3, 4, 5, 6, 7
 FLASH_R, FLASH_W, FLASH_E, WDT, RESET, DISPLAY, KEY_R, STATS, TIME_SET = 8, 9, 10, 11, 12, 13, 14, 15, 16
-DISPLAY_PLAN = 17
+METER_UART = 17
+DISPLAY_PLAN = 18
 
 IN_SERVICE, IN_KEY, IN_POWER_FAIL, IN_MODEM, IN_GPIO = 1, 2, 4, 8, 16
 

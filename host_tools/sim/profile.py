@@ -15,7 +15,7 @@ from host_tools.sim import link as L
 
 _KINDS = {getattr(L, n): n for n in ("HELLO", "ADVANCE", "SPI", "UART_W", "UART_R", "GPIO_W", "GPIO_R",
                                       "FLASH_R", "FLASH_W", "FLASH_E", "WDT", "RESET", "DISPLAY", "KEY_R",
-                                      "STATS", "TIME_SET", "DISPLAY_PLAN")}
+                                      "STATS", "TIME_SET", "METER_UART", "DISPLAY_PLAN")}
 
 
 def _proc_cpu(pid):

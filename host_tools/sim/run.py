@@ -45,13 +45,13 @@ def schedule_faults(world, faults):
 
 
 def run(days=1.0, seed=1, profile="household", afe="typical", grid="stable", period_s=60, heap=None,
-        faults=(), settings=None, progress=None, mpy=True):
+        faults=(), settings=None, progress=None, mpy=True, chip=None):
     """Run a meter for `days` simulated days; return the result dict (see `meterkit sim run`)."""
     st = {"meter_period_s": period_s, "prepaid": METERING_PREPAID}
     if settings:
         st.update(settings)
     t0 = time.monotonic()
-    m = SimMeter(seed=seed, profile=profile, afe=afe, grid=grid, settings=st, heap=heap, mpy=mpy)
+    m = SimMeter(seed=seed, profile=profile, afe=afe, grid=grid, settings=st, heap=heap, mpy=mpy, chip=chip)
     try:
         schedule_faults(m.world, parse_faults(faults) if faults and isinstance(faults[0], str) else faults)
         end = int(days * DAY_MS)
@@ -89,6 +89,7 @@ def run(days=1.0, seed=1, profile="household", afe="typical", grid="stable", per
             "boots": m.boots,
             "link_frames": m.stats["frames"],
             "meter_period_s": period_s,
+            "chip": m.world.chip_name,
             "profile": profile if isinstance(profile, str) else "custom",
             "afe": afe if isinstance(afe, str) else "custom",
             "afe_params": m.world.afe.params,

@@ -31,6 +31,20 @@ _HELLO_R = struct.Struct("<QIB")
 DEFAULT_HEAP = "256k"
 
 
+def chip_metering(board, chip):
+    """The `metering` section of `board` built with `chip` instead (boards/<board>/chips/<chip>.json,
+    or the board's own when it already has that chip)."""
+    info = json.loads((board_dir(board) / "board.json").read_text())
+    if info["metering"].get("chip") == chip:
+        return info["metering"]
+    path = board_dir(board) / "chips" / ("%s.json" % chip)
+    if not path.exists():
+        from host_tools.sim.chips import NAMES
+        raise SimulationError("board %s has no variant with the metering chip %r" % (board, chip),
+                              hint="chips: " + ", ".join(NAMES))
+    return json.loads(path.read_text())
+
+
 class ServiceChannel:
     """The meter's service UART as the simulator sees it: bytes towards the firmware (rx) and the
     lines it sends back. Requests the runner makes itself carry ids "_sim-N" and their replies are
@@ -91,12 +105,15 @@ class SimMeter:
                  settings=None, heap=None, mpy=True, workdir=None, realtime=False, speed=1.0,
                  time_valid=True, flash_image=None, keep_flash=False, flash_offset=0,
                  app_from_flash=False, broker=None, smsc=None, epoch=None, frozen=False, vfs_size=None,
-                 flash_cipher=None, repl=None, lcd_plays=True):
+                 flash_cipher=None, repl=None, lcd_plays=True, chip=None):
         """`lcd_plays`: the board's LCD can play planned frames by itself (False: a board whose
         display the meter must wake to draw every display period, as before the LCD timer)."""
         self.board = board
         self.lcd_plays = lcd_plays
         self.info = json.loads((board_dir(board) / "board.json").read_text())
+        if chip is not None:
+            # The same board with another metering chip: its `metering` section from boards/<board>/chips/
+            self.info["metering"] = chip_metering(board, chip)
         self.seed = seed
         self.heap = heap or DEFAULT_HEAP
         self.world = World(self.info, seed, profile, afe, grid) if epoch is None else \
@@ -111,6 +128,10 @@ class SimMeter:
             workdir = self.tmp.name
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
+        self.board_json = None
+        if chip is not None:
+            self.board_json = self.workdir / "board.json"
+            self.board_json.write_text(json.dumps(self.info, indent=1))
         fl = dict(self.info["flash"])
         if vfs_size is not None:
             fl["vfs_size"] = vfs_size      # a board whose file system runs to the end of a larger flash
@@ -185,7 +206,7 @@ class SimMeter:
     def boot(self):
         env = dict(os.environ)
         env.update(MICROPYPATH=search_path(self.fw_dir, self.frozen_dir), METER_SIM="127.0.0.1:%d" % self.port,
-                   METER_SEED=str(self.seed), METER_BOARD_JSON=str(self.fw_dir / "board.json"),
+                   METER_SEED=str(self.seed), METER_BOARD_JSON=str(self.board_json or self.fw_dir / "board.json"),
                    METER_FLASH_OFFSET=str(self.flash.offset), METER_VFS_SIZE=str(self.vfs_size),
                    METER_RESET_CAUSE=self.reset_cause, METER_LCD_PLAYS="1" if self.lcd_plays else "0")
         if self.flash.cipher is None:
@@ -264,12 +285,18 @@ class SimMeter:
         (the ADVANCE stays unanswered until the caller resumes)."""
         w = self.world
         link = self.link
-        if ftype == L.SPI:
+        if ftype == L.METER_UART:
+            want = struct.unpack_from("<H", p, 1)[0]
+            link.reply(L.METER_UART, w.chip.uart(p[3:], want) if w.chip.bus == "uart" else b"")
+        elif ftype == L.SPI:
             buf = bytearray(p[2:])
-            w.chip.transfer(buf)
-            # What the firmware took out of the clear-on-read energy registers: the reference for
-            # "energy registered" in power-cut checks.
-            for i in range(0, len(buf) - 2, 3):
+            if w.chip.bus != "spi":
+                link.reply(L.SPI, b"\xff" * len(buf))      # nothing on this bus: MISO floats high
+                return True
+            w.chip.transfer(buf, p[1])
+            # What the firmware took out of the ATM90E26's clear-on-read energy registers: the
+            # reference for "energy registered" in power-cut checks.
+            for i in range(0, len(buf) - 2, 3) if w.chip.kind == "atm90e26" else ():
                 a = p[2 + i]
                 if a == 0xC0 or a == 0xC1:
                     v = (buf[i + 1] << 8) | buf[i + 2]

@@ -5,7 +5,7 @@ import math
 import random
 
 from host_tools.sim.afe import FrontEnd
-from host_tools.sim.chips.atm90e26 import ATM90E26
+from host_tools.sim import chips
 from host_tools.sim.grid import Grid
 from host_tools.sim.loads import LoadProfile
 
@@ -33,7 +33,8 @@ class World:
         self.loads = _named_or_file(LoadProfile, profile, seed)
         self.grid = _named_or_file(Grid, grid, seed + 1)
         self.afe = _named_or_file(FrontEnd, afe, seed + 2, design)
-        self.chip = ATM90E26(random.Random(seed * 1000003 + 3))
+        self.chip_name = met.get("chip", "atm90e26")
+        self.chip = chips.make(self.chip_name, random.Random(seed * 1000003 + 3))
         self.now_ms = 0
         self.true_import_wh = 0.0
         self.true_export_wh = 0.0

@@ -2,6 +2,8 @@
 a health probe, and clear-on-read energy confirmed through LastData. Takes a framed SPI bus."""
 from micropython import const
 
+from metering.chip import CAL_ERROR, GARBAGE, OK, RESET, SILENT, ChipError, Readings, check_int
+
 _SYS_STATUS = const(0x01)
 _FUNC_EN = const(0x02)
 _LAST_DATA = const(0x06)
@@ -29,18 +31,9 @@ _FUNC_DEFAULT = const(0x000C)
 _CAL_ERR = const(0xC000)
 _ADJ_ERR = const(0x3000)
 
-# Probe results.
-OK = const(0)
-SILENT = const(1)
-GARBAGE = const(2)
-RESET = const(3)
-CAL_ERROR = const(4)
-STATE_NAMES = ("ok", "silent", "garbage", "reset", "cal_error")
-
-
-
-class ChipError(Exception):
-    pass
+# The energy registers wrap at 16 bits (0.1 CF pulse per count) when they are not read in time.
+_WRAP = 65536
+_WRITABLE_RAW = (0x04,)          # SmallPMod: the lab's offset measurement mode
 
 
 def _setup():
@@ -87,10 +80,14 @@ def _vote(a, l1, l2):
 class ATM90E26:
     FRAME = 3
 
-    def __init__(self, bus, clock, calibration):
+    wrap = _WRAP
+
+    def __init__(self, bus, clock, calibration, design=None):
         self.bus = bus
         self.clock = clock
         self.cal = calibration
+        # counts (0.1 CF pulse) per kWh at the board's meter constant
+        self.den = 10 * (design or {}).get("meter_constant_imp_per_kwh", 3200)
         # Probe: FuncEn, LastData, CalStart, AdjStart, SysStatus.
         self._probe_tpl = _read_frames((_FUNC_EN, _LAST_DATA, _CAL_START, _ADJ_START, _SYS_STATUS))
         self._probe = bytearray(len(self._probe_tpl))
@@ -100,19 +97,12 @@ class ATM90E26:
                                        _PANGLE, _IRMS2))
         self._poll = bytearray(len(self._poll_tpl))
         self.words = [0] * 16
-        self.ap = 0
-        self.an = 0
+        self.imp = 0
+        self.exp = 0
         self.energy_ok = True
         self.en_status = 0
-        self.urms_cv = 0
-        self.irms_ma = 0
-        self.p_w = 0
-        self.q_var = 0
-        self.s_va = 0
-        self.pf_milli = 0
-        self.freq_chz = 0
-        self.angle_dd = 0
-        self.irms_n_ma = 0
+        self.readings = Readings()
+        self.readings.irms_n_ma = 0
         self.last_probe = None
 
     # -- low level -------------------------------------------------------------------------------
@@ -164,20 +154,38 @@ class ATM90E26:
         ap = _vote(w[0], w[1], w[2])
         an = _vote(w[3], w[4], w[5])
         self.energy_ok = ap is not None and an is not None
-        self.ap = ap or 0
-        self.an = an or 0
+        self.imp = ap or 0
+        self.exp = an or 0
         self.en_status = w[6]
-        self.urms_cv = w[7]
-        self.irms_ma = w[8]
-        self.p_w = twos16(w[9])
-        self.q_var = twos16(w[10])
-        self.s_va = w[11] & 0x7FFF
-        self.pf_milli = sign_magnitude(w[12])
-        self.freq_chz = w[13]
-        self.angle_dd = sign_magnitude(w[14])
-        self.irms_n_ma = w[15]
+        r = self.readings
+        r.urms_cv = w[7]
+        r.irms_ma = w[8]
+        r.p_w = twos16(w[9])
+        r.q_var = twos16(w[10])
+        r.s_va = w[11] & 0x7FFF
+        r.pf_milli = sign_magnitude(w[12])
+        r.freq_chz = w[13]
+        r.angle_dd = sign_magnitude(w[14])
+        r.irms_n_ma = w[15]
         return self.energy_ok
 
-    def write_register(self, name, value):
-        """Write one calibration register by name (service/calibration use); the caller restarts the chip."""
-        self.cal[name] = value & 0xFFFF
+    # -- calibration and the lab -----------------------------------------------------------------
+    def check_cal(self, name, value):
+        """A calibration register by name: known, 16-bit, Ugain bit 15 clear (datasheet)."""
+        if name not in _setup().REGISTER_ADDRESS:
+            raise ValueError("unknown calibration register %r" % name)
+        check_int(name, value, 0, 0xFFFF)
+        if name == "Ugain" and value & 0x8000:
+            raise ValueError("Ugain bit 15 must be 0 (datasheet)")
+
+    def raw_read(self, addr):
+        check_int("register address", addr, 0, 0x7F)
+        if 0x40 <= addr <= 0x45 or addr == 0x01:
+            raise ValueError("register 0x%02x clears on read: use totals" % addr)
+        return self.read(addr)
+
+    def raw_write(self, addr, value):
+        if addr not in _WRITABLE_RAW:
+            raise ValueError("only SmallPMod (0x04) may be written raw")
+        check_int("value", value, 0, 0xFFFF)
+        self.write(addr, value)

@@ -3,6 +3,8 @@ soft reset, calibration registers with their CS1/CS2 checksums, start metering a
 atm90e26.py so the resident driver is only the poll and health path."""
 from micropython import const
 
+from metering.chip import CAL_ERROR, SILENT
+
 _SOFT_RESET = const(0x00)
 _SYS_STATUS = const(0x01)
 _FUNC_EN = const(0x02)
@@ -77,10 +79,10 @@ def start(chip, error):
     status, cs1, cs2, func, last, cs, adjs = [(buf[3 * j + 1] << 8) | buf[3 * j + 2]
                                               for j in range(base, base + len(verify))]
     if func != _FUNC_SIGNATURE or last != _FUNC_SIGNATURE:
-        raise error("no ATM90E26 answering (FuncEn read %04x, LastData %04x)" % (func, last))
+        raise error(SILENT, "no ATM90E26 answering (FuncEn read %04x, LastData %04x)" % (func, last))
     if status & _CAL_ERR or cs1 != checksum(cal):
-        raise error("chip rejected CS1 (SysStatus %04x, CS1 %04x)" % (status, cs1))
+        raise error(CAL_ERROR, "chip rejected CS1 (SysStatus %04x, CS1 %04x)" % (status, cs1))
     if status & _ADJ_ERR or cs2 != checksum(adj):
-        raise error("chip rejected CS2 (SysStatus %04x, CS2 %04x)" % (status, cs2))
+        raise error(CAL_ERROR, "chip rejected CS2 (SysStatus %04x, CS2 %04x)" % (status, cs2))
     if cs != _CODE_RUN or adjs != _CODE_RUN:
-        raise error("metering did not start (CalStart %04x, AdjStart %04x)" % (cs, adjs))
+        raise error(CAL_ERROR, "metering did not start (CalStart %04x, AdjStart %04x)" % (cs, adjs))

@@ -1,1 +1,23 @@
-"""Register-level models of the metering chips the firmware drives (one module per chip)."""
+"""Register-level models of the metering chips the firmware drives (one module per chip), and the
+table the world picks one from by the board's `metering.chip`."""
+import importlib
+
+from host_tools.errors import UsageError
+
+# chip name -> (module, class)
+MODELS = {
+    "atm90e26": ("host_tools.sim.chips.atm90e26", "ATM90E26"),
+    "bl0942": ("host_tools.sim.chips.bl0942", "BL0942"),
+    "ade7953": ("host_tools.sim.chips.ade7953", "ADE7953"),
+}
+NAMES = tuple(sorted(MODELS))
+
+
+def make(name, rng, params=None):
+    """The model of chip `name`, seeded from rng."""
+    entry = MODELS.get(name)
+    if entry is None:
+        raise UsageError("no simulator model of the metering chip %r" % (name,),
+                         hint="models: " + ", ".join(NAMES))
+    cls = getattr(importlib.import_module(entry[0]), entry[1])
+    return cls(rng, params) if params else cls(rng)

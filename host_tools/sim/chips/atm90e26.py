@@ -409,7 +409,10 @@ class ATM90E26:
                 self._update_pins()
 
     # ---- the bus side --------------------------------------------------------------------------
-    def transfer(self, buf):
+    kind = "atm90e26"
+    bus = "spi"
+
+    def transfer(self, buf, frame_len=3):
         """Clock k 3-byte frames through the chip, in place (each frame is one chip-select cycle)."""
         n = len(buf)
         if self.fault == "silent":
