@@ -19,8 +19,8 @@ def register(sub):
                                    "visa:SOURCE_RESOURCE,METER_RESOURCE[,SOURCE_PROFILE+METER_PROFILE] (a lab's SCPI "
                                    "instruments through PyVISA; docs/lab-bench.md)")
     p.add_argument("--visa-library", metavar="LIB", help="--bench visa: the VISA library: @py (pyvisa-py, default), a "
-                                                        "vendor VISA's path, or FILE.yaml@sim (simulated instruments; "
-                                                        "default $METERKIT_VISA_LIBRARY)")
+                                                        "vendor VISA's path, FILE.yaml@sim or sim (the simulated "
+                                                        "instruments shipped; default $METERKIT_VISA_LIBRARY)")
     p.add_argument("--class", dest="accuracy_class", default="1", choices=sorted(classes.CLASSES, key=float),
                    help="accuracy class to verify against (default 1)")
     p.add_argument("--report", metavar="DIR", help="certificate folder (default certificates/<meter>/<number>/ in "
@@ -98,7 +98,7 @@ def _open_visa(args, argument):
     import os
 
     from host_tools.calibrate.bench import visa
-    library = args.visa_library or os.environ.get("METERKIT_VISA_LIBRARY") or "@py"
+    library = visa.sim_library(args.visa_library or os.environ.get("METERKIT_VISA_LIBRARY") or "@py")
     visa.parse_spec(argument)                          # a bad spec is a usage error before anything opens
     if args.port:
         bench = visa.open_visa_bench(argument, rm=visa.resource_manager(library))

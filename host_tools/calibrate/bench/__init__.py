@@ -3,7 +3,7 @@ a real bench is one module with a `Bench` subclass and `open_bench(argument, met
 named here by its scheme (`--bench <scheme>[:argument]`)."""
 import importlib
 
-from host_tools.calibrate.bench.base import Bench, BenchError, PulseGate, pf_to_phi  # noqa: F401
+from host_tools.calibrate.bench.base import Bench, BenchError, InstrumentError, PulseGate, pf_to_phi  # noqa: F401
 from host_tools.errors import UsageError
 
 # scheme -> module with open_bench(argument, meter=None, seed=0). One line per bench kind.

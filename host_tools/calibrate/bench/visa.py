@@ -14,9 +14,10 @@ meter's world and passes that world's clock instead (`bench/visa_sim.py`).
 import math
 import re
 import time
+from pathlib import Path
 
 from host_tools.calibrate.bench import profiles as P
-from host_tools.calibrate.bench.base import Bench, BenchError, PulseGate, pf_to_phi
+from host_tools.calibrate.bench.base import Bench, BenchError, InstrumentError, PulseGate, pf_to_phi
 from host_tools.errors import UsageError
 
 DEFAULT_TIMEOUT_MS = 5000
@@ -57,10 +58,10 @@ class Instrument:
         from pyvisa import constants, errors
         if isinstance(e, errors.VisaIOError) and e.error_code == constants.StatusCode.error_timeout:
             ms = getattr(self.res, "timeout", None)
-            return BenchError("the %s did not answer %r within %s ms" % (self.label(), cmd, ms),
+            return InstrumentError("the %s did not answer %r within %s ms" % (self.label(), cmd, ms),
                               hint="check its cable, resource string and remote mode; a command it does not "
                                    "know can also leave it silent (is the profile the right model?)")
-        return BenchError("the %s failed on %r: %s" % (self.label(), cmd, e),
+        return InstrumentError("the %s failed on %r: %s" % (self.label(), cmd, e),
                           hint="check the connection and that no other program holds the instrument")
 
     def raw_query(self, cmd):
@@ -83,7 +84,7 @@ class Instrument:
     def check(self, after):
         errs = self.errors()
         if errs:
-            raise BenchError("the %s reported %s after %r" % (self.label(), "; ".join(errs), after),
+            raise InstrumentError("the %s reported %s after %r" % (self.label(), "; ".join(errs), after),
                              hint="the instrument refused the command: a value out of its range, a wrong "
                                   "profile, or the instrument in local mode")
 
@@ -116,7 +117,7 @@ class Instrument:
         text = self.query(cmd)
         parts = [p.strip() for p in text.split(",")]
         if len(parts) < len(fields):
-            raise BenchError("the %s answered %r to %r: %d value(s), %d expected" % (
+            raise InstrumentError("the %s answered %r to %r: %d value(s), %d expected" % (
                 self.label(), text, cmd, len(parts), len(fields)), hint="is the profile the right model?")
         out = {}
         for name, part in zip(fields, parts):
@@ -125,7 +126,7 @@ class Instrument:
             try:
                 out[name] = float(part.split()[-1]) if part else float("nan")
             except ValueError:
-                raise BenchError("the %s answered %r to %r: %r is not a number" % (self.label(), text, cmd, part),
+                raise InstrumentError("the %s answered %r to %r: %r is not a number" % (self.label(), text, cmd, part),
                                  hint="is the profile the right model, with headers off?") from None
         return out
 
@@ -176,7 +177,7 @@ class VisaBench(Bench):
             lo, hi = lim.get(name, (0, float("inf")))
             if not lo <= value <= hi:
                 self._safe_off()
-                raise BenchError("the source %s cannot produce %s = %g (its range %g..%g)" % (
+                raise InstrumentError("the source %s cannot produce %s = %g (its range %g..%g)" % (
                     prof["model"], name, value, lo, hi),
                     hint="choose a bench whose source covers the meter's Un, Imax and frequency")
         values = {"volts": float(volts), "amps": float(amps), "freq_hz": float(freq_hz),
@@ -235,7 +236,7 @@ class VisaBench(Bench):
 
     def _reference(self, seconds):
         if seconds <= 0:
-            raise BenchError("a reference reading needs time to pass", hint="ask for seconds > 0")
+            raise InstrumentError("a reference reading needs time to pass", hint="ask for seconds > 0")
         prof = self.meter.profile
         integ = prof.get("integrator")
         t0 = self.clock.now()
@@ -268,7 +269,7 @@ class VisaBench(Bench):
         pf = self.state["pf"]
         if self.state["amps"] > 0 and abs(pf) < 0.95 and abs(r["pf"]) < 0.99:
             if (pf > 0) != (r.get("vars", 0.0) > 0):
-                raise BenchError("asked for PF %+g but the reference meter measures %+.3f (vars %.1f): the source "
+                raise InstrumentError("asked for PF %+g but the reference meter measures %+.3f (vars %.1f): the source "
                                  "profile's phase sign is reversed" % (pf, r["pf"], r.get("vars", 0.0)),
                                  hint="set phase_sign to %d in the source profile %s" % (
                                      -self.source.profile.get("phase_sign", 1), self.source.profile["model"]))
@@ -282,7 +283,7 @@ class VisaBench(Bench):
         for inst in (self.meter, self.source):
             if inst.profile.get(what):
                 return inst
-        raise BenchError("neither the %s nor the %s has a pulse input (%s)" % (
+        raise InstrumentError("neither the %s nor the %s has a pulse input (%s)" % (
             self.source.label(), self.meter.label(), what),
             hint="the meter's test output must go to a reference standard with a scanning-head input "
                  "(e.g. the generic-scpi-meter profile); see docs/lab-bench.md")
@@ -306,7 +307,7 @@ class VisaBench(Bench):
             if not running.search(state):
                 break
             if self.clock.now() > deadline:
-                raise BenchError("the %s's gate still runs %.0f s after its own timeout" % (inst.label(), timeout_s),
+                raise InstrumentError("the %s's gate still runs %.0f s after its own timeout" % (inst.label(), timeout_s),
                                  hint="check the instrument")
             self.clock.sleep(_POLL_S)
         r = inst.numbers(g["query"], g["fields"])
@@ -390,7 +391,7 @@ def open_instrument(rm, resource, profile, kind, timeout_ms=DEFAULT_TIMEOUT_MS, 
     try:
         res = rm.open_resource(resource)
     except Exception as e:
-        raise BenchError("cannot open the %s at %s: %s" % (role, resource, e),
+        raise InstrumentError("cannot open the %s at %s: %s" % (role, resource, e),
                          hint="list the resources with `python -m pyvisa info` / your VISA's tools; serial "
                               "ASRL/dev/ttyUSB0::INSTR, USB-TMC USB0::0x...::INSTR, LAN TCPIP0::HOST::INSTR "
                               "or TCPIP0::HOST::5025::SOCKET") from None
@@ -409,6 +410,9 @@ def open_instrument(rm, resource, profile, kind, timeout_ms=DEFAULT_TIMEOUT_MS, 
             inst = Instrument(res, {"no_error": "^$", "error_query": "SYST:ERR?", "model": "unidentified"}, role,
                               resource)
             idn = inst.raw_query("*IDN?")
+            if not idn:
+                raise InstrumentError("no instrument answered *IDN? as the %s at %s" % (role, resource),
+                                 hint="check the resource string, the cable and the instrument's interface settings")
             profile = P.identify(idn, kind)
             if profile is None:
                 raise UsageError("the %s at %s answers *IDN? with %r, which no %s profile knows" % (
@@ -424,6 +428,14 @@ def open_instrument(rm, resource, profile, kind, timeout_ms=DEFAULT_TIMEOUT_MS, 
         raise
 
 
+SIM_INSTRUMENTS = Path(__file__).resolve().with_name("sim_instruments.yaml")
+
+
+def sim_library(library):
+    """"sim" (or "@sim") is short for the simulated instruments shipped here (sim_instruments.yaml@sim)."""
+    return "%s@sim" % SIM_INSTRUMENTS if library in ("sim", "@sim") else library
+
+
 def resource_manager(library=None):
     """A pyvisa ResourceManager: `library` (or $METERKIT_VISA_LIBRARY) such as "@py" (pyvisa-py, the
     default), a vendor VISA's path, or "FILE.yaml@sim" (pyvisa-sim, simulated instruments)."""
@@ -432,7 +444,7 @@ def resource_manager(library=None):
         import pyvisa
     except ImportError:
         raise UsageError("pyvisa is not installed", hint="make venv (it is pinned in requirements.txt)") from None
-    library = library or os.environ.get("METERKIT_VISA_LIBRARY") or "@py"
+    library = sim_library(library or os.environ.get("METERKIT_VISA_LIBRARY") or "@py")
     try:
         return pyvisa.ResourceManager(library)
     except Exception as e:
@@ -469,7 +481,7 @@ def open_bench(argument, meter=None, seed=0):
     """`--bench visa:SRC,METER[,PROFILES]`. With `meter` (an in-process simulated meter) and a pyvisa-sim
     library, the simulated instruments act on that meter's world (bench/visa_sim.py)."""
     import os
-    library = os.environ.get("METERKIT_VISA_LIBRARY") or "@py"
+    library = sim_library(os.environ.get("METERKIT_VISA_LIBRARY") or "@py")
     if meter is not None and library.endswith("@sim"):
         from host_tools.calibrate.bench.visa_sim import open_coupled
         return open_coupled(argument, meter, library, seed=seed)

@@ -43,7 +43,10 @@ def _prop(device, name):
 
 
 def _put(device, name, value):
-    device._properties[name].set_value(value)
+    """Give the instrument's answer `name` the world's value; an instrument defined without that
+    answer (the hung meter) stays silent."""
+    if name in device._properties:
+        device._properties[name].set_value(value)
 
 
 class Coupled:
