@@ -21,6 +21,7 @@ from test_calibrate_fixtures import ChipDirectMeter
 LIB = "%s@sim" % visa.SIM_INSTRUMENTS
 SRC, MTR, HUNG = "ASRL1::INSTR", "ASRL2::INSTR", "ASRL3::INSTR"
 FLUKE = "USB0::0x0F7E::0x6105::1234567::INSTR"
+CAL5520 = "GPIB0::4::INSTR"
 CHROMA = "TCPIP0::192.168.0.66::inst0::INSTR"
 WT310E = "USB0::0x0B21::0x0025::C2SIM0001::INSTR"
 
@@ -64,7 +65,7 @@ def test_every_shipped_profile_loads_and_names_where_its_syntax_comes_from():
     for n in names:
         prof = P.load(n)
         assert prof["model"] == n and prof.get("syntax"), n
-    assert P.names("source") == ["fluke-6105a", "generic-scpi-source"]
+    assert P.names("source") == ["fluke-5520a", "fluke-6105a", "generic-scpi-source"]
 
 
 def test_set_sends_the_profiles_commands_and_switches_the_output_on(bench):
@@ -90,6 +91,23 @@ def test_fluke_6105a_profile_drives_phase_one_harmonic_one(tmp_path):
         with pytest.raises(BenchError, match="freq_hz = 60"):
             b.set(230, 5, 1.0, 60)                               # frequency is the front panel's
         assert state(b)["output"] == "OFF"
+    finally:
+        b.close()
+
+
+def test_fluke_5520a_profile_sets_power_output_and_lagging_power_factor():
+    b = visa.open_visa_bench("%s,%s" % (CAL5520, MTR), rm=rm(), timeout_ms=500)
+    try:
+        assert b.source.profile["model"] == "fluke-5520a"
+        b.set(230, 5, 0.5, 50)
+        s = state(b)
+        assert s["out"] == "230.0000V,5.00000A,50.000HZ" and s["dpf_value"] == pytest.approx(0.5), s
+        b.set(230, 5, -0.8, 50)
+        assert state(b)["dpf_lead"] == pytest.approx(0.8)
+        b.set(264.5, 0, 1.0, 50)                                 # creep: voltage only
+        assert state(b)["out"] == "264.5000V,50.000HZ"
+        with pytest.raises(BenchError, match="amps = 80"):
+            b.set(230, 80, 1.0)                                  # beyond the calibrator's 20.5 A
     finally:
         b.close()
 

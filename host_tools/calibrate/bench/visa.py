@@ -180,12 +180,15 @@ class VisaBench(Bench):
                 raise InstrumentError("the source %s cannot produce %s = %g (its range %g..%g)" % (
                     prof["model"], name, value, lo, hi),
                     hint="choose a bench whose source covers the meter's Un, Imax and frequency")
+        # Templates may use the angle (phase_deg, signed by the profile's phase_sign) or the power factor
+        # with a word for its sign (pf_abs, lag_lead: LAG = the current lags = inductive).
         values = {"volts": float(volts), "amps": float(amps), "freq_hz": float(freq_hz),
-                  "phase_deg": math.degrees(phi) * prof.get("phase_sign", 1)}
+                  "phase_deg": math.degrees(phi) * prof.get("phase_sign", 1),
+                  "pf_abs": abs(float(pf)), "lag_lead": "LAG" if 0 < pf < 1 else "LEAD"}
         try:
             cmds = prof["set"] if amps > 0 or "set_voltage_only" not in prof else prof["set_voltage_only"]
             self.source.write_all(cmds, **values)
-            if not self._on:
+            if not self._on or prof.get("on_after_every_set"):
                 self.source.write_all(prof["on"])
                 self._on = True
         except BenchError:
