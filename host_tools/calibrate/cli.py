@@ -57,14 +57,7 @@ def _open(args):
     if scheme == "visa":
         return _open_visa(args, argument)
     if args.port:
-        bench = open_bench(args.bench)                 # a bench on its own connection
-        try:
-            from host_tools.device.client import ServiceClient
-            service = ServiceClient(args.port, timeout=args.timeout)
-        except Exception:
-            bench.close()
-            raise
-        return service, bench, [bench.close, service.close]
+        return _with_port(args, open_bench(args.bench))   # a bench on its own connection
     if scheme != "sim" or argument:
         raise UsageError("--port is required with --bench %s" % args.bench,
                          hint="give the meter's service port; only --bench sim simulates a meter in-process")
@@ -77,6 +70,17 @@ def _open(args):
         meter.close()
         raise
     return SimService(meter), bench, [bench.close, meter.close]
+
+
+def _with_port(args, bench):
+    """(service, bench, closers) for a meter on --port and an open bench."""
+    try:
+        from host_tools.device.client import ServiceClient
+        service = ServiceClient(args.port, timeout=args.timeout)
+    except Exception:
+        bench.close()
+        raise
+    return service, bench, [bench.close, service.close]
 
 
 def _sim_meter(args):
@@ -101,14 +105,7 @@ def _open_visa(args, argument):
     library = visa.sim_library(args.visa_library or os.environ.get("METERKIT_VISA_LIBRARY") or "@py")
     visa.parse_spec(argument)                          # a bad spec is a usage error before anything opens
     if args.port:
-        bench = visa.open_visa_bench(argument, rm=visa.resource_manager(library))
-        try:
-            from host_tools.device.client import ServiceClient
-            service = ServiceClient(args.port, timeout=args.timeout)
-        except Exception:
-            bench.close()
-            raise
-        return service, bench, [bench.close, service.close]
+        return _with_port(args, visa.open_visa_bench(argument, rm=visa.resource_manager(library)))
     if not library.endswith("@sim"):
         raise UsageError("--port is required with --bench visa",
                          hint="give the meter's service port; without one only simulated instruments "
