@@ -102,41 +102,48 @@ class SourceHook:
 
 
 class MeterHook:
-    """The generic meter reads SimBench's reference standard: readings averaged since the previous
-    readings query, an integrator, a pulse gate and a pulse counter on the chip's CF output."""
+    """The generic meter reads SimBench's reference standard: readings averaged over the last
+    integration interval (its instantaneous values when none has run since the source changed), an
+    integrator, a pulse gate and a pulse counter on the chip's CF output."""
 
     def __init__(self, sim_bench, device):
         self.sb = sim_bench
         self.dev = device
         self.world = sim_bench.world
-        self._last = (self.world.now_ms, sim_bench.integrals())
         self._integ = [0.0, 0.0]                 # Wh, seconds
-        self._integ_from = None
+        self._from = None                        # (ms, integrals) at INTEG:STAR
+        self._window = None                      # ((ms, integrals), (ms, integrals)) of the last interval
         self._count_from = self._count_to = None
 
-    def _mean(self, since):
-        t_ms, a0 = since
-        a = self.sb.integrals()
-        t = (self.world.now_ms - t_ms) / 1000.0
-        if t <= 0:
-            v, i, phi, f = self.sb.signals()
-            return v, i, v * i * math.cos(phi), v * i * math.sin(phi), f
-        d = [x - y for x, y in zip(a, a0)]
-        return (math.sqrt(max(d[4], 0) / t) * self.sb.ref_v_gain, math.sqrt(max(d[5], 0) / t) * self.sb.ref_i_gain,
-                d[0] / t * self.sb.ref_gain, d[1] / t * self.sb.ref_gain, self.sb.freq_hz)
+    def _snapshot(self):
+        return self.world.now_ms, self.sb.integrals()
+
+    def _readings(self):
+        sb = self.sb
+        if self._window is None:
+            v, i, phi, f = sb.signals()
+            return (v * sb.ref_v_gain, i * sb.ref_i_gain, v * i * math.cos(phi) * sb.ref_gain,
+                    v * i * math.sin(phi) * sb.ref_gain, f)
+        (t0, a0), (t1, a1) = self._window
+        t = (t1 - t0) / 1000.0
+        d = [x - y for x, y in zip(a1, a0)]
+        return (math.sqrt(max(d[4], 0) / t) * sb.ref_v_gain, math.sqrt(max(d[5], 0) / t) * sb.ref_i_gain,
+                d[0] / t * sb.ref_gain, d[1] / t * sb.ref_gain, sb.freq_hz)
 
     def written(self, msg):
         sb, w = self.sb, self.world
         if msg == "INTEG:RES":
             self._integ = [0.0, 0.0]
-            self._integ_from = None
+            self._from = self._window = None
         elif msg == "INTEG:STAR":
-            self._integ_from = (w.now_ms, sb.integrals()[0])
-        elif msg == "INTEG:STOP" and self._integ_from:
-            t_ms, e0 = self._integ_from
-            self._integ[0] += (sb.integrals()[0] - e0) * sb.ref_gain / 3600.0
-            self._integ[1] += (w.now_ms - t_ms) / 1000.0
-            self._integ_from = None
+            self._from = self._snapshot()
+        elif msg == "INTEG:STOP" and self._from:
+            end = self._snapshot()
+            if end[0] > self._from[0]:
+                self._window = (self._from, end)
+                self._integ[0] += (end[1][0] - self._from[1][0]) * sb.ref_gain / 3600.0
+                self._integ[1] += (end[0] - self._from[0]) / 1000.0
+            self._from = None
         elif msg == "GATE:INIT":
             # The instrument gates in hardware while the host polls; here the world runs the gate now.
             try:
@@ -156,11 +163,10 @@ class MeterHook:
 
     def asking(self, msg):
         if msg == "MEAS:ALL?":
-            v, i, p, q, f = self._mean(self._last)
+            v, i, p, q, f = self._readings()
             s = math.hypot(p, q)
             pf = (p / s if s > 0 else 1.0) * (-1 if q < 0 else 1)
             _put(self.dev, "measure", "%.6f,%.7f,%.6f,%.6f,%.6f,%.4f" % (v, i, p, q, pf, f))
-            self._last = (self.world.now_ms, self.sb.integrals())
         elif msg == "INTEG:DATA?":
             _put(self.dev, "integ", "%.9f,%.6f" % tuple(self._integ))
         elif msg == "PULS:COUN?":
