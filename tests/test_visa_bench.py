@@ -257,12 +257,15 @@ def test_the_calibration_procedure_runs_through_the_visa_bench_like_the_simulate
     assert vis["status"] == "PASSED" and vis["stored_in_meter"], vis["reason"]
     assert vis["worst_error_pct"] < 0.2
     assert vis["bench"]["kind"] == "visa" and "pyvisa-sim" in vis["bench"]["simulated"]["instruments"]
-    # The same meter, source wander and reference: the same uncalibrated error, registers within a count or two.
+    # The same meter, source wander and reference: the same uncalibrated error and registers within a count
+    # or two (the phase goes to the instrument as degrees with 3 decimals, which moves a pulse edge by a
+    # millisecond now and then).
     for k in ("pf1_pct", "pf05l_pct"):
         assert vis["calibration"]["uncalibrated_error_pct"][k] == pytest.approx(
-            sim["calibration"]["uncalibrated_error_pct"][k], abs=0.05)
-    for reg in ("Ugain", "IgainL", "Lgain"):
-        assert abs(vis["registers_after"][reg] - sim["registers_after"][reg]) <= 8, reg
+            sim["calibration"]["uncalibrated_error_pct"][k], abs=0.005), k
+    for reg in ("Ugain", "IgainL", "Lgain", "Lphi"):
+        assert abs(vis["registers_after"][reg] - sim["registers_after"][reg]) <= 2, (
+            reg, vis["registers_after"][reg], sim["registers_after"][reg])
 
 
 def test_open_bench_visa_needs_a_resource_pair():

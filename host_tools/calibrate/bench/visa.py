@@ -160,8 +160,10 @@ class VisaBench(Bench):
             source.write_all(source.profile.get("init", []))
             self._write_off()
             meter.write_all(meter.profile.get("init", []))
-        except BenchError:
+        except BaseException:
             self._safe_off()
+            source.close()
+            meter.close()
             raise
 
     # -- source ---------------------------------------------------------------------------------------
@@ -191,7 +193,7 @@ class VisaBench(Bench):
             if not self._on or prof.get("on_after_every_set"):
                 self.source.write_all(prof["on"])
                 self._on = True
-        except BenchError:
+        except BaseException:               # an instrument error, or Ctrl-C half way through a setting
             self._safe_off()
             raise
         self.state = {"volts": float(volts), "amps": float(amps), "pf": float(pf), "freq_hz": float(freq_hz)}
