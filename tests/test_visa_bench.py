@@ -299,3 +299,93 @@ def test_cli_timeout_of_a_simulated_instrument_exits_3(tmp_path, capsys, monkeyp
                "--visa-library", LIB, "--report", str(tmp_path / "cert"), "--json"])
     out = json.loads(capsys.readouterr().out)
     assert rc == 3 and "did not answer" in out["error"], out
+
+
+# ---- the real transport: pyvisa-py over a LAN socket ---------------------------------------------------
+
+class SocketInstrument:
+    """A pyvisa-sim instrument definition served as a raw SCPI socket on 127.0.0.1 (as LAN instruments
+    serve port 5025), so pyvisa-py reaches it as TCPIP0::127.0.0.1::PORT::SOCKET. Stopped by the fixture."""
+
+    def __init__(self, resource):
+        import socket
+        import threading
+
+        from pyvisa_sim import parser
+        self.device = parser.get_devices(str(visa.SIM_INSTRUMENTS), False)[resource]
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(1)
+        self.port = self.sock.getsockname()[1]
+        self.received = []
+        self._stop = threading.Event()
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self):
+        import socket
+        self.sock.settimeout(0.1)
+        conn = None
+        buf = b""
+        while not self._stop.is_set():
+            try:
+                if conn is None:
+                    conn, _ = self.sock.accept()
+                    conn.settimeout(0.1)
+                data = conn.recv(4096)
+                if not data:
+                    conn.close()
+                    conn = None
+                    continue
+            except socket.timeout:
+                continue
+            except OSError:
+                break
+            buf += data
+            while b"\n" in buf:
+                line, buf = buf.split(b"\n", 1)
+                self.received.append(line.decode())
+                self.device.write(line + b"\n")
+                out = b""
+                while True:
+                    b, _ = self.device.read()
+                    if not b:
+                        break
+                    out += b
+                if out:
+                    conn.sendall(out)
+        if conn is not None:
+            conn.close()
+
+    def close(self):
+        self._stop.set()
+        self.thread.join(2)
+        self.sock.close()
+
+
+@pytest.fixture
+def lan_pair():
+    src, met = SocketInstrument("ASRL1::INSTR"), SocketInstrument("ASRL2::INSTR")
+    yield src, met
+    src.close()
+    met.close()
+
+
+def test_instruments_on_the_lan_through_pyvisa_py(lan_pair):
+    src, met = lan_pair
+    spec = "TCPIP0::127.0.0.1::%d::SOCKET,TCPIP0::127.0.0.1::%d::SOCKET" % (src.port, met.port)
+    b = visa.open_visa_bench(spec, rm=visa.resource_manager("@py"), timeout_ms=2000)
+    try:
+        assert (b.source.profile["model"], b.meter.profile["model"]) == ("generic-scpi-source", "generic-scpi-meter")
+        b.set(230, 5, 0.5)
+        r = b.reference(0.05)
+        assert r["volts"] == pytest.approx(230.0) and r["amps"] == pytest.approx(5.0)
+        assert src.device._properties["output"].get_value() == "ON"
+    finally:
+        b.close()
+    assert src.device._properties["output"].get_value() == "OFF"
+    # Every command on the wire was followed by the error query.
+    cmds = [m for m in src.received if m not in ("*IDN?", "SYST:ERR?")]
+    assert cmds[:2] == ["*CLS", "OUTP OFF"] and "SOUR:PHAS 60.000" in cmds
+    after = [src.received[i + 1] for i, m in enumerate(src.received) if m in cmds and i + 1 < len(src.received)]
+    assert set(after) == {"SYST:ERR?"}, after

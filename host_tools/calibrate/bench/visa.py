@@ -255,7 +255,13 @@ class VisaBench(Bench):
         r = self.meter.numbers(m["query"], m["fields"])
         if integ:
             r.update(self.meter.numbers(integ["query"], integ["fields"]))
-        t = r.pop("seconds", t)
+        t_inst = r.pop("seconds", None)
+        if t_inst is not None:
+            if not t_inst > 0:
+                raise InstrumentError("the %s's integrator reports %r s after %.3f s of integration" % (
+                    self.meter.label(), t_inst, t), hint="did its integration start? check the profile's integrator "
+                                                         "commands and the instrument's integration mode")
+            t = t_inst
         if "wh" not in r:
             r["wh"] = r["watts"] * t / 3600.0
         else:
