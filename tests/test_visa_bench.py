@@ -8,7 +8,7 @@ import math
 
 import pytest
 
-from host_tools.calibrate.bench import BenchError, open_bench
+from host_tools.calibrate.bench import BenchError, InstrumentError, open_bench
 from host_tools.calibrate.bench import profiles as P
 from host_tools.calibrate.bench import visa
 from host_tools.calibrate.bench.sim import SimBench
@@ -299,6 +299,20 @@ def test_cli_timeout_of_a_simulated_instrument_exits_3(tmp_path, capsys, monkeyp
                "--visa-library", LIB, "--report", str(tmp_path / "cert"), "--json"])
     out = json.loads(capsys.readouterr().out)
     assert rc == 3 and "did not answer" in out["error"], out
+    assert not (tmp_path / "cert").exists()                        # no certificate for a bench fault
+
+
+def test_an_instrument_fault_mid_calibration_leaves_the_meter_as_it_came():
+    m = ChipDirectMeter(seed=3)
+    cal0 = dict(m.cal)
+    b = open_coupled("%s,%s" % (SRC, HUNG), m, LIB, seed=3)
+    try:
+        with pytest.raises(InstrumentError, match="did not answer 'MEAS:ALL\\?'"):
+            run_lab(m, b, "1", write_report=False)
+        assert m.cal == cal0 and m.stored is None                  # test-mode registers dropped, nothing stored
+        assert m.world.bench.volts == 0                            # source off
+    finally:
+        b.close()
 
 
 # ---- the real transport: pyvisa-py over a LAN socket ---------------------------------------------------
