@@ -15,7 +15,12 @@ def register(sub):
     p.add_argument("--public-key", help="verify: the lab's public key PEM (default: lab-signing-key.pub.pem in "
                                         "$METERKIT_DATA or the working folder)")
     p.add_argument("--port", help="the meter's service port (omit with --bench sim to simulate a meter here)")
-    p.add_argument("--bench", help="sim (in-process) or sim:ADDRESS (printed by `meterkit sim start --json`)")
+    p.add_argument("--bench", help="sim (in-process), sim:ADDRESS (printed by `meterkit sim start --json`) or "
+                                   "visa:SOURCE_RESOURCE,METER_RESOURCE[,SOURCE_PROFILE+METER_PROFILE] (a lab's SCPI "
+                                   "instruments through PyVISA; docs/lab-bench.md)")
+    p.add_argument("--visa-library", metavar="LIB", help="--bench visa: the VISA library: @py (pyvisa-py, default), a "
+                                                        "vendor VISA's path, FILE.yaml@sim or sim (the simulated "
+                                                        "instruments shipped; default $METERKIT_VISA_LIBRARY)")
     p.add_argument("--class", dest="accuracy_class", default="1", choices=sorted(classes.CLASSES, key=float),
                    help="accuracy class to verify against (default 1)")
     p.add_argument("--report", metavar="DIR", help="certificate folder (default certificates/<meter>/<number>/ in "
@@ -49,22 +54,38 @@ def _open(args):
     """(service, bench, closers) for the arguments."""
     from host_tools.calibrate.bench import open_bench
     if not args.bench:
-        raise UsageError("no bench given", hint="use --bench sim[:ADDRESS]")
-    if args.port:
-        bench = open_bench(args.bench)                 # a bench on its own connection
-        try:
-            from host_tools.device.client import ServiceClient
-            service = ServiceClient(args.port, timeout=args.timeout)
-        except Exception:
-            bench.close()
-            raise
-        return service, bench, [bench.close, service.close]
+        raise UsageError("no bench given", hint="use --bench sim[:ADDRESS] or visa:SOURCE,METER[,PROFILES]")
     scheme, _, argument = args.bench.partition(":")
+    if scheme == "visa":
+        return _open_visa(args, argument)
+    if args.port:
+        return _with_port(args, open_bench(args.bench))   # a bench on its own connection
     if scheme != "sim" or argument:
         raise UsageError("--port is required with --bench %s" % args.bench,
                          hint="give the meter's service port; only --bench sim simulates a meter in-process")
     from host_tools.calibrate.bench.sim import SimBench
     from host_tools.calibrate.target import SimService
+    meter = _sim_meter(args)
+    try:
+        bench = SimBench(meter, seed=args.seed)
+    except Exception:
+        meter.close()
+        raise
+    return SimService(meter), bench, [bench.close, meter.close]
+
+
+def _with_port(args, bench):
+    """(service, bench, closers) for a meter on --port and an open bench."""
+    try:
+        from host_tools.device.client import ServiceClient
+        service = ServiceClient(args.port, timeout=args.timeout)
+    except Exception:
+        bench.close()
+        raise
+    return service, bench, [bench.close, service.close]
+
+
+def _sim_meter(args):
     from host_tools.sim.runner import SimMeter
     if args.chip is not None:
         from host_tools.sim.chips import NAMES
@@ -74,12 +95,36 @@ def _open(args):
                      chip=args.chip)
     try:
         meter.run_for(1)
-        bench = SimBench(meter, seed=args.seed)
     except Exception:
         meter.close()
         raise
     if not args.meter:
         args.meter = "sim-%s%s-seed%d" % ("%s-" % args.chip if args.chip else "", args.afe, args.seed)
+    return meter
+
+
+def _open_visa(args, argument):
+    """--bench visa: real instruments and the meter on --port; or, with a pyvisa-sim library and no port,
+    the simulated instruments coupled to a meter simulated in this process."""
+    import os
+
+    from host_tools.calibrate.bench import visa
+    library = visa.sim_library(args.visa_library or os.environ.get("METERKIT_VISA_LIBRARY") or "@py")
+    visa.parse_spec(argument)                          # a bad spec is a usage error before anything opens
+    if args.port:
+        return _with_port(args, visa.open_visa_bench(argument, rm=visa.resource_manager(library)))
+    if not library.endswith("@sim"):
+        raise UsageError("--port is required with --bench visa",
+                         hint="give the meter's service port; without one only simulated instruments "
+                              "(--visa-library FILE.yaml@sim) can calibrate a meter simulated here")
+    from host_tools.calibrate.bench.visa_sim import open_coupled
+    from host_tools.calibrate.target import SimService
+    meter = _sim_meter(args)
+    try:
+        bench = open_coupled(argument, meter, library, seed=args.seed)
+    except Exception:
+        meter.close()
+        raise
     return SimService(meter), bench, [bench.close, meter.close]
 
 

@@ -7,7 +7,7 @@ correct ends as FAILED with the numbers and the reason, never forced.
 The whole procedure runs with the chip's high-rate test output (target.HighRateOutput): the registers
 computed and returned are the normal-mode ones."""
 from host_tools.calibrate import formulas as F
-from host_tools.calibrate.bench.base import BenchError
+from host_tools.calibrate.bench.base import BenchError, InstrumentError
 
 SETTINGS = {
     "settle_s": 0.5,               # after each source change, before sampling or gating
@@ -91,6 +91,8 @@ class Procedure:
     def run(self):
         try:
             self._run()
+        except InstrumentError:
+            raise                       # the bench failed, not the meter: no verdict
         except BenchError as e:
             return self.result("FAILED", "the meter does not register energy at the calibration points: %s" % e)
         if self.problems:

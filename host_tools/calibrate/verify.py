@@ -2,7 +2,7 @@
 class table (pulse-gated against the reference), the starting current test and the no-load (creep)
 test. Runs on the chip's high-rate test output, so low-current points resolve in seconds."""
 from host_tools.calibrate import classes
-from host_tools.calibrate.bench.base import BenchError
+from host_tools.calibrate.bench.base import BenchError, InstrumentError
 
 SETTINGS = {
     "settle_s": 0.5,
@@ -52,6 +52,8 @@ def verify(bench, design, accuracy_class, test_constant, settings=None, log=None
             else:
                 point["error_pct"] = e * 100
                 point["passed"] = abs(e * 100) <= limit
+        except InstrumentError:
+            raise                       # the bench failed, not the meter: no verdict
         except BenchError as exc:
             point["note"] = "no test pulses within %.0f s: the meter does not register (%s)" % (timeout, exc.message)
         log("  %-22s error %s limit +-%g %% %s" % (label, "%+.3f %%" % point["error_pct"]

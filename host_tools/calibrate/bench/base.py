@@ -15,6 +15,12 @@ class BenchError(DeviceError):
     """The bench could not do what was asked (source fault, no pulses, lost connection)."""
 
 
+class InstrumentError(BenchError):
+    """An instrument of the bench failed: it did not answer, refused a command, or cannot produce what
+    was asked. A fault of the bench, never a verdict on the meter: the procedure stops (exit 3) rather
+    than writing a FAILED certificate."""
+
+
 class PulseGate:
     """One gated comparison: `pulses` whole meter test pulses between two pulse edges, and the
     reference standard's energy over exactly that gate (the classic pulse-gated error measurement)."""

@@ -80,6 +80,12 @@ class SimBench(Bench):
     def _changed(self):
         self.world._update_inputs()
 
+    def integrals(self):
+        """The true integrals since the bench opened, up to now: [W s, var s, V s, A s, V^2 s, A^2 s]
+        (what an instrument coupled to this world reads; bench/visa_sim.py)."""
+        self._accumulate()
+        return list(self._acc)
+
     def _attach(self):
         if not self.attached:
             self._accumulate()
