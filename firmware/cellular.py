@@ -100,6 +100,7 @@ class Cellular:
                "customer": ident.get("customer"), "registered": ident.get("utility_numbers", ()),
                "lang": s.get("language", "fr"),
                "sms_tokens_registered_only": bool(s.get("sms_tokens_registered_only", 0)),
+               "sms_balance_registered_only": bool(s.get("sms_balance_registered_only", 1)),
                "minor_per_unit": app.prepaid.schedule.minor_per_major}
         records = _Records(app.store, app.events.emit)
         self.link = MeterLink(app.board.modem, app.clock, cfg, records, app.board.random,
@@ -124,7 +125,14 @@ class Cellular:
         code = out["result"]
         if code == "accepted" and out.get("credit_added") and self.link.sms is not None:
             self.link.sms.notify("topup", amount=out["credit_added"], credit=out["credit"])
-        return code, {"credit": out.get("credit"), "added": out.get("credit_added", 0)}
+        detail = {"credit": out.get("credit"), "added": out.get("credit_added", 0)}
+        if code != "accepted" and out.get("detail"):
+            # What was wrong, not a bare code: "mode" is a kWh token on a money meter (or the reverse)
+            detail["why"] = out["detail"]
+            if out["detail"] == "mode":
+                detail["meter_mode"] = self.app.prepaid.schedule.mode
+                detail["token"] = out.get("action")
+        return code, detail
 
     def on_command(self, name, args):
         app = self.app
@@ -173,6 +181,7 @@ class Cellular:
         st = self.link.status()
         return {"ts": app.clock.time(), "import_wh": app.meter.import_wh, "export_wh": app.meter.export_wh,
                 "credit": p.ledger.credit, "debt": p.ledger.debt, "topups": p.ledger.topups,
+                "mode": p.schedule.mode,
                 "p_w": app.meter.chip.p_w,
                 "urms_cv": app.meter.chip.urms_cv, "supply": "closed" if p.supply.closed else "open",
                 "reasons": sup.names(p.supply.reasons()), "tamper": p.tamper.names(), "link": {"rssi": st.get("rssi")},

@@ -34,7 +34,9 @@ class MeterLink:
             self.sms = SmsService(self.protocol, on_token, on_balance, cfg.get("customer"),
                                   cfg.get("registered", ()), cfg.get("lang", "fr"),
                                   cfg.get("minor_per_unit", 100), emit,
-                                  tokens_from_registered=cfg.get("sms_tokens_registered_only", False))
+                                  tokens_from_registered=cfg.get("sms_tokens_registered_only", False),
+                                  balance_from_registered=cfg.get("sms_balance_registered_only", True),
+                                  clock=clock)
         self.supervisor = Supervisor(modem, clock, dl.for_board(cfg.get("dialect", "sim7600")), cfg,
                                      self.mqtt, rng, emit, self.sms, self._session_up,
                                      self.uplink.session_lost)
