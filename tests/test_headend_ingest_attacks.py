@@ -184,3 +184,12 @@ def test_a_kwh_top_up_for_a_money_meter_is_refused_before_vending(he):
     he.ingest(mid, up(row, 2, {"t": "reading", "ts": 1767572100, "credit": 5000, "mode": "kwh"}))
     with pytest.raises(UsageError, match="keeps its credit in kWh"):
         vending.vend_topup(he.store, he.ks, mid, amount="50")
+
+
+def test_fuzzed_uplinks_never_crash_ingest_nor_move_a_counter_when_rejected():
+    """A seeded sample of the benchmark's 10^5 (host_tools/bench/fuzz_bench.py)."""
+    from host_tools.bench.fuzz_bench import fuzz_ingest
+    s = fuzz_ingest(1500, seed=9)
+    assert s["crashes"] == [], s["crashes"][:2]
+    assert s["counter_errors"] == [], s["counter_errors"][:5]
+    assert s["accepted"] > 200 and {"malformed", "bad_mac", "stale", "wrong_type"} <= set(s["rejected"]), s
