@@ -56,6 +56,7 @@ def register(subparsers):
     s = sub.add_parser("serve", help="run the head-end service on MQTT (embedded broker unless --broker)")
     common(s, json_flag=False)
     s.add_argument("--broker", help="mqtt://[user:password@]host:port of the broker (default: start an embedded one)")
+    s.add_argument("--ca-file", help="the CA certificate of an mqtts:// broker (broker-config's ca.crt)")
     s.add_argument("--broker-port", type=number(1, 65535, integer=True, unit=""),
                    help="the embedded broker's port (default: a free one)")
     s.add_argument("--json", action="store_true", help="print one JSON object when stopped")
@@ -68,6 +69,22 @@ def register(subparsers):
     s.add_argument("--meter-silence-s", type=number(10, 90 * 86400), default=silence.METER_SILENCE_S,
                    help="alarm when one meter sends nothing for this long (default %(default)g)")
     s.set_defaults(func=cmd_serve)
+
+    bc = sub.add_parser("broker-config", help="write mosquitto's configuration from the store: a user per meter, "
+                                               "ACLs to its own topics, client id = user, TLS with a utility CA")
+    common(bc)
+    bc.add_argument("--out", required=True, help="folder for mosquitto.conf, passwd, acl, the CA and server "
+                                                 "certificate (the CA is kept on later runs)")
+    bc.add_argument("--hostname", action="append", metavar="NAME",
+                    help="a name or IP address meters use to reach the broker (repeat; default localhost, 127.0.0.1)")
+    bc.add_argument("--port", type=number(1, 65535, integer=True, unit=""), default=8883, help="the mqtts port")
+    bc.add_argument("--plain-port", type=number(1, 65535, integer=True, unit=""),
+                    help="also a plain listener on 127.0.0.1 for a head-end on the same host")
+    bc.add_argument("--workers", type=number(1, 64, integer=True, unit=""), default=1,
+                    help="head-end users to make (headend, headend-2, ...), one per worker")
+    bc.add_argument("--run-as", metavar="USER", help="the `user` mosquitto drops to when started as root "
+                                                     "(default: mosquitto's own)")
+    bc.set_defaults(func=cmd_broker_config)
 
     i = sub.add_parser("import", help="import meters from a provisioning CSV")
     common(i)
@@ -165,7 +182,9 @@ def cmd_serve(args):
     if args.retry_max_s < args.retry_s:
         raise UsageError(f"--retry-max-s {args.retry_max_s:g} is below --retry-s {args.retry_s:g}",
                          hint="the longest wait between resends must be at least the first")
-    he = HeadEnd(store, url, retry_s=args.retry_s, retry_max_s=args.retry_max_s,
+    if args.ca_file and not os.path.exists(args.ca_file):
+        raise UsageError(f"no CA certificate at {args.ca_file}", hint="broker-config writes it as ca.crt in --out")
+    he = HeadEnd(store, url, retry_s=args.retry_s, retry_max_s=args.retry_max_s, ca_file=args.ca_file,
                  fleet_silence_s=args.fleet_silence_s, meter_silence_s=args.meter_silence_s)
     try:
         he.start()
@@ -173,7 +192,8 @@ def cmd_serve(args):
         if broker:
             broker.stop()
         raise
-    shown = "mqtt://" + (broker.address if broker else url.split("@")[-1]).split("://")[-1]
+    scheme = "mqtts://" if not broker and url.lower().startswith(("mqtts://", "ssl://")) else "mqtt://"
+    shown = scheme + (broker.address if broker else url.split("@")[-1]).split("://")[-1]
     # Recorded so `meterkit sim start --headend DB` finds the broker its meters must reach.
     store.set_service("broker_address", shown)
     if not args.json:
@@ -201,6 +221,24 @@ def cmd_serve(args):
         print("head-end stopped: %d downlink(s) sent, %d result(s), %d rejected uplink(s), %d reading(s), "
               "%d event(s) received" % (c.get("sent", 0), c.get("results", 0), c.get("rejected", 0),
                                         c.get("readings", 0), c.get("events", 0)), flush=True)
+    return 0
+
+
+def cmd_broker_config(args):
+    from host_tools.headend import brokerconfig
+    store = _store(args)
+    out = brokerconfig.build(store, args.out, hostnames=args.hostname or ["localhost", "127.0.0.1"], port=args.port,
+                             plain_port=args.plain_port, workers=args.workers, run_as=args.run_as)
+    if args.json:
+        emit(out, True)
+    else:
+        print(f"mosquitto configuration for {out['meters']} meter(s) and {len(out['headend_users'])} head-end "
+              f"user(s) in {out['folder']}")
+        if out["skipped"]:
+            print(f"NOT given a login (bad meter ids, fix and re-import): {', '.join(map(repr, out['skipped']))}")
+        print(f"run:   mosquitto -c {out['conf']}   (after changes: kill -HUP <its pid>)")
+        print(f"serve: meterkit headend serve --db {args.db} --broker \"$(cat {out['url_file']})\" --ca-file {out['ca']}")
+        print(f"meters get {out['ca']} (the utility CA) and port {out['port']} with their keys")
     return 0
 
 

@@ -11,7 +11,7 @@ import paho.mqtt.client as mqtt
 
 from host_tools.errors import DeviceError
 from host_tools.headend import envelope, silence, uplink_fields
-from host_tools.headend.broker import parse_url
+from host_tools.headend.broker import is_tls, parse_url
 
 log = logging.getLogger("headend")
 
@@ -40,13 +40,15 @@ class HeadEnd:
 
     def __init__(self, store, broker_url, client_id="headend", retry_s=30.0, retry_max_s=600.0, poll_s=0.2,
                  clock=time.time, client=None, resend_on_online=True, fleet_silence_s=silence.FLEET_SILENCE_S,
-                 meter_silence_s=silence.METER_SILENCE_S, silence_check_s=10.0):
+                 meter_silence_s=silence.METER_SILENCE_S, silence_check_s=10.0, ca_file=None):
         """`clock`: seconds (wall time by default; a scenario passes the simulator's virtual clock).
         `client`: a paho-compatible MQTT client to use instead of a new paho one (the simulator's
         in-process broker hands one out). `resend_on_online`: when a meter's status turns `online`,
         its downlinks still without a result go again at once instead of at their retry time.
         `fleet_silence_s`, `meter_silence_s`: no uplink for this long from any meter / from one meter
-        raises an alarm (`silence.py`), checked every `silence_check_s` while serving."""
+        raises an alarm (`silence.py`), checked every `silence_check_s` while serving.
+        `ca_file`: the CA that signed the broker's certificate, for an mqtts:// URL (the system's
+        trusted CAs when None)."""
         self.store = store
         self.url = broker_url
         self.host, self.port, self.username, self.password = parse_url(broker_url)
@@ -64,13 +66,15 @@ class HeadEnd:
         if client is None:
             client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=False,
                                  protocol=mqtt.MQTTv311)
-            if self.username:
-                client.username_pw_set(self.username, self.password)
+            if is_tls(broker_url):
+                client.tls_set(ca_certs=ca_file)       # verifies the broker's certificate and host name
             client.max_inflight_messages_set(1000)
             client.max_queued_messages_set(0)
             # paho leaves Nagle on: a small downlink right after our PUBACK would wait for the broker's
             # delayed ACK (40 ms on Linux) - per meter, per message
             client.on_socket_open = _no_delay
+        if self.username:
+            client.username_pw_set(self.username, self.password)
         self.client = client
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect

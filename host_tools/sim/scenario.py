@@ -177,6 +177,19 @@ class SteppedBroker:
         self.name = "sim" if persistent else "sim-volatile"
         self.sim = SimBroker(clock, persistent=persistent, name=self.name)
 
+    def secure(self, store):
+        """Enforce the production broker's rules (host_tools/headend/acl.py) with the meters' passwords
+        from `store`; the url then carries the head-end's own credentials."""
+        import secrets
+        from host_tools.headend import acl
+        pw = secrets.token_hex(12)
+        # a second head-end user stands for whoever sits on the head-end's side of the broker and
+        # replays or forges downlinks (Chain.publish_down): the broker lets it publish, the meter decides
+        self.injector = ("headend-injector", secrets.token_hex(12))
+        self.sim.authenticate, self.sim.authorize = acl.registry_hooks(store, {acl.HEADEND_USER: pw,
+                                                                              self.injector[0]: self.injector[1]})
+        self.url = "mqtt://%s:%s@in-process" % (acl.HEADEND_USER, pw)
+
     def start(self):
         return self
 
@@ -260,6 +273,7 @@ class Chain:
         self.message_key = bytes.fromhex(row["message_key_hex"])
         self.broker = make_broker(self.broker_kind, clock=self._virtual_s).start()
         if self.stepped:
+            self.broker.secure(self.store)
             from host_tools.sim.headend_client import SimHeadEndClient
             self.he = HeadEnd(self.store, self.broker.url, retry_s=RETRY_S, retry_max_s=RETRY_MAX_S,
                               clock=self.unix_now, client=SimHeadEndClient(self.broker.sim, clock=self._virtual_s))
@@ -386,7 +400,8 @@ class Chain:
     def publish_down(self, payload, timeout=5.0):
         """Publish raw bytes on the meter's downlink topic, as an attacker or a replaying network would."""
         if self.stepped:
-            c = self.broker.sim.client("injector-%d" % self.rng.getrandbits(32), clean_session=True)
+            user, pw = getattr(self.broker, "injector", ("injector-%d" % self.rng.getrandbits(32), None))
+            c = self.broker.sim.client(user, clean_session=True, username=user if pw else None, password=pw)
             c.connect()
             c.publish("meters/%s/down" % self.meter_id, payload, 1)
             c.disconnect()
