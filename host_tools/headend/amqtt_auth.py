@@ -69,3 +69,34 @@ class RegistryTopicPlugin(BaseTopicPlugin):
         if session is None or topic is None or action is None:
             return False
         return acl.allowed(session.username or "", topic, str(action.value if hasattr(action, "value") else action))
+
+
+def install_auth_first():
+    """Make amqtt authenticate a CONNECT before it touches an existing session of the same client id.
+
+    amqtt 0.12.1 copies a new CONNECT's will, user name and password onto the existing session of that
+    client id, and takes the old connection over, before it asks the authentication plugins, and does so
+    even when they then refuse: an unauthenticated client could disconnect the head-end or rewrite a
+    meter's will. Here the plugins are asked as soon as the CONNECT is read, and a refused client is
+    dropped before anything else happens (it gets no CONNACK: the connection closes). Installed once per
+    process, for the embedded broker (the version is pinned in requirements.txt)."""
+    import amqtt.broker
+    from amqtt.errors import MQTTError
+    from amqtt.mqtt.protocol.broker_handler import BrokerProtocolHandler
+
+    if getattr(amqtt.broker.BrokerProtocolHandler, "auth_first", False):
+        return
+
+    class AuthFirstHandler(BrokerProtocolHandler):
+        auth_first = True
+
+        @classmethod
+        async def init_from_connect(cls, reader, writer, plugins_manager, loop=None):
+            handler, session = await super().init_from_connect(reader, writer, plugins_manager, loop)
+            returns = await plugins_manager.map_plugin_auth(session=session)
+            results = [r for r in (returns or {}).values() if r is not None]
+            if not results or not all(results):
+                raise MQTTError(f"client {session.client_id!r} refused before its session was touched")
+            return handler, session
+
+    amqtt.broker.BrokerProtocolHandler = AuthFirstHandler

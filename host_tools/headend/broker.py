@@ -75,6 +75,9 @@ class EmbeddedBroker:
 
     def _run(self):
         from amqtt.broker import Broker
+
+        from host_tools.headend.amqtt_auth import install_auth_first
+        install_auth_first()
         for name in ("amqtt", "transitions"):
             logging.getLogger(name).setLevel(logging.ERROR)
         self._loop = asyncio.new_event_loop()
