@@ -35,7 +35,11 @@ def start(app):
         return None
     if not ident or not keys or not ident.get("broker"):
         return None
-    return Cellular(app, ident, keys)
+    try:
+        return Cellular(app, ident, keys)
+    except ValueError as e:      # e.g. a TLS broker for a modem without TLS: offline, and it says why
+        app.events.emit("config_invalid", {"key": "broker", "error": str(e)[:60]})
+        return None
 
 
 class _Records:
@@ -96,6 +100,7 @@ class Cellular:
                "password": keys.get("broker_password", ""),
                "dialect": app.board.info.get("modem", {}).get("dialect", "sim7600"),
                "apn": b.get("apn", "internet"), "host": b["host"], "port": b.get("port", 1883),
+               "ca": b["ca"].encode() if b.get("ca") else None,
                "reading_period_s": s.get("reading_period_s", 900),
                "customer": ident.get("customer"), "registered": ident.get("utility_numbers", ()),
                "lang": s.get("language", "fr"),

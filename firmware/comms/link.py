@@ -37,7 +37,14 @@ class MeterLink:
                                   tokens_from_registered=cfg.get("sms_tokens_registered_only", False),
                                   balance_from_registered=cfg.get("sms_balance_registered_only", True),
                                   clock=clock)
-        self.supervisor = Supervisor(modem, clock, dl.for_board(cfg.get("dialect", "sim7600")), cfg,
+        dialect = dl.for_board(cfg.get("dialect", "sim7600"))
+        if cfg.get("ca"):
+            # TLS to the broker through the modem's SSL stack; a dialect without one never falls back
+            # to plain TCP (the meter stays offline and says why, see cellular.start)
+            if not hasattr(dialect, "tls_ca"):
+                raise ValueError("the %s modem has no TLS: provision it without a CA" % dialect.name)
+            dialect.tls_ca = cfg["ca"]
+        self.supervisor = Supervisor(modem, clock, dialect, cfg,
                                      self.mqtt, rng, emit, self.sms, self._session_up,
                                      self.uplink.session_lost)
 

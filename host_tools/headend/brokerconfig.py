@@ -75,6 +75,7 @@ def make_ca(folder, name="Prepaid meter utility CA"):
     from cryptography.hazmat.primitives import hashes, serialization
     from cryptography.x509.oid import NameOID
     folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
     crt, key_path = folder / "ca.crt", folder / "ca.key"
     if crt.exists() and key_path.exists():
         return crt
