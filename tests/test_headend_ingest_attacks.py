@@ -193,3 +193,12 @@ def test_fuzzed_uplinks_never_crash_ingest_nor_move_a_counter_when_rejected():
     assert s["crashes"] == [], s["crashes"][:2]
     assert s["counter_errors"] == [], s["counter_errors"][:5]
     assert s["accepted"] > 200 and {"malformed", "bad_mac", "stale", "wrong_type"} <= set(s["rejected"]), s
+
+
+def test_a_mac_with_non_ascii_characters_is_a_bad_mac_not_a_crash(he):
+    """Found by the fuzz benchmark: compare_digest raised TypeError on non-ASCII text."""
+    row = he.rows[0]
+    env = json.loads(up(row, 4, result("q")))
+    env["h"] = env["h"][:30] + "\u9795" + env["h"][31:]
+    assert he.ingest(row["meter_id"], json.dumps(env).encode()) == "rejected:bad_mac"
+    assert up_seq(he, row) is None

@@ -298,3 +298,22 @@ def test_readings_carry_the_top_up_register_and_the_running_version(chain):
     got = json.loads(ch.message(v)["detail"])
     ping = ch.meter.request("ping")
     assert got["version"] == ping["version"] and got["topups"] == ch.credit()["topups"], got
+
+
+def test_kwh_topup_for_a_money_meter_is_refused_by_the_headend_and_explained_by_the_meter(chain, monkeypatch):
+    from host_tools.errors import UsageError
+    ch = chain
+    assert ch.run(1200, until=lambda: (ch.store.last_reading(ch.meter_id) or {}).get("mode") == "money"), \
+        "the meter never reported its credit mode in a reading"
+    n = ch.store.q1("SELECT COUNT(*) AS n FROM vends")["n"]
+    with pytest.raises(UsageError, match="keeps its credit in money"):
+        ch.vend(kwh="2")
+    assert ch.store.q1("SELECT COUNT(*) AS n FROM vends")["n"] == n, "a refused top-up was vended"
+    # past the head-end's check (say, another vendor's system): the meter refuses it and says why
+    monkeypatch.setattr(vending, "check_credit_mode", lambda *a: None)
+    v = ch.vend(kwh="2")
+    assert ch.run(300, until=lambda: ch.message(v["msg_id"])["state"] == "done")
+    m = ch.message(v["msg_id"])
+    detail = json.loads(m["detail"])
+    assert m["code"] == "format_error" and detail.get("why") == "mode", (m["code"], detail)
+    assert detail.get("meter_mode") == "money" and detail.get("token") == "credit_kwh", detail

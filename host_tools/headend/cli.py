@@ -31,6 +31,8 @@ def number(lo, hi, integer=False, unit="s"):
         except ValueError:
             raise argparse.ArgumentTypeError(f"{shown!r} is not {'a whole number' if integer else 'a number'}")
         if not math.isfinite(v) or not lo <= v <= hi:
+            if unit == "port":
+                raise argparse.ArgumentTypeError(f"{shown!r} is not a port (1..65535)")
             raise argparse.ArgumentTypeError(f"{shown!r} is outside {lo:g}..{hi:g} {unit}".rstrip())
         return v
     return parse
@@ -57,7 +59,7 @@ def register(subparsers):
     common(s, json_flag=False)
     s.add_argument("--broker", help="mqtt://[user:password@]host:port of the broker (default: start an embedded one)")
     s.add_argument("--ca-file", help="the CA certificate of an mqtts:// broker (broker-config's ca.crt)")
-    s.add_argument("--broker-port", type=number(1, 65535, integer=True, unit=""),
+    s.add_argument("--broker-port", type=number(1, 65535, integer=True, unit="port"),
                    help="the embedded broker's port (default: a free one)")
     s.add_argument("--json", action="store_true", help="print one JSON object when stopped")
     s.add_argument("--retry-s", type=number(0.1, 86400), default=30.0,
@@ -77,8 +79,8 @@ def register(subparsers):
                                                  "certificate (the CA is kept on later runs)")
     bc.add_argument("--hostname", action="append", metavar="NAME",
                     help="a name or IP address meters use to reach the broker (repeat; default localhost, 127.0.0.1)")
-    bc.add_argument("--port", type=number(1, 65535, integer=True, unit=""), default=8883, help="the mqtts port")
-    bc.add_argument("--plain-port", type=number(1, 65535, integer=True, unit=""),
+    bc.add_argument("--port", type=number(1, 65535, integer=True, unit="port"), default=8883, help="the mqtts port")
+    bc.add_argument("--plain-port", type=number(1, 65535, integer=True, unit="port"),
                     help="also a plain listener on 127.0.0.1 for a head-end on the same host")
     bc.add_argument("--workers", type=number(1, 64, integer=True, unit=""), default=1,
                     help="head-end users to make (headend, headend-2, ...), one per worker")

@@ -81,7 +81,8 @@ def check(key, payload, last_seq, direction, allow_unsigned_token=False, meter_i
         raise EnvelopeError("wrong_type", f"type {inner['t']!r} does not travel {direction}")
     if direction == DOWN and allow_unsigned_token and inner["t"] == "token" and h == "":
         return s, inner
-    if not hmac.compare_digest(h.lower(), mac(key, m, s, p, direction)):
+    # bytes, not str: compare_digest refuses non-ASCII text (a fuzzed `h` would raise, not be rejected)
+    if not hmac.compare_digest(h.lower().encode("utf-8"), mac(key, m, s, p, direction).encode("ascii")):
         raise EnvelopeError("bad_mac", f"bad HMAC on seq {s} from {m}")
     if last_seq is not None and s <= last_seq:
         raise EnvelopeError("stale", f"seq {s} <= last accepted {last_seq}")
