@@ -52,7 +52,8 @@ def _good_inner(rng, t):
     if t == "reading":
         return {"t": t, "ts": 1767571200 + rng.randrange(10 ** 6), "import_wh": rng.randrange(10 ** 7),
                 "export_wh": 0, "credit": rng.randrange(10 ** 6), "debt": 0, "p_w": rng.randrange(5000),
-                "supply": "closed", "tamper": [], "reasons": [], "link": {"rssi": -70}, "mode": "money"}
+                "supply": "closed", "tamper": [], "reasons": rng.choice(["", "NO_CREDIT|REMOTE", []]),
+                "link": {"rssi": -70}, "mode": "money"}
     if t == "event":
         return {"t": t, "seq": rng.randrange(1000), "ts": 1767571200, "kind": "low_credit", "data": {}}
     if t == "statement":

@@ -58,7 +58,10 @@ def _reading(inner):
         _int(inner, name)
     _text(inner, "supply", limit=16)
     _text(inner, "mode", limit=8)
-    _texts(inner, "reasons")
+    if not isinstance(inner.get("reasons"), str):    # the firmware sends "NO_CREDIT|REMOTE" ("" for none)
+        _texts(inner, "reasons")
+    elif len(inner["reasons"]) > 200:
+        _bad("reasons is too long")
     _texts(inner, "tamper")
     _object(inner, "link")
 
