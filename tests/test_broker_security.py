@@ -265,3 +265,38 @@ def test_broker_config_keeps_the_ca_adds_meters_and_hashes_every_password(tmp_pa
     _, _, it, salt, dk = line.split(":", 1)[1].split("$")
     assert hashlib.pbkdf2_hmac("sha512", rows[0]["broker_password"].encode(), base64.b64decode(salt), int(it), 64) \
         == base64.b64decode(dk)
+
+
+def test_the_stepped_broker_enforces_the_same_rules(tmp_path):
+    """The simulator's in-process broker with acl.registry_hooks (as every Chain on it runs)."""
+    from host_tools.headend import acl
+    from host_tools.sim.mqttbroker import SimBroker
+    csv_path, _, (a, b) = make_fleet(str(tmp_path / "fleet"), 2)
+    store = Store(tmp_path / "he.db")
+    store.import_csv(csv_path)
+    t = [0.0]
+    broker = SimBroker(lambda: t[0])
+    broker.authenticate, broker.authorize = acl.registry_hooks(store, {"headend": "he-secret-1"})
+    got = {"headend": [], "spy": []}
+    he = broker.client("headend", username="headend", password="he-secret-1",
+                       on_message=lambda topic, p, q, d, r: got["headend"].append((topic, p)))
+    assert he.connect() == 0
+    assert he.subscribe("meters/+/up") == 1 and he.subscribe("meters/+/status") == 1
+    spy = broker.client(a["meter_id"], username=a["meter_id"], password=a["broker_password"],
+                        on_message=lambda topic, p, q, d, r: got["spy"].append(topic))
+    assert spy.connect() == 0
+    assert spy.subscribe("#") == 0x80 and spy.subscribe(f"meters/{b['meter_id']}/down") == 0x80
+    spy.publish(f"meters/{b['meter_id']}/status", b"offline")
+    spy.publish(f"meters/{b['meter_id']}/up", b"forged")
+    victim = broker.client(b["meter_id"], username=b["meter_id"], password=b["broker_password"],
+                           will=(f"meters/{a['meter_id']}/status", b"offline", 1, True))
+    assert victim.connect() == 0
+    victim.connect()                         # a dropped link: its will (on A's topic) is refused too
+    victim.publish(f"meters/{b['meter_id']}/up", b"genuine")
+    taker = broker.client("headend", username=a["meter_id"], password=a["broker_password"])
+    assert taker.connect() != 0 and he.connected, "meter A's login took over the head-end's session"
+    assert broker.client("headend", username="headend", password="guess").connect() != 0 and he.connected
+    broker.pump()
+    assert got["headend"] == [(f"meters/{b['meter_id']}/up", b"genuine")], got["headend"]
+    assert got["spy"] == []
+    assert broker.stats["publishes_refused"] == 3, broker.stats      # two from A, B's will on A's topic
