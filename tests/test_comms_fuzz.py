@@ -155,7 +155,7 @@ def test_fuzz_protocol_decoder_never_acts_on_forgeries():
     good = []
     for s in range(1, 5):
         inner = json.dumps({"t": "cmd", "id": "c%d" % s, "cmd": "get_readings", "args": {}})
-        h = auth.hmac_hex(key, ("M\n%d\n%s" % (s, inner)).encode())
+        h = auth.hmac_hex(key, ("down\nM\n%d\n%s" % (s, inner)).encode())
         good.append(json.dumps({"m": "M", "s": s, "p": inner, "h": h}).encode())
     good.append(json.dumps({"m": "M", "s": 1, "p": json.dumps({"t": "token", "id": "t", "token": "1" * 20}),
                             "h": ""}).encode())
@@ -174,6 +174,6 @@ def test_fuzz_protocol_decoder_never_acts_on_forgeries():
             env = json.loads(raw)
             inner = json.loads(env["p"])
             assert env["h"] == "" and inner["t"] == "token" or auth.equal(
-                env["h"], auth.hmac_hex(key, ("M\n%d\n%s" % (env["s"], env["p"])).encode()))
+                env["h"], auth.hmac_hex(key, ("down\nM\n%d\n%s" % (env["s"], env["p"])).encode()))
     assert "bad_mac" in outcomes and "malformed" in outcomes
     assert len(p.ids) <= 64

@@ -47,7 +47,7 @@ def up(link):
 
 def signed_down(seq, inner):
     p = json.dumps(inner)
-    h = auth.hmac_hex(KEY, ("%s\n%d\n%s" % (MID, seq, p)).encode())
+    h = auth.hmac_hex(KEY, ("down\n%s\n%d\n%s" % (MID, seq, p)).encode())
     return json.dumps({"m": MID, "s": seq, "p": p, "h": h}).encode()
 
 
@@ -215,7 +215,7 @@ def test_sms_in_command_mode_is_read_on_cmti():
     modem.reg = 2
     drive(link, clock, 200)
     assert link.supervisor.state == "reg"
-    modem.deliver_sms(deliver_pdu("+22236000005", "SOLDE"))
+    modem.deliver_sms(deliver_pdu("+22236000001", "SOLDE"))
     drive(link, clock, 100)
     assert "AT+CMGR=1" in modem.commands and "AT+CMGD=1" in modem.commands
     assert not modem.sms_sent  # not registered: the reply waits in the outbox

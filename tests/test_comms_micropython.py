@@ -87,11 +87,11 @@ acted = []
 key = b"\x07" * 32
 p = Protocol("M", key, Store(), up.append, on_command=lambda n, a: acted.append(n) or ("done", {}))
 inner = json.dumps({"t": "cmd", "id": "c1", "cmd": "relay_close", "args": {}})
-env = json.dumps({"m": "M", "s": 4, "p": inner, "h": auth.hmac_hex(key, ("M\n4\n" + inner).encode())})
+env = json.dumps({"m": "M", "s": 4, "p": inner, "h": auth.hmac_hex(key, ("down\nM\n4\n" + inner).encode())})
 print(p.receive(env.encode()), p.receive(env.encode()), p.receive(env.replace("relay_close", "relay_open").encode()))
 print(acted)
 e = json.loads(up[0])
-print(auth.equal(e["h"], auth.hmac_hex(key, ("M\n%d\n%s" % (e["s"], e["p"])).encode())), json.loads(e["p"])["code"])
+print(auth.equal(e["h"], auth.hmac_hex(key, ("up\nM\n%d\n%s" % (e["s"], e["p"])).encode())), json.loads(e["p"])["code"])
 ''')
     assert out.split("\n")[:4] == [
         "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843",

@@ -177,7 +177,7 @@ def test_inbound_redelivery_after_crash_is_processed_once():
     key = b"k" * 32
     inner = json.dumps({"t": "cmd", "id": "c-7", "cmd": "relay_open", "args": {}})
     from comms import auth
-    h = auth.hmac_hex(key, ("M\n3\n" + inner).encode())
+    h = auth.hmac_hex(key, ("down\nM\n3\n" + inner).encode())
     payload = json.dumps({"m": "M", "s": 3, "p": inner, "h": h}).encode()
     for attempt in range(2):  # second pass = after the reboot
         proto = Protocol("M", key, store, up.append, on_command=on_command)

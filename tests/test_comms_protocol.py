@@ -15,7 +15,7 @@ MID = "012345678901234567"
 
 def env(seq, inner, key=KEY, mid=MID, sign=True):
     p = json.dumps(inner)
-    h = auth.hmac_hex(key, ("%s\n%d\n%s" % (mid, seq, p)).encode()) if sign else ""
+    h = auth.hmac_hex(key, ("down\n%s\n%d\n%s" % (mid, seq, p)).encode()) if sign else ""
     return json.dumps({"m": mid, "s": seq, "p": p, "h": h}).encode()
 
 
@@ -47,7 +47,7 @@ class Harness:
         for e in self.up:
             d = json.loads(e)
             # The uplink verifies as the head-end would.
-            assert auth.equal(d["h"], auth.hmac_hex(KEY, ("%s\n%d\n%s" % (d["m"], d["s"], d["p"])).encode()))
+            assert auth.equal(d["h"], auth.hmac_hex(KEY, ("up\n%s\n%d\n%s" % (d["m"], d["s"], d["p"])).encode()))
             out.append(json.loads(d["p"]))
         return out
 
@@ -213,7 +213,7 @@ def test_worked_vectors_in_docs_protocol_md_hold():
     doc = (Path(__file__).resolve().parent.parent / "docs" / "protocol.md").read_text()
     key = bytes(range(32))
     p = '{"t": "cmd", "id": "c-1", "cmd": "relay_open", "args": {}}'
-    h = auth.hmac_hex(key, ("000000000000001234\n7\n" + p).encode())
+    h = auth.hmac_hex(key, ("down\n000000000000001234\n7\n" + p).encode())
     assert "p = `%s`" % p in doc and "`h = %s`" % h in doc
     proto = Protocol("000000000000001234", key, FakeStore(), lambda e: None)
     assert "`CMD 12 relay_close %s`" % proto.sms_mac(12, "relay_close") in doc

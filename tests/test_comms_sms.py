@@ -171,13 +171,77 @@ def test_token_by_sms_from_any_number_is_entered_and_answered():
 
 def test_balance_query_answered_in_the_language_of_the_request():
     m = Meter()
-    m.svc.incoming(deliver("+22211111111", "BAL"))
-    m.svc.incoming(deliver("+22211111111", "solde"))
-    m.svc.incoming(deliver("+22211111111", "رصيد"))
+    m.svc.incoming(deliver(CUSTOMER, "BAL"))
+    m.svc.incoming(deliver(CUSTOMER, "solde"))
+    m.svc.incoming(deliver(UTILITY, "رصيد"))
     r = m.replies()
-    assert r[0] == ("+22211111111", "Balance: 1234.50 MRU, about 12 days left.", 0)
-    assert r[1] == ("+22211111111", "Solde: 1234,50 MRU, environ 12 jours restants.", 0)
-    assert r[2] == ("+22211111111", "رصيدك 1234.50 أوقية، يكفي حوالي 12 يوما.", 8)
+    assert r[0] == (CUSTOMER, "Balance: 1234.50 MRU, about 12 days left.", 0)
+    assert r[1] == (CUSTOMER, "Solde: 1234,50 MRU, environ 12 jours restants.", 0)
+    assert r[2] == (UTILITY, "رصيدك 1234.50 أوقية، يكفي حوالي 12 يوما.", 8)
+
+
+def test_balance_is_not_told_to_unregistered_numbers_unless_configured():
+    m = Meter()
+    events = []
+    m.svc.emit = lambda k, d: events.append((k, d))
+    assert m.svc.incoming(deliver("+22211111111", "BAL")) == "refused"
+    assert m.replies() == [], "the credit leaked to a stranger"
+    assert events == [("sms_balance_refused", {"from": "+22211111111"})]
+    m.svc.balance_from_registered = False          # setting sms_balance_registered_only = 0
+    assert m.svc.incoming(deliver("+22211111111", "BAL")) == "balance"
+    assert m.replies()[0][0] == "+22211111111"
+
+
+def test_set_config_and_fw_offer_are_not_accepted_by_sms_even_signed():
+    m = Meter()
+    for seq, name in ((5, "set_config language=en"), (6, "fw_offer version=9")):
+        mac = m.proto.sms_mac(seq, name)
+        assert m.svc.incoming(deliver(UTILITY, "CMD %d %s %s" % (seq, name, mac))) == "cmd"
+        assert m.replies() == [(UTILITY, "CMD %d: refused why=not_by_sms" % seq, 0)]
+    assert m.commands == [], "a command SMS may not carry reached the application: %r" % m.commands
+    # the refused command took its seq: replaying it is stale, not a second try
+    assert m.svc.incoming(deliver(UTILITY, "CMD 6 fw_offer version=9 %s" % m.proto.sms_mac(6, "fw_offer version=9"))) \
+        == "stale"
+
+
+class Ticks:
+    """A board clock's ticks, moved by hand."""
+
+    def __init__(self):
+        self.ms = 0
+
+    def ticks_ms(self):
+        return self.ms
+
+    def ticks_add(self, t, d):
+        return t + d
+
+    def ticks_diff(self, a, b):
+        return a - b
+
+
+def test_failed_sms_command_macs_are_throttled_per_sender():
+    m = Meter()
+    clock = m.svc.clock = Ticks()
+    events = []
+    m.svc.emit = lambda k, d: events.append((k, d))
+    m.proto.emit = m.svc.emit
+    body = "relay_open"
+    outcomes = [m.svc.incoming(deliver(UTILITY, "CMD 7 %s %08x" % (body, guess))) for guess in range(6)]
+    # 3 free failures, then 60 s locked: the next guesses are not even checked
+    assert outcomes == ["bad_mac"] * 3 + ["throttled"] * 3, outcomes
+    assert ("sms_cmd_throttled", {"from": UTILITY, "lock_s": 60}) in events
+    good = "CMD 7 %s %s" % (body, m.proto.sms_mac(7, body))
+    assert m.svc.incoming(deliver(UTILITY, good)) == "throttled" and m.commands == []
+    # another registered sender is not held back by this one's failures
+    m.svc.registered = (UTILITY, "+22236000098")
+    assert m.svc.incoming(deliver("+22236000098", good)) == "cmd"
+    clock.ms += 60_000
+    assert m.svc.incoming(deliver(UTILITY, "CMD 8 %s 00000000" % body)) == "bad_mac"
+    assert m.svc.incoming(deliver(UTILITY, "CMD 8 %s 00000001" % body)) == "throttled"   # 120 s now
+    clock.ms += 120_000
+    assert m.svc.incoming(deliver(UTILITY, "CMD 8 %s %s" % (body, m.proto.sms_mac(8, body)))) == "cmd"
+    assert m.commands == [("relay_open", {}), ("relay_open", {})]
 
 
 def test_utility_command_by_sms_needs_registered_number_and_valid_mac():
@@ -219,7 +283,7 @@ def test_notifications_go_to_the_customer_in_their_language():
 def test_outbox_is_bounded():
     m = Meter()
     for _ in range(40):
-        m.svc.incoming(deliver("+22211111111", "BAL"))
+        m.svc.incoming(deliver(CUSTOMER, "BAL"))
     assert len(m.svc.outbox) == 16 and m.svc.stats["dropped"] == 24
 
 

@@ -51,7 +51,7 @@ def answer(h, ref, code, detail=None):
     """An uplink result from the meter, sealed with its key and the next sequence number."""
     h.seq += 1
     body = {"t": "result", "ref": ref, "code": code, "detail": detail or {}}
-    return h.ingest(h.row["meter_id"], envelope.seal(h.key, h.row["meter_id"], h.seq, body))
+    return h.ingest(h.row["meter_id"], envelope.seal(h.key, h.row["meter_id"], h.seq, body, direction=envelope.UP))
 
 
 def message(h, msg_id):

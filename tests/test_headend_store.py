@@ -149,14 +149,14 @@ def test_import_rejects_bad_records_whole(tmp_path):
     assert "message_key_hex" in str(e.value)
 
 
-def test_envelope_mac_covers_exact_bytes_of_id_seq_and_inner_text():
+def test_envelope_mac_covers_exact_bytes_of_direction_id_seq_and_inner_text():
     key = bytes(range(32))
     p = envelope.seal(key, "sim-1", 5, {"t": "cmd", "id": "a", "cmd": "get_readings", "args": {}})
     env = json.loads(p)
     import hashlib
     import hmac
-    assert env["h"] == hmac.new(key, ("sim-1\n5\n" + env["p"]).encode(), hashlib.sha256).hexdigest()
-    assert envelope.check(key, p, 4)[0] == 5
+    assert env["h"] == hmac.new(key, ("down\nsim-1\n5\n" + env["p"]).encode(), hashlib.sha256).hexdigest()
+    assert envelope.check(key, p, 4, envelope.DOWN)[0] == 5
 
 
 def test_meters_listing_shows_the_last_readings_tamper_flags(fleet):

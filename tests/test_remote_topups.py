@@ -9,7 +9,7 @@ import time
 import pytest
 
 from host_tools.headend import envelope, vending
-from host_tools.sim.scenario import Chain, remote_topups
+from host_tools.sim.scenario import CUSTOMER, Chain, remote_topups
 from host_tools.sim.smsc import SMSC
 from host_tools.vend import sts_encode
 
@@ -247,7 +247,7 @@ def test_sms_token_from_any_number_credits_and_is_answered_by_sms(sms_chain):
 def test_balance_request_answered_in_its_language(sms_chain, ask, expect):
     ch = sms_chain
     credit = ch.credit()["credit"]
-    replies = sms_exchange(ch, "+22299887766", ask)
+    replies = sms_exchange(ch, CUSTOMER, ask)
     assert replies and replies[0].startswith(expect), replies
     # the credit in the answer is the ledger's (give or take what was used meanwhile)
     digits = "".join(c for c in replies[0].split(" ")[1] if c.isdigit())
@@ -257,12 +257,13 @@ def test_balance_request_answered_in_its_language(sms_chain, ask, expect):
 def test_signed_sms_command_from_unregistered_number_is_not_acted_on(sms_chain):
     ch = sms_chain
     sender = "+22211111111"
-    mac8 = envelope.mac(ch.message_key, ch.meter_id, 99, "relay_open")[:8]   # a correctly signed command
+    mac8 = envelope.sms_mac8(ch.message_key, ch.meter_id, 99, "relay_open")   # a correctly signed command
     n0 = len(ch.smsc.sent)
     ch.smsc.deliver(sender, "CMD 99 relay_open %s" % mac8)
-    replies = sms_exchange(ch, sender, "BAL")       # handled after the command, so the command was seen
+    ch.smsc.deliver(sender, "BAL")                  # a stranger asking the balance: not told either
+    replies = sms_exchange(ch, CUSTOMER, "BAL")     # read in the same pass, after the stranger's texts
     assert len(replies) == 1 and replies[0].startswith("Balance: "), replies
-    assert [m.text for m in ch.smsc.sent[n0:] if m.to == sender] == replies
+    assert [m.text for m in ch.smsc.sent[n0:] if m.to == sender] == [], "the stranger was answered"
     ch.run(30)
     assert ch.meter.world.relay_closed
 
@@ -297,3 +298,22 @@ def test_readings_carry_the_top_up_register_and_the_running_version(chain):
     got = json.loads(ch.message(v)["detail"])
     ping = ch.meter.request("ping")
     assert got["version"] == ping["version"] and got["topups"] == ch.credit()["topups"], got
+
+
+def test_kwh_topup_for_a_money_meter_is_refused_by_the_headend_and_explained_by_the_meter(chain, monkeypatch):
+    from host_tools.errors import UsageError
+    ch = chain
+    assert ch.run(1200, until=lambda: (ch.store.last_reading(ch.meter_id) or {}).get("mode") == "money"), \
+        "the meter never reported its credit mode in a reading"
+    n = ch.store.q1("SELECT COUNT(*) AS n FROM vends")["n"]
+    with pytest.raises(UsageError, match="keeps its credit in money"):
+        ch.vend(kwh="2")
+    assert ch.store.q1("SELECT COUNT(*) AS n FROM vends")["n"] == n, "a refused top-up was vended"
+    # past the head-end's check (say, another vendor's system): the meter refuses it and says why
+    monkeypatch.setattr(vending, "check_credit_mode", lambda *a: None)
+    v = ch.vend(kwh="2")
+    assert ch.run(300, until=lambda: ch.message(v["msg_id"])["state"] == "done")
+    m = ch.message(v["msg_id"])
+    detail = json.loads(m["detail"])
+    assert m["code"] == "format_error" and detail.get("why") == "mode", (m["code"], detail)
+    assert detail.get("meter_mode") == "money" and detail.get("token") == "credit_kwh", detail

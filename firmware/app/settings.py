@@ -16,6 +16,7 @@ SCHEMA = {
     "reading_period_s": (900, int, 60, 86400),       # readings to the head-end
     "statement_hour": (9, int, 0, 23),               # the monthly statement SMS waits for this hour (UTC)
     "sms_tokens_registered_only": (0, int, 0, 1),    # 1: tokens by SMS only from utility/customer numbers
+    "sms_balance_registered_only": (1, int, 0, 1),   # 1: balance by SMS only to utility/customer numbers
     "ui": (1, int, 0, 1),                            # the LCD and keypad (0: headless, e.g. a test rig)
     "prepaid": (None, dict, 0, 0),                   # tariff, ledger, policy, supply, relay: see prepaid.py
 }

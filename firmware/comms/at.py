@@ -33,12 +33,13 @@ class Cmd:
     failure line), `code` the +CME/+CMS number (or None), `lines` the response lines."""
 
     def __init__(self, text, timeout_ms=5000, kind=PLAIN, payload=None, until=None, guard_ms=1000,
-                 optional=False):
+                 optional=False, exact=False):
         self.text = text
         self.optional = optional  # a failure does not fail the sequence it is part of
         self.timeout_ms = timeout_ms
         self.kind = kind
         self.payload = payload  # bytes sent after the "> " prompt, followed by Ctrl-Z
+        self.exact = exact  # the command gave the payload's length: no Ctrl-Z (AT+CCERTDOWN)
         self.until = until  # a line prefix that must also arrive (e.g. "+NETOPEN:") before done
         self.guard_ms = guard_ms
         self.lines = []
@@ -254,6 +255,8 @@ class ATEngine:
             self._n += 1
             if self._n == 2 and buf[0] == _PROMPT and b == 0x20:
                 self._prompt()
+            elif self._n == 1 and b == _PROMPT and self.cur is not None and self.cur.exact:
+                self._prompt()  # AT+CCERTDOWN prompts with a bare ">" and waits for <len> bytes
         return i
 
     def _prompt(self):
@@ -261,7 +264,7 @@ class ATEngine:
         if cmd is not None and cmd.payload is not None and cmd._phase == 0:
             self._n = 0
             cmd._phase = 1
-            self.stream.write(cmd.payload + b"\x1a")
+            self.stream.write(cmd.payload if cmd.exact else cmd.payload + b"\x1a")
             self._last_tx = self.clock.ticks_ms()
             cmd._deadline = self.clock.ticks_add(self._last_tx, cmd.timeout_ms)
 

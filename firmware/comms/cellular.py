@@ -38,7 +38,11 @@ def start(board, store, events, settings, prepaid, meter, actions, version):
         return None
     if not ident or not keys or not ident.get("broker"):
         return None
-    return Cellular(board, store, events, settings, prepaid, meter, actions, version, ident, keys)
+    try:
+        return Cellular(board, store, events, settings, prepaid, meter, actions, version, ident, keys)
+    except ValueError as e:      # e.g. a TLS broker for a modem without TLS: offline, and it says why
+        events.emit("config_invalid", {"key": "broker", "error": str(e)[:60]})
+        return None
 
 
 class _Records:
@@ -103,10 +107,12 @@ class Cellular:
                "password": keys.get("broker_password", ""),
                "dialect": board.info.get("modem", {}).get("dialect", "sim7600"),
                "apn": b.get("apn", "internet"), "host": b["host"], "port": b.get("port", 1883),
+               "ca": b["ca"].encode() if b.get("ca") else None,
                "reading_period_s": s.get("reading_period_s", 900),
                "customer": ident.get("customer"), "registered": ident.get("utility_numbers", ()),
                "lang": s.get("language", "fr"),
                "sms_tokens_registered_only": bool(s.get("sms_tokens_registered_only", 0)),
+               "sms_balance_registered_only": bool(s.get("sms_balance_registered_only", 1)),
                "minor_per_unit": prepaid.schedule.minor_per_major}
         records = _Records(store, self.emit)
         self.link = MeterLink(board.modem, clock, cfg, records, board.random,
@@ -127,7 +133,14 @@ class Cellular:
         code = out["result"]
         if code == "accepted" and out.get("credit_added") and self.link.sms is not None:
             self.link.sms.notify("topup", amount=out["credit_added"], credit=out["credit"])
-        return code, {"credit": out.get("credit"), "added": out.get("credit_added", 0)}
+        detail = {"credit": out.get("credit"), "added": out.get("credit_added", 0)}
+        if code != "accepted" and out.get("detail"):
+            # What was wrong, not a bare code: "mode" is a kWh token on a money meter (or the reverse)
+            detail["why"] = out["detail"]
+            if out["detail"] == "mode":
+                detail["meter_mode"] = self.prepaid.schedule.mode
+                detail["token"] = out.get("action")
+        return code, detail
 
     def on_command(self, name, args):
         act = self.actions
@@ -171,6 +184,7 @@ class Cellular:
         st = self.link.status()
         return {"ts": self.clock.time(), "import_wh": m.import_wh, "export_wh": m.export_wh,
                 "credit": p.ledger.credit, "debt": p.ledger.debt, "topups": p.ledger.topups,
+                "mode": p.schedule.mode,
                 "p_w": m.reading.p_w,
                 "urms_cv": m.reading.urms_cv, "supply": p.supply_state(),
                 "reasons": sup.names(p.supply.reasons()), "tamper": p.tamper.names(), "link": {"rssi": st.get("rssi")},

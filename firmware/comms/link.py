@@ -34,8 +34,17 @@ class MeterLink:
             self.sms = SmsService(self.protocol, on_token, on_balance, cfg.get("customer"),
                                   cfg.get("registered", ()), cfg.get("lang", "fr"),
                                   cfg.get("minor_per_unit", 100), emit,
-                                  tokens_from_registered=cfg.get("sms_tokens_registered_only", False))
-        self.supervisor = Supervisor(modem, clock, dl.for_board(cfg.get("dialect", "sim7600")), cfg,
+                                  tokens_from_registered=cfg.get("sms_tokens_registered_only", False),
+                                  balance_from_registered=cfg.get("sms_balance_registered_only", True),
+                                  clock=clock)
+        dialect = dl.for_board(cfg.get("dialect", "sim7600"))
+        if cfg.get("ca"):
+            # TLS to the broker through the modem's SSL stack; a dialect without one never falls back
+            # to plain TCP (the meter stays offline and says why, see cellular.start)
+            if not hasattr(dialect, "tls_ca"):
+                raise ValueError("the %s modem has no TLS: provision it without a CA" % dialect.name)
+            dialect.tls_ca = cfg["ca"]
+        self.supervisor = Supervisor(modem, clock, dialect, cfg,
                                      self.mqtt, rng, emit, self.sms, self._session_up,
                                      self.uplink.session_lost)
 

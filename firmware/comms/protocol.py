@@ -2,7 +2,11 @@
 per-meter message key, per-direction sequence numbers that survive reboots, idempotent handling of
 redelivered message ids, rejection reports, and dispatch of tokens and commands to the application.
 
-Order of checks for a downlink: parse -> meter id -> MAC (unsigned only for tokens, which then count
+The MAC covers the direction (`down` for the head-end's messages, `up` for the meter's), so an uplink
+reflected back as a downlink never verifies, and the types differ by direction too (only `token` and
+`cmd` come down; anything else is `malformed` before the MAC is even checked).
+
+Order of checks for a downlink: parse and type -> meter id -> MAC (unsigned only for tokens, which then count
 towards the unauthenticated source's failed-entry lockout; signed ones never do) -> already seen id
 (answer the remembered result again, act never) -> sequence (s must exceed the last accepted) -> act,
 remember and persist the result -> answer. A message that fails a check is reported, never acted on."""
@@ -28,8 +32,15 @@ def ascii_digits(s):
     return len(s) > 0
 
 
-def mac_text(meter_id, seq, p):
-    return (meter_id + "\n" + str(seq) + "\n" + p).encode()
+UP = "up"
+DOWN = "down"
+
+
+def mac_text(meter_id, seq, p, direction=None):
+    """The bytes an envelope's MAC covers (`direction` UP or DOWN); without a direction, the text of
+    an SMS command (one way only, its own counter)."""
+    t = meter_id + "\n" + str(seq) + "\n" + p
+    return (direction + "\n" + t if direction else t).encode()
 
 
 class Protocol:
@@ -71,7 +82,7 @@ class Protocol:
         """The envelope (bytes) for an inner message dict, with the next uplink sequence number."""
         p = json.dumps(inner)
         s = self.next_seq()
-        env = {"m": self.meter_id, "s": s, "p": p, "h": auth.hmac_hex(self.key, mac_text(self.meter_id, s, p))}
+        env = {"m": self.meter_id, "s": s, "p": p, "h": auth.hmac_hex(self.key, mac_text(self.meter_id, s, p, UP))}
         return json.dumps(env).encode()
 
     def _reply(self, inner):
@@ -100,7 +111,7 @@ class Protocol:
             return "bad_mac"
         unsigned_token = t == "token" and env["h"] == ""
         if not unsigned_token:
-            good = auth.hmac_hex(self.key, mac_text(env["m"], s, env["p"]))
+            good = auth.hmac_hex(self.key, mac_text(env["m"], s, env["p"], DOWN))
             if not auth.equal(good, env["h"]):
                 self._reject("bad_mac", s)
                 return "bad_mac"
@@ -163,7 +174,7 @@ class Protocol:
         if t == "token":
             digits = inner.get("token")
             if not isinstance(digits, str) or not ascii_digits(digits) or len(digits) not in TOKEN_LENGTHS:
-                return "format_error", {}
+                return "format_error", {"why": "digits"}
             if not self.on_token:
                 return "refused", {}
             # Signed by the head-end: never counts towards a lockout. Unsigned (anyone who can
@@ -199,16 +210,21 @@ class Protocol:
         """The 8 hex digits that authenticate `CMD <seq> <body> <hmac8>`."""
         return auth.hmac_hex(self.key, mac_text(self.meter_id, seq, body))[:8]
 
-    def sms_command(self, seq, body, mac8, name, args):
+    def sms_command(self, seq, body, mac8, name, args, allowed=None):
         """An SMS command from a registered number; returns (code, detail) or (None, why) when it
-        is rejected (bad MAC or stale sequence) and must not be acted on."""
+        is rejected (bad MAC or stale sequence) and must not be acted on. A signed command whose name
+        is not in `allowed` takes its seq (so it cannot be replayed) and is answered `refused`."""
         if not auth.equal(self.sms_mac(seq, body), mac8.lower()):
             self.emit("msg_rejected", {"why": "bad_mac", "s": seq, "via": "sms"})
             return None, "bad_mac"
         if seq <= self.srx:
             self.emit("msg_rejected", {"why": "stale", "s": seq, "via": "sms"})
             return None, "stale"
-        code, detail = self.command(name, args)
+        if allowed is not None and name not in allowed:
+            self.emit("sms_cmd_refused", {"why": "not_by_sms", "cmd": name[:16]})
+            code, detail = "refused", {"why": "not_by_sms"}
+        else:
+            code, detail = self.command(name, args)
         self.srx = seq
         self._save()
         return code, detail

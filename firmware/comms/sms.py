@@ -1,7 +1,13 @@
 """SMS as the meter's second channel: long texts split into concatenated PDU parts (GSM 7-bit when
 every character allows, else UCS2), incoming texts reassembled and understood (a token from any
-number, BAL/SOLDE/رصيد, authenticated utility commands from registered numbers), and replies,
-warnings, receipts and statements queued for the supervisor to send with AT+CMGS."""
+number, BAL/SOLDE/رصيد from the registered numbers, authenticated utility commands from the utility's
+numbers), and replies, warnings, receipts and statements queued for the supervisor to send with AT+CMGS.
+
+The balance is the customer's business: it is answered only to the customer's and the utility's
+numbers unless `balance_from_registered` is off. Utility commands by SMS are the few in
+`SMS_COMMANDS` (never `set_config` or `fw_offer`: docs/protocol.md section 5), and a sender whose
+command MACs keep failing is throttled (3 free failures, then 60 s doubling to 1 h, per sender, in
+RAM), so the 32-bit SMS MAC cannot be searched by text."""
 from micropython import const
 from comms.protocol import ascii_digits, TOKEN_LENGTHS
 
@@ -12,6 +18,11 @@ _UCS2_PART = const(134)  # octets: 67 characters after the 6-octet header
 _MAX_PARTS = const(8)  # outgoing texts are cut here rather than cost the customer more
 _MAX_IN_PARTS = const(4)  # incoming commands and tokens are short; longer ones are not for us
 _MAX_PARTIAL = const(4)  # concatenated messages being reassembled at once
+_THROTTLE_SENDERS = const(8)  # senders whose failed command MACs are counted (RAM stays bounded)
+_THROTTLE_FIRST_S = const(60)
+_THROTTLE_CAP_S = const(3600)
+# Commands a registered number may send by SMS (docs/protocol.md section 5).
+SMS_COMMANDS = ("relay_open", "relay_close", "set_time", "get_readings", "get_statement", "clear_tamper")
 
 
 def _codecs():
@@ -118,7 +129,8 @@ class SmsService:
     """Incoming SMS -> actions and replies; outgoing texts -> `outbox` of PDU parts."""
 
     def __init__(self, protocol, on_token, on_balance, customer=None, registered=(), lang="fr",
-                 minor_per_unit=100, emit=None, outbox_parts=16, tokens_from_registered=False):
+                 minor_per_unit=100, emit=None, outbox_parts=16, tokens_from_registered=False,
+                 balance_from_registered=True, clock=None):
         self.protocol = protocol  # authenticates CMD texts, runs commands
         self.on_token = on_token  # (digits, source) -> (code, detail)
         self.on_balance = on_balance  # () -> (credit minor units, days left)
@@ -127,6 +139,10 @@ class SmsService:
         # True: tokens only from the utility's numbers and the customer's; else from anyone, each
         # sender with its own failed-entry lockout (the source "sms:<number>").
         self.tokens_from_registered = tokens_from_registered
+        # True: the balance only to the utility's numbers and the customer's (it is private).
+        self.balance_from_registered = balance_from_registered
+        self.clock = clock  # board clock (ticks) for the failed-MAC throttle; None: no throttle
+        self._throttle = {}  # sender -> Lockout
         self.lang = lang
         self.minor_per_unit = minor_per_unit
         self.emit = emit or (lambda kind, data: None)
@@ -212,6 +228,9 @@ class SmsService:
                                                   result=code))
             return "token"
         if kind == "balance":
+            if self.balance_from_registered and sender not in self.registered and sender != self.customer:
+                self.emit("sms_balance_refused", {"from": sender})
+                return "refused"
             credit, days = self.on_balance()
             self.send(sender, _codecs()[2].render("balance", req[1], self.minor_per_unit, credit=credit,
                                                   days=days))
@@ -220,11 +239,37 @@ class SmsService:
             self.emit("sms_cmd_refused", {"from": sender})
             return "refused"
         _, seq, body, mac8, name, args = req
-        code, detail = self.protocol.sms_command(seq, body, mac8, name, args)
+        lock = self._throttle.get(sender)
+        if lock is not None and lock.locked():
+            # Not even checked: a forger cannot try MACs faster than the throttle allows.
+            self.emit("sms_cmd_throttled", {"from": sender, "s": seq})
+            return "throttled"
+        code, detail = self.protocol.sms_command(seq, body, mac8, name, args, SMS_COMMANDS)
         if code is None:
+            if detail == "bad_mac":
+                self._failed(sender)
             return detail  # bad_mac or stale: not acted on, not answered (no oracle for forgers)
+        if lock is not None:
+            lock.success()
         self.send(sender, _codecs()[2].render("cmd", "en", seq=seq, code=code) + _detail(detail))
         return "cmd"
+
+
+    def _failed(self, sender):
+        if self.clock is None:
+            return
+        lock = self._throttle.get(sender)
+        if lock is None:
+            if len(self._throttle) >= _THROTTLE_SENDERS:
+                for k in self._throttle:      # forget one not locked (or, if all are, any)
+                    if not self._throttle[k].locked():
+                        break
+                self._throttle.pop(k)
+            from tokens.lockout import Lockout
+            lock = self._throttle[sender] = Lockout(self.clock, _THROTTLE_CAP_S, _THROTTLE_FIRST_S)
+        ms = lock.failure()
+        if ms:
+            self.emit("sms_cmd_throttled", {"from": sender, "lock_s": ms // 1000})
 
 
 def _detail(detail, room=140):

@@ -96,6 +96,12 @@ def records_from_request(req, now):
                    "username": _text(broker, "username", 1, 64)},
         "provisioned_at": now,
     }
+    if broker.get("ca") is not None:
+        # The utility CA (PEM): the meter reaches the broker over TLS and trusts only this CA.
+        ca = _text(broker, "ca", 200, 3000)
+        if not ca.startswith("-----BEGIN CERTIFICATE-----"):
+            raise ProvisionError("broker ca must be a PEM certificate")
+        identity["broker"]["ca"] = ca
     # The customer's phone (receipts, warnings, statements by SMS) and the utility's numbers (signed SMS
     # commands), in international form: optional.
     if req.get("customer") is not None:

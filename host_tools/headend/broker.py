@@ -12,15 +12,21 @@ from host_tools.errors import DeviceError, UsageError
 
 
 def parse_url(url):
-    """(host, port, username, password) from mqtt://[user[:pass]@]host[:port]."""
+    """(host, port, username, password) from mqtt[s]://[user[:pass]@]host[:port] (mqtts: TLS, port 8883)."""
     u = urlparse(url if "://" in url else "mqtt://" + url)
-    if u.scheme not in ("mqtt", "tcp") or not u.hostname:
-        raise UsageError(f"broker URL {url!r} not understood", hint="e.g. mqtt://127.0.0.1:1883 or mqtt://user:pw@host:1883")
+    if u.scheme not in ("mqtt", "tcp", "mqtts", "ssl") or not u.hostname:
+        raise UsageError(f"broker URL {url!r} not understood",
+                         hint="e.g. mqtt://127.0.0.1:1883, mqtt://user:pw@host:1883 or mqtts://user:pw@host:8883")
     try:
-        port = u.port or 1883
+        port = u.port or (8883 if is_tls(url) else 1883)
     except ValueError:
         raise UsageError(f"broker URL {url!r} has a bad port", hint="a port number 1..65535") from None
     return u.hostname, port, u.username, u.password
+
+
+def is_tls(url):
+    """True for an mqtts:// (or ssl://) broker URL."""
+    return url.split("://", 1)[0].lower() in ("mqtts", "ssl") if "://" in url else False
 
 
 def free_port(host="127.0.0.1"):
@@ -34,8 +40,9 @@ def free_port(host="127.0.0.1"):
 class EmbeddedBroker:
     """An amqtt broker on 127.0.0.1 in a background thread; `url` once started (with the head-end's own
     credentials in it when there is a registry). With `db`, meters authenticate with their provisioned
-    broker password; without, every client is accepted (loopback only: tests and the simulator). QoS 1
-    sessions with clean_session false are kept in memory."""
+    broker password and the topic rules of `acl.py` apply (as on mosquitto); without, every client is
+    accepted (loopback only: tests and the simulator). QoS 1 sessions with clean_session false are kept
+    in memory."""
 
     def __init__(self, host="127.0.0.1", port=None, db=None, users=None):
         self.host = host
@@ -68,6 +75,9 @@ class EmbeddedBroker:
 
     def _run(self):
         from amqtt.broker import Broker
+
+        from host_tools.headend.amqtt_auth import install_auth_first
+        install_auth_first()
         for name in ("amqtt", "transitions"):
             logging.getLogger(name).setLevel(logging.ERROR)
         self._loop = asyncio.new_event_loop()
@@ -76,7 +86,8 @@ class EmbeddedBroker:
             "listeners": {"default": {"type": "tcp", "bind": f"{self.host}:{self.port}", "max_connections": 0}},
             "timeout_disconnect_delay": 0,
             "plugins": {"host_tools.headend.amqtt_auth.RegistryAuthPlugin": {
-                "db": self.db, "users": json.dumps(self.users), "open": not self.db and not self.users}},
+                "db": self.db, "users": json.dumps(self.users), "open": not self.db and not self.users},
+                "host_tools.headend.amqtt_auth.RegistryTopicPlugin": {"open": not self.db and not self.users}},
         }
 
         async def boot():

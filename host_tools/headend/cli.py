@@ -11,11 +11,31 @@ import time
 
 from host_tools.cli import emit
 from host_tools.errors import DeviceError, UsageError
-from host_tools.headend import reports, vending
+from host_tools.headend import reports, silence, vending
 from host_tools.headend.store import Store
 from host_tools.paths import data_dir
 
 HEARTBEAT_STALE_S = 5.0
+
+
+def number(lo, hi, integer=False, unit="s"):
+    """An argparse type: a finite number within lo..hi (nan, inf, negatives and absurd values are
+    refused with the range, never echoed back as a float)."""
+    import argparse
+    import math
+
+    def parse(text):
+        shown = text if len(text) <= 16 else text[:13] + "..."
+        try:
+            v = int(text) if integer else float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{shown!r} is not {'a whole number' if integer else 'a number'}")
+        if not math.isfinite(v) or not lo <= v <= hi:
+            if unit == "port":
+                raise argparse.ArgumentTypeError(f"{shown!r} is not a port (1..65535)")
+            raise argparse.ArgumentTypeError(f"{shown!r} is outside {lo:g}..{hi:g} {unit}".rstrip())
+        return v
+    return parse
 
 
 def default_db():
@@ -38,13 +58,35 @@ def register(subparsers):
     s = sub.add_parser("serve", help="run the head-end service on MQTT (embedded broker unless --broker)")
     common(s, json_flag=False)
     s.add_argument("--broker", help="mqtt://[user:password@]host:port of the broker (default: start an embedded one)")
-    s.add_argument("--broker-port", type=int, help="the embedded broker's port (default: a free one)")
+    s.add_argument("--ca-file", help="the CA certificate of an mqtts:// broker (broker-config's ca.crt)")
+    s.add_argument("--broker-port", type=number(1, 65535, integer=True, unit="port"),
+                   help="the embedded broker's port (default: a free one)")
     s.add_argument("--json", action="store_true", help="print one JSON object when stopped")
-    s.add_argument("--retry-s", type=float, default=30.0, help="resend a downlink with no result after this long "
-                                                                "(doubling, up to --retry-max-s)")
-    s.add_argument("--retry-max-s", type=float, default=600.0)
-    s.add_argument("--duration-s", type=float, help="stop after this long (default: until Ctrl-C)")
+    s.add_argument("--retry-s", type=number(0.1, 86400), default=30.0,
+                   help="resend a downlink with no result after this long (doubling, up to --retry-max-s)")
+    s.add_argument("--retry-max-s", type=number(0.1, 7 * 86400), default=600.0)
+    s.add_argument("--duration-s", type=number(0.1, 10 * 365 * 86400), help="stop after this long (default: until Ctrl-C)")
+    s.add_argument("--fleet-silence-s", type=number(10, 7 * 86400), default=silence.FLEET_SILENCE_S,
+                   help="alarm when no uplink arrives from any meter for this long (default %(default)g)")
+    s.add_argument("--meter-silence-s", type=number(10, 90 * 86400), default=silence.METER_SILENCE_S,
+                   help="alarm when one meter sends nothing for this long (default %(default)g)")
     s.set_defaults(func=cmd_serve)
+
+    bc = sub.add_parser("broker-config", help="write mosquitto's configuration from the store: a user per meter, "
+                                               "ACLs to its own topics, client id = user, TLS with a utility CA")
+    common(bc)
+    bc.add_argument("--out", required=True, help="folder for mosquitto.conf, passwd, acl, the CA and server "
+                                                 "certificate (the CA is kept on later runs)")
+    bc.add_argument("--hostname", action="append", metavar="NAME",
+                    help="a name or IP address meters use to reach the broker (repeat; default localhost, 127.0.0.1)")
+    bc.add_argument("--port", type=number(1, 65535, integer=True, unit="port"), default=8883, help="the mqtts port")
+    bc.add_argument("--plain-port", type=number(1, 65535, integer=True, unit="port"),
+                    help="also a plain listener on 127.0.0.1 for a head-end on the same host")
+    bc.add_argument("--workers", type=number(1, 64, integer=True, unit=""), default=1,
+                    help="head-end users to make (headend, headend-2, ...), one per worker")
+    bc.add_argument("--run-as", metavar="USER", help="the `user` mosquitto drops to when started as root "
+                                                     "(default: mosquitto's own)")
+    bc.set_defaults(func=cmd_broker_config)
 
     i = sub.add_parser("import", help="import meters from a provisioning CSV")
     common(i)
@@ -59,10 +101,14 @@ def register(subparsers):
     what.add_argument("--amount", help="money credit in currency units (STS currency token, rounded up to 0.00001)")
     t.add_argument("--keystore", default=os.environ.get("METERKIT_KEYSTORE"),
                    help="utility keystore JSON with vending_key_hex (or $METERKIT_KEYSTORE)")
-    t.add_argument("--wait", type=float, metavar="S", help="wait up to S seconds for the meter's result")
+    t.add_argument("--wait", type=number(0, 86400), metavar="S", help="wait up to S seconds for the meter's result")
     t.add_argument("--request-key", metavar="KEY", help="idempotency key (e.g. the payment reference): the same "
                                                       "key again returns the first vend, never a second token")
     t.set_defaults(func=cmd_topup)
+
+    stt = sub.add_parser("status", help="is the head-end serving, when did an uplink last arrive, which alarms are open")
+    common(stt)
+    stt.set_defaults(func=cmd_status)
 
     m = sub.add_parser("meters", help="list registered meters")
     common(m)
@@ -71,7 +117,7 @@ def register(subparsers):
     e = sub.add_parser("events", help="a meter's event log (head-end, broker and meter events)")
     common(e)
     e.add_argument("meter")
-    e.add_argument("--limit", type=int, default=200)
+    e.add_argument("--limit", type=number(1, 10 ** 7, integer=True, unit="events"), default=200)
     e.set_defaults(func=cmd_events)
 
     st = sub.add_parser("statements", help="monthly statements computed from a meter's readings")
@@ -87,7 +133,7 @@ def register(subparsers):
     c.add_argument("--args", default="{}", help="the command's arguments as a JSON object, e.g. for "
                                                 "set_config '{\"prepaid\": {\"tariff\": {...}}}'")
     c.add_argument("--args-file", help="read the JSON arguments from this file instead")
-    c.add_argument("--wait", type=float, metavar="S", help="wait up to S seconds for the meter's result")
+    c.add_argument("--wait", type=number(0, 86400), metavar="S", help="wait up to S seconds for the meter's result")
     c.set_defaults(func=cmd_command)
 
     sc = sub.add_parser("sms-command", help="sign a utility command for a meter, to send by SMS from a "
@@ -135,14 +181,21 @@ def cmd_serve(args):
     if not url:
         broker = EmbeddedBroker(db=args.db, port=args.broker_port).start()
         url = broker.url
-    he = HeadEnd(store, url, retry_s=args.retry_s, retry_max_s=args.retry_max_s)
+    if args.retry_max_s < args.retry_s:
+        raise UsageError(f"--retry-max-s {args.retry_max_s:g} is below --retry-s {args.retry_s:g}",
+                         hint="the longest wait between resends must be at least the first")
+    if args.ca_file and not os.path.exists(args.ca_file):
+        raise UsageError(f"no CA certificate at {args.ca_file}", hint="broker-config writes it as ca.crt in --out")
+    he = HeadEnd(store, url, retry_s=args.retry_s, retry_max_s=args.retry_max_s, ca_file=args.ca_file,
+                 fleet_silence_s=args.fleet_silence_s, meter_silence_s=args.meter_silence_s)
     try:
         he.start()
     except DeviceError:
         if broker:
             broker.stop()
         raise
-    shown = "mqtt://" + (broker.address if broker else url.split("@")[-1]).split("://")[-1]
+    scheme = "mqtts://" if not broker and url.lower().startswith(("mqtts://", "ssl://")) else "mqtt://"
+    shown = scheme + (broker.address if broker else url.split("@")[-1]).split("://")[-1]
     # Recorded so `meterkit sim start --headend DB` finds the broker its meters must reach.
     store.set_service("broker_address", shown)
     if not args.json:
@@ -170,6 +223,24 @@ def cmd_serve(args):
         print("head-end stopped: %d downlink(s) sent, %d result(s), %d rejected uplink(s), %d reading(s), "
               "%d event(s) received" % (c.get("sent", 0), c.get("results", 0), c.get("rejected", 0),
                                         c.get("readings", 0), c.get("events", 0)), flush=True)
+    return 0
+
+
+def cmd_broker_config(args):
+    from host_tools.headend import brokerconfig
+    store = _store(args)
+    out = brokerconfig.build(store, args.out, hostnames=args.hostname or ["localhost", "127.0.0.1"], port=args.port,
+                             plain_port=args.plain_port, workers=args.workers, run_as=args.run_as)
+    if args.json:
+        emit(out, True)
+    else:
+        print(f"mosquitto configuration for {out['meters']} meter(s) and {len(out['headend_users'])} head-end "
+              f"user(s) in {out['folder']}")
+        if out["skipped"]:
+            print(f"NOT given a login (bad meter ids, fix and re-import): {', '.join(map(repr, out['skipped']))}")
+        print(f"run:   mosquitto -c {out['conf']}   (after changes: kill -HUP <its pid>)")
+        print(f"serve: meterkit headend serve --db {args.db} --broker \"$(cat {out['url_file']})\" --ca-file {out['ca']}")
+        print(f"meters get {out['ca']} (the utility CA) and port {out['port']} with their keys")
     return 0
 
 
@@ -234,15 +305,44 @@ def _print_topup(out):
             w("\n")
 
 
+def cmd_status(args):
+    """Liveness beyond the heartbeat: the newest uplink from any meter and the open silence alarms, so a
+    head-end that still ticks but hears nothing (its session taken over, a broker that stopped
+    routing) shows as such. Exit 1 while an alarm is open, so monitoring can poll it."""
+    store = _store(args)
+    hb = store.service("heartbeat")
+    newest = store.q1("SELECT MAX(last_uplink) AS t, COUNT(*) AS n, SUM(last_uplink IS NOT NULL) AS heard FROM meters")
+    alarms = silence.open_alarms(store)
+    out = {"serving": service_running(store), "heartbeat": float(hb) if hb else None,
+           "broker": store.service("broker_address"), "meters": newest["n"], "meters_heard": newest["heard"] or 0,
+           "last_uplink": newest["t"], "alarms": alarms}
+    if args.json:
+        emit(out, True)
+    else:
+        from host_tools import render
+        print(f"head-end: {'serving' if out['serving'] else 'NOT serving'} (heartbeat "
+              f"{render.local_time(out['heartbeat']) if out['heartbeat'] else 'never'}), broker {out['broker'] or '-'}")
+        print(f"meters: {out['meters']} registered, {out['meters_heard']} heard from; last uplink "
+              f"{render.local_time(out['last_uplink']) if out['last_uplink'] else 'never'}")
+        if not alarms:
+            print("alarms: none")
+        for a in alarms:
+            who = a["meter_id"] or "whole fleet"
+            print(f"ALARM {a['kind']} ({who}) since {render.local_time(a['raised'])}: "
+                  + ", ".join(f"{k} {v}" for k, v in sorted(a["data"].items())))
+    return 1 if alarms else 0
+
+
 def cmd_meters(args):
     store = _store(args)
+    silent = {a["meter_id"] for a in silence.open_alarms(store) if a["kind"] == "meter_silent"}
     rows = []
     for r in store.meters():
         last = store.last_reading(r["meter_id"]) or {}
         rows.append({"meter_id": r["meter_id"], "serial": r["serial"], "status": r["status"],
                      "last_seen": r["last_seen"], "down_seq": r["down_seq"], "up_seq": r["up_seq"],
                      "undelivered": r["undelivered"], "credit": last.get("credit"), "supply": last.get("supply"),
-                     "tamper": last.get("tamper") or []})
+                     "tamper": last.get("tamper") or [], "silent": r["meter_id"] in silent})
     if args.json:
         emit({"meters": rows, "count": len(rows)}, True)
         return 0
@@ -259,7 +359,8 @@ def cmd_meters(args):
     for r in rows:
         t.add_row(r["meter_id"], str(r["serial"]), r["status"] or "-", render.local_time(r["last_seen"]),
                   render.money(r["credit"]) if r["credit"] is not None else "-", r["supply"] or "-",
-                  str(r["undelivered"]), ("TAMPER: " + ", ".join(r["tamper"])) if r["tamper"] else "")
+                  str(r["undelivered"]), " ".join((["SILENT"] if r["silent"] else []) +
+                                                  (["TAMPER: " + ", ".join(r["tamper"])] if r["tamper"] else [])))
     con = render.console()
     con.print(t)
     con.print(f"{len(rows)} meter(s)")

@@ -58,12 +58,13 @@ class FakeMeter:
         if seq is None:
             self.up_seq += 1
             seq = self.up_seq
-        return self.up_topic, envelope.seal(key or self.key, self.meter_id, seq, inner)
+        return self.up_topic, envelope.seal(key or self.key, self.meter_id, seq, inner, direction=envelope.UP)
 
     def handle_down(self, payload):
         """Process one downlink; returns the uplinks to publish [(topic, payload)]."""
         try:
-            s, inner = envelope.check(self.key, payload, self.down_seq, allow_unsigned_token=True)
+            s, inner = envelope.check(self.key, payload, self.down_seq, envelope.DOWN, allow_unsigned_token=True,
+                                      meter_id=self.meter_id)
         except envelope.EnvelopeError as e:
             try:
                 s = envelope.parse(payload)[1]

@@ -1,6 +1,7 @@
 """Run a private mosquitto broker (Debian's mosquitto 2.0) on a loopback port with a temporary config:
-anonymous access, or password auth from {user: password}. Used by tests and the benchmark; skip-able
-when the binary is absent (`mosquitto_path()` is None)."""
+anonymous access, or password auth from {user: password}; or with a production configuration written by
+`meterkit headend broker-config` (`config=` its mosquitto.conf, `port=` a port it listens on). Used by
+tests and the benchmark; skip-able when the binary is absent (`mosquitto_path()` is None)."""
 import os
 import shutil
 import socket
@@ -17,9 +18,10 @@ def mosquitto_path():
 
 
 class Mosquitto:
-    def __init__(self, port=None, passwords=None, max_connections=-1):
+    def __init__(self, port=None, passwords=None, max_connections=-1, config=None):
         self.port = port or free_port()
         self.passwords = passwords
+        self.config = config
         self.max_connections = max_connections
         self.proc = None
         self.dir = None
@@ -40,6 +42,8 @@ class Mosquitto:
         if not exe:
             raise DeviceError("mosquitto is not installed", hint="apt-get install -y mosquitto")
         self.dir = tempfile.mkdtemp(prefix="mosq-")
+        if self.config:
+            return self._run(str(self.config), timeout)
         conf = [f"listener {self.port} 127.0.0.1", "persistence false", f"max_connections {self.max_connections}",
                 "max_queued_messages 10000", "max_inflight_messages 100"]
         if self.passwords:
@@ -57,10 +61,15 @@ class Mosquitto:
         path = os.path.join(self.dir, "mosquitto.conf")
         with open(path, "w") as f:
             f.write("\n".join(conf) + "\n")
+        return self._run(path, timeout)
+
+    def _run(self, path, timeout):
+        exe = mosquitto_path()
         # its log goes to a file: an unread pipe would fill up and block the broker
         self.log_path = os.path.join(self.dir, "mosquitto.log")
         self._log = open(self.log_path, "wb")
         self.proc = subprocess.Popen([exe, "-c", path], stdout=subprocess.DEVNULL, stderr=self._log)
+        self.pid = self.proc.pid
         end = time.monotonic() + timeout
         while time.monotonic() < end:
             if self.proc.poll() is not None:

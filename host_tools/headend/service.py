@@ -10,8 +10,8 @@ import time
 import paho.mqtt.client as mqtt
 
 from host_tools.errors import DeviceError
-from host_tools.headend import envelope
-from host_tools.headend.broker import parse_url
+from host_tools.headend import envelope, silence, uplink_fields
+from host_tools.headend.broker import is_tls, parse_url
 
 log = logging.getLogger("headend")
 
@@ -39,11 +39,16 @@ class HeadEnd:
     old one would be rejected as stale by a meter that accepted it)."""
 
     def __init__(self, store, broker_url, client_id="headend", retry_s=30.0, retry_max_s=600.0, poll_s=0.2,
-                 clock=time.time, client=None, resend_on_online=True):
+                 clock=time.time, client=None, resend_on_online=True, fleet_silence_s=silence.FLEET_SILENCE_S,
+                 meter_silence_s=silence.METER_SILENCE_S, silence_check_s=10.0, ca_file=None):
         """`clock`: seconds (wall time by default; a scenario passes the simulator's virtual clock).
         `client`: a paho-compatible MQTT client to use instead of a new paho one (the simulator's
         in-process broker hands one out). `resend_on_online`: when a meter's status turns `online`,
-        its downlinks still without a result go again at once instead of at their retry time."""
+        its downlinks still without a result go again at once instead of at their retry time.
+        `fleet_silence_s`, `meter_silence_s`: no uplink for this long from any meter / from one meter
+        raises an alarm (`silence.py`), checked every `silence_check_s` while serving.
+        `ca_file`: the CA that signed the broker's certificate, for an mqtts:// URL (the system's
+        trusted CAs when None)."""
         self.store = store
         self.url = broker_url
         self.host, self.port, self.username, self.password = parse_url(broker_url)
@@ -55,16 +60,21 @@ class HeadEnd:
         self.connected = threading.Event()
         self.counts = {"sent": 0, "results": 0, "rejected": 0, "readings": 0, "events": 0}
         self._keys = {}
+        self.silence = silence.SilenceWatch(store, clock, fleet_silence_s, meter_silence_s)
+        self.silence_check_s = silence_check_s
+        self._silence_next = 0.0
         if client is None:
             client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=False,
                                  protocol=mqtt.MQTTv311)
-            if self.username:
-                client.username_pw_set(self.username, self.password)
+            if is_tls(broker_url):
+                client.tls_set(ca_certs=ca_file)       # verifies the broker's certificate and host name
             client.max_inflight_messages_set(1000)
             client.max_queued_messages_set(0)
             # paho leaves Nagle on: a small downlink right after our PUBACK would wait for the broker's
             # delayed ACK (40 ms on Linux) - per meter, per message
             client.on_socket_open = _no_delay
+        if self.username:
+            client.username_pw_set(self.username, self.password)
         self.client = client
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
@@ -103,9 +113,22 @@ class HeadEnd:
         while not stop_event.is_set():
             self.tick()
             self.store.set_service("heartbeat", self.clock())
+            self.check_silence()
             if on_tick:
                 on_tick(self)
             stop_event.wait(self.poll_s)
+
+    def check_silence(self):
+        """Raise or clear the silence alarms when due (every silence_check_s)."""
+        now = self.clock()
+        if now < self._silence_next:
+            return None
+        self._silence_next = now + self.silence_check_s
+        try:
+            return self.silence.check(now)
+        except Exception:  # an alarm check must never stop delivery
+            log.exception("silence check failed")
+            return None
 
     # -- delivery ----------------------------------------------------------------------------------
     def tick(self, now=None):
@@ -117,13 +140,33 @@ class HeadEnd:
                            (now,))
         sent = 0
         for row in due:
-            out = self._prepare(row["msg_id"], now)
-            if out:
-                topic, payload = out
-                self.client.publish(topic, payload, qos=1)
-                sent += 1
+            try:
+                out = self._prepare(row["msg_id"], now)
+                if out:
+                    topic, payload = out
+                    self.client.publish(topic, payload, qos=1)
+                    sent += 1
+            except Exception as e:  # one meter's bad record or failed publish never stops the others
+                self._delivery_failed(row["msg_id"], now, e)
         self.counts["sent"] += sent
         return sent
+
+    def _delivery_failed(self, msg_id, now, error):
+        """Log the failure on the message's meter and hold the message back until its next retry time
+        (it stays in the outbox: an operator can fix the record, and it goes again)."""
+        self.counts["failed"] = self.counts.get("failed", 0) + 1
+        why = f"{type(error).__name__}: {error}"[:200]
+        log.warning("delivery of %s failed: %s", msg_id, why)
+        try:
+            with self.store.tx() as db:
+                m = db.execute("SELECT meter_id, attempts FROM messages WHERE msg_id=?", (msg_id,)).fetchone()
+                if m is None:
+                    return
+                delay = min(self.retry_s * (2 ** max(m["attempts"] - 1, 0)), self.retry_max_s)
+                db.execute("UPDATE messages SET next_try=? WHERE msg_id=?", (now + delay, msg_id))
+                self.store.log(m["meter_id"], "headend", "delivery_failed", {"msg_id": msg_id, "error": why}, db=db)
+        except Exception:
+            log.exception("recording the failed delivery of %s failed", msg_id)
 
     def _prepare(self, msg_id, now):
         """Take the next downlink seq (persisted first), schedule the retry, return (topic, payload)."""
@@ -175,27 +218,34 @@ class HeadEnd:
                            (self.clock(), meter_id, self.clock()))
 
     def ingest(self, meter_id, payload):
-        """Check and act on one uplink; returns the inner type acted on, or 'rejected:<why>'."""
+        """Check and act on one uplink; returns the inner type acted on, or 'rejected:<why>'.
+
+        Every check comes before anything changes: parse, meter id, type for this direction (a
+        reflected downlink is `wrong_type`), MAC with the `up` direction, sequence, then the fields
+        of the type. Only an uplink that passed them all moves `up_seq`, in the same transaction as
+        its effect; a rejected one is logged (`uplink_rejected`, why) and moves nothing."""
         with self.store.tx() as db:
             meter = db.execute("SELECT message_key_hex, up_seq FROM meters WHERE meter_id=?", (meter_id,)).fetchone()
             if meter is None:
                 self.store.log(meter_id, "headend", "unknown_meter", {"bytes": len(payload)}, db=db)
                 return "rejected:unknown_meter"
             try:
-                m, s, p, inner, h = envelope.parse(payload)
-                if m != meter_id:
-                    raise envelope.EnvelopeError("bad_mac", f"envelope for {m!r} on {meter_id!r}'s topic")
-                s, inner = envelope.check(bytes.fromhex(meter["message_key_hex"]), payload, meter["up_seq"])
+                s, inner = envelope.check(bytes.fromhex(meter["message_key_hex"]), payload, meter["up_seq"],
+                                          envelope.UP, meter_id=meter_id)
+                uplink_fields.check(inner)
             except envelope.EnvelopeError as e:
                 self.counts["rejected"] += 1
                 seq = None
                 try:
-                    seq = json.loads(payload)["s"]
-                except Exception:
+                    seq = envelope.parse(payload)[1]
+                except envelope.EnvelopeError:
                     pass
-                self.store.log(meter_id, "headend", "uplink_rejected", {"why": e.why, "s": seq, "detail": str(e)}, db=db)
+                self.store.log(meter_id, "headend", "uplink_rejected", {"why": e.why, "s": seq, "detail": str(e)[:200]},
+                               db=db)
                 return "rejected:" + e.why
-            db.execute("UPDATE meters SET up_seq=?, last_seen=? WHERE meter_id=?", (s, self.clock(), meter_id))
+            now = self.clock()
+            db.execute("UPDATE meters SET up_seq=?, last_seen=?, last_uplink=? WHERE meter_id=?",
+                       (s, now, now, meter_id))
             return self._act(db, meter_id, s, inner)
 
     def _act(self, db, meter_id, s, inner):

@@ -39,7 +39,7 @@ def body(cmd, args):
 
 def sign(key, meter_id, seq, text_body):
     """The full SMS text for a body and seq."""
-    return f"CMD {seq} {text_body} {envelope.mac(key, meter_id, seq, text_body)[:8]}"
+    return f"CMD {seq} {text_body} {envelope.sms_mac8(key, meter_id, seq, text_body)}"
 
 
 def make(store, meter_id, cmd, args=()):

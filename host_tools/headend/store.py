@@ -1,7 +1,6 @@
 """The head-end's SQLite database: meter registry and keys, vended tokens (TIDs never reused), the
 downlink outbox with delivery state, uplink sequence numbers, readings, statements and the event log.
 One file shared by `serve` and the operator verbs (WAL mode, short transactions)."""
-import csv
 import json
 import sqlite3
 import threading
@@ -42,9 +41,12 @@ CREATE TABLE IF NOT EXISTS sms_commands (
   meter_id TEXT NOT NULL, seq INTEGER NOT NULL, text TEXT NOT NULL, created REAL NOT NULL,
   PRIMARY KEY (meter_id, seq));
 CREATE TABLE IF NOT EXISTS service (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS alarms (
+  id INTEGER PRIMARY KEY, meter_id TEXT,    -- NULL: the whole fleet
+  kind TEXT NOT NULL, raised REAL NOT NULL, cleared REAL, data TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS alarms_open ON alarms (cleared, kind);
 """
 
-REQUIRED_COLUMNS = ("meter_id", "pan", "serial", "sgc", "ti", "krn", "message_key_hex", "broker_password")
 
 
 class Store:
@@ -71,6 +73,9 @@ class Store:
         if "request_key" not in cols:
             # The caller's idempotency key for a top-up request: one request, one vend, ever.
             self.db.execute("ALTER TABLE vends ADD COLUMN request_key TEXT")
+        if "last_uplink" not in {r[1] for r in self.db.execute("PRAGMA table_info(meters)")}:
+            # When the meter's last accepted uplink arrived (head-end clock): silence alarms.
+            self.db.execute("ALTER TABLE meters ADD COLUMN last_uplink REAL")
         self.db.execute("CREATE UNIQUE INDEX IF NOT EXISTS vends_request ON vends (meter_id, request_key) "
                         "WHERE request_key IS NOT NULL")
 
@@ -93,29 +98,11 @@ class Store:
 
     # -- meters ----------------------------------------------------------------------------------
     def import_csv(self, path):
-        """Add or update meters from a provisioning export; returns the number of rows imported."""
-        try:
-            f = open(path, newline="", encoding="utf-8")
-        except OSError as e:
-            raise UsageError(f"cannot read {path}: {e.strerror}", hint="give the factory's CSV export") from None
-        with f:
-            reader = csv.DictReader(f)
-            missing = [c for c in REQUIRED_COLUMNS if c not in (reader.fieldnames or [])]
-            if missing:
-                raise UsageError(f"{path} lacks column(s) {', '.join(missing)}",
-                                 hint="columns needed: " + ",".join(REQUIRED_COLUMNS))
-            rows = []
-            for n, r in enumerate(reader, start=2):
-                try:
-                    key = bytes.fromhex(r["message_key_hex"])
-                    ti, krn = int(r["ti"]), int(r["krn"])
-                except ValueError:
-                    key, ti, krn = b"", 0, 0
-                if len(key) != 32 or not r["meter_id"] or not (1 <= krn <= 9):
-                    raise UsageError(f"{path} line {n}: bad meter record for {r.get('meter_id')!r}",
-                                     hint="message_key_hex is 64 hex digits, krn 1..9, ti a number")
-                rows.append((r["meter_id"].strip(), r["pan"].strip(), r["serial"], r["sgc"].strip(), ti, krn,
-                             r["message_key_hex"].lower(), r["broker_password"]))
+        """Add or update meters from a provisioning export; returns the number of rows imported.
+        Every field of every row is checked first (`csvimport.py`): one bad row imports nothing."""
+        from host_tools.headend import csvimport
+        known = {r["pan"]: r["meter_id"] for r in self.q("SELECT pan, meter_id FROM meters")}
+        rows = csvimport.read(path, known)
         now = self.clock()
         with self.tx() as db:  # all or nothing
             for row in rows:

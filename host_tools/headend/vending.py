@@ -54,6 +54,19 @@ def quantity(kwh=None, amount=None):
     return what, q, sub
 
 
+def check_credit_mode(store, meter_id, what):
+    """Refuse a token the meter would refuse for its credit mode: a kWh token for a meter that keeps
+    money credit, a currency token for one that keeps kWh. The mode is the one the meter itself
+    reports in its readings (`mode`); a meter that never said is given the benefit of the doubt."""
+    mode = (store.last_reading(meter_id) or {}).get("mode")
+    if mode == "money" and what == "kwh":
+        raise UsageError(f"meter {meter_id} keeps its credit in money: a kWh token would be refused",
+                         hint="vend money instead: --amount X (currency units)")
+    if mode == "kwh" and what == "currency":
+        raise UsageError(f"meter {meter_id} keeps its credit in kWh: a currency token would be refused",
+                         hint="vend energy instead: --kwh X")
+
+
 def _msg_id(prefix, rng):
     return prefix + ("%012x" % rng.getrandbits(48) if rng is not None else secrets.token_hex(6))
 
@@ -72,6 +85,7 @@ def vend_topup(store, keystore, meter_id, kwh=None, amount=None, now=None, rng=N
     `"existing": True`)."""
     meter = store.meter(meter_id)
     what, q, sub = quantity(kwh, amount)
+    check_credit_mode(store, meter_id, what)
     key = decoder_key(keystore, meter)
     now = store.clock() if now is None else now
     base = calendar.timegm((dkga04.BASE_DATES[keystore["base_date"]], 1, 1, 0, 0, 0))

@@ -3,12 +3,20 @@ URCs, SIM, signal, registration that takes seconds, network time, SMS through an
 mode, UCS2), and a transparent TCP link bridged to a REAL socket to the MQTT broker on 127.0.0.1, with
 faults on demand (no coverage, link drop, delay, garbage, hang, reboot). See docs/sim-modem.md.
 
+SIM7600 TLS as the modem's own SSL stack does it: certificates downloaded into the modem's file system
+(AT+CCERTDOWN, kept across power cycles), SSL context 0 configured (AT+CSSLCFG sslversion / authmode /
+cacert), then AT+CCHMODE=1, AT+CCHSTART, AT+CCHSSLCFG, AT+CCHOPEN=0,host,port,2 -> CONNECT in
+transparent mode. With a real broker the modem really terminates TLS (Python's ssl, verifying the server
+against the downloaded CA and the host the firmware named); with the in-process broker the bytes pass in
+clear once the same configuration checks passed (it has no TLS listener).
+
 The model reads the wall clock never; virtual ms come from `clock()`. Network I/O happens in poll()."""
 import datetime
 import errno
 import heapq
 import select
 import socket
+import ssl
 
 from host_tools.sim import sms_pdu
 
@@ -81,6 +89,8 @@ class ModemModel:
         self._tn = 0
         self._sock = None
         self._sim = {}                   # SIM SMS storage: idx -> dict
+        self.certs = {}                  # the modem's certificate files (AT+CCERTDOWN): name -> bytes
+        self.tls_sessions = 0            # TLS handshakes completed (tests)
         self._reset_state()
         if powered:
             self.set_power(True)
@@ -218,6 +228,10 @@ class ModemModel:
         self._awaiting = 0
         self._up = _MqttFramer()
         self._down = _MqttFramer()
+        self._ssl = {}                   # SSL context 0 (AT+CSSLCFG): sslversion, authmode, cacert
+        self._cchmode = 0
+        self._cch_started = False
+        self._cch_ctx = None             # AT+CCHSSLCFG: the SSL context of session 0
 
     def _event(self, what):
         self.log.append((self.clock(), "* " + what))
@@ -338,6 +352,15 @@ class ModemModel:
             self._esc_count = 0
 
     def _prompt_byte(self, b):
+        if self._prompt[0] == "cert":              # AT+CCERTDOWN: exactly <len> bytes, no Ctrl-Z
+            self._prompt_buf.append(b)
+            name, n = self._prompt[1]
+            if len(self._prompt_buf) >= n:
+                self.certs[name] = bytes(self._prompt_buf)
+                self._prompt, self._prompt_buf = None, bytearray()
+                self._event(f"certificate {name} stored ({n} bytes)")
+                self._ok(100)
+            return
         if b == 0x1B:                              # ESC cancels
             self._prompt, self._prompt_buf = None, bytearray()
             self._ok()
@@ -664,6 +687,106 @@ class ModemModel:
         else:
             self._line_out("CLOSE OK", 100)
 
+    # -- TLS: SIM7600 SSL commands ----------------------------------------------------------------------
+    def _at_CCERTDOWN(self, arg, q, s):
+        if self.dialect != "sim7600":
+            return self._error()
+        parts = [p.strip() for p in arg.split(",")]
+        try:
+            name, n = parts[0].strip('"'), int(parts[1])
+        except (IndexError, ValueError):
+            return self._error()
+        if not name or not 0 < n <= 10240:
+            return self._error()
+        self._prompt = ("cert", (name, n))
+        self._emit(b"\r\n>", 20)
+
+    def _at_CSSLCFG(self, arg, q, s):
+        parts = [p.strip().strip('"') for p in arg.split(",")]
+        if self.dialect != "sim7600" or len(parts) != 3 or parts[1] != "0":
+            return self._error()
+        key, value = parts[0].lower(), parts[2]
+        if key in ("sslversion", "authmode"):
+            if not value.isdigit():
+                return self._error()
+            self._ssl[key] = int(value)
+        elif key == "cacert":
+            if value not in self.certs:
+                return self._error()
+            self._ssl[key] = value
+        elif key == "enablesni":
+            self._ssl[key] = value == "1"
+        else:
+            return self._error()
+        self._ok()
+
+    def _at_CCHMODE(self, arg, q, s):
+        if self.dialect != "sim7600" or self._cch_started:
+            return self._error()
+        self._cchmode = 1 if arg.strip() == "1" else 0
+        self._ok()
+
+    def _at_CCHSTART(self, arg, q, s):
+        if self.dialect != "sim7600":
+            return self._error()
+        if self._cch_started:
+            return self._error()
+        self._ok()
+        if self._reg in (1, 5):
+            self._cch_started = self._net_open = True
+            self._line_out("+CCHSTART: 0", self.rng.randint(300, 1500))
+        else:
+            self._line_out("+CCHSTART: 1", 3000)
+
+    def _at_CCHSSLCFG(self, arg, q, s):
+        parts = [p.strip() for p in arg.split(",")]
+        if self.dialect != "sim7600" or parts != ["0", "0"] or not self._cch_started:
+            return self._error()
+        self._cch_ctx = 0
+        self._ok()
+
+    def _at_CCHOPEN(self, arg, q, s):
+        parts = [p.strip().strip('"') for p in arg.split(",")]
+        if self.dialect != "sim7600" or len(parts) < 4 or parts[0] != "0" or parts[3] != "2":
+            return self._error()          # session 0, client type 2 (TLS) only
+        if not self._cch_started or self._cchmode != 1 or self._cch_ctx != 0:
+            return self._error()
+        if self._sock is not None or self._connecting:
+            self._line_out("+CCHOPEN: 0,4")
+            return self._error()
+        cfg = self._ssl
+        if cfg.get("authmode") != 1 or cfg.get("cacert") not in self.certs or cfg.get("sslversion") not in (3, 4):
+            self._event(f"TLS refused: SSL context 0 is {cfg}")
+            self._line_out("+CCHOPEN: 0,15", 200)   # SSL handshake failed
+            return self._error()
+        self._start_connect(parts[1], parts[2], "CONNECT 115200", tls=True)
+
+    def _at_CCHCLOSE(self, arg, q, s):
+        if self.dialect != "sim7600" or (self._sock is None and not self._connecting):
+            return self._error()
+        self._close_socket()
+        self._ok()
+        self._line_out("+CCHCLOSE: 0,0", 100)
+
+    def _at_CCHSTOP(self, arg, q, s):
+        if self.dialect != "sim7600" or not self._cch_started:
+            return self._error()
+        self._close_socket()
+        self._cch_started = self._net_open = False
+        self._cch_ctx = None
+        self._ok()
+        self._line_out("+CCHSTOP: 0", 100)
+
+    def _tls_wrap(self, sock, host):
+        """The modem's side of the TLS handshake: the server must chain to the downloaded CA and be
+        named `host` (what the firmware asked for). Raises ssl.SSLError / OSError when it does not."""
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+        ctx.load_verify_locations(cadata=self.certs[self._ssl["cacert"]].decode("ascii", "replace"))
+        wrapped = ctx.wrap_socket(sock, server_hostname=host)
+        self.tls_sessions += 1
+        return wrapped
+
     # -- packet data: SIM800 --------------------------------------------------------------------------
     def _at_CSTT(self, arg, q, s):
         if self.dialect != "sim800":
@@ -707,7 +830,7 @@ class ModemModel:
         self._line_out("STATE: " + state)
 
     # -- the TCP bridge -------------------------------------------------------------------------------
-    def _start_connect(self, host, port, banner):
+    def _start_connect(self, host, port, banner, tls=False):
         try:
             port = int(port)
         except ValueError:
@@ -725,9 +848,15 @@ class ModemModel:
             try:
                 # the simulated network maps the head-end address to the broker
                 sock = self.broker.connect() if local else socket.create_connection(self.broker, timeout=2.0)
-            except OSError as e:
-                self._event(f"TCP connect failed: {e}")
-                self._line_out("CONNECT FAIL", 0)
+                if tls and not local:
+                    sock = self._tls_wrap(sock, host)
+            except OSError as e:                 # ssl.SSLError included: a server the CA does not vouch for
+                self._event(f"{'TLS' if tls else 'TCP'} connect failed: {e}")
+                if tls:
+                    self._line_out("+CCHOPEN: 0,15", 0)
+                    self._error(0)
+                else:
+                    self._line_out("CONNECT FAIL", 0)
                 return
             sock.setblocking(False)
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -737,7 +866,7 @@ class ModemModel:
             self._rx_held.clear()
             self._tx.clear()
             self._line_out(banner, 0)
-            if self._cipmode == 1:
+            if (self._cchmode if tls else self._cipmode) == 1:
                 self._data_mode = True
                 self._last_rx_ms = self.clock()
         self._after(self.rng.randint(150, 900) + self.extra_delay_ms, done)
@@ -782,6 +911,7 @@ class ModemModel:
         self._flush_urcs()
         if network:
             self._net_open = False
+            self._cch_started = False
             if self.dialect == "sim7600":
                 self._line_out("+CIPEVENT: NETWORK CLOSED UNEXPECTEDLY", 0)
             else:
@@ -796,7 +926,7 @@ class ModemModel:
             try:
                 n = self._sock.send(self._tx)
                 del self._tx[:n]
-            except BlockingIOError:
+            except (BlockingIOError, ssl.SSLWantReadError, ssl.SSLWantWriteError):
                 pass
             except OSError:
                 self._close_link(urc=True)
@@ -806,7 +936,7 @@ class ModemModel:
         while self._sock is not None:
             try:
                 data = self._sock.recv(65536)
-            except BlockingIOError:
+            except (BlockingIOError, ssl.SSLWantReadError, ssl.SSLWantWriteError):
                 break
             except OSError as e:
                 if e.errno in (errno.EAGAIN, errno.EWOULDBLOCK):

@@ -166,6 +166,30 @@ class PersistentMosquitto:
             self.dir = None
 
 
+class SecureMosquitto(PersistentMosquitto):
+    """mosquitto as production runs it: the configuration `meterkit headend broker-config` writes from the
+    head-end's store (mqtts with the utility CA, a user per meter, ACLs, client id = user name), with
+    persistence. The meter is provisioned with the CA, so its modem speaks TLS (SIM7600 SSL commands)."""
+
+    name = "mosquitto-tls"
+
+    def __init__(self, store, port=None):
+        super().__init__(port)
+        self.store = store
+
+    def start(self):
+        if self.dir is None:
+            from host_tools.headend import brokerconfig
+            self.dir = tempfile.mkdtemp(prefix="mosq-tls-")
+            out = brokerconfig.build(self.store, self.dir, hostnames=[HEADEND_HOST, "localhost", "127.0.0.1"],
+                                     port=self.port, run_as="root" if os.geteuid() == 0 else None)
+            self.ca = out["ca"]
+            with open(out["url_file"]) as f:
+                # the head-end reaches the broker on loopback; the name is what its certificate says
+                self.url = f.read().strip().replace("@%s:" % HEADEND_HOST, "@localhost:")
+        return super().start()
+
+
 class SteppedBroker:
     """The in-process broker (host_tools/sim/mqttbroker.py) on the chain's virtual clock. `persistent`:
     sessions survive a restart (mosquitto with persistence); otherwise they are lost (amqtt)."""
@@ -177,6 +201,19 @@ class SteppedBroker:
         self.name = "sim" if persistent else "sim-volatile"
         self.sim = SimBroker(clock, persistent=persistent, name=self.name)
 
+    def secure(self, store):
+        """Enforce the production broker's rules (host_tools/headend/acl.py) with the meters' passwords
+        from `store`; the url then carries the head-end's own credentials."""
+        import secrets
+        from host_tools.headend import acl
+        pw = secrets.token_hex(12)
+        # a second head-end user stands for whoever sits on the head-end's side of the broker and
+        # replays or forges downlinks (Chain.publish_down): the broker lets it publish, the meter decides
+        self.injector = ("headend-injector", secrets.token_hex(12))
+        self.sim.authenticate, self.sim.authorize = acl.registry_hooks(store, {acl.HEADEND_USER: pw,
+                                                                              self.injector[0]: self.injector[1]})
+        self.url = "mqtt://%s:%s@in-process" % (acl.HEADEND_USER, pw)
+
     def start(self):
         return self
 
@@ -187,16 +224,18 @@ class SteppedBroker:
         pass
 
 
-BROKERS = ("sim", "sim-volatile", "amqtt", "mosquitto")
+BROKERS = ("sim", "sim-volatile", "amqtt", "mosquitto", "mosquitto-tls")
 
 
-def make_broker(kind, clock=None):
+def make_broker(kind, clock=None, store=None):
     if kind in ("sim", "sim-volatile"):
         return SteppedBroker(clock, persistent=kind == "sim")
     if kind == "amqtt":
         return AmqttBroker()
     if kind == "mosquitto":
         return PersistentMosquitto()
+    if kind == "mosquitto-tls":
+        return SecureMosquitto(store)
     raise UsageError("unknown broker %r" % kind, hint=", ".join(BROKERS))
 
 
@@ -217,6 +256,10 @@ class Chain:
         self.seed = seed
         self.broker_kind = broker
         self.settings = settings or {"meter_period_s": 5, "prepaid": {"ledger": {"opening_credit": 100000}}}
+        if broker == "mosquitto-tls":
+            # the provisioning request carries the utility CA (about 1.2 KB of PEM): the factory raises
+            # the service port's line limit for it, as any meter provisioned for TLS needs
+            self.settings = dict(self.settings, service_line_max=max(2048, self.settings.get("service_line_max", 0)))
         self.profile = profile
         self.smsc = smsc
         self.speed = speed
@@ -258,8 +301,9 @@ class Chain:
         self.store.import_csv(csv_path)
         self.keystore = vending.load_keystore(ks_path)
         self.message_key = bytes.fromhex(row["message_key_hex"])
-        self.broker = make_broker(self.broker_kind, clock=self._virtual_s).start()
+        self.broker = make_broker(self.broker_kind, clock=self._virtual_s, store=self.store).start()
         if self.stepped:
+            self.broker.secure(self.store)
             from host_tools.sim.headend_client import SimHeadEndClient
             self.he = HeadEnd(self.store, self.broker.url, retry_s=RETRY_S, retry_max_s=RETRY_MAX_S,
                               clock=self.unix_now, client=SimHeadEndClient(self.broker.sim, clock=self._virtual_s))
@@ -267,7 +311,7 @@ class Chain:
         else:
             scale = 1.0 if self.virtual_headend else self.speed
             self.he = HeadEnd(self.store, self.broker.url, poll_s=HEADEND_POLL_S, retry_s=RETRY_S / scale,
-                              retry_max_s=RETRY_MAX_S / scale,
+                              retry_max_s=RETRY_MAX_S / scale, ca_file=getattr(self.broker, "ca", None),
                               clock=self.unix_now if self.virtual_headend else time.time)
             # reconnect quickly after a broker restart (paho's default waits 1 s, then doubles to 120 s)
             self.he.client.reconnect_delay_set(min_delay=0.05, max_delay=0.5)
@@ -283,8 +327,8 @@ class Chain:
         r = m.request("provision", pan=row["pan"], serial=int(row["serial"][2:]), meter_id=self.meter_id,
                       sgc=row["sgc"], ti=int(row["ti"]), krn=int(row["krn"]), sts_key=dk.hex(),
                       message_key=row["message_key_hex"], service_key=SERVICE_KEY, base_date="14",
-                      broker={"host": HEADEND_HOST, "port": self.broker.port or 1883, "username": self.meter_id,
-                              "password": row["broker_password"]}, customer=CUSTOMER,
+                      broker=dict({"host": HEADEND_HOST, "port": self.broker.port or 1883, "username": self.meter_id,
+                                   "password": row["broker_password"]}, **self._broker_ca()), customer=CUSTOMER,
                       utility_numbers=self.utility_numbers)
         if not r.get("ok"):
             raise SimulationError("the simulated meter refused provisioning: %s" % r.get("error"),
@@ -295,6 +339,14 @@ class Chain:
             raise SimulationError("the meter did not come online within %d simulated seconds" % online_timeout_s,
                                   hint="see %s and the modem log" % m.log_path)
         return self
+
+    def _broker_ca(self):
+        """{"ca": PEM} for a TLS broker (the meter trusts only the utility CA), else {}."""
+        ca = getattr(self.broker, "ca", None)
+        if not ca:
+            return {}
+        with open(ca) as f:
+            return {"ca": f.read()}
 
     def close(self):
         self._stop.set()
@@ -386,7 +438,8 @@ class Chain:
     def publish_down(self, payload, timeout=5.0):
         """Publish raw bytes on the meter's downlink topic, as an attacker or a replaying network would."""
         if self.stepped:
-            c = self.broker.sim.client("injector-%d" % self.rng.getrandbits(32), clean_session=True)
+            user, pw = getattr(self.broker, "injector", ("injector-%d" % self.rng.getrandbits(32), None))
+            c = self.broker.sim.client(user, clean_session=True, username=user if pw else None, password=pw)
             c.connect()
             c.publish("meters/%s/down" % self.meter_id, payload, 1)
             c.disconnect()

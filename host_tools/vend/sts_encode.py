@@ -49,6 +49,10 @@ def _units(text, per_unit, what, example):
     if not d.is_finite() or d <= 0:   # finite first: comparing a NaN raises InvalidOperation
         raise UsageError(f"{what} {text} is not a positive amount", hint=f"e.g. {example}; a token of nothing "
                                                                          "would spend a TID and add nothing")
+    if d.adjusted() > 12:    # checked before the exponent is expanded: 1e999999999 would not fit in memory
+        shown = str(text).strip()
+        shown = shown if len(shown) <= 16 else shown[:13] + "..."
+        raise UsageError(f"{what} {shown!r} is far beyond any token", hint=f"e.g. {example}")
     return int((d * per_unit).to_integral_value(rounding=ROUND_CEILING))
 
 
