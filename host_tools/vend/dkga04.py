@@ -1,8 +1,7 @@
 """DKGA04: the STS decoder key from the utility's 160-bit vending key (HMAC-SHA-256 as a NIST SP 800-108
-feedback-mode KDF, no IV, no counter, L = 128). Used at vending and at provisioning."""
-import hashlib
-import hmac
-
+feedback-mode KDF, no IV, no counter, L = 128). Used at vending and at provisioning. This module checks
+the meter's identifiers and builds the KDF input; the HMAC itself runs inside the secure module that
+holds the vending key (host_tools.keys.vendingkey): no host code holds a vending key."""
 from host_tools.errors import UsageError
 from host_tools.fwimport import firmware_module
 
@@ -48,6 +47,23 @@ def parse_hex_key(text, n, what, hint):
     if len(key) != n:
         raise UsageError(f"{what} must be {2 * n} hex digits ({8 * n} bits)", hint=hint)
     return key
+
+
+def kdf_message(sgc, ti, krn, kt, pan, base_date="14", ea="11"):
+    """The checked DKGA04 input for one meter (what the module signs); UsageError for a bad field."""
+    sgc = str(sgc)
+    if not sgc.isdigit() or len(sgc) > 6:
+        raise UsageError(f"SGC {sgc!r} must be up to 6 digits", hint="supply group code, e.g. 123457")
+    if not 0 <= int(ti) <= 99:
+        raise UsageError(f"TI {ti} must be 0..99", hint="tariff index, 2 digits")
+    if not 1 <= int(krn) <= 9:
+        raise UsageError(f"KRN {krn} must be 1..9", hint="key revision number")
+    if int(kt) not in KEY_TYPES:
+        raise UsageError(f"KT {kt} must be 0..3", hint="0 DITK, 1 DDTK, 2 DUTK, 3 DCTK")
+    if str(base_date) not in BASE_DATES:
+        raise UsageError(f"base date {base_date!r} unknown", hint="93, 14 or 35")
+    pan = normalise_pan(pan)
+    return _fw.message(sgc, ti, krn, kt, pan, base_date, ea)
 
 
 def parse_vending_key(text):
