@@ -6,6 +6,7 @@ reported, not fatal."""
 import importlib
 import json
 import sys
+import tempfile
 import time
 import traceback
 
@@ -30,6 +31,15 @@ LONG = [
 
 
 def main(argv=None):
+    # One vending key module for every benchmark in this run: the configured one, else a throwaway
+    # SoftHSM token that lives as long as the run.
+    from host_tools.keys.softhsm import ensure_vending_module
+    with tempfile.TemporaryDirectory(prefix="bench-hsm-") as d:
+        ensure_vending_module(d)
+        return _main(argv)
+
+
+def _main(argv=None):
     names = list(argv if argv is not None else sys.argv[1:])
     if names == ["--long"]:
         names = LONG

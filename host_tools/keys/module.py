@@ -166,12 +166,10 @@ class Session:
         self.lock = threading.Lock()
 
     def close(self):
+        # No C_Logout: the login belongs to the whole process (every session on the token), so a logout
+        # here would end the other sessions' access; closing the process's last session ends it anyway.
         PyKCS11, _ = _p11()
         if self.raw is not None:
-            try:
-                self.raw.logout()
-            except PyKCS11.PyKCS11Error:
-                pass
             try:
                 self.raw.closeSession()
             except PyKCS11.PyKCS11Error:

@@ -48,7 +48,8 @@ def ensure_vending_module(directory, vending_key_hex=None):
     """For demos and benchmarks: when no module is set up for unattended use ($METERKIT_HSM_PIN unset),
     make a throwaway SoftHSM token in `directory` with a demo vending key (random unless given) and point
     this process and its children at it. Returns the environment it set ({} when one was set up)."""
-    if os.environ.get(_settings.ENV_PIN):
+    conf = os.environ.get("SOFTHSM2_CONF")
+    if os.environ.get(_settings.ENV_PIN) and (not conf or os.path.exists(conf)):
         return {}
     env = make_token(os.path.join(directory, "softhsm"), vending_key_hex or secrets.token_hex(20))
     os.environ.update(env)

@@ -126,3 +126,11 @@ def from_keystore(obj, where):
     refuse_plain_key(obj, where)
     section = _settings.check_section(obj.get("hsm") if isinstance(obj, dict) else None, where)
     return open_vending_key(section=section)
+
+
+def close_all():
+    """Close every session this process keeps (before the token they are on goes away)."""
+    with _open_lock:
+        for vk in _open.values():
+            vk.close()
+        _open.clear()

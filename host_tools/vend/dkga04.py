@@ -64,27 +64,3 @@ def kdf_message(sgc, ti, krn, kt, pan, base_date="14", ea="11"):
         raise UsageError(f"base date {base_date!r} unknown", hint="93, 14 or 35")
     pan = normalise_pan(pan)
     return _fw.message(sgc, ti, krn, kt, pan, base_date, ea)
-
-
-def parse_vending_key(text):
-    return parse_hex_key(text, 20, "vending key", "e.g. abababab...01234567")
-
-
-def decoder_key(vending_key, sgc, ti, krn, kt, pan, base_date="14", ea="11"):
-    """The 16-byte MISTY1 decoder key for one meter."""
-    if len(vending_key) != 20:
-        raise UsageError("vending key must be 20 bytes", hint="40 hex digits")
-    sgc = str(sgc)
-    if not sgc.isdigit() or len(sgc) > 6:
-        raise UsageError(f"SGC {sgc!r} must be up to 6 digits", hint="supply group code, e.g. 123457")
-    if not 0 <= int(ti) <= 99:
-        raise UsageError(f"TI {ti} must be 0..99", hint="tariff index, 2 digits")
-    if not 1 <= int(krn) <= 9:
-        raise UsageError(f"KRN {krn} must be 1..9", hint="key revision number")
-    if int(kt) not in KEY_TYPES:
-        raise UsageError(f"KT {kt} must be 0..3", hint="0 DITK, 1 DDTK, 2 DUTK, 3 DCTK")
-    if str(base_date) not in BASE_DATES:
-        raise UsageError(f"base date {base_date!r} unknown", hint="93, 14 or 35")
-    pan = normalise_pan(pan)
-    msg = _fw.message(sgc, ti, krn, kt, pan, base_date, ea)
-    return hmac.new(vending_key, msg, hashlib.sha256).digest()[:16]
