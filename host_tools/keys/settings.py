@@ -108,10 +108,9 @@ def resolve(module=None, token=None, slot=None, key=None, section=None):
 def _prompt(what):
     """Ask on the terminal (never stdin: it may carry a key); UsageError when there is no terminal."""
     try:
-        tty = open("/dev/tty", "r+")
+        os.close(os.open("/dev/tty", os.O_RDWR | os.O_NOCTTY))     # getpass asks there, never on stdin
     except OSError:
         return None
-    tty.close()
     try:
         return getpass.getpass(what + ": ")
     except (EOFError, KeyboardInterrupt):
