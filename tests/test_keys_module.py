@@ -235,3 +235,22 @@ def test_headend_topup_needs_no_keystore_file_the_module_holds_the_key(tmp_path)
                                 rows[0]["pan"], "14")
     got = sts_encode.inspect(key, token, "14")
     assert got["crc_ok"] and got["subclass"] == 4, got
+
+
+def test_a_second_throwaway_token_replaces_one_whose_folder_is_gone(tmp_path):
+    """Demos and benchmarks: a module made for one run, removed, then another in the same process."""
+    script = """
+import os, shutil, sys
+from host_tools.keys import softhsm, vendingkey
+for i, key in enumerate(("ab" * 20, "cd" * 20)):
+    d = os.path.join(sys.argv[1], "run%d" % i)
+    softhsm.ensure_vending_module(d, key)
+    print(vendingkey.open_vending_key().check_value(), vendingkey.software_check_value(bytes.fromhex(key)))
+    shutil.rmtree(d)
+"""
+    env = {k: v for k, v in os.environ.items() if k not in HSM_VARS}
+    r = subprocess.run([sys.executable, "-c", script, str(tmp_path)], env=env, capture_output=True, text=True,
+                       timeout=120)
+    assert r.returncode == 0, r.stderr
+    lines = [ln.split() for ln in r.stdout.splitlines()]
+    assert len(lines) == 2 and all(a == b for a, b in lines) and lines[0][0] != lines[1][0], r.stdout

@@ -52,5 +52,7 @@ def ensure_vending_module(directory, vending_key_hex=None):
     if os.environ.get(_settings.ENV_PIN) and (not conf or os.path.exists(conf)):
         return {}
     env = make_token(os.path.join(directory, "softhsm"), vending_key_hex or secrets.token_hex(20))
+    from host_tools.keys import vendingkey
+    vendingkey.close_all()        # sessions on an earlier throwaway token go: the module re-reads its conf
     os.environ.update(env)
     return env
