@@ -14,6 +14,7 @@ from host_tools.paths import BUILD
 
 BENCHES = [
     "host_tools.bench.tokens_bench",
+    "host_tools.bench.keys_bench",
     "host_tools.bench.factory_bench",
     "host_tools.bench.factory_line_bench",
     "host_tools.bench.sim_bench",
