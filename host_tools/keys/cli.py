@@ -111,7 +111,7 @@ def cmd_import(args):
             finally:
                 session.close()
     finally:
-        for i in range(len(key)):           # the only copy in this process
+        for i in range(len(key)):           # best effort: Python may hold other copies until they are freed
             key[i] = 0
     out = {"module": s.module, "token": s.token if s.slot is None else None, "slot": s.slot, "label": label,
            "check_value": got, "sensitive": True, "extractable": False}
