@@ -13,6 +13,7 @@ COMMANDS = [
     "host_tools.deploy.cli",
     "host_tools.sim.cli",
     "host_tools.vend.cli",
+    "host_tools.keys.cli",
     "host_tools.device.cli",
     "host_tools.provision.cli",
     "host_tools.selftest.cli",
@@ -46,12 +47,12 @@ def version():
         return "unknown"
 
 
-def build_parser():
+def build_parser(commands=None):
     parser = MeterkitParser(prog="meterkit", description=__doc__.split(":")[0])
     parser.add_argument("-V", "--version", action="version", version="meterkit %s" % version())
     sub = parser.add_subparsers(dest="verb", metavar="VERB")
     sub.required = True
-    for name in COMMANDS:
+    for name in commands or COMMANDS:
         importlib.import_module(name).register(sub)
     return parser
 
@@ -66,8 +67,9 @@ def emit(obj, as_json):
     sys.stdout.flush()
 
 
-def main(argv=None):
-    parser = build_parser()
+def main(argv=None, commands=None):
+    """Run one verb; `commands` limits the parser to those verb modules (a quick start for children)."""
+    parser = build_parser(commands)
     args = parser.parse_args(argv)
     try:
         rc = args.func(args)

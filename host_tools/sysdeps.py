@@ -8,6 +8,10 @@ import shutil
 import subprocess
 import sys
 
+# Where Debian (and its multiarch layout) puts SoftHSM2's PKCS#11 library; host_tools.keys.settings knows more.
+SOFTHSM_PATHS = ("/usr/lib/softhsm/libsofthsm2.so", "/usr/lib/x86_64-linux-gnu/softhsm/libsofthsm2.so",
+                 "/usr/lib/aarch64-linux-gnu/softhsm/libsofthsm2.so")
+
 # (package, how to tell it is there, what needs it)
 PACKAGES = [
     ("mosquitto", lambda: _cmd("mosquitto") or os.path.exists("/usr/sbin/mosquitto"),
@@ -15,6 +19,8 @@ PACKAGES = [
     ("chromium", lambda: _cmd("chromium"), "the agency's browser tests (driven by Playwright)"),
     ("fonts-noto-core", lambda: os.path.isdir("/usr/share/fonts/truetype/noto"),
      "Arabic glyphs in the agency's browser tests and screenshots"),
+    ("softhsm2", lambda: any(os.path.exists(p) for p in SOFTHSM_PATHS),
+     "the vending keys' PKCS#11 module (meterkit keys, vending, provisioning, the head-end)"),
     ("nodejs", lambda: _cmd("node"), "the 32-bit MicroPython (npm's WebAssembly port) of the memory bench"),
     ("npm", lambda: _cmd("npm"), "installing that port from package-lock.json"),
 ]

@@ -20,3 +20,34 @@ def _data_folder_outside_the_checkout(tmp_path_factory):
     if "METERKIT_DATA" not in os.environ:
         os.environ["METERKIT_DATA"] = str(tmp_path_factory.mktemp("meterkit-data"))
     yield
+
+
+# The vending key of the tests: the published DKGA04 vector's (docs/tokens.md), imported once into a
+# SoftHSM2 token made for this test session in a temporary SOFTHSM2_CONF folder, removed afterwards.
+TEST_VENDING_KEY_HEX = "abababababababab949494949494949401234567"
+HSM_ENV = ("SOFTHSM2_CONF", "METERKIT_HSM_TOKEN", "METERKIT_HSM_KEY", "METERKIT_HSM_PIN", "METERKIT_HSM_SLOT",
+           "METERKIT_PKCS11_MODULE", "METERKIT_HSM_SO_PIN")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def softhsm_token(tmp_path_factory):
+    """A SoftHSM token holding the test vending key; the environment (inherited by every `meterkit` the
+    tests start) points the tools at it. Yields that environment."""
+    import shutil
+
+    from host_tools.keys import softhsm
+    saved = {k: os.environ.get(k) for k in HSM_ENV}
+    d = tmp_path_factory.mktemp("softhsm")
+    for k in HSM_ENV:
+        os.environ.pop(k, None)
+    env = softhsm.make_token(str(d), TEST_VENDING_KEY_HEX, label="meterkit-test")
+    os.environ.update(env)
+    yield dict(env)
+    from host_tools.keys import vendingkey
+    vendingkey.close_all()
+    for k, v in saved.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
+    shutil.rmtree(d, ignore_errors=True)

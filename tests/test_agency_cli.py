@@ -50,8 +50,11 @@ def test_import_operator_and_serve(tmp_path):
 
 def test_bad_input_is_one_line_and_a_nonzero_exit(tmp_path):
     db = str(tmp_path / "none.db")
+    plain = tmp_path / "old-keystore.json"       # a keystore from before the secure module
+    plain.write_text('{"vending_key_hex": "%s", "kt": 2}' % ("ab" * 20))
     for args, text in ((["serve", "--db", db, "--bind", "nowhere"], "--bind 'nowhere' is not HOST:PORT"),
-                       (["serve", "--db", db, "--bind", "127.0.0.1:1"], "no keystore given"),
+                       (["serve", "--db", db, "--bind", "127.0.0.1:1", "--keystore", str(plain)],
+                        "holds the vending key in plain text"),
                        (["import", str(tmp_path / "x.csv"), "--db", db], "no head-end database"),
                        (["scenario", "--customers", "1", "--provider-faults", "2"], "--provider-faults must be")):
         r = _run(*args)

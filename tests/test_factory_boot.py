@@ -16,8 +16,11 @@ from host_tools.flash import imagegen
 from host_tools.flash.boot import BootFailure, boot
 from host_tools.provision.line import provision
 from host_tools.provision.simline import SimMeterProcess, flash_boards, heap_env
-from host_tools.vend import dkga04, sts_encode
+from host_tools.vend import sts_encode
+from tokens import dkga04 as fw_dkga04  # noqa: E402  (firmware/ is on the path)
 
+# The vending key in the session's SoftHSM token (conftest); the firmware's software DKGA04 over it is the
+# reference the key the module derived for each meter must equal.
 VENDING_KEY = "abababababababab949494949494949401234567"
 MB = 1 << 20
 
@@ -30,7 +33,7 @@ def built(tmp_path_factory):
     m = build("sim", tmp / "build", versions={}, frozen=True)
     (tmp / "fw.bin").write_bytes(imagegen.combined())
     ks = tmp / "keystore.json"
-    ks.write_text(json.dumps({"vending_key_hex": VENDING_KEY, "iin": "600727", "base_date": "14",
+    ks.write_text(json.dumps({"iin": "600727", "base_date": "14",
                               "broker": {"host": "127.0.0.1", "port": 1883}}))
     return tmp, m, ks
 
@@ -49,7 +52,7 @@ def test_a_frozen_image_boots_provisions_self_tests_and_takes_a_token_on_each_fl
         r = provision(meter.port, str(ks), sgc="123457", ti=1, operator="boot-test", db=str(work / "rec.sqlite"))
         items = {i["item"]: i for i in r["selftest"]}
         assert items["flash"]["pass"] and items["clock"]["pass"] and items["metering_chip"]["pass"], items
-        key = dkga04.decoder_key(bytes.fromhex(VENDING_KEY), "123457", 1, 1, 2, r["pan"], "14")
+        key = fw_dkga04.decoder_key(bytes.fromhex(VENDING_KEY), "123457", 1, 1, 2, r["pan"], "14")
         tid = sts_encode.tid_from_time("2026-01-01T00:00", "14")
         token = sts_encode.build(key, 0, 4, 3, tid, sts_encode.encode_amount(sts_encode.currency_units("10")))["token"]
         with ServiceClient(meter.port, timeout=10) as c:

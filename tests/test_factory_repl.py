@@ -18,7 +18,6 @@ from host_tools.paths import venv_bin
 from host_tools.provision.line import provision
 from host_tools.provision.simline import SimMeterProcess, flash_boards, heap_env
 
-VENDING_KEY = "abababababababab949494949494949401234567"
 LOCKED_MAIN = b"import micropython\nmicropython.kbd_intr(-1)\nfrom app.guard import run\nrun()\n"
 # An application without the guard (firmware/app/guard.py locks the console first): keyboard interrupt left
 # on, watchdog armed - what the simulated ESP32 must stop on a Ctrl-C and then hand to mpremote.
@@ -84,7 +83,7 @@ def test_ctrl_c_stops_an_app_that_allows_it_and_mpremote_gets_the_repl_until_the
 def test_ctrl_c_and_raw_repl_change_nothing_once_the_app_disabled_keyboard_interrupt(boards):
     tmp, _, flash = boards
     ks = tmp / "keystore.json"
-    ks.write_text(json.dumps({"vending_key_hex": VENDING_KEY, "iin": "600727", "base_date": "14",
+    ks.write_text(json.dumps({"iin": "600727", "base_date": "14",
                               "broker": {"host": "127.0.0.1", "port": 1883}}))
     meter = SimMeterProcess(flash, tmp / "meter-locked", env=heap_env(tmp, None))
     try:

@@ -19,8 +19,10 @@ from host_tools.paths import board_dir
 from host_tools.provision.line import provision
 from host_tools.provision.records import RecordDB
 from host_tools.provision.simline import SimMeterProcess, heap_env, sim_board_on_esp32
-from host_tools.vend import dkga04
+from tokens import dkga04 as fw_dkga04  # noqa: E402  (firmware/ is on the path)
 
+# The vending key in the session's SoftHSM token (conftest); the firmware's software DKGA04 over it is the
+# reference the key the module derived for each meter must equal.
 VENDING_KEY = "abababababababab949494949494949401234567"
 BLOCK1_WORDS = [0x3FF5A038 + 4 * i for i in range(8)]  # EFUSE_BLK1_RDATA0..7
 
@@ -39,7 +41,7 @@ def line(tmp_path_factory):
     table = parttable.from_csv((board_dir("esp32_atm90e26") / "partitions.csv").read_text())
     (tmp / "fw.bin").write_bytes(imagegen.combined(entries=table))
     ks = tmp / "keystore.json"
-    ks.write_text(json.dumps({"vending_key_hex": VENDING_KEY, "iin": "600727", "base_date": "14",
+    ks.write_text(json.dumps({"iin": "600727", "base_date": "14",
                               "broker": {"host": "127.0.0.1", "port": 1883}}))
     out = {"tmp": tmp, "db": str(tmp / "records.sqlite"), "ks": str(ks)}
     from host_tools.flash.flasher import flash_many
@@ -63,7 +65,7 @@ def key_material(line, result):
     db = RecordDB(line["db"])
     rec = db.by_meter_id(result["meter_id"])
     db.close()
-    sts = dkga04.decoder_key(bytes.fromhex(VENDING_KEY), "123457", 1, 1, 2, result["pan"], "14")
+    sts = fw_dkga04.decoder_key(bytes.fromhex(VENDING_KEY), "123457", 1, 1, 2, result["pan"], "14")
     keys = [bytes.fromhex(rec["message_key_hex"]), bytes.fromhex(rec["service_key_hex"]), sts]
     return keys + [k.hex().encode() for k in keys] + [rec["broker_password"].encode()]
 

@@ -7,10 +7,9 @@ import secrets
 import pytest
 
 from host_tools.sim.runner import SimMeter
-from host_tools.vend import dkga04
+from host_tools.keys.vendingkey import open_vending_key
 from host_tools.vend.sts_encode import build, currency_units, encode_amount, tenths
 
-VENDING_KEY = bytes.fromhex("abababababababab949494949494949401234567")
 PAN = "600727000000000009"
 # 20 MRU/kWh: 2 minor units per Wh, so a 2 kW load spends 4000 minor units (40 MRU) an hour.
 PRICE = 2000000
@@ -213,7 +212,7 @@ def test_low_credit_warning_is_emitted_once_per_crossing(meters):
 
 
 def _provision(m, base_date="14"):
-    key = dkga04.decoder_key(VENDING_KEY, sgc=123457, ti=1, krn=1, kt=2, pan=PAN, base_date=base_date)
+    key = open_vending_key().decoder_key(sgc=123457, ti=1, krn=1, kt=2, pan=PAN, base_date=base_date)
     r = m.request("provision", pan=PAN, serial=9, meter_id=PAN, sgc="123457", ti=1, krn=1,
                   base_date=base_date, sts_key=key.hex(), message_key=secrets.token_hex(32),
                   service_key=secrets.token_hex(32),

@@ -15,8 +15,8 @@ from host_tools.provision.line import provision
 from host_tools.provision.records import RecordDB
 from host_tools.vend import dkga04
 
-GOOD = {"vending_key_hex": "abababababababab949494949494949401234567", "iin": "600727",
-        "broker": {"host": "127.0.0.1", "port": 1883}}
+GOOD = {"iin": "600727", "broker": {"host": "127.0.0.1", "port": 1883}}
+TEST_VENDING_KEY_HEX = "abababababababab949494949494949401234567"   # the one in the session's SoftHSM token
 
 
 def write_ks(tmp_path, obj):
@@ -35,20 +35,29 @@ def test_pan_is_iin_serial_and_luhn_digit_matching_the_dkga04_vector():
 
 def test_keystore_defaults_and_fields(tmp_path):
     ks = keystore.load(write_ks(tmp_path, dict(GOOD, sgc="123457", ti=7)))
-    assert ks["vending_key"] == bytes.fromhex(GOOD["vending_key_hex"]) and ks["iin"] == "600727"
+    assert ks["iin"] == "600727" and not any(isinstance(v, bytes) for v in ks.values()), ks
+    # the keystore's vending key is the module's: DKGA04 there gives the published vector
+    assert ks["vending_key"].decoder_key("123457", 1, 1, 2, "600727000000000009", "93").hex() == \
+        "f94b6ed353c3bfdb113e2d3a7ea3c41d"
     assert (ks["krn"], ks["kt"], ks["ken"], ks["base_date"], ks["sgc"], ks["ti"]) == (1, 2, 255, "14", "123457", 7)
 
 
 @pytest.mark.parametrize("obj, words", [
     ("{not json", "not JSON"),
-    (dict(GOOD, vending_key_hex="abcd"), "40 hex digits"),
+    (dict(GOOD, vending_key_hex=TEST_VENDING_KEY_HEX), "vending key in plain text"),
+    (dict(GOOD, hsm={"token": "no-such-token"}), "no token labelled 'no-such-token'"),
+    (dict(GOOD, hsm={"token": "meterkit-test", "key": "no-such-key"}), "no vending key labelled 'no-such-key'"),
+    (dict(GOOD, hsm={"pin": "1234"}), "unknown field"),
+    (dict(GOOD, hsm={"module": "/nonexistent/libpkcs11.so"}), "does not exist"),
     ({k: v for k, v in GOOD.items() if k != "iin"}, "iin"),
     (dict(GOOD, broker={"port": 1883}), "broker"),
     (dict(GOOD, broker={"host": "h", "port": 0}), "port"),
     (dict(GOOD, base_date="99"), "base_date"),
     (dict(GOOD, krn=12), "krn"),
 ])
-def test_a_wrong_keystore_is_refused_before_the_meter_is_touched(tmp_path, obj, words):
+def test_a_wrong_keystore_is_refused_before_the_meter_is_touched(tmp_path, monkeypatch, obj, words):
+    for name in ("METERKIT_HSM_TOKEN", "METERKIT_HSM_KEY"):     # the file's hsm section chooses, not the tests'
+        monkeypatch.delenv(name, raising=False)
     master, slave = os.openpty()
     try:
         with pytest.raises(UsageError, match=words) as e:

@@ -27,7 +27,10 @@ from host_tools.provision.records import RecordDB
 from host_tools.provision.session import authenticate, key_check
 from host_tools.provision.simline import SimMeterProcess, flash_boards, heap_env
 from host_tools.vend import dkga04, sts_encode
+from tokens import dkga04 as fw_dkga04  # noqa: E402  (firmware/ is on the path)
 
+# The vending key in the session's SoftHSM token (conftest); the firmware's software DKGA04 over it is the
+# reference the key the module derived for each meter must equal.
 VENDING_KEY = "abababababababab949494949494949401234567"
 N = 4
 
@@ -47,7 +50,7 @@ def line(tmp_path_factory):
         for i in range(N):
             meters.append(SimMeterProcess(flashes[i], tmp / f"meter{i}", seed=i + 1, env=env))
         ks = tmp / "keystore.json"
-        ks.write_text(json.dumps({"vending_key_hex": VENDING_KEY, "iin": "600727", "base_date": "14",
+        ks.write_text(json.dumps({"iin": "600727", "base_date": "14",
                                   "broker": {"host": "127.0.0.1", "port": 1883}}))
         db = tmp / "records.sqlite"
         out = [None] * N
@@ -122,7 +125,7 @@ def test_export_csv_has_the_head_end_columns_for_every_meter(line, capsys):
 
 def test_a_token_vended_for_one_meter_is_accepted_only_by_it(line):
     first = line["results"][0]
-    key = dkga04.decoder_key(bytes.fromhex(VENDING_KEY), "123457", 1, 1, 2, first["pan"], "14")
+    key = fw_dkga04.decoder_key(bytes.fromhex(VENDING_KEY), "123457", 1, 1, 2, first["pan"], "14")
     tid = sts_encode.tid_from_time("2026-01-01T00:00", "14")
     # A currency token (subclass 4): the meter's default tariff is in money; a kWh token would be
     # refused for its mode by every meter, which proves nothing about the key.

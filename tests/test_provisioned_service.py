@@ -20,7 +20,7 @@ def meter(tmp_path_factory):
     proc, info = start_meter("--seed", "4", "--link", str(link), cwd=d)
     try:
         ks = d / "keystore.json"
-        ks.write_text(json.dumps({"vending_key_hex": "ab" * 20, "iin": "600727", "base_date": "14",
+        ks.write_text(json.dumps({"iin": "600727", "base_date": "14",
                                   "broker": {"host": "127.0.0.1", "port": 1883}}))
         db = d / "records.sqlite"
         p = mk("provision", "-p", str(link), "--keystore", str(ks), "--sgc", "123457", "--ti", "1", "--db", str(db),

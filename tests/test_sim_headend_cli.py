@@ -20,7 +20,7 @@ pytestmark = pytest.mark.timeout(400)
 
 def _keystore(d):
     ks = d / "keystore.json"
-    ks.write_text(json.dumps({"vending_key_hex": "ab" * 20, "sgc": 123457, "kt": 2, "base_date": "14"}))
+    ks.write_text(json.dumps({"sgc": 123457, "kt": 2, "base_date": "14"}))
     return ks
 
 

@@ -1,5 +1,6 @@
 """`meterkit vend sts|opaygo` and `meterkit token inspect`: --json output and refusals (non-zero exit,
-clear message). Runs through host_tools.cli.main with only this verb module registered."""
+clear message). Runs through host_tools.cli.main with only this verb module registered. `vend sts`
+derives the decoder key in the session's SoftHSM token (conftest), which holds the vector's vending key."""
 import json
 
 import pytest
@@ -7,7 +8,7 @@ import pytest
 import host_tools.cli as cli
 from tokens_support import OPAYGO_KEY_HEX, OPAYGO_START, PAN, STS_KEY_HEX, VENDING_KEY_HEX
 
-STS = ["vend", "sts", "--vending-key", VENDING_KEY_HEX, "--sgc", "123457", "--ti", "1", "--krn", "1",
+STS = ["vend", "sts", "--sgc", "123457", "--ti", "1", "--krn", "1",
        "--kt", "2", "--base-date", "93", "--pan", PAN]   # the reference vectors are base date 93's
 
 
@@ -88,11 +89,23 @@ def test_vend_sts_bad_pan_refused(capsys, pan, needle):
     assert rc != 0 and needle in err and out == ""
 
 
-def test_vend_sts_bad_vending_key_refused(capsys):
-    argv = list(STS)
-    argv[argv.index(VENDING_KEY_HEX)] = "abcd"
-    rc, _, err = run(capsys, argv + ["--kwh", "1", "--tid", "1"])
-    assert rc != 0 and "vending key" in err
+def test_vend_sts_refuses_a_vending_key_on_the_command_line_and_says_where_it_lives(capsys):
+    rc, out, err = run(capsys, STS + ["--vending-key", VENDING_KEY_HEX, "--kwh", "1", "--tid", "1"])
+    assert rc == 2 and out == "", (rc, out)
+    assert "no longer accepted" in err and "meterkit keys import" in err and "Traceback" not in err, err
+
+
+def test_vend_sts_with_a_token_that_lacks_the_key_label_says_how_to_import(capsys):
+    rc, out, err = run(capsys, STS + ["--key-label", "no-such-key", "--kwh", "1", "--tid", "1"])
+    assert rc == 2 and out == "" and "no vending key labelled 'no-such-key'" in err and "keys import" in err, err
+
+
+def test_vend_sts_with_a_wrong_pin_is_one_line(capsys, monkeypatch):
+    from host_tools.keys import vendingkey
+    vendingkey.close_all()       # no logged-in session left from an earlier test: the PIN is checked
+    monkeypatch.setenv("METERKIT_HSM_PIN", "not-the-pin")
+    rc, out, err = run(capsys, STS + ["--kwh", "1", "--tid", "1"])
+    assert rc == 2 and out == "" and "wrong PIN" in err and "Traceback" not in err, err
 
 
 def test_vend_opaygo_json_matches_reference(capsys):
@@ -142,8 +155,8 @@ def test_two_tokens_in_the_same_minute_get_different_tids(capsys):
     now = [a for a in STS if a not in ("--base-date", "93")]
     tids = []
     for _ in range(3):
-        rc, out, _ = run(capsys, now + ["--kwh", "5"] + at + ["--json"])
-        assert rc == 0
+        rc, out, err = run(capsys, now + ["--kwh", "5"] + at + ["--json"])
+        assert rc == 0, err
         tids.append(json.loads(out)["fields"][0]["tid"])
     assert tids[1] == tids[0] + 1 and tids[2] == tids[0] + 2, tids
     rc, out, err = run(capsys, now + ["--kwh", "5", "--tid", str(tids[0]), "--json"])
@@ -155,8 +168,8 @@ def test_default_base_date_is_14_in_vend_and_inspect(capsys):
     rc, out, _ = run(capsys, now + ["--kwh", "5", "--at", "2026-03-01T10:00", "--json"])
     obj = json.loads(out)
     assert obj["base_date"] == "14"
-    from host_tools.vend import dkga04
-    key = dkga04.decoder_key(bytes.fromhex(VENDING_KEY_HEX), "123457", 1, 1, 2, PAN)
+    from tokens import dkga04        # the firmware's own DKGA04 (software HMAC): an independent reference
+    key = dkga04.decoder_key(bytes.fromhex(VENDING_KEY_HEX), "123457", 1, 1, 2, PAN, "14")
     rc, out, _ = run(capsys, ["token", "inspect", "--decoder-key", key.hex(), obj["token"], "--json"])
     got = json.loads(out)
     assert rc == 0 and got["time"].startswith("2026-03-01T10:00") and got["base_date"] == "14"

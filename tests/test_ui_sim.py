@@ -4,10 +4,9 @@ import secrets
 import pytest
 
 from host_tools.sim.runner import SimMeter
-from host_tools.vend import dkga04
+from host_tools.keys.vendingkey import open_vending_key
 from host_tools.vend.sts_encode import build, encode_amount
 
-VENDING_KEY = bytes.fromhex("abababababababab949494949494949401234567")
 PAN = "600727000000000009"
 
 
@@ -16,7 +15,7 @@ def meter():
     m = SimMeter(afe="ideal", profile="constant",
                  settings={"meter_period_s": 5, "prepaid": {"ledger": {"opening_credit": 100000}}})
     m.run_for(10)
-    key = dkga04.decoder_key(VENDING_KEY, sgc=123457, ti=1, krn=1, kt=2, pan=PAN, base_date="14")
+    key = open_vending_key().decoder_key(sgc=123457, ti=1, krn=1, kt=2, pan=PAN, base_date="14")
     r = m.request("provision", pan=PAN, serial=9, meter_id=PAN, sgc="123457", ti=1, krn=1, base_date="14",
                   sts_key=key.hex(), message_key=secrets.token_hex(32), service_key=secrets.token_hex(32),
                   broker={"host": "he.example", "port": 1883, "username": PAN, "password": "s3cret-pass"})

@@ -32,7 +32,8 @@ def register(subparsers):
     s.add_argument("--bind", default="127.0.0.1:8080", help="HOST:PORT (default %(default)s)")
     s.add_argument("--broker", help="also run the head-end's delivery on this broker (mqtt://...); without it, "
                                     "`meterkit headend serve` must run beside")
-    s.add_argument("--keystore", default=os.environ.get("METERKIT_KEYSTORE"), help="utility keystore JSON")
+    s.add_argument("--keystore", default=os.environ.get("METERKIT_KEYSTORE"),
+                   help="vending settings JSON (kt, base_date, hsm); the vending key is in the PKCS#11 module")
     s.add_argument("--provider-url", help="mobile-money provider base URL (default: start the simulated one)")
     s.add_argument("--provider-key", default=os.environ.get("METERKIT_PROVIDER_KEY"))
     s.add_argument("--provider-secret", default=os.environ.get("METERKIT_PROVIDER_SECRET"),
@@ -144,8 +145,6 @@ def cmd_serve(args):
     from host_tools.agency.web.app import create_app
     from host_tools.headend import vending
     host, port = _bind(args.bind)
-    if not args.keystore:
-        raise UsageError("no keystore given", hint="--keystore FILE (JSON with vending_key_hex) or $METERKIT_KEYSTORE")
     ks = vending.load_keystore(args.keystore)
     store = _store(args.db)
     settings = Settings.from_env(callback_base=args.public_url or "http://%s:%d" % (host, port))

@@ -6,6 +6,7 @@ reported, not fatal."""
 import importlib
 import json
 import sys
+import tempfile
 import time
 import traceback
 
@@ -13,6 +14,7 @@ from host_tools.paths import BUILD
 
 BENCHES = [
     "host_tools.bench.tokens_bench",
+    "host_tools.bench.keys_bench",
     "host_tools.bench.factory_bench",
     "host_tools.bench.factory_line_bench",
     "host_tools.bench.sim_bench",
@@ -31,6 +33,15 @@ LONG = [
 
 
 def main(argv=None):
+    # One vending key module for every benchmark in this run: the configured one, else a throwaway
+    # SoftHSM token that lives as long as the run.
+    from host_tools.keys.softhsm import ensure_vending_module
+    with tempfile.TemporaryDirectory(prefix="bench-hsm-") as d:
+        ensure_vending_module(d)
+        return _main(argv)
+
+
+def _main(argv=None):
     names = list(argv if argv is not None else sys.argv[1:])
     if names == ["--long"]:
         names = LONG

@@ -15,12 +15,12 @@ from pathlib import Path
 
 from host_tools.bench.factory_bench import real_size_firmware
 from host_tools.build.builder import build
+from host_tools.keys.softhsm import ensure_vending_module
 from host_tools.provision.line import provision
 from host_tools.provision.simline import SimMeterProcess, flash_boards, heap_env
 from host_tools.sim.runner import DEFAULT_HEAP
 
 ROUNDS = 2           # batches per measurement
-VENDING_KEY = "abababababababab949494949494949401234567"
 
 
 def _batch(tmp, n, first, firmware, image, keystore, db, env):
@@ -60,9 +60,9 @@ def run():
         build("sim", tmp / "build", versions={}, frozen=True)
         firmware = tmp / "firmware.bin"
         firmware.write_bytes(real_size_firmware())
+        ensure_vending_module(str(tmp))      # the configured module, else a throwaway SoftHSM token
         keystore = tmp / "keystore.json"
-        keystore.write_text(json.dumps({"vending_key_hex": VENDING_KEY, "iin": "600727",
-                                        "broker": {"host": "127.0.0.1", "port": 1883}}))
+        keystore.write_text(json.dumps({"iin": "600727", "broker": {"host": "127.0.0.1", "port": 1883}}))
         env = heap_env(tmp, heap)
         db = str(tmp / "records.sqlite")
         image = tmp / "build" / "fs.img"

@@ -100,7 +100,8 @@ def register(subparsers):
     what.add_argument("--kwh", help="energy credit in kWh (STS electricity token, rounded up to 0.1 kWh)")
     what.add_argument("--amount", help="money credit in currency units (STS currency token, rounded up to 0.00001)")
     t.add_argument("--keystore", default=os.environ.get("METERKIT_KEYSTORE"),
-                   help="utility keystore JSON with vending_key_hex (or $METERKIT_KEYSTORE)")
+                   help="vending settings JSON (kt, base_date, hsm; or $METERKIT_KEYSTORE); the vending key is in "
+                        "the PKCS#11 module: see `meterkit keys`")
     t.add_argument("--wait", type=number(0, 86400), metavar="S", help="wait up to S seconds for the meter's result")
     t.add_argument("--request-key", metavar="KEY", help="idempotency key (e.g. the payment reference): the same "
                                                       "key again returns the first vend, never a second token")
@@ -255,8 +256,6 @@ def cmd_import(args):
 
 
 def cmd_topup(args):
-    if not args.keystore:
-        raise UsageError("no keystore given", hint="--keystore FILE (JSON with vending_key_hex) or $METERKIT_KEYSTORE")
     _check_wait(args.wait)
     ks = vending.load_keystore(args.keystore)
     store = _store(args)

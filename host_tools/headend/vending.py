@@ -1,31 +1,40 @@
 """Vending: an STS token for one meter with a TID never used before for that meter and key, recorded
-with a downlink message (the outbox) in one transaction. Keys come from DKGA04 over the utility's
-vending key (the keystore file) and the meter's SGC/TI/KRN; token encoding is host_tools/vend's."""
+with a downlink message (the outbox) in one transaction. Decoder keys come from DKGA04 inside the
+PKCS#11 module that holds the utility's vending key (host_tools.keys), over the meter's SGC/TI/KRN;
+token encoding is host_tools/vend's."""
 import calendar
 import json
 import secrets
 
 from host_tools.errors import UsageError
+from host_tools.keys import vendingkey
 from host_tools.vend import dkga04, sts_encode
 
 # Base date 93's 24-bit minute counter ran out in November 2024, so new keys use base date 14.
 DEFAULT_BASE_DATE = "14"
 
 
-def load_keystore(path):
-    """The keystore: JSON {"vending_key_hex": 40 hex, "sgc": N, "kt": 2, "base_date": "14"}."""
-    try:
-        with open(path, encoding="utf-8") as f:
-            ks = json.load(f)
-    except OSError as e:
-        raise UsageError(f"cannot read keystore {path}: {e.strerror}",
-                         hint="give --keystore the utility's key file (JSON with vending_key_hex)") from None
-    except ValueError:
-        raise UsageError(f"keystore {path} is not JSON", hint='expected {"vending_key_hex": "...", "sgc": N}') from None
-    if not isinstance(ks, dict) or "vending_key_hex" not in ks:
-        raise UsageError(f"keystore {path} has no vending_key_hex", hint="the 160-bit vending key as 40 hex digits")
-    ks["vending_key"] = dkga04.parse_vending_key(ks["vending_key_hex"])
+def load_keystore(path=None):
+    """The vending settings and the vending key's handle in the secure module. `path` (optional) is a
+    JSON file {"sgc": N, "kt": 2, "base_date": "14", "hsm": {"module", "token", "slot", "key"}} with no
+    secret in it; the module, token and key are also chosen by $METERKIT_PKCS11_MODULE, $METERKIT_HSM_TOKEN,
+    $METERKIT_HSM_SLOT, $METERKIT_HSM_KEY, and the PIN comes from $METERKIT_HSM_PIN or a prompt."""
+    ks = {}
+    if path:
+        try:
+            with open(path, encoding="utf-8") as f:
+                ks = json.load(f)
+        except OSError as e:
+            raise UsageError(f"cannot read keystore {path}: {e.strerror}",
+                             hint="give --keystore the vending settings file (JSON: kt, base_date, hsm)") from None
+        except ValueError:
+            raise UsageError(f"keystore {path} is not JSON", hint='expected {"kt": 2, "base_date": "14"}') from None
+        if not isinstance(ks, dict):
+            raise UsageError(f"keystore {path} must be a JSON object", hint='expected {"kt": 2, "base_date": "14"}')
+    ks["vending_key"] = vendingkey.from_keystore(ks, "keystore %s" % path if path else "the vending settings")
     ks.setdefault("kt", 2)
+    if ks["kt"] not in dkga04.KEY_TYPES:
+        raise UsageError(f"keystore kt {ks['kt']!r} must be 0..3", hint="2 (DUTK) for utility keys")
     ks["base_date"] = str(ks.get("base_date", DEFAULT_BASE_DATE))
     if ks["base_date"] not in dkga04.BASE_DATES:
         raise UsageError(f"keystore base_date {ks['base_date']!r} unknown", hint='"93", "14" or "35"')
@@ -33,8 +42,9 @@ def load_keystore(path):
 
 
 def decoder_key(keystore, meter):
-    return dkga04.decoder_key(keystore["vending_key"], meter["sgc"], meter["ti"], meter["krn"],
-                              keystore["kt"], meter["pan"], str(keystore["base_date"]))
+    """The meter's STS decoder key, derived inside the module (DKGA04)."""
+    return keystore["vending_key"].decoder_key(meter["sgc"], meter["ti"], meter["krn"], keystore["kt"],
+                                               meter["pan"], str(keystore["base_date"]))
 
 
 def quantity(kwh=None, amount=None):

@@ -1,19 +1,24 @@
-"""The keystore file the utility gives the factory: the vending key the STS decoder keys are derived
-from (DKGA04), the IIN that starts every PAN, and the head-end broker the meters report to.
+"""The keystore file the utility gives the factory: the IIN that starts every PAN, the head-end broker
+the meters report to, the STS identifiers, and which PKCS#11 token holds the vending key the decoder
+keys are derived from (DKGA04 runs inside it). The file holds no secret.
 
 ```json
-{"vending_key_hex": "<40 hex digits>", "iin": "600727",
- "broker": {"host": "mqtt.example.net", "port": 1883},
- "sgc": "123457", "ti": 1, "krn": 1, "kt": 2, "ken": 255, "base_date": "14"}
+{"iin": "600727", "broker": {"host": "mqtt.example.net", "port": 1883},
+ "sgc": "123457", "ti": 1, "krn": 1, "kt": 2, "ken": 255, "base_date": "14",
+ "hsm": {"module": "/usr/lib/softhsm/libsofthsm2.so", "token": "meterkit", "key": "vending"}}
 ```
-`vending_key_hex`, `iin` and `broker` are required; `sgc`/`ti` are defaults for `--sgc`/`--ti`;
-`krn` (1), `kt` (2, DUTK), `ken` (255) and `base_date` ("14") are optional."""
+`iin` and `broker` are required; `sgc`/`ti` are defaults for `--sgc`/`--ti`; `krn` (1), `kt` (2,
+DUTK), `ken` (255), `base_date` ("14") and `hsm` (else $METERKIT_PKCS11_MODULE, $METERKIT_HSM_TOKEN,
+$METERKIT_HSM_SLOT, $METERKIT_HSM_KEY and the defaults) are optional. The PIN is $METERKIT_HSM_PIN or a
+prompt. A file that still has `vending_key_hex` is refused: import the key once with `meterkit keys
+import`."""
 import json
 
 from host_tools.errors import UsageError
+from host_tools.keys import vendingkey
 from host_tools.vend import dkga04
 
-_HINT = "see the keystore format in docs/factory.md (vending_key_hex, iin, broker {host, port})"
+_HINT = "see the keystore format in docs/factory.md (iin, broker {host, port}, hsm)"
 
 
 def _bad(path, what):
@@ -21,7 +26,8 @@ def _bad(path, what):
 
 
 def load(path):
-    """The checked keystore as a dict (vending_key as bytes); UsageError saying what is wrong."""
+    """The checked keystore as a dict (vending_key: the key's handle in the secure module); UsageError
+    saying what is wrong."""
     try:
         with open(path, encoding="utf-8") as f:
             ks = json.load(f)
@@ -31,12 +37,7 @@ def load(path):
         raise _bad(path, f"not JSON ({e})") from None
     if not isinstance(ks, dict):
         raise _bad(path, "must be a JSON object")
-    try:
-        key = bytes.fromhex(str(ks.get("vending_key_hex", "")))
-    except ValueError:
-        key = b""
-    if len(key) != 20:
-        raise _bad(path, "vending_key_hex must be 40 hex digits (the utility's 160-bit vending key)")
+    vendingkey.refuse_plain_key(ks, f"keystore {path}")
     iin = str(ks.get("iin", ""))
     if not iin.isdigit() or not 1 <= len(iin) <= 10:
         raise _bad(path, "iin must be the issuer identification number, digits (e.g. 600727)")
@@ -46,7 +47,7 @@ def load(path):
     port = broker.get("port", 1883)
     if not isinstance(port, int) or not 1 <= port <= 65535:
         raise _bad(path, "broker port must be 1..65535")
-    out = {"vending_key": key, "iin": iin, "broker": {"host": broker["host"], "port": port},
+    out = {"iin": iin, "broker": {"host": broker["host"], "port": port},
            "sgc": ks.get("sgc"), "ti": ks.get("ti"), "krn": ks.get("krn", 1), "kt": ks.get("kt", 2),
            "ken": ks.get("ken", 255), "base_date": str(ks.get("base_date", "14"))}
     if out["base_date"] not in dkga04.BASE_DATES:
@@ -54,6 +55,7 @@ def load(path):
     for name, lo, hi in (("krn", 1, 9), ("kt", 0, 3), ("ken", 0, 255)):
         if not isinstance(out[name], int) or not lo <= out[name] <= hi:
             raise _bad(path, f"{name} must be an integer {lo}..{hi}")
+    out["vending_key"] = vendingkey.from_keystore(ks, f"keystore {path}")   # last: the file is sound first
     return out
 
 

@@ -1,5 +1,5 @@
-"""Provision one meter on the line: assign its serial and PAN, derive its STS decoder key (DKGA04)
-from the utility's vending key, make random message and service keys and a broker password, write
+"""Provision one meter on the line: assign its serial and PAN, derive its STS decoder key (DKGA04) inside
+the PKCS#11 module that holds the utility's vending key, make random message and service keys and a broker password, write
 them over the service port, read the identity back and check every key by challenge, leave factory
 mode, run the self-test, and write the manufacturing record.
 
@@ -107,7 +107,7 @@ def _provision(c, records, ks, sgc, ti, serial, operator, rekey, hashes, first_s
             raise DeviceError(f"the meter ({before['meter_id']}) has left factory mode and this record DB has "
                               "no service key for it", hint="use the record DB it was provisioned with (--db)")
         authenticate(c, bytes.fromhex(old["service_key_hex"]))
-    sts_key = dkga04.decoder_key(ks["vending_key"], sgc, ti, ks["krn"], ks["kt"], pan, ks["base_date"])
+    sts_key = ks["vending_key"].decoder_key(sgc, ti, ks["krn"], ks["kt"], pan, ks["base_date"])
     message_key, service_key = secrets.token_bytes(32), secrets.token_bytes(32)
     password = secrets.token_urlsafe(18)
     broker = dict(ks["broker"], username=meter_id, password=password)

@@ -52,7 +52,8 @@ def register_sim(simsub):
     p.add_argument("--broker", metavar="URL", help="the broker the meters' modems reach (default: the one `headend "
                                                    "serve` recorded in --headend DB)")
     p.add_argument("--keystore", default=os.environ.get("METERKIT_KEYSTORE"),
-                   help="with --headend: the utility's keystore (the one `headend topup` uses; or $METERKIT_KEYSTORE)")
+                   help="with --headend: the vending settings `headend topup` uses (or $METERKIT_KEYSTORE); the "
+                        "vending key is in the PKCS#11 module")
     _common(p)
     p.set_defaults(func=cmd_start)
 

@@ -70,16 +70,13 @@ def provision_meter(meter, store, keystore, row, broker):
 
 
 class HeadendJoin:
-    """What `serve` needs to join its meters: open with the head-end DB, keystore and broker."""
+    """What `serve` needs to join its meters: open with the head-end DB, vending settings (the vending
+    key is in the PKCS#11 module) and broker."""
 
-    def __init__(self, db, keystore_path, broker_url=None):
+    def __init__(self, db, keystore_path=None, broker_url=None):
         if not db or not os.path.exists(db):
             raise UsageError(f"no head-end database at {db}",
                              hint="start `meterkit headend serve --db DB` (it creates it) and give the same --headend DB")
-        if not keystore_path:
-            raise UsageError("joining a head-end needs the utility's keystore",
-                             hint="--keystore FILE (JSON with vending_key_hex) or $METERKIT_KEYSTORE: the same one "
-                                  "`headend topup` uses")
         self.keystore = vending.load_keystore(keystore_path)
         self.store = Store(db)
         try:

@@ -1,5 +1,7 @@
 """`meterkit vend sts|opaygo` (issue tokens) and `meterkit token inspect` (decode one with the
-firmware's own decoder). Thin wrappers over dkga04, sts_encode and opaygo_encode."""
+firmware's own decoder). Thin wrappers over dkga04, sts_encode and opaygo_encode; STS decoder keys are
+derived inside the PKCS#11 module that holds the vending key (host_tools.keys)."""
+import argparse
 import datetime
 import sys
 
@@ -23,8 +25,11 @@ def register(subparsers):
     vsub = vend.add_subparsers(dest="vend_kind", metavar="KIND")
     vsub.required = True
 
-    s = vsub.add_parser("sts", help="STS EA11 token(s) for one meter")
-    s.add_argument("--vending-key", required=True, help="utility vending key, 40 hex digits")
+    s = vsub.add_parser("sts", help="STS EA11 token(s) for one meter (the vending key stays in the PKCS#11 module: "
+                                    "`meterkit keys`; PIN from $METERKIT_HSM_PIN or a prompt)")
+    s.add_argument("--vending-key", help=argparse.SUPPRESS)   # refused with a pointer to the module
+    from host_tools.keys.cli import add_module_options
+    add_module_options(s)
     s.add_argument("--sgc", required=True, help="supply group code (6 digits)")
     s.add_argument("--ti", type=int, required=True, help="tariff index")
     s.add_argument("--krn", type=int, required=True, help="key revision number 1..9")
@@ -114,10 +119,15 @@ def _tid_time(tid, base_date):
 
 
 def cmd_vend_sts(args):
+    from host_tools.keys.cli import settings_from
+    from host_tools.keys.vendingkey import IMPORT_HINT, open_vending_key
     from host_tools.vend.tidstore import TidStore
-    vk = dkga04.parse_vending_key(args.vending_key)
+    if args.vending_key is not None:
+        raise UsageError("--vending-key is no longer accepted: the vending key lives in the secure module",
+                         hint=IMPORT_HINT + "; then `vend sts` derives the meter's key there (--token, --key-label)")
     pan = dkga04.normalise_pan(args.pan)
-    key = dkga04.decoder_key(vk, args.sgc, args.ti, args.krn, args.kt, pan, args.base_date)
+    dkga04.kdf_message(args.sgc, args.ti, args.krn, args.kt, pan, args.base_date)   # bad ids before the PIN
+    key = open_vending_key(settings_from(args)).decoder_key(args.sgc, args.ti, args.krn, args.kt, pan, args.base_date)
     rnd = sts_encode.random_rnd() if args.rnd is None else _int_range(args.rnd, 0, 15, "RND")
     note = None
     if args.key_change:

@@ -1,8 +1,7 @@
 """DKGA04: the STS decoder key from the utility's 160-bit vending key (HMAC-SHA-256 as a NIST SP 800-108
-feedback-mode KDF, no IV, no counter, L = 128). Used at vending and at provisioning."""
-import hashlib
-import hmac
-
+feedback-mode KDF, no IV, no counter, L = 128). Used at vending and at provisioning. This module checks
+the meter's identifiers and builds the KDF input; the HMAC itself runs inside the secure module that
+holds the vending key (host_tools.keys.vendingkey): no host code holds a vending key."""
 from host_tools.errors import UsageError
 from host_tools.fwimport import firmware_module
 
@@ -50,14 +49,8 @@ def parse_hex_key(text, n, what, hint):
     return key
 
 
-def parse_vending_key(text):
-    return parse_hex_key(text, 20, "vending key", "e.g. abababab...01234567")
-
-
-def decoder_key(vending_key, sgc, ti, krn, kt, pan, base_date="14", ea="11"):
-    """The 16-byte MISTY1 decoder key for one meter."""
-    if len(vending_key) != 20:
-        raise UsageError("vending key must be 20 bytes", hint="40 hex digits")
+def kdf_message(sgc, ti, krn, kt, pan, base_date="14", ea="11"):
+    """The checked DKGA04 input for one meter (what the module signs); UsageError for a bad field."""
     sgc = str(sgc)
     if not sgc.isdigit() or len(sgc) > 6:
         raise UsageError(f"SGC {sgc!r} must be up to 6 digits", hint="supply group code, e.g. 123457")
@@ -70,5 +63,4 @@ def decoder_key(vending_key, sgc, ti, krn, kt, pan, base_date="14", ea="11"):
     if str(base_date) not in BASE_DATES:
         raise UsageError(f"base date {base_date!r} unknown", hint="93, 14 or 35")
     pan = normalise_pan(pan)
-    msg = _fw.message(sgc, ti, krn, kt, pan, base_date, ea)
-    return hmac.new(vending_key, msg, hashlib.sha256).digest()[:16]
+    return _fw.message(sgc, ti, krn, kt, pan, base_date, ea)
