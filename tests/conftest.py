@@ -20,3 +20,23 @@ def _data_folder_outside_the_checkout(tmp_path_factory):
     if "METERKIT_DATA" not in os.environ:
         os.environ["METERKIT_DATA"] = str(tmp_path_factory.mktemp("meterkit-data"))
     yield
+
+
+@pytest.fixture(scope="session")
+def postgres_server():
+    """One private PostgreSQL server for the session (initdb + pg_ctl in a temporary folder, a free
+    loopback port), stopped at the end; tests take fresh databases from it."""
+    from host_tools.headend.pgserver import PostgresServer, pg_bin
+    if not pg_bin():
+        pytest.skip("PostgreSQL absent: apt-get install -y postgresql")
+    server = PostgresServer().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store_target(request, tmp_path):
+    """Where a head-end store lives: a SQLite file, or a fresh database on the session's PostgreSQL."""
+    if request.param == "sqlite":
+        return str(tmp_path / "he.db")
+    return request.getfixturevalue("postgres_server").database()

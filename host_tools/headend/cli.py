@@ -29,9 +29,9 @@ def register(subparsers):
     sub.required = True
 
     def common(sp, json_flag=True):
-        sp.add_argument("--db", default=default_db(), help="head-end SQLite database (default headend.db in "
+        sp.add_argument("--db", default=default_db(), help="head-end database: a SQLite file (default headend.db in "
                                                            "$METERKIT_DATA or the working folder, or "
-                                                           "$METERKIT_HEADEND_DB)")
+                                                           "$METERKIT_HEADEND_DB) or postgresql://user@host:port/db")
         if json_flag:
             sp.add_argument("--json", action="store_true", help="print one JSON object")
 
@@ -103,6 +103,9 @@ def register(subparsers):
 
 
 def _store(args, must_exist=True):
+    from host_tools.headend.db import is_url
+    if is_url(args.db):
+        return Store(args.db)
     if must_exist and not os.path.exists(args.db):
         raise UsageError(f"no head-end database at {args.db}",
                          hint="import meters first (`meterkit headend import FILE.csv --db ...`) or give --db")

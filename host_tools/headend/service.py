@@ -10,7 +10,7 @@ import time
 import paho.mqtt.client as mqtt
 
 from host_tools.errors import DeviceError
-from host_tools.headend import envelope
+from host_tools.headend import envelope, seqwindow
 from host_tools.headend.broker import parse_url
 
 log = logging.getLogger("headend")
@@ -39,25 +39,41 @@ class HeadEnd:
     old one would be rejected as stale by a meter that accepted it)."""
 
     def __init__(self, store, broker_url, client_id="headend", retry_s=30.0, retry_max_s=600.0, poll_s=0.2,
-                 clock=time.time, client=None, resend_on_online=True):
+                 clock=time.time, client=None, resend_on_online=True, seq_window=0, shared_group=None,
+                 claim_batch=200):
         """`clock`: seconds (wall time by default; a scenario passes the simulator's virtual clock).
         `client`: a paho-compatible MQTT client to use instead of a new paho one (the simulator's
         in-process broker hands one out). `resend_on_online`: when a meter's status turns `online`,
-        its downlinks still without a result go again at once instead of at their retry time."""
+        its downlinks still without a result go again at once instead of at their retry time.
+        `shared_group`: one of several workers: uplinks come through the MQTT v5 shared subscription
+        `$share/<group>/...` (each message to one worker of the group). `seq_window`: how far below a
+        meter's highest accepted uplink seq a seq not yet seen is still accepted (once): several
+        workers take one meter's uplinks in parallel and may commit them out of order (0: strictly
+        increasing, right for one worker)."""
         self.store = store
         self.url = broker_url
         self.host, self.port, self.username, self.password = parse_url(broker_url)
         self.retry_s = retry_s
         self.retry_max_s = retry_max_s
         self.resend_on_online = resend_on_online
+        if not 0 <= seq_window <= seqwindow.MAX_WINDOW:
+            raise ValueError(f"seq_window {seq_window} must be 0..{seqwindow.MAX_WINDOW}")
+        self.seq_window = seq_window
+        self.shared_group = shared_group
+        self.claim_batch = claim_batch
         self.poll_s = poll_s
         self.clock = clock
         self.connected = threading.Event()
         self.counts = {"sent": 0, "results": 0, "rejected": 0, "readings": 0, "events": 0}
         self._keys = {}
         if client is None:
-            client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=False,
-                                 protocol=mqtt.MQTTv311)
+            if shared_group:
+                # MQTT v5 for $share; a session that outlives a crash (1 h), so what the broker had sent
+                # this worker without an acknowledgement comes again when it reconnects
+                client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5)
+            else:
+                client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=False,
+                                     protocol=mqtt.MQTTv311)
             if self.username:
                 client.username_pw_set(self.username, self.password)
             client.max_inflight_messages_set(1000)
@@ -73,7 +89,14 @@ class HeadEnd:
     # -- session -----------------------------------------------------------------------------------
     def start(self, timeout=10.0):
         try:
-            self.client.connect(self.host, self.port, keepalive=60)
+            if self.shared_group and getattr(self.client, "protocol", None) == mqtt.MQTTv5:
+                from paho.mqtt.properties import Properties
+                from paho.mqtt.packettypes import PacketTypes
+                props = Properties(PacketTypes.CONNECT)
+                props.SessionExpiryInterval = 3600
+                self.client.connect(self.host, self.port, keepalive=60, clean_start=False, properties=props)
+            else:
+                self.client.connect(self.host, self.port, keepalive=60)
         except OSError as e:
             raise DeviceError(f"MQTT broker at {self.host}:{self.port} unreachable: {e.strerror or e}",
                               hint="start the broker (e.g. mosquitto) or omit --broker to use the embedded one") from None
@@ -93,7 +116,11 @@ class HeadEnd:
         if reason.is_failure:
             log.error("broker refused the head-end: %s", reason)
             return
-        client.subscribe([(UP_FILTER, 1), (STATUS_FILTER, 1)])
+        if self.shared_group:
+            share = "$share/%s/" % self.shared_group
+            client.subscribe([(share + UP_FILTER, 1), (share + STATUS_FILTER, 1)])
+        else:
+            client.subscribe([(UP_FILTER, 1), (STATUS_FILTER, 1)])
         self.connected.set()
 
     def _on_disconnect(self, client, userdata, flags, reason, props):
@@ -113,34 +140,47 @@ class HeadEnd:
         if not self.connected.is_set():
             return 0
         now = self.clock() if now is None else now
-        due = self.store.q("SELECT msg_id FROM messages WHERE state!='done' AND next_try<=? ORDER BY created",
-                           (now,))
         sent = 0
-        for row in due:
-            out = self._prepare(row["msg_id"], now)
-            if out:
-                topic, payload = out
+        while True:
+            batch = self._claim(now)
+            for topic, payload in batch:
                 self.client.publish(topic, payload, qos=1)
-                sent += 1
+            sent += len(batch)
+            if len(batch) < self.claim_batch:
+                break
         self.counts["sent"] += sent
         return sent
 
-    def _prepare(self, msg_id, now):
-        """Take the next downlink seq (persisted first), schedule the retry, return (topic, payload)."""
+    def _claim(self, now):
+        """Claim up to claim_batch due downlinks in one transaction and return them sealed.
+
+        The claim is the outbox's row lock (`FOR UPDATE SKIP LOCKED` on PostgreSQL: another worker
+        skips these rows and takes others; SQLite's one writer at a time) and what it writes: a fresh,
+        persisted downlink seq, one more attempt and the retry time. Committed before anything is
+        published, so each attempt goes out from one worker only; a worker killed after its claim
+        loses nothing: the message is due again at its retry time, for any worker."""
+        out = []
         with self.store.tx() as db:
-            m = db.execute("SELECT * FROM messages WHERE msg_id=?", (msg_id,)).fetchone()
-            if m is None or m["state"] == "done" or m["next_try"] > now:
-                return None  # answered or taken by another sender meanwhile
-            meter = db.execute("SELECT meter_id, message_key_hex, down_seq FROM meters WHERE meter_id=?",
-                               (m["meter_id"],)).fetchone()
-            seq = meter["down_seq"] + 1
-            db.execute("UPDATE meters SET down_seq=? WHERE meter_id=?", (seq, meter["meter_id"]))
-            delay = min(self.retry_s * (2 ** m["attempts"]), self.retry_max_s)
-            db.execute("UPDATE messages SET state='sent', attempts=attempts+1, next_try=?, last_seq=? WHERE msg_id=?",
-                       (now + delay, seq, msg_id))
-            if m["attempts"]:
-                self.store.log(meter["meter_id"], "headend", "redelivery",
-                               {"msg_id": msg_id, "attempt": m["attempts"] + 1, "seq": seq}, db=db)
+            rows = db.execute("SELECT msg_id, meter_id, body, attempts FROM messages WHERE state!='done' AND "
+                              "next_try<=? ORDER BY created LIMIT ? FOR UPDATE SKIP LOCKED",
+                              (now, self.claim_batch)).fetchall()
+            for m in rows:
+                out.append(self._prepare(db, m, now))
+        return out
+
+    def _prepare(self, db, m, now):
+        """Take the next downlink seq (persisted first), schedule the retry, return (topic, payload)."""
+        msg_id = m["msg_id"]
+        meter = db.execute("SELECT meter_id, message_key_hex, down_seq FROM meters WHERE meter_id=? FOR UPDATE",
+                           (m["meter_id"],)).fetchone()
+        seq = meter["down_seq"] + 1
+        db.execute("UPDATE meters SET down_seq=? WHERE meter_id=?", (seq, meter["meter_id"]))
+        delay = min(self.retry_s * (2 ** m["attempts"]), self.retry_max_s)
+        db.execute("UPDATE messages SET state='sent', attempts=attempts+1, next_try=?, last_seq=? WHERE msg_id=?",
+                   (now + delay, seq, msg_id))
+        if m["attempts"]:
+            self.store.log(meter["meter_id"], "headend", "redelivery",
+                           {"msg_id": msg_id, "attempt": m["attempts"] + 1, "seq": seq}, db=db)
         body = json.loads(m["body"])
         key = bytes.fromhex(meter["message_key_hex"])
         # Everything is signed, tokens too: a token is secure end to end by itself, but only a signed
@@ -177,7 +217,8 @@ class HeadEnd:
     def ingest(self, meter_id, payload):
         """Check and act on one uplink; returns the inner type acted on, or 'rejected:<why>'."""
         with self.store.tx() as db:
-            meter = db.execute("SELECT message_key_hex, up_seq FROM meters WHERE meter_id=?", (meter_id,)).fetchone()
+            meter = db.execute("SELECT message_key_hex, up_seq, up_window FROM meters WHERE meter_id=? FOR UPDATE",
+                               (meter_id,)).fetchone()
             if meter is None:
                 self.store.log(meter_id, "headend", "unknown_meter", {"bytes": len(payload)}, db=db)
                 return "rejected:unknown_meter"
@@ -185,7 +226,9 @@ class HeadEnd:
                 m, s, p, inner, h = envelope.parse(payload)
                 if m != meter_id:
                     raise envelope.EnvelopeError("bad_mac", f"envelope for {m!r} on {meter_id!r}'s topic")
-                s, inner = envelope.check(bytes.fromhex(meter["message_key_hex"]), payload, meter["up_seq"])
+                s, inner = envelope.check(bytes.fromhex(meter["message_key_hex"]), payload,
+                                          None if self.seq_window else meter["up_seq"])
+                up_seq, up_window = seqwindow.accept(meter["up_seq"], meter["up_window"], s, self.seq_window)
             except envelope.EnvelopeError as e:
                 self.counts["rejected"] += 1
                 seq = None
@@ -195,7 +238,8 @@ class HeadEnd:
                     pass
                 self.store.log(meter_id, "headend", "uplink_rejected", {"why": e.why, "s": seq, "detail": str(e)}, db=db)
                 return "rejected:" + e.why
-            db.execute("UPDATE meters SET up_seq=?, last_seen=? WHERE meter_id=?", (s, self.clock(), meter_id))
+            db.execute("UPDATE meters SET up_seq=?, up_window=?, last_seen=? WHERE meter_id=?",
+                       (up_seq, up_window, self.clock(), meter_id))
             return self._act(db, meter_id, s, inner)
 
     def _act(self, db, meter_id, s, inner):
@@ -203,6 +247,7 @@ class HeadEnd:
         if t == "result":
             self._result(db, meter_id, inner)
         elif t == "reading":
+            db.relaxed()  # telemetry: the next reading carries the registers again; money paths stay durable
             db.execute("INSERT INTO readings (meter_id, ts, import_wh, export_wh, credit, debt, p_w, supply, raw)"
                        " VALUES (?,?,?,?,?,?,?,?,?)",
                        (meter_id, int(inner.get("ts") or 0), inner.get("import_wh"), inner.get("export_wh"),
