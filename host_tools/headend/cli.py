@@ -1,4 +1,5 @@
-"""`meterkit headend serve|import|topup|meters|events|statements|sms-command`: the utility operator's verbs.
+"""`meterkit headend serve|import|topup|meters|events|statements|command|sms-command|reconcile|backup|restore|
+audit`: the utility operator's verbs, each recorded in the audit with its operator (audit.py).
 
 `serve` is the only process on MQTT; the other verbs work through the shared SQLite database: `topup`
 vends a token and queues it, `serve` delivers it and records the meter's result, `topup --wait` waits
@@ -32,6 +33,8 @@ def register(subparsers):
         sp.add_argument("--db", default=default_db(), help="head-end database: a SQLite file (default headend.db in "
                                                            "$METERKIT_DATA or the working folder, or "
                                                            "$METERKIT_HEADEND_DB) or postgresql://user@host:port/db")
+        sp.add_argument("--operator", help="who runs this verb, for the audit (default $METERKIT_OPERATOR or "
+                                           "the OS user)")
         if json_flag:
             sp.add_argument("--json", action="store_true", help="print one JSON object")
 
@@ -98,8 +101,20 @@ def register(subparsers):
     sc.add_argument("args", nargs="*", metavar="KEY=VALUE", help="arguments, e.g. unix=1767571200")
     sc.set_defaults(func=cmd_sms_command)
 
-    from host_tools.headend import reconcile
+    from host_tools.headend import audit, backup, reconcile
     reconcile.register(sub, common)
+    backup.register(sub, common)
+    audit.register(sub, common)
+    # every verb records who ran it, on what, when, and how it ended
+    for verb, parser in sub.choices.items():
+        parser.set_defaults(func=audit.audited(verb, parser.get_default("func"), _audit_store))
+
+
+def _audit_store(args):
+    from host_tools.headend.db import is_url
+    if not is_url(args.db) and not os.path.exists(args.db):
+        raise UsageError("no store")
+    return Store(args.db)
 
 
 def _store(args, must_exist=True):
@@ -179,6 +194,7 @@ def cmd_serve(args):
 def cmd_import(args):
     store = _store(args, must_exist=False)
     n = store.import_csv(args.csv)
+    args.audit["detail"] = {"imported": n}
     if args.json:
         emit({"imported": n, "db": args.db}, True)
     else:
@@ -193,6 +209,8 @@ def cmd_topup(args):
     ks = vending.load_keystore(args.keystore)
     store = _store(args)
     v = vending.vend_topup(store, ks, args.meter, kwh=args.kwh, amount=args.amount, request_key=args.request_key)
+    args.audit.update(msg_id=v["msg_id"], detail={"tid": v["tid"], "what": v["what"], "quantity": v["quantity"],
+                                                  "repeat": v["repeat"]})
     out = dict(v, state="queued")
     running = service_running(store)
     if args.wait is not None:
@@ -215,6 +233,7 @@ def cmd_topup(args):
         emit(out, True)
     else:
         _print_topup(out)
+    args.audit["refused"] = out.get("code", "accepted") != "accepted"
     return 0 if out.get("code", "accepted") == "accepted" else 1
 
 
@@ -322,6 +341,7 @@ def cmd_sms_command(args):
     from host_tools.headend import smscmd
     store = _store(args)
     out = smscmd.make(store, args.meter, args.cmd, args.args)
+    args.audit["detail"] = {"sms_seq": out["seq"]}
     if args.json:
         emit(out, True)
     else:
@@ -350,6 +370,7 @@ def cmd_command(args):
     _check_wait(args.wait)
     store = _store(args)
     msg_id = vending.queue_command(store, args.meter, args.cmd, cargs)
+    args.audit["msg_id"] = msg_id
     out = {"msg_id": msg_id, "meter": args.meter, "cmd": args.cmd, "state": "queued"}
     if args.wait is not None:
         end = time.monotonic() + args.wait
@@ -377,4 +398,5 @@ def cmd_command(args):
     else:
         print(f"{args.cmd} for meter {args.meter} queued as {msg_id}" +
               ("; delivered when `meterkit headend serve` runs" if out.get("note") else ""))
+    args.audit["refused"] = out.get("code", "done") != "done"
     return 0 if out.get("code", "done") == "done" else 1
