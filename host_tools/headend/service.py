@@ -10,7 +10,7 @@ import time
 import paho.mqtt.client as mqtt
 
 from host_tools.errors import DeviceError
-from host_tools.headend import envelope, seqwindow
+from host_tools.headend import envelope, seqwindow, topups
 from host_tools.headend.broker import parse_url
 
 log = logging.getLogger("headend")
@@ -258,6 +258,8 @@ class HeadEnd:
             self.counts["events"] += 1
             self.store.log(meter_id, "meter", str(inner.get("kind")),
                            {"seq": inner.get("seq"), "ts": inner.get("ts"), "data": inner.get("data") or {}}, db=db)
+            if inner.get("kind") == "topup":          # any channel's top-up, for reconciliation
+                topups.record(db, meter_id, inner, self.clock())
         elif t == "statement":
             db.execute("INSERT INTO statements (meter_id, month, import_wh, cost, topups, received) VALUES "
                        "(?,?,?,?,?,?) ON CONFLICT(meter_id, month) DO UPDATE SET import_wh=excluded.import_wh, "
