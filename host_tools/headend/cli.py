@@ -4,6 +4,7 @@ audit`: the utility operator's verbs, each recorded in the audit with its operat
 `serve` is the only process on MQTT; the other verbs work through the shared SQLite database: `topup`
 vends a token and queues it, `serve` delivers it and records the meter's result, `topup --wait` waits
 for that result in the database."""
+import argparse
 import os
 import signal
 import sys
@@ -47,6 +48,9 @@ def register(subparsers):
                                                                 "(doubling, up to --retry-max-s)")
     s.add_argument("--retry-max-s", type=float, default=600.0)
     s.add_argument("--duration-s", type=float, help="stop after this long (default: until Ctrl-C)")
+    s.add_argument("--workers", type=int, default=1, help="run N worker processes sharing the uplinks (MQTT v5 "
+                                                          "shared subscription) and the outbox; needs --broker")
+    s.add_argument("--worker-id", type=int, help=argparse.SUPPRESS)   # one worker of --workers N
     s.set_defaults(func=cmd_serve)
 
     i = sub.add_parser("import", help="import meters from a provisioning CSV")
@@ -142,6 +146,10 @@ def service_running(store):
 def cmd_serve(args):
     from host_tools.headend.broker import EmbeddedBroker
     from host_tools.headend.service import HeadEnd
+    if not 1 <= args.workers <= 64:
+        raise UsageError(f"--workers {args.workers} must be 1..64", hint="about one per core, e.g. --workers 4")
+    if args.workers > 1:
+        return _serve_workers(args)
     store = _store(args, must_exist=False)
     broker = None
     url = args.broker
@@ -153,7 +161,14 @@ def cmd_serve(args):
     if not url:
         broker = EmbeddedBroker(db=args.db, port=args.broker_port).start()
         url = broker.url
-    he = HeadEnd(store, url, retry_s=args.retry_s, retry_max_s=args.retry_max_s)
+    if args.worker_id is not None:
+        from host_tools.headend import workers
+        if not url:
+            raise UsageError("a worker needs --broker")
+        he = HeadEnd(store, url, client_id=f"headend-w{args.worker_id}", retry_s=args.retry_s,
+                     retry_max_s=args.retry_max_s, shared_group=workers.GROUP, seq_window=workers.SEQ_WINDOW)
+    else:
+        he = HeadEnd(store, url, retry_s=args.retry_s, retry_max_s=args.retry_max_s)
     try:
         he.start()
     except DeviceError:
@@ -172,8 +187,14 @@ def cmd_serve(args):
         timer = threading.Timer(args.duration_s, stop.set)
         timer.daemon = True
         timer.start()
+    beat = None
+    if args.worker_id is not None:
+        key = f"heartbeat:w{args.worker_id}"        # each worker's own, beside the service's
+
+        def beat(h):
+            store.set_service(key, h.clock())
     try:
-        he.serve(stop)
+        he.serve(stop, on_tick=beat)
     except KeyboardInterrupt:
         pass
     finally:
@@ -188,6 +209,34 @@ def cmd_serve(args):
         print("head-end stopped: %d downlink(s) sent, %d result(s), %d rejected uplink(s), %d reading(s), "
               "%d event(s) received" % (c.get("sent", 0), c.get("results", 0), c.get("rejected", 0),
                                         c.get("readings", 0), c.get("events", 0)), flush=True)
+    return 0
+
+
+def _serve_workers(args):
+    from host_tools.headend import audit, workers
+    _store(args, must_exist=False).close()        # created and migrated once, before the workers start
+    args.operator_name = audit.operator_name(args.operator)
+    sup = workers.Supervisor(args, args.workers).start()
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *a: stop.set())
+    if args.duration_s:
+        timer = threading.Timer(args.duration_s, stop.set)
+        timer.daemon = True
+        timer.start()
+    if not args.json:
+        print(f"head-end: {args.workers} workers on {args.broker.split('@')[-1]} (shared subscription "
+              f"$share/{workers.GROUP}/...), db {args.db}; Ctrl-C stops", flush=True)
+    try:
+        sup.run(stop)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        codes = sup.stop()
+    args.audit["detail"] = {"workers": args.workers, "restarts": sup.restarts}
+    if args.json:
+        emit({"stopped": True, "workers": args.workers, "restarts": sup.restarts, "exit_codes": codes}, True)
+    else:
+        print(f"head-end stopped: {args.workers} workers, {sup.restarts} restart(s)", flush=True)
     return 0
 
 

@@ -142,6 +142,9 @@ class SqliteConnection:
     def rollback(self):
         self.raw.execute("ROLLBACK")
 
+    def is_transient(self, e):
+        return isinstance(e, sqlite3.OperationalError) and "locked" in str(e)
+
     def migration_lock(self):
         pass                       # BEGIN IMMEDIATE: this connection is already the only writer
 
@@ -205,6 +208,10 @@ class PgConnection:
 
     def rollback(self):
         self.raw.execute("ROLLBACK")
+
+    def is_transient(self, e):
+        errors = self._psycopg.errors
+        return isinstance(e, (errors.DeadlockDetected, errors.SerializationFailure, errors.LockNotAvailable))
 
     def migration_lock(self):
         # several workers starting at once: one applies the migrations, the others then find them done

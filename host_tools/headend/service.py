@@ -89,7 +89,7 @@ class HeadEnd:
     # -- session -----------------------------------------------------------------------------------
     def start(self, timeout=10.0):
         try:
-            if self.shared_group and getattr(self.client, "protocol", None) == mqtt.MQTTv5:
+            if self.shared_group and getattr(self.client, "_protocol", None) == mqtt.MQTTv5:
                 from paho.mqtt.properties import Properties
                 from paho.mqtt.packettypes import PacketTypes
                 props = Properties(PacketTypes.CONNECT)
@@ -128,7 +128,10 @@ class HeadEnd:
 
     def serve(self, stop_event, on_tick=None):
         while not stop_event.is_set():
-            self.tick()
+            try:
+                self.store.retrying(self.tick)
+            except Exception:  # the database away for a moment: the outbox waits, the service carries on
+                log.exception("delivery round failed")
             self.store.set_service("heartbeat", self.clock())
             if on_tick:
                 on_tick(self)
@@ -197,7 +200,7 @@ class HeadEnd:
             if parts[2] == "status":
                 self._status(parts[1], msg.payload)
             elif parts[2] == "up":
-                self.ingest(parts[1], msg.payload)
+                self.store.retrying(lambda: self.ingest(parts[1], msg.payload))
         except Exception:  # one bad message must never stop the service
             log.exception("ingest of %s failed", msg.topic)
 

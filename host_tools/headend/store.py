@@ -147,6 +147,17 @@ class Store:
         execute() takes `?` parameters on both backends. Commits durably unless `relaxed()` is called."""
         return _Tx(self)
 
+    def retrying(self, fn, attempts=5):
+        """fn() (which runs its own transactions), again when the database aborted it for a conflict
+        between concurrent writers (PostgreSQL deadlock or serialisation failure, SQLite busy)."""
+        for i in range(attempts):
+            try:
+                return fn()
+            except Exception as e:
+                if i == attempts - 1 or not self.db.is_transient(e):
+                    raise
+                time.sleep(0.01 * (i + 1))
+
     def q(self, sql, args=()):
         with self._lock:
             return self.db.execute(sql, args).fetchall()
