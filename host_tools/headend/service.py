@@ -109,7 +109,16 @@ class HeadEnd:
         return self
 
     def stop(self):
-        self.client.disconnect()
+        if self.shared_group and getattr(self.client, "_protocol", None) == mqtt.MQTTv5:
+            # stopped on purpose: leave the group, so the broker stops handing this worker a share (a
+            # killed worker keeps its session, and its restart takes back what it had been handed)
+            from paho.mqtt.packettypes import PacketTypes
+            from paho.mqtt.properties import Properties
+            props = Properties(PacketTypes.DISCONNECT)
+            props.SessionExpiryInterval = 0
+            self.client.disconnect(properties=props)
+        else:
+            self.client.disconnect()
         self.client.loop_stop()
 
     def _on_connect(self, client, userdata, flags, reason, props):
