@@ -207,14 +207,19 @@ class HeadEnd:
             if len(parts) != 3 or parts[0] != "meters":
                 return
             if parts[2] == "status":
-                self._status(parts[1], msg.payload)
+                self._status(parts[1], msg.payload, retained=bool(getattr(msg, "retain", False)))
             elif parts[2] == "up":
                 self.store.retrying(lambda: self.ingest(parts[1], msg.payload))
         except Exception:  # one bad message must never stop the service
             log.exception("ingest of %s failed", msg.topic)
 
-    def _status(self, meter_id, payload):
+    def _status(self, meter_id, payload, retained=False):
         status = payload.decode("utf-8", "replace")[:16] or "cleared"
+        if retained:
+            # a retained status handed over at (re)subscription, to every worker: news only if it differs
+            row = self.store.q1("SELECT status FROM meters WHERE meter_id=?", (meter_id,))
+            if row is None or row["status"] == status:
+                return
         with self.store.tx() as db:
             n = db.execute("UPDATE meters SET status=?, last_seen=? WHERE meter_id=?",
                            (status, self.clock(), meter_id)).rowcount
