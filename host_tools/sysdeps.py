@@ -23,6 +23,9 @@ PACKAGES = [
      "the vending keys' PKCS#11 module (meterkit keys, vending, provisioning, the head-end)"),
     ("nodejs", lambda: _cmd("node"), "the 32-bit MicroPython (npm's WebAssembly port) of the memory bench"),
     ("npm", lambda: _cmd("npm"), "installing that port from package-lock.json"),
+    ("postgresql", lambda: any(os.path.exists("/usr/lib/postgresql/%s/bin/initdb" % v) for v in
+                               (os.listdir("/usr/lib/postgresql") if os.path.isdir("/usr/lib/postgresql") else [])),
+     "the head-end store on PostgreSQL (tests start a private server with initdb + pg_ctl)"),
 ]
 
 

@@ -51,3 +51,23 @@ def softhsm_token(tmp_path_factory):
         else:
             os.environ[k] = v
     shutil.rmtree(d, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def postgres_server():
+    """One private PostgreSQL server for the session (initdb + pg_ctl in a temporary folder, a free
+    loopback port), stopped at the end; tests take fresh databases from it."""
+    from host_tools.headend.pgserver import PostgresServer, pg_bin
+    if not pg_bin():
+        pytest.fail("PostgreSQL is not installed: apt-get install -y postgresql")
+    server = PostgresServer().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store_target(request, tmp_path):
+    """Where a head-end store lives: a SQLite file, or a fresh database on the session's PostgreSQL."""
+    if request.param == "sqlite":
+        return str(tmp_path / "he.db")
+    return request.getfixturevalue("postgres_server").database()

@@ -16,9 +16,10 @@ from host_tools.headend.store import Store
 
 
 @pytest.fixture
-def fleet(tmp_path):
+def fleet(tmp_path, store_target):
+    """Three meters in a store on SQLite, then on PostgreSQL (every test here runs on both)."""
     csv_path, ks_path, rows = make_fleet(str(tmp_path), 3)
-    store = Store(tmp_path / "he.db")
+    store = Store(store_target)
     store.import_csv(csv_path)
     ks = vending.load_keystore(ks_path)
     yield store, ks, rows

@@ -17,9 +17,10 @@ sts = firmware_module("tokens.sts")
 
 
 @pytest.fixture
-def fleet(tmp_path):
+def fleet(tmp_path, store_target):
+    """Two meters imported into a store on SQLite, then on PostgreSQL (every test here runs on both)."""
     csv_path, ks_path, rows = make_fleet(str(tmp_path), 2)
-    store = Store(tmp_path / "he.db")
+    store = Store(store_target)
     store.import_csv(csv_path)
     yield store, vending.load_keystore(ks_path), rows, tmp_path
     store.close()
@@ -39,7 +40,7 @@ def test_vended_tids_unique_and_increasing_within_one_minute(fleet):
 def test_vending_from_two_processes_worth_of_connections_never_reuses_a_tid(fleet):
     store, ks, rows, tmp = fleet
     mid = rows[1]["meter_id"]
-    stores = [Store(tmp / "he.db") for _ in range(4)]
+    stores = [Store(store.path) for _ in range(4)]
     out = []
 
     def vend(s):
@@ -169,7 +170,7 @@ def test_meters_listing_shows_the_last_readings_tamper_flags(fleet):
     he.ingest(mid, fm.uplink({"t": "reading", "ts": 1767572100, "import_wh": 6, "credit": 690, "supply": "closed",
                               "tamper": ["imbalance"]})[1])
     assert store.last_reading(mid)["tamper"] == ["imbalance"]
-    db = str(fleet[3] / "he.db")
+    db = store.path
     out = subprocess.run([sys.executable, "-m", "host_tools.cli", "headend", "meters", "--db", db, "--json"],
                          capture_output=True, text=True, timeout=60)
     ms = {m["meter_id"]: m for m in json.loads(out.stdout)["meters"]}

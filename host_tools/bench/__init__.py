@@ -19,6 +19,7 @@ BENCHES = [
     "host_tools.bench.factory_line_bench",
     "host_tools.bench.sim_bench",
     "host_tools.bench.headend_bench",
+    "host_tools.bench.fleet_bench",
     "host_tools.bench.calibration_bench",
     "host_tools.bench.powercut_bench",
     "host_tools.bench.remote_bench",

@@ -45,6 +45,8 @@ class RegistryAuthPlugin(BaseAuthPlugin):
         db = self._opt("db", "")
         if not db or not user:
             return False
+        if db.startswith(("postgresql://", "postgres://")):
+            return await self._check_postgres(db, user, password)
         try:
             con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5)
             try:
@@ -55,6 +57,21 @@ class RegistryAuthPlugin(BaseAuthPlugin):
             return False
         return row is not None and row[0] is not None and hmac.compare_digest(str(row[0]), password)
 
+    async def _check_postgres(self, url, user, password):
+        import asyncio
+
+        def look():
+            from host_tools.headend import db as dbapi
+            try:
+                con = dbapi.connect(url)
+            except Exception:
+                return None
+            try:
+                return con.execute("SELECT broker_password FROM meters WHERE meter_id=?", (user,)).fetchone()
+            finally:
+                con.close()
+        row = await asyncio.get_running_loop().run_in_executor(None, look)
+        return row is not None and row[0] is not None and hmac.compare_digest(str(row[0]), password)
 
 class RegistryTopicPlugin(BaseTopicPlugin):
     """`acl.allowed` for every publish, subscribe and delivery (amqtt's RECEIVE)."""

@@ -1,8 +1,10 @@
-"""`meterkit headend serve|import|topup|meters|events|statements|sms-command`: the utility operator's verbs.
+"""`meterkit headend serve|import|topup|meters|events|statements|command|sms-command|reconcile|backup|restore|
+audit`: the utility operator's verbs, each recorded in the audit with its operator (audit.py).
 
 `serve` is the only process on MQTT; the other verbs work through the shared SQLite database: `topup`
 vends a token and queues it, `serve` delivers it and records the meter's result, `topup --wait` waits
 for that result in the database."""
+import argparse
 import os
 import signal
 import sys
@@ -49,9 +51,11 @@ def register(subparsers):
     sub.required = True
 
     def common(sp, json_flag=True):
-        sp.add_argument("--db", default=default_db(), help="head-end SQLite database (default headend.db in "
+        sp.add_argument("--db", default=default_db(), help="head-end database: a SQLite file (default headend.db in "
                                                            "$METERKIT_DATA or the working folder, or "
-                                                           "$METERKIT_HEADEND_DB)")
+                                                           "$METERKIT_HEADEND_DB) or postgresql://user@host:port/db")
+        sp.add_argument("--operator", help="who runs this verb, for the audit (default $METERKIT_OPERATOR or "
+                                           "the OS user)")
         if json_flag:
             sp.add_argument("--json", action="store_true", help="print one JSON object")
 
@@ -70,6 +74,9 @@ def register(subparsers):
                    help="alarm when no uplink arrives from any meter for this long (default %(default)g)")
     s.add_argument("--meter-silence-s", type=number(10, 90 * 86400), default=silence.METER_SILENCE_S,
                    help="alarm when one meter sends nothing for this long (default %(default)g)")
+    s.add_argument("--workers", type=number(1, 64), default=1, help="run N worker processes sharing the uplinks "
+                   "(MQTT v5 shared subscription) and the outbox; needs --broker")
+    s.add_argument("--worker-id", type=int, help=argparse.SUPPRESS)   # one worker of --workers N
     s.set_defaults(func=cmd_serve)
 
     bc = sub.add_parser("broker-config", help="write mosquitto's configuration from the store: a user per meter, "
@@ -145,11 +152,26 @@ def register(subparsers):
     sc.add_argument("args", nargs="*", metavar="KEY=VALUE", help="arguments, e.g. unix=1767571200")
     sc.set_defaults(func=cmd_sms_command)
 
-    from host_tools.headend import reconcile
+    from host_tools.headend import audit, backup, reconcile
     reconcile.register(sub, common)
+    backup.register(sub, common)
+    audit.register(sub, common)
+    # every verb records who ran it, on what, when, and how it ended
+    for verb, parser in sub.choices.items():
+        parser.set_defaults(func=audit.audited(verb, parser.get_default("func"), _audit_store))
+
+
+def _audit_store(args):
+    from host_tools.headend.db import is_url
+    if not is_url(args.db) and not os.path.exists(args.db):
+        raise UsageError("no store")
+    return Store(args.db)
 
 
 def _store(args, must_exist=True):
+    from host_tools.headend.db import is_url
+    if is_url(args.db):
+        return Store(args.db)
     if must_exist and not os.path.exists(args.db):
         raise UsageError(f"no head-end database at {args.db}",
                          hint="import meters first (`meterkit headend import FILE.csv --db ...`) or give --db")
@@ -171,6 +193,10 @@ def service_running(store):
 def cmd_serve(args):
     from host_tools.headend.broker import EmbeddedBroker
     from host_tools.headend.service import HeadEnd
+    if not 1 <= args.workers <= 64:
+        raise UsageError(f"--workers {args.workers} must be 1..64", hint="about one per core, e.g. --workers 4")
+    if args.workers > 1:
+        return _serve_workers(args)
     store = _store(args, must_exist=False)
     broker = None
     url = args.broker
@@ -187,8 +213,16 @@ def cmd_serve(args):
                          hint="the longest wait between resends must be at least the first")
     if args.ca_file and not os.path.exists(args.ca_file):
         raise UsageError(f"no CA certificate at {args.ca_file}", hint="broker-config writes it as ca.crt in --out")
-    he = HeadEnd(store, url, retry_s=args.retry_s, retry_max_s=args.retry_max_s, ca_file=args.ca_file,
-                 fleet_silence_s=args.fleet_silence_s, meter_silence_s=args.meter_silence_s)
+    common = dict(retry_s=args.retry_s, retry_max_s=args.retry_max_s, ca_file=args.ca_file,
+                  fleet_silence_s=args.fleet_silence_s, meter_silence_s=args.meter_silence_s)
+    if args.worker_id is not None:
+        from host_tools.headend import workers
+        if not url:
+            raise UsageError("a worker needs --broker")
+        he = HeadEnd(store, url, client_id=f"headend-w{args.worker_id}", shared_group=workers.GROUP,
+                     seq_window=workers.SEQ_WINDOW, **common)
+    else:
+        he = HeadEnd(store, url, **common)
     try:
         he.start()
     except DeviceError:
@@ -208,8 +242,14 @@ def cmd_serve(args):
         timer = threading.Timer(args.duration_s, stop.set)
         timer.daemon = True
         timer.start()
+    beat = None
+    if args.worker_id is not None:
+        key = f"heartbeat:w{args.worker_id}"        # each worker's own, beside the service's
+
+        def beat(h):
+            store.set_service(key, h.clock())
     try:
-        he.serve(stop)
+        he.serve(stop, on_tick=beat)
     except KeyboardInterrupt:
         pass
     finally:
@@ -242,12 +282,40 @@ def cmd_broker_config(args):
         print(f"run:   mosquitto -c {out['conf']}   (after changes: kill -HUP <its pid>)")
         print(f"serve: meterkit headend serve --db {args.db} --broker \"$(cat {out['url_file']})\" --ca-file {out['ca']}")
         print(f"meters get {out['ca']} (the utility CA) and port {out['port']} with their keys")
+
+
+def _serve_workers(args):
+    from host_tools.headend import audit, workers
+    _store(args, must_exist=False).close()        # created and migrated once, before the workers start
+    args.operator_name = audit.operator_name(args.operator)
+    sup = workers.Supervisor(args, args.workers).start()
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *a: stop.set())
+    if args.duration_s:
+        timer = threading.Timer(args.duration_s, stop.set)
+        timer.daemon = True
+        timer.start()
+    if not args.json:
+        print(f"head-end: {args.workers} workers on {args.broker.split('@')[-1]} (shared subscription "
+              f"$share/{workers.GROUP}/...), db {args.db}; Ctrl-C stops", flush=True)
+    try:
+        sup.run(stop)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        codes = sup.stop()
+    args.audit["detail"] = {"workers": args.workers, "restarts": sup.restarts}
+    if args.json:
+        emit({"stopped": True, "workers": args.workers, "restarts": sup.restarts, "exit_codes": codes}, True)
+    else:
+        print(f"head-end stopped: {args.workers} workers, {sup.restarts} restart(s)", flush=True)
     return 0
 
 
 def cmd_import(args):
     store = _store(args, must_exist=False)
     n = store.import_csv(args.csv)
+    args.audit["detail"] = {"imported": n}
     if args.json:
         emit({"imported": n, "db": args.db}, True)
     else:
@@ -260,6 +328,8 @@ def cmd_topup(args):
     ks = vending.load_keystore(args.keystore)
     store = _store(args)
     v = vending.vend_topup(store, ks, args.meter, kwh=args.kwh, amount=args.amount, request_key=args.request_key)
+    args.audit.update(msg_id=v["msg_id"], detail={"tid": v["tid"], "what": v["what"], "quantity": v["quantity"],
+                                                  "repeat": v["repeat"]})
     out = dict(v, state="queued")
     running = service_running(store)
     if args.wait is not None:
@@ -282,6 +352,7 @@ def cmd_topup(args):
         emit(out, True)
     else:
         _print_topup(out)
+    args.audit["refused"] = out.get("code", "accepted") != "accepted"
     return 0 if out.get("code", "accepted") == "accepted" else 1
 
 
@@ -419,6 +490,7 @@ def cmd_sms_command(args):
     from host_tools.headend import smscmd
     store = _store(args)
     out = smscmd.make(store, args.meter, args.cmd, args.args)
+    args.audit["detail"] = {"sms_seq": out["seq"]}
     if args.json:
         emit(out, True)
     else:
@@ -447,6 +519,7 @@ def cmd_command(args):
     _check_wait(args.wait)
     store = _store(args)
     msg_id = vending.queue_command(store, args.meter, args.cmd, cargs)
+    args.audit["msg_id"] = msg_id
     out = {"msg_id": msg_id, "meter": args.meter, "cmd": args.cmd, "state": "queued"}
     if args.wait is not None:
         end = time.monotonic() + args.wait
@@ -474,4 +547,5 @@ def cmd_command(args):
     else:
         print(f"{args.cmd} for meter {args.meter} queued as {msg_id}" +
               ("; delivered when `meterkit headend serve` runs" if out.get("note") else ""))
+    args.audit["refused"] = out.get("code", "done") != "done"
     return 0 if out.get("code", "done") == "done" else 1

@@ -2,6 +2,8 @@
 anonymous access, or password auth from {user: password}; or with a production configuration written by
 `meterkit headend broker-config` (`config=` its mosquitto.conf, `port=` a port it listens on). Used by
 tests and the benchmark; skip-able when the binary is absent (`mosquitto_path()` is None)."""
+import base64
+import hashlib
 import os
 import shutil
 import socket
@@ -13,13 +15,22 @@ from host_tools.errors import DeviceError
 from host_tools.headend.broker import free_port
 
 
+def password_line(user, password, iterations=101):
+    """A mosquitto 2.0 password-file line: `user:$7$<iterations>$<salt>$<PBKDF2-HMAC-SHA512>`, base64
+    (the format mosquitto_passwd writes)."""
+    salt = os.urandom(12)
+    digest = hashlib.pbkdf2_hmac("sha512", password.encode(), salt, iterations)
+    return f"{user}:$7${iterations}${base64.b64encode(salt).decode()}${base64.b64encode(digest).decode()}"
+
+
 def mosquitto_path():
     return shutil.which("mosquitto") or next((p for p in ("/usr/sbin/mosquitto",) if os.path.exists(p)), None)
 
 
 class Mosquitto:
-    def __init__(self, port=None, passwords=None, max_connections=-1, config=None):
+    def __init__(self, port=None, passwords=None, max_connections=-1, config=None, max_queued_messages=10000):
         self.port = port or free_port()
+        self.max_queued_messages = max_queued_messages
         self.passwords = passwords
         self.config = config
         self.max_connections = max_connections
@@ -45,13 +56,11 @@ class Mosquitto:
         if self.config:
             return self._run(str(self.config), timeout)
         conf = [f"listener {self.port} 127.0.0.1", "persistence false", f"max_connections {self.max_connections}",
-                "max_queued_messages 10000", "max_inflight_messages 100"]
+                f"max_queued_messages {self.max_queued_messages}", "max_inflight_messages 100"]
         if self.passwords:
             pw = os.path.join(self.dir, "passwd")
-            tool = shutil.which("mosquitto_passwd") or "mosquitto_passwd"
-            for i, (u, p) in enumerate(self.passwords.items()):
-                subprocess.run([tool] + (["-c"] if i == 0 else []) + ["-b", pw, u, p], check=True,
-                               capture_output=True)
+            with open(pw, "w") as f:        # one file written here, not a mosquitto_passwd run per user
+                f.writelines(password_line(u, p) + "\n" for u, p in self.passwords.items())
             # mosquitto started as root drops to its own user, which must still read its files
             os.chmod(self.dir, 0o755)
             os.chmod(pw, 0o644)

@@ -7,6 +7,8 @@ register is in minor units (`minor_per_major` of them to the unit, 100 unless th
 otherwise), so one minor unit is 100000 / minor_per_major vend units."""
 import json
 
+from host_tools.headend import topups
+
 
 def _minor(what, quantity, minor_per_major):
     if what != "currency":
@@ -58,9 +60,12 @@ def reconcile(store, meter_id=None, minor_per_major=100):
             if isinstance(a, int) and isinstance(b, int):
                 reported = b - a
         row["meter_topups_since_first_reading"] = reported
+        row["topup_events"], extra = topups.reconcile_meter(store, mid, vends)
+        mismatches.extend(extra)
         meters.append(row)
     return {"meters": meters, "mismatches": mismatches,
-            "ok": not any(m["kind"] in ("refused", "pending") for m in mismatches)}
+            "ok": not any(m["kind"] in ("refused", "pending", "unvended_topup", "topup_twice", "no_topup_event")
+                          for m in mismatches)}
 
 
 def register(sub, common):
@@ -90,7 +95,7 @@ def cmd_reconcile(args):
                                  m["pending"], m["vended_minor"] / args.minor_per_major,
                                  m["accepted_minor"] / args.minor_per_major))
         for x in out["mismatches"]:
-            sys.stdout.write("  %s %s TID %s: %s\n" % (x["kind"], x["msg_id"], x["tid"], x["cause"]))
+            sys.stdout.write("  %s %s TID %s: %s\n" % (x["kind"], x.get("msg_id") or "-", x["tid"], x["cause"]))
         if not out["mismatches"]:
             sys.stdout.write("no differences: every vend was credited once\n")
     return 0 if out["ok"] else 1

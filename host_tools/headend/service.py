@@ -10,7 +10,7 @@ import time
 import paho.mqtt.client as mqtt
 
 from host_tools.errors import DeviceError
-from host_tools.headend import envelope, silence, uplink_fields
+from host_tools.headend import envelope, seqwindow, silence, topups, uplink_fields
 from host_tools.headend.broker import is_tls, parse_url
 
 log = logging.getLogger("headend")
@@ -40,7 +40,8 @@ class HeadEnd:
 
     def __init__(self, store, broker_url, client_id="headend", retry_s=30.0, retry_max_s=600.0, poll_s=0.2,
                  clock=time.time, client=None, resend_on_online=True, fleet_silence_s=silence.FLEET_SILENCE_S,
-                 meter_silence_s=silence.METER_SILENCE_S, silence_check_s=10.0, ca_file=None):
+                 meter_silence_s=silence.METER_SILENCE_S, silence_check_s=10.0, ca_file=None, seq_window=0,
+                 shared_group=None, claim_batch=200):
         """`clock`: seconds (wall time by default; a scenario passes the simulator's virtual clock).
         `client`: a paho-compatible MQTT client to use instead of a new paho one (the simulator's
         in-process broker hands one out). `resend_on_online`: when a meter's status turns `online`,
@@ -48,13 +49,23 @@ class HeadEnd:
         `fleet_silence_s`, `meter_silence_s`: no uplink for this long from any meter / from one meter
         raises an alarm (`silence.py`), checked every `silence_check_s` while serving.
         `ca_file`: the CA that signed the broker's certificate, for an mqtts:// URL (the system's
-        trusted CAs when None)."""
+        trusted CAs when None).
+        `shared_group`: one of several workers: uplinks come through the MQTT v5 shared subscription
+        `$share/<group>/...` (each message to one worker of the group). `seq_window`: how far below a
+        meter's highest accepted uplink seq a seq not yet seen is still accepted (once): several
+        workers take one meter's uplinks in parallel and may commit them out of order (0: strictly
+        increasing, right for one worker)."""
         self.store = store
         self.url = broker_url
         self.host, self.port, self.username, self.password = parse_url(broker_url)
         self.retry_s = retry_s
         self.retry_max_s = retry_max_s
         self.resend_on_online = resend_on_online
+        if not 0 <= seq_window <= seqwindow.MAX_WINDOW:
+            raise ValueError(f"seq_window {seq_window} must be 0..{seqwindow.MAX_WINDOW}")
+        self.seq_window = seq_window
+        self.shared_group = shared_group
+        self.claim_batch = claim_batch
         self.poll_s = poll_s
         self.clock = clock
         self.connected = threading.Event()
@@ -64,8 +75,13 @@ class HeadEnd:
         self.silence_check_s = silence_check_s
         self._silence_next = 0.0
         if client is None:
-            client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=False,
-                                 protocol=mqtt.MQTTv311)
+            if shared_group:
+                # MQTT v5 for $share; a session that outlives a crash (1 h), so what the broker had sent
+                # this worker without an acknowledgement comes again when it reconnects
+                client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5)
+            else:
+                client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=False,
+                                     protocol=mqtt.MQTTv311)
             if is_tls(broker_url):
                 client.tls_set(ca_certs=ca_file)       # verifies the broker's certificate and host name
             client.max_inflight_messages_set(1000)
@@ -83,7 +99,14 @@ class HeadEnd:
     # -- session -----------------------------------------------------------------------------------
     def start(self, timeout=10.0):
         try:
-            self.client.connect(self.host, self.port, keepalive=60)
+            if self.shared_group and getattr(self.client, "_protocol", None) == mqtt.MQTTv5:
+                from paho.mqtt.properties import Properties
+                from paho.mqtt.packettypes import PacketTypes
+                props = Properties(PacketTypes.CONNECT)
+                props.SessionExpiryInterval = 3600
+                self.client.connect(self.host, self.port, keepalive=60, clean_start=False, properties=props)
+            else:
+                self.client.connect(self.host, self.port, keepalive=60)
         except OSError as e:
             raise DeviceError(f"MQTT broker at {self.host}:{self.port} unreachable: {e.strerror or e}",
                               hint="start the broker (e.g. mosquitto) or omit --broker to use the embedded one") from None
@@ -96,14 +119,27 @@ class HeadEnd:
         return self
 
     def stop(self):
-        self.client.disconnect()
+        if self.shared_group and getattr(self.client, "_protocol", None) == mqtt.MQTTv5:
+            # stopped on purpose: leave the group, so the broker stops handing this worker a share (a
+            # killed worker keeps its session, and its restart takes back what it had been handed)
+            from paho.mqtt.packettypes import PacketTypes
+            from paho.mqtt.properties import Properties
+            props = Properties(PacketTypes.DISCONNECT)
+            props.SessionExpiryInterval = 0
+            self.client.disconnect(properties=props)
+        else:
+            self.client.disconnect()
         self.client.loop_stop()
 
     def _on_connect(self, client, userdata, flags, reason, props):
         if reason.is_failure:
             log.error("broker refused the head-end: %s", reason)
             return
-        client.subscribe([(UP_FILTER, 1), (STATUS_FILTER, 1)])
+        if self.shared_group:
+            share = "$share/%s/" % self.shared_group
+            client.subscribe([(share + UP_FILTER, 1), (share + STATUS_FILTER, 1)])
+        else:
+            client.subscribe([(UP_FILTER, 1), (STATUS_FILTER, 1)])
         self.connected.set()
 
     def _on_disconnect(self, client, userdata, flags, reason, props):
@@ -111,7 +147,10 @@ class HeadEnd:
 
     def serve(self, stop_event, on_tick=None):
         while not stop_event.is_set():
-            self.tick()
+            try:
+                self.store.retrying(self.tick)
+            except Exception:  # the database away for a moment: the outbox waits, the service carries on
+                log.exception("delivery round failed")
             self.store.set_service("heartbeat", self.clock())
             self.check_silence()
             if on_tick:
@@ -136,18 +175,17 @@ class HeadEnd:
         if not self.connected.is_set():
             return 0
         now = self.clock() if now is None else now
-        due = self.store.q("SELECT msg_id FROM messages WHERE state!='done' AND next_try<=? ORDER BY created",
-                           (now,))
         sent = 0
-        for row in due:
-            try:
-                out = self._prepare(row["msg_id"], now)
-                if out:
-                    topic, payload = out
+        while True:
+            batch = self._claim(now)
+            for msg_id, topic, payload in batch:
+                try:
                     self.client.publish(topic, payload, qos=1)
                     sent += 1
-            except Exception as e:  # one meter's bad record or failed publish never stops the others
-                self._delivery_failed(row["msg_id"], now, e)
+                except Exception as e:  # one meter's failed publish never stops the others
+                    self._delivery_failed(msg_id, now, e)
+            if len(batch) < self.claim_batch:
+                break
         self.counts["sent"] += sent
         return sent
 
@@ -168,22 +206,42 @@ class HeadEnd:
         except Exception:
             log.exception("recording the failed delivery of %s failed", msg_id)
 
-    def _prepare(self, msg_id, now):
-        """Take the next downlink seq (persisted first), schedule the retry, return (topic, payload)."""
+    def _claim(self, now):
+        """Claim up to claim_batch due downlinks in one transaction and return them sealed.
+
+        The claim is the outbox's row lock (`FOR UPDATE SKIP LOCKED` on PostgreSQL: another worker
+        skips these rows and takes others; SQLite's one writer at a time) and what it writes: a fresh,
+        persisted downlink seq, one more attempt and the retry time. Committed before anything is
+        published, so each attempt goes out from one worker only; a worker killed after its claim
+        loses nothing: the message is due again at its retry time, for any worker."""
+        out = []
         with self.store.tx() as db:
-            m = db.execute("SELECT * FROM messages WHERE msg_id=?", (msg_id,)).fetchone()
-            if m is None or m["state"] == "done" or m["next_try"] > now:
-                return None  # answered or taken by another sender meanwhile
-            meter = db.execute("SELECT meter_id, message_key_hex, down_seq FROM meters WHERE meter_id=?",
-                               (m["meter_id"],)).fetchone()
-            seq = meter["down_seq"] + 1
-            db.execute("UPDATE meters SET down_seq=? WHERE meter_id=?", (seq, meter["meter_id"]))
-            delay = min(self.retry_s * (2 ** m["attempts"]), self.retry_max_s)
-            db.execute("UPDATE messages SET state='sent', attempts=attempts+1, next_try=?, last_seq=? WHERE msg_id=?",
-                       (now + delay, seq, msg_id))
-            if m["attempts"]:
-                self.store.log(meter["meter_id"], "headend", "redelivery",
-                               {"msg_id": msg_id, "attempt": m["attempts"] + 1, "seq": seq}, db=db)
+            rows = db.execute("SELECT msg_id, meter_id, body, attempts FROM messages WHERE state!='done' AND "
+                              "next_try<=? ORDER BY created LIMIT ? FOR UPDATE SKIP LOCKED",
+                              (now, self.claim_batch)).fetchall()
+            failed = []
+            for m in rows:
+                try:
+                    out.append((m["msg_id"],) + self._prepare(db, m, now))
+                except Exception as e:  # one meter's bad record never stops the others' deliveries
+                    failed.append((m["msg_id"], e))
+        for msg_id, e in failed:
+            self._delivery_failed(msg_id, now, e)
+        return out
+
+    def _prepare(self, db, m, now):
+        """Take the next downlink seq (persisted first), schedule the retry, return (topic, payload)."""
+        msg_id = m["msg_id"]
+        meter = db.execute("SELECT meter_id, message_key_hex, down_seq FROM meters WHERE meter_id=? FOR UPDATE",
+                           (m["meter_id"],)).fetchone()
+        seq = meter["down_seq"] + 1
+        db.execute("UPDATE meters SET down_seq=? WHERE meter_id=?", (seq, meter["meter_id"]))
+        delay = min(self.retry_s * (2 ** m["attempts"]), self.retry_max_s)
+        db.execute("UPDATE messages SET state='sent', attempts=attempts+1, next_try=?, last_seq=? WHERE msg_id=?",
+                   (now + delay, seq, msg_id))
+        if m["attempts"]:
+            self.store.log(meter["meter_id"], "headend", "redelivery",
+                           {"msg_id": msg_id, "attempt": m["attempts"] + 1, "seq": seq}, db=db)
         body = json.loads(m["body"])
         key = bytes.fromhex(meter["message_key_hex"])
         # Everything is signed, tokens too: a token is secure end to end by itself, but only a signed
@@ -198,14 +256,19 @@ class HeadEnd:
             if len(parts) != 3 or parts[0] != "meters":
                 return
             if parts[2] == "status":
-                self._status(parts[1], msg.payload)
+                self._status(parts[1], msg.payload, retained=bool(getattr(msg, "retain", False)))
             elif parts[2] == "up":
-                self.ingest(parts[1], msg.payload)
+                self.store.retrying(lambda: self.ingest(parts[1], msg.payload))
         except Exception:  # one bad message must never stop the service
             log.exception("ingest of %s failed", msg.topic)
 
-    def _status(self, meter_id, payload):
+    def _status(self, meter_id, payload, retained=False):
         status = payload.decode("utf-8", "replace")[:16] or "cleared"
+        if retained:
+            # a retained status handed over at (re)subscription, to every worker: news only if it differs
+            row = self.store.q1("SELECT status FROM meters WHERE meter_id=?", (meter_id,))
+            if row is None or row["status"] == status:
+                return
         with self.store.tx() as db:
             n = db.execute("UPDATE meters SET status=?, last_seen=? WHERE meter_id=?",
                            (status, self.clock(), meter_id)).rowcount
@@ -225,14 +288,17 @@ class HeadEnd:
         of the type. Only an uplink that passed them all moves `up_seq`, in the same transaction as
         its effect; a rejected one is logged (`uplink_rejected`, why) and moves nothing."""
         with self.store.tx() as db:
-            meter = db.execute("SELECT message_key_hex, up_seq FROM meters WHERE meter_id=?", (meter_id,)).fetchone()
+            meter = db.execute("SELECT message_key_hex, up_seq, up_window FROM meters WHERE meter_id=? FOR UPDATE",
+                               (meter_id,)).fetchone()
             if meter is None:
                 self.store.log(meter_id, "headend", "unknown_meter", {"bytes": len(payload)}, db=db)
                 return "rejected:unknown_meter"
             try:
-                s, inner = envelope.check(bytes.fromhex(meter["message_key_hex"]), payload, meter["up_seq"],
-                                          envelope.UP, meter_id=meter_id)
+                s, inner = envelope.check(bytes.fromhex(meter["message_key_hex"]), payload,
+                                          None if self.seq_window else meter["up_seq"], envelope.UP,
+                                          meter_id=meter_id)
                 uplink_fields.check(inner)
+                up_seq, up_window = seqwindow.accept(meter["up_seq"], meter["up_window"], s, self.seq_window)
             except envelope.EnvelopeError as e:
                 self.counts["rejected"] += 1
                 seq = None
@@ -244,8 +310,8 @@ class HeadEnd:
                                db=db)
                 return "rejected:" + e.why
             now = self.clock()
-            db.execute("UPDATE meters SET up_seq=?, last_seen=?, last_uplink=? WHERE meter_id=?",
-                       (s, now, now, meter_id))
+            db.execute("UPDATE meters SET up_seq=?, up_window=?, last_seen=?, last_uplink=? WHERE meter_id=?",
+                       (up_seq, up_window, now, now, meter_id))
             return self._act(db, meter_id, s, inner)
 
     def _act(self, db, meter_id, s, inner):
@@ -253,6 +319,7 @@ class HeadEnd:
         if t == "result":
             self._result(db, meter_id, inner)
         elif t == "reading":
+            db.relaxed()  # telemetry: the next reading carries the registers again; money paths stay durable
             db.execute("INSERT INTO readings (meter_id, ts, import_wh, export_wh, credit, debt, p_w, supply, raw)"
                        " VALUES (?,?,?,?,?,?,?,?,?)",
                        (meter_id, int(inner.get("ts") or 0), inner.get("import_wh"), inner.get("export_wh"),
@@ -263,6 +330,8 @@ class HeadEnd:
             self.counts["events"] += 1
             self.store.log(meter_id, "meter", str(inner.get("kind")),
                            {"seq": inner.get("seq"), "ts": inner.get("ts"), "data": inner.get("data") or {}}, db=db)
+            if inner.get("kind") == "topup":          # any channel's top-up, for reconciliation
+                topups.record(db, meter_id, inner, self.clock())
         elif t == "statement":
             db.execute("INSERT INTO statements (meter_id, month, import_wh, cost, topups, received) VALUES "
                        "(?,?,?,?,?,?) ON CONFLICT(meter_id, month) DO UPDATE SET import_wh=excluded.import_wh, "

@@ -1,83 +1,146 @@
-"""The head-end's SQLite database: meter registry and keys, vended tokens (TIDs never reused), the
-downlink outbox with delivery state, uplink sequence numbers, readings, statements and the event log.
-One file shared by `serve` and the operator verbs (WAL mode, short transactions)."""
+"""The head-end's store: meter registry and keys, vended tokens (TIDs never reused), the downlink outbox
+with delivery state, uplink sequence numbers, readings, statements, the event log, the operators' audit,
+the top-ups meters report and the silence alarms. SQLite (a file, WAL, the embedded default) or PostgreSQL (`--db
+postgresql://...`) through one thin adapter (db.py); the schema is a numbered list of migrations, applied
+once each at open and recorded in `schema_version`."""
+import csv
 import json
-import sqlite3
 import threading
 import time
 
 from host_tools.errors import UsageError
+from host_tools.headend import db as dbapi
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS meters (
+SCHEMA_V1 = [
+    """CREATE TABLE IF NOT EXISTS meters (
   meter_id TEXT PRIMARY KEY, pan TEXT NOT NULL, serial TEXT, sgc TEXT NOT NULL, ti INTEGER NOT NULL,
   krn INTEGER NOT NULL, message_key_hex TEXT NOT NULL, broker_password TEXT,
-  down_seq INTEGER NOT NULL DEFAULT 0,      -- last downlink seq used (persisted before publishing)
-  up_seq INTEGER,                           -- last uplink seq accepted (NULL: none yet)
-  status TEXT NOT NULL DEFAULT 'unknown', last_seen REAL, imported REAL NOT NULL);
-CREATE TABLE IF NOT EXISTS vends (
+  down_seq INTEGER NOT NULL DEFAULT 0,
+  up_seq INTEGER,
+  status TEXT NOT NULL DEFAULT 'unknown', last_seen REAL, imported REAL NOT NULL)""",
+    """CREATE TABLE IF NOT EXISTS vends (
   id INTEGER PRIMARY KEY, meter_id TEXT NOT NULL, sgc TEXT NOT NULL, ti INTEGER NOT NULL,
   krn INTEGER NOT NULL, tid INTEGER NOT NULL, token TEXT NOT NULL, what TEXT NOT NULL,
   quantity INTEGER NOT NULL, msg_id TEXT, created REAL NOT NULL,
-  UNIQUE (meter_id, sgc, ti, krn, tid));
-CREATE TABLE IF NOT EXISTS messages (
+  UNIQUE (meter_id, sgc, ti, krn, tid))""",
+    """CREATE TABLE IF NOT EXISTS messages (
   msg_id TEXT PRIMARY KEY, meter_id TEXT NOT NULL, kind TEXT NOT NULL, body TEXT NOT NULL,
-  state TEXT NOT NULL DEFAULT 'pending',    -- pending (not yet sent) | sent (awaiting result) | done
+  state TEXT NOT NULL DEFAULT 'pending',
   attempts INTEGER NOT NULL DEFAULT 0, next_try REAL NOT NULL DEFAULT 0, last_seq INTEGER,
-  code TEXT, detail TEXT, created REAL NOT NULL, done_at REAL);
-CREATE INDEX IF NOT EXISTS messages_due ON messages (state, next_try);
-CREATE TABLE IF NOT EXISTS events (
+  code TEXT, detail TEXT, created REAL NOT NULL, done_at REAL)""",
+    "CREATE INDEX IF NOT EXISTS messages_due ON messages (state, next_try)",
+    """CREATE TABLE IF NOT EXISTS events (
   id INTEGER PRIMARY KEY, meter_id TEXT, at REAL NOT NULL, source TEXT NOT NULL, kind TEXT NOT NULL,
-  data TEXT NOT NULL);
-CREATE INDEX IF NOT EXISTS events_meter ON events (meter_id, id);
-CREATE TABLE IF NOT EXISTS readings (
+  data TEXT NOT NULL)""",
+    "CREATE INDEX IF NOT EXISTS events_meter ON events (meter_id, id)",
+    """CREATE TABLE IF NOT EXISTS readings (
   meter_id TEXT NOT NULL, ts INTEGER NOT NULL, import_wh INTEGER, export_wh INTEGER, credit INTEGER,
-  debt INTEGER, p_w INTEGER, supply TEXT, raw TEXT NOT NULL);
-CREATE INDEX IF NOT EXISTS readings_meter ON readings (meter_id, ts);
-CREATE TABLE IF NOT EXISTS statements (
+  debt INTEGER, p_w INTEGER, supply TEXT, raw TEXT NOT NULL)""",
+    "CREATE INDEX IF NOT EXISTS readings_meter ON readings (meter_id, ts)",
+    """CREATE TABLE IF NOT EXISTS statements (
   meter_id TEXT NOT NULL, month TEXT NOT NULL, import_wh INTEGER, cost INTEGER, topups INTEGER,
-  received REAL NOT NULL, PRIMARY KEY (meter_id, month));
-CREATE TABLE IF NOT EXISTS sms_commands (
+  received REAL NOT NULL, PRIMARY KEY (meter_id, month))""",
+    """CREATE TABLE IF NOT EXISTS sms_commands (
   meter_id TEXT NOT NULL, seq INTEGER NOT NULL, text TEXT NOT NULL, created REAL NOT NULL,
-  PRIMARY KEY (meter_id, seq));
-CREATE TABLE IF NOT EXISTS service (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS alarms (
-  id INTEGER PRIMARY KEY, meter_id TEXT,    -- NULL: the whole fleet
-  kind TEXT NOT NULL, raised REAL NOT NULL, cleared REAL, data TEXT NOT NULL);
-CREATE INDEX IF NOT EXISTS alarms_open ON alarms (cleared, kind);
-"""
+  PRIMARY KEY (meter_id, seq))""",
+    "CREATE TABLE IF NOT EXISTS service (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
+]
+
+# (version, what it does, statements). Add new ones at the end; never edit one that has shipped.
+MIGRATIONS = [
+    (1, "meters, vends, outbox, events, readings, statements, SMS commands", SCHEMA_V1),
+    (2, "vends.request_key: the caller's idempotency key, one request one vend", [
+        "ALTER TABLE vends ADD COLUMN request_key TEXT",
+        "CREATE UNIQUE INDEX IF NOT EXISTS vends_request ON vends (meter_id, request_key) "
+        "WHERE request_key IS NOT NULL",
+    ]),
+    (3, "headend_audit: who did what, when, with what result", [
+        """CREATE TABLE IF NOT EXISTS headend_audit (
+  id INTEGER PRIMARY KEY, at REAL NOT NULL, operator TEXT NOT NULL, origin TEXT NOT NULL,
+  action TEXT NOT NULL, target TEXT, args TEXT NOT NULL, result TEXT NOT NULL, detail TEXT NOT NULL,
+  msg_id TEXT)""",
+        "CREATE INDEX IF NOT EXISTS headend_audit_at ON headend_audit (at)",
+    ]),
+    (4, "topups: every top-up a meter reports, from any channel, for reconciliation", [
+        """CREATE TABLE IF NOT EXISTS topups (
+  meter_id TEXT NOT NULL, seq INTEGER NOT NULL, channel TEXT NOT NULL, tid INTEGER, what TEXT,
+  quantity INTEGER, minor INTEGER, msg_id TEXT, at INTEGER, received REAL NOT NULL, raw TEXT NOT NULL,
+  PRIMARY KEY (meter_id, seq))""",
+        "CREATE INDEX IF NOT EXISTS topups_tid ON topups (meter_id, tid)",
+    ]),
+    (5, "meters.up_window: uplink seqs accepted below the highest (several workers take uplinks out of order)", [
+        "ALTER TABLE meters ADD COLUMN up_window INTEGER NOT NULL DEFAULT 0",
+    ]),
+    (6, "alarms and meters.last_uplink: the head-end notices when uplinks stop (silence.py)", [
+        "ALTER TABLE meters ADD COLUMN last_uplink REAL",
+        """CREATE TABLE IF NOT EXISTS alarms (
+  id INTEGER PRIMARY KEY, meter_id TEXT,
+  kind TEXT NOT NULL, raised REAL NOT NULL, cleared REAL, data TEXT NOT NULL)""",
+        "CREATE INDEX IF NOT EXISTS alarms_open ON alarms (cleared, kind)",
+    ]),
+]
+SCHEMA_VERSION = MIGRATIONS[-1][0]
 
 
 
 class Store:
-    """Thread-safe access to the head-end database (one connection guarded by a lock)."""
+    """Thread-safe access to the head-end database (one connection guarded by a lock).
 
-    def __init__(self, path, clock=time.time):
-        self.path = str(path)
+    `target`: a SQLite file path (created 0600: it holds every meter's keys) or a postgresql:// URL."""
+
+    def __init__(self, target, clock=time.time):
+        self.path = str(target)
         self.clock = clock             # event times: wall seconds, or a scenario's virtual seconds
         self._lock = threading.RLock()
         try:
-            self.db = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
-            self.db.row_factory = sqlite3.Row
-            self.db.execute("PRAGMA journal_mode=WAL")
-            self.db.execute("PRAGMA synchronous=NORMAL")
-            self.db.executescript(SCHEMA)
-            self._migrate()
-        except sqlite3.DatabaseError as e:
+            self.db = dbapi.connect(self.path)
+        except dbapi.sqlite3.DatabaseError as e:
             raise UsageError(f"cannot open head-end database {self.path}: {e}",
                              hint="give --db a writable SQLite file (it is created if missing)") from None
+        self.kind = self.db.kind
+        try:
+            self.migrated = self._migrate()
+        except dbapi.sqlite3.DatabaseError as e:
+            self.db.close()
+            raise UsageError(f"cannot open head-end database {self.path}: {e}",
+                             hint="give --db a head-end SQLite file (it is created if missing)") from None
+
+    @property
+    def shown(self):
+        """The database as it may be printed (a URL's password hidden)."""
+        return dbapi.redact(self.path)
 
     def _migrate(self):
-        """Columns added since the first schema (an older database gains them at open)."""
-        cols = {r[1] for r in self.db.execute("PRAGMA table_info(vends)")}
-        if "request_key" not in cols:
-            # The caller's idempotency key for a top-up request: one request, one vend, ever.
-            self.db.execute("ALTER TABLE vends ADD COLUMN request_key TEXT")
-        if "last_uplink" not in {r[1] for r in self.db.execute("PRAGMA table_info(meters)")}:
-            # When the meter's last accepted uplink arrived (head-end clock): silence alarms.
-            self.db.execute("ALTER TABLE meters ADD COLUMN last_uplink REAL")
-        self.db.execute("CREATE UNIQUE INDEX IF NOT EXISTS vends_request ON vends (meter_id, request_key) "
-                        "WHERE request_key IS NOT NULL")
+        """Apply every migration not yet applied, each in its own transaction; returns those applied now.
+        A database from before versioning (tables, no schema_version) is recognised by its columns."""
+        applied_now = []
+        with self.tx() as db:
+            self.db.migration_lock()
+            db.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER PRIMARY KEY, name TEXT NOT NULL,"
+                       " applied REAL NOT NULL)")
+            have = {r[0] for r in db.execute("SELECT version FROM schema_version").fetchall()}
+            if not have and "vends" in self.db.tables():
+                # made before migrations were numbered: version 1, and 2 if request_key is there
+                have = {1} | ({2} if "request_key" in self.db.columns("vends") else set())
+                for v in sorted(have):
+                    db.execute("INSERT INTO schema_version (version, name, applied) VALUES (?,?,?)",
+                               (v, "found at open", time.time()))
+            newer = [v for v in have if v > SCHEMA_VERSION]
+            if newer:
+                raise UsageError(f"head-end database {self.shown} has schema version {max(newer)}, newer than this "
+                                 f"meterkit's {SCHEMA_VERSION}", hint="update meterkit before opening it")
+            for version, name, statements in MIGRATIONS:
+                if version in have:
+                    continue
+                for sql in statements:
+                    db.execute(sql)
+                db.execute("INSERT INTO schema_version (version, name, applied) VALUES (?,?,?)",
+                           (version, name, time.time()))
+                applied_now.append(version)
+        return applied_now
+
+    def schema_version(self):
+        return self.q1("SELECT MAX(version) AS v FROM schema_version")["v"]
 
     def close(self):
         with self._lock:
@@ -85,8 +148,21 @@ class Store:
 
     # -- small helpers ---------------------------------------------------------------------------
     def tx(self):
-        """A write transaction taken at once (BEGIN IMMEDIATE), so two processes never interleave."""
+        """A write transaction (SQLite: BEGIN IMMEDIATE, so two processes never interleave; PostgreSQL:
+        row locks where the statements ask for them, `FOR UPDATE`). It yields the connection, whose
+        execute() takes `?` parameters on both backends. Commits durably unless `relaxed()` is called."""
         return _Tx(self)
+
+    def retrying(self, fn, attempts=5):
+        """fn() (which runs its own transactions), again when the database aborted it for a conflict
+        between concurrent writers (PostgreSQL deadlock or serialisation failure, SQLite busy)."""
+        for i in range(attempts):
+            try:
+                return fn()
+            except Exception as e:
+                if i == attempts - 1 or not self.db.is_transient(e):
+                    raise
+                time.sleep(0.01 * (i + 1))
 
     def q(self, sql, args=()):
         with self._lock:
@@ -169,12 +245,19 @@ class _Tx:
 
     def __enter__(self):
         self.store._lock.acquire()
-        self.store.db.execute("BEGIN IMMEDIATE")
+        try:
+            self.store.db.begin()
+        except BaseException:
+            self.store._lock.release()
+            raise
         return self.store.db
 
     def __exit__(self, et, ev, tb):
         try:
-            self.store.db.execute("COMMIT" if et is None else "ROLLBACK")
+            if et is None:
+                self.store.db.commit()
+            else:
+                self.store.db.rollback()
         finally:
             self.store._lock.release()
         return False

@@ -104,6 +104,8 @@ def vend_topup(store, keystore, meter_id, kwh=None, amount=None, now=None, rng=N
     if request_key is not None and (not isinstance(request_key, str) or not 0 < len(request_key) <= 128):
         raise UsageError("a request key is 1..128 characters", hint="e.g. the payment's reference")
     with store.tx() as db:
+        # the meter's row lock serialises its vends (PostgreSQL; SQLite has one writer): TIDs never collide
+        db.execute("SELECT meter_id FROM meters WHERE meter_id=? FOR UPDATE", (meter_id,))
         old = db.execute("SELECT * FROM vends WHERE msg_id=?", (msg_id,)).fetchone()
         if old is None and request_key is not None:
             old = db.execute("SELECT * FROM vends WHERE meter_id=? AND request_key=?", (meter_id, request_key)).fetchone()

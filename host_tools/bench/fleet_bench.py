@@ -1,0 +1,315 @@
+"""Benchmark: a fleet of lightweight simulated meter sessions (FakeMeter: the real envelope protocol, STS
+tokens checked with the firmware's decoder) against mosquitto and PostgreSQL (private server, fsync on),
+served by `meterkit headend serve --workers N` for N in 4, 2, 1. Per N:
+
+- readings ingested per second: every meter publishes HEADEND_FLEET_READINGS readings at once, timed
+  from the first publish until all are in the store;
+- top-ups per second end to end: one token vended per meter (vend, outbox, delivery, the meter's STS
+  check, its result recorded), timed from the first vend until every result is in;
+- p95 latency of a top-up (vend to recorded result): under that burst, and paced at half the burst rate;
+- CPU per reading: the workers' CPU seconds (and PostgreSQL's, and mosquitto's) over the readings phase
+  divided by the readings.
+
+Size and shape from the environment: HEADEND_FLEET_SESSIONS (10000), HEADEND_FLEET_WORKERS ("4,2,1"),
+HEADEND_FLEET_READINGS (2), HEADEND_FLEET_PACED (1000). The load generator (the fake meters, the
+vending) runs on the same 2 cores as the workers, the broker and the database: see docs/scale.md."""
+import os
+import re
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+SESSIONS = int(os.environ.get("HEADEND_FLEET_SESSIONS", "10000"))
+WORKERS = [int(x) for x in os.environ.get("HEADEND_FLEET_WORKERS", "4,2,1").split(",")]
+READINGS = int(os.environ.get("HEADEND_FLEET_READINGS", "2"))
+PACED = int(os.environ.get("HEADEND_FLEET_PACED", "1000"))
+POOLS = 4
+TICK = os.sysconf("SC_CLK_TCK")
+
+
+def _cpu_s(pid):
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / TICK
+    except (OSError, IndexError, ValueError):
+        return 0.0
+
+
+def _children(ppid):
+    out = []
+    for d in os.listdir("/proc"):
+        if d.isdigit():
+            try:
+                with open(f"/proc/{d}/stat") as f:
+                    if int(f.read().rsplit(")", 1)[1].split()[1]) == ppid:
+                        out.append(int(d))
+            except (OSError, IndexError, ValueError):
+                pass
+    return out
+
+
+def _pg_cpu(pg):
+    with open(os.path.join(pg._data, "postmaster.pid")) as f:
+        master = int(f.readline())
+    return sum(_cpu_s(p) for p in [master] + _children(master))
+
+
+def _p95(xs):
+    xs = sorted(xs)
+    return xs[min(len(xs) - 1, int(0.95 * len(xs)))] if xs else None
+
+
+class _Serve:
+    def __init__(self, db, url, n):
+        argv = [sys.executable, "-m", "host_tools.cli", "headend", "serve", "--db", db, "--broker", url,
+                "--workers", str(n), "--retry-s", "120", "--retry-max-s", "600", "--operator", "bench"]
+        self.n = n
+        self.proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        self.lines = []
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self):
+        for line in self.proc.stdout:
+            self.lines.append(line.rstrip())
+
+    def worker_pids(self):
+        if self.n == 1:
+            return [self.proc.pid]
+        return [int(m.group(1)) for m in (re.search(r"started \(pid (\d+)\)", x) for x in self.lines) if m]
+
+    def ready(self, store, timeout=120):
+        keys = ["heartbeat"] if self.n == 1 else [f"heartbeat:w{i}" for i in range(self.n)]
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            vals = [store.service(k) for k in keys]
+            if all(v is not None and float(v) > time.time() - 5 for v in vals):
+                return True
+            time.sleep(0.2)
+        return False
+
+    def stop(self):
+        self.proc.terminate()
+        try:
+            self.proc.wait(60)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+
+def _wait_count(store, sql, target, timeout, stall_s=90):
+    """Wait until the count reaches target; gives up at timeout or when it has not moved for stall_s."""
+    end = time.monotonic() + timeout
+    n, last, moved = 0, -1, time.monotonic()
+    while time.monotonic() < end:
+        n = store.q1(sql)["n"]
+        if n >= target:
+            return n, True
+        if n != last:
+            last, moved = n, time.monotonic()
+        elif time.monotonic() - moved > stall_s:
+            break
+        time.sleep(0.1)
+    return n, False
+
+
+class _Pool:
+    """FakeMeterPool's sessions driven with one poll set kept across rounds (10,000 sessions: rebuilding
+    it every round made the load generator the bottleneck)."""
+
+    @staticmethod
+    def make(host, port, meters):
+        import select
+
+        from host_tools.headend.fakemeter import FakeMeterPool
+
+        class Pool(FakeMeterPool):
+            def _run(self):
+                poller = select.poll()
+                fds = {}                 # fd -> (client, registered mask)
+                last_misc = 0.0
+                while not self._stop.is_set():
+                    while True:
+                        try:
+                            self._calls.get_nowait()()
+                        except Exception:
+                            break
+                    live = {}
+                    for fm in self.meters:
+                        c = fm.client
+                        sock = c.socket() if c is not None else None
+                        if sock is None:
+                            continue
+                        fd = sock.fileno()
+                        mask = select.POLLIN | (select.POLLOUT if c.want_write() else 0)
+                        live[fd] = c
+                        old = fds.get(fd)
+                        if old is None:
+                            poller.register(fd, mask)
+                        elif old[0] is not c or old[1] != mask:
+                            poller.modify(fd, mask)
+                        fds[fd] = (c, mask)
+                    for fd in [f for f in fds if f not in live]:
+                        try:
+                            poller.unregister(fd)
+                        except (KeyError, ValueError):
+                            pass
+                        fds.pop(fd)
+                    if not live:
+                        time.sleep(0.01)
+                        continue
+                    for fd, ev in poller.poll(10):
+                        c = live.get(fd)
+                        if c is None:
+                            continue
+                        if ev & (select.POLLIN | select.POLLERR | select.POLLHUP):
+                            c.loop_read()
+                        if ev & select.POLLOUT and c.socket() is not None:
+                            c.loop_write()
+                    now = time.monotonic()
+                    if now - last_misc > 0.5:
+                        last_misc = now
+                        for fm in self.meters:
+                            fm.client.loop_misc()
+        return Pool(host, port, meters)
+
+
+def _vend_all(store, ks, ids, threads=2):
+    from host_tools.headend import vending
+    from host_tools.headend.store import Store
+    out = []
+
+    def work(part):
+        s = Store(store.path)
+        try:
+            for mid in part:
+                out.append(vending.vend_topup(s, ks, mid, kwh="1")["msg_id"])
+        finally:
+            s.close()
+    ts = [threading.Thread(target=work, args=(ids[i::threads],)) for i in range(threads)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join()
+    return out
+
+
+def _latencies(store, msg_ids):
+    wanted = set(msg_ids)
+    rows = store.q("SELECT msg_id, created, done_at FROM messages WHERE state='done' AND kind='token'")
+    return [r["done_at"] - r["created"] for r in rows if r["msg_id"] in wanted]
+
+
+def run(sessions=SESSIONS, workers=WORKERS):
+    from host_tools.headend import vending
+    from host_tools.headend.demo import make_fleet
+    from host_tools.headend.fakemeter import FakeMeter
+    from host_tools.headend.mosquitto import Mosquitto
+    from host_tools.headend.pgserver import PostgresServer
+    from host_tools.headend.store import Store
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, max(soft, 2 * sessions + 512)), hard))
+    tmp = tempfile.mkdtemp(prefix="fleet-bench-")
+    pg = PostgresServer(fsync=True).start()
+    broker = None
+    pools = []
+    res = {"fleet_sessions_target": sessions, "fleet_load_average_at_start": round(os.getloadavg()[0], 1)}
+    try:
+        url = pg.database("fleet")
+        csv_path, ks_path, rows = make_fleet(tmp, sessions)
+        store = Store(url)
+        store.import_csv(csv_path)
+        ks = vending.load_keystore(ks_path)
+        users = {r["meter_id"]: r["broker_password"] for r in rows}
+        users["headend"] = "bench-headend"
+        # the head-end's share of a burst waits in the broker: its queue must hold it (mosquitto drops past it)
+        broker = Mosquitto(passwords=users, max_queued_messages=1000000).start()
+        meters = [FakeMeter(r["meter_id"], bytes.fromhex(r["message_key_hex"]), r["broker_password"],
+                            vending.decoder_key(ks, store.meter(r["meter_id"]))) for r in rows]
+        pools = [_Pool.make("127.0.0.1", broker.port, meters[i::POOLS]) for i in range(POOLS)]
+        t0 = time.monotonic()
+        res["fleet_sessions"] = sum(p.start(timeout=600) for p in pools)
+        res["fleet_connect_s"] = round(time.monotonic() - t0, 1)
+        ids = [r["meter_id"] for r in rows]
+        ts_base = 1796601600
+        for n in workers:
+            k = f"fleet_w{n}_"
+            serve = _Serve(url, broker.url, n)
+            try:
+                if not serve.ready(store):
+                    res[k + "error"] = "workers not ready: " + " | ".join(serve.lines[-3:])
+                    continue
+                # readings: every meter publishes READINGS at once
+                before = store.q1("SELECT COUNT(*) AS n FROM readings")["n"]
+                pids = serve.worker_pids()
+                cpu0 = (sum(_cpu_s(p) for p in pids), _pg_cpu(pg), _cpu_s(broker.proc.pid))
+                t1 = time.monotonic()
+                for r in range(READINGS):
+                    ts_base += 60
+                    for p in pools:
+                        p.call(lambda p=p, ts=ts_base: [p_fm.client.publish(*p_fm.uplink(
+                            {"t": "reading", "ts": ts, "import_wh": ts % 100000, "credit": 1000}), qos=1)
+                            for p_fm in p.meters])
+                total = sessions * READINGS
+                got, ok = _wait_count(store, "SELECT COUNT(*) AS n FROM readings", before + total, 900)
+                dt = time.monotonic() - t1
+                cpu1 = (sum(_cpu_s(p) for p in pids), _pg_cpu(pg), _cpu_s(broker.proc.pid))
+                res[k + "readings"] = got - before
+                res[k + "readings_per_s"] = round((got - before) / dt, 1)
+                res[k + "cpu_ms_per_reading_workers"] = round(1000 * (cpu1[0] - cpu0[0]) / max(1, got - before), 3)
+                res[k + "cpu_ms_per_reading_postgres"] = round(1000 * (cpu1[1] - cpu0[1]) / max(1, got - before), 3)
+                res[k + "cpu_ms_per_reading_mosquitto"] = round(1000 * (cpu1[2] - cpu0[2]) / max(1, got - before), 3)
+                # top-ups: one per meter, vended while the workers deliver
+                done0 = store.q1("SELECT COUNT(*) AS n FROM messages WHERE state='done'")["n"]
+                t2 = time.monotonic()
+                burst = _vend_all(store, ks, ids)
+                vend_s = time.monotonic() - t2
+                got, ok = _wait_count(store, "SELECT COUNT(*) AS n FROM messages WHERE state='done'",
+                                      done0 + len(burst), 900)
+                dt = time.monotonic() - t2
+                res[k + "vends_per_s"] = round(len(burst) / vend_s, 1)
+                res[k + "topups_done"] = got - done0
+                res[k + "topups_per_s"] = round((got - done0) / dt, 1)
+                lat = _latencies(store, burst)
+                res[k + "topup_p95_s_burst"] = round(_p95(lat), 3) if lat else None
+                # paced: PACED top-ups at half the burst rate, one meter each
+                rate = max(1.0, res[k + "topups_per_s"] / 2)
+                paced = []
+                t3 = time.monotonic()
+                for i, mid in enumerate(ids[:PACED]):
+                    due = t3 + i / rate
+                    pause = due - time.monotonic()
+                    if pause > 0:
+                        time.sleep(pause)
+                    paced.append(vending.vend_topup(store, ks, mid, kwh="1")["msg_id"])
+                _wait_count(store, "SELECT COUNT(*) AS n FROM messages WHERE state='done'",
+                            done0 + len(burst) + len(paced), 600)
+                lat = _latencies(store, paced)
+                res[k + "paced_rate_per_s"] = round(rate, 1)
+                res[k + "topup_p95_s_paced"] = round(_p95(lat), 3) if lat else None
+                res[k + "topup_p50_s_paced"] = round(sorted(lat)[len(lat) // 2], 3) if lat else None
+            finally:
+                serve.stop()
+            print(f"   workers {n}: " + ", ".join(f"{x[len(k):]} {v}" for x, v in res.items() if x.startswith(k)),
+                  flush=True)
+        res["fleet_credited_exactly_once"] = all(len({m for m, _ in fm.credited}) == len(fm.credited) for fm in meters)
+        res["fleet_load_average_at_end"] = round(os.getloadavg()[0], 1)
+        store.close()
+    finally:
+        for p in pools:
+            p.stop(clean=False)
+        if broker:
+            broker.stop()
+        pg.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
+    return res
+
+
+if __name__ == "__main__":
+    import json
+    print(json.dumps(run(), indent=2))
