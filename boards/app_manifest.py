@@ -17,7 +17,8 @@ module("eventcodes.py", base_path=_FW)
 module("cellular.py", base_path=_FW)
 module("guard.py", base_path=_FW)
 module("startup.py", base_path=_FW)
+module("fwversion.py", base_path=_FW)
 
 # subsystem packages: every .py under each folder (a folder that does not exist yet freezes nothing)
-for _pkg in ("comms", "credit", "drivers", "metering", "provision", "relay", "service", "store", "tokens", "ui"):
+for _pkg in ("comms", "credit", "drivers", "metering", "provision", "relay", "service", "store", "tokens", "ui", "ota"):
     package(_pkg, base_path=_FW)

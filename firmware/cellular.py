@@ -159,7 +159,9 @@ class Cellular:
             finally:
                 unload("configcmd")
         if name == "fw_offer":
-            return "refused", {"why": "firmware update over the air is not implemented"}
+            if app.ota is None:
+                return "refused", {"why": "this meter has no OTA slots"}
+            return app.ota.offer(args)
         return "unknown_cmd", {}
 
     def on_balance(self):
