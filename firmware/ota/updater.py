@@ -111,9 +111,8 @@ class Updater:
         """(code, why). The same offer again while it is in progress is accepted (a redelivery, or the
         head-end resuming); another one is `busy`."""
         r = self.rec
-        h, _hb, _sig = O.parse(data)
         if r.get("st") in (DOWNLOAD, READY, SWITCHED) and not self.trial:
-            if h is not None and h.get("sha256") == r.get("sha"):
+            if hexlify(data).decode() == r.get("ofr"):
                 return O.ACCEPTED, "resuming at %d of %d" % (r.get("off", 0), r["size"])
             return BUSY, "installing %s" % r.get("v")
         if self.trial:

@@ -1,7 +1,8 @@
 """The `otadata` partition and the second-stage bootloader's choice of app slot, as ESP-IDF lays and
 applies them (app rollback enabled, as in every MicroPython ESP32 build): two 4 KB sectors, each holding
 one select entry (u32 ota_seq, 20-byte label, u32 ota_state, u32 CRC-32 of ota_seq seeded 0xFFFFFFFF).
-The entry with the highest valid sequence selects slot (seq - 1) % number of OTA slots.
+The entry with the highest valid sequence selects slot (seq - 1) % number of OTA slots; with no usable
+entry (blank, or only aborted or invalid ones) the first OTA slot runs, as a board flashed by cable.
 
 At boot: a selected image in state NEW becomes PENDING_VERIFY and runs; one still PENDING_VERIFY (it was
 never marked valid before this reset) becomes ABORTED and the other slot runs: the rollback."""
@@ -44,7 +45,7 @@ def select(otadata, slots):
         for s2, _i, st2 in live[1:]:
             if st2 not in (INVALID, ABORTED):
                 return (s2 - 1) % slots, [], "newest entry %s: the older slot" % STATE_NAMES[state]
-        return (seq - 1) % slots, [], "no usable entry: the newest slot anyway"
+        return 0, [], "no usable entry: the first OTA slot, as with blank otadata"
     if state == NEW:
         return (seq - 1) % slots, [(sector, entry(seq, PENDING_VERIFY))], "new image: pending verify"
     if state == PENDING_VERIFY:
@@ -52,8 +53,9 @@ def select(otadata, slots):
         for s2, _i, st2 in live[1:]:
             if st2 not in (INVALID, ABORTED):
                 return (s2 - 1) % slots, writes, "rollback: the image was not marked valid before this reset"
-        # no other entry (the image came by USB, not OTA): ESP-IDF runs it again
-        return (seq - 1) % slots, writes, "rollback wanted but no other entry"
+        # no other usable entry (the old image ran from blank otadata, as flashed by cable): the
+        # bootloader falls back as for blank otadata, to the first OTA slot
+        return 0, writes, "rollback: the image was not marked valid before this reset (to the first slot)"
     return (seq - 1) % slots, [], "valid"
 
 
