@@ -15,7 +15,9 @@ from relay import supply as sup
 UPLINK_EVENTS = ("meter_silent", "meter_garbage", "meter_reset", "meter_cal_error", "meter_recovered",
                  "ledger_lost", "power_fail", "supply_open", "supply_close", "over_power", "relay_failed",
                  "relay_welded", "low_credit", "emergency_taken", "tamper", "auth_failed", "calibration_changed",
-                 "record_reset", "crashed", "safe_mode", "job_escalated", "time_rejected", "factory_lock_missing")
+                 "record_reset", "crashed", "safe_mode", "job_escalated", "time_rejected", "factory_lock_missing",
+                 "ota_offered", "ota_refused", "ota_ready", "ota_failed", "ota_switch", "ota_trial", "ota_valid",
+                 "ota_unhealthy", "ota_rolled_back")
 
 
 _STMT = "stmt_out"

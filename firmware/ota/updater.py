@@ -261,7 +261,7 @@ class Updater:
         r = self.rec
         out = {"version": self.version, "slot": self.slot, "state": "trial" if self.trial else r.get("st", IDLE)}
         if r.get("st") in (DOWNLOAD, READY, SWITCHED):
-            out.update(target=r.get("v"), bytes=r.get("off", 0), size=r.get("size"))
+            out.update(target=r.get("v"), bytes=r.get("off", 0), size=r.get("size"), chunks=self.stats)
         if r.get("floor"):
             out["anti_rollback"] = r["floor"]
         if r.get("last"):

@@ -2,11 +2,11 @@
 the new image's health check), the `fw_offer` command, and the chunks arriving on `meters/<id>/fw`.
 
 Wire format (docs/ota.md): the meter asks on `meters/<id>/fwreq` with "SHA8 OFFSET LENGTH" (QoS 0);
-the head-end answers on `meters/<id>/fw` with b"FC" + SHA8 + u32 offset + u16 length + data + the
-first 8 bytes of HMAC-SHA-256(message key, b"fw" + SHA8 + u32 offset + data)."""
+the head-end answers on `meters/<id>/fw` with "FC SHA8 OFFSET BASE64(data) HEX(mac)", mac the first 8
+bytes of HMAC-SHA-256(message key, b"fw" + SHA8 + u32 LE offset + data)."""
 import json
 import struct
-from binascii import a2b_base64
+from binascii import a2b_base64, unhexlify
 
 from ota.updater import Updater
 
@@ -84,14 +84,20 @@ class OtaService:
 
     # -- chunks ------------------------------------------------------------------------------------
     def on_chunk(self, payload):
-        if len(payload) < 24 or payload[:2] != b"FC":
+        """b"FC SHA8 OFFSET BASE64 MACHEX": text with no CR or LF, because a modem in transparent mode
+        watches the byte stream for "\r\nCLOSED\r\n" (and an image holds that very string)."""
+        parts = bytes(payload).split(b" ")
+        if len(parts) != 5 or parts[0] != b"FC":
             return "bad_chunk"
-        off, n = struct.unpack_from("<IH", payload, 10)
-        data = payload[16:16 + n]
-        mac = payload[16 + n:24 + n]
-        if payload[2:10].decode() != (self.updater.rec.get("sha") or "")[:8]:
+        if parts[1].decode() != (self.updater.rec.get("sha") or "")[:8]:
             return "other_image"
-        return self.updater.chunk(off, bytes(data), bytes(mac))
+        try:
+            off = int(parts[2])
+            data = a2b_base64(parts[3])
+            mac = unhexlify(parts[4])
+        except Exception:
+            return self.updater.chunk(self.updater.rec.get("off", 0), b"", None)   # counted as bad
+        return self.updater.chunk(off, data, mac)
 
     # -- the job -----------------------------------------------------------------------------------
     def tick(self):

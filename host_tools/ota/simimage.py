@@ -57,7 +57,7 @@ def build(version, board="sim", overlay=None):
     img.flash_size_freq = 0x2F
     img.entrypoint = _IROM + 4
     code = bytes(range(256)) * 16
-    img.segments = [ELFSection(b".flash.rodata", _DROM, rodata), ELFSection(b".flash.text", _IROM, code)]
+    img.segments = [ELFSection(b".flash.rodata", _DROM, rodata, 0), ELFSection(b".flash.text", _IROM, code, 0)]
     return img.save(None)
 
 
