@@ -132,6 +132,11 @@ class Updater:
         self._save()
         self._asked = None
         self.emit("ota_offered", {"version": h["version"], "size": h["size"], "slot": self.rec["slot"]})
+        if self._slot_sha(h["size"]) == h["sha256"]:
+            # the slot already holds this image, verified (an offer again after a rollback caused by a
+            # reset, not by the image): no download, straight to the checks and the switch
+            self.rec["off"] = h["size"]
+            self._finish()
         return O.ACCEPTED, ""
 
     # -- the download ------------------------------------------------------------------------------
@@ -187,10 +192,8 @@ class Updater:
             self._save()
         return "ok"
 
-    def _finish(self):
-        """The whole image is in the slot: read it back, hash it, check the signed offer once more."""
-        r = self.rec
-        size = r["size"]
+    def _slot_sha(self, size):
+        """SHA-256 (hex) of the first `size` bytes of the target slot, read back from flash."""
         h = hashlib.sha256()
         buf = bytearray(_BLOCK)
         mv = memoryview(buf)
@@ -200,7 +203,12 @@ class Updater:
             k = min(_BLOCK, size - pos)
             h.update(mv[:k])
             pos += k
-        got = hexlify(h.digest()).decode()
+        return hexlify(h.digest()).decode()
+
+    def _finish(self):
+        """The whole image is in the slot: read it back, hash it, check the signed offer once more."""
+        r = self.rec
+        got = self._slot_sha(r["size"])
         code, _h, why = O.check(unhexlify(r["ofr"]), self.trust, self.board, self.version, r.get("floor"),
                                 self.part.info()[3])
         if got != r["sha"]:

@@ -30,9 +30,12 @@ CREATE TABLE IF NOT EXISTS ota_campaigns (
 CREATE TABLE IF NOT EXISTS ota_targets (
   campaign_id INTEGER NOT NULL, meter_id TEXT NOT NULL, stage INTEGER NOT NULL, state TEXT NOT NULL,
   bytes INTEGER NOT NULL DEFAULT 0, code TEXT, reason TEXT, msg_id TEXT, updated REAL NOT NULL,
-  last_event INTEGER NOT NULL DEFAULT 0, PRIMARY KEY (campaign_id, meter_id));
+  last_event INTEGER NOT NULL DEFAULT 0, attempts INTEGER NOT NULL DEFAULT 0,
+  PRIMARY KEY (campaign_id, meter_id));
 """
 FINAL = ("valid", "rolled_back", "refused", "failed", "cancelled")
+ATTEMPTS = 3            # offers per meter when a rollback came from a reset (a power cut in the trial)
+RESET_ROLLBACK = "reset before"   # how the meter words a rollback no health check asked for
 REQUEST_FILTER = "meters/+/fwreq"
 
 
@@ -225,6 +228,8 @@ class OtaService:
                     new, code, reason = "valid", None, None
                 elif k == "ota_rolled_back" and d.get("version") == pkg_version:
                     new, reason = "rolled_back", d.get("reason")
+                    if str(reason).startswith(RESET_ROLLBACK) and t["attempts"] < ATTEMPTS:
+                        new = "pending"      # a cut, not the image: offered again (its slot keeps the image)
                 elif k == "ota_failed":
                     new, code, reason = "failed", d.get("code"), d.get("why")
                 elif k == "ota_refused" and new == "offered":
@@ -246,8 +251,8 @@ class OtaService:
             mid = vending.queue_command(self.store, t["meter_id"], "fw_offer", {"offer": offer}, rng=self.rng)
             self.stats["offers"] += 1
             with self.store.tx() as db:
-                db.execute("UPDATE ota_targets SET state='offered', msg_id=?, updated=? WHERE campaign_id=? AND "
-                           "meter_id=?", (mid, now, c["id"], t["meter_id"]))
+                db.execute("UPDATE ota_targets SET state='offered', msg_id=?, attempts=attempts+1, updated=? WHERE "
+                           "campaign_id=? AND meter_id=?", (mid, now, c["id"], t["meter_id"]))
         rows = self.store.q("SELECT state FROM ota_targets WHERE campaign_id=? AND stage<=?", (c["id"], stage))
         done = [r["state"] for r in rows if r["state"] in FINAL]
         timed_out = now - c["stage_started"] >= c["stage_timeout_s"]
@@ -261,7 +266,8 @@ class OtaService:
             if len(done) == len(rows):
                 with self.store.tx() as db:
                     db.execute("UPDATE ota_campaigns SET state='done', note=? WHERE id=?",
-                               ("%.1f %% valid" % rate, c["id"]))
+                               ("%d of %d tried it: %.1f %% valid" % (len(tried), len(rows), rate) if tried
+                                else "no meter tried the image", c["id"]))
             return
         with self.store.tx() as db:
             if rate >= c["threshold_pct"]:

@@ -161,26 +161,28 @@ def run(meters=3, drop=0.0, cuts=0, seed=1, bad_signature=False, broken_image=Fa
         heota.upload(store, pkg_path, [signer.public_key()])     # the head-end takes what it is given
         cid = heota.start_campaign(store, NEW, "all", stages=stages, threshold_pct=threshold_pct)
 
-        cut_at = sorted(rng.uniform(virtual["s"] + 5, virtual["s"] + 600) for _ in range(cuts))
+        phases = [PHASES[i % len(PHASES)] for i in range(cuts)]
+        rng.shuffle(phases)
         cuts_done = []
         next_fault = virtual["s"] + rng.expovariate(drop / 60.0) if drop else None
         t_end = virtual["s"] + timeout_s
+        size = len(package.parse(open(pkg_path, "rb").read()).image)
         while virtual["s"] < t_end:
             step()
             now = virtual["s"]
-            while cut_at and cut_at[0] <= now:
-                cut_at.pop(0)
-                live = [m for m in fleet if not m.bricked]
-                m = rng.choice(live)
-                phase = _phase(store, cid, m.id)
-                m.sim.power_cut()
-                cuts_done.append({"at_s": round(now, 1), "meter": m.id, "phase": phase})
+            if phases and rng.random() < 0.25:
+                # a cut lands on a meter that is in the phase wanted now (a random moment within it)
+                live = [m for m in fleet if not m.bricked and _in_phase(store, cid, m, phases[0], size)]
+                if live:
+                    m = rng.choice(live)
+                    m.sim.power_cut()
+                    cuts_done.append({"at_s": round(now, 1), "meter": m.id, "phase": phases.pop(0)})
             if next_fault is not None and now >= next_fault:
                 m = rng.choice(fleet)
                 if m.sim.modem is not None and not m.bricked:
                     m.sim.modem.drop_link()
                 next_fault = now + rng.expovariate(drop / 60.0)
-            if not cut_at and _settled(store, cid, fleet):
+            if _settled(store, cid, fleet) and (not phases or not any(_could_still(store, cid, ph) for ph in phases)):
                 break
         # the last results and events reach the head-end
         for _ in range(int(60 / STEP_S)):
@@ -206,9 +208,27 @@ def run(meters=3, drop=0.0, cuts=0, seed=1, bad_signature=False, broken_image=Fa
             tmp.cleanup()
 
 
-def _phase(store, cid, meter_id):
-    t = store.q1("SELECT state FROM ota_targets WHERE campaign_id=? AND meter_id=?", (cid, meter_id))
-    return t["state"] if t else None
+PHASES = ("download", "verify_switch", "first_boot")
+
+
+def _in_phase(store, cid, m, phase, size):
+    """download: chunks arriving; verify_switch: the last chunk served, the image being read back, hashed,
+    checked and switched to; first_boot: the new image running, not yet marked valid."""
+    t = store.q1("SELECT state, bytes FROM ota_targets WHERE campaign_id=? AND meter_id=?", (cid, m.id))
+    if t is None:
+        return False
+    if phase == "download":
+        return t["state"] == "downloading" and 0 < t["bytes"] < size
+    if phase == "verify_switch":
+        return t["state"] == "downloading" and t["bytes"] == size and m.sim.running_slot == "ota_0"
+    ents = [e for e in otachip.read_state(m.sim.chip)["otadata"] if e is not None]
+    return bool(ents) and max(ents)[1] == "pending_verify"
+
+
+def _could_still(store, cid, phase):
+    """A phase some meter may still reach (no cut waits for what cannot come)."""
+    rows = store.q("SELECT state FROM ota_targets WHERE campaign_id=?", (cid,))
+    return any(r["state"] in ("pending", "offered", "downloading", "installed") for r in rows) and phase != "download"
 
 
 def _settled(store, cid, fleet):
