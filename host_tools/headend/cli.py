@@ -45,6 +45,8 @@ def register(subparsers):
     s.add_argument("--retry-max-s", type=float, default=600.0)
     s.add_argument("--duration-s", type=float, help="stop after this long (default: until Ctrl-C)")
     s.set_defaults(func=cmd_serve)
+    from host_tools.headend import ota_cli     # `headend ota ...`: packages and campaigns
+    ota_cli.register(sub, common)
 
     i = sub.add_parser("import", help="import meters from a provisioning CSV")
     common(i)
@@ -136,6 +138,8 @@ def cmd_serve(args):
         broker = EmbeddedBroker(db=args.db, port=args.broker_port).start()
         url = broker.url
     he = HeadEnd(store, url, retry_s=args.retry_s, retry_max_s=args.retry_max_s)
+    from host_tools.headend import ota as _ota
+    updates = _ota.attach(he)                  # firmware update campaigns and chunks (docs/ota.md)
     try:
         he.start()
     except DeviceError:
@@ -155,7 +159,7 @@ def cmd_serve(args):
         timer.daemon = True
         timer.start()
     try:
-        he.serve(stop)
+        he.serve(stop, on_tick=lambda _he: updates.tick())
     except KeyboardInterrupt:
         pass
     finally:

@@ -112,7 +112,11 @@ def set_state(store, cid, action):
     if row["state"] not in allowed[action]:
         raise UsageError(f"campaign {cid} is {row['state']}: cannot {action} it")
     new = {"pause": "paused", "resume": "running", "cancel": "cancelled"}[action]
+    c = store.q1("SELECT stage, stages FROM ota_campaigns WHERE id=?", (cid,))
     with store.tx() as db:
+        if action == "resume" and row["state"] == "halted" and c["stage"] + 1 < len(json.loads(c["stages"])):
+            # the operator looked at the halted stage and lets the rollout go on
+            db.execute("UPDATE ota_campaigns SET stage=stage+1 WHERE id=?", (cid,))
         db.execute("UPDATE ota_campaigns SET state=?, note=NULL, stage_started=CASE WHEN ?='running' THEN ? "
                    "ELSE stage_started END WHERE id=?", (new, new, store.clock(), cid))
         if new == "cancelled":
@@ -276,6 +280,14 @@ class OtaService:
             else:
                 db.execute("UPDATE ota_campaigns SET state='halted', note=? WHERE id=?",
                            ("stage %d: %.1f %% valid, below %.1f %%" % (stage, rate, c["threshold_pct"]), c["id"]))
+
+
+def attach(headend, rng=None):
+    """Serve firmware updates from a running head-end: chunk requests on its session, campaigns on its
+    loop (pass `service.tick` as `serve`'s on_tick)."""
+    service = OtaService(headend.store, lambda topic, payload: headend.client.publish(topic, payload, qos=0), rng)
+    headend.topic_handlers["fwreq"] = service.on_request
+    return service
 
 
 def trusted_keys(paths):

@@ -55,6 +55,9 @@ class HeadEnd:
         self.connected = threading.Event()
         self.counts = {"sent": 0, "results": 0, "rejected": 0, "readings": 0, "events": 0}
         self._keys = {}
+        # more uplink topics (meters/<id>/<name>) -> handler(meter_id, payload): firmware updates' chunk
+        # requests (host_tools/headend/ota.py); subscribed with QoS 0 on every session
+        self.topic_handlers = {}
         if client is None:
             client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=False,
                                  protocol=mqtt.MQTTv311)
@@ -93,7 +96,7 @@ class HeadEnd:
         if reason.is_failure:
             log.error("broker refused the head-end: %s", reason)
             return
-        client.subscribe([(UP_FILTER, 1), (STATUS_FILTER, 1)])
+        client.subscribe([(UP_FILTER, 1), (STATUS_FILTER, 1)] + [("meters/+/" + n, 0) for n in self.topic_handlers])
         self.connected.set()
 
     def _on_disconnect(self, client, userdata, flags, reason, props):
@@ -158,6 +161,8 @@ class HeadEnd:
                 self._status(parts[1], msg.payload)
             elif parts[2] == "up":
                 self.ingest(parts[1], msg.payload)
+            elif parts[2] in self.topic_handlers:
+                self.topic_handlers[parts[2]](parts[1], msg.payload)
         except Exception:  # one bad message must never stop the service
             log.exception("ingest of %s failed", msg.topic)
 
