@@ -355,3 +355,30 @@ show(r=[a, b, c, d, e, f])
 ''')
     a, b, c, d, e, f = r["r"]
     assert a[1:] == [0, 1024] and b is None and c is None and d[1:] == [0, 1024] and e is None and f[1:] == [1024, 1024], r
+
+
+def test_record_migrations_run_only_after_the_new_image_marked_itself_valid(meter):
+    work, _pkg = meter
+    (work / "rec-prepaid.json").write_text(json.dumps({"credit": 5000}))
+    steps = '''
+from ota import migrate
+STEPS = (("prepaid", 1, lambda v: {"f": 2, "credit_minor": v["credit"]}),)
+u = make("0.2.0")
+u.boot()
+u.on_valid = lambda: migrate.run(Store(), "0.2.0", STEPS, emit)
+'''
+    _install_and_switch(work)
+    assert otachip.boot(work / "chip.img").label == "ota_1"
+    r = run(work, steps + '''
+CLK.t += 1000
+during = Store().load("prepaid")
+res = u.prove({"link": False})
+show(during=during, res=res, after=Store().load("prepaid"))
+''', slot="ota_1")
+    assert r["during"] == {"credit": 5000} and r["after"] == {"credit": 5000} and r["res"] is None, r
+    r = run(work, steps + '''
+res = u.prove({"link": True})
+show(res=res, after=Store().load("prepaid"))
+''', slot="ota_1")
+    assert r["res"] == "valid" and r["after"] == {"f": 2, "credit_minor": 5000}, r
+    assert kinds(r)[-1] == "record_migrated"

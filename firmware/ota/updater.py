@@ -50,6 +50,7 @@ class Updater:
         self.running = partition(partition.RUNNING)
         self.slot = self.running.info()[4]
         self.trial = False
+        self.on_valid = None          # () -> None: the new image's record migrations (ota/migrate.py)
         self._trial_end = 0
         self._asked = None            # (offset, n, ticks) of the request in flight
         self._last_rx = None
@@ -256,6 +257,8 @@ class Updater:
             self._save()
             self.trial = False
             self.emit("ota_valid", {"version": self.version, "slot": self.slot, "from": r.get("from")})
+            if self.on_valid is not None:
+                self.on_valid()       # migrations only now: a rolled-back image still reads every record
             return "valid"
         if self.clock.ticks_diff(self.clock.ticks_ms(), self._trial_end) >= 0:
             failing.sort()

@@ -39,6 +39,11 @@ def start(app):
     u = Updater(app.store, esp32.Partition, app.clock, app.events.emit, app.board.info["name"], VERSION, trust,
                 _mac(key) if key else None, gap_ms=s.get("ota_gap_ms", 250), trial_s=s.get("ota_trial_s", 600))
     svc = OtaService(app, u)
+
+    def migrate():
+        from ota import migrate as m
+        m.run(app.store, VERSION, emit=app.events.emit)
+    u.on_valid = migrate
     u.boot()
     app.sched.every("ota", 1000, svc.tick)
     if app.cellular is not None:
