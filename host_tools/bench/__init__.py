@@ -22,6 +22,8 @@ BENCHES = [
     "host_tools.bench.remote_bench",
     "host_tools.bench.agency_bench",
     "host_tools.bench.heap32_bench",
+    "host_tools.bench.ota_bench",
+    "host_tools.bench.ota_bench:run_campaign",
 ]
 
 LONG = [

@@ -160,6 +160,7 @@ def run(meters=3, drop=0.0, cuts=0, seed=1, bad_signature=False, broken_image=Fa
         say("all %d meters online at %.0f s; campaign starts" % (len(fleet), virtual["s"]))
         heota.upload(store, pkg_path, [signer.public_key()])     # the head-end takes what it is given
         cid = heota.start_campaign(store, NEW, "all", stages=stages, threshold_pct=threshold_pct)
+        t_campaign = virtual["s"]
 
         phases = [PHASES[i % len(PHASES)] for i in range(cuts)]
         rng.shuffle(phases)
@@ -184,11 +185,13 @@ def run(meters=3, drop=0.0, cuts=0, seed=1, bad_signature=False, broken_image=Fa
                 next_fault = now + rng.expovariate(drop / 60.0)
             if _settled(store, cid, fleet) and (not phases or not any(_could_still(store, cid, ph) for ph in phases)):
                 break
+        t_settled = virtual["s"]
         # the last results and events reach the head-end
         for _ in range(int(60 / STEP_S)):
             step()
         ota.tick()
         report = _report(store, cid, fleet, seed, cuts_done, stats, ota, wall0, virtual["s"])
+        report["campaign_sim_s"] = round(t_settled - t_campaign, 1)
         if os.environ.get("OTA_SCENARIO_TRACE"):
             report["modem_logs"] = {m.id: m.sim.modem.log[-60:] for m in fleet if m.sim.modem is not None}
             report["broker_log"] = list(getattr(broker.sim, "log", []))[-80:]
