@@ -287,7 +287,7 @@ def register(simsub_scenario):
     p = simsub_scenario.add_parser("ota", help="a firmware update campaign over N simulated ESP32 meters, with "
                                                "link drops and power cuts")
     p.add_argument("--meters", type=int, default=3)
-    p.add_argument("--drop", type=float, default=0.0, help="share of chunks lost, and link drops per meter-minute")
+    p.add_argument("--drop", type=float, default=0.0, help="share of chunks lost; also about P link drops a simulated minute, on random meters")
     p.add_argument("--cuts", type=int, default=0, help="random power cuts during download, write, switch, first boot")
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--bad-signature", action="store_true", help="sign the package with a key the meters do not trust")
