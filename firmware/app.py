@@ -82,6 +82,9 @@ class App:
             self.sched.every("link", 1000, self.cellular.poll)
         from ota.wiring import start as ota_start      # updates in the field (firmware/ota/)
         self.ota = ota_start(self)
+        if self.ota is None:
+            from service.port import unload
+            unload("ota.wiring")                       # no OTA slots: no code kept resident
         self.version = VERSION
         self.relay = self.prepaid.relay      # for the self-test
         self.modem = _ModemCheck(self)

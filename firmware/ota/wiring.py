@@ -8,8 +8,6 @@ import json
 import struct
 from binascii import a2b_base64, unhexlify
 
-from ota.updater import Updater
-
 TRUST_FILE = "/ota_trust.json"
 
 
@@ -22,6 +20,7 @@ def start(app):
         esp32.Partition(esp32.Partition.RUNNING)
     except Exception:
         return None
+    from ota.updater import Updater          # only on a board with OTA slots
     try:
         with open((app.root or "") + TRUST_FILE) as f:
             trust = json.load(f).get("keys", [])
