@@ -12,7 +12,7 @@ def scenario(*args):
     r = mk("sim", "scenario", "ota", "--json", *args, timeout=1500)
     assert r.stdout, r.stderr[-2000:]
     out = json.loads(r.stdout)
-    assert out["bricked"] == 0 and out["credit_violations"] == 0, out
+    assert out["bricked"] == 0 and out["credit_violations"] == 0 and out["metering_stalled"] == 0, out
     assert r.returncode == 0, r.stderr[-2000:]
     for key in ("meters", "updated", "rolled_back", "refused", "bricked", "credit_violations", "max_download_sim_s",
                 "seed"):

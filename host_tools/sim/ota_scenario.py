@@ -248,7 +248,7 @@ def _credit(sim):
 def _report(store, cid, fleet, seed, cuts_done, stats, ota, wall0, sim_s):
     st = heota.status(store, cid)
     states = {t["meter"]: t for t in st["meters"]}
-    updated = rolled_back = refused = bricked = violations = 0
+    updated = rolled_back = refused = bricked = violations = stalled = 0
     versions = {}
     problems = []
     max_dl = 0.0
@@ -271,10 +271,13 @@ def _report(store, cid, fleet, seed, cuts_done, stats, ota, wall0, sim_s):
                 c["credit"] + c["debited"] != m.base["credit"] + m.base["debited"] or c["debited"] < m.base["debited"]:
             violations += 1
             problems.append({"meter": m.id, "before": m.base, "after": c})
+        if c["debited"] <= m.base["debited"]:
+            stalled += 1                # the constant load must have been metered and debited throughout
         if m.first_chunk is not None:
             max_dl = max(max_dl, m.last_chunk - m.first_chunk)
     return {"meters": len(fleet), "updated": updated, "rolled_back": rolled_back, "refused": refused,
             "bricked": bricked, "credit_violations": violations, "max_download_sim_s": round(max_dl, 1),
+            "metering_stalled": stalled,
             "seed": seed, "cuts": cuts_done, "chunks_served": ota.stats["chunks"], "chunks_lost": stats["chunks_lost"],
             "image_bytes": ota._blob(st["sha256"]).header["size"] if ota._blob(st["sha256"]) else None,
             "campaign": {k: st[k] for k in ("state", "counts", "note")},
