@@ -382,3 +382,24 @@ show(res=res, after=Store().load("prepaid"))
 ''', slot="ota_1")
     assert r["res"] == "valid" and r["after"] == {"f": 2, "credit_minor": 5000}, r
     assert kinds(r)[-1] == "record_migrated"
+
+
+def test_a_download_nobody_serves_for_hours_is_abandoned_and_the_meter_takes_the_next_offer(meter, signer):
+    work, pkg = meter
+    key, _ = signer
+    _offer_file(work, "next.bin", package.build(pkg.image, "sim", "0.3.0", key))
+    r = run(work, '''
+u = make()
+u.offer(offer())
+serve(u, limit=2)
+CLK.t += 6 * 3600 * 1000 - 1
+a = u.wanted()
+b = u.offer(offer("next.bin"))[0]
+CLK.t += 1000
+c = u.wanted()
+show(a=a, b=b, c=c, state=u.state, d=u.offer(offer("next.bin"))[0], status=u.status())
+''')
+    assert r["a"] is not None and r["b"] == "busy", r
+    assert r["c"] is None and r["d"] == "accepted" and r["status"]["target"] == "0.3.0", r
+    failed = [e for e in r["events"] if e[0] == "ota_failed"]
+    assert failed and failed[0][1]["code"] == "abandoned", r["events"]

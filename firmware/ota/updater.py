@@ -32,7 +32,7 @@ NO_SLOT = "no_ota_slot"
 
 class Updater:
     def __init__(self, store, partition, clock, emit, board, running_version, trust, chunk_mac=None,
-                 chunk=1024, gap_ms=250, retry_ms=15000, trial_s=600):
+                 chunk=1024, gap_ms=250, retry_ms=15000, trial_s=600, stall_s=21600):
         """`partition`: the `esp32.Partition` class. `chunk_mac(sha8, offset, data)` -> bytes the chunk
         must carry (None: chunks carry none). `trust`: the update keys' public numbers."""
         self.store = store
@@ -47,6 +47,8 @@ class Updater:
         self.gap_ms = gap_ms
         self.retry_ms = retry_ms
         self.trial_s = trial_s
+        self.stall_ms = stall_s * 1000
+        self._progress = clock.ticks_ms()   # last chunk written (or this boot)
         self.running = partition(partition.RUNNING)
         self.slot = self.running.info()[4]
         self.trial = False
@@ -149,6 +151,14 @@ class Updater:
             return None
         c = self.clock
         now = c.ticks_ms()
+        if c.ticks_diff(now, self._progress) >= self.stall_ms:
+            # nobody has served a chunk for hours (a campaign cancelled, a head-end gone): give up, so
+            # the meter is free for the next offer
+            self.rec = {"f": 1, "st": IDLE, "floor": r.get("floor"),
+                        "last": {"v": r["v"], "result": "abandoned", "reason": "no chunk for %d s" % (self.stall_ms // 1000)}}
+            self._save()
+            self.emit("ota_failed", {"version": r["v"], "code": "abandoned", "why": self.rec["last"]["reason"]})
+            return None
         if self._asked is not None and c.ticks_diff(now, self._asked[2]) < self.retry_ms:
             return None
         if self._asked is None and self._last_rx is not None and c.ticks_diff(now, self._last_rx) < self.gap_ms:
@@ -186,7 +196,7 @@ class Updater:
         off += n
         r["off"] = off
         self._asked = None
-        self._last_rx = self.clock.ticks_ms()
+        self._last_rx = self._progress = self.clock.ticks_ms()
         if off == r["size"]:
             return self._finish()
         if off % _COMMIT_EVERY == 0:
