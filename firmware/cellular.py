@@ -161,9 +161,10 @@ class Cellular:
             finally:
                 unload("configcmd")
         if name == "fw_offer":
-            if app.ota is None:
+            ota = getattr(app, "ota", None)
+            if ota is None:
                 return "refused", {"why": "this meter has no OTA slots"}
-            return app.ota.offer(args)
+            return ota.offer(args)
         return "unknown_cmd", {}
 
     def on_balance(self):
