@@ -37,6 +37,7 @@ class _Meter:
     def __init__(self, sim, row):
         self.sim, self.row, self.id = sim, row, row["meter_id"]
         self.bricked = None
+        self.cuts = 0
         self.first_chunk = None
         self.last_chunk = None
         self.base = None
@@ -175,7 +176,11 @@ def run(meters=3, drop=0.0, cuts=0, seed=1, bad_signature=False, broken_image=Fa
                 # a cut lands on a meter that is in the phase wanted now (a random moment within it)
                 live = [m for m in fleet if not m.bricked and _in_phase(store, cid, m, phases[0], size)]
                 if live:
-                    m = rng.choice(live)
+                    # spread over the fleet: a meter cut fewest times so far (three cuts in three trials
+                    # of one meter is a rollback the head-end stops re-offering, as for a crashing image)
+                    least = min(m.cuts for m in live)
+                    m = rng.choice([x for x in live if x.cuts == least])
+                    m.cuts += 1
                     m.sim.power_cut()
                     cuts_done.append({"at_s": round(now, 1), "meter": m.id, "phase": phases.pop(0)})
             if next_fault is not None and now >= next_fault:
