@@ -5,8 +5,11 @@
 # system's main.py is the one `meterkit build --frozen` writes. A test checks every firmware module is here.
 _FW = "../firmware"
 
+# The firmware's version, a top-level module of its own: an OTA image's frozen app carries its own
+# (host_tools/ota/simimage.py). main.py is not frozen (see above).
+module("fwversion.py", base_path=_FW)
+
 # subsystem packages: every .py under each folder (a folder that does not exist yet freezes nothing).
-# main.py is the only top-level module, and it is not frozen (see above).
-for _pkg in ("app", "comms", "credit", "metering", "prepaid", "provision", "relay", "service", "store", "tamper",
-             "tokens", "ui", "util"):
+for _pkg in ("app", "comms", "credit", "metering", "ota", "prepaid", "provision", "relay", "service", "store",
+             "tamper", "tokens", "ui", "util"):
     package(_pkg, base_path=_FW)

@@ -21,6 +21,7 @@ COMMANDS = [
     "host_tools.demo",
     "host_tools.headend.cli",
     "host_tools.agency.cli",
+    "host_tools.ota.cli",
 ]
 
 

@@ -16,7 +16,7 @@ from provision.commands import ProvisionCommands
 from service.port import ServicePort
 from util import lazy
 
-VERSION = "0.1.0"
+from fwversion import VERSION
 JOB_FAIL_LIMIT = const(32)    # consecutive failures of one job before the meter resets
 
 
@@ -86,6 +86,11 @@ class App:
                                            self.meter, self.actions, VERSION)
         if self.cellular is not None:
             self.sched.every("link", 1000, self.cellular.poll)
+        from ota.wiring import start as ota_start      # updates in the field (firmware/ota/)
+        self.ota = ota_start(self)
+        if self.ota is None:
+            from service.port import unload
+            unload("ota.wiring")                       # no OTA slots: no code kept resident
         self.version = VERSION
         self.relay = self.prepaid.relay      # for the self-test
         self.modem = _ModemCheck(self)
@@ -233,11 +238,13 @@ class App:
                 "uptime_s": self.clock.ticks_diff(self.clock.ticks_ms(), self.boot_ticks) // 1000,
                 "health": self.meter.readings()["health"], "faults": self.meter.faults,
                 "safe_mode": self.safe_mode, "boots": self.boot.boots, "resets_in_a_row": self.boot.resets,
-                "console_locked": bool(getattr(self.board, "console_locked", False))}
+                "console_locked": bool(getattr(self.board, "console_locked", False)),
+                "firmware": self.ota.status() if self.ota else {"version": VERSION, "slot": None}}
 
     def run(self):
         # The watchdog was armed by the guard before the app was built (guard.run).
-        self.events.emit("boot", {"version": VERSION, "n": self.boot.boots, "safe": self.safe_mode})
+        self.events.emit("boot", {"version": VERSION, "slot": self.ota.updater.slot if self.ota else None,
+                                  "n": self.boot.boots, "safe": self.safe_mode})
         self.sched.run()
 
 

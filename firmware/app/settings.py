@@ -18,6 +18,8 @@ SCHEMA = {
     "sms_tokens_registered_only": (0, int, 0, 1),    # 1: tokens by SMS only from utility/customer numbers
     "sms_balance_registered_only": (1, int, 0, 1),   # 1: balance by SMS only to utility/customer numbers
     "ui": (1, int, 0, 1),                            # the LCD and keypad (0: headless, e.g. a test rig)
+    "ota_trial_s": (600, int, 60, 86400),            # a new image proves itself within this, else rolls back
+    "ota_gap_ms": (250, int, 0, 60000),              # update chunks: at most one per this (rate limit)
     "prepaid": (None, dict, 0, 0),                   # tariff, ledger, policy, supply, relay: see prepaid.py
 }
 

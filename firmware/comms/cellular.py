@@ -19,7 +19,9 @@ HEADEND = "headend"      # what the meter's actions and events call this channel
 UPLINK_EVENTS = ("meter_silent", "meter_garbage", "meter_reset", "meter_cal_error", "meter_recovered",
                  "ledger_lost", "power_fail", "supply_open", "supply_close", "over_power", "relay_failed",
                  "relay_welded", "low_credit", "emergency_taken", "tamper", "auth_failed", "calibration_changed",
-                 "record_reset", "crashed", "safe_mode", "job_escalated", "time_rejected", "factory_lock_missing")
+                 "record_reset", "crashed", "safe_mode", "job_escalated", "time_rejected", "factory_lock_missing",
+                 "ota_offered", "ota_refused", "ota_ready", "ota_failed", "ota_switch", "ota_trial", "ota_valid",
+                 "ota_unhealthy", "ota_rolled_back")
 
 
 _STMT = "stmt_out"
@@ -162,7 +164,10 @@ class Cellular:
         if name == "get_statement":
             return "done", act.run("statement", HEADEND)
         if name == "fw_offer":
-            return "refused", {"why": "firmware update over the air is not implemented"}
+            ota = getattr(app, "ota", None)
+            if ota is None:
+                return "refused", {"why": "this meter has no OTA slots"}
+            return ota.offer(args)
         return "unknown_cmd", {}
 
     def on_settings(self, s):

@@ -21,6 +21,8 @@ class MeterLink:
         self.topic_down = "meters/%s/down" % mid
         self.topic_up = "meters/%s/up" % mid
         self.topic_status = "meters/%s/status" % mid
+        self.topic_fw = "meters/%s/fw" % mid          # update chunks (firmware/ota/), QoS 0
+        self.on_fw = None
         self.protocol = Protocol(mid, cfg["key"], store, self._queue, on_token, on_command, emit)
         self.uplink = Uplink(self.protocol, store, clock, self.topic_up, cfg.get("queue_capacity", 32),
                              cfg.get("reading_period_s", 900), read)
@@ -53,12 +55,20 @@ class MeterLink:
 
     def _session_up(self):
         self.mqtt.subscribe(self.topic_down, 1)
+        if self.on_fw is not None:
+            self.mqtt.subscribe(self.topic_fw, 0)
         self.mqtt.publish(self.topic_status, b"online", 1, True)
 
     def _message(self, topic, payload, pid):
         if topic == self.topic_down:
             self.protocol.receive(payload)
+        elif topic == self.topic_fw and self.on_fw is not None:
+            self.on_fw(payload)
         return True  # handled (or not for us): acknowledge so the broker stops resending
+
+    def up(self):
+        """True while the MQTT session is up."""
+        return self.mqtt.state == UP and self.supervisor.state == "up"
 
     def event(self, kind, data=None):
         """An event for the head-end (queued in flash until acknowledged)."""

@@ -52,6 +52,21 @@ def _read(f, addr, n, cipher):
     return data
 
 
+def _selected_app(f, parts, cipher):
+    """The app partition the bootloader starts: with OTA slots and `otadata`, the slot its newest valid
+    entry selects (host_tools/flash/otadata.py; blank otadata: the first slot, at 0x10000 as flashed);
+    else the app at 0x10000. The state changes a boot makes to otadata are applied by the simulated
+    chip that runs OTA (host_tools/sim/otachip.py), not here."""
+    from host_tools.flash import otadata
+    slots = sorted([p for p in parts if p.type == parttable.TYPE_APP and 0x10 <= p.subtype < 0x20],
+                   key=lambda p: p.subtype)
+    od = next((p for p in parts if p.type == parttable.TYPE_DATA and p.subtype == parttable.SUBTYPE_OTADATA), None)
+    if slots and od is not None:
+        idx, _writes, _note = otadata.select(_read(f, od.offset, 2 * otadata.SECTOR, cipher), len(slots))
+        return slots[idx]
+    return next((p for p in parts if p.type == parttable.TYPE_APP and p.offset == espimage.APP_OFFSET), None)
+
+
 def boot(flash_path, efuse_path=None):
     """Boot the chip whose flash is `flash_path` (whole chip: its size is the flash size). Returns a
     BootResult; raises BootFailure naming where and how the real board would stop."""
@@ -79,7 +94,7 @@ def boot(flash_path, efuse_path=None):
             parts = parttable.parse(_read(f, parttable.TABLE_OFFSET, parttable.TABLE_MAX, cipher))
         except parttable.PartitionTableError as e:
             raise BootFailure(f"the bootloader stops: {e}", hint="reflash the firmware") from None
-        app_part = next((p for p in parts if p.type == parttable.TYPE_APP and p.offset == espimage.APP_OFFSET), None)
+        app_part = _selected_app(f, parts, cipher)
         if app_part is None or app_part.end > flash_size:
             raise BootFailure("the bootloader finds no bootable app partition at 0x10000 inside the flash",
                               hint="flash a firmware laid for this module")

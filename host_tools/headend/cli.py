@@ -78,6 +78,8 @@ def register(subparsers):
                    "(MQTT v5 shared subscription) and the outbox; needs --broker")
     s.add_argument("--worker-id", type=int, help=argparse.SUPPRESS)   # one worker of --workers N
     s.set_defaults(func=cmd_serve)
+    from host_tools.headend import ota_cli     # `headend ota ...`: packages and campaigns
+    ota_cli.register(sub, common)
 
     bc = sub.add_parser("broker-config", help="write mosquitto's configuration from the store: a user per meter, "
                                                "ACLs to its own topics, client id = user, TLS with a utility CA")
@@ -223,6 +225,8 @@ def cmd_serve(args):
                      seq_window=workers.SEQ_WINDOW, **common)
     else:
         he = HeadEnd(store, url, **common)
+    from host_tools.headend import ota as _ota
+    updates = _ota.attach(he)                  # firmware update campaigns and chunks (docs/ota.md)
     try:
         he.start()
     except DeviceError:
@@ -249,7 +253,11 @@ def cmd_serve(args):
         def beat(h):
             store.set_service(key, h.clock())
     try:
-        he.serve(stop, on_tick=beat)
+        def on_tick(h):
+            if beat is not None:
+                beat(h)
+            updates.tick()
+        he.serve(stop, on_tick=on_tick)
     except KeyboardInterrupt:
         pass
     finally:

@@ -74,6 +74,9 @@ class HeadEnd:
         self.silence = silence.SilenceWatch(store, clock, fleet_silence_s, meter_silence_s)
         self.silence_check_s = silence_check_s
         self._silence_next = 0.0
+        # more uplink topics (meters/<id>/<name>) -> handler(meter_id, payload): firmware updates' chunk
+        # requests (host_tools/headend/ota.py); subscribed with QoS 0 on every session
+        self.topic_handlers = {}
         if client is None:
             if shared_group:
                 # MQTT v5 for $share; a session that outlives a crash (1 h), so what the broker had sent
@@ -135,11 +138,12 @@ class HeadEnd:
         if reason.is_failure:
             log.error("broker refused the head-end: %s", reason)
             return
+        extra = [("meters/+/" + n, 0) for n in self.topic_handlers]
         if self.shared_group:
             share = "$share/%s/" % self.shared_group
-            client.subscribe([(share + UP_FILTER, 1), (share + STATUS_FILTER, 1)])
+            client.subscribe([(share + UP_FILTER, 1), (share + STATUS_FILTER, 1)] + [(share + t, q) for t, q in extra])
         else:
-            client.subscribe([(UP_FILTER, 1), (STATUS_FILTER, 1)])
+            client.subscribe([(UP_FILTER, 1), (STATUS_FILTER, 1)] + extra)
         self.connected.set()
 
     def _on_disconnect(self, client, userdata, flags, reason, props):
@@ -259,6 +263,8 @@ class HeadEnd:
                 self._status(parts[1], msg.payload, retained=bool(getattr(msg, "retain", False)))
             elif parts[2] == "up":
                 self.store.retrying(lambda: self.ingest(parts[1], msg.payload))
+            elif parts[2] in self.topic_handlers:
+                self.topic_handlers[parts[2]](parts[1], msg.payload)
         except Exception:  # one bad message must never stop the service
             log.exception("ingest of %s failed", msg.topic)
 

@@ -105,9 +105,13 @@ class SimMeter:
                  settings=None, heap=None, mpy=True, workdir=None, realtime=False, speed=1.0,
                  time_valid=True, flash_image=None, keep_flash=False, flash_offset=0,
                  app_from_flash=False, broker=None, smsc=None, epoch=None, frozen=False, vfs_size=None,
-                 flash_cipher=None, repl=None, lcd_plays=True, chip=None):
+                 flash_cipher=None, repl=None, lcd_plays=True, chip=None, esp32=None, files=None):
         """`lcd_plays`: the board's LCD can play planned frames by itself (False: a board whose
-        display the meter must wake to draw every display period, as before the LCD timer)."""
+        display the meter must wake to draw every display period, as before the LCD timer).
+        `chip`: the metering chip (another variant of the board: boards/<board>/chips/).
+        `esp32`: a simulated ESP32's application flash (host_tools/sim/otachip.py): each boot runs the
+        frozen app carried by the image in the slot its bootloader selects. `files`: more files for a
+        fresh file system ({name: bytes}, beside settings.json)."""
         self.board = board
         self.lcd_plays = lcd_plays
         self.info = json.loads((board_dir(board) / "board.json").read_text())
@@ -137,7 +141,11 @@ class SimMeter:
             fl["vfs_size"] = vfs_size      # a board whose file system runs to the end of a larger flash
         self.vfs_size = fl["vfs_size"]
         self.frozen_dir = None
-        if app_from_flash:
+        self.esp32 = Path(esp32) if esp32 else None
+        self.running_slot = None
+        if self.esp32 is not None:
+            self.fw_dir, _ = frozen_layout(board)       # data-only file system; the app comes from the slot
+        elif app_from_flash:
             # Boot what was flashed: the application files come out of the flashed vfs partition.
             self.fw_dir = self.workdir / "app-from-flash"
             files = read_image_files(str(flash_image), fl["vfs_size"], fl["block_size"], flash_offset,
@@ -160,7 +168,7 @@ class SimMeter:
         # A flash file given with keep_flash=True is used as it is: a whole-chip image written by
         # `meterkit flash` (pass flash_offset = the board's vfs offset) or a partition image.
         if not self.flash_path.exists() or not keep_flash:
-            files = {}
+            files = dict(files or {})
             if settings:
                 files["settings.json"] = json.dumps(settings).encode()
             make_image(self.flash_path, fl["vfs_size"], fl["block_size"], files)
@@ -205,7 +213,10 @@ class SimMeter:
     # -- firmware process ------------------------------------------------------------------------
     def boot(self):
         env = dict(os.environ)
-        env.update(MICROPYPATH=search_path(self.fw_dir, self.frozen_dir), METER_SIM="127.0.0.1:%d" % self.port,
+        mpath = search_path(self.fw_dir, self.frozen_dir)
+        if self.esp32 is not None:
+            mpath = self._boot_chip(env)
+        env.update(MICROPYPATH=mpath, METER_SIM="127.0.0.1:%d" % self.port,
                    METER_SEED=str(self.seed), METER_BOARD_JSON=str(self.board_json or self.fw_dir / "board.json"),
                    METER_FLASH_OFFSET=str(self.flash.offset), METER_VFS_SIZE=str(self.vfs_size),
                    METER_RESET_CAUSE=self.reset_cause, METER_LCD_PLAYS="1" if self.lcd_plays else "0")
@@ -240,6 +251,18 @@ class SimMeter:
         self.boots += 1
         self._wdt_ms = None
         self._interrupted = False
+
+    def _boot_chip(self, env):
+        """The simulated ESP32's bootloader picks the slot (rolling back an image never marked valid);
+        the app that runs is the one that slot's image carries. Raises SimulationError if none is valid."""
+        from host_tools.ota import simimage
+        from host_tools.sim import otachip
+        b = otachip.boot(self.esp32)
+        self.running_slot = b.label
+        self.boot_notes = getattr(self, "boot_notes", []) + [(b.label, b.note)]
+        self.frozen_dir = simimage.frozen_dir(b.image)
+        env.update(METER_CHIP=str(self.esp32), METER_RUNNING_SLOT=b.label)
+        return search_path(self.fw_dir, self.frozen_dir) + ":" + str(otachip.SHIM_DIR)
 
     def kill(self):
         """Cut the firmware's power: the process dies wherever it is."""

@@ -669,6 +669,8 @@ def register_sim(simsub):
                         "time: not reproducible to the message)")
     q.add_argument("--json", action="store_true", help="print one JSON object")
     q.set_defaults(func=cmd_remote_topups)
+    from host_tools.sim import ota_scenario      # firmware update campaigns (docs/ota.md)
+    ota_scenario.register(ssub)
 
 
 def cmd_remote_topups(args):

@@ -1,0 +1,320 @@
+"""`meterkit sim scenario ota`: N simulated ESP32 meters (the real firmware, its frozen app carried by the
+image in the slot their bootloader selects) on one head-end and an in-process broker in virtual time,
+updated by a campaign over the flaky simulated cellular link, with random power cuts during the download,
+the write, the switch and the first boot (docs/ota.md).
+
+The report: `meters`, `updated` (running the new version, marked valid), `rolled_back` (reported by the
+meter), `refused`, `bricked` (no slot boots), `credit_violations` (a ledger that fails its conservation
+check, or credit created or lost across the update: credit + debited must stay what it was, as no top-up
+is sent), `max_download_sim_s` (first chunk to last chunk, simulated seconds), `seed`."""
+import json
+import os
+import random
+import tempfile
+import time
+
+from host_tools.errors import SimulationError, UsageError
+from host_tools.headend import vending
+from host_tools.headend import ota as heota
+from host_tools.headend.demo import make_fleet
+from host_tools.headend.service import HeadEnd
+from host_tools.headend.store import Store
+from host_tools.ota import keys, package, simimage
+from host_tools.sim import otachip
+
+OLD, NEW = "0.1.0", "0.2.0"
+STEP_S = 0.5
+HEAP = "384k"
+SERVICE_KEY = "a5c3" * 16
+# A build that lost its cellular side: it meters and answers its service port, but never brings the link
+# up, so it cannot prove itself within ota_trial_s and the bootloader takes the old image back.
+BROKEN_OVERLAY = {"cellular.py": '"""A broken build: the cellular side is missing."""\n\n\ndef start(app):\n'
+                                 '    return None\n'}
+SETTINGS = {"meter_period_s": 5, "ui": 0, "ota_trial_s": 180, "prepaid": {"ledger": {"opening_credit": 100000}}}
+
+
+class _Meter:
+    def __init__(self, sim, row):
+        self.sim, self.row, self.id = sim, row, row["meter_id"]
+        self.bricked = None
+        self.cuts = 0
+        self.first_chunk = None
+        self.last_chunk = None
+        self.base = None
+
+
+def run(meters=3, drop=0.0, cuts=0, seed=1, bad_signature=False, broken_image=False, stages=(100,),
+        threshold_pct=90.0, timeout_s=7200, workdir=None, log=None):
+    if not 1 <= meters <= 200:
+        raise UsageError("--meters must be 1..200", hint="each meter is a MicroPython process")
+    if not 0.0 <= drop < 1.0:
+        raise UsageError("--drop must be a probability 0..1 (below 1)", hint="e.g. --drop 0.3")
+    if cuts < 0:
+        raise UsageError("--cuts must be 0 or more")
+    from host_tools.sim.runner import SimMeter
+    from host_tools.sim.headend_client import SimHeadEndClient
+    from host_tools.sim.scenario import SteppedBroker
+    say = log or (lambda text: None)
+    rng = random.Random(seed)
+    wall0 = time.monotonic()
+    tmp = tempfile.TemporaryDirectory(prefix="ota-scenario-") if workdir is None else None
+    wd = tmp.name if tmp else str(workdir)
+    fleet = []
+    store = he = None
+    try:
+        keys.generate(os.path.join(wd, "maker.pem"), force=True)
+        maker = keys.load_private(os.path.join(wd, "maker.pem"))
+        signer = maker
+        if bad_signature:
+            keys.generate(os.path.join(wd, "stranger.pem"), force=True)
+            signer = keys.load_private(os.path.join(wd, "stranger.pem"))
+        say("building the images %s and %s%s" % (OLD, NEW, " (broken)" if broken_image else ""))
+        old_img = simimage.build(OLD)
+        new_img = simimage.build(NEW, overlay=BROKEN_OVERLAY if broken_image else None)
+        pkg_path = os.path.join(wd, "update.ota")
+        with open(pkg_path, "wb") as f:
+            f.write(package.build(new_img, "sim", NEW, signer, min_version=OLD))
+        trust = json.dumps(keys.trust_entry_file([maker.public_key()])).encode()
+
+        virtual = {"s": 0.0}
+        epoch = 1767225600
+        store = Store(os.path.join(wd, "headend.db"), clock=lambda: epoch + virtual["s"])
+        csv_path, ks_path, rows = make_fleet(os.path.join(wd, "fleet"), meters, rng=random.Random(seed * 104729 + 3))
+        store.import_csv(csv_path)
+        keystore = vending.load_keystore(ks_path)
+        broker = SteppedBroker(lambda: virtual["s"])
+        he = HeadEnd(store, broker.url, retry_s=30.0, retry_max_s=600.0, clock=lambda: epoch + virtual["s"],
+                     client=SimHeadEndClient(broker.sim, clock=lambda: virtual["s"]))
+        he.start()
+        chunk_drop = random.Random(seed * 31 + 1)
+        ota_client = broker.sim.client("headend-ota", clean_session=True,
+                                       on_message=lambda t, p, q, d, r: served(t, p))
+        stats = {"chunks_lost": 0}
+        by_id = {}
+
+        def publish(topic, payload):
+            if drop and chunk_drop.random() < drop:
+                stats["chunks_lost"] += 1           # lost on the cellular link
+                return
+            ota_client.publish(topic, payload, 0)
+
+        ota = heota.OtaService(store, publish, rng=random.Random(seed * 7 + 5))
+
+        def served(topic, payload):
+            mid = topic.split("/")[1]
+            if ota.on_request(mid, bytes(payload)):
+                m = by_id.get(mid)
+                if m is not None:
+                    m.first_chunk = m.first_chunk if m.first_chunk is not None else virtual["s"]
+                    m.last_chunk = virtual["s"]
+        ota_client.connect()
+        ota_client.subscribe(heota.REQUEST_FILTER, 0)
+
+        for i, row in enumerate(rows):
+            d = os.path.join(wd, "meter-%d" % i)
+            os.makedirs(d, exist_ok=True)
+            chip = os.path.join(d, "chip.img")
+            otachip.create(chip, old_img)
+            sim = SimMeter(seed=seed * 100 + i, afe="ideal", profile="constant", heap=HEAP, broker=broker.sim,
+                           settings=SETTINGS, workdir=os.path.join(d, "work"), epoch=epoch, esp32=chip,
+                           files={"ota_trust.json": trust})
+            m = _Meter(sim, row)
+            fleet.append(m)
+            by_id[m.id] = m
+            sim.run_for(3)
+            r = sim.request("provision", pan=row["pan"], serial=int(row["serial"][2:]), meter_id=row["meter_id"],
+                            sgc=row["sgc"], ti=int(row["ti"]), krn=int(row["krn"]),
+                            sts_key=vending.decoder_key(keystore, store.meter(row["meter_id"])).hex(),
+                            message_key=row["message_key_hex"], service_key=SERVICE_KEY, base_date="14",
+                            broker={"host": "headend.example", "port": 1883, "username": row["meter_id"],
+                                    "password": row["broker_password"]})
+            if not r.get("ok"):
+                raise SimulationError("meter %d refused provisioning: %s" % (i, r.get("error")))
+            sim.power_cut()
+
+        def step():
+            virtual["s"] += STEP_S
+            for m in fleet:
+                if m.bricked:
+                    continue
+                try:
+                    m.sim.run_until(int(virtual["s"] * 1000))
+                except SimulationError as e:
+                    m.bricked = str(e)
+                    say("meter %s bricked: %s" % (m.id, e))
+            broker.sim.pump()
+            he.client.service()
+            he.tick()
+            ota.tick()
+            broker.sim.pump()
+
+        def online():
+            n = store.q1("SELECT COUNT(*) AS n FROM meters WHERE status='online'")["n"]
+            return n == len(fleet)
+
+        while not online():
+            step()
+            if virtual["s"] > 900:
+                raise SimulationError("the meters did not all come online within 900 simulated seconds")
+        for m in fleet:
+            m.base = _credit(m.sim)
+        say("all %d meters online at %.0f s; campaign starts" % (len(fleet), virtual["s"]))
+        heota.upload(store, pkg_path, [signer.public_key()])     # the head-end takes what it is given
+        cid = heota.start_campaign(store, NEW, "all", stages=stages, threshold_pct=threshold_pct)
+        t_campaign = virtual["s"]
+
+        phases = [PHASES[i % len(PHASES)] for i in range(cuts)]
+        rng.shuffle(phases)
+        cuts_done = []
+        next_fault = virtual["s"] + rng.expovariate(drop / 60.0) if drop else None
+        t_end = virtual["s"] + timeout_s
+        size = len(package.parse(open(pkg_path, "rb").read()).image)
+        while virtual["s"] < t_end:
+            step()
+            now = virtual["s"]
+            if phases and rng.random() < 0.25:
+                # a cut lands on a meter that is in the phase wanted now (a random moment within it)
+                live = [m for m in fleet if not m.bricked and _in_phase(store, cid, m, phases[0], size)]
+                if live:
+                    # spread over the fleet: a meter cut fewest times so far (three cuts in three trials
+                    # of one meter is a rollback the head-end stops re-offering, as for a crashing image)
+                    least = min(m.cuts for m in live)
+                    m = rng.choice([x for x in live if x.cuts == least])
+                    m.cuts += 1
+                    m.sim.power_cut()
+                    cuts_done.append({"at_s": round(now, 1), "meter": m.id, "phase": phases.pop(0)})
+            if next_fault is not None and now >= next_fault:
+                m = rng.choice(fleet)
+                if m.sim.modem is not None and not m.bricked:
+                    m.sim.modem.drop_link()
+                next_fault = now + rng.expovariate(drop / 60.0)
+            if _settled(store, cid, fleet) and (not phases or not any(_could_still(store, cid, ph) for ph in phases)):
+                break
+        t_settled = virtual["s"]
+        # the last results and events reach the head-end
+        for _ in range(int(60 / STEP_S)):
+            step()
+        ota.tick()
+        report = _report(store, cid, fleet, seed, cuts_done, stats, ota, wall0, virtual["s"])
+        report["campaign_sim_s"] = round(t_settled - t_campaign, 1)
+        if os.environ.get("OTA_SCENARIO_TRACE"):
+            report["modem_logs"] = {m.id: m.sim.modem.log[-60:] for m in fleet if m.sim.modem is not None}
+            report["broker_log"] = list(getattr(broker.sim, "log", []))[-80:]
+            report["meter_events"] = {m.id: m.sim.request("events")["events"][-40:] for m in fleet if not m.bricked}
+        return report
+    finally:
+        for m in fleet:
+            m.sim.close()
+        if he is not None:
+            try:
+                he.stop()
+            except Exception:  # noqa: BLE001 - closing after a failure
+                pass
+        if store is not None:
+            store.close()
+        if tmp is not None:
+            tmp.cleanup()
+
+
+PHASES = ("download", "verify_switch", "first_boot")
+
+
+def _in_phase(store, cid, m, phase, size):
+    """download: chunks arriving; verify_switch: the last chunk served, the image being read back, hashed,
+    checked and switched to; first_boot: the new image running, not yet marked valid."""
+    t = store.q1("SELECT state, bytes FROM ota_targets WHERE campaign_id=? AND meter_id=?", (cid, m.id))
+    if t is None:
+        return False
+    if phase == "download":
+        return t["state"] == "downloading" and 0 < t["bytes"] < size
+    if phase == "verify_switch":
+        return t["state"] == "downloading" and t["bytes"] == size and m.sim.running_slot == "ota_0"
+    ents = [e for e in otachip.read_state(m.sim.esp32)["otadata"] if e is not None]
+    return bool(ents) and max(ents)[1] == "pending_verify"
+
+
+def _could_still(store, cid, phase):
+    """A phase some meter may still reach (no cut waits for what cannot come)."""
+    rows = store.q("SELECT state FROM ota_targets WHERE campaign_id=?", (cid,))
+    return any(r["state"] in ("pending", "offered", "downloading", "installed") for r in rows) and phase != "download"
+
+
+def _settled(store, cid, fleet):
+    rows = store.q("SELECT meter_id, state FROM ota_targets WHERE campaign_id=?", (cid,))
+    bricked = {m.id for m in fleet if m.bricked}
+    return all(r["state"] in heota.FINAL or r["meter_id"] in bricked for r in rows)
+
+
+def _credit(sim):
+    v = sim.request("credit")
+    return {"credit": v["credit"], "debited": v["debited"], "topups": v["topups"], "check": v.get("check")}
+
+
+def _report(store, cid, fleet, seed, cuts_done, stats, ota, wall0, sim_s):
+    st = heota.status(store, cid)
+    states = {t["meter"]: t for t in st["meters"]}
+    updated = rolled_back = refused = bricked = violations = stalled = 0
+    versions = {}
+    problems = []
+    max_dl = 0.0
+    for m in fleet:
+        if m.bricked:
+            bricked += 1
+            continue
+        s = m.sim.request("status")
+        fw = s.get("firmware") or {}
+        versions[m.id] = fw
+        t = states.get(m.id, {})
+        if fw.get("version") == NEW and t.get("state") == "valid":
+            updated += 1
+        if t.get("state") == "rolled_back" and fw.get("version") == OLD:
+            rolled_back += 1
+        if t.get("state") == "refused" and fw.get("version") == OLD:
+            refused += 1
+        c = _credit(m.sim)
+        if c["check"] is not None or c["topups"] != m.base["topups"] or \
+                c["credit"] + c["debited"] != m.base["credit"] + m.base["debited"] or c["debited"] < m.base["debited"]:
+            violations += 1
+            problems.append({"meter": m.id, "before": m.base, "after": c})
+        if c["debited"] <= m.base["debited"]:
+            stalled += 1                # the constant load must have been metered and debited throughout
+        if m.first_chunk is not None:
+            max_dl = max(max_dl, m.last_chunk - m.first_chunk)
+    return {"meters": len(fleet), "updated": updated, "rolled_back": rolled_back, "refused": refused,
+            "bricked": bricked, "credit_violations": violations, "max_download_sim_s": round(max_dl, 1),
+            "metering_stalled": stalled,
+            "seed": seed, "cuts": cuts_done, "chunks_served": ota.stats["chunks"], "chunks_lost": stats["chunks_lost"],
+            "image_bytes": ota._blob(st["sha256"]).header["size"] if ota._blob(st["sha256"]) else None,
+            "campaign": {k: st[k] for k in ("state", "counts", "note")},
+            "targets": [{k: t[k] for k in ("meter", "state", "code", "reason")} for t in st["meters"]],
+            "versions": versions, "credit_problems": problems, "sim_s": round(sim_s, 1),
+            "wall_s": round(time.monotonic() - wall0, 1)}
+
+
+def register(simsub_scenario):
+    p = simsub_scenario.add_parser("ota", help="a firmware update campaign over N simulated ESP32 meters, with "
+                                               "link drops and power cuts")
+    p.add_argument("--meters", type=int, default=3)
+    p.add_argument("--drop", type=float, default=0.0, help="share of chunks lost; also about P link drops a simulated minute, on random meters")
+    p.add_argument("--cuts", type=int, default=0, help="random power cuts during download, write, switch, first boot")
+    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--bad-signature", action="store_true", help="sign the package with a key the meters do not trust")
+    p.add_argument("--broken-image", action="store_true", help="an image that fails its health check")
+    p.add_argument("--stages", default="100", help="cumulative %% per stage, e.g. 1,10,100 (default 100)")
+    p.add_argument("--timeout", type=float, default=7200, help="simulated seconds before giving up")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_ota)
+
+
+def cmd_ota(args):
+    import sys
+    from host_tools.cli import emit
+    try:
+        stages = tuple(float(x) for x in args.stages.split(","))
+    except ValueError:
+        raise UsageError(f"--stages {args.stages!r} is not a list of numbers", hint="e.g. 1,10,100") from None
+    say = (lambda text: sys.stderr.write(text + "\n")) if not args.json else None
+    res = run(meters=args.meters, drop=args.drop, cuts=args.cuts, seed=args.seed, bad_signature=args.bad_signature,
+              broken_image=args.broken_image, stages=stages, timeout_s=args.timeout, log=say)
+    emit(res, args.json)
+    return 0 if res["bricked"] == 0 and res["credit_violations"] == 0 else 1

@@ -1,0 +1,44 @@
+"""`meterkit sim scenario ota`: simulated ESP32 meters running the real firmware get a campaign over the
+flaky simulated cellular link. A good package ends with every meter on the new version (power cuts in
+download, verify/switch and first boot included); a package signed by an untrusted key is refused by
+every meter; an image that fails its health check is rolled back by every meter and reported. Never a
+bricked meter, never credit created or lost."""
+import json
+
+from cli_support import mk
+
+
+def scenario(*args):
+    r = mk("sim", "scenario", "ota", "--json", *args, timeout=1500)
+    assert r.stdout, r.stderr[-2000:]
+    out = json.loads(r.stdout)
+    assert out["bricked"] == 0 and out["credit_violations"] == 0 and out["metering_stalled"] == 0, out
+    assert r.returncode == 0, r.stderr[-2000:]
+    for key in ("meters", "updated", "rolled_back", "refused", "bricked", "credit_violations", "max_download_sim_s",
+                "seed"):
+        assert key in out, key
+    return out
+
+
+def test_good_package_updates_every_meter_through_drops_and_cuts_in_every_phase():
+    out = scenario("--meters", "2", "--drop", "0.3", "--cuts", "3", "--seed", "4")
+    assert out["updated"] == 2 and out["rolled_back"] == 0 and out["refused"] == 0, out["targets"]
+    assert sorted(c["phase"] for c in out["cuts"]) == ["download", "first_boot", "verify_switch"], out["cuts"]
+    assert out["chunks_lost"] > 0 and out["max_download_sim_s"] > 0
+    assert all(v["version"] == "0.2.0" and v["slot"] == "ota_1" for v in out["versions"].values()), out["versions"]
+
+
+def test_a_package_signed_by_an_untrusted_key_is_refused_by_every_meter():
+    out = scenario("--meters", "2", "--bad-signature")
+    assert out["refused"] == 2 and out["updated"] == 0, out["targets"]
+    assert {t["code"] for t in out["targets"]} == {"bad_signature"}
+    assert out["chunks_served"] == 0, "a refused package was downloaded"
+    assert all(v["version"] == "0.1.0" and v["slot"] == "ota_0" for v in out["versions"].values())
+
+
+def test_an_image_that_fails_its_health_check_is_rolled_back_and_reported_by_every_meter():
+    out = scenario("--meters", "2", "--broken-image", "--seed", "2")
+    assert out["rolled_back"] == 2 and out["updated"] == 0, out["targets"]
+    assert all("link" in t["reason"] for t in out["targets"]), out["targets"]
+    assert all(v["version"] == "0.1.0" and v["slot"] == "ota_0" and v["last"]["result"] == "rolled_back"
+               for v in out["versions"].values()), out["versions"]
