@@ -89,8 +89,9 @@ class App:
         from ota.wiring import start as ota_start      # updates in the field (firmware/ota/)
         self.ota = ota_start(self)
         if self.ota is None:
-            from service.port import unload
-            unload("ota.wiring")                       # no OTA slots: no code kept resident
+            lazy.unload("ota.wiring")                  # no OTA slots: no code kept resident
+        if self.cellular is not None:
+            self.cellular.ota = self.ota               # fw_offer from the head-end goes to the updater
         self.version = VERSION
         self.relay = self.prepaid.relay      # for the self-test
         self.modem = _ModemCheck(self)

@@ -103,6 +103,7 @@ class Cellular:
         self.meter = meter
         self.actions = actions
         self.version = version
+        self.ota = None          # the firmware updater, when the board has OTA slots (set by the app)
         b = ident["broker"]
         s = settings
         cfg = {"meter_id": ident["meter_id"], "key": keys["message_key"],
@@ -164,7 +165,7 @@ class Cellular:
         if name == "get_statement":
             return "done", act.run("statement", HEADEND)
         if name == "fw_offer":
-            ota = getattr(app, "ota", None)
+            ota = self.ota
             if ota is None:
                 return "refused", {"why": "this meter has no OTA slots"}
             return ota.offer(args)
