@@ -12,7 +12,7 @@ from comms import cellular
 from fakes import FakeClock, Stream
 from service.port import ServicePort
 from relay.supply import REMOTE
-from util.errors import Refused
+from util import Refused
 
 
 class FakeSupply:

@@ -8,11 +8,12 @@ nothing changed.
 action came from: "service", "keypad", "headend" (inside an authenticated envelope), "mqtt" (a bare
 token), "sms:<number>". It decides a token's lockout and goes into the event. This module, token
 decoding and remote settings are loaded for one call only (util.lazy): large and rare."""
+from prepaid.core import month_name
 from relay.supply import REMOTE, names as reason_names
-from util import lazy
-from util.errors import Refused
-from util.timecheck import plausible
+from util import Refused, lazy
 
+TIME_MIN = 1577836800        # 2020-01-01: the one bound on a clock set from outside, on every channel
+TIME_MAX = 4102444800        # 2100-01-01
 TOPUP_MAX = 100000000        # credit units in one top-up
 REF_MAX = 32                 # characters of a top-up reference
 DIGITS_MAX = 40              # characters of a token
@@ -21,12 +22,32 @@ DIGITS_MAX = 40              # characters of a token
 # -- views ---------------------------------------------------------------------------------------
 def credit(a, by):
     """The prepaid state: credit, debt, emergency, supply and why, tamper, commits."""
-    return a.prepaid.view()
+    p = a.prepaid
+    led = p.ledger
+    s = p.supply
+    return {"mode": p.schedule.mode, "credit": led.credit, "debt": led.debt,
+            "emergency_owed": led.em_owed, "emergency": led.emergency_state(),
+            "topups": led.topups, "debited": led.debited, "opening": led.opening,
+            "cleared": led.cleared, "check": led.check(), "days_left": p.policy.days_left(led.credit),
+            "supply": p.supply_state(), "reasons": reason_names(s.reasons()), "awaiting_key": s.awaiting_key,
+            "relay_failed": bool(p.relay.failed), "commits": p.commits, "energy_commits": p.hot_commits,
+            "tamper": p.tamper.names()}
 
 
 def statement(a, by):
-    """The last closed month and the month so far."""
-    return a.prepaid.statement_view()
+    """The last closed month (closed by the prepaid core at the month's turn) and the month so far."""
+    p = a.prepaid
+    led = p.ledger
+    out = {"last": None, "current": None}
+    st = p.statement
+    if st:
+        out["last"] = {"month": month_name(st[0]), "import_wh": st[1], "cost": st[2], "topups": st[3],
+                       "credit": st[4]}
+    mo = p.month
+    if mo:
+        out["current"] = {"month": month_name(mo[0]), "import_wh": p.meter.import_wh - mo[1],
+                          "cost": led.debited - mo[2], "topups": led.topups - mo[3], "credit": led.credit}
+    return out
 
 
 # -- credit --------------------------------------------------------------------------------------
@@ -103,7 +124,7 @@ def clear_tamper(a, by):
 # -- clock and settings --------------------------------------------------------------------------
 def set_time(a, unix, by):
     """Set the clock from a trusted source (a privileged service request, a signed command)."""
-    if not plausible(unix):
+    if not isinstance(unix, int) or isinstance(unix, bool) or not TIME_MIN <= unix <= TIME_MAX:
         raise Refused("unix must be seconds since 1970 between 2020 and 2100")
     clock = a.clock
     was = clock.time() if clock.time_valid else None

@@ -13,7 +13,7 @@ import json
 import os
 
 from app import settings as config
-from util.errors import Refused
+from util import Refused
 from util.lazy import once
 
 PREPAID_KEYS = ("tariff", "ledger", "policy", "supply", "tamper", "commit_wh", "commit_s")

@@ -11,7 +11,7 @@ A meter that is not provisioned (or whose board has no modem) runs without it: m
 never depend on the network."""
 from relay import supply as sup
 from store.records import StoreCorrupt, StoreMissing
-from util.errors import Refused
+from util import Refused
 
 HEADEND = "headend"      # what the meter's actions and events call this channel
 

@@ -36,7 +36,7 @@ Event: low_credit {"by": "amount"|"days", "credit": c, "days": d or -1}.
 
 from micropython import const
 
-from util.check import need_int
+from util import need_int
 
 _DAY_S = const(86400)
 _WEEK_MIN = const(10080)

@@ -304,21 +304,6 @@ class Prepaid:
         self.commit()
         self.emit("statement", {"month": month_name(mo[0])})
 
-    def statement_view(self):
-        """The last closed month and the month so far, for the service port and the head-end."""
-        led = self.ledger
-        m = self.meter
-        out = {"last": None, "current": None}
-        st = self.statement
-        if st:
-            out["last"] = {"month": month_name(st[0]), "import_wh": st[1], "cost": st[2], "topups": st[3],
-                           "credit": st[4]}
-        mo = self.month
-        if mo:
-            out["current"] = {"month": month_name(mo[0]), "import_wh": m.import_wh - mo[1],
-                              "cost": led.debited - mo[2], "topups": led.topups - mo[3], "credit": led.credit}
-        return out
-
     def power_failing(self):
         """The supply is going: take the last energy out of the chip and commit it now."""
         if self.power_fail_pin.value():
@@ -415,18 +400,6 @@ class Prepaid:
 
     def supply_state(self):
         return "closed" if self.supply.closed else "open"
-
-    def view(self):
-        led = self.ledger
-        return {"mode": self.schedule.mode, "credit": led.credit, "debt": led.debt,
-                "emergency_owed": led.em_owed, "emergency": led.emergency_state(),
-                "topups": led.topups, "debited": led.debited, "opening": led.opening,
-                "cleared": led.cleared, "check": led.check(),
-                "days_left": self.policy.days_left(led.credit),
-                "supply": self.supply_state(),
-                "reasons": sup.names(self.supply.reasons()), "awaiting_key": self.supply.awaiting_key,
-                "relay_failed": bool(self.relay.failed), "commits": self.commits,
-                "energy_commits": self.hot_commits, "tamper": self.tamper.names()}
 
 
 def month_name(mid):
