@@ -7,6 +7,6 @@ _FW = "../firmware"
 
 # subsystem packages: every .py under each folder (a folder that does not exist yet freezes nothing).
 # main.py is the only top-level module, and it is not frozen (see above).
-for _pkg in ("app", "comms", "credit", "metering", "prepaid", "provision", "relay", "service", "store", "tamper",
+for _pkg in ("app", "comms", "credit", "metering", "prepaid", "provision", "relay", "service", "store",
              "tokens", "ui", "util"):
     package(_pkg, base_path=_FW)

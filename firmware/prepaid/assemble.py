@@ -4,8 +4,8 @@ call, then dropped: it runs rarely and the heap is small."""
 from credit.ledger import Ledger
 from credit.policy import Policy
 from credit.tariff import Schedule
-from relay.supply import Supply
-from tamper.detector import Tamper
+from relay import settings_check
+from metering.tamper import Tamper
 
 from prepaid.core import DEFAULTS
 
@@ -33,7 +33,7 @@ def build(p, cfg, state=None):
     led = Ledger(lcfg, sch, p.emit, led_st)
     pol = Policy(c["policy"], p.emit, pol_st)
     if state is None:                     # check the supply and tamper settings now, use them later
-        Supply.check(c["supply"])
+        settings_check().supply(c["supply"])
         Tamper.check(c["tamper"])
     return c, sch, led, pol, c["supply"], c["tamper"]
 

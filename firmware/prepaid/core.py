@@ -34,7 +34,7 @@ from credit import civil
 from relay import supply as sup
 from relay.latching import LatchingRelay
 from store.records import StoreMissing
-from tamper.detector import Tamper
+from metering.tamper import Tamper
 from util.lazy import once
 
 RECORD = "prepaid"
@@ -190,7 +190,7 @@ class Prepaid:
         """What only the full record holds, in a tuple: when it changes, an energy commit is a full one."""
         rel = self.relay
         pol = self.policy
-        return (self.supply.signature(), rel.closed, rel.failed,
+        return (self.supply.state(), self.supply.limit_w, rel.closed, rel.failed,
                 pol.head, pol.count, len(self.refs), self.tamper.flags, self.month[0] if self.month else 0,
                 self.statement[0] if self.statement else 0)
 

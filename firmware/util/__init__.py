@@ -1,6 +1,6 @@
 """What has no subsystem of its own. Here: the refusal an action raises and the check of one integer
 setting (small, shared, and a module of their own would cost a module object each). Beside it: lazy.py
-(load a module for one call), hmac.py (HMAC-SHA-256, constant-time compare)."""
+(load a module for one call)."""
 
 
 class Refused(ValueError):
