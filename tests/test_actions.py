@@ -6,7 +6,7 @@ import types
 
 import pytest
 
-from app.actions import Actions
+from app.composition import Actions
 from app.events import Events
 from comms import cellular
 from fakes import FakeClock, Stream

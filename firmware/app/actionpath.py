@@ -4,13 +4,13 @@ The service port (service/commands.py), the head-end and SMS (comms/cellular.py)
 the answer. A value an action cannot take raises Refused (what is wrong and what is accepted), with
 nothing changed.
 
-`a` is the resident Actions (app/actions.py): what the actions act on. `by` names the channel an
+`a` is the resident Actions (app/composition.py): what the actions act on. `by` names the channel an
 action came from: "service", "keypad", "headend" (inside an authenticated envelope), "mqtt" (a bare
 token), "sms:<number>". It decides a token's lockout and goes into the event. This module, token
-decoding and remote settings are loaded for one call only (util.lazy): large and rare."""
+decoding and remote settings are loaded for one call only (util.call): large and rare."""
 from prepaid.core import month_name
 from relay.supply import REMOTE, names as reason_names
-from util import Refused, lazy
+from util import Refused, call
 
 TIME_MIN = 1577836800        # 2020-01-01: the one bound on a clock set from outside, on every channel
 TIME_MAX = 4102444800        # 2100-01-01
@@ -71,7 +71,7 @@ def token(a, digits, by):
         raise Refused("digits must be the token as a string of 1..%d characters" % DIGITS_MAX)
     import gc
     gc.collect()      # the token code is loaded now and dropped after: give it one free stretch
-    return lazy.call("tokens.apply", "apply_token", a.prepaid, a.store, a.clock, a.emit, a.token_locks,
+    return call("tokens.apply", "apply_token", a.prepaid, a.store, a.clock, a.emit, a.token_locks,
                      digits, by, tree="tokens")
 
 
@@ -136,7 +136,7 @@ def set_time(a, unix, by):
 def set_config(a, settings, by):
     """New remote settings, checked in full, written atomically and in force at once
     (app/setconfig.py); `config_changed` is its event."""
-    applied = lazy.call("app.setconfig", "set_config", a.settings_path, a.settings, a.prepaid, settings, a.emit)
+    applied = call("app.setconfig", "set_config", a.settings_path, a.settings, a.prepaid, settings, a.emit)
     for fn in a.settings_listeners:
         fn(a.settings)
     return {"applied": applied}

@@ -5,7 +5,6 @@ import gc
 from micropython import const
 
 from app import settings as config
-from app.actions import Actions
 from app.events import Events
 from app.sched import Scheduler
 from metering import registry
@@ -14,7 +13,7 @@ from metering.meter import Meter
 from prepaid.core import Prepaid
 from provision.commands import ProvisionCommands
 from service.port import ServicePort
-from util import lazy
+from util import call, drop
 
 VERSION = "0.1.0"
 JOB_FAIL_LIMIT = const(32)    # consecutive failures of one job before the meter resets
@@ -132,11 +131,9 @@ class App:
     def _commands(self, module, ctx=None):
         """Register a module's commands to be loaded on demand (their names are listed in the module,
         which is imported once here to read them and then dropped)."""
-        try:
-            mod = __import__(module, None, None, ["NAMES"])
-            self.service.command_module(module, mod.NAMES, mod.PRIVILEGED, ctx)
-        finally:
-            lazy.drop(module)
+        mod = __import__(module, None, None, ["NAMES"])
+        self.service.command_module(module, mod.NAMES, mod.PRIVILEGED, ctx)
+        drop(module)
 
     def _meter_job(self):
         self.meter.poll()
@@ -238,6 +235,28 @@ class App:
         # The watchdog was armed by the guard before the app was built (guard.run).
         self.events.emit("boot", {"version": VERSION, "n": self.boot.boots, "safe": self.safe_mode})
         self.sched.run()
+
+
+class Actions:
+    """What every action of the meter acts on, held for the meter's run: the prepaid core, the clock,
+    the event log, the store, the settings (and their file), the token lockouts of remote senders,
+    and who to tell when the settings change. The actions themselves (app/actionpath.py: one function
+    each, with its checks and its event) are loaded for each call only: rare, and the heap is small.
+    Adapters (service/commands.py, comms/cellular.py, ui/wiring.py) call `run(name, *args, by)`."""
+
+    def __init__(self, prepaid, clock, emit, store, settings, settings_path):
+        self.prepaid = prepaid
+        self.clock = clock
+        self.emit = emit
+        self.store = store
+        self.settings = settings
+        self.settings_path = settings_path
+        self.token_locks = {}           # token lockouts per remote source, in RAM (tokens/apply.py)
+        self.settings_listeners = []    # fn(settings) after set_config changed them
+
+    def run(self, name, *args):
+        """Action `name` of app/actionpath.py with `args` (the last is `by`, the channel)."""
+        return call("app.actionpath", name, self, *args)
 
 
 class _ModemCheck:

@@ -35,7 +35,7 @@ from relay import supply as sup
 from relay.latching import LatchingRelay
 from store.records import StoreMissing
 from metering.tamper import Tamper
-from util.lazy import once
+from util import once
 
 RECORD = "prepaid"
 HOT = "pe"

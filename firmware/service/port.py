@@ -2,7 +2,7 @@
 `{"id": 1, "ok": true, ...}`). Bounded line buffer; a bad line gets an error reply, never a crash."""
 import json
 
-from util import lazy
+from util import call
 
 
 class ServicePort:
@@ -37,7 +37,7 @@ class ServicePort:
 
     def _run_lazy(self, lz, cmd, req):
         module, ctx = lz
-        return lazy.call(module, "handle", self.ctx if ctx is None else ctx, cmd, req)
+        return call(module, "handle", self.ctx if ctx is None else ctx, cmd, req)
 
     def poll(self):
         data = self.stream.read()
