@@ -5,7 +5,7 @@ from credit.ledger import Ledger
 from credit.policy import Policy
 from credit.tariff import Schedule
 from relay import settings_check
-from metering.tamper import Tamper
+from metering import tamper
 
 from prepaid.core import DEFAULTS
 
@@ -34,7 +34,7 @@ def build(p, cfg, state=None):
     pol = Policy(c["policy"], p.emit, pol_st)
     if state is None:                     # check the supply and tamper settings now, use them later
         settings_check().supply(c["supply"])
-        Tamper.check(c["tamper"])
+        tamper.check(c["tamper"])
     return c, sch, led, pol, c["supply"], c["tamper"]
 
 
@@ -46,6 +46,8 @@ def use(p, parts, keep_limit=True):
     if keep_limit:
         p.supply.limit_w = limit       # a limit set by an STS token stays until the utility sets one
     p.tamper.configure(tamper_cfg)
-    p.set_settings(c)
+    p.cfg = c
+    p.commit_wh = c["commit_wh"]
+    p.commit_ms = c["commit_s"] * 1000
     p.poll_supply()
     p.commit()

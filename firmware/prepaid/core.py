@@ -94,9 +94,11 @@ class Prepaid:
             meter.import_wh, meter.import_rem, meter.export_wh, meter.export_rem = tot
         # After the totals: tamper arms reverse from the export register.
         pins = board.info.get("pins", {})
-        self.cover = board.pin("cover") if "cover" in pins else None
-        self.tamper = Tamper(meter, clock, emit, self.supply, self.cover, tamper_cfg, state.get("tp"))
-        self.set_settings(c)
+        self.tamper = Tamper(meter, clock, emit, self.supply, board.pin("cover") if "cover" in pins else None,
+                             tamper_cfg, state.get("tp"))
+        self.cfg = c                        # the prepaid settings in force, completed by DEFAULTS
+        self.commit_wh = c["commit_wh"]
+        self.commit_ms = c["commit_s"] * 1000
         self.refs = state.get("refs", [])
         self.month = state.get("mo")        # [month id, import Wh, debited, top-ups] at its start
         self.statement = state.get("st")    # the last closed month: [id, Wh, cost, top-ups, credit]
@@ -117,12 +119,6 @@ class Prepaid:
         self.commits = 0
         if not state:
             self.commit()   # the first commit also writes `born`
-
-    def set_settings(self, c):
-        """The prepaid settings in force (completed by DEFAULTS: what `settings` answers)."""
-        self.cfg = c
-        self.commit_wh = c["commit_wh"]
-        self.commit_ms = c["commit_s"] * 1000
 
     # -- persistence -----------------------------------------------------------------------------
     def _load_state(self):
