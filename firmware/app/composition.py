@@ -87,7 +87,6 @@ class App:
             self.sched.every("link", 1000, self.cellular.poll)
         self.version = VERSION
         self.relay = self.prepaid.relay      # for the self-test
-        self.modem = _ModemCheck(self)
         if self.cellular is None and getattr(board, "modem", None) is not None:
             board.modem.set_power(True)      # ready for the factory self-test (a SIM7600 boots ~12 s)
         self.ui = None
@@ -257,36 +256,3 @@ class Actions:
     def run(self, name, *args):
         """Action `name` of app/actionpath.py with `args` (the last is `by`, the channel)."""
         return call("app.actionpath", name, self, *args)
-
-
-class _ModemCheck:
-    """The self-test's view of the modem: the running link's state when there is one, else a direct AT."""
-
-    def __init__(self, app):
-        self.app = app
-
-    def selftest(self):
-        app = self.app
-        if app.cellular is not None:
-            st = app.cellular.link.status()
-            state = st.get("state")
-            ok = state not in (None, "off", "power", "boot", "dead")
-            return ok, "link %s (rssi %s, attempts %s)" % (state, st.get("rssi"), st.get("attempts"))
-        modem = getattr(app.board, "modem", None)
-        if modem is None:
-            return False, "this board has no modem"
-        from comms.at import ATEngine, Cmd
-        eng = ATEngine(modem, app.clock)
-        clock = app.clock
-        for _ in range(2):            # powered since boot (see App), so it has had time to start
-            cmd = Cmd("AT", 2000)
-            eng.send(cmd)
-            t0 = clock.ticks_ms()
-            while not cmd.done() and clock.ticks_diff(clock.ticks_ms(), t0) < 2500:
-                eng.poll()
-                if not cmd.done():
-                    clock.sleep_ms(50)
-            if cmd.ok:
-                return True, "answers AT with OK"
-        return False, "no answer to AT"
-

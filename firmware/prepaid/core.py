@@ -68,14 +68,14 @@ class Prepaid:
     meter (energy listener, totals, chip readings), the store and the event log (emit, counts kept
     across reboots). `ledger_lost` is True when a commissioned meter found no readable state."""
 
-    def __init__(self, board, meter, store, events, cfg=None, ledger_lost=False):
+    def __init__(self, board, meter, store, events, cfg=None):
         self.board = board
         self.meter = meter
         self.clock = clock = board.clock
         self.store = store
         self.events = events
         self.emit = emit = events.emit
-        self.ledger_lost = ledger_lost
+        self.ledger_lost = False
         state = self._load_state()
         # The assembly (prepaid/assemble.py, also used by set_config) is loaded for this call only.
         c, self.schedule, self.ledger, self.policy, supply_cfg, tamper_cfg = once("prepaid.assemble").build(
