@@ -11,5 +11,5 @@ module("fwversion.py", base_path=_FW)
 
 # subsystem packages: every .py under each folder (a folder that does not exist yet freezes nothing).
 for _pkg in ("app", "comms", "credit", "metering", "ota", "prepaid", "provision", "relay", "service", "store",
-             "tamper", "tokens", "ui", "util"):
+             "tokens", "ui", "util"):
     package(_pkg, base_path=_FW)

@@ -11,7 +11,7 @@ from host_tools.sim.runner import SimMeter
 
 sys.path.insert(0, str(FIRMWARE))
 sys.path.insert(0, str(FIRMWARE.parent / "tests" / "shims"))
-from tamper import detector as tamper  # noqa: E402
+from metering import tamper  # noqa: E402
 from fakeclock import FakeClock  # noqa: E402
 
 PRICE = 2000000

@@ -4,15 +4,16 @@ The service port (service/commands.py), the head-end and SMS (comms/cellular.py)
 the answer. A value an action cannot take raises Refused (what is wrong and what is accepted), with
 nothing changed.
 
-`a` is the resident Actions (app/actions.py): what the actions act on. `by` names the channel an
+`a` is the resident Actions (app/composition.py): what the actions act on. `by` names the channel an
 action came from: "service", "keypad", "headend" (inside an authenticated envelope), "mqtt" (a bare
 token), "sms:<number>". It decides a token's lockout and goes into the event. This module, token
-decoding and remote settings are loaded for one call only (util.lazy): large and rare."""
+decoding and remote settings are loaded for one call only (util.call): large and rare."""
+from prepaid.core import month_name
 from relay.supply import REMOTE, names as reason_names
-from util import lazy
-from util.errors import Refused
-from util.timecheck import plausible
+from util import Refused, call
 
+TIME_MIN = 1577836800        # 2020-01-01: the one bound on a clock set from outside, on every channel
+TIME_MAX = 4102444800        # 2100-01-01
 TOPUP_MAX = 100000000        # credit units in one top-up
 REF_MAX = 32                 # characters of a top-up reference
 DIGITS_MAX = 40              # characters of a token
@@ -21,12 +22,32 @@ DIGITS_MAX = 40              # characters of a token
 # -- views ---------------------------------------------------------------------------------------
 def credit(a, by):
     """The prepaid state: credit, debt, emergency, supply and why, tamper, commits."""
-    return a.prepaid.view()
+    p = a.prepaid
+    led = p.ledger
+    s = p.supply
+    return {"mode": p.schedule.mode, "credit": led.credit, "debt": led.debt,
+            "emergency_owed": led.em_owed, "emergency": led.emergency_state(),
+            "topups": led.topups, "debited": led.debited, "opening": led.opening,
+            "cleared": led.cleared, "check": led.check(), "days_left": p.policy.days_left(led.credit),
+            "supply": p.supply_state(), "reasons": reason_names(s.reasons()), "awaiting_key": s.awaiting_key,
+            "relay_failed": bool(p.relay.failed), "commits": p.commits, "energy_commits": p.hot_commits,
+            "tamper": p.tamper.names()}
 
 
 def statement(a, by):
-    """The last closed month and the month so far."""
-    return a.prepaid.statement_view()
+    """The last closed month (closed by the prepaid core at the month's turn) and the month so far."""
+    p = a.prepaid
+    led = p.ledger
+    out = {"last": None, "current": None}
+    st = p.statement
+    if st:
+        out["last"] = {"month": month_name(st[0]), "import_wh": st[1], "cost": st[2], "topups": st[3],
+                       "credit": st[4]}
+    mo = p.month
+    if mo:
+        out["current"] = {"month": month_name(mo[0]), "import_wh": p.meter.import_wh - mo[1],
+                          "cost": led.debited - mo[2], "topups": led.topups - mo[3], "credit": led.credit}
+    return out
 
 
 # -- credit --------------------------------------------------------------------------------------
@@ -50,7 +71,7 @@ def token(a, digits, by):
         raise Refused("digits must be the token as a string of 1..%d characters" % DIGITS_MAX)
     import gc
     gc.collect()      # the token code is loaded now and dropped after: give it one free stretch
-    return lazy.call("tokens.apply", "apply_token", a.prepaid, a.store, a.clock, a.emit, a.token_locks,
+    return call("tokens.apply", "apply_token", a.prepaid, a.store, a.clock, a.emit, a.token_locks,
                      digits, by, tree="tokens")
 
 
@@ -103,7 +124,7 @@ def clear_tamper(a, by):
 # -- clock and settings --------------------------------------------------------------------------
 def set_time(a, unix, by):
     """Set the clock from a trusted source (a privileged service request, a signed command)."""
-    if not plausible(unix):
+    if not isinstance(unix, int) or isinstance(unix, bool) or not TIME_MIN <= unix <= TIME_MAX:
         raise Refused("unix must be seconds since 1970 between 2020 and 2100")
     clock = a.clock
     was = clock.time() if clock.time_valid else None
@@ -115,7 +136,7 @@ def set_time(a, unix, by):
 def set_config(a, settings, by):
     """New remote settings, checked in full, written atomically and in force at once
     (app/setconfig.py); `config_changed` is its event."""
-    applied = lazy.call("app.setconfig", "set_config", a.settings_path, a.settings, a.prepaid, settings, a.emit)
+    applied = call("app.setconfig", "set_config", a.settings_path, a.settings, a.prepaid, settings, a.emit)
     for fn in a.settings_listeners:
         fn(a.settings)
     return {"applied": applied}

@@ -5,7 +5,6 @@ import gc
 from micropython import const
 
 from app import settings as config
-from app.actions import Actions
 from app.events import Events
 from app.sched import Scheduler
 from metering import registry
@@ -14,7 +13,7 @@ from metering.meter import Meter
 from prepaid.core import Prepaid
 from provision.commands import ProvisionCommands
 from service.port import ServicePort
-from util import lazy
+from util import call, drop
 
 from fwversion import VERSION
 JOB_FAIL_LIMIT = const(32)    # consecutive failures of one job before the meter resets
@@ -94,7 +93,6 @@ class App:
             self.cellular.ota = self.ota               # fw_offer from the head-end goes to the updater
         self.version = VERSION
         self.relay = self.prepaid.relay      # for the self-test
-        self.modem = _ModemCheck(self)
         if self.cellular is None and getattr(board, "modem", None) is not None:
             board.modem.set_power(True)      # ready for the factory self-test (a SIM7600 boots ~12 s)
         self.ui = None
@@ -139,11 +137,9 @@ class App:
     def _commands(self, module, ctx=None):
         """Register a module's commands to be loaded on demand (their names are listed in the module,
         which is imported once here to read them and then dropped)."""
-        try:
-            mod = __import__(module, None, None, ["NAMES"])
-            self.service.command_module(module, mod.NAMES, mod.PRIVILEGED, ctx)
-        finally:
-            lazy.drop(module)
+        mod = __import__(module, None, None, ["NAMES"])
+        self.service.command_module(module, mod.NAMES, mod.PRIVILEGED, ctx)
+        drop(module)
 
     def _meter_job(self):
         self.meter.poll()
@@ -249,34 +245,23 @@ class App:
         self.sched.run()
 
 
-class _ModemCheck:
-    """The self-test's view of the modem: the running link's state when there is one, else a direct AT."""
+class Actions:
+    """What every action of the meter acts on, held for the meter's run: the prepaid core, the clock,
+    the event log, the store, the settings (and their file), the token lockouts of remote senders,
+    and who to tell when the settings change. The actions themselves (app/actionpath.py: one function
+    each, with its checks and its event) are loaded for each call only: rare, and the heap is small.
+    Adapters (service/commands.py, comms/cellular.py, ui/wiring.py) call `run(name, *args, by)`."""
 
-    def __init__(self, app):
-        self.app = app
+    def __init__(self, prepaid, clock, emit, store, settings, settings_path):
+        self.prepaid = prepaid
+        self.clock = clock
+        self.emit = emit
+        self.store = store
+        self.settings = settings
+        self.settings_path = settings_path
+        self.token_locks = {}           # token lockouts per remote source, in RAM (tokens/apply.py)
+        self.settings_listeners = []    # fn(settings) after set_config changed them
 
-    def selftest(self):
-        app = self.app
-        if app.cellular is not None:
-            st = app.cellular.link.status()
-            state = st.get("state")
-            ok = state not in (None, "off", "power", "boot", "dead")
-            return ok, "link %s (rssi %s, attempts %s)" % (state, st.get("rssi"), st.get("attempts"))
-        modem = getattr(app.board, "modem", None)
-        if modem is None:
-            return False, "this board has no modem"
-        from comms.at import ATEngine, Cmd
-        eng = ATEngine(modem, app.clock)
-        clock = app.clock
-        for _ in range(2):            # powered since boot (see App), so it has had time to start
-            cmd = Cmd("AT", 2000)
-            eng.send(cmd)
-            t0 = clock.ticks_ms()
-            while not cmd.done() and clock.ticks_diff(clock.ticks_ms(), t0) < 2500:
-                eng.poll()
-                if not cmd.done():
-                    clock.sleep_ms(50)
-            if cmd.ok:
-                return True, "answers AT with OK"
-        return False, "no answer to AT"
-
+    def run(self, name, *args):
+        """Action `name` of app/actionpath.py with `args` (the last is `by`, the channel)."""
+        return call("app.actionpath", name, self, *args)

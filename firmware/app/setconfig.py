@@ -13,8 +13,8 @@ import json
 import os
 
 from app import settings as config
-from util.errors import Refused
-from util.lazy import once
+from util import Refused
+from util import once
 
 PREPAID_KEYS = ("tariff", "ledger", "policy", "supply", "tamper", "commit_wh", "commit_s")
 REMOTE = ("prepaid", "language", "statement_hour", "reading_period_s")

@@ -11,7 +11,7 @@ A meter that is not provisioned (or whose board has no modem) runs without it: m
 never depend on the network."""
 from relay import supply as sup
 from store.records import StoreCorrupt, StoreMissing
-from util.errors import Refused
+from util import Refused
 
 HEADEND = "headend"      # what the meter's actions and events call this channel
 
@@ -150,12 +150,15 @@ class Cellular:
         if not isinstance(args, dict):
             args = {}
         try:
+            # The protocol's answers stay short (an SMS reply is one text): only what they always said.
             if name in ("relay_open", "relay_close"):
-                return "done", act.run("relay", name == "relay_open", HEADEND)
+                return "done", {"supply": act.run("relay", name == "relay_open", HEADEND)["supply"]}
             if name == "set_time":
-                return "done", act.run("set_time", args.get("unix"), HEADEND)
+                act.run("set_time", args.get("unix"), HEADEND)
+                return "done", {}
             if name == "clear_tamper":
-                return "done", act.run("clear_tamper", HEADEND)
+                act.run("clear_tamper", HEADEND)
+                return "done", {}
             if name == "set_config":
                 return "done", act.run("set_config", args, HEADEND)
         except Refused as e:

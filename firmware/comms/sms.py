@@ -34,7 +34,7 @@ def _codecs():
 
 
 def _forget():
-    from util.lazy import unload
+    from util import unload
     for n in ("smstext", "pdu", "gsm7"):
         unload("comms." + n)
 

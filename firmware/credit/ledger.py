@@ -39,7 +39,7 @@ credit_cleared {amount}.
 
 from micropython import const
 
-from util.check import need_int
+from util import need_int
 
 _MAX_AMOUNT = const(1000000000)
 _FULL_SHARE = const(10000)

@@ -36,7 +36,7 @@ Event: low_credit {"by": "amount"|"days", "credit": c, "days": d or -1}.
 
 from micropython import const
 
-from util.check import need_int
+from util import need_int
 
 _DAY_S = const(86400)
 _WEEK_MIN = const(10080)
@@ -54,7 +54,7 @@ class Policy:
             raise ValueError("policy config must be an object")
         self.emit = emit or _no_event
         # The friendly windows and holidays are checked and built by code loaded for this call only.
-        from util.lazy import once
+        from util import once
         self.windows, self.holidays = once("credit.policycfg").friendly(cfg)
         self.low_credit = need_int(cfg, "low_credit", 0, _MAX_AMOUNT, 0)
         self.low_credit_hyst = need_int(cfg, "low_credit_hysteresis", 0, _MAX_AMOUNT, 0)

@@ -64,7 +64,7 @@ class Schedule:
 
     def __init__(self, cfg):
         # The config checks and table building are loaded for this call only (see tariffcfg.py).
-        from util.lazy import once
+        from util import once
         once("credit.tariffcfg").schedule(self, cfg)
 
     def index_at(self, t):

@@ -5,7 +5,7 @@ credit/tariff.py from the tables made here."""
 from micropython import const
 
 from credit.tariff import Tariff
-from util.check import need_int
+from util import need_int
 
 _SCALE = const(10000)  # basis points
 _WH_PER_MWH = const(1000000)

@@ -4,8 +4,8 @@ call, then dropped: it runs rarely and the heap is small."""
 from credit.ledger import Ledger
 from credit.policy import Policy
 from credit.tariff import Schedule
-from relay.supply import Supply
-from tamper.detector import Tamper
+from relay import settings_check
+from metering import tamper
 
 from prepaid.core import DEFAULTS
 
@@ -33,8 +33,8 @@ def build(p, cfg, state=None):
     led = Ledger(lcfg, sch, p.emit, led_st)
     pol = Policy(c["policy"], p.emit, pol_st)
     if state is None:                     # check the supply and tamper settings now, use them later
-        Supply.check(c["supply"])
-        Tamper.check(c["tamper"])
+        settings_check().supply(c["supply"])
+        tamper.check(c["tamper"])
     return c, sch, led, pol, c["supply"], c["tamper"]
 
 
@@ -46,6 +46,8 @@ def use(p, parts, keep_limit=True):
     if keep_limit:
         p.supply.limit_w = limit       # a limit set by an STS token stays until the utility sets one
     p.tamper.configure(tamper_cfg)
-    p.set_settings(c)
+    p.cfg = c
+    p.commit_wh = c["commit_wh"]
+    p.commit_ms = c["commit_s"] * 1000
     p.poll_supply()
     p.commit()

@@ -34,8 +34,8 @@ from credit import civil
 from relay import supply as sup
 from relay.latching import LatchingRelay
 from store.records import StoreMissing
-from tamper.detector import Tamper
-from util.lazy import once
+from metering.tamper import Tamper
+from util import once
 
 RECORD = "prepaid"
 HOT = "pe"
@@ -68,14 +68,14 @@ class Prepaid:
     meter (energy listener, totals, chip readings), the store and the event log (emit, counts kept
     across reboots). `ledger_lost` is True when a commissioned meter found no readable state."""
 
-    def __init__(self, board, meter, store, events, cfg=None, ledger_lost=False):
+    def __init__(self, board, meter, store, events, cfg=None):
         self.board = board
         self.meter = meter
         self.clock = clock = board.clock
         self.store = store
         self.events = events
         self.emit = emit = events.emit
-        self.ledger_lost = ledger_lost
+        self.ledger_lost = False
         state = self._load_state()
         # The assembly (prepaid/assemble.py, also used by set_config) is loaded for this call only.
         c, self.schedule, self.ledger, self.policy, supply_cfg, tamper_cfg = once("prepaid.assemble").build(
@@ -94,9 +94,11 @@ class Prepaid:
             meter.import_wh, meter.import_rem, meter.export_wh, meter.export_rem = tot
         # After the totals: tamper arms reverse from the export register.
         pins = board.info.get("pins", {})
-        self.cover = board.pin("cover") if "cover" in pins else None
-        self.tamper = Tamper(meter, clock, emit, self.supply, self.cover, tamper_cfg, state.get("tp"))
-        self.set_settings(c)
+        self.tamper = Tamper(meter, clock, emit, self.supply, board.pin("cover") if "cover" in pins else None,
+                             tamper_cfg, state.get("tp"))
+        self.cfg = c                        # the prepaid settings in force, completed by DEFAULTS
+        self.commit_wh = c["commit_wh"]
+        self.commit_ms = c["commit_s"] * 1000
         self.refs = state.get("refs", [])
         self.month = state.get("mo")        # [month id, import Wh, debited, top-ups] at its start
         self.statement = state.get("st")    # the last closed month: [id, Wh, cost, top-ups, credit]
@@ -117,12 +119,6 @@ class Prepaid:
         self.commits = 0
         if not state:
             self.commit()   # the first commit also writes `born`
-
-    def set_settings(self, c):
-        """The prepaid settings in force (completed by DEFAULTS: what `settings` answers)."""
-        self.cfg = c
-        self.commit_wh = c["commit_wh"]
-        self.commit_ms = c["commit_s"] * 1000
 
     # -- persistence -----------------------------------------------------------------------------
     def _load_state(self):
@@ -190,7 +186,7 @@ class Prepaid:
         """What only the full record holds, in a tuple: when it changes, an energy commit is a full one."""
         rel = self.relay
         pol = self.policy
-        return (self.supply.signature(), rel.closed, rel.failed,
+        return (self.supply.state(), self.supply.limit_w, rel.closed, rel.failed,
                 pol.head, pol.count, len(self.refs), self.tamper.flags, self.month[0] if self.month else 0,
                 self.statement[0] if self.statement else 0)
 
@@ -304,21 +300,6 @@ class Prepaid:
         self.commit()
         self.emit("statement", {"month": month_name(mo[0])})
 
-    def statement_view(self):
-        """The last closed month and the month so far, for the service port and the head-end."""
-        led = self.ledger
-        m = self.meter
-        out = {"last": None, "current": None}
-        st = self.statement
-        if st:
-            out["last"] = {"month": month_name(st[0]), "import_wh": st[1], "cost": st[2], "topups": st[3],
-                           "credit": st[4]}
-        mo = self.month
-        if mo:
-            out["current"] = {"month": month_name(mo[0]), "import_wh": m.import_wh - mo[1],
-                              "cost": led.debited - mo[2], "topups": led.topups - mo[3], "credit": led.credit}
-        return out
-
     def power_failing(self):
         """The supply is going: take the last energy out of the chip and commit it now."""
         if self.power_fail_pin.value():
@@ -415,18 +396,6 @@ class Prepaid:
 
     def supply_state(self):
         return "closed" if self.supply.closed else "open"
-
-    def view(self):
-        led = self.ledger
-        return {"mode": self.schedule.mode, "credit": led.credit, "debt": led.debt,
-                "emergency_owed": led.em_owed, "emergency": led.emergency_state(),
-                "topups": led.topups, "debited": led.debited, "opening": led.opening,
-                "cleared": led.cleared, "check": led.check(),
-                "days_left": self.policy.days_left(led.credit),
-                "supply": self.supply_state(),
-                "reasons": sup.names(self.supply.reasons()), "awaiting_key": self.supply.awaiting_key,
-                "relay_failed": bool(self.relay.failed), "commits": self.commits,
-                "energy_commits": self.hot_commits, "tamper": self.tamper.names()}
 
 
 def month_name(mid):

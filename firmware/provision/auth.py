@@ -10,7 +10,7 @@ from binascii import hexlify, unhexlify
 
 from micropython import const
 
-from util.hmac import equal, hmac_sha256  # constant time: the reply's timing must not reveal a MAC prefix
+from comms.auth import equal, hmac_sha256  # constant time: the reply's timing must not reveal a MAC prefix
 from provision import identity as _id
 from provision.session import SESSION_MS
 

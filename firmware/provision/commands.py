@@ -11,7 +11,7 @@ import gc
 
 from provision.session import Session
 from store.records import StoreMissing
-from util.lazy import load, unload
+from util import load, unload
 
 # command -> the provision submodule that handles it (cmd_<command>(commands, request)).
 _ROUTES = {"identity": "info", "key_check": "info", "provision": "request", "factory_lock": "request",

@@ -8,7 +8,7 @@ import sys
 from binascii import hexlify, unhexlify
 
 from provision import identity as _id
-from util.hmac import hmac_sha256
+from comms.auth import hmac_sha256
 
 _CHECK_LABEL = b"meterkit key check"
 _CHALLENGE_MIN = 8

@@ -59,28 +59,40 @@ def check_relay(app):
 
 
 def check_modem(app):
-    modem = getattr(app, "modem", None)
-    if modem is None:
-        return _item("modem", False, "not wired: the firmware has no modem attached")
-    if hasattr(modem, "selftest"):
-        ok, reason = modem.selftest()
-        return _item("modem", ok, reason)
-    engine = getattr(modem, "at", modem)
+    """The running link's state when there is one; else the modem answering AT (an engine the app
+    holds, or one made here on the board's modem, powered since boot for this)."""
+    cell = getattr(app, "cellular", None)
+    if cell is not None:
+        st = cell.link.status()
+        state = st.get("state")
+        ok = state not in (None, "off", "power", "boot", "dead")
+        return _item("modem", ok, "link %s (rssi %s, attempts %s)" % (state, st.get("rssi"), st.get("attempts")))
+    engine = getattr(app, "modem", None)
+    tries = 1
+    if engine is None:
+        raw = getattr(app.board, "modem", None)
+        if raw is None:
+            return _item("modem", False, "not wired: the firmware has no modem attached")
+        from comms.at import ATEngine
+        engine = ATEngine(raw, app.clock)
+        tries = 2              # a modem that has just booted may miss the first
+    engine = getattr(engine, "at", engine)
     if getattr(engine, "data_mode", False):
         return _item("modem", True, "online (transparent data mode), not interrupted")
     if not (hasattr(engine, "send") and hasattr(engine, "poll")):
         return _item("modem", False, "the modem object has no AT engine (send/poll)")
     from comms.at import Cmd
-    cmd = Cmd("AT", _AT_TIMEOUT_MS)
-    engine.send(cmd)
     clock = app.clock
-    t0 = clock.ticks_ms()
-    while not cmd.done() and clock.ticks_diff(clock.ticks_ms(), t0) < _AT_TIMEOUT_MS + 500:
-        engine.poll()
-        if not cmd.done():
-            clock.sleep_ms(_AT_POLL_MS)
-    if cmd.ok:
-        return _item("modem", True, "answers AT with OK")
+    for _ in range(tries):
+        cmd = Cmd("AT", _AT_TIMEOUT_MS)
+        engine.send(cmd)
+        t0 = clock.ticks_ms()
+        while not cmd.done() and clock.ticks_diff(clock.ticks_ms(), t0) < _AT_TIMEOUT_MS + 500:
+            engine.poll()
+            if not cmd.done():
+                clock.sleep_ms(_AT_POLL_MS)
+        if cmd.ok:
+            return _item("modem", True, "answers AT with OK")
     return _item("modem", False, "AT: %s" % (cmd.result or "no answer"))
 
 

@@ -1,8 +1,8 @@
 """The supply switch: the latching-relay driver (`latching`) and the supply state machine (`supply`)."""
 
 
-def _cfg():
-    # The relay and supply config checks (relaycfg.py) run once at boot: load them for that one call
-    # and forget them again, so they are not resident.
-    from util.lazy import once
+def settings_check():
+    """The relay and supply settings checks (relaycfg.py), loaded for the caller's one call and
+    forgotten again, so they are not resident (they run at boot and on set_config)."""
+    from util import once
     return once("relay.relaycfg")

@@ -25,7 +25,7 @@ Interface:
 Config keys: pulse_ms (5..1000, default 60), settle_ms (0..1000, 20), retries (1..10, 3),
 current_ma (1..100000, 100), weld_ms (100..600000, 5000), feedback_closed (0|1, 1).
 """
-from relay import _cfg
+from relay import settings_check
 
 
 def _no_event(kind, data):
@@ -36,7 +36,7 @@ class LatchingRelay:
     def __init__(self, set_pin, reset_pin, clock, emit=None, cfg=None, feedback=None, current=None,
                  state=None):
         (self.pulse_ms, self.settle_ms, self.retries, self.current_ma, self.weld_ms,
-         self.fb_closed) = _cfg().latching(cfg or {})
+         self.fb_closed) = settings_check().latching(cfg or {})
         self.set_pin = set_pin
         self.reset_pin = reset_pin
         self.clock = clock

@@ -29,7 +29,7 @@ over_power {"watts", "trips", "backoff_s"}, reconnect_armed None.
 
 from micropython import const
 
-from relay import _cfg
+from relay import settings_check
 
 NO_CREDIT = const(1)
 OVER_POWER = const(2)
@@ -76,19 +76,10 @@ class Supply:
         self._ticks = clock.ticks_ms()
         self._apply()
 
-    @staticmethod
-    def check(cfg):
-        """ValueError if the supply settings `cfg` are wrong (nothing changes)."""
-        _cfg().supply(cfg or {})
-
     def configure(self, cfg):
         """Settings (reconnect mode, key reasons, power limit and its timing, relay retry) from `cfg`."""
         (self.mode, self.key_mask, self.limit_w, self.over_ms, self.backoff_ms, self.backoff_max_ms,
-         self.decay_ms, self.retry_ms) = _cfg().supply(cfg or {})
-
-    def signature(self):
-        """What the supply keeps in the prepaid record, as a tuple that compares cheaply."""
-        return self._mask, self.awaiting_key, self._held, self.trips, self.limit_w
+         self.decay_ms, self.retry_ms) = settings_check().supply(cfg or {})
 
     def state(self):
         return {"mask": self._mask, "awaiting_key": int(self.awaiting_key), "held": self._held,

@@ -2,14 +2,15 @@
 `{"id": 1, "ok": true, ...}`). Bounded line buffer; a bad line gets an error reply, never a crash."""
 import json
 
-from util import lazy
+from util import call
 
 
 class ServicePort:
     def __init__(self, stream, max_line=1024, ctx=None):
         self.stream = stream
         self.ctx = ctx            # handed to on-demand command modules
-        self.lazy = {}            # command -> (module name, ctx), the module imported only while it runs
+        self.lazy = {}            # command -> module name, the module imported only while it runs
+        self.lazy_ctx = {}        # module name -> its ctx, when not the port's
         self.max_line = max_line
         self.buf = bytearray()
         self.handlers = {}
@@ -31,13 +32,14 @@ class ServicePort:
         imported when one of them arrives and dropped after the reply, so rarely used code costs no
         heap the rest of the time."""
         for n in names:
-            self.lazy[n] = (module, ctx)
+            self.lazy[n] = module
             if n in privileged:
                 self.privileged.add(n)
+        if ctx is not None:
+            self.lazy_ctx[module] = ctx
 
-    def _run_lazy(self, lz, cmd, req):
-        module, ctx = lz
-        return lazy.call(module, "handle", self.ctx if ctx is None else ctx, cmd, req)
+    def _run_lazy(self, module, cmd, req):
+        return call(module, "handle", self.lazy_ctx.get(module, self.ctx), cmd, req)
 
     def poll(self):
         data = self.stream.read()

@@ -50,7 +50,7 @@ JOURNAL = "_journal"
 def _journal():
     # The journal code (commit_many with 2+ records, recovery at boot) is loaded for that one step
     # and forgotten again, so it does not stay resident between top-ups.
-    from util.lazy import once
+    from util import once
     return once("store.journal")
 
 

@@ -129,7 +129,7 @@ def _apply(p, r, out):
 def lockout_for(locks, clock, dec, source):
     """The lockout a token from `source` counts on: KEYPAD for entries at the meter, None for tokens
     the head-end sent inside an authenticated envelope, else one per source in RAM (an SMS sender,
-    unauthenticated MQTT), kept in `locks` (app.actions holds them while the meter runs). Lost at a
+    unauthenticated MQTT), kept in `locks` (the app's Actions holds them while the meter runs). Lost at a
     reboot, on purpose: no flash write per junk token, and a remote sender cannot reboot the meter."""
     if source in LOCAL:
         return KEYPAD

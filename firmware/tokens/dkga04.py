@@ -1,11 +1,11 @@
 """DKGA04 key derivation message, shared by the vending tools (which derive keys with CPython's hmac)
 and the meter (a provisioning self-check: the key it was given matches its identity). The HMAC is the
-project's one (util/hmac.py).
+project's one (comms/auth.py).
 
 The message is a NIST SP 800-108 feedback-mode KDF input with no IV and no counter; each text field
 is one length byte followed by its ASCII text. The decoder key is the first 16 bytes of the MAC.
 """
-from util.hmac import hmac_sha256
+from comms.auth import hmac_sha256
 
 
 def _field(text):

@@ -37,7 +37,7 @@ granted: credit units added; locked_out: seconds); True/False mean reconnected/r
 """
 from micropython import const
 
-from util.check import need_int
+from util import need_int
 from ui import fmt
 from ui import fr
 

@@ -26,7 +26,7 @@ back_run_ms (100..2000, default 500).
 """
 from micropython import const
 
-from util.check import need_int
+from util import need_int
 
 IDLE = const(0)
 ENTRY = const(1)

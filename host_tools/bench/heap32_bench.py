@@ -136,7 +136,7 @@ ORDER = ("store", "metering", "prepaid", "provision", "tokens", "ui", "comms", "
 def groups(modules):
     """Resident modules by subsystem (their top-level package; single modules by what they serve),
     in ORDER."""
-    names = {"app": "core", "service": "core", "util": "core", "store": "store", "tamper": "prepaid",
+    names = {"app": "core", "service": "core", "util": "core", "store": "store",
              "prepaid": "prepaid", "credit": "prepaid", "relay": "prepaid"}
     out = {}
     for m in modules:

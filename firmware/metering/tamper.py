@@ -26,9 +26,23 @@ KINDS = ("imbalance", "reverse", "cover")
 DEFAULTS = {"min_ma": 500, "imbalance_pct": 25, "hold_s": 30, "reverse_wh": 2, "disconnect": 0}
 
 
+def check(cfg):
+    """The settings completed by DEFAULTS; ValueError names a wrong one."""
+    c = dict(DEFAULTS)
+    if cfg:
+        for k in cfg:
+            if k not in c:
+                raise ValueError("unknown tamper setting %r" % k)
+            v = cfg[k]
+            if not isinstance(v, int) or isinstance(v, bool) or v < 0:
+                raise ValueError("tamper %s must be an integer >= 0" % k)
+            c[k] = v
+    return c
+
+
 class Tamper:
     def __init__(self, meter, clock, emit, supply, cover_pin=None, cfg=None, state=None):
-        self.cfg = c = self.check(cfg)
+        self.cfg = c = check(cfg)
         self.meter = meter
         self.clock = clock
         self.emit = emit
@@ -43,23 +57,9 @@ class Tamper:
         if self.flags and c["disconnect"]:
             supply.set_reason(TAMPER)
 
-    @staticmethod
-    def check(cfg):
-        """The settings completed by DEFAULTS; ValueError names a wrong one."""
-        c = dict(DEFAULTS)
-        if cfg:
-            for k in cfg:
-                if k not in c:
-                    raise ValueError("unknown tamper setting %r" % k)
-                v = cfg[k]
-                if not isinstance(v, int) or isinstance(v, bool) or v < 0:
-                    raise ValueError("tamper %s must be an integer >= 0" % k)
-                c[k] = v
-        return c
-
     def configure(self, cfg):
         """New settings (set_config); the flags and the reverse base carry over."""
-        self.cfg = c = self.check(cfg)
+        self.cfg = c = check(cfg)
         if self.flags and c["disconnect"]:
             self.supply.set_reason(TAMPER)
 

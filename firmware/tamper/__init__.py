@@ -1,1 +1,0 @@
-# Tamper detection from what the meter measures (current imbalance, reverse energy, terminal cover).
