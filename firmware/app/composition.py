@@ -13,7 +13,7 @@ from metering.meter import Meter
 from prepaid.core import Prepaid
 from provision.commands import ProvisionCommands
 from service.port import ServicePort
-from util import call, drop
+from util import call, drop, unload
 
 from fwversion import VERSION
 JOB_FAIL_LIMIT = const(32)    # consecutive failures of one job before the meter resets
@@ -88,7 +88,7 @@ class App:
         from ota.wiring import start as ota_start      # updates in the field (firmware/ota/)
         self.ota = ota_start(self)
         if self.ota is None:
-            lazy.unload("ota.wiring")                  # no OTA slots: no code kept resident
+            unload("ota.wiring")                       # no OTA slots: no code kept resident
         if self.cellular is not None:
             self.cellular.ota = self.ota               # fw_offer from the head-end goes to the updater
         self.version = VERSION
