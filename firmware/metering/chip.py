@@ -26,7 +26,7 @@ class ChipError(Exception):
     """The chip could not be started: `state` says how it failed (SILENT, GARBAGE, CAL_ERROR, FAILED)."""
 
     def __init__(self, state, detail):
-        Exception.__init__(self, detail)
+        super().__init__(detail)
         self.state = state
 
 
