@@ -22,6 +22,7 @@ BENCHES = [
     "host_tools.bench.remote_bench",
     "host_tools.bench.agency_bench",
     "host_tools.bench.heap32_bench",
+    "host_tools.bench.chips_bench",
 ]
 
 LONG = [
