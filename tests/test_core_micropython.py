@@ -39,7 +39,11 @@ print(hex(drv.checksum([0x6720, 0x7A13, 0x7530, 0, 0, 0, 0, 0, 0, 0])))
 print(drv.sign_magnitude(0x83E8), drv.twos16(0xFFFE))
 class Ev:
     def emit(self, k, d=None): pass
-m = Meter(None, Clock(0), Ev(), 3200, 21528)
+class Chip:                 # the contract's energy side only: 0.1-pulse counts at 3200 imp/kWh
+    readings = None
+    den = 32000
+    wrap = 65536
+m = Meter(Chip(), Clock(0), Ev(), 3200, 21528)
 total = 0
 import random
 random.seed(5)
