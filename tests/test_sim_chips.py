@@ -40,6 +40,7 @@ def test_chip_faults_are_reported_and_recovered_with_energy_kept(chip):
     for kind in ("meter_silent", "meter_garbage", "meter_reset"):
         assert ev.get(kind) == 1, (chip, kind, ev)
     assert ev.get("meter_recovered", 0) >= 3, (chip, ev)
+    assert r["meter_export_wh"] == 0, (chip, r["meter_export_wh"])
     gap = r["true_import_wh"] - r["meter_import_wh"]
     # Silent and garbage lose nothing (the chip keeps counting); the reset loses what the chip held
     # since the last poll (10 s) and its restart.
