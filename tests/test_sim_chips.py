@@ -7,7 +7,7 @@ import pytest
 from host_tools.calibrate.bench.sim import SimBench
 from host_tools.calibrate.lab import run_lab
 from host_tools.calibrate.target import SimService
-from host_tools.sim.run import run
+from host_tools.sim.run import METERING_PREPAID, run
 from host_tools.sim.runner import SimMeter
 
 # Energy of the smallest count each chip's driver gives the meter, plus the part of a count a chip
@@ -80,3 +80,39 @@ def test_calibrate_takes_the_meter_to_class_1_at_every_point(tmp_path, chip, afe
         assert cal["calibrated"] and cal["cal"] == res["registers_after"]
     finally:
         m.close()
+
+
+@pytest.mark.parametrize("chip, flagged", [("ade7953", True), ("bl0942", False)])
+def test_the_neutral_channel_feeds_the_tamper_check(chip, flagged):
+    """ADE7953: channel B on the neutral CT sees a wire around the line shunt. BL0942: no neutral
+    channel, so no imbalance can be seen (and none is invented); reverse energy still is."""
+    load = {"kind": "constant", "name": "steady", "watts": 2000, "pf": 1.0}
+    m = SimMeter(seed=1, profile=load, afe="ideal", chip=chip,
+                 settings={"meter_period_s": 1, "prepaid": METERING_PREPAID})
+    try:
+        m.run_for(60)
+        m.world.tamper(bypass=0.6)
+        m.run_for(90)
+        ev = [e[3] for e in m.request("events")["events"] if e[2] == "tamper"]
+        kinds = [e["kind"] for e in ev]
+        assert (kinds == ["imbalance"]) == flagged, (chip, ev)
+        if flagged:
+            assert ev[0]["side"] == "neutral" and ev[0]["neutral_ma"] > 2 * ev[0]["line_ma"], ev
+        m.world.tamper(bypass=0.0, line_reversed=True)
+        m.run_for(600)
+        kinds = [e[3]["kind"] for e in m.request("events")["events"] if e[2] == "tamper"]
+        assert "reverse" in kinds, (chip, kinds)
+    finally:
+        m.close()
+
+
+def test_ade7953_model_has_one_storage_for_the_24_and_32_bit_views():
+    import random
+
+    from host_tools.sim.chips.ade7953 import ADE7953
+    c = ADE7953(random.Random(1), {"noise_rel": 0.0})
+    c.set_inputs(230.0, 2.5, 3.14159265, 50.0)                # export: AWATT negative
+    v24, v32 = c.peek(0x212), c.peek(0x312)
+    assert v24 & 0x800000 and v32 == v24 | 0xFF000000, (hex(v24), hex(v32))
+    c.poke(0x282, 0x500000)                                    # AWGAIN through its 24-bit address
+    assert c.peek(0x382) == 0x500000                           # unsigned: no sign extension
