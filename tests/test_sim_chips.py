@@ -116,3 +116,18 @@ def test_ade7953_model_has_one_storage_for_the_24_and_32_bit_views():
     assert v24 & 0x800000 and v32 == v24 | 0xFF000000, (hex(v24), hex(v32))
     c.poke(0x282, 0x500000)                                    # AWGAIN through its 24-bit address
     assert c.peek(0x382) == 0x500000                           # unsigned: no sign extension
+
+
+@pytest.mark.parametrize("chip", ["bl0942", "ade7953"])
+def test_chip_models_take_their_parameters_from_json_and_refuse_unknown_ones(tmp_path, chip):
+    import json
+    import random
+
+    from host_tools.sim.chips import MODELS
+    import importlib
+    cls = getattr(importlib.import_module(MODELS[chip][0]), MODELS[chip][1])
+    f = tmp_path / "p.json"
+    f.write_text(json.dumps({"params": {"noise_rel": 0.0}}))
+    assert cls.from_json(str(f), random.Random(1)).params["noise_rel"] == 0.0
+    with pytest.raises(ValueError, match="unknown"):
+        cls(random.Random(1), {"noise": 1})
