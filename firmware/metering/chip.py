@@ -31,9 +31,8 @@ class ChipError(Exception):
 
 
 class Readings:
-    """The instantaneous readings of one poll, in the units every layer above uses (integers)."""
-    __slots__ = ("urms_cv", "irms_ma", "p_w", "q_var", "s_va", "pf_milli", "freq_chz", "angle_dd",
-                 "irms_n_ma")
+    """The instantaneous readings of one poll, in the units every layer above uses (integers). No
+    __slots__: MicroPython ignores it, and the tuple would only cost heap."""
 
     def __init__(self):
         self.urms_cv = 0          # 0.01 V
