@@ -30,10 +30,10 @@ report("sign_magnitude_0x83e8", drv.sign_magnitude(0x83E8))
 report("twos16_0xfffe", drv.twos16(0xFFFE))
 class Ev:
     def emit(self, k, d=None): pass
-class Chip:          # only what the arithmetic needs: the ATM90E26's counts per kWh (0.1 pulse at 3200/kWh)
+class Chip:                 # the contract's energy side only: 0.1-pulse counts at 3200 imp/kWh
+    readings = None
     den = 32000
     wrap = 65536
-    readings = None
 m = Meter(Chip(), Clock(0), Ev(), 3200, 21528)
 total = 0
 import random

@@ -49,6 +49,7 @@ def firmware_modules():
 
 
 @pytest.mark.parametrize("board, port_manifest", [("esp32_atm90e26", "$(PORT_DIR)/boards/manifest.py"),
+                                                  ("esp32_bl0942", "$(PORT_DIR)/boards/manifest.py"),
                                                   ("sim", "$(PORT_DIR)/variants/manifest.py")])
 def test_board_manifest_freezes_every_firmware_module_and_the_board(board, port_manifest):
     tool = FakeManifestTool()
@@ -58,7 +59,7 @@ def test_board_manifest_freezes_every_firmware_module_and_the_board(board, port_
     missing_from_manifest = sorted(str(p.relative_to(ROOT)) for p in fw - tool.frozen)
     assert not missing_from_manifest, f"add these to boards/app_manifest.py: {missing_from_manifest}"
     assert (ROOT / "firmware/main.py").resolve() not in tool.frozen
-    board_py = (ROOT / "boards" / board / "board.py").resolve()
+    board_py = (ROOT / "boards" / board).resolve() / "board.py"   # esp32_bl0942 links it: the link is frozen
     if board_py.exists():
         assert board_py in tool.frozen
     else:  # the board module is being written by its owner; the manifest already names it
@@ -74,13 +75,14 @@ def test_no_board_file_depends_on_host_tools():
     assert uses.search('include("../../host_tools/build/app_manifest.py")')  # what the check catches
 
 
-def test_the_esp32_board_is_a_complete_micropython_board_definition():
+@pytest.mark.parametrize("board", ["esp32_atm90e26", "esp32_bl0942"])
+def test_the_esp32_board_is_a_complete_micropython_board_definition(board):
     import json
 
     from host_tools.flash import parttable
-    d = ROOT / "boards" / "esp32_atm90e26"
+    d = ROOT / "boards" / board
     for name in ("mpconfigboard.cmake", "mpconfigboard.h", "sdkconfig.board", "manifest.py", "partitions.csv"):
-        assert (d / name).is_file(), f"boards/esp32_atm90e26/{name} is missing"
+        assert (d / name).is_file(), f"boards/{board}/{name} is missing"
     cmake = (d / "mpconfigboard.cmake").read_text()
     assert "set(IDF_TARGET esp32)" in cmake and "MICROPY_FROZEN_MANIFEST ${MICROPY_BOARD_DIR}/manifest.py" in cmake
     info = json.loads((d / "board.json").read_text())

@@ -127,6 +127,7 @@ def test_a_chip_reset_is_detected_and_set_up_again(name):
         meter.poll()
     assert "meter_reset" in events.kinds(), events.kinds()
     assert meter.health == contract.OK and chip.probe() == contract.OK
+    assert meter.export_wh == 0 and meter.export_rem == 0, "the reset's counter restart read as export"
     got = wh(meter)
     # Only what the chip itself dropped at its reset (at most one poll, plus the restart's own wait)
     # is missing.

@@ -1,6 +1,7 @@
-"""The ESP32-WROOM-32 meter board (ATM90E26 on SPI, latching relay, SIM7600 modem, I2C keypad and LCD):
-builds every bus, pin, clock and store the firmware uses from `machine` and `esp32`, as board.json
-beside this file describes. Only this file and board.json know GPIO numbers (see README.md)."""
+"""The ESP32-WROOM-32 meter boards (a metering chip on SPI or on a UART, latching relay, SIM7600 modem,
+I2C keypad and LCD): builds every bus, pin, clock and store the firmware uses from `machine` and
+`esp32`, as board.json beside this file describes. Only this file and board.json know GPIO numbers (see
+README.md). `esp32_atm90e26` (ATM90E26 on SPI) owns this file; `esp32_bl0942` (BL0942 on a UART) links it."""
 import json
 import os
 import select
@@ -32,6 +33,7 @@ _UNIX_AT_2000 = const(946684800)  # 2000-01-01T00:00:00Z in Unix seconds
 _MODEM_RXBUF = const(2048)  # room for a burst of URCs and an MQTT frame while the app is busy
 _MODEM_RESET_MS = const(250)  # RESET_N low 100..450 ms (unverified for SIM7600: see README)
 _IOCTL_BLOCK_COUNT = const(4)
+_UART_REPLY_MS = const(20)  # a UART metering chip answers within a few ms; frames 20 ms apart (BL0942)
 
 # How each logical pin is set up. Outputs start at 0: relay coils de-energised, modem off, LED off.
 _OUTPUTS = ("relay_set", "relay_reset", "modem_power", "modem_reset", "status_led")
@@ -191,6 +193,40 @@ class SpiFrames:
                 buf[i + 1 + k] = body[k]
             i += frame_len
         return buf
+
+
+class UartFrames:
+    """The metering chip's UART, half duplex (the BL0942): `exchange(tx, rx)` drops stale bytes, sends
+    tx, then collects the reply into rx until it is whole or its window has passed (the bytes' time at
+    the baud rate plus the chip's answer delay). Returns how many bytes came: 0 from a silent chip."""
+
+    def __init__(self, uart, baudrate, ticks_ms, ticks_diff, sleep_ms):
+        self._uart = uart
+        self._us_per_byte = 10000000 // baudrate
+        self._ticks_ms = ticks_ms
+        self._ticks_diff = ticks_diff
+        self._sleep_ms = sleep_ms
+
+    def exchange(self, tx, rx):
+        u = self._uart
+        while u.any():
+            u.read()                      # a late reply to an earlier frame: resynchronise
+        u.write(tx)
+        n = len(rx)
+        window = ((len(tx) + n) * self._us_per_byte) // 1000 + _UART_REPLY_MS
+        if not n:
+            self._sleep_ms(window)        # a write: the chip's 20 ms frame gap before the next one
+            return 0
+        got = 0
+        mv = memoryview(rx)
+        t0 = self._ticks_ms()
+        while got < n and self._ticks_diff(self._ticks_ms(), t0) < window:
+            k = u.readinto(mv[got:]) if u.any() else 0
+            if k:
+                got += k
+            else:
+                self._sleep_ms(1)
+        return got
 
 
 class StdioPort:
@@ -399,12 +435,20 @@ class Board:
                 p = Pin(gpio, Pin.IN)
             self._pins[name] = p
 
-        s = info["metering"]["spi"]
-        cs = Pin(s["cs"], Pin.OUT, value=1)  # deselected before the bus exists
-        self.spi = machine.SPI(s["id"], baudrate=s["baudrate"], polarity=s["polarity"], phase=s["phase"],
-                               bits=8, firstbit=machine.SPI.MSB,
-                               sck=Pin(s["sck"]), mosi=Pin(s["mosi"]), miso=Pin(s["miso"]))
-        self.meter_bus = SpiFrames(self.spi, cs, time.sleep_us)
+        met = info["metering"]
+        if met.get("bus", "spi") == "uart":
+            u = met["uart"]
+            self.meter_uart = machine.UART(u["id"], baudrate=u["baudrate"], bits=8, parity=None, stop=1,
+                                           tx=u["tx"], rx=u["rx"], timeout=0)
+            self.meter_bus = UartFrames(self.meter_uart, u["baudrate"], time.ticks_ms, time.ticks_diff,
+                                        time.sleep_ms)
+        else:
+            s = met["spi"]
+            cs = Pin(s["cs"], Pin.OUT, value=1)  # deselected before the bus exists
+            self.spi = machine.SPI(s["id"], baudrate=s["baudrate"], polarity=s["polarity"], phase=s["phase"],
+                                   bits=8, firstbit=machine.SPI.MSB,
+                                   sck=Pin(s["sck"]), mosi=Pin(s["mosi"]), miso=Pin(s["miso"]))
+            self.meter_bus = SpiFrames(self.spi, cs, time.sleep_us)
 
         m = info["modem"]
         uart = machine.UART(m["uart"], baudrate=m["baudrate"], tx=m["tx"], rx=m["rx"],

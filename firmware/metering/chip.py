@@ -26,14 +26,13 @@ class ChipError(Exception):
     """The chip could not be started: `state` says how it failed (SILENT, GARBAGE, CAL_ERROR, FAILED)."""
 
     def __init__(self, state, detail):
-        Exception.__init__(self, detail)
+        super().__init__(detail)
         self.state = state
 
 
 class Readings:
-    """The instantaneous readings of one poll, in the units every layer above uses (integers)."""
-    __slots__ = ("urms_cv", "irms_ma", "p_w", "q_var", "s_va", "pf_milli", "freq_chz", "angle_dd",
-                 "irms_n_ma")
+    """The instantaneous readings of one poll, in the units every layer above uses (integers). No
+    __slots__: MicroPython ignores it, and the tuple would only cost heap."""
 
     def __init__(self):
         self.urms_cv = 0          # 0.01 V

@@ -28,6 +28,7 @@ BENCHES = [
     "host_tools.bench.fuzz_bench",
     "host_tools.bench.ota_bench",
     "host_tools.bench.ota_bench:run_campaign",
+    "host_tools.bench.chips_bench",
 ]
 
 LONG = [

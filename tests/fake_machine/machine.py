@@ -186,9 +186,19 @@ class UART:
         self.rx = self.rx[n:]
         return out
 
+    def readinto(self, buf):
+        n = min(len(buf), len(self.rx))
+        if not n:
+            return None
+        buf[:n] = self.rx[:n]
+        self.rx = self.rx[n:]
+        return n
+
     def write(self, buf):
         self.tx.extend(buf)
         record(("uart_w", self.id, bytes(buf)))
+        if getattr(self, "responder", None) is not None:
+            self.rx.extend(self.responder(bytes(buf)))   # a device on the far end answering
         return len(buf)
 
 

@@ -82,8 +82,8 @@ class ADE7953:
         self.imp = self.exp = 0
         self.energy_ok = True
         # Poll: energy then LAST_RWDATA twice (a vote, as the bus may lie), then the readings (24 bits).
-        self._poll24 = bytearray(6 * 9)
-        self._poll_regs = (_AENERGYA, _LAST24, _LAST24, _IRMSA, _IRMSB, _VRMS, _AWATT, _AVAR, _RSTIRQSTATA)
+        self._poll24 = bytearray(6 * 8)
+        self._poll_regs = (_AENERGYA, _LAST24, _LAST24, _IRMSA, _IRMSB, _VRMS, _AWATT, _AVAR)
         self._poll16 = bytearray(5 * 2)
 
     # -- frames ----------------------------------------------------------------------------------
@@ -157,7 +157,7 @@ class ADE7953:
             f[6 * k + 1] = a & 0xFF
             f[6 * k + 2] = 0x80
         self.bus.transfer(f, 6)
-        w = [(f[6 * k + 3] << 16) | (f[6 * k + 4] << 8) | f[6 * k + 5] for k in range(9)]
+        w = [(f[6 * k + 3] << 16) | (f[6 * k + 4] << 8) | f[6 * k + 5] for k in range(8)]
         e = w[0] if (w[0] == w[1] or w[0] == w[2]) else (w[1] if w[1] == w[2] else None)
         self.energy_ok = e is not None
         self.imp = self.exp = 0

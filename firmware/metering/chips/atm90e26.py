@@ -2,7 +2,7 @@
 a health probe, and clear-on-read energy confirmed through LastData. Takes a framed SPI bus."""
 from micropython import const
 
-from metering.chip import CAL_ERROR, GARBAGE, OK, RESET, SILENT, ChipError, Readings, check_int
+from metering.chip import CAL_ERROR, GARBAGE, OK, RESET, SILENT, ChipError, Readings
 
 _SYS_STATUS = const(0x01)
 _FUNC_EN = const(0x02)
@@ -33,7 +33,6 @@ _ADJ_ERR = const(0x3000)
 
 # The energy registers wrap at 16 bits (0.1 CF pulse per count) when they are not read in time.
 _WRAP = 65536
-_WRITABLE_RAW = (0x04,)          # SmallPMod: the lab's offset measurement mode
 
 
 def _setup():
@@ -169,23 +168,12 @@ class ATM90E26:
         r.irms_n_ma = w[15]
         return self.energy_ok
 
-    # -- calibration and the lab -----------------------------------------------------------------
+    # -- calibration and the lab (atm90e26_setup, loaded for the call) ----------------------------
     def check_cal(self, name, value):
-        """A calibration register by name: known, 16-bit, Ugain bit 15 clear (datasheet)."""
-        if name not in _setup().REGISTER_ADDRESS:
-            raise ValueError("unknown calibration register %r" % name)
-        check_int(name, value, 0, 0xFFFF)
-        if name == "Ugain" and value & 0x8000:
-            raise ValueError("Ugain bit 15 must be 0 (datasheet)")
+        _setup().check_cal(name, value)
 
     def raw_read(self, addr):
-        check_int("register address", addr, 0, 0x7F)
-        if 0x40 <= addr <= 0x45 or addr == 0x01:
-            raise ValueError("register 0x%02x clears on read: use totals" % addr)
-        return self.read(addr)
+        return _setup().raw_read(self, addr)
 
     def raw_write(self, addr, value):
-        if addr not in _WRITABLE_RAW:
-            raise ValueError("only SmallPMod (0x04) may be written raw")
-        check_int("value", value, 0, 0xFFFF)
-        self.write(addr, value)
+        _setup().raw_write(self, addr, value)

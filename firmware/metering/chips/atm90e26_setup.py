@@ -1,9 +1,10 @@
 """ATM90E26 start-up, loaded only while the chip is (re)started or its register names are looked up:
 soft reset, calibration registers with their CS1/CS2 checksums, start metering and verify. Kept out of
-atm90e26.py so the resident driver is only the poll and health path."""
+atm90e26.py so the resident driver is only the poll and health path. Also the lab's checks (calibration
+names and values, raw register access)."""
 from micropython import const
 
-from metering.chip import CAL_ERROR, SILENT
+from metering.chip import CAL_ERROR, SILENT, check_int
 
 _SOFT_RESET = const(0x00)
 _SYS_STATUS = const(0x01)
@@ -32,6 +33,32 @@ for _i, _n in enumerate(CAL_REGS):
     REGISTER_ADDRESS[_n] = 0x21 + _i
 for _i, _n in enumerate(ADJ_REGS):
     REGISTER_ADDRESS[_n] = 0x31 + _i
+
+
+_WRITABLE_RAW = (0x04,)          # SmallPMod: the lab's offset measurement mode
+
+
+def check_cal(name, value):
+    """A calibration register by name: known, 16-bit, Ugain bit 15 clear (datasheet)."""
+    if name not in REGISTER_ADDRESS:
+        raise ValueError("unknown calibration register %r" % name)
+    check_int(name, value, 0, 0xFFFF)
+    if name == "Ugain" and value & 0x8000:
+        raise ValueError("Ugain bit 15 must be 0 (datasheet)")
+
+
+def raw_read(chip, addr):
+    check_int("register address", addr, 0, 0x7F)
+    if 0x40 <= addr <= 0x45 or addr == 0x01:
+        raise ValueError("register 0x%02x clears on read: use totals" % addr)
+    return chip.read(addr)
+
+
+def raw_write(chip, addr, value):
+    if addr not in _WRITABLE_RAW:
+        raise ValueError("only SmallPMod (0x04) may be written raw")
+    check_int("value", value, 0, 0xFFFF)
+    chip.write(addr, value)
 
 
 def checksum(values):

@@ -142,6 +142,9 @@ class BL0942:
         if mode == self._mode():
             return OK
         if mode == _MODE_DEFAULT:
+            # The chip restarted: its CF counter began again at 0, so what it holds now is the
+            # energy since that reset (the meter reads it before setting the chip up again).
+            self._cnt = 0
             return RESET
         return GARBAGE
 

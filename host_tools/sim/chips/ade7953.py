@@ -64,6 +64,13 @@ class ADE7953:
         self.freq_hz = 50.0
         self.power_on_reset()
 
+    @classmethod
+    def from_json(cls, obj_or_path, rng):
+        """A chip with parameters from a dict or a JSON file path (docs/sim-formats.md)."""
+        from host_tools.sim import profiles
+        obj = profiles.load(obj_or_path, "ADE7953 parameters")
+        return cls(rng, obj.get("params", obj))
+
     def power_on_reset(self):
         self.r8 = {LCYCMODE: 0x40, PGA_V: 0, PGA_IA: 0, PGA_IB: 0, WRITE_PROTECT: 0}
         self.r16 = {LINECYC: 0, CONFIG: 0x8004, CF1DEN: 0x3F, CF2DEN: 0x3F, CFMODE: 0x300, PHCALA: 0, PHCALB: 0,

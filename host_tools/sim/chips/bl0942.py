@@ -57,6 +57,13 @@ class BL0942:
         self.freq_hz = 50.0
         self.power_on_reset()
 
+    @classmethod
+    def from_json(cls, obj_or_path, rng):
+        """A chip with parameters from a dict or a JSON file path (docs/sim-formats.md)."""
+        from host_tools.sim import profiles
+        obj = profiles.load(obj_or_path, "BL0942 parameters")
+        return cls(rng, obj.get("params", obj))
+
     def power_on_reset(self):
         self.r = {a: RESET_VALUES.get(a, 0) for a in range(0x20)}
         self._cf_frac = 0.0             # signed pulses not yet whole

@@ -1,0 +1,1 @@
+../esp32_atm90e26/board.py
