@@ -101,7 +101,7 @@ class _Serve:
             self.proc.wait()
 
 
-def _wait_count(store, sql, target, timeout, stall_s=90):
+def _wait_count(store, sql, target, timeout, stall_s=180):
     """Wait until the count reaches target; gives up at timeout or when it has not moved for stall_s."""
     end = time.monotonic() + timeout
     n, last, moved = 0, -1, time.monotonic()
@@ -178,6 +178,19 @@ class _Pool:
         return Pool(host, port, meters)
 
 
+def _settle(store, quiet_s=5.0, timeout=600):
+    """Wait until the head-end's event log has not grown for quiet_s (statuses, results all taken)."""
+    end = time.monotonic() + timeout
+    last, since = -1, time.monotonic()
+    while time.monotonic() < end:
+        n = store.q1("SELECT COUNT(*) AS n FROM events")["n"]
+        if n != last:
+            last, since = n, time.monotonic()
+        elif time.monotonic() - since > quiet_s:
+            return
+        time.sleep(0.5)
+
+
 def _vend_all(store, ks, ids, threads=2):
     from host_tools.headend import vending
     from host_tools.headend.store import Store
@@ -244,6 +257,8 @@ def run(sessions=SESSIONS, workers=WORKERS):
                 if not serve.ready(store):
                     res[k + "error"] = "workers not ready: " + " | ".join(serve.lines[-3:])
                     continue
+                # the retained statuses every worker is handed at subscription: drained before timing
+                _settle(store)
                 # readings: every meter publishes READINGS at once
                 before = store.q1("SELECT COUNT(*) AS n FROM readings")["n"]
                 pids = serve.worker_pids()

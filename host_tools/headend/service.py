@@ -276,6 +276,7 @@ class HeadEnd:
             if row is None or row["status"] == status:
                 return
         with self.store.tx() as db:
+            db.relaxed()   # presence, not money: the broker's retained status tells it again
             n = db.execute("UPDATE meters SET status=?, last_seen=? WHERE meter_id=?",
                            (status, self.clock(), meter_id)).rowcount
             if n:
