@@ -16,7 +16,11 @@ HEADEND_USER = "headend"
 _HEADEND = re.compile(r"headend(-[A-Za-z0-9_]{1,16})?\Z")
 _ID = re.compile(r"[A-Za-z0-9_-]{1,32}\Z")
 PUBLISH, SUBSCRIBE, RECEIVE = "publish", "subscribe", "receive"
-HEADEND_FILTERS = ("meters/+/up", "meters/+/status")
+HEADEND_FILTERS = ("meters/+/up", "meters/+/status", "meters/+/fwreq")
+# topics by who writes them: a meter its uplinks, status and firmware-chunk requests (firmware/ota/);
+# the head-end downlinks and firmware chunks (host_tools/headend/ota.py)
+METER_WRITES = ("up", "status", "fwreq")
+HEADEND_WRITES = ("down", "fw")
 
 
 def is_headend_user(user):
@@ -42,20 +46,20 @@ def allowed(user, topic, action):
     if is_headend_user(user):
         if action == PUBLISH:
             p = topic.split("/")
-            return len(p) == 3 and p[0] == "meters" and p[2] == "down" and bool(_ID.match(p[1]))
+            return len(p) == 3 and p[0] == "meters" and p[2] in HEADEND_WRITES and bool(_ID.match(p[1]))
         t = _unshare(topic) if action == SUBSCRIBE else topic
         if t is None:
             return False
         if action == SUBSCRIBE and t in HEADEND_FILTERS:
             return True
         p = t.split("/")
-        return len(p) == 3 and p[0] == "meters" and p[2] in ("up", "status") and bool(_ID.match(p[1]))
+        return len(p) == 3 and p[0] == "meters" and p[2] in METER_WRITES and bool(_ID.match(p[1]))
     if not _ID.match(user):
         return False
     own = "meters/" + user + "/"
     if action == PUBLISH:
-        return topic in (own + "up", own + "status")
-    return topic == own + "down"
+        return topic.startswith(own) and topic[len(own):] in METER_WRITES
+    return topic.startswith(own) and topic[len(own):] in HEADEND_WRITES
 
 
 def will_ok(user, will_topic):
@@ -70,9 +74,12 @@ def mosquitto_acl(headend_users):
     lines = ["# written by `meterkit headend broker-config`: meters reach only their own topics",
              "# (%u is the user name, which is also the client id: use_username_as_clientid true)", ""]
     for u in headend_users:
-        lines += [f"user {u}", "topic read meters/+/up", "topic read meters/+/status", "topic write meters/+/down",
-                  "topic read $share/+/meters/+/up", "topic read $share/+/meters/+/status", ""]
-    lines += ["pattern read meters/%u/down", "pattern write meters/%u/up", "pattern write meters/%u/status", ""]
+        lines += [f"user {u}"]
+        lines += ["topic read meters/+/%s" % t for t in METER_WRITES]
+        lines += ["topic write meters/+/%s" % t for t in HEADEND_WRITES]
+        lines += ["topic read $share/+/meters/+/%s" % t for t in METER_WRITES] + [""]
+    lines += ["pattern read meters/%%u/%s" % t for t in HEADEND_WRITES]
+    lines += ["pattern write meters/%%u/%s" % t for t in METER_WRITES] + [""]
     return "\n".join(lines)
 
 
