@@ -63,6 +63,7 @@ def to_postgres(sql, with_params=True):
                               text, flags=re.I)
                 text = re.sub(r"\bINTEGER\b", "BIGINT", text, flags=re.I)
                 text = re.sub(r"\bREAL\b", "DOUBLE PRECISION", text, flags=re.I)
+                text = re.sub(r"\bBLOB\b", "BYTEA", text, flags=re.I)
         parts.append(text)
     return "".join(parts)
 
@@ -130,6 +131,10 @@ class SqliteConnection:
         rows = cur.fetchall() if cur.description else []
         return Result(rows, cur.rowcount)
 
+    def executemany(self, sql, seq):
+        cur = self.raw.executemany(to_sqlite(sql), seq)
+        return Result([], cur.rowcount)
+
     def begin(self):
         self.raw.execute("BEGIN IMMEDIATE")
 
@@ -188,6 +193,14 @@ class PgConnection:
                 except ValueError:
                     return float(text)
         self.raw.adapters.register_loader("numeric", NumericLoader)
+
+    def executemany(self, sql, seq):
+        seq = [tuple(a) for a in seq]
+        if not seq:
+            return Result([], 0)
+        with self.raw.cursor() as cur:
+            cur.executemany(to_postgres(sql, with_params=True), seq)
+            return Result([], cur.rowcount)
 
     def execute(self, sql, args=()):
         with self.raw.cursor() as cur:

@@ -19,20 +19,6 @@ import struct
 from host_tools.errors import UsageError
 from host_tools.ota import keys, package
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS ota_packages (
-  sha256 TEXT PRIMARY KEY, version TEXT NOT NULL, board TEXT NOT NULL, header TEXT NOT NULL,
-  blob BLOB NOT NULL, uploaded REAL NOT NULL);
-CREATE TABLE IF NOT EXISTS ota_campaigns (
-  id INTEGER PRIMARY KEY, sha256 TEXT NOT NULL, state TEXT NOT NULL, stages TEXT NOT NULL,
-  stage INTEGER NOT NULL DEFAULT 0, threshold_pct REAL NOT NULL, stage_started REAL NOT NULL,
-  stage_timeout_s REAL NOT NULL, note TEXT, created REAL NOT NULL);
-CREATE TABLE IF NOT EXISTS ota_targets (
-  campaign_id INTEGER NOT NULL, meter_id TEXT NOT NULL, stage INTEGER NOT NULL, state TEXT NOT NULL,
-  bytes INTEGER NOT NULL DEFAULT 0, code TEXT, reason TEXT, msg_id TEXT, updated REAL NOT NULL,
-  last_event INTEGER NOT NULL DEFAULT 0, attempts INTEGER NOT NULL DEFAULT 0,
-  PRIMARY KEY (campaign_id, meter_id));
-"""
 FINAL = ("valid", "rolled_back", "refused", "failed", "cancelled")
 ATTEMPTS = 3            # offers per meter when a rollback came from a reset (a power cut in the trial)
 RESET_ROLLBACK = "reset before"   # how the meter words a rollback no health check asked for
@@ -40,8 +26,8 @@ REQUEST_FILTER = "meters/+/fwreq"
 
 
 def ensure_schema(store):
-    with store._lock:
-        store.db.executescript(SCHEMA)
+    """The OTA tables come with the store's migrations (store.py, version 7): nothing to do."""
+    return None
 
 
 def upload(store, path, trusted):
@@ -91,10 +77,10 @@ def start_campaign(store, ref, meters="all", share=100.0, stages=(1, 10, 100), t
         raise UsageError("no meters to update", hint="import meters first, or name them with --meters")
     now = store.clock()
     with store.tx() as db:
-        cur = db.execute("INSERT INTO ota_campaigns (sha256, state, stages, stage, threshold_pct, stage_started, "
-                         "stage_timeout_s, created) VALUES (?,?,?,?,?,?,?,?)",
-                         (key, "running", json.dumps(stages), 0, threshold_pct, now, stage_timeout_s, now))
-        cid = cur.lastrowid
+        cid = db.execute("INSERT INTO ota_campaigns (sha256, state, stages, stage, threshold_pct, stage_started, "
+                         "stage_timeout_s, created) VALUES (?,?,?,?,?,?,?,?) RETURNING id",
+                         (key, "running", json.dumps(stages), 0, threshold_pct, now, stage_timeout_s, now)
+                         ).fetchone()[0]
         for i, m in enumerate(ids):
             stage = next(k for k, s in enumerate(stages) if i < math.ceil(len(ids) * s / 100.0))
             db.execute("INSERT INTO ota_targets (campaign_id, meter_id, stage, state, updated) VALUES (?,?,?,?,?)",

@@ -78,6 +78,20 @@ MIGRATIONS = [
   kind TEXT NOT NULL, raised REAL NOT NULL, cleared REAL, data TEXT NOT NULL)""",
         "CREATE INDEX IF NOT EXISTS alarms_open ON alarms (cleared, kind)",
     ]),
+    (7, "ota_packages, ota_campaigns, ota_targets: firmware updates in the field (ota.py)", [
+        """CREATE TABLE IF NOT EXISTS ota_packages (
+  sha256 TEXT PRIMARY KEY, version TEXT NOT NULL, board TEXT NOT NULL, header TEXT NOT NULL,
+  blob BLOB NOT NULL, uploaded REAL NOT NULL)""",
+        """CREATE TABLE IF NOT EXISTS ota_campaigns (
+  id INTEGER PRIMARY KEY, sha256 TEXT NOT NULL, state TEXT NOT NULL, stages TEXT NOT NULL,
+  stage INTEGER NOT NULL DEFAULT 0, threshold_pct REAL NOT NULL, stage_started REAL NOT NULL,
+  stage_timeout_s REAL NOT NULL, note TEXT, created REAL NOT NULL)""",
+        """CREATE TABLE IF NOT EXISTS ota_targets (
+  campaign_id INTEGER NOT NULL, meter_id TEXT NOT NULL, stage INTEGER NOT NULL, state TEXT NOT NULL,
+  bytes INTEGER NOT NULL DEFAULT 0, code TEXT, reason TEXT, msg_id TEXT, updated REAL NOT NULL,
+  last_event INTEGER NOT NULL DEFAULT 0, attempts INTEGER NOT NULL DEFAULT 0,
+  PRIMARY KEY (campaign_id, meter_id))""",
+    ]),
 ]
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 
