@@ -41,10 +41,10 @@ CREATE TABLE IF NOT EXISTS sms_commands (
   meter_id TEXT NOT NULL, seq INTEGER NOT NULL, text TEXT NOT NULL, created REAL NOT NULL,
   PRIMARY KEY (meter_id, seq));
 CREATE TABLE IF NOT EXISTS service (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS alarms (
+CREATE TABLE IF NOT EXISTS uplink_alarms (
   id INTEGER PRIMARY KEY, meter_id TEXT,    -- NULL: the whole fleet
   kind TEXT NOT NULL, raised REAL NOT NULL, cleared REAL, data TEXT NOT NULL);
-CREATE INDEX IF NOT EXISTS alarms_open ON alarms (cleared, kind);
+CREATE INDEX IF NOT EXISTS uplink_alarms_open ON uplink_alarms (cleared, kind);
 """
 
 
