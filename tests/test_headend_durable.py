@@ -36,7 +36,7 @@ def meter_for(store, ks, row):
 
 def deliver(he, fm, now):
     """One round without a broker: claim what is due, hand it to the meter, ingest its answers."""
-    for _topic, payload in he._claim(now):
+    for _msg_id, _topic, payload in he._claim(now):
         for _t, up in fm.handle_down(payload):
             he.ingest(fm.meter_id, up)
 

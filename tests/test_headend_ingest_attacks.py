@@ -159,7 +159,7 @@ def test_silence_alarms_for_the_fleet_and_one_meter_raise_and_clear(he):
     kinds = [x["kind"] for x in silence.open_alarms(he.store)]
     assert kinds == ["uplinks_stopped"]
     he.check_silence()                   # raised once, not every check
-    assert len(he.store.q("SELECT * FROM alarms")) == 1
+    assert len(he.store.q("SELECT * FROM uplink_alarms")) == 1
     he.ingest(b["meter_id"], up(b, 2, result("r3")))
     assert he.check_silence()["fleet"] is False and silence.open_alarms(he.store) == []
     clock.t += 3000                      # A silent past an hour, B heard 3000 s ago

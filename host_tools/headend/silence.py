@@ -2,7 +2,7 @@
 head-end: its session taken over, a broker that stopped routing, a cut link) and from one meter (a
 meter that stopped reporting), even while its own heartbeat stays fresh.
 
-An alarm is a row in `alarms` (open while `cleared` is NULL) and an event (`uplinks_stopped` /
+An alarm is a row in `uplink_alarms` (open while `cleared` is NULL) and an event (`uplinks_stopped` /
 `uplinks_resumed` for the fleet, `meter_silent` / `meter_heard` for a meter), raised once and cleared
 when uplinks come back. Only meters that have sent an uplink at least once count: a fleet imported but
 not yet installed is not an alarm. The clock is the head-end's (`last_uplink` is written by ingest)."""
@@ -26,7 +26,7 @@ class SilenceWatch:
         with self.store.tx() as db:
             newest = db.execute("SELECT MAX(last_uplink) AS t FROM meters").fetchone()["t"]
             open_ = {(r["meter_id"], r["kind"]): r["id"] for r in
-                     db.execute("SELECT id, meter_id, kind FROM alarms WHERE cleared IS NULL")}
+                     db.execute("SELECT id, meter_id, kind FROM uplink_alarms WHERE cleared IS NULL")}
             fleet_silent = newest is not None and now - max(newest, self.started) > self.fleet_silence_s
             self._set(db, None, "uplinks_stopped", "uplinks_resumed", fleet_silent, open_, now,
                       {"last_uplink": newest, "silent_s": round(now - newest, 1) if newest else None})
@@ -46,12 +46,12 @@ class SilenceWatch:
     def _set(self, db, meter_id, kind, cleared_kind, on, open_, now, data):
         key = (meter_id, kind)
         if on and key not in open_:
-            db.execute("INSERT INTO alarms (meter_id, kind, raised, data) VALUES (?,?,?,?)",
+            db.execute("INSERT INTO uplink_alarms (meter_id, kind, raised, data) VALUES (?,?,?,?)",
                        (meter_id, kind, now, json.dumps(data, sort_keys=True)))
             self.store.log(meter_id, "headend", kind, data, db=db)
             open_[key] = None
         elif not on and key in open_:
-            db.execute("UPDATE alarms SET cleared=? WHERE cleared IS NULL AND kind=? AND meter_id IS ?",
+            db.execute("UPDATE uplink_alarms SET cleared=? WHERE cleared IS NULL AND kind=? AND meter_id IS ?",
                        (now, kind, meter_id))
             self.store.log(meter_id, "headend", cleared_kind, {}, db=db)
             del open_[key]
@@ -60,4 +60,4 @@ class SilenceWatch:
 def open_alarms(store):
     """The alarms still open, oldest first: [{meter_id, kind, raised, data}]."""
     return [{"meter_id": r["meter_id"], "kind": r["kind"], "raised": r["raised"], "data": json.loads(r["data"])}
-            for r in store.q("SELECT * FROM alarms WHERE cleared IS NULL ORDER BY id")]
+            for r in store.q("SELECT * FROM uplink_alarms WHERE cleared IS NULL ORDER BY id")]

@@ -71,12 +71,12 @@ MIGRATIONS = [
     (5, "meters.up_window: uplink seqs accepted below the highest (several workers take uplinks out of order)", [
         "ALTER TABLE meters ADD COLUMN up_window INTEGER NOT NULL DEFAULT 0",
     ]),
-    (6, "alarms and meters.last_uplink: the head-end notices when uplinks stop (silence.py)", [
+    (6, "uplink_alarms and meters.last_uplink: the head-end notices when uplinks stop (silence.py)", [
         "ALTER TABLE meters ADD COLUMN last_uplink REAL",
-        """CREATE TABLE IF NOT EXISTS alarms (
+        """CREATE TABLE IF NOT EXISTS uplink_alarms (
   id INTEGER PRIMARY KEY, meter_id TEXT,
   kind TEXT NOT NULL, raised REAL NOT NULL, cleared REAL, data TEXT NOT NULL)""",
-        "CREATE INDEX IF NOT EXISTS alarms_open ON alarms (cleared, kind)",
+        "CREATE INDEX IF NOT EXISTS uplink_alarms_open ON uplink_alarms (cleared, kind)",
     ]),
     (7, "ota_packages, ota_campaigns, ota_targets: firmware updates in the field (ota.py)", [
         """CREATE TABLE IF NOT EXISTS ota_packages (
