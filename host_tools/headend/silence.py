@@ -51,8 +51,12 @@ class SilenceWatch:
             self.store.log(meter_id, "headend", kind, data, db=db)
             open_[key] = None
         elif not on and key in open_:
-            db.execute("UPDATE uplink_alarms SET cleared=? WHERE cleared IS NULL AND kind=? AND meter_id IS ?",
-                       (now, kind, meter_id))
+            if meter_id is None:       # `IS ?` is SQLite's; PostgreSQL compares with NULL only by IS NULL
+                db.execute("UPDATE uplink_alarms SET cleared=? WHERE cleared IS NULL AND kind=? AND meter_id IS NULL",
+                           (now, kind))
+            else:
+                db.execute("UPDATE uplink_alarms SET cleared=? WHERE cleared IS NULL AND kind=? AND meter_id=?",
+                           (now, kind, meter_id))
             self.store.log(meter_id, "headend", cleared_kind, {}, db=db)
             del open_[key]
 
