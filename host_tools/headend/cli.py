@@ -74,7 +74,7 @@ def register(subparsers):
                    help="alarm when no uplink arrives from any meter for this long (default %(default)g)")
     s.add_argument("--meter-silence-s", type=number(10, 90 * 86400), default=silence.METER_SILENCE_S,
                    help="alarm when one meter sends nothing for this long (default %(default)g)")
-    s.add_argument("--workers", type=number(1, 64), default=1, help="run N worker processes sharing the uplinks "
+    s.add_argument("--workers", type=number(1, 64, integer=True, unit=""), default=1, help="run N worker processes sharing the uplinks "
                    "(MQTT v5 shared subscription) and the outbox; needs --broker")
     s.add_argument("--worker-id", type=int, help=argparse.SUPPRESS)   # one worker of --workers N
     s.set_defaults(func=cmd_serve)
