@@ -39,9 +39,9 @@ def test_development_build_says_so_and_names_its_mode(tmp_path, capsys):
 def test_shadowing_names_files_and_folders_an_import_would_find_first():
     names = frozen_module_names("sim")
     assert {"app", "app.composition", "board", "comms", "comms.at", "metering.meter"} <= names and "main" not in names
-    found = shadowing({"/fwversion.mpy": b"", "/app/0001.log": b"", "/comms/at.py": b"", "/main.py": b"",
+    found = shadowing({"/prepaid.mpy": b"", "/app/0001.log": b"", "/comms/at.py": b"", "/main.py": b"",
                        "/settings.json": b"", "/board.json": b""}, names)
-    assert found == ["/app", "/comms", "/fwversion.mpy"], found
+    assert found == ["/app", "/comms", "/prepaid.mpy"], found
 
 
 def _import_origins(fs_dir, frozen_dir, names=None):
