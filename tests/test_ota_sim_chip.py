@@ -93,7 +93,7 @@ def test_a_flashed_chip_boots_the_slot_otadata_selects(tmp_path):
 def test_a_simulated_image_carries_the_frozen_app_of_its_version():
     img = simimage.build("0.3.1")
     files = simimage.frozen_from_image(img)
-    assert "app.mpy" in files and "ota/updater.mpy" in files and "comms/link.mpy" in files
+    assert "app/composition.mpy" in files and "ota/updater.mpy" in files and "comms/link.mpy" in files
     assert b"0.3.1" in files["fwversion.mpy"] and "main.py" not in files
     assert len(img) < parttable.OTA_4MIB[3][4], "the simulated image must fit an OTA slot"
     d = simimage.frozen_dir(img)

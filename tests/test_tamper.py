@@ -162,7 +162,7 @@ def test_a_chip_without_a_neutral_channel_never_flags_imbalance():
     m.reading.irms_ma, m.reading.irms_n_ma = 10000, None
     for _ in range(40):
         t.poll()
-        c.t += 1000
+        c.ms += 1000
     assert ev == [], "imbalance flagged without a neutral reading: %r" % ev
 
 
