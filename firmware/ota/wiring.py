@@ -136,7 +136,7 @@ class OtaService:
         """What a new image must show before it marks itself valid."""
         app = self.app
         meter_ok = app.meter.polls > 0 and app.meter.readings()["health"] == "ok"
-        records_ok = not app.ledger_fault
+        records_ok = not app.prepaid.ledger_lost
         try:
             app.store.load("prepaid")
         except Exception as e:

@@ -28,8 +28,8 @@ HEAP = "384k"
 SERVICE_KEY = "a5c3" * 16
 # A build that lost its cellular side: it meters and answers its service port, but never brings the link
 # up, so it cannot prove itself within ota_trial_s and the bootloader takes the old image back.
-BROKEN_OVERLAY = {"cellular.py": '"""A broken build: the cellular side is missing."""\n\n\ndef start(app):\n'
-                                 '    return None\n'}
+BROKEN_OVERLAY = {"comms/cellular.py": '"""A broken build: the cellular side is missing."""\n\n\n'
+                                       'def start(*args):\n    return None\n'}
 SETTINGS = {"meter_period_s": 5, "ui": 0, "ota_trial_s": 180, "prepaid": {"ledger": {"opening_credit": 100000}}}
 
 
