@@ -226,7 +226,8 @@ class HeadEnd:
                            (status, self.clock(), meter_id)).rowcount
             if n:
                 self.store.log(meter_id, "broker", status, db=db)
-            if n and status == "online" and self.resend_on_online:
+            if n and status == "online" and self.resend_on_online and not retained:
+                # (a retained `online` is what the broker remembered, not the meter coming back)
                 # The meter is back: what waits for its result goes now, not at its retry time (a
                 # downlink sent into the outage may be lost with a broker that forgot the session).
                 db.execute("UPDATE messages SET next_try=? WHERE meter_id=? AND state='sent' AND next_try>?",
