@@ -130,6 +130,10 @@ class SqliteConnection:
         rows = cur.fetchall() if cur.description else []
         return Result(rows, cur.rowcount)
 
+    def executemany(self, sql, rows):
+        cur = self.raw.executemany(to_sqlite(sql), rows)
+        return Result([], cur.rowcount)
+
     def begin(self):
         self.raw.execute("BEGIN IMMEDIATE")
 
@@ -196,6 +200,11 @@ class PgConnection:
                 return Result([], cur.rowcount)
             names = [d.name for d in cur.description]
             return Result([Row(names, r) for r in cur.fetchall()], cur.rowcount)
+
+    def executemany(self, sql, rows):
+        with self.raw.cursor() as cur:
+            cur.executemany(to_postgres(sql), [tuple(r) for r in rows])
+            return Result([], cur.rowcount)
 
     def begin(self):
         self.raw.execute("BEGIN")
