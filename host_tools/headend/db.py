@@ -131,8 +131,8 @@ class SqliteConnection:
         rows = cur.fetchall() if cur.description else []
         return Result(rows, cur.rowcount)
 
-    def executemany(self, sql, seq):
-        cur = self.raw.executemany(to_sqlite(sql), seq)
+    def executemany(self, sql, rows):
+        cur = self.raw.executemany(to_sqlite(sql), rows)
         return Result([], cur.rowcount)
 
     def begin(self):
@@ -194,14 +194,6 @@ class PgConnection:
                     return float(text)
         self.raw.adapters.register_loader("numeric", NumericLoader)
 
-    def executemany(self, sql, seq):
-        seq = [tuple(a) for a in seq]
-        if not seq:
-            return Result([], 0)
-        with self.raw.cursor() as cur:
-            cur.executemany(to_postgres(sql, with_params=True), seq)
-            return Result([], cur.rowcount)
-
     def execute(self, sql, args=()):
         with self.raw.cursor() as cur:
             cur.execute(to_postgres(sql, with_params=bool(args)), tuple(args) if args else None)
@@ -209,6 +201,11 @@ class PgConnection:
                 return Result([], cur.rowcount)
             names = [d.name for d in cur.description]
             return Result([Row(names, r) for r in cur.fetchall()], cur.rowcount)
+
+    def executemany(self, sql, rows):
+        with self.raw.cursor() as cur:
+            cur.executemany(to_postgres(sql), [tuple(r) for r in rows])
+            return Result([], cur.rowcount)
 
     def begin(self):
         self.raw.execute("BEGIN")

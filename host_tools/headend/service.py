@@ -66,6 +66,7 @@ class HeadEnd:
         self.seq_window = seq_window
         self.shared_group = shared_group
         self.claim_batch = claim_batch
+        self.answer_grace_s = 5.0 if shared_group else 0.0
         self.poll_s = poll_s
         self.clock = clock
         self.connected = threading.Event()
@@ -281,7 +282,8 @@ class HeadEnd:
                            (status, self.clock(), meter_id)).rowcount
             if n:
                 self.store.log(meter_id, "broker", status, db=db)
-            if n and status == "online" and self.resend_on_online:
+            if n and status == "online" and self.resend_on_online and not retained:
+                # (a retained `online` is what the broker remembered, not the meter coming back)
                 # The meter is back: what waits for its result goes now, not at its retry time (a
                 # downlink sent into the outage may be lost with a broker that forgot the session).
                 db.execute("UPDATE messages SET next_try=? WHERE meter_id=? AND state='sent' AND next_try>?",
@@ -389,8 +391,11 @@ class HeadEnd:
             # answer was lost, say in a broker restart) goes again now, while the meter still remembers
             # it, rather than at a retry time up to 10 minutes away, after which the meter may have
             # forgotten the message and its TID (a credited token would then be answered `old`).
+            # With several workers an older answer may still be in another worker's hands: it gets
+            # answer_grace_s to land before the resend.
+            soon = now + self.answer_grace_s
             db.execute("UPDATE messages SET next_try=? WHERE meter_id=? AND state='sent' AND next_try>? AND "
                        "created<=(SELECT created FROM messages WHERE msg_id=?) AND msg_id!=?",
-                       (now, meter_id, now, ref, ref))
+                       (soon, meter_id, soon, ref, ref))
         self.store.log(meter_id, "meter", "result", {"ref": ref, "code": code, "detail": detail, "first": first,
                                                      "recorded": recorded}, db=db)
