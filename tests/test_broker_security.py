@@ -83,8 +83,7 @@ class BrokerUnderTest:
         self.kind, self.rows = kind, rows
         self.host, self.tls, self.ca = "127.0.0.1", False, None
         if kind == "mosquitto":
-            if not mosquitto_path():
-                pytest.skip("mosquitto binary absent: apt-get install -y mosquitto")
+            assert mosquitto_path(), "mosquitto is not installed: apt-get install -y mosquitto"
             port = free_port()
             out = brokerconfig.build(store, tmp_path / "broker", hostnames=["localhost", "127.0.0.1"], port=port,
                                      persistence=False, run_as="root" if os.geteuid() == 0 else None)
@@ -101,10 +100,20 @@ class BrokerUnderTest:
 
 @pytest.fixture(params=["mosquitto", "amqtt"])
 def world(request, tmp_path):
+    yield from _world(request.param, tmp_path)
+
+
+@pytest.fixture
+def tls_world(tmp_path):
+    """The production broker only: the embedded amqtt one is the development broker (plain TCP)."""
+    yield from _world("mosquitto", tmp_path)
+
+
+def _world(kind, tmp_path):
     csv_path, ks_path, rows = make_fleet(str(tmp_path / "fleet"), 2)
     store = Store(tmp_path / "he.db")
     store.import_csv(csv_path)
-    broker = BrokerUnderTest(request.param, store, rows, tmp_path)
+    broker = BrokerUnderTest(kind, store, rows, tmp_path)
     he = HeadEnd(store, broker.url, poll_s=0.05, ca_file=broker.ca)
     he.start()
     stop = threading.Event()
@@ -215,10 +224,9 @@ def test_wrong_passwords_unknown_users_and_the_headends_name_are_refused(world):
     assert he.connected.is_set(), "a refused client disturbed the head-end's session"
 
 
-def test_mqtts_refuses_plaintext_and_clients_that_do_not_trust_the_utility_ca(world, tmp_path):
-    store, broker, he, rows, probe = world
-    if not broker.tls:
-        pytest.skip("the embedded amqtt broker is the development broker: plain TCP on loopback")
+def test_mqtts_refuses_plaintext_and_clients_that_do_not_trust_the_utility_ca(tls_world, tmp_path):
+    store, broker, he, rows, probe = tls_world
+    assert broker.tls
     import socket
     s = socket.create_connection((broker.host, broker.port), 3)
     s.settimeout(3)

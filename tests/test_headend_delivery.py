@@ -32,7 +32,7 @@ def broker(request, fleet):
     store, ks, rows = fleet
     if request.param == "mosquitto":
         if not mosquitto_path():
-            pytest.skip("mosquitto binary absent: apt-get install -y mosquitto")
+            pytest.fail("mosquitto is not installed: apt-get install -y mosquitto")
         users = {r["meter_id"]: r["broker_password"] for r in rows}
         users["headend"] = "he-secret"
         b = Mosquitto(passwords=users).start()

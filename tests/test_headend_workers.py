@@ -24,7 +24,7 @@ METERS = 6
 @pytest.fixture
 def fleet(tmp_path, store_target):
     if not mosquitto_path():
-        pytest.skip("mosquitto absent: apt-get install -y mosquitto")
+        pytest.fail("mosquitto is not installed: apt-get install -y mosquitto")
     csv_path, ks_path, rows = make_fleet(str(tmp_path), METERS)
     store = Store(store_target)
     store.import_csv(csv_path)

@@ -8,7 +8,11 @@ import pytest
 from host_tools.headend.mosquitto import mosquitto_path
 from host_tools.sim.scenario import Chain
 
-pytestmark = pytest.mark.skipif(not mosquitto_path(), reason="mosquitto is not installed: apt-get install -y mosquitto")
+
+
+@pytest.fixture(autouse=True)
+def _mosquitto_installed():
+    assert mosquitto_path(), "mosquitto is not installed: apt-get install -y mosquitto"
 
 
 def test_meter_connects_over_mqtts_through_the_modems_ssl_and_takes_a_topup():

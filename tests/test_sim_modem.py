@@ -203,7 +203,7 @@ def test_echo_on_by_default_and_off_after_ate0():
 def test_mqtt_connect_connack_through_transparent_bridge(broker_kind, amqtt_broker):
     if broker_kind == "mosquitto":
         if not mosquitto_path():
-            pytest.skip("mosquitto binary absent: apt-get install -y mosquitto")
+            pytest.fail("mosquitto is not installed: apt-get install -y mosquitto")
         broker = Mosquitto().start()
     else:
         broker = amqtt_broker
