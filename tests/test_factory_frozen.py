@@ -6,6 +6,7 @@ were on the file system would (the search order is the chip's)."""
 import json
 import shutil
 import subprocess
+import sys
 
 from host_tools.build.builder import build, frozen_module_names, shadowing
 from host_tools.build.image import read_image
@@ -25,6 +26,31 @@ def test_frozen_build_is_data_only_and_names_its_mode(tmp_path, capsys):
     assert set(files) <= {"/main.py", "/board.json", "/defaults.json"} and "/main.py" in files
     assert not [p for p in files if p.endswith((".mpy", ".py")) and p != "/main.py"]
     assert not shadowing(files, frozen_module_names("esp32_atm90e26"))
+
+
+def test_a_production_image_carries_the_update_signing_keys_it_trusts(tmp_path, capsys):
+    from host_tools.ota import keys
+    # two keys (a manufacturer rolls its key over: the old and the new are both trusted for a while)
+    assert main(["ota", "keygen", "--out", str(tmp_path / "maker-a.pem")]) == 0
+    assert main(["ota", "keygen", "--out", str(tmp_path / "maker-b.pem")]) == 0
+    pubs = [str(tmp_path / "maker-a.pub.pem"), str(tmp_path / "maker-b.pub.pem")]
+    capsys.readouterr()
+    argv = ["build", "--board", "esp32_atm90e26", "--frozen", "--out", str(tmp_path / "f"), "--json"]
+    assert main(argv + ["--ota-key", pubs[0], "--ota-key", pubs[1]]) == 0
+    assert not json.loads(capsys.readouterr().out)["warnings"]
+    files = read_image((tmp_path / "f" / "fs.img").read_bytes(), 4096)
+    trust = json.loads(files["/ota_trust.json"])
+    assert trust == keys.trust_entry_file([keys.load_public(p) for p in pubs]), trust
+    assert len(trust["keys"]) == 2
+    # without a key the production build says the meter will refuse every update
+    assert main(argv) == 0
+    assert any("--ota-key" in w for w in json.loads(capsys.readouterr().out)["warnings"])
+    # a file that is not a key is a one-line refusal, and nothing is written
+    (tmp_path / "junk.pem").write_text("not a key")
+    p = subprocess.run([sys.executable, "-m", "host_tools.cli", *argv[:-1], "--out", str(tmp_path / "g"),
+                        "--ota-key", str(tmp_path / "junk.pem")], capture_output=True, text=True)
+    assert p.returncode == 2 and "not a PEM public key" in p.stderr and "Traceback" not in p.stderr, p.stderr
+    assert not (tmp_path / "g" / "fs.img").exists()
 
 
 def test_development_build_says_so_and_names_its_mode(tmp_path, capsys):

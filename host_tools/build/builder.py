@@ -93,6 +93,9 @@ def shadowing(files, frozen_names):
     return sorted(set(found))
 
 
+OTA_TRUST = "/ota_trust.json"      # firmware/ota/wiring.py reads it at boot
+
+
 def collect_frozen_files(board_name, source_root=None):
     """The data-only file system of a frozen image: main.py (the firmware's, as source: MicroPython runs
     main.py from the file system and it is never frozen), board.json, defaults.json."""
@@ -161,9 +164,11 @@ def collect_files(board_name, source_root=None):
     return files, meta, warnings
 
 
-def build(board_name, out_dir=None, source_root=None, versions=None, frozen=False):
+def build(board_name, out_dir=None, source_root=None, versions=None, frozen=False, ota_keys=()):
     """Build `board_name` into `out_dir` (default build/<board>/); return the manifest dict.
     frozen=True writes the production layout (data only; the app is frozen into the firmware).
+    `ota_keys`: paths of the manufacturer's update-signing public keys (`meterkit ota keygen`); the
+    image carries them as /ota_trust.json, without which the meter refuses every update.
     Everything is made in memory first, then each output is swapped in whole, so a failed
     build leaves the previous one untouched."""
     from host_tools.build.image import make_image  # littlefs is only needed for a real build
@@ -177,6 +182,17 @@ def build(board_name, out_dir=None, source_root=None, versions=None, frozen=Fals
     block_size, block_count = flash["block_size"], flash["vfs_size"] // flash["block_size"]
     collect = collect_frozen_files if frozen else collect_files
     files, meta, warnings = collect(board_name, source_root)
+    if ota_keys:
+        import json
+
+        from host_tools.ota import keys as ota_keys_mod
+        trust = json.dumps(ota_keys_mod.trust_entry_file([ota_keys_mod.load_public(k) for k in ota_keys]),
+                           sort_keys=True).encode()
+        files[OTA_TRUST] = trust
+        meta[OTA_TRUST] = {"source": ", ".join(str(k) for k in ota_keys), "kind": "json", "size": len(trust),
+                           "sha256": sha256(trust)}
+    elif frozen:
+        warnings.append("no --ota-key: the meter will refuse every firmware update (no trusted signing key)")
     image = make_image(files, block_size, block_count)
     out = Path(out_dir) if out_dir else paths.BUILD / board_name
     manifest = {

@@ -1,4 +1,4 @@
-"""`meterkit build --board NAME [--frozen] [--out DIR] [--json]`: pack the file system image: the
+"""`meterkit build --board NAME [--frozen] [--ota-key PUB.pem ...] [--out DIR] [--json]`: pack the file system image: the
 production layout for a firmware with the app frozen in (--frozen), or the development layout (.mpy)."""
 import sys
 
@@ -11,13 +11,15 @@ def register(sub):
     p.add_argument("--board", required=True, help="board folder name under boards/")
     p.add_argument("--frozen", action="store_true",
                    help="production: data-only file system for a firmware with the app frozen in (boards/B/manifest.py)")
+    p.add_argument("--ota-key", action="append", default=[], metavar="PUB.pem",
+                   help="a public key whose signed updates the meter accepts (`meterkit ota keygen`); repeatable")
     p.add_argument("--out", default=None, help="output folder (default build/<board>/)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=handler)
 
 
 def handler(args):
-    m = build(args.board, args.out, frozen=args.frozen)
+    m = build(args.board, args.out, frozen=args.frozen, ota_keys=args.ota_key)
     if not args.frozen:
         sys.stderr.write("development mode: the application goes on the file system as .mpy (boards with PSRAM, "
                          "mpremote work); `--frozen` builds the production image\n")
