@@ -59,7 +59,8 @@ class FakePrepaid:
         self.calls = []
         self.supply = FakeSupply(self.calls)
         self.tamper = FakeTamper(self.calls)
-        self.ledger = types.SimpleNamespace(credit=500, em_owed=0)
+        self.ledger = types.SimpleNamespace(credit=500, em_owed=0, topups=0)
+        self.schedule = types.SimpleNamespace(mode="money")
         self.refs = []
 
     def topup(self, amount, ref):
@@ -68,6 +69,7 @@ class FakePrepaid:
             return {"applied": False, "duplicate": True, "ref": ref}
         self.refs.append(ref)
         self.ledger.credit += amount
+        self.ledger.topups += amount
         return {"applied": True, "credit": amount}
 
     def commit(self):
@@ -162,6 +164,9 @@ def test_topup_goes_through_the_prepaid_core_once_per_ref_and_reports_each(meter
     assert again["applied"] is False and again["duplicate"] is True and again["balance"] == 750, again
     got = [(k, d["ref"], d["applied"]) for k, d in kinds(meter)]
     assert got == [("topup", "pay-1", True), ("topup", "pay-1", False)], got
+    # the credited one carries what the head-end reconciles: channel, amount, unit, topups register
+    d = kinds(meter)[0][1]
+    assert (d["ch"], d["amt"], d["unit"], d["reg"], d["tid"]) == ("service", 250, "minor", 250, None), d
 
 
 def test_clear_tamper_and_reconnect_commit_through_the_prepaid_core(meter):

@@ -317,3 +317,25 @@ def test_kwh_topup_for_a_money_meter_is_refused_by_the_headend_and_explained_by_
     detail = json.loads(m["detail"])
     assert m["code"] == "format_error" and detail.get("why") == "mode", (m["code"], detail)
     assert detail.get("meter_mode") == "money" and detail.get("token") == "credit_kwh", detail
+
+
+def test_every_credit_is_a_topup_event_the_head_end_reconciles_whatever_the_channel():
+    """A remote token and a service-port top-up both reach the head-end as `topup` events: the vended one
+    is matched to its vend by TID, the service-port one is reported as not vended by this head-end."""
+    from host_tools.headend import reconcile
+    with Chain() as ch:
+        v = ch.vend(amount=9)
+        assert ch.run(300, until=lambda: ch.message(v["msg_id"])["state"] == "done")
+        r = ch.meter.request("topup", amount=300, ref="counter-receipt-17")
+        assert r.get("applied"), r
+        assert ch.run(600, until=lambda: ch.store.q1("SELECT COUNT(*) AS n FROM topups WHERE meter_id=?",
+                                                     (ch.meter_id,))["n"] >= 2)
+        rows = {t["channel"]: t for t in ch.store.q("SELECT * FROM topups WHERE meter_id=?", (ch.meter_id,))}
+        assert set(rows) == {"remote", "service"}, rows
+        assert v["tid"] is not None and rows["remote"]["tid"] == v["tid"], (v, dict(rows["remote"]))
+        assert rows["remote"]["what"] == "minor", dict(rows["remote"])
+        assert rows["service"]["quantity"] == 300 and rows["service"]["msg_id"] == "counter-receipt-17"
+        out = reconcile.reconcile(ch.store, ch.meter_id)
+        kinds = sorted(m["kind"] for m in out["mismatches"])
+        assert kinds == ["unvended_topup"], out["mismatches"]
+        assert [m["channel"] for m in out["mismatches"]] == ["service"], out["mismatches"]

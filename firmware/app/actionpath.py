@@ -60,8 +60,23 @@ def topup(a, amount, ref, by):
     p = a.prepaid
     out = p.topup(amount, ref)      # the split: emergency, debt, credit shares
     out["balance"] = p.ledger.credit
-    a.emit("topup", {"ref": ref, "amount": amount, "applied": out["applied"], "by": by})
+    if out["applied"]:
+        _topup_event(a, by, None, amount, ref, amount=amount, applied=True)
+    else:
+        a.emit("topup", {"ref": ref, "amount": amount, "applied": False, "by": by})
     return out
+
+
+def _topup_event(a, by, tid, amt, ref, **more):
+    """`topup`, one per credit whatever the channel, with what the head-end reconciles against its
+    vends (host_tools/headend/topups.py): channel, STS TID, amount and its unit, ref, topups register."""
+    p = a.prepaid
+    ch = by if by in ("keypad", "service", "opaygo") else "remote" if by in ("headend", "mqtt") else \
+        "sms" if by[:3] == "sms" else "other"
+    d = {"ch": ch, "tid": tid, "amt": amt, "unit": "wh" if p.schedule.mode == "kwh" else "minor", "ref": ref,
+         "reg": p.ledger.topups, "by": by if by[:4] != "sms:" else "sms"}
+    d.update(more)
+    a.emit("topup", d)
 
 
 def token(a, digits, by):
@@ -71,8 +86,15 @@ def token(a, digits, by):
         raise Refused("digits must be the token as a string of 1..%d characters" % DIGITS_MAX)
     import gc
     gc.collect()      # the token code is loaded now and dropped after: give it one free stretch
-    return call("tokens.apply", "apply_token", a.prepaid, a.store, a.clock, a.emit, a.token_locks,
-                     digits, by, tree="tokens")
+    out = call("tokens.apply", "apply_token", a.prepaid, a.store, a.clock, a.emit, a.token_locks,
+               digits, by, tree="tokens")
+    split = out.get("split")
+    if out.get("result") == "accepted" and split:
+        ref = split.get("ref") or ""
+        tid = int(ref[4:]) if ref[:4] == "sts:" and ref[4:].isdigit() else None
+        _topup_event(a, "opaygo" if out.get("system") == "opaygo" and by == "keypad" else by, tid,
+                     split["amount"], ref)
+    return out
 
 
 def emergency(a, by):

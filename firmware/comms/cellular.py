@@ -21,7 +21,7 @@ UPLINK_EVENTS = ("meter_silent", "meter_garbage", "meter_reset", "meter_cal_erro
                  "relay_welded", "low_credit", "emergency_taken", "tamper", "auth_failed", "calibration_changed",
                  "record_reset", "crashed", "safe_mode", "job_escalated", "time_rejected", "factory_lock_missing",
                  "ota_offered", "ota_refused", "ota_ready", "ota_failed", "ota_switch", "ota_trial", "ota_valid",
-                 "ota_unhealthy", "ota_rolled_back")
+                 "ota_unhealthy", "ota_rolled_back", "topup")
 
 
 _STMT = "stmt_out"
