@@ -21,3 +21,25 @@ def make(name, rng, params=None):
                          hint="models: " + ", ".join(NAMES))
     cls = getattr(importlib.import_module(entry[0]), entry[1])
     return cls(rng, params) if params else cls(rng)
+
+
+def chip_params(defaults, params, chip):
+    """A model's parameters: `defaults` with `params` laid over them (an unknown name is an error)."""
+    p = dict(defaults)
+    if params:
+        unknown = set(params) - set(defaults)
+        if unknown:
+            raise ValueError(f"unknown {chip} parameters: {sorted(unknown)}")
+        p.update(params)
+    return p
+
+
+class FromJson:
+    """`from_json` for a chip model with NAME: parameters from a dict or a JSON file path
+    (docs/sim-formats.md)."""
+
+    @classmethod
+    def from_json(cls, obj_or_path, rng):
+        from host_tools.sim import profiles
+        obj = profiles.load(obj_or_path, "%s parameters" % cls.NAME)
+        return cls(rng, obj.get("params", obj))

@@ -12,6 +12,7 @@ LINECYC half cycles, CYCEND), no-load (AP_NOLOAD), CF1 from the channel A active
 CF1DEN, LAST_RWDATA per width, IRQSTATA with RESET, write protection. Faults: silent (MISO high),
 garbage (noise), reset."""
 import math
+from host_tools.sim.chips import FromJson, chip_params
 
 FS_MV = 500 / math.sqrt(2)
 RMS_FS = 9032007
@@ -45,31 +46,20 @@ def width_of(addr):
     return {0: 1, 1: 2, 2: 3, 3: 4}.get(addr >> 8, 0)
 
 
-class ADE7953:
+class ADE7953(FromJson):
+    NAME = "ADE7953"
     kind = "ade7953"
     bus = "spi"
 
     def __init__(self, rng, params=None):
         self.rng = rng
-        p = dict(DEFAULT_PARAMS)
-        if params:
-            unknown = set(params) - set(DEFAULT_PARAMS)
-            if unknown:
-                raise ValueError(f"unknown ADE7953 parameters: {sorted(unknown)}")
-            p.update(params)
-        self.params = p
+        self.params = p = chip_params(DEFAULT_PARAMS, params, self.NAME)
         self.fault = None
         self.cf_pulses = 0
         self.v_mv = self.i_mv = self.phi = self.n_mv = self.n_phi = 0.0
         self.freq_hz = 50.0
         self.power_on_reset()
 
-    @classmethod
-    def from_json(cls, obj_or_path, rng):
-        """A chip with parameters from a dict or a JSON file path (docs/sim-formats.md)."""
-        from host_tools.sim import profiles
-        obj = profiles.load(obj_or_path, "ADE7953 parameters")
-        return cls(rng, obj.get("params", obj))
 
     def power_on_reset(self):
         self.r8 = {LCYCMODE: 0x40, PGA_V: 0, PGA_IA: 0, PGA_IB: 0, WRITE_PROTECT: 0}

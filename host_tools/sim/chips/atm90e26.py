@@ -8,7 +8,7 @@ instantaneous readings (RMS, mean power) carry a little seeded noise.
 """
 import math
 
-from host_tools.sim import profiles
+from host_tools.sim.chips import FromJson, chip_params
 
 # ---- register addresses -------------------------------------------------------------------------
 SOFTRESET, SYSSTATUS, FUNCEN, SAGTH, SMALLPMOD, LASTDATA, LSB = 0x00, 0x01, 0x02, 0x03, 0x04, 0x06, 0x08
@@ -129,18 +129,14 @@ def checksum(values):
     return (x << 8) | (s & 0xFF)
 
 
-class ATM90E26:
+class ATM90E26(FromJson):
     """One ATM90E26 on an SPI bus. See the module docstring and docs/sim-atm90e26.md."""
+
+    NAME = "ATM90E26"
 
     def __init__(self, rng, params=None):
         self.rng = rng
-        p = dict(DEFAULT_PARAMS)
-        if params:
-            unknown = set(params) - set(DEFAULT_PARAMS)
-            if unknown:
-                raise ValueError(f"unknown ATM90E26 parameters: {sorted(unknown)}")
-            p.update(params)
-        self.params = p
+        self.params = p = chip_params(DEFAULT_PARAMS, params, self.NAME)
         self._noise_lsb = float(p["noise_lsb"])
         self._noise_rel = float(p["noise_rel"])
         self._noisy = self._noise_lsb > 0 or self._noise_rel > 0
@@ -172,11 +168,6 @@ class ATM90E26:
         self.freq_hz = 50.0
         self.power_on_reset()
 
-    @classmethod
-    def from_json(cls, obj_or_path, rng):
-        """A chip with parameters (noise, ADC floors) from a dict or a JSON file path."""
-        obj = profiles.load(obj_or_path, "ATM90E26 parameters")
-        return cls(rng, obj.get("params", obj))
 
     # ---- reset and modes ------------------------------------------------------------------------
     def power_on_reset(self):

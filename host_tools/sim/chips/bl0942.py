@@ -9,6 +9,7 @@ registers 0x10-0x1F written only after 0x55 in USR_WRPROT, SOFT_RESET 0x5A5A5A, 
 checksum on every frame (a write with a bad one is ignored). Faults: silent (no byte back), garbage
 (noise instead of the reply), reset (power-on reset: registers to defaults, CF_CNT to 0)."""
 import math
+from host_tools.sim.chips import FromJson, chip_params
 
 VREF = 1.218
 I_RMS_K = 305978 / VREF          # counts per pin mV
@@ -35,21 +36,16 @@ def checksum(first, data):
     return ~(first + sum(data)) & 0xFF
 
 
-class BL0942:
+class BL0942(FromJson):
     """One BL0942 on a UART. `uart(tx, want)` answers what the chip sends back for the bytes tx."""
 
+    NAME = "BL0942"
     kind = "bl0942"
     bus = "uart"
 
     def __init__(self, rng, params=None):
         self.rng = rng
-        p = dict(DEFAULT_PARAMS)
-        if params:
-            unknown = set(params) - set(DEFAULT_PARAMS)
-            if unknown:
-                raise ValueError(f"unknown BL0942 parameters: {sorted(unknown)}")
-            p.update(params)
-        self.params = p
+        self.params = p = chip_params(DEFAULT_PARAMS, params, self.NAME)
         self.fault = None
         self.cf_pulses = 0              # edges on the CF1 pin (the bench's scanning head)
         self.frames = 0
@@ -57,12 +53,6 @@ class BL0942:
         self.freq_hz = 50.0
         self.power_on_reset()
 
-    @classmethod
-    def from_json(cls, obj_or_path, rng):
-        """A chip with parameters from a dict or a JSON file path (docs/sim-formats.md)."""
-        from host_tools.sim import profiles
-        obj = profiles.load(obj_or_path, "BL0942 parameters")
-        return cls(rng, obj.get("params", obj))
 
     def power_on_reset(self):
         self.r = {a: RESET_VALUES.get(a, 0) for a in range(0x20)}
