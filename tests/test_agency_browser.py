@@ -9,6 +9,7 @@ import re
 
 import pytest
 
+from agency_support import wait_for
 from host_tools.agency import browser
 from host_tools.agency.stack import customer_phone
 from host_tools.paths import BUILD
@@ -107,9 +108,11 @@ def test_customer_buys_credit_and_the_firmware_meter_is_credited(world, pages):
     page.get_by_role("link", name="Reçu", exact=True).click()
     assert token in page.locator("#receipt").inner_text()
     ref = "AG%08d" % pid
-    assert any(token in s for s in world.stack.gateways.sms_to(PHONE)), "the token was not texted"
-    assert any(ref in s for s in world.stack.gateways.sms_to(PHONE)), "no SMS receipt"
-    assert any(ref in m.get_content() for m in world.stack.smtp.to("client1@example.org")), "no e-mail receipt"
+    # texts and mails go out after the state they report is committed: wait for them, briefly
+    wait_for(lambda: any(token in s for s in world.stack.gateways.sms_to(PHONE)), what="the token texted")
+    wait_for(lambda: any(ref in s for s in world.stack.gateways.sms_to(PHONE)), what="an SMS receipt")
+    wait_for(lambda: any(ref in m.get_content() for m in world.stack.smtp.to("client1@example.org")),
+             what="an e-mail receipt")
 
 
 def test_arabic_pages_render_right_to_left(world, pages):
