@@ -86,7 +86,7 @@ def load_debt(a, amount, ref, share_bp, by):
     if led.debt + amount > 10 * DEBT_MAX:
         raise Refused("the debt would pass %d (minor units): refused" % (10 * DEBT_MAX))
     done = p.load_debt(amount, ref, share_bp)
-    d = {"amount": amount, "ref": ref, "debt": led.debt, "applied": done, "by": by}
+    d = {"amount": amount, "ref": ref, "debt": led.debt, "arrears": led.arrears, "applied": done, "by": by}
     a.emit("debt_loaded", d)
     return {"applied": done, "duplicate": not done, "debt": led.debt, "arrears": led.arrears, "credit": led.credit}
 
