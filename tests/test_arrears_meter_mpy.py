@@ -6,16 +6,14 @@ meter with the load done once or not at all - never twice, never half (debt with
 import json
 
 from mpyrun import run_micropython
+from test_store_powercut_mpy import HARNESS
 
-RIG = r'''
-import os, gc, json
-from store.blockdev import RAMBlockDev
-from store import Store
+# The rig of the store's power-cut tests (a formatted RAM flash at /fl, cut/reboot/restore, the sweep) and
+# the few parts of a board and a meter the prepaid core needs.
+RIG = HARNESS + r'''
 from fakeclock import FakeClock
 from prepaid.core import Prepaid
 from metering.chip import Readings
-
-MP = "/fl"
 
 
 class Pin:
@@ -55,38 +53,10 @@ class Board:
             self.pins[name] = Pin()
         return self.pins[name]
     def reset(self):
-        raise SystemExit("reset")
+        raise RuntimeError("reset")     # the meter restarts: this boot's code runs no further
 
 
 CFG = {"ledger": {"opening_credit": 3000, "debt_share_bp": 2500}}
-
-
-class Rig:
-    def __init__(self, blocks=64):
-        self.dev = RAMBlockDev(blocks, 512)
-        self.snap = bytearray(len(self.dev.data))
-        os.VfsLfs2.mkfs(self.dev)
-        self.mounted = False
-        self.mount()
-    def mount(self):
-        os.mount(os.VfsLfs2(self.dev), MP)
-        self.mounted = True
-    def unmount(self):
-        if self.mounted:
-            os.umount(MP)
-            self.mounted = False
-    def reboot(self):
-        self.unmount()
-        self.dev = self.dev.reboot()
-        self.mount()
-    def snapshot(self):
-        self.snap[:] = self.dev.data
-        return self.snap
-    def restore(self, snap):
-        self.unmount()
-        self.dev.data[:] = snap
-        self.dev = self.dev.reboot()
-        self.mount()
 
 
 def boot(clock=None):
@@ -94,10 +64,6 @@ def boot(clock=None):
     ev = Events()
     p = Prepaid(Board(clock), Meter(), Store(MP + "/st"), ev, CFG)
     return p, ev
-
-
-def result(obj):
-    print("RESULT " + json.dumps(obj))
 '''
 
 
@@ -109,7 +75,7 @@ def _result(out):
 
 def test_a_load_is_committed_once_per_ref_recovered_by_top_ups_and_never_opens_the_supply():
     code = RIG + r'''
-rig = Rig()
+rig = Rig(16)
 p, ev = boot()
 p.poll()
 closed0 = p.supply.closed
@@ -143,43 +109,30 @@ result({"first": first, "again": again, "third": third, "after_load": after_load
 
 def test_a_power_cut_at_every_flash_write_of_a_load_loads_it_once_or_not_at_all():
     code = RIG + r'''
-rig = Rig()
+rig = Rig(16)
 p, ev = boot()
 p.topup(1000, "t0")
 del p, ev
 gc.collect()
 snap = rig.snapshot()
+bad = []
 def act():
     p, ev = boot()
     p.load_debt(2500, "arr-9", 2000)
-rig.restore(snap)
-d = rig.dev
-d.arm(erases=True)
-w0 = d.writes
-act()
-total = d.writes - w0
-counts = {"old": 0, "new": 0, "cuts": 0, "uncut": 0, "bad": [], "total": total}
-for k in range(total):
-    rig.restore(snap)
-    rig.dev.arm(after_writes=k, seed=k + 1, erases=True)
-    try:
-        act()
-    except BaseException as e:      # what the dying flash makes the code do no longer matters
-        if not rig.dev.dead:
-            raise
-    counts["cuts" if rig.dev.dead else "uncut"] += 1
-    rig.reboot()
+    if rig.dev.dead:
+        raise OSError(5)    # the power died inside the load, whatever the dying flash let the code do
+def chk():
     p, ev = boot()
     led = p.ledger
     state = "new" if led.debt == 2500 else "old" if led.debt == 0 else "half"
     if led.check() is not None or (state == "new") != ("arr-9" in p.debt_refs) or state == "half":
-        counts["bad"].append([k, led.debt, led.arrears, led.check(), p.debt_refs])
-    counts[state] = counts.get(state, 0) + 1
+        bad.append([led.debt, led.arrears, led.check(), p.debt_refs])
     p.load_debt(2500, "arr-9", 2000)     # the head-end redelivers: loaded exactly once in the end
     if (led.debt, led.arrears, led.cleared, led.arr_bp) != (2500, 2500, 2500, 2000) or led.check() is not None:
-        counts["bad"].append([k, "after retry", led.debt, led.arrears, led.cleared])
-    del p, ev, led
-    gc.collect()
+        bad.append(["after retry", led.debt, led.arrears, led.cleared])
+    return "old" if state == "old" else "new"
+counts = sweep(rig, snap, act, chk, erases=True)
+counts["bad"] = bad
 result(counts)
 '''
     r = _result(run_micropython(code, heap="384k", timeout=600))
