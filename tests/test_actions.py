@@ -59,9 +59,10 @@ class FakePrepaid:
         self.calls = []
         self.supply = FakeSupply(self.calls)
         self.tamper = FakeTamper(self.calls)
-        self.ledger = types.SimpleNamespace(credit=500, em_owed=0, topups=0)
+        self.ledger = types.SimpleNamespace(credit=500, em_owed=0, topups=0, debt=0, arrears=0)
         self.schedule = types.SimpleNamespace(mode="money")
         self.refs = []
+        self.debt_refs = []
 
     def topup(self, amount, ref):
         self.calls.append(("topup", amount, ref))
@@ -74,6 +75,15 @@ class FakePrepaid:
 
     def commit(self):
         self.calls.append(("commit",))
+
+    def load_debt(self, amount, ref, share_bp):
+        self.calls.append(("load_debt", amount, ref, share_bp))
+        if ref in self.debt_refs:
+            return False
+        self.debt_refs.append(ref)
+        self.ledger.debt += amount
+        self.ledger.arrears += amount
+        return True
 
     def take_emergency(self):
         return False, "not_low"
@@ -187,3 +197,49 @@ def test_set_config_refusal_is_bad_args_on_the_headend_with_nothing_written(mete
     code, detail = meter.headend("set_config", {"meter_period_s": 5})
     assert code == "bad_args" and "cannot be set remotely" in detail["why"], (code, detail)
     assert not (tmp_path / "settings.json").exists()
+
+
+def test_load_debt_from_the_headend_loads_once_per_ref_and_reports_each(meter):
+    code, first = meter.headend("load_debt", {"amount": 5000, "ref": "arr-7", "share_bp": 2500})
+    code2, again = meter.headend("load_debt", {"amount": 5000, "ref": "arr-7"})
+    assert (code, first["applied"], first["debt"], first["arrears"]) == ("done", True, 5000, 5000), (code, first)
+    assert (code2, again["applied"], again["duplicate"], again["debt"]) == ("done", False, True, 5000), (code2, again)
+    assert meter.prepaid.calls == [("load_debt", 5000, "arr-7", 2500), ("load_debt", 5000, "arr-7", None)], \
+        meter.prepaid.calls
+    got = [(k, d["amount"], d["ref"], d["debt"], d["applied"], d["by"]) for k, d in kinds(meter)]
+    assert got == [("debt_loaded", 5000, "arr-7", 5000, True, "headend"),
+                   ("debt_loaded", 5000, "arr-7", 5000, False, "headend")], got
+
+
+@pytest.mark.parametrize("args,why", [({"amount": 0, "ref": "a"}, "amount"), ({"amount": -1, "ref": "a"}, "amount"),
+                                      ({"amount": 100000001, "ref": "a"}, "amount"), ({"amount": True, "ref": "a"}, "amount"),
+                                      ({"amount": "50", "ref": "a"}, "amount"), ({"amount": 5, "ref": ""}, "ref"),
+                                      ({"amount": 5, "ref": "x" * 33}, "ref"), ({"amount": 5}, "ref"),
+                                      ({"amount": 5, "ref": "a", "share_bp": 0}, "share_bp"),
+                                      ({"amount": 5, "ref": "a", "share_bp": 9001}, "share_bp")])
+def test_load_debt_refuses_bad_amounts_refs_and_shares_with_nothing_changed(meter, args, why):
+    code, detail = meter.headend("load_debt", args)
+    assert code == "bad_args" and detail["why"].startswith(why), (code, detail)
+    assert meter.prepaid.calls == [] and kinds(meter) == [], (meter.prepaid.calls, kinds(meter))
+
+
+def test_load_debt_is_refused_on_a_kwh_meter_and_past_the_debt_bound(meter):
+    meter.prepaid.schedule.mode = "kwh"
+    code, detail = meter.headend("load_debt", {"amount": 5, "ref": "a"})
+    assert code == "bad_args" and "kWh" in detail["why"], (code, detail)
+    meter.prepaid.schedule.mode = "money"
+    meter.prepaid.ledger.debt = 999999999
+    code, detail = meter.headend("load_debt", {"amount": 5, "ref": "a"})
+    assert code == "bad_args" and "would pass" in detail["why"], (code, detail)
+    assert meter.prepaid.calls == [] and kinds(meter) == [], (meter.prepaid.calls, kinds(meter))
+
+
+def test_load_debt_is_a_protocol_command_and_its_events_go_up():
+    from comms.protocol import COMMANDS, Protocol
+    assert "load_debt" in COMMANDS
+    seen = []
+    p = Protocol.__new__(Protocol)
+    p.on_command = lambda name, args: seen.append((name, args)) or ("done", {})
+    assert p.command("load_debt", {"amount": 1, "ref": "r"}) == ("done", {})
+    assert seen == [("load_debt", {"amount": 1, "ref": "r"})], seen
+    assert {"debt_loaded", "debt_recovered"} <= set(cellular.UPLINK_EVENTS)

@@ -1,6 +1,6 @@
 """Payments: signed callbacks (refused and logged when wrong), exactly one vend per confirmed payment
 whatever the callbacks do (late, twice, out of order, never), idempotent on the customer's request key and
-the provider's reference, refunds when the meter refuses the token, arrears recovered by a share."""
+the provider's reference, refunds when the meter refuses the token, purchases vended whole (the meter recovers arrears)."""
 import json
 
 import pytest
@@ -151,17 +151,35 @@ def test_bad_amounts_are_refused_with_a_reason(stack, amount, why):
     assert stack.store.q1("SELECT COUNT(*) AS n FROM payments")["n"] == 0
 
 
-def test_arrears_are_recovered_by_their_share_of_each_purchase(stack):
-    # customer 3 (index 2) came from post-paid with 50.00 of arrears, recovered at 25 % of each purchase
+def test_arrears_go_to_the_meter_and_purchases_are_vended_whole(stack):
+    # customer 3 (index 2) came from post-paid with 50.00 of arrears, recovered at 25 % of each top-up: by the
+    # meter (the end-to-end proof on real firmware is tests/test_agency_arrears.py), never at payment time
     c = customer_client(stack, 2)
+    meter = stack.meter_ids[2]
     home = c.get("/home").text
     assert "50.00" in home, "the arrears are not shown on the home page"
+    load = wait_for(lambda: stack.store.q1("SELECT * FROM arrears_loads WHERE meter_id=? AND state='queued'", (meter,)),
+                    what="the arrears load queued for the meter")
+    body = json.loads(stack.store.q1("SELECT body FROM messages WHERE msg_id=?", (load["msg_id"],))["body"])
+    assert (body["cmd"], body["args"]) == ("load_debt", {"amount": 5000, "ref": "arrears-1", "share_bp": 2500}), body
     pid, _ = _purchase(stack, c, "40")
     p = wait_for(lambda: _payment(stack, pid)["state"] == "vended" and _payment(stack, pid), what="vended")
-    assert p["arrears_minor"] == 1000
+    assert p["arrears_minor"] == 0
     v = stack.store.q1("SELECT quantity FROM vends WHERE msg_id=?", (p["msg_id"],))
-    assert v["quantity"] == 3000 * 1000       # 30.00 of energy credit in 0.00001 units
-    assert stack.store.q1("SELECT balance_minor FROM arrears")["balance_minor"] == 4000
+    assert v["quantity"] == 4000 * 1000, v["quantity"]      # all 40.00 as credit: the meter takes its share
+    assert stack.store.q1("SELECT balance_minor FROM arrears")["balance_minor"] == 5000
+    # the meter answers the load and reports the recovery from the top-up: the agency's book follows it
+    _meter_result(stack, load["msg_id"], code="done")
+    stack.store.log(meter, "meter", "debt_recovered",
+                    {"seq": 9, "ts": 0, "data": {"amount": 1000, "left": 4000, "ref": "sts:1", "arrears": 1000,
+                                                 "arrears_left": 4000}})
+    a = wait_for(lambda: (lambda r: r["balance_minor"] == 4000 and r)(
+        stack.store.q1("SELECT * FROM arrears WHERE meter_id=?", (meter,))), what="the meter's report in the book")
+    assert a["recovered_minor"] == 1000 and a["reported_at"] is not None, dict(a)
+    assert stack.store.q1("SELECT state FROM arrears_loads WHERE id=?", (load["id"],))["state"] == "loaded"
+    assert "40.00" in c.get("/home").text
+    from host_tools.agency import revenue
+    assert sum(r["arrears_minor"] for r in revenue.revenue(stack.store, "month")) == 1000
 
 
 def test_a_purchase_given_up_on_but_approved_later_is_still_delivered(stack):

@@ -301,6 +301,42 @@ def test_customer_csv_import_is_all_or_nothing_and_loads_arrears(stack):
     assert c["language"] == "ar"
     a = stack.store.q1("SELECT * FROM arrears WHERE meter_id=?", (stack.meter_ids[2],))
     assert a["balance_minor"] == 12000 and a["share_bp"] == 3000 and a["customer_id"] == c["id"]
+    # the arrears go to the meter as one load; the same file again loads nothing more, a lower figure is refused
+    r = admin.post("/op/customers/import", data={"csrf": token}, files={"file": ("c.csv", good.encode(), "text/csv")})
+    assert r.status_code == 303
+    loads = stack.store.q("SELECT * FROM arrears_loads WHERE meter_id=?", (stack.meter_ids[2],))
+    assert [(x["amount_minor"], x["share_bp"], x["ref"]) for x in loads] == [(12000, 3000, "arrears-1")], \
+        [dict(x) for x in loads]
+    lower = good.replace(",12000,", ",11000,")
+    r = admin.post("/op/customers/import", data={"csrf": token}, files={"file": ("c.csv", lower.encode(), "text/csv")})
+    assert r.status_code == 400 and "cannot lower it" in r.text, r.text[:300]
+
+
+def test_an_operator_adds_arrears_to_a_customers_meter_and_a_viewer_cannot(stack):
+    cid = stack.store.q1("SELECT customer_id FROM customer_meters WHERE meter_id=?", (stack.meter_ids[1],))["customer_id"]
+    path = "/op/customers/%d" % cid
+    agent = operator_client(stack, "agent", "agent-demo-pass")
+    token = csrf(agent, path)
+    for form, why in (({"meter": stack.meter_ids[0], "amount": "10", "share": "25"}, "is not this customer"),
+                      ({"meter": stack.meter_ids[1], "amount": "-3", "share": "25"}, "is not an amount"),
+                      ({"meter": stack.meter_ids[1], "amount": "dix", "share": "25"}, "is not an amount"),
+                      ({"meter": stack.meter_ids[1], "amount": "10", "share": "100"}, "1..9000"),
+                      ({"meter": stack.meter_ids[1], "amount": "10", "share": "inf"}, "a percentage")):
+        r = agent.post(path, data=dict(form, csrf=token, action="arrears"))
+        assert r.status_code == 400 and why in r.text, (form, r.status_code, r.text[:400])
+    assert stack.store.q1("SELECT COUNT(*) AS n FROM arrears_loads WHERE customer_id=?", (cid,))["n"] == 0
+    r = agent.post(path, data={"csrf": token, "action": "arrears", "meter": stack.meter_ids[1], "amount": "12.50",
+                               "share": "20"})
+    assert r.status_code == 200 and "12.50" in r.text and "arrears-1" in r.text, r.text[:400]
+    load = stack.store.q1("SELECT * FROM arrears_loads WHERE customer_id=?", (cid,))
+    assert (load["meter_id"], load["amount_minor"], load["share_bp"]) == (stack.meter_ids[1], 1250, 2000), dict(load)
+    audit = stack.store.q1("SELECT * FROM audit WHERE action='customer_arrears' ORDER BY id DESC")
+    assert audit is not None and audit["username"] == "agent" and "12.50" in audit["detail"], audit
+    viewer = operator_client(stack, "viewer", "viewer-demo-pass")
+    r = viewer.post(path, data={"csrf": csrf(viewer, path), "action": "arrears", "meter": stack.meter_ids[1],
+                                "amount": "5", "share": "20"})
+    assert r.status_code == 403
+    assert stack.store.q1("SELECT COUNT(*) AS n FROM arrears_loads WHERE customer_id=?", (cid,))["n"] == 1
 
 
 def test_revenue_by_day_and_month_with_csv(stack):

@@ -17,6 +17,7 @@ TIME_MAX = 4102444800        # 2100-01-01
 TOPUP_MAX = 100000000        # credit units in one top-up
 REF_MAX = 32                 # characters of a top-up reference
 DIGITS_MAX = 40              # characters of a token
+DEBT_MAX = 100000000         # minor units of arrears in one load (1,000,000.00)
 
 
 # -- views ---------------------------------------------------------------------------------------
@@ -25,7 +26,7 @@ def credit(a, by):
     p = a.prepaid
     led = p.ledger
     s = p.supply
-    return {"mode": p.schedule.mode, "credit": led.credit, "debt": led.debt,
+    return {"mode": p.schedule.mode, "credit": led.credit, "debt": led.debt, "arrears": led.arrears,
             "emergency_owed": led.em_owed, "emergency": led.emergency_state(),
             "topups": led.topups, "debited": led.debited, "opening": led.opening,
             "cleared": led.cleared, "check": led.check(), "days_left": p.policy.days_left(led.credit),
@@ -65,6 +66,29 @@ def topup(a, amount, ref, by):
     else:
         a.emit("topup", {"ref": ref, "amount": amount, "applied": False, "by": by})
     return out
+
+
+def load_debt(a, amount, ref, share_bp, by):
+    """Post-paid arrears loaded as debt, once per `ref` (a redelivered load is answered, never loaded
+    twice), recovered from later top-ups by the arrears share (`share_bp`, 1..9000; None keeps the
+    meter's). Debt never opens the supply: arrears are recovered, never a reason for a cut-off."""
+    if not isinstance(amount, int) or isinstance(amount, bool) or not 0 < amount <= DEBT_MAX:
+        raise Refused("amount must be an integer 1..%d (minor units)" % DEBT_MAX)
+    if not isinstance(ref, str) or not 0 < len(ref) <= REF_MAX:
+        raise Refused("ref must be a string of 1..%d characters (it makes the load idempotent)" % REF_MAX)
+    if share_bp is not None and (not isinstance(share_bp, int) or isinstance(share_bp, bool)
+                                 or not 0 < share_bp <= 9000):
+        raise Refused("share_bp must be an integer 1..9000 (share of each top-up, in 1/100 %)")
+    p = a.prepaid
+    led = p.ledger
+    if p.schedule.mode != "money":
+        raise Refused("this meter keeps its credit in kWh: arrears are money")
+    if led.debt + amount > 10 * DEBT_MAX:
+        raise Refused("the debt would pass %d (minor units): refused" % (10 * DEBT_MAX))
+    done = p.load_debt(amount, ref, share_bp)
+    d = {"amount": amount, "ref": ref, "debt": led.debt, "arrears": led.arrears, "applied": done, "by": by}
+    a.emit("debt_loaded", d)
+    return {"applied": done, "duplicate": not done, "debt": led.debt, "arrears": led.arrears, "credit": led.credit}
 
 
 def _topup_event(a, by, tid, amt, ref, **more):

@@ -21,7 +21,7 @@ UPLINK_EVENTS = ("meter_silent", "meter_garbage", "meter_reset", "meter_cal_erro
                  "relay_welded", "low_credit", "emergency_taken", "tamper", "auth_failed", "calibration_changed",
                  "record_reset", "crashed", "safe_mode", "job_escalated", "time_rejected", "factory_lock_missing",
                  "ota_offered", "ota_refused", "ota_ready", "ota_failed", "ota_switch", "ota_trial", "ota_valid",
-                 "ota_unhealthy", "ota_rolled_back", "topup")
+                 "ota_unhealthy", "ota_rolled_back", "topup", "debt_loaded", "debt_recovered")
 
 
 _STMT = "stmt_out"
@@ -161,6 +161,9 @@ class Cellular:
                 return "done", {}
             if name == "set_config":
                 return "done", act.run("set_config", args, HEADEND)
+            if name == "load_debt":
+                return "done", act.run("load_debt", args.get("amount"), args.get("ref"), args.get("share_bp"),
+                                       HEADEND)
         except Refused as e:
             return "bad_args", {"why": str(e)}
         if name == "get_readings":
@@ -192,7 +195,8 @@ class Cellular:
         m = self.meter
         st = self.link.status()
         return {"ts": self.clock.time(), "import_wh": m.import_wh, "export_wh": m.export_wh,
-                "credit": p.ledger.credit, "debt": p.ledger.debt, "topups": p.ledger.topups,
+                "credit": p.ledger.credit, "debt": p.ledger.debt, "arrears": p.ledger.arrears,
+                "topups": p.ledger.topups,
                 "mode": p.schedule.mode,
                 "p_w": m.reading.p_w,
                 "urms_cv": m.reading.urms_cv, "supply": p.supply_state(),

@@ -20,7 +20,7 @@ _MAX_PAYLOAD = const(4096)
 _MAX_REPORTS = const(8)  # consecutive rejections reported; more are only counted (no flash flood)
 _RECORD = "proto"
 COMMANDS = ("relay_open", "relay_close", "set_config", "set_time", "get_readings", "get_statement",
-            "clear_tamper", "fw_offer")
+            "clear_tamper", "fw_offer", "load_debt")
 TOKEN_LENGTHS = (9, 12, 20)
 
 

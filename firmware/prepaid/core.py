@@ -3,7 +3,8 @@ other reasons drive the supply relay, and everything that must survive a power c
 
 Persistence: the full record `prepaid` holds the ledger, the policy's daily ring and warning state,
 the supply's reasons and trips, the relay's position, the meter's energy totals, the references of
-the last top-ups applied (so a retried top-up is never applied twice) and a generation `n`. It is
+the last top-ups applied (so a retried top-up is never applied twice), the references of the arrears
+loaded as debt (`dr`, kept apart so top-ups never push them out) and a generation `n`. It is
 written at once after every credit change (before the change is acknowledged), whenever the supply,
 relay, power limit, day or month changes, and at least daily.
 
@@ -45,6 +46,7 @@ HOT_LEDGER = ("credit", "debt", "em_owed", "fine", "mtd_wh", "month", "last_t", 
               "em_taken", "energy_wh")
 HOT_POLICY = ("day", "today", "armed_credit", "armed_days")
 _REFS = 32
+_DEBT_REFS = 8       # arrears loads are rare: one at migration, a few corrections
 _NONE = -0x3FFFFFFF   # a None in the energy record (a time not known yet): no real value takes it
 _NOT_LANDED = 0
 _LANDED = 1
@@ -100,6 +102,7 @@ class Prepaid:
         self.commit_wh = c["commit_wh"]
         self.commit_ms = c["commit_s"] * 1000
         self.refs = state.get("refs", [])
+        self.debt_refs = state.get("dr", [])
         self.month = state.get("mo")        # [month id, import Wh, debited, top-ups] at its start
         self.statement = state.get("st")    # the last closed month: [id, Wh, cost, top-ups, credit]
         self._month_end = None              # Unix start of the next month (cached)
@@ -194,7 +197,7 @@ class Prepaid:
         m = self.meter
         return {"ledger": self.ledger.state(), "policy": self.policy.state(), "supply": self.supply.state(),
                 "relay": self.relay.state(), "meter": [m.import_wh, m.import_rem, m.export_wh, m.export_rem],
-                "refs": self.refs, "max_power_w": self.supply.limit_w, "ev": self.events.counts,
+                "refs": self.refs, "dr": self.debt_refs, "max_power_w": self.supply.limit_w, "ev": self.events.counts,
                 "mo": self.month, "st": self.statement, "n": self.n, "tp": self.tamper.state()}
 
     def commit(self, extra=None):
@@ -319,7 +322,7 @@ class Prepaid:
         change that a later commit could make durable without its companion records (the credit of a
         token without its TID, which a redelivery of the token would then credit again)."""
         led = self.ledger
-        keep = (led.state(), list(self.refs), self.supply.limit_w, self.tamper.flags, self.n)
+        keep = (led.state(), list(self.refs), self.supply.limit_w, self.tamper.flags, self.n, list(self.debt_refs))
         st = self.store
         gen = st.generation(RECORD) if st is not None else 0
         try:
@@ -339,6 +342,7 @@ class Prepaid:
             self.supply.limit_w = keep[2]
             self.tamper.flags = keep[3]
             self.n = keep[4]
+            self.debt_refs = keep[5]
             raise
         self.poll_supply()
 
@@ -377,6 +381,22 @@ class Prepaid:
             return {"applied": False, "duplicate": True, "ref": ref}
         out["applied"] = True
         return out
+
+    def load_debt(self, amount, ref, share_bp=None):
+        """Arrears loaded as debt, once per `ref`, committed before it is answered; True when loaded,
+        False when `ref` was loaded before. Debt never opens the supply: only credit does (policy.py)."""
+        out = []
+
+        def fn():
+            if ref in self.debt_refs:
+                return False
+            self.ledger.load_debt(amount, share_bp)
+            self.debt_refs.append(ref)
+            if len(self.debt_refs) > _DEBT_REFS:
+                self.debt_refs.pop(0)
+            out.append(ref)
+        self.change(fn)
+        return bool(out)
 
     def poll_supply(self):
         led = self.ledger

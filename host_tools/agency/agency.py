@@ -1,10 +1,11 @@
-"""The agency's parts wired together over one head-end store: registry, payments, notifications, tickets,
-alarms, and the worker that reconciles payments and raises alarms in the background."""
+"""The agency's parts wired together over one head-end store: registry, payments, arrears, notifications,
+tickets, alarms, and the worker that reconciles payments and raises alarms in the background."""
 import logging
 import threading
 
 from host_tools.agency import schema, statements
 from host_tools.agency.alarms import Alarms
+from host_tools.agency.arrears import ArrearsBook
 from host_tools.agency.notify import Notifier
 from host_tools.agency.payments.lifecycle import Payments
 from host_tools.agency.tickets import Tickets
@@ -21,12 +22,14 @@ class Agency:
         self.alarms = Alarms(store, settings)
         self.tickets = Tickets(store, settings, self.notifier)
         self.payments = Payments(store, settings, provider, keystore, self.notifier, self.alarms)
+        self.arrears = ArrearsBook(store, settings)
         self._stop = threading.Event()
         self._thread = None
 
     def work_once(self):
         """One round of background work; returns what the payment reconciler did."""
         did = self.payments.reconcile()
+        did["arrears"] = self.arrears.sync()
         did["alarms"] = self.alarms.scan()
         did["statements"] = statements.send_due(self.store, self.settings, self.notifier)
         return did

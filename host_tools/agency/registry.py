@@ -1,15 +1,16 @@
 """The customer registry: customers, their meters, contact details and preferences; CSV import (all or
-nothing) including post-paid arrears, recovered by a share of each purchase (never by a cut-off)."""
+nothing) including post-paid arrears, loaded on the meter as debt and recovered there by a share of each
+top-up (never by a cut-off; arrears.py)."""
 import csv
 import io
 import re
 
+from host_tools.agency import arrears as arrears_book
 from host_tools.agency.i18n import LANGS
 
 CHANNELS = ("sms", "whatsapp", "email")
 PHONE = re.compile(r"^\+[1-9][0-9]{7,14}$")
 EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
-ARREARS_MAX = 10 ** 12     # minor units: far above any real debt, well inside a 64-bit database integer
 CSV_COLUMNS = ("name", "phone", "meters", "whatsapp", "email", "language", "channels", "consent",
                "arrears_minor", "arrears_share_bp")
 
@@ -85,18 +86,20 @@ def _row(store, r, n):
         consent = (r.get("consent") or "0").strip().lower() in ("1", "yes", "oui", "true")
         arrears = int((r.get("arrears_minor") or "0").strip() or 0)
         share = int((r.get("arrears_share_bp") or "2500").strip() or 2500)
-        if not 0 <= arrears <= ARREARS_MAX or not 0 < share <= 9000:
-            raise RegistryError("arrears_minor must be 0..%d and arrears_share_bp 1..9000 (a share of each purchase)"
-                                % ARREARS_MAX)
+        if not 0 <= arrears <= arrears_book.AMOUNT_MAX_MINOR or not 0 < share <= arrears_book.SHARE_MAX_BP:
+            raise RegistryError("arrears_minor must be 0..%d and arrears_share_bp 1..%d (a share of each top-up)"
+                                % (arrears_book.AMOUNT_MAX_MINOR, arrears_book.SHARE_MAX_BP))
     except ValueError as e:
         raise RegistryError("line %d: %s" % (n, e)) from None
     return {"name": name, "phone": phone, "whatsapp": wa, "email": email, "language": lang, "channels": chans,
-            "consent": int(consent), "meters": meters, "arrears": arrears, "share": share}
+            "consent": int(consent), "meters": meters, "arrears": arrears, "share": share, "line": n}
 
 
 def import_csv(store, text, now):
     """Add or update customers from CSV text (columns CSV_COLUMNS; meters separated by ';'). All or
-    nothing; returns the number of customers. Arrears replace any earlier arrears of the first meter."""
+    nothing; returns the number of customers. `arrears_minor` is the first meter's arrears from post-paid
+    in all: what was not given to it yet is queued for the meter (importing the same file again loads
+    nothing twice; a lower figure than was given is refused)."""
     reader = csv.DictReader(io.StringIO(text))
     try:
         missing = [c for c in ("name", "phone", "meters") if c not in (reader.fieldnames or [])]
@@ -124,11 +127,10 @@ def import_csv(store, text, now):
                 db.execute("INSERT INTO customer_meters (meter_id, customer_id) VALUES (?,?) ON CONFLICT (meter_id)"
                            " DO UPDATE SET customer_id=excluded.customer_id", (m, cid))
             if r["arrears"]:
-                db.execute("INSERT INTO arrears (meter_id, customer_id, original_minor, balance_minor, share_bp,"
-                           " created) VALUES (?,?,?,?,?,?) ON CONFLICT (meter_id) DO UPDATE SET"
-                           " customer_id=excluded.customer_id, original_minor=excluded.original_minor,"
-                           " balance_minor=excluded.balance_minor, share_bp=excluded.share_bp",
-                           (r["meters"][0], cid, r["arrears"], r["arrears"], r["share"], now))
+                try:
+                    arrears_book.set_total(db, r["meters"][0], cid, r["arrears"], r["share"], now)
+                except arrears_book.ArrearsError as e:
+                    raise RegistryError("line %d: %s" % (r["line"], e)) from None
     return len(rows)
 
 

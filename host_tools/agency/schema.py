@@ -70,6 +70,26 @@ MIGRATIONS = [
           meter_id TEXT NOT NULL, month TEXT NOT NULL, customer_id INTEGER NOT NULL, channels TEXT NOT NULL,
           sent REAL NOT NULL, PRIMARY KEY (meter_id, month))""",
     ]),
+    (3, [
+        # arrears are loaded on the meter as debt (issue 15): each load, sent through the head-end once
+        # (its ref is unique per meter), and what the meters report of them (arrears.py)
+        """CREATE TABLE IF NOT EXISTS arrears_loads (
+          id INTEGER PRIMARY KEY, meter_id TEXT NOT NULL, customer_id INTEGER NOT NULL,
+          amount_minor INTEGER NOT NULL, share_bp INTEGER NOT NULL, ref TEXT NOT NULL, msg_id TEXT,
+          state TEXT NOT NULL, code TEXT, note TEXT, created REAL NOT NULL, updated REAL NOT NULL,
+          UNIQUE (meter_id, ref))""",
+        "CREATE INDEX IF NOT EXISTS arrears_loads_state ON arrears_loads (state)",
+        "ALTER TABLE arrears ADD COLUMN recovered_minor INTEGER NOT NULL DEFAULT 0",
+        "ALTER TABLE arrears ADD COLUMN reported_at REAL",
+        # what the agency took at payment time before this migration stays recovered; the rest goes
+        # to the meter as its first load
+        "UPDATE arrears SET recovered_minor = original_minor - balance_minor",
+        # a purchase not vended yet took nothing from the balance (that happened at the vend): vended whole
+        "UPDATE payments SET arrears_minor = 0 WHERE state IN ('created', 'pending', 'paid', 'failed')",
+        """INSERT INTO arrears_loads (meter_id, customer_id, amount_minor, share_bp, ref, state, created, updated)
+          SELECT meter_id, customer_id, balance_minor, share_bp, 'arrears-1', 'pending', created, created
+          FROM arrears WHERE balance_minor > 0""",
+    ]),
 ]
 
 

@@ -154,7 +154,8 @@ def register(subparsers):
     sc.add_argument("args", nargs="*", metavar="KEY=VALUE", help="arguments, e.g. unix=1767571200")
     sc.set_defaults(func=cmd_sms_command)
 
-    from host_tools.headend import audit, backup, reconcile
+    from host_tools.headend import audit, backup, debt, reconcile
+    debt.register(sub, common)
     reconcile.register(sub, common)
     backup.register(sub, common)
     audit.register(sub, common)

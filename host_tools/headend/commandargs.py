@@ -18,11 +18,31 @@ def _unix(v):
     return v
 
 
-# name -> {argument: (converter, what it must be)}; every listed argument is required, no other allowed.
+def _int_in(lo, hi):
+    def conv(v):
+        if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi:
+            raise ValueError
+        return v
+    return conv
+
+
+def _text_upto(n):
+    def conv(v):
+        if not isinstance(v, str) or not 0 < len(v) <= n:
+            raise ValueError
+        return v
+    return conv
+
+
+# name -> {argument: (converter, what it must be)}; every listed argument is required (unless OPTIONAL), no other allowed.
 SCHEMA = {
     "relay_open": {}, "relay_close": {}, "get_readings": {}, "get_statement": {}, "clear_tamper": {},
     "set_time": {"unix": (_unix, "Unix seconds between 2020 and 2100, e.g. unix=1767571200")},
+    "load_debt": {"amount": (_int_in(1, 100000000), "minor units of arrears, 1..100000000"),
+                  "ref": (_text_upto(32), "the load's reference, 1..32 characters"),
+                  "share_bp": (_int_in(1, 9000), "share of each top-up that recovers it, 1..9000 bp")},
 }
+OPTIONAL = {"load_debt": ("share_bp",)}     # may be left out (the meter's own share then)
 
 
 def check(cmd, args):
@@ -38,6 +58,8 @@ def check(cmd, args):
                          hint=(f"{cmd} takes " + ", ".join(spec)) if spec else f"{cmd} takes no arguments")
     out = {}
     for name, (conv, what) in spec.items():
+        if name not in args and name in OPTIONAL.get(cmd, ()):
+            continue
         if name not in args:
             raise UsageError(f"{cmd} needs {name}", hint=f"{name}: {what}")
         try:

@@ -14,7 +14,7 @@ from host_tools.headend import envelope
 
 _REMEMBER = 64
 _COMMANDS = ("relay_open", "relay_close", "set_config", "set_time", "get_readings", "get_statement",
-             "clear_tamper", "fw_offer")
+             "clear_tamper", "fw_offer", "load_debt")
 
 
 def _sts():

@@ -54,7 +54,7 @@ def _result(inner):
 
 def _reading(inner):
     _int(inner, "ts", required=True, lo=0)
-    for name in ("import_wh", "export_wh", "credit", "debt", "p_w", "urms_cv", "topups"):
+    for name in ("import_wh", "export_wh", "credit", "debt", "arrears", "p_w", "urms_cv", "topups"):
         _int(inner, name)
     _text(inner, "supply", limit=16)
     _text(inner, "mode", limit=8)

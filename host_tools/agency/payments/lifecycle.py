@@ -76,17 +76,13 @@ class Payments:
                 raise PaymentRefused("the form has expired: open the purchase page again")
             return old
         now = self.now()
-        arrears = self.store.q1("SELECT * FROM arrears WHERE meter_id=?", (meter_id,))
-        to_arrears = 0
-        if arrears is not None and arrears["balance_minor"] > 0:
-            # the configured share of each purchase pays the arrears; never all of it (no cut-off for arrears)
-            to_arrears = min(arrears["balance_minor"], amount_minor * arrears["share_bp"] // 10000,
-                             amount_minor - 1)
+        # The whole purchase is vended: arrears are debt on the meter, which recovers its share of every
+        # top-up itself (arrears.py). `arrears_minor` stays 0 (rows from before kept what was taken then).
         with self.store.tx() as db:
             if db.execute("SELECT id FROM payments WHERE request_key=?", (request_key,)).fetchone() is None:
                 db.execute("INSERT INTO payments (customer_id, meter_id, amount_minor, arrears_minor, currency,"
                            " request_key, provider, state, created, updated) VALUES (?,?,?,?,?,?,?,?,?,?)",
-                           (customer_id, meter_id, amount_minor, to_arrears, s.currency, request_key,
+                           (customer_id, meter_id, amount_minor, 0, s.currency, request_key,
                             self.provider.name, "created", now, now))
         p = self.store.q1("SELECT * FROM payments WHERE request_key=?", (request_key,))
         self._open_at_provider(p)
@@ -171,9 +167,6 @@ class Payments:
             n = db.execute("UPDATE payments SET state='vended', msg_id=?, token=?, tid=?, vended_at=?, updated=? "
                            "WHERE id=? AND state='paid'",
                            (v["msg_id"], v["token"], v["tid"], self.now(), self.now(), payment_id)).rowcount
-            if n and p["arrears_minor"]:
-                db.execute("UPDATE arrears SET balance_minor=balance_minor-? WHERE meter_id=?",
-                           (p["arrears_minor"], p["meter_id"]))
             if n:
                 self.event(payment_id, "vended", {"msg_id": v["msg_id"], "tid": v["tid"]}, db=db)
         if n:

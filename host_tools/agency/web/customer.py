@@ -121,14 +121,22 @@ def home_view(a, customer, meter_id):
     m = a.store.q1("SELECT last_seen FROM meters WHERE meter_id=?", (meter_id,))
     if m and m["last_seen"] and now - m["last_seen"] > a.settings.silent_after_s:
         warnings.append("warn_stale")
-    arrears = a.store.q1("SELECT balance_minor FROM arrears WHERE meter_id=? AND balance_minor>0", (meter_id,))
-    if arrears:
+    # Debt is the meter's: arrears loaded on it and use in friendly periods, recovered by a share of each
+    # top-up. Shown as the meter last reported it (its reading, or a newer report of its arrears).
+    book = a.store.q1("SELECT balance_minor, share_bp, reported_at FROM arrears WHERE meter_id=?", (meter_id,))
+    debt = r.get("debt") if isinstance(r.get("debt"), int) else 0
+    arrears = book["balance_minor"] if book else 0
+    r_arrears = r.get("arrears") if isinstance(r.get("arrears"), int) else 0
+    if book and (not book["reported_at"] or r.get("ts") is None or book["reported_at"] > r["ts"] or not r_arrears):
+        # the book's arrears are newer than the reading (a report since, or not on the meter yet)
+        debt = max(debt - r_arrears, 0) + arrears
+    if debt > 0:
         warnings.append("warn_debt")
     if a.store.q1("SELECT id FROM payments WHERE meter_id=? AND state IN ('paid','vended')", (meter_id,)):
         warnings.append("warn_pending")
     reasons = [x for x in (r.get("reasons") or "").split("|") if x]
-    return {"h": h, "r": r, "warnings": warnings, "reasons": reasons,
-            "arrears": arrears["balance_minor"] if arrears else 0}
+    return {"h": h, "r": r, "warnings": warnings, "reasons": reasons, "debt": debt,
+            "arrears": arrears if book else 0, "arrears_share": book["share_bp"] if book else None}
 
 
 @customer_route

@@ -10,13 +10,13 @@ from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 from starlette.routing import Route
 
-from host_tools.agency import registry, revenue as rev, security, usage
+from host_tools.agency import arrears as arrears_book, registry, revenue as rev, security, usage
 from host_tools.agency.tickets import STATES, TicketError
 from host_tools.agency.web.common import (OPERATOR_COOKIE, HttpError, client_ip, int_param, operator_route,
                                           redirect, render)
 from host_tools.agency.web.customer import confirm_contact_change, start_contact_change
 from host_tools.errors import MeterkitError
-from host_tools.headend import vending
+from host_tools.headend import debt, vending
 
 COMMANDS = ("relay_open", "relay_close", "get_readings", "get_statement", "clear_tamper", "set_time")
 
@@ -270,6 +270,8 @@ async def customer(request, sess, op, form=None):
                                (name, 1 if form.get("consent") else 0, cid))
                 registry.set_preferences(a.store, cid, form.get("language", ""), form.getlist("channels"))
                 notice = "saved"
+            elif action == "arrears":
+                notice = _add_arrears(a, cid, form)
             elif action == "contact":
                 value = await run_in_threadpool(start_contact_change, a, c, form.get("field", ""), form.get("value", ""),
                                                 client_ip(request))
@@ -279,16 +281,37 @@ async def customer(request, sess, op, form=None):
                 notice = "contact changed"
             else:
                 raise registry.RegistryError("unknown action")
-            _audit(request, op, "customer_" + action, str(cid), {k: form.get(k) for k in ("field", "value", "language")})
-        except (registry.RegistryError, security.Refused) as e:
+            _audit(request, op, "customer_" + action, str(cid), {k: form.get(k) for k in ("field", "value", "language", "meter", "amount", "share")})
+        except (registry.RegistryError, security.Refused, arrears_book.ArrearsError) as e:
             error = str(e)
         c = registry.customer(a.store, cid)
     pays = a.store.q("SELECT * FROM payments WHERE customer_id=? ORDER BY id DESC LIMIT 50", (cid,))
     arrears = a.store.q("SELECT * FROM arrears WHERE customer_id=?", (cid,))
+    loads = a.store.q("SELECT * FROM arrears_loads WHERE customer_id=? ORDER BY id DESC LIMIT 50", (cid,))
     notes = a.store.q("SELECT * FROM notifications WHERE customer_id=? ORDER BY id DESC LIMIT 50", (cid,))
     return _page(request, "customer.html", op, sess, c=c, meters=registry.meters_of(a.store, cid), pays=pays,
-                 arrears=arrears, notes=notes, error=error, notice=notice, confirm=confirm,
+                 arrears=arrears, loads=loads, notes=notes, error=error, notice=notice, confirm=confirm,
                  status=400 if error else 200)
+
+
+def _add_arrears(a, cid, form):
+    """An operator adds arrears to one of the customer's meters: a load queued for the meter (arrears.py)."""
+    meter = form.get("meter") or ""
+    if meter not in registry.meters_of(a.store, cid):
+        raise registry.RegistryError("meter %r is not this customer's" % meter)
+    text = (form.get("amount") or "").strip()
+    try:
+        amount = debt.minor_units(text, a.settings.minor_per_major)
+    except MeterkitError:
+        raise registry.RegistryError("the amount %r is not an amount in %s above 0 (e.g. 50.00)"
+                                     % (text, a.settings.currency)) from None
+    try:
+        share = int(round(float((form.get("share") or "").replace(",", ".")) * 100))
+    except (ValueError, OverflowError):
+        raise registry.RegistryError("the share must be a percentage, e.g. 25") from None
+    with a.store.tx() as db:
+        ref = arrears_book.add_load(db, meter, cid, amount, share, a.settings.clock())
+    return "arrears %s queued for meter %s (%s)" % (a.settings.money(amount), meter, ref)
 
 
 # -- payments and revenue -----------------------------------------------------------------------------
