@@ -79,6 +79,24 @@ class _PemFile(io.BytesIO):
     name = "secure-boot-signing-key.pem"
 
 
+def _burn_secure_boot(ef, pem):
+    """One batch: the public key digest into BLOCK2 (write-protected, readable), ABS_DONE_1, and RD_DIS
+    write-protected so BLOCK2 can never be read-protected."""
+    ef.use_batch_mode()
+    ef.burn_key_digest(_PemFile(pem))
+    ef.burn_efuse({"ABS_DONE_1": 1})
+    ef.write_protect_efuse(["RD_DIS"])
+    ef.burn_all(check_batch_mode=True)
+
+
+def enable_secure_boot_on_chip(chip_efuses, pem):
+    """Secure boot v2 on a simulated chip's eFuses directly (no port), with espefuse's own commands as
+    `espefuse --virt` runs them: for chips the tests make without a factory line (OTA)."""
+    from host_tools.flash.secureboot import quiet_espsecure
+    with quiet_espsecure(), init_commands(esp=chip_efuses, do_not_confirm=True) as ef:
+        _burn_secure_boot(ef, pem)
+
+
 def burn(esp, key, keep_download_mode=False, secure_boot_pem=None):
     """Burn the sealing eFuses through the connected ROM with espefuse as a library, in the order the
     module docstring gives. Returns the eFuse values read back (no key material: BLOCK1 reads as zeros
@@ -93,11 +111,7 @@ def burn(esp, key, keep_download_mode=False, secure_boot_pem=None):
             ef.burn_efuse(fuses)
             ef.burn_all(check_batch_mode=True)
             if secure_boot_pem is not None:
-                ef.use_batch_mode()
-                ef.burn_key_digest(_PemFile(secure_boot_pem))
-                ef.burn_efuse({"ABS_DONE_1": 1})
-                ef.write_protect_efuse(["RD_DIS"])
-                ef.burn_all(check_batch_mode=True)
+                _burn_secure_boot(ef, secure_boot_pem)
             if not keep_download_mode:
                 ef.use_batch_mode()
                 ef.burn_efuse({"UART_DOWNLOAD_DIS": 1})
