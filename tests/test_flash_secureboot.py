@@ -228,3 +228,35 @@ def test_a_combined_image_with_an_unsigned_app_does_not_boot_on_a_secure_boot_ch
         else:
             with pytest.raises(BootFailure, match=expect):
                 boot(tmp_path / f"{name}.bin")
+
+
+def test_the_meter_installs_an_ota_update_that_only_boots_when_signed_for_secure_boot(tmp_path, keys):
+    """The meter's own updater (firmware/ota, MicroPython) over a secure-boot chip: an update whose image
+    lacks the line's signature downloads and switches, but the bootloader refuses the slot and keeps the
+    running image, which reports the update rolled back; `ota pack --secure-boot-key` makes one that boots."""
+    from test_ota_meter import run
+
+    from host_tools.ota import keys as otakeys
+    from host_tools.ota import package
+    otakeys.generate(tmp_path / "ota.pem")
+    ota_key = otakeys.load_private(tmp_path / "ota.pem")
+    old = secureboot.sign(imagegen.app(48 * 1024, version="0.1.0", seed=5), keys["pem"])
+    new = imagegen.app(40 * 1024 + 333, version="0.2.0", seed=9)
+    (tmp_path / "trust.json").write_text(json.dumps(otakeys.trust_entry_file([ota_key.public_key()])))
+    outcomes = {}
+    for name, image in (("unsigned", new), ("signed", package.sign_for_secure_boot(new, keys["line"]))):
+        work = tmp_path / name
+        work.mkdir()
+        (work / "trust.json").write_bytes((tmp_path / "trust.json").read_bytes())
+        otachip.create(work / "chip.img", old, secure_boot_pem=keys["pem"])
+        pkg = package.parse(package.build(image, "sim", "0.2.0", ota_key, min_version="0.1.0"))
+        (work / "offer.bin").write_bytes(pkg.offer)
+        (work / "image.bin").write_bytes(pkg.image)
+        r = run(work, 'u = make()\nu.offer(offer())\nserve(u)\nshow(switched=u.switch(True))')
+        assert r["switched"] is True, r
+        outcomes[name] = otachip.boot(work / "chip.img")
+    assert outcomes["signed"].label == "ota_1", outcomes["signed"].note
+    b = outcomes["unsigned"]
+    assert b.label == "ota_0" and "an unsigned image" in b.note and "fell back to ota_0" in b.note, b.note
+    r = run(tmp_path / "unsigned", 'u = make("0.1.0")\nshow(boot=u.boot(), status=u.status())')
+    assert r["boot"] == "rolled_back" and r["status"]["last"]["result"] == "rolled_back", r
