@@ -185,7 +185,7 @@ def flash_many(ports, board, firmware, fs_image=None, show_progress=True, consol
                              "the keys readable: seal the boards")
         pem = secureboot.read_signing_key(key_path)
         plan.sign_firmware(pem)       # bootloader and app signed once for every board
-        opts["secure_boot_pem"] = pem
+        opts["secure_boot_pem"] = secureboot.public_pem(pem)   # the boards' steps need only the public half
     # the file system's size depends on each board's flash: the bar counts the 4 MB layout
     total = len(plan.firmware.data) + (plan.info["flash"].get("vfs_size", 0) if plan.files is not None else 0)
     results = [None] * len(ports)

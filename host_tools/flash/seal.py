@@ -102,7 +102,7 @@ def burn(esp, key, keep_download_mode=False, secure_boot_pem=None):
     module docstring gives. Returns the eFuse values read back (no key material: BLOCK1 reads as zeros
     once protected; BLOCK2 holds only the public key's digest). keep_download_mode leaves
     UART_DOWNLOAD_DIS alone (silicon before revision 3 does not have it). secure_boot_pem: the signing
-    key (PEM bytes) whose public half's digest is burnt with ABS_DONE_1."""
+    key's public half (PEM bytes; a private key works too) whose digest is burnt with ABS_DONE_1."""
     fuses = dict(SEAL_EFUSES)
     del fuses["UART_DOWNLOAD_DIS"]
     try:

@@ -88,6 +88,15 @@ def generate_signing_key(path):
     return key_digest(read_signing_key(path))
 
 
+def public_pem(pem):
+    """The public half of a signing key, as PEM: what the per-board steps (the eFuse digest, the record)
+    get, so they never hold the private key (and loading it is cheap: no private-key validation)."""
+    if b"PUBLIC KEY" in pem:
+        return pem
+    key = serialization.load_pem_private_key(pem, password=None)
+    return key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+
+
 def key_digest(pem):
     """The 32-byte SHA-256 digest of the public key, as `espefuse burn-key-digest` burns it into BLOCK2
     (private or public PEM)."""
