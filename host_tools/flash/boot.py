@@ -1,6 +1,8 @@
 """What a real ESP32 does at power-up with what is in its flash, for the simulated chip: the ROM loads
 the second-stage bootloader at 0x1000 (through the flash encryption engine when FLASH_CRYPT_CNT is
-odd), the bootloader checks the partition table at 0x8000 and the app, and MicroPython mounts its
+odd), the bootloader checks the partition table at 0x8000 and the app (with secure boot v2 on, ABS_DONE_1 on
+revision 3 silicon, the ROM verifies the bootloader's signature block and the bootloader the app's,
+against the key digest in BLOCK2), and MicroPython mounts its
 file system where the port looks for it (a `vfs` partition, else the end of the last partition to the
 end of physical flash). Each failure is reported as what the board would do: loop in the ROM, stop in
 the bootloader, or loop in `inisetup`'s `fs_corrupted()`."""
@@ -8,7 +10,7 @@ import os
 
 from host_tools.build import image as fsimage
 from host_tools.errors import SimulationError
-from host_tools.flash import espimage, parttable
+from host_tools.flash import espimage, parttable, secureboot
 from host_tools.flash.crypt import FlashCipher
 from host_tools.flash.efuse import ChipEfuses
 from host_tools.flash.rom import efuse_path_for
@@ -67,6 +69,21 @@ def _selected_app(f, parts, cipher):
     return next((p for p in parts if p.type == parttable.TYPE_APP and p.offset == espimage.APP_OFFSET), None)
 
 
+def _secure_boot_check(efuses, area, image_len, who, then):
+    """Secure boot v2 as the ESP32 v3 ROM and bootloader apply it; nothing to check when it is off."""
+    if not efuses.secure_boot_v2:
+        return
+    digest = efuses.secure_boot_digest()
+    if digest is None:
+        raise BootFailure(f"{who}: ABS_DONE_1 is burnt but BLOCK2 holds no key digest; {then}",
+                          hint="the board cannot boot anything: set it aside")
+    try:
+        secureboot.verify(area, image_len, digest, "secure boot v2")
+    except secureboot.SignatureError as e:
+        raise BootFailure(f"{who}: {e}; {then}", hint="flash the image signed with the line's secure boot key "
+                          "(`meterkit flash --seal --secure-boot-key`)") from None
+
+
 def boot(flash_path, efuse_path=None):
     """Boot the chip whose flash is `flash_path` (whole chip: its size is the flash size). Returns a
     BootResult; raises BootFailure naming where and how the real board would stop."""
@@ -85,11 +102,13 @@ def boot(flash_path, efuse_path=None):
     with open(flash_path, "rb") as f:
         boot_area = _read(f, espimage.BOOTLOADER_OFFSET, parttable.TABLE_OFFSET - espimage.BOOTLOADER_OFFSET, cipher)
         try:
-            espimage._load(boot_area, "bootloader at 0x1000", "esp32")
+            _boot, boot_len = espimage._load(boot_area, "bootloader at 0x1000", "esp32")
         except espimage.ImageError as e:
             raise BootFailure(f"the ROM does not start the bootloader: {e}; it prints 'invalid header' and "
                               "resets, over and over", hint="reflash the firmware (and encrypt it if flash "
                               "encryption is on)") from None
+        _secure_boot_check(efuses, boot_area, boot_len, "the ROM does not start the bootloader",
+                           "it prints 'secure boot check fail' and resets, over and over")
         try:
             parts = parttable.parse(_read(f, parttable.TABLE_OFFSET, parttable.TABLE_MAX, cipher))
         except parttable.PartitionTableError as e:
@@ -98,11 +117,13 @@ def boot(flash_path, efuse_path=None):
         if app_part is None or app_part.end > flash_size:
             raise BootFailure("the bootloader finds no bootable app partition at 0x10000 inside the flash",
                               hint="flash a firmware laid for this module")
+        app_area = _read(f, app_part.offset, app_part.size, cipher)
         try:
-            app, _n = espimage._load(_read(f, app_part.offset, app_part.size, cipher), f"app in {app_part.name!r}",
-                                     "esp32")
+            app, app_len = espimage._load(app_area, f"app in {app_part.name!r}", "esp32")
         except espimage.ImageError as e:
             raise BootFailure(f"the bootloader refuses the app: {e}", hint="reflash the firmware") from None
+        _secure_boot_check(efuses, app_area, app_len, "the bootloader refuses the app",
+                           "it stops with 'secure boot verification failed': no app runs")
         vfs_off, vfs_size = parttable.vfs_region(parts, flash_size)
         if vfs_size < 2 * BLOCK:
             raise BootFailure(f"no room for a file system past {vfs_off:#x}", hint="use a larger module")

@@ -1,4 +1,5 @@
-"""`meterkit flash --port P [--port P ...] --board NAME --firmware FILE [--fs IMAGE] [--seal --db FILE] [--json]`."""
+"""`meterkit flash --port P [--port P ...] --board NAME --firmware FILE [--fs IMAGE] [--seal [--secure-boot-key
+KEY.pem] --db FILE] [--json]`."""
 import hashlib
 import sys
 from pathlib import Path
@@ -22,6 +23,12 @@ def register(sub):
                         "encryption, no download mode, no JTAG): irreversible")
     p.add_argument("--keep-download-mode", action="store_true",
                    help="with --seal: leave UART_DOWNLOAD_DIS unburnt (ESP32 silicon before v3 has no such eFuse)")
+    p.add_argument("--secure-boot-key", default=None, metavar="KEY.pem",
+                   help="with --seal: sign the bootloader and the app with this RSA-3072 key (espsecure sign-data "
+                        "--version 2) and enable secure boot v2 with its digest (ESP32 silicon v3 only): irreversible")
+    p.add_argument("--skip-secure-boot-on-old-silicon", action="store_true",
+                   help="with --secure-boot-key: seal a board older than silicon v3 with flash encryption only "
+                        "instead of refusing it")
     p.add_argument("--db", default=None, help="manufacturing record DB for --seal (default factory-records.sqlite "
                                                "or $METERKIT_FACTORY_DB)")
     p.add_argument("--operator", default=None, help="who ran the line (recorded with --seal)")
@@ -33,7 +40,8 @@ def handler(args):
     results = flash_many(args.port, args.board, args.firmware, args.fs, show_progress=not args.json,
                          console=Console(stderr=True), compress=not args.no_compress,
                          block_timeout=args.block_timeout, seal=args.seal,
-                         keep_download_mode=args.keep_download_mode)
+                         keep_download_mode=args.keep_download_mode, secure_boot_key=args.secure_boot_key,
+                         skip_secure_boot_on_old_silicon=args.skip_secure_boot_on_old_silicon)
     if args.seal:
         record_seals(results, args)
     failed = [r for r in results if not r["ok"]]
@@ -43,7 +51,8 @@ def handler(args):
     else:
         for r in results:
             if r["ok"]:
-                sys.stdout.write(f"{r['port']}: ok  {r.get('chip', '')}  mac {r.get('mac', '')}  {r['seconds']} s\n")
+                sb = "  secure boot v2" if r.get("secure_boot") else ""
+                sys.stdout.write(f"{r['port']}: ok  {r.get('chip', '')}  mac {r.get('mac', '')}{sb}  {r['seconds']} s\n")
             else:
                 sys.stdout.write(f"{r['port']}: FAILED  {r['error']}" + (f" ({r['hint']})" if r.get("hint") else "") + "\n")
         sys.stdout.write(f"{len(results) - len(failed)}/{len(results)} boards flashed\n")
@@ -61,7 +70,9 @@ def record_seals(results, args):
     try:
         for r in results:
             if r.get("sealed"):
-                db.save_seal(r["mac"], args.board, r.get("flash_size"), fw, fs, r["flash_key_sha256"], r["efuses"],
-                             operator=args.operator)
+                db.save_seal(r["mac"], args.board, r.get("flash_size"), r.get("firmware_sha256") or fw, fs,
+                             r["flash_key_sha256"], r["efuses"], operator=args.operator,
+                             chip_revision=r.get("chip_revision"), secure_boot=r.get("secure_boot"),
+                             secure_boot_key_digest=r.get("secure_boot_key_digest"))
     finally:
         db.close()

@@ -13,9 +13,10 @@ from esptool.cmds import attach_flash, detect_chip, detect_flash_size, reset_chi
 from esptool.util import FatalError
 from serial import SerialException
 
-from host_tools.errors import DeviceError, MeterkitError
+from host_tools.errors import DeviceError, MeterkitError, UsageError
 from host_tools.flash import progress
 from host_tools.flash import seal as sealing
+from host_tools.flash import secureboot
 from host_tools.flash.espimage import ImageError
 from host_tools.flash.layout import parse_flash_size, plan_flash
 
@@ -64,11 +65,26 @@ def _with_block_timeout(esp, seconds):
         setattr(esp, name, bounded)
 
 
+def _check_secure_boot_silicon(port, esp, skip_old):
+    """Secure boot v2 needs ESP32 silicon revision 3. True when this board gets it, False when it is
+    older and the line said to seal it without; otherwise refused before anything is written."""
+    rev = esp.get_chip_revision()
+    if rev >= 300:
+        return True
+    if skip_old:
+        return False
+    raise DeviceError(f"{port}: refused, nothing written: silicon revision v{rev // 100}.{rev % 100} has no secure "
+                      "boot v2 (it needs v3.0 or later)",
+                      hint="put a v3 board on the line, or pass --skip-secure-boot-on-old-silicon to seal this one "
+                           "with flash encryption only")
+
+
 def flash_board(port, plan, log=None, compress=True, block_timeout=None, connect_attempts=3, seal=False,
-                keep_download_mode=False):
+                keep_download_mode=False, secure_boot_pem=None, skip_secure_boot_on_old_silicon=False):
     """Flash one board. `plan` comes from plan_flash(). With seal=True the images are encrypted on the
-    host with a fresh key and the sealing eFuses burnt afterwards (host_tools.flash.seal). Returns a
-    result dict; raises DeviceError."""
+    host with a fresh key and the sealing eFuses burnt afterwards (host_tools.flash.seal); with
+    secure_boot_pem too (the plan's firmware already signed by flash_many), secure boot v2 is enabled
+    with that key's digest, on silicon revision 3 only. Returns a result dict; raises DeviceError."""
     info = plan.info
     log = log or progress.BoardLog()
     log.done_images = 0
@@ -88,6 +104,10 @@ def flash_board(port, plan, log=None, compress=True, block_timeout=None, connect
         if not _chip_matches(esp.CHIP_NAME, info["mcu"]):
             raise DeviceError(f"{port}: wrong chip: found {esp.CHIP_NAME}, board {info.get('name')} "
                               f"needs {info['mcu']}", hint="put this board on the line for its own MCU")
+        result["chip_revision"] = esp.get_chip_revision()
+        secure_boot = False
+        if secure_boot_pem is not None:
+            secure_boot = _check_secure_boot_silicon(port, esp, skip_secure_boot_on_old_silicon)
         if block_timeout:
             _with_block_timeout(esp, block_timeout)
         stage = "attach"
@@ -120,9 +140,13 @@ def flash_board(port, plan, log=None, compress=True, block_timeout=None, connect
         result["images"] = images
         if seal:
             stage = "seal"
-            result["efuses"] = sealing.burn(esp, key, keep_download_mode=keep_download_mode)
+            result["efuses"] = sealing.burn(esp, key, keep_download_mode=keep_download_mode,
+                                            secure_boot_pem=secure_boot_pem if secure_boot else None)
             result["flash_key_sha256"] = sealing.key_fingerprint(key)
             result["sealed"] = True
+            result["secure_boot"] = secure_boot
+            if secure_boot:
+                result["secure_boot_key_digest"] = secureboot.key_digest(secure_boot_pem).hex()
         stage = "reset"
         if _can_toggle_lines(port):
             try:
@@ -154,6 +178,14 @@ def flash_many(ports, board, firmware, fs_image=None, show_progress=True, consol
     plan = plan_flash(board, firmware, fs_image)  # raises before touching any board
     if opts.get("seal"):
         sealing.check_sealable(plan)
+    key_path = opts.pop("secure_boot_key", None)
+    if key_path is not None:
+        if not opts.get("seal"):
+            raise UsageError("--secure-boot-key needs --seal", hint="secure boot without flash encryption leaves "
+                             "the keys readable: seal the boards")
+        pem = secureboot.read_signing_key(key_path)
+        plan.sign_firmware(pem)       # bootloader and app signed once for every board
+        opts["secure_boot_pem"] = secureboot.public_pem(pem)   # the boards' steps need only the public half
     # the file system's size depends on each board's flash: the bar counts the 4 MB layout
     total = len(plan.firmware.data) + (plan.info["flash"].get("vfs_size", 0) if plan.files is not None else 0)
     results = [None] * len(ports)
@@ -180,6 +212,8 @@ def flash_many(ports, board, firmware, fs_image=None, show_progress=True, consol
         try:
             r = flash_board(port, plan, log=log, **opts)
             r["mode"] = plan.mode
+            if plan.signed:
+                r["firmware_sha256"] = hashlib.sha256(plan.firmware.data).hexdigest()  # what was written
             done = sum(len(w[1]) for w in log.writes or ()) or total
             bar.update(task, total=done, completed=done, description=f"{port} done")
         except MeterkitError as e:

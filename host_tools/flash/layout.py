@@ -57,12 +57,24 @@ class FlashPlan:
         self.files = files            # {"/path": bytes} for the file system, or None
         self.fs_meta = fs_meta        # the build manifest beside the fs image (or {})
         self.block_size = info["flash"]["block_size"]
+        self.signed = False           # secure boot v2: bootloader and app carry signature sectors
         self._images = {}
         self._lock = threading.Lock()
 
     @property
     def mode(self):
         return (self.fs_meta or {}).get("mode")
+
+    def sign_firmware(self, pem):
+        """Secure boot v2: replace the firmware by the same combined image with its bootloader and app
+        signed (host_tools.flash.secureboot), checked again as a bootloader would."""
+        from host_tools.flash import secureboot
+        signed = secureboot.sign_firmware(self.firmware, pem)
+        try:
+            self.firmware = espimage.check_firmware(signed)
+        except espimage.ImageError as e:
+            raise UsageError(f"the signed firmware is refused: {e}", hint="build the firmware for size") from None
+        self.signed = True
 
     def vfs_region(self, flash_size):
         """(offset, size) of the file system on a board with `flash_size` bytes; raises ImageError

@@ -97,10 +97,12 @@ class RomSimulator:
     - chip: report another chip's magic ("esp32s2", "unknown", ...).
     - die_after_blocks: after this many flash data blocks the board answers nothing more.
     - corrupt_block: the data block with this number (counted from 0 over the whole session) is
-      written with one bit flipped, so MD5 verify fails."""
+      written with one bit flipped, so MD5 verify fails.
+    chip_rev: the silicon revision (0, 1 or 3) of a new chip; a chip whose eFuse file exists keeps its
+    own (None: 3, what new boards are)."""
 
     def __init__(self, flash_path, index=0, chip="esp32", die_after_blocks=None, corrupt_block=None,
-                 flash_size=FLASH_SIZE, efuse_path=None):
+                 flash_size=FLASH_SIZE, efuse_path=None, chip_rev=None):
         if chip not in CHIP_MAGIC:
             raise UsageError(f"unknown chip {chip!r}", hint=f"use one of {', '.join(CHIP_MAGIC)}")
         if flash_size & (flash_size - 1) or not (1 << 20) <= flash_size <= (128 << 20):
@@ -108,8 +110,14 @@ class RomSimulator:
                              hint="use 4MB, 8MB or 16MB")
         self.flash = FlashFile(flash_path, flash_size)
         self.mac = mac_for(index)
-        from host_tools.flash.efuse import ChipEfuses
-        self.efuses = ChipEfuses(efuse_path or efuse_path_for(flash_path), mac=self.mac)
+        from host_tools.flash.efuse import REVISIONS, ChipEfuses
+        if chip_rev is not None and chip_rev not in REVISIONS:
+            raise UsageError(f"chip revision {chip_rev} is not modelled", hint="use --chip-rev 0, 1 or 3")
+        path = efuse_path or efuse_path_for(flash_path)
+        self.efuses = ChipEfuses(path, mac=self.mac, revision=300 if chip_rev is None else chip_rev * 100)
+        if chip_rev is not None and self.efuses.revision // 100 != chip_rev:
+            raise UsageError(f"the chip in {path} is silicon v{self.efuses.revision // 100}, not v{chip_rev}",
+                             hint="a chip's revision is fixed: leave out --chip-rev or use a new flash file")
         self.chip = chip
         self.die_after_blocks = die_after_blocks
         self.corrupt_block = corrupt_block

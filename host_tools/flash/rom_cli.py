@@ -18,6 +18,8 @@ def register_sim(simsub):
     p.add_argument("--tcp", type=int, default=None, help="serve on 127.0.0.1:PORT instead of a pty (0: any)")
     p.add_argument("--index", type=int, default=0, help="board number: sets the MAC (24:0a:c4:..)")
     p.add_argument("--chip", choices=sorted(CHIP_MAGIC), default="esp32", help="fault: claim another chip")
+    p.add_argument("--chip-rev", type=int, choices=(0, 1, 3), default=None,
+                   help="silicon revision of a new chip (default 3; secure boot v2 needs 3); an existing chip keeps its own")
     p.add_argument("--die-after-blocks", type=int, default=None, help="fault: go silent after N blocks")
     p.add_argument("--corrupt-block", type=int, default=None, help="fault: flip a bit in data block N")
     p.add_argument("--boot", action="store_true",
@@ -42,7 +44,8 @@ def handler(args):
         raise UsageError("no port to serve on", hint="give --link PATH (a pty) or --tcp PORT")
     link = start_rom(args.flash, link=None if args.tcp is not None else args.link, tcp_port=args.tcp,
                      index=args.index, chip=args.chip, die_after_blocks=args.die_after_blocks,
-                     corrupt_block=args.corrupt_block, flash_size=parse_flash_size(args.flash_size))
+                     corrupt_block=args.corrupt_block, flash_size=parse_flash_size(args.flash_size),
+                     chip_rev=args.chip_rev)
     done = threading.Event()
     previous = {s: signal.signal(s, lambda *_: done.set()) for s in (signal.SIGINT, signal.SIGTERM)}
     try:

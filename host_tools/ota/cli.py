@@ -26,6 +26,9 @@ def register(sub):
     k.add_argument("--anti-rollback", default=None, help="once this image is valid, refuse packages below this version")
     k.add_argument("--board", default="esp32_atm90e26", help="target board (default esp32_atm90e26)")
     k.add_argument("--key", required=True, help="the signing key (from `meterkit ota keygen`)")
+    k.add_argument("--secure-boot-key", default=None, metavar="KEY.pem",
+                   help="meters sealed with secure boot v2: sign the app image with the line's RSA-3072 key first "
+                        "(espsecure sign-data --version 2), or their bootloader refuses it and falls back")
     k.add_argument("--out", required=True, help="package file to write")
     k.add_argument("--json", action="store_true")
     k.set_defaults(func=cmd_pack)
@@ -55,6 +58,8 @@ def cmd_pack(args):
         raise UsageError(f"cannot read firmware {args.firmware}: {e.strerror or e}", hint="give the firmware .bin") from None
     key = keys.load_private(args.key)
     image = package.app_image_from(data)
+    if args.secure_boot_key:
+        image = package.sign_for_secure_boot(image, args.secure_boot_key)
     blob = package.build(image, args.board, args.version, key, args.min_version, args.anti_rollback)
     out = Path(args.out)
     tmp = out.with_name(out.name + ".tmp")
@@ -63,7 +68,7 @@ def cmd_pack(args):
     pkg = package.parse(blob)
     res = {k: pkg.header[k] for k in ("board", "version", "min_version", "anti_rollback", "size", "sha256",
                                       "slot_size", "key_id", "scheme")}
-    res.update(out=str(out), bytes=len(blob))
+    res.update(out=str(out), bytes=len(blob), secure_boot_signed=bool(args.secure_boot_key))
     emit(res, args.json)
     return 0
 

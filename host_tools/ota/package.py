@@ -64,21 +64,47 @@ def slot_size(board):
     return min(e[4] for e in slots)
 
 
+def _with_signature(data, n):
+    """The image's n bytes, plus its secure boot v2 signature sector when one follows (a meter with secure
+    boot starts only a signed image, so the sector travels in the package)."""
+    from host_tools.flash import secureboot
+    if secureboot.has_signature(data, n):
+        return data[:secureboot.signed_length(n)[1]]
+    return data[:n]
+
+
 def app_image_from(data):
     """The app image out of a firmware file: a combined image (bootloader, table, app at 0x10000) or a
-    bare app image. Checked as the bootloader would (magic, chip, checksum, SHA-256)."""
+    bare app image, with its secure boot v2 signature sector if it has one. Checked as the bootloader
+    would (magic, chip, checksum, SHA-256)."""
     data = bytes(data)
     try:
         checked = espimage.check_firmware(data)
         start = espimage.APP_OFFSET - espimage.BOOTLOADER_OFFSET
-        return data[start:start + checked.app_size]
+        return _with_signature(data[start:], checked.app_size)
     except espimage.ImageError as combined_err:
         try:
             _img, n = espimage._load(data, "app image", "esp32")
         except espimage.ImageError as e:
             raise Refused(codes.BAD_IMAGE, f"the firmware is neither a combined image ({combined_err}) nor an app "
                           f"image ({e})", hint="give the firmware .bin for an ESP32") from None
-        return data[:n]
+        return _with_signature(data, n)
+
+
+def sign_for_secure_boot(image, key_path):
+    """The app image signed for meters with secure boot v2 (espsecure sign-data --version 2 with the
+    line's RSA-3072 key); an image already signed by that key is kept, by another key refused."""
+    from host_tools.flash import secureboot
+    pem = secureboot.read_signing_key(key_path)
+    _img, n = espimage._load(image, "app image", "esp32")
+    if secureboot.has_signature(image, n):
+        try:
+            secureboot.verify(image, n, secureboot.key_digest(pem), "app image")
+        except secureboot.SignatureError as e:
+            raise Refused(codes.BAD_IMAGE, f"{e}: it would not boot on meters with this key",
+                          hint="give the unsigned image") from None
+        return image[:secureboot.signed_length(n)[1]]
+    return secureboot.sign(image[:n], pem)
 
 
 def build(image, board, version, private_key, min_version="0.0.0", anti_rollback=None, slot=None, created=None):
@@ -187,9 +213,11 @@ def check(pkg, trusted, board=None, running=None, anti_rollback=None, slot=None)
         raise Refused(codes.HASH_MISMATCH, f"the image is {len(pkg.image)} bytes and does not hash to the signed "
                       f"SHA-256 {h['sha256'][:16]}...: truncated or corrupted", hint="copy the package again")
     try:
-        espimage._load(pkg.image, "app image", "esp32")
+        _img, n = espimage._load(pkg.image, "app image", "esp32")
     except espimage.ImageError as e:
         raise Refused(codes.BAD_IMAGE, f"the image is signed but not an app image a bootloader starts: {e}") from None
+    from host_tools.flash import secureboot
     out = dict(h)
-    out.update(result=codes.ACCEPTED, signature="valid", bytes=len(pkg.image))
+    out.update(result=codes.ACCEPTED, signature="valid", bytes=len(pkg.image),
+               secure_boot_signed=secureboot.has_signature(pkg.image, n))
     return out

@@ -28,7 +28,8 @@ CREATE TABLE IF NOT EXISTS runs (
     ok INTEGER, detail TEXT);
 CREATE TABLE IF NOT EXISTS sealing (
     mac TEXT PRIMARY KEY, at REAL, board TEXT, operator TEXT, flash_size TEXT, firmware_sha256 TEXT,
-    fs_sha256 TEXT, flash_key_sha256 TEXT, efuses TEXT);
+    fs_sha256 TEXT, flash_key_sha256 TEXT, efuses TEXT, chip_revision INTEGER, secure_boot INTEGER,
+    secure_boot_key_digest TEXT);
 CREATE TABLE IF NOT EXISTS certificates (
     id INTEGER PRIMARY KEY AUTOINCREMENT, serial INTEGER, meter_id TEXT, at REAL, folder TEXT, files TEXT);
 """
@@ -44,11 +45,15 @@ class RecordDB:
         self.db.row_factory = sqlite3.Row
         self.db.executescript(_SCHEMA)
         # Added columns (older DBs get them here): the OpenPAYGO secret and starting code, when given.
-        have = {r[1] for r in self.db.execute("PRAGMA table_info(meters)")}
-        for col, typ in (("opaygo_key_hex", "TEXT"), ("opaygo_starting_code", "INTEGER")):
-            if col not in have:
+        # Secure boot v2 (sealing): the silicon revision, whether it is on, the public key's digest.
+        added = [("meters", c, t) for c, t in (("opaygo_key_hex", "TEXT"), ("opaygo_starting_code", "INTEGER"))]
+        added += [("sealing", c, t) for c, t in (("chip_revision", "INTEGER"), ("secure_boot", "INTEGER"),
+                                                   ("secure_boot_key_digest", "TEXT"))]
+        have = {t: {r[1] for r in self.db.execute(f"PRAGMA table_info({t})")} for t in ("meters", "sealing")}
+        for table, col, typ in added:
+            if col not in have[table]:
                 try:
-                    self.db.execute(f"ALTER TABLE meters ADD COLUMN {col} {typ}")
+                    self.db.execute(f"ALTER TABLE {table} ADD COLUMN {col} {typ}")
                 except sqlite3.OperationalError as e:   # another station added it first
                     if "duplicate column" not in str(e):
                         raise
@@ -79,14 +84,18 @@ class RecordDB:
             self.db.isolation_level = ""
         return serial
 
-    def save_seal(self, mac, board, flash_size, firmware_sha256, fs_sha256, flash_key_sha256, efuses, operator=None):
+    def save_seal(self, mac, board, flash_size, firmware_sha256, fs_sha256, flash_key_sha256, efuses, operator=None,
+                  chip_revision=None, secure_boot=None, secure_boot_key_digest=None):
         """Record how a board was sealed (by its MAC, the key the line knows it by before provisioning):
-        the eFuses burnt and a fingerprint of its flash encryption key, never the key."""
+        the eFuses burnt, a fingerprint of its flash encryption key (never the key) and, with secure boot,
+        the digest of the signing key's public half that BLOCK2 holds (never the signing key)."""
         with self.db:
             self.db.execute("INSERT OR REPLACE INTO sealing (mac, at, board, operator, flash_size, firmware_sha256, "
-                            "fs_sha256, flash_key_sha256, efuses) VALUES (?,?,?,?,?,?,?,?,?)",
+                            "fs_sha256, flash_key_sha256, efuses, chip_revision, secure_boot, secure_boot_key_digest) "
+                            "VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
                             (mac, time.time(), board, operator, flash_size, firmware_sha256, fs_sha256,
-                             flash_key_sha256, json.dumps(efuses, sort_keys=True)))
+                             flash_key_sha256, json.dumps(efuses, sort_keys=True), chip_revision,
+                             None if secure_boot is None else int(bool(secure_boot)), secure_boot_key_digest))
 
     def seal_record(self, mac):
         r = self.db.execute("SELECT * FROM sealing WHERE mac=?", (mac,)).fetchone()

@@ -21,8 +21,10 @@ def _entries(board="sim"):
             if not (e[1] == parttable.TYPE_DATA and e[0] in ("vfs", "ffat"))]
 
 
-def create(path, image, board="sim"):
-    """A chip file with `image` (an app image) in ota_0 and blank otadata (the factory state)."""
+def create(path, image, board="sim", secure_boot_pem=None):
+    """A chip file with `image` (an app image) in ota_0 and blank otadata (the factory state). With
+    secure_boot_pem, the chip (silicon v3) gets secure boot v2 with that key's digest in its eFuses
+    (`FILE.efuse`), so only apps signed by it boot (sign `image` first)."""
     entries = _entries(board)
     data = bytearray(b"\xff" * CHIP_SIZE)
     boot = imagegen.bootloader()
@@ -34,6 +36,11 @@ def create(path, image, board="sim"):
         raise SimulationError(f"the app image ({len(image)} bytes) does not fit ota_0 ({slot0[4]})")
     data[slot0[3]:slot0[3] + len(image)] = image
     Path(path).write_bytes(bytes(data))
+    if secure_boot_pem is not None:
+        from host_tools.flash.efuse import ChipEfuses
+        from host_tools.flash.rom import efuse_path_for
+        from host_tools.flash.seal import enable_secure_boot_on_chip
+        enable_secure_boot_on_chip(ChipEfuses(efuse_path_for(path)), secure_boot_pem)
 
 
 class ChipBoot:
@@ -63,9 +70,27 @@ def read_state(path):
     return {"otadata": ents, "slots": [p.name for p in _slots(parts)]}
 
 
+def _secure_boot_digest(path):
+    """The BLOCK2 key digest when the chip (its eFuses beside the chip file, if any) has secure boot v2
+    on, else None: then the bootloader starts only an app whose signature block verifies against it."""
+    import os
+
+    from host_tools.flash.efuse import ChipEfuses
+    from host_tools.flash.rom import efuse_path_for
+    ep = efuse_path_for(path)
+    if not os.path.exists(ep):
+        return None
+    ef = ChipEfuses(ep)
+    return (ef.secure_boot_digest() or b"\0" * 32) if ef.secure_boot_v2 else None
+
+
 def boot(path):
     """Run the bootloader over the chip file: update otadata as ESP-IDF's would and return a ChipBoot.
-    Raises SimulationError when no slot holds a valid app (a bricked meter)."""
+    With secure boot v2 on (host_tools/flash/secureboot.py) an app whose signature does not verify is
+    as invalid as a corrupt one: the next slot is tried. Raises SimulationError when no slot holds a
+    valid app (a bricked meter)."""
+    from host_tools.flash import secureboot
+    digest = _secure_boot_digest(path)
     with open(path, "r+b") as f:
         f.seek(parttable.TABLE_OFFSET)
         parts = parttable.parse(f.read(parttable.TABLE_MAX))
@@ -86,7 +111,9 @@ def boot(path):
             data = f.read(p.size)
             try:
                 _img, n = espimage._load(data, f"app in {p.name!r}", "esp32")
-            except espimage.ImageError as e:
+                if digest is not None:
+                    secureboot.verify(data, n, digest, f"app in {p.name!r}: secure boot v2")
+            except (espimage.ImageError, secureboot.SignatureError) as e:
                 note += f"; {p.name}: {e}"
                 continue
             return ChipBoot(p.name, data[:n], note if i == idx else note + f"; fell back to {p.name}")
