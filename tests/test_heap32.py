@@ -29,6 +29,11 @@ def test_full_meter_runs_on_the_in_process_board(work, name, fn):
     assert r["published"] > 0 and r["polls"] >= 120, r
     assert 0 < r["heap_live_bytes"] <= r["heap_peak_bytes"], r
     assert "comms.cellular" in r["modules"] and "comms.link" in r["modules"] and "heapboard" in r["modules"]
+    # Code for boot, rare commands and the link's climb is loaded for its call only, not kept resident.
+    kept = sorted(set(r["modules"]) & {"app.build", "app.appcmds", "app.settings", "comms.ladder",
+                                        "provision.identity", "metering.registry", "metering.calibration"})
+    assert kept == [], kept
+    assert r["qstr_bytes"] > 0, r["qstr_bytes"]
     if name == "wasm32":
         # The same objects on 32 bits: each word is half the size (the bench's README figures).
         r64 = hb.run_unix(t, w, "full", prov, token, seconds=120)
@@ -41,3 +46,8 @@ def test_import_groups_put_leaves_first_and_app_last():
     names = [x[0] for x in g]
     assert names == ["store", "metering", "prepaid", "ui", "comms", "core"], names
     assert dict(g)["prepaid"] == ["credit.ledger", "prepaid.core", "prepaid"], dict(g)["prepaid"]
+
+
+def test_qstr_info_line_is_read_into_numbers():
+    q = hb._qstr_info("qstr pool: n_pool=7, n_qstr=1870, n_str_data_bytes=17494, n_total_bytes=35494")
+    assert q == {"n_pool": 7, "n_qstr": 1870, "n_str_data_bytes": 17494, "n_total_bytes": 35494}, q

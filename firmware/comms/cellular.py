@@ -32,9 +32,10 @@ def start(board, store, events, settings, prepaid, meter, actions, version):
     if getattr(board, "modem", None) is None or store is None:
         return None
     try:
-        from provision.identity import load_identity, load_keys
-        ident = load_identity(store)
-        keys = load_keys(store)
+        from util import once
+        _id = once("provision.identity")         # read at boot only: not kept resident
+        ident = _id.load_identity(store)
+        keys = _id.load_keys(store)
     except Exception as e:
         events.emit("config_invalid", {"key": "identity", "error": type(e).__name__})
         return None

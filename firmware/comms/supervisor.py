@@ -15,9 +15,8 @@ from micropython import const
 from comms.at import ATEngine, Cmd, ESCAPE
 from comms import dialect as dl
 from comms import mqtt as mq
+from util import load, unload
 
-_SYNC_TRIES = const(10)
-_REG_POLL_MS = const(3000)
 _SMS_BACKLOG = const(16)
 _MIN_UP_MS = const(30000)  # at least this long in data mode before an escape for the outbox
 _CMDMODE_MS = const(60000)  # longest stay in command mode per escape: the broker expects pings
@@ -194,163 +193,18 @@ class Supervisor:
         if self.state not in ("off", "cycle", "boot") and self.at.silent >= self.hang_limit:
             self._power_cycle("modem not answering")
             return n
-        getattr(self, "_s_" + self.state)()
+        st = getattr(self, "_s_" + self.state, None)
+        if st is not None:
+            st()
+        else:       # climbing the ladder (comms/ladder.py), loaded until the session is up
+            load("comms.ladder", "s_" + self.state)(self)
         if self.state == "up" or self.state == "mqtt":
             # Only in data mode: a PINGREQ written while escaped would be lost and then missed.
             self.mqtt.poll()
         return n
 
-    def _s_off(self):
-        self.stream.set_power(True)
-        self._go("boot", self.dialect.boot_ms)
-
-    def _s_cycle(self):
-        if self._waited():
-            self.stream.set_power(True)
-            self._go("boot", self.dialect.boot_ms)
-
-    def _s_boot(self):
-        if self._waited():
-            self.at.flush()  # boot chatter (RDY, +CPIN) is not an answer to anything
-            self._go("sync")
-
-    def _s_sync(self):
-        c = self._cmd
-        if c is None:
-            self._cmd = self.at.send(Cmd("AT", 1000))
-            return
-        if not c.done():
-            return
-        if c.ok:
-            self.at.silent = 0
-            self._go("init")
-            self._run(self.dialect.init())
-            return
-        self._tries += 1
-        if self._tries >= _SYNC_TRIES:
-            self._power_cycle("no answer to AT")
-        else:
-            self._cmd = self.at.send(Cmd("AT", 1000))
-            self.at.silent = 0  # sync has its own limit
-
-    def _s_init(self):
-        r = self._step()
-        if r:
-            self._go("sim")
-            self._cmd = self.at.send(self.dialect.sim())
-        elif r is False:
-            self._power_cycle(self.last_error)
-
-    def _s_sim(self):
-        c = self._cmd
-        if c is None or not c.done():
-            if c is None and self._waited():
-                self._cmd = self.at.send(self.dialect.sim())
-            return
-        self._cmd = None
-        if dl.sim_ready(c):
-            self._go("reg")
-        else:
-            self.last_error = "sim not ready: %s" % (c.find("+CPIN:") or c.result)
-            self._deadline = self.clock.ticks_add(self.clock.ticks_ms(), 5000)
-
-    def _s_reg(self):
-        if self._sms_work():
-            return
-        r = self._step()
-        if r is None:
-            return
-        c = self.clock
-        if self._polling:
-            self._polling = False
-            self.registered = False
-            for cmd in self._reg_cmds:
-                if cmd.ok and "REG" in cmd.text and dl.parse_reg(cmd) in (dl.REG_HOME, dl.REG_ROAMING):
-                    self.registered = True
-                elif cmd.text == "AT+CSQ":
-                    self.rssi = dl.parse_csq(cmd)
-            if self.registered and self.sms and self.sms.outbox:
-                return  # texts first: they need no data link (sent by _sms_work on the next polls)
-            if self.registered:
-                self._go("info")
-                self._info = [self.dialect.cops()]
-                if self._want_time:
-                    self._info.append(self.dialect.cclk())
-                for cmd in self._info:
-                    cmd.optional = True
-                self._run(self._info)
-                return
-        if c.ticks_diff(c.ticks_ms(), self._reg_since) >= self.reg_timeout_ms:
-            self._fail("not registered")
-            return
-        if self._waited():
-            self._deadline = c.ticks_add(c.ticks_ms(), _REG_POLL_MS)
-            # Any of CS, PS or EPS registration will do; an unsupported query is not a failure.
-            self._reg_cmds = [Cmd(q, 5000, optional=True) for q in self.dialect.reg_queries]
-            self._reg_cmds.append(self.dialect.csq())
-            self._reg_cmds[-1].optional = True
-            self._run(self._reg_cmds)
-            self._polling = True
-
-    def _s_info(self):
-        if self._step() is None:
-            return
-        # Operator and time are informative: their failure does not stop the ladder.
-        for c in self._info:
-            if c.text == "AT+COPS?":
-                self.operator = dl.parse_cops(c)
-            elif c.text == "AT+CCLK?" and c.ok:
-                t = dl.parse_cclk(c.find("+CCLK:") or "")
-                if t is not None:
-                    self._want_time = False
-                    self._network_time(t)
-        self._go("net")
-        self._link_lost = False
-        self._run(self.dialect.open_data(self.apn, self.host, self.port))
-
-    def _network_time(self, t):
-        """The network's time (NITZ, through the modem's clock) is a weak source: anyone with a fake
-        base station sets it. It may set a clock that is not known yet, or correct a known one by up
-        to `time_max_drift_s`; a bigger jump is only an event (the head-end's signed set_time can
-        make it). The clock decides tariffs, statements and lockouts: it must not be moved at will."""
-        clock = self.clock
-        if not clock.time_valid:
-            clock.set_time(t)
-            self.emit("time_set", {"unix": t, "source": "network"})
-            return
-        drift = t - clock.time()
-        if -self.max_drift_s <= drift <= self.max_drift_s:
-            if drift:
-                clock.set_time(t)
-                self.emit("time_set", {"unix": t, "source": "network", "drift": drift})
-            return
-        self.emit("time_rejected", {"unix": t, "source": "network", "drift": drift})
-
-    def _s_net(self):
-        r = self._step()
-        if r is None:
-            return
-        if r and self.at.data_mode:
-            self._go("mqtt")
-            self.mqtt.start()
-            return
-        self._close_then_fail(self.last_error or "data connection")
-
-    def _s_mqtt(self):
-        if self._link_lost or not self.at.data_mode:
-            self._close_then_fail("link closed before connack")
-        elif self.mqtt.state == mq.UP:
-            self.attempts = 0
-            self.last_error = None
-            self._enter_up()
-            self._sms_due = self.clock.ticks_add(self.clock.ticks_ms(), self.sms_check_ms)
-            self.emit("link_up", {"rssi": self.rssi})
-            if self.on_up:
-                self.on_up()
-        elif self.mqtt.state == mq.DOWN:
-            self._close_then_fail("mqtt: " + str(self.mqtt.error))
-
     def _enter_up(self):
+        unload("comms.ladder")
         self._go("up")
         self._up_since = self.clock.ticks_ms()
 

@@ -28,8 +28,8 @@ def start(app):
         trust = []         # no trusted key: every offer is refused (bad_signature)
     key = None
     try:
-        from provision.identity import load_keys
-        k = load_keys(app.store)
+        from util import once
+        k = once("provision.identity").load_keys(app.store)     # read at start only: not kept resident
         key = k and k.get("message_key")
     except Exception:
         key = None

@@ -24,8 +24,8 @@ def _fingerprint(key):
 
 def _keys(store):
     try:
-        from provision.identity import load_keys
-        return load_keys(store)
+        from util import once
+        return once("provision.identity").load_keys(store)      # not kept resident
     except ImportError:
         return None
 

@@ -100,10 +100,28 @@ def _code(mode, root, info, prov, token, modules=(), seconds=3600):
     return head + (HERE / "run.py").read_text()
 
 
+def _qstr_info(line):
+    """{"n_qstr": .., "n_str_data_bytes": .., "n_total_bytes": ..} from micropython.qstr_info()'s line."""
+    return {k: int(v) for k, v in (kv.split("=") for kv in line.split(":", 1)[1].replace(",", " ").split())}
+
+
 def _parse(proc, what):
+    qstr = None
+    per = {}           # imports run: group -> qstr_info after it
+    group = None
     for line in proc.stdout.splitlines():
-        if line.startswith("HEAP32 "):
-            return json.loads(line[7:])
+        if line.startswith("QSTR "):
+            group = line[5:]
+        elif line.startswith("qstr pool:"):
+            qstr = _qstr_info(line)
+            if group is not None:
+                per[group] = qstr
+                group = None
+        elif line.startswith("HEAP32 "):
+            out = json.loads(line[7:])
+            out["qstr_bytes"] = qstr and qstr["n_total_bytes"]
+            out["qstr_after"] = per
+            return out
     raise RuntimeError("%s printed no result (exit %s):\n%s\n%s" % (what, proc.returncode, proc.stdout[-2000:],
                                                                     proc.stderr[-2000:]))
 
@@ -179,6 +197,8 @@ def figures(m):
         res["heap_%s_live_bytes" % bits] = full["heap_live_bytes"]
         res["heap_%s_peak_bytes" % bits] = full["heap_peak_bytes"]
         res["heap_%s_import_bytes" % bits] = r["imports"]["import_total"]
+        if full.get("qstr_bytes") is not None:     # the names interned by every module loaded in the run
+            res["heap_%s_qstr_bytes" % bits] = full["qstr_bytes"]
         for g, v in sorted(r["imports"]["import_bytes"].items()):
             res["heap_%s_import_bytes_%s" % (bits, g)] = v
         for mode in RUNS:
@@ -197,5 +217,74 @@ def run():
     return figures(measure())
 
 
+def _source(mod):
+    base = ROOT / "firmware" / mod.replace(".", "/")
+    for p in (base.with_suffix(".py"), base / "__init__.py"):
+        if p.exists():
+            return p
+    return None
+
+
+def _top_imports(mod):
+    """The firmware modules `mod` imports when it is imported (module-level imports, packages too)."""
+    import ast
+    names = []
+    for node in ast.parse(_source(mod).read_text()).body:
+        if isinstance(node, ast.Import):
+            names += [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            names.append(node.module)
+            names += [node.module + "." + a.name for a in node.names]
+    names += [mod]
+    out = []
+    for n in names:
+        parts = n.split(".")
+        out += [".".join(parts[:i]) for i in range(1, len(parts) + 1)]
+    return [n for n in out if n != mod and _source(n) is not None]
+
+
+def per_module(modules=None):
+    """{module: bytes its import adds} on the 32-bit interpreter, each module imported after the
+    firmware modules it imports (so its figure is its own: bytecode, functions, names), for the
+    modules resident after the full run (or `modules`)."""
+    prov, token = provision_request()
+    work = Path(tempfile.mkdtemp(prefix="heap32-", dir=str(BUILD) if BUILD.exists() else None))
+    try:
+        t = tree(work)
+        if modules is None:
+            modules = [m for _, ms in groups(run_wasm(t, work, "full", prov, token)["modules"]) for m in ms]
+        order, seen = [], set()
+
+        def visit(m):
+            if m in seen or _source(m) is None:
+                return
+            seen.add(m)
+            for d in _top_imports(m):
+                visit(d)
+            order.append(m)
+        for m in modules:
+            visit(m)
+        r = run_wasm(t, work, "imports", None, token, [[m, [m]] for m in order])
+        # The qstr pools grow by doubling: whichever module's names fill a pool pays for the next
+        # one. Each module is charged its own names instead (text + 7 bytes of pool entry each).
+        out, prev = {}, None
+        for m in order:
+            q = r["qstr_after"][m]
+            d = r["import_bytes"][m]
+            if prev is not None:
+                d -= q["n_total_bytes"] - prev["n_total_bytes"]
+                d += q["n_str_data_bytes"] - prev["n_str_data_bytes"] + 7 * (q["n_qstr"] - prev["n_qstr"])
+            out[m] = d
+            prev = q
+        return out
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
 if __name__ == "__main__":
-    print(json.dumps(run(), indent=2, sort_keys=True))
+    import sys
+    if sys.argv[1:] == ["--modules"]:       # per-module import cost, largest first
+        for name, b in sorted(per_module().items(), key=lambda kv: -kv[1]):
+            print("%7d  %s" % (b, name))
+    else:
+        print(json.dumps(run(), indent=2, sort_keys=True))
