@@ -18,7 +18,7 @@ import select
 import socket
 import ssl
 
-from host_tools.sim import sms_pdu
+from host_tools.sim.modem import sms_pdu
 
 CRLF = b"\r\n"
 _GUARD_MS = 1000          # +++ escape: silence before and after
@@ -837,7 +837,7 @@ class ModemModel:
             return self._error()
         self.connect_log.append((host, port))
         self._connecting = True
-        local = hasattr(self.broker, "connect")      # the in-process broker (host_tools/sim/mqttbroker)
+        local = hasattr(self.broker, "connect")      # the in-process broker (host_tools/sim/net/mqttbroker)
         where = "the in-process broker" if local else "broker %s:%s" % (self.broker[0], self.broker[1])
         self._event(f"TCP open {host}:{port} -> {where}")
 

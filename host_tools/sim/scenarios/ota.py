@@ -20,7 +20,7 @@ from host_tools.headend.demo import make_fleet
 from host_tools.headend.service import HeadEnd
 from host_tools.headend.store import Store
 from host_tools.ota import keys, package, simimage
-from host_tools.sim import otachip
+from host_tools.sim.esp32 import otachip
 
 OLD, NEW = "0.1.0", "0.2.0"
 STEP_S = 0.5
@@ -51,9 +51,9 @@ def run(meters=3, drop=0.0, cuts=0, seed=1, bad_signature=False, broken_image=Fa
         raise UsageError("--drop must be a probability 0..1 (below 1)", hint="e.g. --drop 0.3")
     if cuts < 0:
         raise UsageError("--cuts must be 0 or more")
-    from host_tools.sim.runner import SimMeter
-    from host_tools.sim.headend_client import SimHeadEndClient
-    from host_tools.sim.scenario import SteppedBroker
+    from host_tools.sim.esp32.runner import SimMeter
+    from host_tools.sim.net.headend_client import SimHeadEndClient
+    from host_tools.sim.scenarios.chain import SteppedBroker
     say = log or (lambda text: None)
     rng = random.Random(seed)
     wall0 = time.monotonic()
