@@ -712,7 +712,7 @@ def test_firmware_mqtt_client_connects_subscribes_and_gets_a_qos1_message_throug
 
 # -- the simulated modem, unchanged, with a Pipe for its socket ---------------------------------
 def test_simulated_modem_bridges_the_firmware_to_the_broker_through_a_pipe(monkeypatch):
-    """What the scenario will do: ModemModel's TCP bridge opens broker.connect() instead of a socket.
+    """What the scenario will do: the modem's TCP bridge opens broker.connect() instead of a socket.
     Its select() wait is stubbed (a Pipe has no descriptor: a send is answered before it returns)."""
     import types
 

@@ -191,8 +191,8 @@ class SimMeter:
         if broker is not None:
             # The cellular modem, at AT level, its TCP bridged to a real MQTT broker on this machine.
             import random as _random
-            from host_tools.sim.modem.core import ModemModel
-            self.modem = ModemModel(_random.Random(seed * 31 + 7), self.info.get("modem", {}).get("dialect", "sim7600"),
+            from host_tools.sim.modem import make_modem
+            self.modem = make_modem(_random.Random(seed * 31 + 7), self.info.get("modem", {}).get("dialect", "sim7600"),
                                     broker=broker, smsc=smsc, clock=lambda: self.world.now_ms,
                                     epoch_s=self.world.epoch, powered=False)
         # UART0 with REPL semantics (a simulated ESP32: booting from its flash): a Ctrl-C stops an app that
