@@ -382,8 +382,7 @@ class Chain:
         return self.meter.world.now_ms / 1000.0
 
     def online(self):
-        row = self.store.q1("SELECT status FROM meters WHERE meter_id=?", (self.meter_id,))
-        return row is not None and row["status"] == "online" and self.he.connected.is_set()
+        return self.store.meter(self.meter_id)["status"] == "online" and self.he.connected.is_set()
 
     def step(self, seconds=STEP_S, paced=True):
         """Advance the meter `seconds` of virtual time. On the in-process broker the broker and the
@@ -426,11 +425,10 @@ class Chain:
         return vending.vend_topup(self.store, self.keystore, self.meter_id, amount=amount, kwh=kwh, rng=self.rng)
 
     def message(self, msg_id):
-        return self.store.q1("SELECT * FROM messages WHERE msg_id=?", (msg_id,))
+        return self.store.message(msg_id)
 
     def undelivered(self):
-        return self.store.q1("SELECT COUNT(*) AS n FROM messages WHERE meter_id=? AND state!='done'",
-                             (self.meter_id,))["n"]
+        return len(self.store.messages(self.meter_id, done=False))
 
     def events(self, kind=None):
         return [e for e in self.store.events(self.meter_id, limit=100000) if kind is None or e["kind"] == kind]
@@ -594,9 +592,7 @@ def remote_topups(count=50, drop=0.3, seed=1, broker="sim", land_timeout_s=1800,
                           "faults": [f for f in fault_log if f[0] >= ch.now_s - settle_s]})
         expected = sum(a for _, a, _ in vended)
         credited = final - start_topups
-        done = {r["msg_id"]: (r["code"], r["detail"]) for r in
-                ch.store.q("SELECT msg_id, code, detail FROM messages WHERE meter_id=? AND state='done'",
-                           (ch.meter_id,))}
+        done = {r["msg_id"]: (r["code"], r["detail"]) for r in ch.store.messages(ch.meter_id, done=True)}
         results_received = sum(1 for mid, _, _ in vended if mid in done)
         # Lost: a top-up whose amount never reached the ledger, even after settling. Duplicates: credit
         # beyond the sum of the distinct vends, counted in top-ups (by the amounts, smallest first).
