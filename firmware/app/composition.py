@@ -8,12 +8,12 @@ from app import settings as config
 from app.events import Events
 from app.sched import Scheduler
 from metering import registry
-from metering.calibration import stored_calibration
+from metering.calibration import Calibration, stored_calibration
 from metering.meter import Meter
 from prepaid.core import Prepaid
 from provision.commands import ProvisionCommands
 from service.port import ServicePort
-from util import call, drop, unload
+from util import call, drop, load, unload
 
 from fwversion import VERSION
 JOB_FAIL_LIMIT = const(32)    # consecutive failures of one job before the meter resets
@@ -48,11 +48,11 @@ class App:
         if self.store is not None:
             self._attach_eventlog()
         metering = board.info["metering"]
-        self.metering_info = metering
-        cal, self.calibrated = stored_calibration(self.store, metering["calibration"], self.events.emit)
+        cal, calibrated = stored_calibration(self.store, metering["calibration"], self.events.emit)
         chip = registry.make_chip(metering, board.meter_bus, clock, cal)
         self.meter = Meter(chip, clock, self.events, metering["meter_constant_imp_per_kwh"],
                            registry.max_power_w(metering), self.settings["max_voltage_cv"])
+        self.calibration = Calibration(self.meter, self.store, self.events.emit, metering, calibrated)
         # Metering starts before anything that takes time (relay pulses): no energy goes unmetered.
         self.meter.begin()
         try:
@@ -67,10 +67,11 @@ class App:
         self.service = ServicePort(board.service, self.settings["service_line_max"], self)
         for name in ("ping", "readings", "totals", "events", "status", "settings"):
             self.service.command(name, getattr(self, "cmd_" + name))
-        self._commands("metering.commands")
+        self._commands("metering.commands", self.calibration)
         self._commands("service.commands", self.actions)
         # --- subsystem commands (one line each) ---
-        self.provision = ProvisionCommands(self)
+        self.provision = ProvisionCommands(self.service, self.store, clock, board.random, self.events.emit,
+                                           board.info.get("name"), VERSION, self.run_selftest)
         self.sched = Scheduler(clock, board.watchdog, self._job_failed)
         self.sched.every("meter", self.settings["meter_period_s"] * 1000, self._meter_job,
                          self.settings["meter_period_s"] * 1000)
@@ -110,6 +111,15 @@ class App:
                          (SAFE_HOLD_S if self.safe_mode else STABLE_S) * 1000)
         self.boot_ticks = clock.ticks_ms()
         board.watchdog.feed()
+
+    @property
+    def calibrated(self):
+        """The calibration in force came from the lab (stored), not the board's defaults."""
+        return self.calibration.calibrated
+
+    def run_selftest(self):
+        """The factory self-test over the assembled meter (`provision.selftest`, loaded for the request)."""
+        return load("provision.selftest", "run")(self)
 
     def _attach_eventlog(self):
         """Events also go to the flash ring (they survive power cuts); counts are kept in the
