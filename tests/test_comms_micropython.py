@@ -62,7 +62,7 @@ report("session_up", m.state == UP)
 pid = m.publish("up", b"x", 1)
 c.ms += 20000
 m.poll()
-report("resent_with_dup_and_inflight", [sent[-1][0] == 0x3A, len(m.inflight)])
+report("resent_with_dup_and_inflight", [sent[-2][0] == 0x3A, len(m.inflight)])   # then a ping proves the link
 m.feed(pkt.ack(pkt.PUBACK, pid))
 stream = pkt.publish("d", b"one", 1, 5)
 for i in range(len(stream)):

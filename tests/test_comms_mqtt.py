@@ -126,15 +126,19 @@ def test_qos1_publish_retransmitted_with_dup_until_acked():
     for _ in range(3):
         clock.advance(20000)
         c.poll()
-        again = [p for p in wire.packets() if p["type"] == pkt.PUBLISH]
-        assert len(again) == 1 and again[0]["dup"] is True and again[0]["pid"] == pid
+        sent = wire.packets()
+        again = [p for p in sent if p["type"] == pkt.PUBLISH]
+        assert len(again) == 1 and again[0]["dup"] is True and again[0]["pid"] == pid, sent
         assert again[0]["payload"] == b"hello"
+        # the owed PUBACK made the client prove the link with a ping; the link is alive (a slow broker)
+        assert {"type": pkt.PINGREQ} in sent, sent
+        c.feed(pkt.simple(pkt.PINGRESP))
     c.feed(pkt.ack(pkt.PUBACK, pid))
     assert acked == [pid] and not c.inflight
     clock.advance(60000)
     c.poll()
     assert not [p for p in wire.packets() if p["type"] == pkt.PUBLISH]
-    assert c.stats["retx"] == 3
+    assert c.stats["retx"] == 3 and c.state == UP
 
 
 def test_inflight_is_bounded():
@@ -203,7 +207,53 @@ def test_keepalive_ping_and_missing_pingresp_closes():
     clock.advance(90000)
     c.poll()
     assert wire.packets() == [{"type": pkt.PINGREQ}]
-    clock.advance(30000)
+    clock.advance(9999)
+    c.poll()
+    assert c.state == UP
+    clock.advance(1)
+    c.poll()
+    assert c.state == DOWN and c.error == "no pingresp"
+
+
+def test_an_owed_puback_on_a_quiet_link_is_proved_by_a_ping_within_seconds():
+    # A hung modem swallows what the meter writes: the session must end in seconds, not keepalives.
+    c, clock, wire, _ = client(keepalive_s=120, probe_ms=4000, ping_wait_ms=10000)
+    wire.packets()
+    c.publish("meters/M/up", b"result", 1)
+    wire.packets()
+    clock.advance(3999)
+    c.poll()
+    assert wire.packets() == []
+    clock.advance(1)
+    c.poll()
+    assert wire.packets() == [{"type": pkt.PINGREQ}]
+    clock.advance(10000)
+    c.poll()
+    assert c.state == DOWN and c.error == "no pingresp"
+
+
+def test_after_a_message_from_the_head_end_the_quiet_link_is_probed_then_the_long_keepalive_returns():
+    c, clock, wire, got = client(keepalive_s=120, probe_ms=4000, ping_wait_ms=10000, brisk_ms=20000)
+    wire.packets()
+    c.feed(pkt.publish("meters/M/down", b"token", 1, 7))
+    assert got and wire.packets() == [{"type": pkt.PUBACK, "pid": 7}]
+    pings = 0
+    for _ in range(40):                 # 40 s: probes while the window lasts, then quiet
+        clock.advance(1000)
+        c.poll()
+        for p in wire.packets():
+            assert p == {"type": pkt.PINGREQ}, p
+            pings += 1
+            c.feed(pkt.simple(pkt.PINGRESP))
+    assert 4 <= pings <= 6, pings       # every 4 s for the 20 s window, none after
+    assert c.state == UP
+    # a link that dies inside the window is noticed within probe + ping wait
+    c.feed(pkt.publish("meters/M/down", b"token2", 1, 8))
+    wire.packets()
+    clock.advance(4000)
+    c.poll()
+    assert wire.packets() == [{"type": pkt.PINGREQ}]
+    clock.advance(10000)
     c.poll()
     assert c.state == DOWN and c.error == "no pingresp"
 

@@ -223,6 +223,8 @@ class App:
 
     def cmd_events(self, req):
         since = req.get("since", 0)
+        if not isinstance(since, int):       # a sequence number; "0" or null must not compare with ints
+            raise ValueError("since must be an event sequence number (an integer)")
         return {"events": [list(e) for e in self.events.since(since)], "counts": self.events.counts,
                 "seq": self.events.seq}
 

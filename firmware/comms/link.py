@@ -15,7 +15,8 @@ from comms.supervisor import Supervisor
 class MeterLink:
     def __init__(self, modem, clock, cfg, store, rng, emit=None, on_token=None, on_command=None,
                  on_balance=None, read=None):
-        """`cfg`: meter_id, key (32 bytes), password, dialect, apn, host, port, keepalive_s,
+        """`cfg`: meter_id, key (32 bytes), password, dialect, apn, host, port, keepalive_s, ping_wait_s,
+        probe_s, brisk_s (link liveness, comms/mqtt.py),
         reading_period_s, queue_capacity, sms_check_s, customer, registered, lang, minor_per_unit."""
         mid = cfg["meter_id"]
         self.topic_down = "meters/%s/down" % mid
@@ -29,6 +30,8 @@ class MeterLink:
         self.protocol.send_result = self.uplink.enqueue
         self.mqtt = MQTTClient(clock, None, mid, user=mid, password=cfg.get("password", ""),
                                keepalive_s=cfg.get("keepalive_s", 120),
+                               ping_wait_ms=cfg.get("ping_wait_s", 10) * 1000,
+                               probe_ms=cfg.get("probe_s", 4) * 1000, brisk_ms=cfg.get("brisk_s", 120) * 1000,
                                will=(self.topic_status, b"offline", 1, True),
                                on_message=self._message, on_puback=self.uplink.on_puback)
         self.sms = None

@@ -4,7 +4,14 @@ link delivered, `poll()` for timers (keepalive, retransmission, CONNACK wait), `
 QoS 1 both ways. Outgoing QoS 1 publishes stay in a bounded in-flight table until PUBACKed and are
 re-sent with DUP after `retry_ms`; inbound QoS 1 is acknowledged only after `on_message` returned
 True (the application has processed and persisted it), so a crash before that gets it redelivered.
-Any protocol error closes the session (`state` DOWN, `error` says why); the supervisor reconnects."""
+Any protocol error closes the session (`state` DOWN, `error` says why); the supervisor reconnects.
+
+Liveness. A transparent cellular link fails silently (a hung modem swallows bytes), so the session
+proves the link by pings: when idle, at three quarters of the keepalive; when a PUBACK is owed and
+nothing was heard for `probe_ms`, at once; and for `brisk_ms` after a message from the head-end (a
+transaction is under way and another often follows), whenever the link has been quiet `probe_ms`.
+No PINGRESP within `ping_wait_ms` ends the session. The brisk window costs a few dozen two-byte pings
+per head-end message, a few per month on a normal meter; the idle keepalive stays long."""
 from micropython import const
 from comms import mqttpkt as pkt
 
@@ -13,7 +20,6 @@ CONNECTING = const(1)
 UP = const(2)
 
 _CONNACK_MS = const(30000)
-_PING_WAIT_MS = const(30000)
 _HDR = const(0)
 _LEN = const(1)
 _BODY = const(2)
@@ -21,7 +27,8 @@ _BODY = const(2)
 
 class MQTTClient:
     def __init__(self, clock, write, client_id, user=None, password=None, keepalive_s=120, will=None,
-                 on_message=None, on_puback=None, max_packet=4096, max_inflight=4, retry_ms=20000):
+                 on_message=None, on_puback=None, max_packet=4096, max_inflight=4, retry_ms=20000,
+                 ping_wait_ms=10000, probe_ms=4000, brisk_ms=120000):
         self.clock = clock
         self.write = write
         self.client_id = client_id
@@ -34,6 +41,10 @@ class MQTTClient:
         self.max_packet = max_packet
         self.max_inflight = max_inflight
         self.retry_ms = retry_ms
+        self.ping_wait_ms = ping_wait_ms
+        self.probe_ms = probe_ms
+        self.brisk_ms = brisk_ms
+        self._brisk_until = None     # ticks until which the quiet link is probed every probe_ms
         self._buf = bytearray(max_packet)  # one body at a time, allocated once
         self.inflight = {}  # pid -> [packet bytes, sent ticks]
         self.subs = {}  # pid -> [filters]
@@ -64,6 +75,7 @@ class MQTTClient:
         self.inflight = {}
         self.subs = {}
         self._ping_due = None
+        self._brisk_until = None
 
     def disconnect(self):
         if self.state == UP:
@@ -134,10 +146,19 @@ class MQTTClient:
             self.close("no answer")
             return
         if self._ping_due is not None:
-            if c.ticks_diff(now, self._ping_due) >= _PING_WAIT_MS:
+            if c.ticks_diff(now, self._ping_due) >= self.ping_wait_ms:
                 self.close("no pingresp")
-        elif self.keepalive_s and c.ticks_diff(now, self._last_tx) >= self.keepalive_s * 1000 * 3 // 4:
-            # Ping at three quarters of the keepalive so the broker never sees silence past 1.5x.
+            return
+        quiet = c.ticks_diff(now, self._last_rx)
+        if ((self.keepalive_s and c.ticks_diff(now, self._last_tx) >= self.keepalive_s * 1000 * 3 // 4)
+                # ping at three quarters of the keepalive so the broker never sees silence past 1.5x
+                or (self.inflight and quiet >= self.probe_ms)
+                # a PUBACK is owed and the link went quiet: prove it now rather than at the keepalive
+                or (self._brisk_until is not None and quiet >= self.probe_ms
+                    and c.ticks_diff(now, self._last_tx) >= self.probe_ms)):
+            # a transaction is under way: a link that died now must be noticed in seconds
+            if self._brisk_until is not None and c.ticks_diff(now, self._brisk_until) >= 0:
+                self._brisk_until = None
             self._ping_due = now
             self._send(pkt.simple(pkt.PINGREQ))
 
@@ -204,6 +225,8 @@ class MQTTClient:
                 self.session_present = d["session_present"]
             return
         if t == pkt.PUBLISH:
+            if self.brisk_ms:
+                self._brisk_until = self.clock.ticks_add(self.clock.ticks_ms(), self.brisk_ms)
             self._inbound(d)
         elif t == pkt.PUBACK:
             if self.inflight.pop(d["pid"], None) is not None and self.on_puback:

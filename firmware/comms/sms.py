@@ -154,6 +154,10 @@ class SmsService:
 
     # -- outgoing ----------------------------------------------------------------------------
     def send(self, number, text):
+        n = number[1:] if number[:1] == "+" else number
+        if not ascii_digits(n) or len(n) > 20:
+            self.stats["dropped"] += 1  # an alphanumeric or junk sender ("BANK") cannot be answered
+            return False
         self._ref = (self._ref + 1) & 0xFF
         parts = encode(number, text, self._ref)
         if len(self.outbox) + len(parts) > self.outbox_parts:

@@ -121,13 +121,18 @@ class Supervisor:
         if why:
             self.last_error = why
         self.attempts += 1
-        delay = self.backoff_min_ms
-        for _ in range(min(self.attempts - 1, 16)):
-            delay *= 2
-            if delay >= self.backoff_max_ms:
-                delay = self.backoff_max_ms
-                break
-        delay += self.rng.getrandbits(24) % (delay // 2 + 1)
+        if self.attempts == 1:
+            # The first retry after a working session: soon, spread over backoff_min so a fleet that
+            # lost its broker at one instant does not come back at one instant.
+            delay = 500 + self.rng.getrandbits(24) % (self.backoff_min_ms + 1)
+        else:
+            delay = self.backoff_min_ms
+            for _ in range(min(self.attempts - 2, 16)):
+                delay *= 2
+                if delay >= self.backoff_max_ms:
+                    delay = self.backoff_max_ms
+                    break
+            delay += self.rng.getrandbits(24) % (delay // 2 + 1)
         self.emit("link_failed", {"why": self.last_error, "attempts": self.attempts, "wait_ms": delay})
         self._drop_session()
         self._after = after

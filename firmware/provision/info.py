@@ -42,7 +42,7 @@ def cmd_identity(pc, req):
 
 def cmd_key_check(pc, req):
     which = req.get("key")
-    if which not in _id.KEY_FIELDS:
+    if not isinstance(which, str) or which not in _id.KEY_FIELDS:   # a list is no key (nor a dict key)
         raise _id.ProvisionError("key must be one of sts, message, service")
     try:
         challenge = unhexlify(req.get("challenge", ""))

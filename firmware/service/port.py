@@ -73,10 +73,12 @@ class ServicePort:
             return
         rid = req.get("id")
         cmd = req.get("cmd")
+        if not isinstance(cmd, str):
+            cmd = None        # a list or object is no command (and no dict key: TypeError)
         fn = self.handlers.get(cmd)
         lazy = self.lazy.get(cmd) if fn is None else None
         if fn is None and lazy is None:
-            self._reply({"id": rid, "ok": False, "error": "unknown command %r" % (cmd,),
+            self._reply({"id": rid, "ok": False, "error": "unknown command %r" % (req.get("cmd"),),
                          "commands": sorted(list(self.handlers) + list(self.lazy))})
             return
         if cmd in self.privileged and self.gate is not None:

@@ -101,6 +101,8 @@ def cmd_import(args):
         text = open(args.csv, encoding="utf-8-sig").read()
     except OSError as e:
         raise UsageError("cannot read %s: %s" % (args.csv, e.strerror)) from None
+    except UnicodeDecodeError as e:
+        raise UsageError("%s is not UTF-8 text (byte %d)" % (args.csv, e.start), hint="save the sheet as CSV UTF-8") from None
     try:
         n = registry.import_csv(store, text, time.time())
     except registry.RegistryError as e:
@@ -115,7 +117,10 @@ def cmd_operator(args):
     pw = os.environ.get("METERKIT_OPERATOR_PASSWORD")
     if pw is None:
         import getpass
-        pw = getpass.getpass("password for %s: " % args.username)
+        try:
+            pw = getpass.getpass("password for %s: " % args.username)
+        except EOFError:            # no terminal and nothing on stdin
+            raise UsageError("no password given", hint="type it at the prompt or set METERKIT_OPERATOR_PASSWORD") from None
     try:
         security.add_operator(store, args.username, pw, args.role, time.time())
     except ValueError as e:

@@ -9,6 +9,7 @@ from host_tools.agency.i18n import LANGS
 CHANNELS = ("sms", "whatsapp", "email")
 PHONE = re.compile(r"^\+[1-9][0-9]{7,14}$")
 EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+ARREARS_MAX = 10 ** 12     # minor units: far above any real debt, well inside a 64-bit database integer
 CSV_COLUMNS = ("name", "phone", "meters", "whatsapp", "email", "language", "channels", "consent",
                "arrears_minor", "arrears_share_bp")
 
@@ -84,8 +85,9 @@ def _row(store, r, n):
         consent = (r.get("consent") or "0").strip().lower() in ("1", "yes", "oui", "true")
         arrears = int((r.get("arrears_minor") or "0").strip() or 0)
         share = int((r.get("arrears_share_bp") or "2500").strip() or 2500)
-        if arrears < 0 or not 0 < share <= 9000:
-            raise RegistryError("arrears_minor must be >= 0 and arrears_share_bp 1..9000 (a share of each purchase)")
+        if not 0 <= arrears <= ARREARS_MAX or not 0 < share <= 9000:
+            raise RegistryError("arrears_minor must be 0..%d and arrears_share_bp 1..9000 (a share of each purchase)"
+                                % ARREARS_MAX)
     except ValueError as e:
         raise RegistryError("line %d: %s" % (n, e)) from None
     return {"name": name, "phone": phone, "whatsapp": wa, "email": email, "language": lang, "channels": chans,
@@ -96,10 +98,13 @@ def import_csv(store, text, now):
     """Add or update customers from CSV text (columns CSV_COLUMNS; meters separated by ';'). All or
     nothing; returns the number of customers. Arrears replace any earlier arrears of the first meter."""
     reader = csv.DictReader(io.StringIO(text))
-    missing = [c for c in ("name", "phone", "meters") if c not in (reader.fieldnames or [])]
-    if missing:
-        raise RegistryError("the CSV lacks column(s) %s (columns: %s)" % (", ".join(missing), ",".join(CSV_COLUMNS)))
-    rows = [_row(store, r, n) for n, r in enumerate(reader, start=2)]
+    try:
+        missing = [c for c in ("name", "phone", "meters") if c not in (reader.fieldnames or [])]
+        if missing:
+            raise RegistryError("the CSV lacks column(s) %s (columns: %s)" % (", ".join(missing), ",".join(CSV_COLUMNS)))
+        rows = [_row(store, r, n) for n, r in enumerate(reader, start=2)]
+    except csv.Error as e:         # e.g. a bare carriage return inside a field
+        raise RegistryError("line %d is not CSV: %s" % (reader.line_num, e)) from None
     seen = {}
     for i, r in enumerate(rows):
         for m in r["meters"]:

@@ -26,6 +26,7 @@ BENCHES = [
     "host_tools.bench.agency_bench",
     "host_tools.bench.heap32_bench",
     "host_tools.bench.fuzz_bench",
+    "host_tools.bench.fuzz_all_bench",
     "host_tools.bench.ota_bench",
     "host_tools.bench.ota_bench:run_campaign",
     "host_tools.bench.chips_bench",

@@ -90,6 +90,8 @@ def cmd_action(args):
 
 def cmd_status(args):
     from host_tools.headend import ota
+    if args.campaign is not None and not 0 <= args.campaign < 2 ** 63:
+        raise UsageError("campaign %d is not a campaign number" % args.campaign)
     store = _store(args)
     try:
         emit(ota.status(store, args.campaign), args.json)

@@ -515,6 +515,7 @@ def remote_topups(count=50, drop=0.3, seed=1, broker="sim", land_timeout_s=1800,
     faults = {}
     fault_log = []     # [virtual s, top-up number, description]
     latencies = []
+    by_fault = {}      # fault drawn for the top-up ("none" without one) -> its latencies
     landed = set()     # msg ids seen landing on the ledger
     moves = []         # ledger moves that were not exactly the top-up awaited, each explained
     pending = []       # [virtual ms, what, top-up number]: faults to strike, and coverage to restore
@@ -556,8 +557,10 @@ def remote_topups(count=50, drop=0.3, seed=1, broker="sim", land_timeout_s=1800,
         vended = []
         for i in range(count):
             amount_minor = 100 + i
+            drawn = "none"
             if rng.random() < drop:
-                pending.append([ch.meter.world.now_ms + rng.randint(0, 1500), rng.choice(FAULTS), i + 1])
+                drawn = rng.choice(FAULTS)
+                pending.append([ch.meter.world.now_ms + rng.randint(0, 1500), drawn, i + 1])
             meter_seq = ch.meter.request("events", since=1 << 30).get("seq", 0)
             v = ch.vend(amount=amount_minor / 100.0)
             v0 = ch.meter.world.now_ms
@@ -572,6 +575,7 @@ def remote_topups(count=50, drop=0.3, seed=1, broker="sim", land_timeout_s=1800,
             if got >= base + amount_minor:
                 landed.add(v["msg_id"])
                 latencies.append((ch.meter.world.now_ms - v0) / 1000.0)
+                by_fault.setdefault(drawn, []).append(latencies[-1])
             else:
                 say("top-up %d: not landed after %d simulated seconds" % (i + 1, land_timeout_s))
             if got != base + amount_minor:
@@ -633,6 +637,9 @@ def remote_topups(count=50, drop=0.3, seed=1, broker="sim", land_timeout_s=1800,
             "latency_p95_s": _percentile(latencies, 95),
             "latency_p99_s": _percentile(latencies, 99),
             "latency_max_s": max(latencies) if latencies else None,
+            # where the tail comes from: p50/p95/max of the top-ups by the fault drawn for them
+            "latency_by_fault": {k: {"n": len(v), "p50_s": _percentile(v, 50), "p95_s": _percentile(v, 95),
+                                     "max_s": max(v)} for k, v in sorted(by_fault.items())},
             "faults_injected": sum(faults.values()),
             "faults": faults,
             "redeliveries": len(ch.events("redelivery")),
