@@ -74,7 +74,7 @@ def cmd_demo(args):
     s = run_demo(args.seconds, args.seed, as_json=args.json)
     # Then the whole chain: a household meter with a modem runs out of credit, the relay opens, a
     # remote top-up from the head-end arrives over the simulated cellular link, the relay closes.
-    from host_tools.sim.chain_demo import run_chain
+    from host_tools.sim.scenarios.chain_demo import run_chain
     if not args.json:
         print("\nThe remote top-up chain (head-end -> MQTT broker -> cellular modem -> meter)")
         sys.stdout.flush()

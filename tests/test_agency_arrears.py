@@ -12,7 +12,7 @@ from host_tools.agency import registry, revenue
 from host_tools.agency.agency import Agency
 from host_tools.agency.settings import Settings
 from host_tools.agency.web.customer import home_view
-from host_tools.sim.scenario import Chain
+from host_tools.sim.scenarios.chain import Chain
 
 pytestmark = pytest.mark.timeout(300)
 

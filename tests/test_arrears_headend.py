@@ -13,7 +13,7 @@ from host_tools.errors import UsageError
 from host_tools.headend import debt, vending
 from host_tools.headend.demo import make_fleet
 from host_tools.headend.store import Store
-from host_tools.sim.scenario import Chain
+from host_tools.sim.scenarios.chain import Chain
 
 pytestmark = pytest.mark.timeout(300)
 

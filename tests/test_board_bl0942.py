@@ -6,7 +6,7 @@ import random
 import types
 from pathlib import Path
 
-from host_tools.sim.chips.bl0942 import BL0942 as Model
+from host_tools.sim.world.chips.bl0942 import BL0942 as Model
 from metering import registry
 from metering.chip import OK
 from metering.meter import Meter

@@ -7,8 +7,8 @@ import secrets
 
 import pytest
 
-from host_tools.sim.flashfile import read_image_files
-from host_tools.sim.runner import SimMeter
+from host_tools.sim.world.flashfile import read_image_files
+from host_tools.sim.esp32.runner import SimMeter
 from store import records
 
 PAN = "600727000000000009"

@@ -278,7 +278,7 @@ def test_broker_config_keeps_the_ca_adds_meters_and_hashes_every_password(tmp_pa
 def test_the_stepped_broker_enforces_the_same_rules(tmp_path):
     """The simulator's in-process broker with acl.registry_hooks (as every Chain on it runs)."""
     from host_tools.headend import acl
-    from host_tools.sim.mqttbroker import SimBroker
+    from host_tools.sim.net.mqttbroker import SimBroker
     csv_path, _, (a, b) = make_fleet(str(tmp_path / "fleet"), 2)
     store = Store(tmp_path / "he.db")
     store.import_csv(csv_path)

@@ -8,8 +8,8 @@ import time
 from contextlib import contextmanager
 
 from host_tools.paths import board_dir
-from host_tools.sim.chips import atm90e26 as chipmod
-from host_tools.sim.world import World
+from host_tools.sim.world.chips import atm90e26 as chipmod
+from host_tools.sim.world.world import World
 
 CAL_ORDER = ("PLconstH", "PLconstL", "Lgain", "Lphi", "Ngain", "Nphi", "PStartTh", "PNolTh",
              "QStartTh", "QNolTh", "MMode")

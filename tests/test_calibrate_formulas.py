@@ -8,7 +8,7 @@ import pytest
 from host_tools.calibrate import classes
 from host_tools.calibrate import formulas as F
 from host_tools.calibrate.target import HighRateOutput
-from host_tools.sim.chips.atm90e26 import ATM90E26
+from host_tools.sim.world.chips.atm90e26 import ATM90E26
 
 DESIGN = {"un_v": 230, "ib_a": 10, "imax_a": 80, "f_hz": 50, "meter_constant_imp_per_kwh": 3200,
           "front_end": {"shunt_uohm": 250, "divider_ratio": 1000, "neutral_ct_ratio": 2000,

@@ -15,7 +15,7 @@ from host_tools.calibrate.bench.sim import BenchServer, RemoteBench, SimBench
 from host_tools.calibrate.lab import run_lab, summary
 from host_tools.calibrate.target import SettleError, SimService
 from host_tools.cli import main
-from host_tools.sim.runner import SimMeter
+from host_tools.sim.esp32.runner import SimMeter
 from test_calibrate_fixtures import ChipDirectMeter, polled
 
 SEED = 5          # typical front end: energy reads about +5.7 % at Ib before calibration
@@ -94,7 +94,7 @@ def test_certificate_matches_an_independent_remeasurement(lab, label, hours):
 def test_stored_calibration_survives_reboot_and_chip_reset(lab):
     m, b, res = lab
     regs = res["calibration"]["registers"]
-    from host_tools.sim.chips.atm90e26 import ADDR
+    from host_tools.sim.world.chips.atm90e26 import ADDR
 
     def chip_matches():
         return {k: m.world.chip.peek(ADDR[k]) for k in regs} == regs

@@ -7,8 +7,8 @@ import calendar
 import pytest
 
 from host_tools.headend import smscmd
-from host_tools.sim.scenario import CUSTOMER, UTILITY, Chain
-from host_tools.sim.smsc import SMSC
+from host_tools.sim.scenarios.chain import CUSTOMER, UTILITY, Chain
+from host_tools.sim.modem.smsc import SMSC
 
 pytestmark = pytest.mark.timeout(300)
 

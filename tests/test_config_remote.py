@@ -5,8 +5,8 @@ import json
 
 import pytest
 
-from host_tools.sim.flashfile import read_image_files
-from host_tools.sim.runner import SimMeter
+from host_tools.sim.world.flashfile import read_image_files
+from host_tools.sim.esp32.runner import SimMeter
 
 PRICE = 2000000       # 2 minor units per Wh
 

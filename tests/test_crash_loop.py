@@ -7,7 +7,7 @@ import secrets
 
 import pytest
 
-from host_tools.sim.runner import SimMeter
+from host_tools.sim.esp32.runner import SimMeter
 
 PAN = "600727000000000009"
 # Safe mode (metering, prepaid core, service port) peaks near 160 KB on the 64-bit unix port; the

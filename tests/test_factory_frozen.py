@@ -12,8 +12,8 @@ from host_tools.build.builder import build, frozen_module_names, shadowing
 from host_tools.build.image import read_image
 from host_tools.cli import main
 from host_tools.paths import micropython_bin
-from host_tools.sim.fwbuild import frozen_layout, search_path
-from host_tools.sim.runner import SimMeter
+from host_tools.sim.esp32.fwbuild import frozen_layout, search_path
+from host_tools.sim.esp32.runner import SimMeter
 
 
 def test_frozen_build_is_data_only_and_names_its_mode(tmp_path, capsys):

@@ -18,7 +18,7 @@ from host_tools.flash.rom_link import start_rom
 from host_tools.paths import board_dir
 from host_tools.provision.records import RecordDB
 from host_tools.provision.simline import sim_board_on_esp32
-from host_tools.sim import otachip
+from host_tools.sim.esp32 import otachip
 
 pytestmark = pytest.mark.timeout(300)
 

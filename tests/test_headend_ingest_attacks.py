@@ -14,8 +14,8 @@ from host_tools.headend import envelope, silence, vending
 from host_tools.headend.demo import make_fleet
 from host_tools.headend.service import HeadEnd
 from host_tools.headend.store import Store
-from host_tools.sim.headend_client import SimHeadEndClient
-from host_tools.sim.mqttbroker import SimBroker
+from host_tools.sim.net.headend_client import SimHeadEndClient
+from host_tools.sim.net.mqttbroker import SimBroker
 
 
 class Clock:

@@ -4,7 +4,7 @@ nothing it says, logs or prints holds any key, in hex (either case) or as raw by
 import json
 import secrets
 
-from host_tools.sim.runner import SimMeter
+from host_tools.sim.esp32.runner import SimMeter
 
 PAN = "600727000000000009"
 

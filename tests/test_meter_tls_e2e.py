@@ -6,7 +6,7 @@ goes through the whole chain. A meter whose CA is not the broker's never connect
 import pytest
 
 from host_tools.headend.mosquitto import mosquitto_path
-from host_tools.sim.scenario import Chain
+from host_tools.sim.scenarios.chain import Chain
 
 
 

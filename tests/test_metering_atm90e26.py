@@ -4,7 +4,7 @@ import random
 import pytest
 
 from fakes import EventSink, FakeClock, ModelBus
-from host_tools.sim.chips.atm90e26 import ATM90E26 as ChipModel
+from host_tools.sim.world.chips.atm90e26 import ATM90E26 as ChipModel
 from metering.chips import atm90e26 as drv
 from metering.meter import Meter
 

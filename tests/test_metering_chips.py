@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from fakes import EventSink, FakeClock, ModelBus
-from host_tools.sim.afe import FrontEnd
-from host_tools.sim.chips import make as make_model
+from host_tools.sim.world.afe import FrontEnd
+from host_tools.sim.world.chips import make as make_model
 from metering import chip as contract
 from metering import registry
 from metering.meter import Meter
@@ -135,7 +135,7 @@ def test_a_chip_reset_is_detected_and_set_up_again(name):
 
 
 def test_bl0942_ignores_writes_without_the_unlock_and_frames_with_a_bad_checksum():
-    from host_tools.sim.chips import bl0942 as m
+    from host_tools.sim.world.chips import bl0942 as m
     model = make_model("bl0942", random.Random(1))
     body = bytes([0x19, 0x0F, 0, 0])
     model.uart(bytes([0xA8]) + body[:1] + body[1:] + bytes([m.checksum(0xA8 + 0x19, body[1:])]), 0)
@@ -158,7 +158,7 @@ def test_bl0942_packet_checksum_matches_the_datasheet_rule():
 def test_bl0942_overcurrent_threshold_is_set_from_the_design():
     clock, model, chip, meter, events, afe = rig("bl0942")
     assert meter.begin()
-    from host_tools.sim.chips import bl0942 as m
+    from host_tools.sim.world.chips import bl0942 as m
     # 1.2 x Imax (60 A) on the fast RMS scale: I_FAST_RMS[23:8] >= TH is over-current
     amps = METERING["bl0942"]["imax_a"] * 1.2
     fast = m.I_RMS_K * amps * 0.5 * m.I_FAST_RATIO
@@ -169,7 +169,7 @@ def test_bl0942_overcurrent_threshold_is_set_from_the_design():
 def test_ade7953_start_writes_the_unlock_then_0x120_and_locks_the_interface():
     clock, model, chip, meter, events, afe = rig("ade7953")
     assert meter.begin()
-    from host_tools.sim.chips import ade7953 as m
+    from host_tools.sim.world.chips import ade7953 as m
     assert model.peek(m.RESERVED_120) == 0x30
     assert model.peek(m.CONFIG) & 0x8000 == 0, "COMM_LOCK still set"
     assert model.peek(m.CF1DEN) == 7500

@@ -11,7 +11,7 @@ from mpyrun import FIRMWARE, micropython_bin
 
 from host_tools.flash import imagegen
 from host_tools.ota import keys, package
-from host_tools.sim import otachip
+from host_tools.sim.esp32 import otachip
 
 SHIM = otachip.SHIM_DIR
 HEAP = "128k"

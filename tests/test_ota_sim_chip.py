@@ -1,4 +1,4 @@
-"""The simulated ESP32's OTA side (host_tools/flash/otadata.py, host_tools/sim/otachip.py): otadata entries
+"""The simulated ESP32's OTA side (host_tools/flash/otadata.py, host_tools/sim/esp32/otachip.py): otadata entries
 as ESP-IDF lays them, the bootloader's choice of slot (blank -> ota_0, NEW -> pending verify, still pending
 at the next boot -> aborted and the other slot), a slot with an invalid image falling back, none valid a
 bricked meter; a flashed chip (`meterkit flash`) boots the slot otadata selects; and simulated app images
@@ -9,7 +9,7 @@ from host_tools.errors import SimulationError
 from host_tools.flash import boot as flashboot
 from host_tools.flash import imagegen, otadata, parttable
 from host_tools.ota import simimage
-from host_tools.sim import otachip
+from host_tools.sim.esp32 import otachip
 
 SLOT = {"ota_0": 0x10000, "ota_1": 0x190000}
 

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from host_tools.sim import powercut
-from host_tools.sim.powercut import PowerCutRun, TopupBook, committed_record, ledger_problems
+from host_tools.sim.scenarios import powercut
+from host_tools.sim.scenarios.powercut import PowerCutRun, TopupBook, committed_record, ledger_problems
 
 METERKIT = str(Path(sys.executable).parent / "meterkit")
 # The household load peaks at a few kW: one 1-second poll is at most ~2.5 Wh.

@@ -7,9 +7,9 @@ import sys
 import pytest
 
 from host_tools.paths import FIRMWARE
-from host_tools.sim import powercut
-from host_tools.sim.flashfile import read_image_files
-from host_tools.sim.runner import SimMeter
+from host_tools.sim.scenarios import powercut
+from host_tools.sim.world.flashfile import read_image_files
+from host_tools.sim.esp32.runner import SimMeter
 
 sys.path.insert(0, str(FIRMWARE))
 sys.path.insert(0, str(FIRMWARE.parent / "tests" / "shims"))

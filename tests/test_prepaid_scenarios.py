@@ -6,7 +6,7 @@ import secrets
 
 import pytest
 
-from host_tools.sim.runner import SimMeter
+from host_tools.sim.esp32.runner import SimMeter
 from host_tools.keys.vendingkey import open_vending_key
 from host_tools.vend.sts_encode import build, currency_units, encode_amount, tenths
 
@@ -266,7 +266,7 @@ def test_a_friendly_period_starting_while_the_supply_is_off_restores_it_without_
 
 def test_month_turn_closes_the_statement_once_and_exactly(meters):
     import calendar
-    from host_tools.sim.runner import SimMeter
+    from host_tools.sim.esp32.runner import SimMeter
     pp = {"tariff": {"mode": "money", "minor_per_major": 100,
                      "tariffs": [{"start": 0, "blocks": [{"price_per_mwh": PRICE}]}]},
           "ledger": {"opening_credit": 100000}}

@@ -11,6 +11,7 @@ from fakes import FakeClock, Stream
 from metering.chips import atm90e26 as chip
 from provision import identity as ident
 from provision.commands import ProvisionCommands
+from provision import selftest
 from provision.info import key_check_mac
 from service.port import ServicePort
 from store.records import Store
@@ -77,7 +78,7 @@ class FakeBoard:
 
 
 class FakeApp:
-    """What ProvisionCommands needs from firmware/app/composition.py's App."""
+    """What firmware/app/composition.py's App gives ProvisionCommands (and what the self-test inspects)."""
 
     version = "9.9.9"
 
@@ -91,7 +92,9 @@ class FakeApp:
         self.service.command("cal_set", lambda req: {"done": True}, privileged=True)
         self.meter = FakeMeter()
         self.calibrated = True
-        self.provision = ProvisionCommands(self)
+        self.provision = ProvisionCommands(self.service, self.store, self.clock, self.board.random,
+                                           self.events.emit, self.board.info["name"], self.version,
+                                           lambda: selftest.run(self))
 
     def call(self, cmd, **args):
         args.update(cmd=cmd, id=1)

@@ -45,7 +45,11 @@ class App:
         self.board = Board(); self.clock = Clock(); self.events = Events(self.clock)
         self.store = store; self.stream = Stream()
         self.service = ServicePort(self.stream); self.meter = Meter(); self.calibrated = True
-        self.provision = ProvisionCommands(self)
+        self.provision = ProvisionCommands(self.service, store, self.clock, self.board.random, self.events.emit,
+                                           self.board.info["name"], self.version, self.run_selftest)
+    def run_selftest(self):
+        from provision import selftest
+        return selftest.run(self)
     def call(self, cmd, **a):
         a["cmd"] = cmd; a["id"] = 1
         self.stream.tx = b""; self.stream.rx = json.dumps(a).encode() + b"\n"

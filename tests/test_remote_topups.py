@@ -9,8 +9,8 @@ import time
 import pytest
 
 from host_tools.headend import envelope, vending
-from host_tools.sim.scenario import CUSTOMER, Chain, remote_topups
-from host_tools.sim.smsc import SMSC
+from host_tools.sim.scenarios.chain import CUSTOMER, Chain, remote_topups
+from host_tools.sim.modem.smsc import SMSC
 from host_tools.vend import sts_encode
 
 pytestmark = pytest.mark.timeout(240)

@@ -6,7 +6,7 @@ import pytest
 
 from host_tools.errors import UsageError
 from host_tools.paths import BOARDS
-from host_tools.sim.afe import FrontEnd
+from host_tools.sim.world.afe import FrontEnd
 
 BOARD = json.loads((BOARDS / "sim" / "board.json").read_text())["metering"]
 

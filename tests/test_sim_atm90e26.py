@@ -6,9 +6,9 @@ import random
 import pytest
 
 from host_tools.paths import BOARDS
-from host_tools.sim.afe import FrontEnd
-from host_tools.sim.chips import atm90e26 as m
-from host_tools.sim.chips.atm90e26 import ADDR, ATM90E26
+from host_tools.sim.world.afe import FrontEnd
+from host_tools.sim.world.chips import atm90e26 as m
+from host_tools.sim.world.chips.atm90e26 import ADDR, ATM90E26
 
 BOARD = json.loads((BOARDS / "sim" / "board.json").read_text())["metering"]
 CAL = BOARD["calibration"]
@@ -525,8 +525,8 @@ def test_sag_warning_when_enabled(chip):
 
 # ---- the pieces together: an ideal meter registers a real-looking day -----------------------------
 def test_ideal_meter_registers_a_solar_household_day_in_both_directions(chip):
-    from host_tools.sim.grid import Grid
-    from host_tools.sim.loads import LoadProfile
+    from host_tools.sim.world.grid import Grid
+    from host_tools.sim.world.loads import LoadProfile
     t0, t1 = 1767225600 + 160 * 86400, 1767225600 + 161 * 86400
     load = LoadProfile.named("solar", 3)
     grid = Grid.named("typical", 3)

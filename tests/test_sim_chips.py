@@ -8,7 +8,7 @@ from host_tools.calibrate.bench.sim import SimBench
 from host_tools.calibrate.lab import run_lab
 from host_tools.calibrate.target import SimService
 from host_tools.sim.run import METERING_PREPAID, run
-from host_tools.sim.runner import SimMeter
+from host_tools.sim.esp32.runner import SimMeter
 
 # Energy of the smallest count each chip's driver gives the meter, plus the part of a count a chip
 # still holds when the run stops (Wh).
@@ -109,7 +109,7 @@ def test_the_neutral_channel_feeds_the_tamper_check(chip, flagged):
 def test_ade7953_model_has_one_storage_for_the_24_and_32_bit_views():
     import random
 
-    from host_tools.sim.chips.ade7953 import ADE7953
+    from host_tools.sim.world.chips.ade7953 import ADE7953
     c = ADE7953(random.Random(1), {"noise_rel": 0.0})
     c.set_inputs(230.0, 2.5, 3.14159265, 50.0)                # export: AWATT negative
     v24, v32 = c.peek(0x212), c.peek(0x312)
@@ -123,7 +123,7 @@ def test_chip_models_take_their_parameters_from_json_and_refuse_unknown_ones(tmp
     import json
     import random
 
-    from host_tools.sim.chips import MODELS
+    from host_tools.sim.world.chips import MODELS
     import importlib
     cls = getattr(importlib.import_module(MODELS[chip][0]), MODELS[chip][1])
     f = tmp_path / "p.json"

@@ -4,7 +4,7 @@ import json
 import pytest
 
 from host_tools.errors import UsageError
-from host_tools.sim.grid import Grid
+from host_tools.sim.world.grid import Grid
 from test_sim_loads import merged
 
 T0 = 1767225600

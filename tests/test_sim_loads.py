@@ -5,7 +5,7 @@ import math
 import pytest
 
 from host_tools.errors import UsageError
-from host_tools.sim.loads import LoadProfile, signed_pf
+from host_tools.sim.world.loads import LoadProfile, signed_pf
 
 T0 = 1767225600            # 2026-01-01 00:00 UTC
 DAY = 86400

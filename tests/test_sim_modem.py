@@ -9,8 +9,8 @@ import pytest
 
 from host_tools.headend.broker import EmbeddedBroker
 from host_tools.headend.mosquitto import Mosquitto, mosquitto_path
-from host_tools.sim.modem import ModemModel
-from host_tools.sim.smsc import SMSC
+from host_tools.sim.modem import make_modem
+from host_tools.sim.modem.smsc import SMSC
 
 EPOCH = 1767571200   # 2026-01-05 00:00:00 UTC
 FINAL = ("OK", "ERROR", "CONNECT", "CONNECT 115200", "CONNECT FAIL", "NO CARRIER", "SHUT OK", "CLOSE OK")
@@ -22,7 +22,7 @@ class ATClient:
     def __init__(self, seed=1, **kw):
         self.now = 0
         kw.setdefault("smsc", SMSC())
-        self.m = ModemModel(random.Random(seed), clock=lambda: self.now, epoch_s=EPOCH, **kw)
+        self.m = make_modem(random.Random(seed), clock=lambda: self.now, epoch_s=EPOCH, **kw)
         self.rx = bytearray()
 
     def advance(self, ms, step=20):

@@ -3,8 +3,8 @@ mode, sending with AT+CMGS in both modes, concatenated UCS2 Arabic reassembled e
 packing with extension characters and UDH fill bits, and errors the modem reports."""
 import pytest
 
-from host_tools.sim import sms_pdu
-from host_tools.sim.smsc import SMSC
+from host_tools.sim.modem import sms_pdu
+from host_tools.sim.modem.smsc import SMSC
 from test_sim_modem import ATClient
 
 ARABIC = ("رصيدك الحالي هو ١٢٣٫٤٥ أوقية. الأيام المتبقية المقدرة: ٦. "

@@ -1,11 +1,11 @@
-"""The stepped in-process MQTT 3.1.1 broker (host_tools/sim/mqttbroker.py): sessions, QoS 1 queueing and
+"""The stepped in-process MQTT 3.1.1 broker (host_tools/sim/net/mqttbroker.py): sessions, QoS 1 queueing and
 redelivery, takeover, keepalive on virtual time, restart, wildcards, retained, auth, malformed input,
 determinism, and the firmware's own MQTT client talking to it through a Pipe.
 
 Packets are built and read with the tiny codec below (independent of the broker's and the firmware's)."""
 import pytest
 
-from host_tools.sim.mqttbroker import SimBroker, topic_matches
+from host_tools.sim.net.mqttbroker import SimBroker, topic_matches
 
 CONNECT, CONNACK, PUBLISH, PUBACK, PUBREC, PUBREL = 1, 2, 3, 4, 5, 6
 SUBSCRIBE, SUBACK, UNSUBSCRIBE, UNSUBACK, PINGREQ, PINGRESP, DISCONNECT = 8, 9, 10, 11, 12, 13, 14
@@ -712,11 +712,11 @@ def test_firmware_mqtt_client_connects_subscribes_and_gets_a_qos1_message_throug
 
 # -- the simulated modem, unchanged, with a Pipe for its socket ---------------------------------
 def test_simulated_modem_bridges_the_firmware_to_the_broker_through_a_pipe(monkeypatch):
-    """What the scenario will do: ModemModel's TCP bridge opens broker.connect() instead of a socket.
+    """What the scenario will do: the modem's TCP bridge opens broker.connect() instead of a socket.
     Its select() wait is stubbed (a Pipe has no descriptor: a send is answered before it returns)."""
     import types
 
-    from host_tools.sim import modem as modem_mod
+    from host_tools.sim.modem import core as modem_mod
     from test_sim_modem import ATClient, open_sim7600_link
 
     b, clock = broker()

@@ -7,7 +7,7 @@ import sys
 import pytest
 
 from host_tools.paths import FIRMWARE
-from host_tools.sim.runner import SimMeter
+from host_tools.sim.esp32.runner import SimMeter
 
 sys.path.insert(0, str(FIRMWARE))
 sys.path.insert(0, str(FIRMWARE.parent / "tests" / "shims"))

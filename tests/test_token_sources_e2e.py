@@ -7,9 +7,9 @@ import random
 import pytest
 
 from host_tools.headend import envelope
-from host_tools.sim.scenario import Chain
-from host_tools.sim.flashfile import read_image_files
-from host_tools.sim.smsc import SMSC
+from host_tools.sim.scenarios.chain import Chain
+from host_tools.sim.world.flashfile import read_image_files
+from host_tools.sim.modem.smsc import SMSC
 from store import records
 
 pytestmark = pytest.mark.timeout(600)

@@ -4,7 +4,7 @@ import secrets
 
 from openpaygo import TokenType, generate_token
 
-from host_tools.sim.runner import SimMeter
+from host_tools.sim.esp32.runner import SimMeter
 
 PAN = "600727000000000009"
 OKEY = bytes.fromhex("bc41ec9530f6dac86b1a29ab82edc5fb")

@@ -6,7 +6,7 @@ import secrets
 
 import pytest
 
-from host_tools.sim.runner import SimMeter
+from host_tools.sim.esp32.runner import SimMeter
 from host_tools.vend import sts_encode
 
 PAN = "600727000000000009"

@@ -1,8 +1,8 @@
 """The display's quiet minutes played by the board: between two jobs the meter hands the LCD the frames
 its ticks would draw and sleeps. What the household sees must not change: the same frames at the same
 instants as a meter that wakes every display period to draw them, with key presses in between."""
-from host_tools.sim.runner import SimMeter
-from host_tools.sim.world import DEFAULT_EPOCH
+from host_tools.sim.esp32.runner import SimMeter
+from host_tools.sim.world.world import DEFAULT_EPOCH
 
 PRESSES = {125: "NEXT", 126: "NEXT", 250: "1", 251: "2", 262: "BACK", 263: "BACK", 400: "NEXT"}
 

@@ -3,7 +3,7 @@ import secrets
 
 import pytest
 
-from host_tools.sim.runner import SimMeter
+from host_tools.sim.esp32.runner import SimMeter
 from host_tools.keys.vendingkey import open_vending_key
 from host_tools.vend.sts_encode import build, encode_amount
 

@@ -1,5 +1,5 @@
 """The simulated meter board: every bus, pin, clock tick and flash block is served by the simulator
-over one TCP link (METER_SIM=host:port). Frame numbers match host_tools/sim/link.py.
+over one TCP link (METER_SIM=host:port). Frame numbers match host_tools/sim/esp32/link.py.
 
 RAM: every class costs a type object and a dict on the heap (~220 bytes on the 64-bit unix port, plus
 ~120 per method), so the board uses four: the clock owns the link, one class serves both UARTs,

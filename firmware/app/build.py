@@ -5,7 +5,7 @@ module (a closure or lambda would keep the whole module's code alive): callbacks
 from app import settings as config
 from app.composition import Actions, VERSION
 from metering import registry
-from metering.calibration import stored_calibration
+from metering.calibration import Calibration, stored_calibration
 from app.events import Events
 from app.sched import Scheduler
 from metering.meter import Meter
@@ -43,11 +43,11 @@ def build(app, board, boot):
     if app.store is not None:
         _attach_eventlog(app)
     metering = board.info["metering"]
-    app.metering_info = metering
-    cal, app.calibrated = stored_calibration(app.store, metering["calibration"], app.events.emit)
+    cal, calibrated = stored_calibration(app.store, metering["calibration"], app.events.emit)
     chip = registry.make_chip(metering, board.meter_bus, clock, cal)
     app.meter = Meter(chip, clock, app.events, metering["meter_constant_imp_per_kwh"],
                        registry.max_power_w(metering), app.settings["max_voltage_cv"])
+    app.calibration = Calibration(app.meter, app.store, app.events.emit, metering, calibrated)
     # Metering starts before anything that takes time (relay pulses): no energy goes unmetered.
     app.meter.begin()
     try:
@@ -61,10 +61,11 @@ def build(app, board, boot):
                            (app.root or "") + "/settings.json")
     app.service = ServicePort(board.service, app.settings["service_line_max"], app)
     _commands(app, "app.appcmds", app)           # ping, readings, totals, events, status, settings
-    _commands(app, "metering.commands")
+    _commands(app, "metering.commands", app.calibration)
     _commands(app, "service.commands", app.actions)
     # --- subsystem commands (one line each) ---
-    app.provision = ProvisionCommands(app)
+    app.provision = ProvisionCommands(app.service, app.store, clock, board.random, app.events.emit,
+                                      board.info.get("name"), VERSION, app.run_selftest)
     app.sched = Scheduler(clock, board.watchdog, app._job_failed)
     app.sched.every("meter", app.settings["meter_period_s"] * 1000, app._meter_job,
                      app.settings["meter_period_s"] * 1000)

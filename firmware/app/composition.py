@@ -5,7 +5,7 @@ import gc
 
 from micropython import const
 
-from util import call, once
+from util import call, load, once
 
 from fwversion import VERSION
 JOB_FAIL_LIMIT = const(32)    # consecutive failures of one job before the meter resets
@@ -16,6 +16,15 @@ class App:
         """`boot`: what `startup.Startup` found (flash, store, boot count, safe mode); made here when
         the app is built without the guard (tests)."""
         once("app.build").build(self, board, boot)
+
+    @property
+    def calibrated(self):
+        """The calibration in force came from the lab (stored), not the board's defaults."""
+        return self.calibration.calibrated
+
+    def run_selftest(self):
+        """The factory self-test over the assembled meter (`provision.selftest`, loaded for the request)."""
+        return load("provision.selftest", "run")(self)
 
     def _meter_job(self):
         self.meter.poll()

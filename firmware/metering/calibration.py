@@ -2,6 +2,19 @@
 board's defaults."""
 
 CAL_RECORD = "calibration"
+
+
+class Calibration:
+    """What the calibration commands (`metering.commands`) work on: the meter (its chip holds the values
+    in force), the store, the events, the board's metering section (`info`) and whether the values in
+    force came from the lab (`calibrated`: stored, not the board's defaults)."""
+
+    def __init__(self, meter, store, emit, info, calibrated):
+        self.meter = meter
+        self.store = store
+        self.emit = emit
+        self.info = info
+        self.calibrated = calibrated
 _OPTIONAL = ("SagTh",)      # settings a stored calibration may add to the board's (ATM90E26 sag level)
 
 

@@ -10,51 +10,52 @@ NAMES = ("cal_get", "cal_set", "raw_read", "raw_write")
 PRIVILEGED = NAMES
 
 
-def handle(app, cmd, req):
-    return getattr(_Commands(app), cmd)(req)
+def handle(cal, cmd, req):
+    """`cal`: the meter's `metering.calibration.Calibration`."""
+    return getattr(_Commands(cal), cmd)(req)
 
 
 class _Commands:
-    def __init__(self, app):
-        self.app = app
+    def __init__(self, cal):
+        self.cal = cal
 
     def cal_get(self, req):
-        app = self.app
-        info = app.metering_info
+        c = self.cal
+        info = c.info
         design = {k: info[k] for k in _DESIGN_KEYS if k in info}
-        return {"chip": info.get("chip"), "cal": dict(app.meter.chip.cal), "calibrated": app.calibrated,
+        return {"chip": info.get("chip"), "cal": dict(c.meter.chip.cal), "calibrated": c.calibrated,
                 "design": design}
 
     def cal_set(self, req):
-        app = self.app
+        c = self.cal
         new = req.get("cal")
         if not isinstance(new, dict) or not new:
             raise ValueError("cal must be an object of calibration names to integer values")
-        chip = app.meter.chip
+        chip = c.meter.chip
         for k, v in new.items():
             chip.check_cal(k, v)
         old = dict(chip.cal)
         chip.cal.update(new)
-        if not app.meter.begin():
+        if not c.meter.begin():
             chip.cal.clear()
             chip.cal.update(old)
-            app.meter.begin()
+            c.meter.begin()
             raise ValueError("the chip refused the calibration; the previous one is back in force")
-        if req.get("persist", True) and app.store is not None:
-            app.store.commit(CAL_RECORD, dict(chip.cal))
-            app.calibrated = True
-        app.events.emit("calibration_changed", None)
-        return {"cal": dict(chip.cal), "health": app.meter.readings()["health"]}
+        if req.get("persist", True) and c.store is not None:
+            c.store.commit(CAL_RECORD, dict(chip.cal))
+            c.calibrated = True
+        c.emit("calibration_changed", None)
+        return {"cal": dict(chip.cal), "health": c.meter.readings()["health"]}
 
     def raw_read(self, req):
         regs = req.get("regs")
         if not isinstance(regs, list) or not regs or len(regs) > 32:
             raise ValueError("regs must be a list of 1..32 register addresses")
-        chip = self.app.meter.chip
+        chip = self.cal.meter.chip
         return {"values": [chip.raw_read(a) for a in regs]}
 
     def raw_write(self, req):
         reg = req.get("reg")
         val = req.get("value")
-        self.app.meter.chip.raw_write(reg, val)
+        self.cal.meter.chip.raw_write(reg, val)
         return {"reg": reg, "value": val}

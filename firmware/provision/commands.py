@@ -36,13 +36,21 @@ def _present(store, name):
 
 
 class ProvisionCommands:
-    def __init__(self, app):
-        self.app = app
-        self.store = app.store
+    """`service` the port to register on; `store`, `clock`, `rng` (the board's random), `emit` (events);
+    `board_name` and `version` for `identity`; `selftest()` runs the factory self-test over the
+    assembled meter and returns its items (the composition owns what it inspects)."""
+
+    def __init__(self, service, store, clock, rng, emit, board_name, version, selftest):
+        self.store = store
+        self.clock = clock
+        self.emit = emit
+        self.board_name = board_name
+        self.version = version
+        self.selftest = selftest
         self.provisioned = False
-        self.session = Session(app.clock, app.board.random, app.events.emit)
+        self.session = Session(clock, rng, emit)
         self.session.factory_mode = self._load_state()
-        svc = app.service
+        svc = service
         for name in _ROUTES:
             svc.command(name, self._dispatch, privileged=name in _PRIVILEGED)
         svc.gate = self.session.gate
@@ -52,7 +60,7 @@ class ProvisionCommands:
         (neither readable nor corrupt). Fails closed: no flash, a lock record that cannot be read, or
         a missing lock record beside identity or keys (deleted or rotted: a provisioned meter must
         stay locked whatever record is missing) counts as locked, with an event saying why."""
-        emit = self.app.events.emit
+        emit = self.emit
         if self.store is None:
             return False
         from provision import identity as _id

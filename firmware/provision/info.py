@@ -4,7 +4,6 @@ request by `provision.commands`, then dropped.
 Keys never leave the meter: `key_check` returns HMAC(HMAC(key, "meterkit key check"), challenge).
 The MAC is under a key derived for this purpose, not the key itself, so the meter can never be used
 as a MAC oracle for the auth nonce (service key) or for head-end messages (message key)."""
-import sys
 from binascii import hexlify, unhexlify
 
 from provision import identity as _id
@@ -21,7 +20,6 @@ def key_check_mac(key, challenge):
 
 
 def cmd_identity(pc, req):
-    app = pc.app
     ident = None
     keys = None
     if pc.provisioned:
@@ -31,10 +29,8 @@ def cmd_identity(pc, req):
         except _id.ProvisionError:
             keys = None
     ident = ident or {}
-    # The app module is loaded already on a meter; never import it from here (circular).
-    version = getattr(app, "version", None) or getattr(sys.modules.get("app.composition"), "VERSION", None)
     out = {"meter_id": ident.get("meter_id"), "pan": ident.get("pan"), "serial": ident.get("serial"),
-           "board": app.board.info.get("name"), "firmware": version,
+           "board": pc.board_name, "firmware": pc.version,
            "provisioned": pc.provisioned, "factory_mode": pc.session.factory_mode,
            "broker": ident.get("broker"), "provisioned_at": ident.get("provisioned_at"), "key_revision": None}
     if keys:

@@ -130,7 +130,7 @@ def cmd_provision(pc, req):
                                  "its identity and keys" % (old.get("pan"), old.get("meter_id")))
     if not pc.session.factory_mode and not rekey:
         raise _id.ProvisionError("the meter has left factory mode: only an authenticated rekey may write keys")
-    ident, keys = records_from_request(req, pc.app.clock.time())
+    ident, keys = records_from_request(req, pc.clock.time())
     gc.collect()  # the store opens three files next; give littlefs a tidy heap
     # One atomic step: a cut leaves the old identity and keys, or both new ones, never a mix.
     recs = {_id.IDENTITY: ident, _id.KEYS: keys}
@@ -140,7 +140,7 @@ def cmd_provision(pc, req):
         recs[_id.FACTORY] = {"locked": False}
     pc.store.commit_many(recs)
     pc.provisioned = True
-    pc.app.events.emit("provisioned", {"krn": keys["krn"], "rekey": rekey})
+    pc.emit("provisioned", {"krn": keys["krn"], "rekey": rekey})
     return {"provisioned": True, "rekey": rekey, "meter_id": ident["meter_id"], "pan": ident["pan"],
             "key_revision": keys["krn"]}
 
@@ -150,7 +150,7 @@ def cmd_factory_lock(pc, req):
         return {"factory_mode": False, "already": True}
     if not pc.provisioned:
         raise _id.ProvisionError("provision first: a locked meter without a service key could never be serviced")
-    pc.store.commit(_id.FACTORY, {"locked": True, "at": pc.app.clock.time()})
+    pc.store.commit(_id.FACTORY, {"locked": True, "at": pc.clock.time()})
     pc.session.factory_mode = False
-    pc.app.events.emit("factory_locked", None)
+    pc.emit("factory_locked", None)
     return {"factory_mode": False, "already": False}

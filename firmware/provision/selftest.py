@@ -138,7 +138,7 @@ def run(app):
 
 
 def cmd_selftest(pc, req):
-    items = run(pc.app)
+    items = pc.selftest()
     failed = [i["item"] for i in items if not i["pass"]]
-    pc.app.events.emit("selftest", {"failed": len(failed)})
+    pc.emit("selftest", {"failed": len(failed)})
     return {"items": items, "passed": not failed, "failed": failed}

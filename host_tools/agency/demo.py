@@ -32,7 +32,7 @@ class DemoWorld:
         self.lock = threading.Lock()     # held by the driver while it steps the firmware meter
 
     def start(self):
-        from host_tools.sim.scenario import Chain
+        from host_tools.sim.scenarios.chain import Chain
         now = int(time.time())
         settings = {"meter_period_s": 5, "reading_period_s": 60,
                     "prepaid": {"ledger": {"opening_credit": 15000}}}

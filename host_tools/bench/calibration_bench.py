@@ -11,7 +11,7 @@ from host_tools.calibrate.bench.sim import SimBench
 from host_tools.calibrate.classes import limit_pct
 from host_tools.calibrate.lab import run_lab
 from host_tools.calibrate.target import SimService
-from host_tools.sim.runner import SimMeter
+from host_tools.sim.esp32.runner import SimMeter
 
 METERS = 20
 FIRST_SEED = 100

@@ -75,14 +75,14 @@ mp.runPython(fs.readFileSync(codeFile, "utf8"));
 
 
 def metering_of(chip):
-    from host_tools.sim.runner import chip_metering
+    from host_tools.sim.esp32.runner import chip_metering
     return chip_metering("sim", chip)
 
 
 def driver_heap_32bit(chip):
     """Bytes the chip's driver (module + instance after start and poll) holds on the 32-bit heap."""
     from host_tools.bench.heap32_bench import PACKAGE, _node
-    from host_tools.sim.fwbuild import build_tree
+    from host_tools.sim.esp32.fwbuild import build_tree
     node = _node()
     with tempfile.TemporaryDirectory(prefix="chip32-", dir=str(BUILD) if BUILD.exists() else None) as d:
         work = Path(d)
@@ -110,7 +110,7 @@ def calibrated(chip, afe, seeds=SEEDS):
     from host_tools.calibrate.bench.sim import SimBench
     from host_tools.calibrate.lab import run_lab
     from host_tools.calibrate.target import SimService
-    from host_tools.sim.runner import SimMeter
+    from host_tools.sim.esp32.runner import SimMeter
     worst, passed = 0.0, 0
     for seed in seeds:
         m = SimMeter(seed=seed, afe=afe, profile="constant", settings={"meter_period_s": 1}, chip=chip)

@@ -24,7 +24,7 @@ from host_tools.keys.softhsm import ensure_vending_module
 from host_tools.paths import board_dir
 from host_tools.provision.line import provision
 from host_tools.provision.simline import SimMeterProcess, flash_boards, heap_env
-from host_tools.sim.runner import DEFAULT_HEAP
+from host_tools.sim.esp32.runner import DEFAULT_HEAP
 
 ROUNDS = 2           # batches per measurement
 

@@ -79,8 +79,8 @@ def _mutate_bytes(rng, b):
 
 def fuzz_ingest(n=N, seed=1):
     """Feed n uplinks to a real HeadEnd (in-process broker, virtual clock, SQLite in a temp folder)."""
-    from host_tools.sim.headend_client import SimHeadEndClient
-    from host_tools.sim.mqttbroker import SimBroker
+    from host_tools.sim.net.headend_client import SimHeadEndClient
+    from host_tools.sim.net.mqttbroker import SimBroker
     rng = random.Random(seed)
     stats = {"inputs": 0, "accepted": 0, "rejected": {}, "crashes": [], "counter_errors": []}
     with tempfile.TemporaryDirectory(prefix="fuzz-ingest-") as d:

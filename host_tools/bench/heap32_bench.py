@@ -27,7 +27,7 @@ from pathlib import Path
 from host_tools.build.compile import compile_source
 from host_tools.errors import UsageError
 from host_tools.paths import BUILD, ROOT, board_dir, micropython_bin
-from host_tools.sim.fwbuild import build_tree
+from host_tools.sim.esp32.fwbuild import build_tree
 
 HERE = Path(__file__).resolve().parent / "heap32"
 PACKAGE = ROOT / "node_modules" / "@micropython" / "micropython-webassembly-pyscript" / "micropython.mjs"

@@ -119,7 +119,7 @@ def verify_costs(reps=50):
 
 
 def run():
-    from host_tools.sim import ota_scenario
+    from host_tools.sim.scenarios import ota as ota_scenario
     out = verify_costs()
     r = ota_scenario.run(meters=1, seed=1)
     if r["updated"] != 1:
@@ -132,7 +132,7 @@ def run():
 
 
 def run_campaign(meters=100, drop=0.3, cuts=30, seed=1):
-    from host_tools.sim import ota_scenario
+    from host_tools.sim.scenarios import ota as ota_scenario
     r = ota_scenario.run(meters=meters, drop=drop, cuts=cuts, seed=seed, stages=(1, 10, 100), threshold_pct=90)
     p = "ota_campaign%d_" % meters
     return {p + k: r[k] for k in ("meters", "updated", "rolled_back", "refused", "bricked", "credit_violations",

@@ -4,7 +4,7 @@ energy left unbilled by one cut, and flash wear (during the cut run, and in a cu
 import time
 from concurrent.futures import ProcessPoolExecutor
 
-from host_tools.sim import powercut
+from host_tools.sim.scenarios import powercut
 
 CUTS = 10000
 WORKERS = 2

@@ -18,7 +18,7 @@ SEEDS_50 = (11, 12, 13)
 
 def _one(job):
     broker, drop, seed, count = job
-    from host_tools.sim.scenario import remote_topups
+    from host_tools.sim.scenarios.chain import remote_topups
     speed = REAL_SPEED if broker in ("amqtt", "mosquitto") else 100.0
     return job, remote_topups(count=count, drop=drop, seed=seed, broker=broker, speed=speed)
 

@@ -86,9 +86,9 @@ def _with_port(args, bench):
 
 
 def _sim_meter(args):
-    from host_tools.sim.runner import SimMeter
+    from host_tools.sim.esp32.runner import SimMeter
     if args.chip is not None:
-        from host_tools.sim.chips import NAMES
+        from host_tools.sim.world.chips import NAMES
         if args.chip not in NAMES:
             raise UsageError("unknown metering chip %r" % args.chip, hint="use one of: " + ", ".join(NAMES))
     meter = SimMeter(seed=args.seed, afe=args.afe, profile="constant", settings={"meter_period_s": 1},

@@ -58,7 +58,7 @@ def _selected_app(f, parts, cipher):
     """The app partition the bootloader starts: with OTA slots and `otadata`, the slot its newest valid
     entry selects (host_tools/flash/otadata.py; blank otadata: the first slot, at 0x10000 as flashed);
     else the app at 0x10000. The state changes a boot makes to otadata are applied by the simulated
-    chip that runs OTA (host_tools/sim/otachip.py), not here."""
+    chip that runs OTA (host_tools/sim/esp32/otachip.py), not here."""
     from host_tools.flash import otadata
     slots = sorted([p for p in parts if p.type == parttable.TYPE_APP and 0x10 <= p.subtype < 0x20],
                    key=lambda p: p.subtype)

@@ -219,6 +219,15 @@ class Store:
         return self.q("SELECT m.*, (SELECT COUNT(*) FROM messages x WHERE x.meter_id=m.meter_id AND "
                       "x.state!='done') AS undelivered FROM meters m ORDER BY meter_id")
 
+    def message(self, msg_id):
+        """One downlink message as the outbox holds it (state, code, detail, attempts, ...), or None."""
+        return self.q1("SELECT * FROM messages WHERE msg_id=?", (msg_id,))
+
+    def messages(self, meter_id, done=None):
+        """A meter's downlink messages, oldest first; `done` True / False: only finished / unfinished ones."""
+        where = "" if done is None else (" AND state='done'" if done else " AND state!='done'")
+        return self.q("SELECT * FROM messages WHERE meter_id=?" + where + " ORDER BY created, msg_id", (meter_id,))
+
     def last_reading(self, meter_id):
         """The meter's newest reading as it sent it (a dict), or None."""
         row = self.q1("SELECT raw FROM readings WHERE meter_id=? ORDER BY ts DESC LIMIT 1", (meter_id,))

@@ -25,7 +25,7 @@ PROJECT = "meterkit"
 def frozen_files(version, board="sim", overlay=None):
     """{relative path: .mpy bytes}: the firmware compiled as `build_tree` does, minus the file system's
     own files (main.py, board.json), plus fwversion.mpy saying `version`."""
-    from host_tools.sim.fwbuild import build_tree
+    from host_tools.sim.esp32.fwbuild import build_tree
     tree = build_tree(board, mpy=True)
     out = {}
     for p in sorted(tree.rglob("*.mpy")):

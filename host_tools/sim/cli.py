@@ -5,8 +5,8 @@ import importlib
 SIM_COMMANDS = [
     "host_tools.sim.commands",
     "host_tools.flash.rom_cli",
-    "host_tools.sim.powercut",
-    "host_tools.sim.scenario",
+    "host_tools.sim.scenarios.powercut",
+    "host_tools.sim.scenarios.chain",
     "host_tools.sim.profile",
 ]
 

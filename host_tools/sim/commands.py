@@ -5,8 +5,8 @@ import sys
 
 from host_tools.cli import emit
 from host_tools.errors import UsageError
-from host_tools.sim.chips import NAMES as CHIPS
-from host_tools.sim.runner import DEFAULT_HEAP
+from host_tools.sim.world.chips import NAMES as CHIPS
+from host_tools.sim.esp32.runner import DEFAULT_HEAP
 
 
 def _common(p):

@@ -32,8 +32,9 @@ def broker_of(store, broker_url=None):
 
 def register_meters(store, keystore, n):
     """Make `n` new meter rows (PAN, serial, message key, broker password) and import them."""
-    last = store.q1("SELECT MAX(CAST(SUBSTR(serial, 3) AS INTEGER)) AS s FROM meters WHERE serial LIKE 'SN9%'")
-    first = max(SIM_SERIAL_BASE, (last["s"] or 0) + 1)
+    taken = [int(r["serial"][2:]) for r in store.meters()
+             if (r["serial"] or "").startswith("SN9") and r["serial"][2:].isdigit()]
+    first = max([SIM_SERIAL_BASE] + [s + 1 for s in taken])
     rows = []
     for i in range(n):
         body = SIM_IIN + "%011d" % (first + i)
@@ -96,11 +97,8 @@ class HeadendJoin:
 
     def online(self, meter_ids):
         """True when the head-end sees every one of `meter_ids` connected (its broker status topic)."""
-        for mid in meter_ids:
-            row = self.store.q1("SELECT status FROM meters WHERE meter_id=?", (mid,))
-            if row is None or row["status"] != "online":
-                return False
-        return True
+        status = {r["meter_id"]: r["status"] for r in self.store.meters()}
+        return all(status.get(mid) == "online" for mid in meter_ids)
 
     def close(self):
         self.store.close()

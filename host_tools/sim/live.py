@@ -13,7 +13,7 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
-from host_tools.sim.runner import SimMeter
+from host_tools.sim.esp32.runner import SimMeter
 
 
 class Stop(Exception):

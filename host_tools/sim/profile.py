@@ -11,7 +11,7 @@ import resource
 import threading
 import time
 
-from host_tools.sim import link as L
+from host_tools.sim.esp32 import link as L
 
 _KINDS = {getattr(L, n): n for n in ("HELLO", "ADVANCE", "SPI", "UART_W", "UART_R", "GPIO_W", "GPIO_R",
                                       "FLASH_R", "FLASH_W", "FLASH_E", "WDT", "RESET", "DISPLAY", "KEY_R",
@@ -31,7 +31,7 @@ def _proc_cpu(pid):
 def profile_day(days=1.0, seed=1, display=True, period_s=60):
     """Run `days` like `meterkit sim run` (display on unless `display` is False); return the breakdown."""
     from host_tools.sim import run as simrun
-    from host_tools.sim import runner as R
+    from host_tools.sim.esp32 import runner as R
 
     counts = collections.Counter()
     fw_cpu = {}

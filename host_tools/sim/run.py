@@ -5,7 +5,7 @@ import time
 import math
 
 from host_tools.errors import UsageError
-from host_tools.sim.runner import SimMeter
+from host_tools.sim.esp32.runner import SimMeter
 
 DAY_MS = 86400000
 

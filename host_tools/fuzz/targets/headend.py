@@ -30,8 +30,8 @@ class IngestTarget:
 
     def __init__(self, work):
         from host_tools.headend.service import HeadEnd
-        from host_tools.sim.headend_client import SimHeadEndClient
-        from host_tools.sim.mqttbroker import SimBroker
+        from host_tools.sim.net.headend_client import SimHeadEndClient
+        from host_tools.sim.net.mqttbroker import SimBroker
         self.work = Path(work) / "ingest"
         self.clock = fb._Clock()
         csv_path, _, rows = make_fleet(str(self.work), 2, rng=random.Random(7))

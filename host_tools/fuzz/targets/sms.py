@@ -121,7 +121,7 @@ def _signed(text):
 
 
 def _pdu(sender, text, rng=None):
-    from host_tools.sim.sms_pdu import deliver_pdus
+    from host_tools.sim.modem.sms_pdu import deliver_pdus
     try:
         parts = deliver_pdus(sender if sender.startswith("+") and sender[1:].isdigit() else "+22236000002",
                              text, EPOCH, ref=rng.getrandbits(8) if rng else 0)

@@ -223,7 +223,7 @@ class PowerCutRun:
     """One meter, cut `cuts` times. `step(i)` makes cut i and checks the boot after it."""
 
     def __init__(self, seed=1, power_fail=False, heap=None, commit_wh=None, commit_s=None, mpy=True):
-        from host_tools.sim.runner import SimMeter
+        from host_tools.sim.esp32.runner import SimMeter
         self.seed = seed
         self.power_fail = power_fail
         self.rng = random.Random(seed * 7919 + (1 if power_fail else 0))
@@ -448,7 +448,7 @@ def run(cuts=200, seed=1, power_fail=False, heap=None, progress=None, commit_wh=
 def steady_wear(days=1.0, seed=1, topups_per_day=2, commit_wh=None):
     """Blocks erased per simulated day by the same meter with no power cut (normal life: metering,
     commits, a few top-ups): the wear figure a cut-a-minute run exaggerates."""
-    from host_tools.sim.runner import SimMeter
+    from host_tools.sim.esp32.runner import SimMeter
     m = SimMeter(seed=seed, profile="household", settings=settings(commit_wh))
     try:
         end = int(days * 86400000)

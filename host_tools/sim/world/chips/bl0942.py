@@ -9,7 +9,7 @@ registers 0x10-0x1F written only after 0x55 in USR_WRPROT, SOFT_RESET 0x5A5A5A, 
 checksum on every frame (a write with a bad one is ignored). Faults: silent (no byte back), garbage
 (noise instead of the reply), reset (power-on reset: registers to defaults, CF_CNT to 0)."""
 import math
-from host_tools.sim.chips import FromJson, chip_params
+from host_tools.sim.world.chips import FromJson, chip_params
 
 VREF = 1.218
 I_RMS_K = 305978 / VREF          # counts per pin mV

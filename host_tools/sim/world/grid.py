@@ -1,7 +1,7 @@
 """The supply grid for the simulated world: seeded voltage, frequency and outages over time.
 
 A Grid is built from a JSON object (docs/sim-formats.md) and a seed; the named grids are
-host_tools/sim/profiles/grid_<name>.json. Each day is drawn from its own generator keyed by
+host_tools/sim/world/profiles/grid_<name>.json. Each day is drawn from its own generator keyed by
 (grid, seed, day), so the supply at any instant is a pure function of time and queries split
 anywhere give the same values.
 """
@@ -10,7 +10,7 @@ import math
 import random
 
 from host_tools.errors import UsageError
-from host_tools.sim import profiles
+from host_tools.sim.world import profiles
 
 _DAY = 86400
 

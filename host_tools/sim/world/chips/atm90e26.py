@@ -1,14 +1,14 @@
 """The ATM90E26 (Atmel/Microchip M90E26) modelled at register level for the simulator.
 
 The firmware's driver talks to this object byte for byte over SPI frames; the world feeds it the
-voltages and currents at the chip's pins (from host_tools.sim.afe) and advances time. Every transfer
+voltages and currents at the chip's pins (from host_tools.sim.world.afe) and advances time. Every transfer
 function, threshold and quirk modelled here is written down in docs/sim-atm90e26.md; the numbers in
 the comments refer to that page. Energy integration is exact arithmetic on the inputs; only the
 instantaneous readings (RMS, mean power) carry a little seeded noise.
 """
 import math
 
-from host_tools.sim.chips import FromJson, chip_params
+from host_tools.sim.world.chips import FromJson, chip_params
 
 # ---- register addresses -------------------------------------------------------------------------
 SOFTRESET, SYSSTATUS, FUNCEN, SAGTH, SMALLPMOD, LASTDATA, LSB = 0x00, 0x01, 0x02, 0x03, 0x04, 0x06, 0x08

@@ -3,7 +3,7 @@ bootloader at 0x1000, the board's OTA partition table at 0x8000, `otadata` and t
 boot the simulator applies the bootloader's rule (host_tools/flash/otadata.py): the selected slot runs if
 its image is valid, an image not marked valid before a reset is rolled back, and the app that runs is the
 one carried by the selected slot's image (host_tools/ota/simimage.py). The firmware reaches this file
-through the `esp32` module the simulator provides (host_tools/sim/mpy/esp32.py).
+through the `esp32` module the simulator provides (host_tools/sim/esp32/mpy/esp32.py).
 
 The meter's file system stays in its own flash file, as for every simulated meter."""
 from pathlib import Path

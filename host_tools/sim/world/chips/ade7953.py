@@ -12,7 +12,7 @@ LINECYC half cycles, CYCEND), no-load (AP_NOLOAD), CF1 from the channel A active
 CF1DEN, LAST_RWDATA per width, IRQSTATA with RESET, write protection. Faults: silent (MISO high),
 garbage (noise), reset."""
 import math
-from host_tools.sim.chips import FromJson, chip_params
+from host_tools.sim.world.chips import FromJson, chip_params
 
 FS_MV = 500 / math.sqrt(2)
 RMS_FS = 9032007

@@ -2,13 +2,13 @@
 divider and neutral CT, with their tolerances, phase error, crosstalk and noise drawn from a seed.
 
 A FrontEnd turns line volts and amps into the millivolts the chip sees. Its error profile is a JSON
-object (docs/sim-formats.md); the named profiles live in host_tools/sim/profiles/afe_<name>.json.
+object (docs/sim-formats.md); the named profiles live in host_tools/sim/world/profiles/afe_<name>.json.
 """
 import math
 import random
 
 from host_tools.errors import UsageError
-from host_tools.sim import profiles
+from host_tools.sim.world import profiles
 
 # The error terms a profile may set, with what they mean (all default to 0 = ideal).
 ERROR_TERMS = {

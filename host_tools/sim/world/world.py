@@ -4,10 +4,10 @@ physical signals, independently of anything the firmware does."""
 import math
 import random
 
-from host_tools.sim.afe import FrontEnd
-from host_tools.sim import chips
-from host_tools.sim.grid import Grid
-from host_tools.sim.loads import LoadProfile
+from host_tools.sim.world.afe import FrontEnd
+from host_tools.sim.world import chips
+from host_tools.sim.world.grid import Grid
+from host_tools.sim.world.loads import LoadProfile
 
 DAY_S = 86400
 # Timestamps the world starts at by default: 2026-01-05 00:00 UTC (a Monday).

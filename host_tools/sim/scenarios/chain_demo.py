@@ -4,8 +4,8 @@ the simulated cellular link, the relay closes, and the head-end gets the meter's
 then asks for the balance by SMS and gets the answer by SMS. `run_chain()` returns a summary dict."""
 import time
 
-from host_tools.sim.scenario import Chain
-from host_tools.sim.smsc import SMSC
+from host_tools.sim.scenarios.chain import Chain
+from host_tools.sim.modem.smsc import SMSC
 
 # 0.60 MRU of credit at 5 MRU/kWh (120 Wh): a household uses it up within the first simulated hours.
 CHAIN_SETTINGS = {"meter_period_s": 5, "language": "fr",

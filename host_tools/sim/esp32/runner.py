@@ -17,11 +17,11 @@ from pathlib import Path
 
 from host_tools.errors import SimulationError
 from host_tools.paths import board_dir, micropython_bin
-from host_tools.sim import link as L
-from host_tools.sim.flashfile import FlashFile, PowerCut, make_image, read_image_files
-from host_tools.sim.fwbuild import build_tree, frozen_layout, search_path
-from host_tools.sim.repl import catches_ctrl_c
-from host_tools.sim.world import World
+from host_tools.sim.esp32 import link as L
+from host_tools.sim.world.flashfile import FlashFile, PowerCut, make_image, read_image_files
+from host_tools.sim.esp32.fwbuild import build_tree, frozen_layout, search_path
+from host_tools.sim.esp32.repl import catches_ctrl_c
+from host_tools.sim.world.world import World
 
 _HELLO_R = struct.Struct("<QIB")
 
@@ -39,7 +39,7 @@ def chip_metering(board, chip):
         return info["metering"]
     path = board_dir(board) / "chips" / ("%s.json" % chip)
     if not path.exists():
-        from host_tools.sim.chips import NAMES
+        from host_tools.sim.world.chips import NAMES
         raise SimulationError("board %s has no variant with the metering chip %r" % (board, chip),
                               hint="chips: " + ", ".join(NAMES))
     return json.loads(path.read_text())
@@ -109,7 +109,7 @@ class SimMeter:
         """`lcd_plays`: the board's LCD can play planned frames by itself (False: a board whose
         display the meter must wake to draw every display period, as before the LCD timer).
         `chip`: the metering chip (another variant of the board: boards/<board>/chips/).
-        `esp32`: a simulated ESP32's application flash (host_tools/sim/otachip.py): each boot runs the
+        `esp32`: a simulated ESP32's application flash (host_tools/sim/esp32/otachip.py): each boot runs the
         frozen app carried by the image in the slot its bootloader selects. `files`: more files for a
         fresh file system ({name: bytes}, beside settings.json)."""
         self.board = board
@@ -191,8 +191,8 @@ class SimMeter:
         if broker is not None:
             # The cellular modem, at AT level, its TCP bridged to a real MQTT broker on this machine.
             import random as _random
-            from host_tools.sim.modem import ModemModel
-            self.modem = ModemModel(_random.Random(seed * 31 + 7), self.info.get("modem", {}).get("dialect", "sim7600"),
+            from host_tools.sim.modem import make_modem
+            self.modem = make_modem(_random.Random(seed * 31 + 7), self.info.get("modem", {}).get("dialect", "sim7600"),
                                     broker=broker, smsc=smsc, clock=lambda: self.world.now_ms,
                                     epoch_s=self.world.epoch, powered=False)
         # UART0 with REPL semantics (a simulated ESP32: booting from its flash): a Ctrl-C stops an app that
@@ -256,7 +256,7 @@ class SimMeter:
         """The simulated ESP32's bootloader picks the slot (rolling back an image never marked valid);
         the app that runs is the one that slot's image carries. Raises SimulationError if none is valid."""
         from host_tools.ota import simimage
-        from host_tools.sim import otachip
+        from host_tools.sim.esp32 import otachip
         b = otachip.boot(self.esp32)
         self.running_slot = b.label
         self.boot_notes = getattr(self, "boot_notes", []) + [(b.label, b.note)]
@@ -616,7 +616,7 @@ class SimMeter:
 
     def _enter_repl(self):
         """main.py has ended: UART0 serves the REPL, over the file system as the chip would show it."""
-        from host_tools.sim.repl import ReplSession
+        from host_tools.sim.esp32.repl import ReplSession
         self.stats["repl_sessions"] = self.stats.get("repl_sessions", 0) + 1
         if self.link:
             self.link.close()

@@ -1,7 +1,7 @@
 """Household electrical loads for the simulated world: seeded, piecewise-constant power over time.
 
 A LoadProfile is built from a JSON object (docs/sim-formats.md) and a seed; the named profiles are
-host_tools/sim/profiles/load_<name>.json. Every day's appliance activity is drawn from its own
+host_tools/sim/world/profiles/load_<name>.json. Every day's appliance activity is drawn from its own
 generator keyed by (profile, seed, day, appliance), so the load at any instant is a pure function of
 time: queries over any window give the same values however the window is split. Event times are
 whole seconds and powers whole watts/vars, so sums are exact in any order.
@@ -12,7 +12,7 @@ import math
 import random
 
 from host_tools.errors import UsageError
-from host_tools.sim import profiles
+from host_tools.sim.world import profiles
 
 _DAY = 86400
 _EPOCH_WEEKDAY = 3               # 1970-01-01 was a Thursday (Monday = 0)

@@ -4,7 +4,7 @@ an independent decoder (sms_pdu) and reassembling concatenated parts (UDH in PDU
 in text mode, as docs/sim-modem.md says)."""
 import re
 
-from host_tools.sim import sms_pdu
+from host_tools.sim.modem import sms_pdu
 
 _TEXT_PART = re.compile(r"^\((\d+)/(\d+)\) ")
 

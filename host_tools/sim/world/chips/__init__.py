@@ -6,9 +6,9 @@ from host_tools.errors import UsageError
 
 # chip name -> (module, class)
 MODELS = {
-    "atm90e26": ("host_tools.sim.chips.atm90e26", "ATM90E26"),
-    "bl0942": ("host_tools.sim.chips.bl0942", "BL0942"),
-    "ade7953": ("host_tools.sim.chips.ade7953", "ADE7953"),
+    "atm90e26": ("host_tools.sim.world.chips.atm90e26", "ATM90E26"),
+    "bl0942": ("host_tools.sim.world.chips.bl0942", "BL0942"),
+    "ade7953": ("host_tools.sim.world.chips.ade7953", "ADE7953"),
 }
 NAMES = tuple(sorted(MODELS))
 
@@ -40,6 +40,6 @@ class FromJson:
 
     @classmethod
     def from_json(cls, obj_or_path, rng):
-        from host_tools.sim import profiles
+        from host_tools.sim.world import profiles
         obj = profiles.load(obj_or_path, "%s parameters" % cls.NAME)
         return cls(rng, obj.get("params", obj))

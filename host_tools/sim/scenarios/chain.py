@@ -33,7 +33,7 @@ from host_tools.headend.mosquitto import mosquitto_path
 from host_tools.headend.service import HeadEnd
 from host_tools.headend.store import Store
 from host_tools.paths import ROOT
-from host_tools.sim.mqttbroker import SimBroker
+from host_tools.sim.net.mqttbroker import SimBroker
 
 SPEED = 100.0            # virtual seconds per wall second while a chain on a real broker is paced
 STEP_S = 0.25            # virtual step between looks at the meter's ledger (latency resolution)
@@ -191,7 +191,7 @@ class SecureMosquitto(PersistentMosquitto):
 
 
 class SteppedBroker:
-    """The in-process broker (host_tools/sim/mqttbroker.py) on the chain's virtual clock. `persistent`:
+    """The in-process broker (host_tools/sim/net/mqttbroker.py) on the chain's virtual clock. `persistent`:
     sessions survive a restart (mosquitto with persistence); otherwise they are lost (amqtt)."""
 
     url = "mqtt://in-process"
@@ -284,14 +284,14 @@ class Chain:
         """The chain's clock in Unix seconds: the world's (virtual) time, which the head-end also uses."""
         if self.meter is not None:
             return self.meter.world.epoch + self.meter.world.now_ms / 1000.0
-        from host_tools.sim.world import DEFAULT_EPOCH
+        from host_tools.sim.world.world import DEFAULT_EPOCH
         return float(self.epoch if self.epoch is not None else DEFAULT_EPOCH)
 
     def _virtual_s(self):
         return self.meter.world.now_ms / 1000.0 if self.meter is not None else 0.0
 
     def start(self, online_timeout_s=600):
-        from host_tools.sim.runner import SimMeter
+        from host_tools.sim.esp32.runner import SimMeter
         csv_path, ks_path, rows = make_fleet(os.path.join(self.workdir, "fleet"), 1,
                                              rng=random.Random(self.seed * 104729 + 3))
         self.row = row = rows[0]
@@ -304,7 +304,7 @@ class Chain:
         self.broker = make_broker(self.broker_kind, clock=self._virtual_s, store=self.store).start()
         if self.stepped:
             self.broker.secure(self.store)
-            from host_tools.sim.headend_client import SimHeadEndClient
+            from host_tools.sim.net.headend_client import SimHeadEndClient
             self.he = HeadEnd(self.store, self.broker.url, retry_s=RETRY_S, retry_max_s=RETRY_MAX_S,
                               clock=self.unix_now, client=SimHeadEndClient(self.broker.sim, clock=self._virtual_s))
             self.he.start()
@@ -382,8 +382,7 @@ class Chain:
         return self.meter.world.now_ms / 1000.0
 
     def online(self):
-        row = self.store.q1("SELECT status FROM meters WHERE meter_id=?", (self.meter_id,))
-        return row is not None and row["status"] == "online" and self.he.connected.is_set()
+        return self.store.meter(self.meter_id)["status"] == "online" and self.he.connected.is_set()
 
     def step(self, seconds=STEP_S, paced=True):
         """Advance the meter `seconds` of virtual time. On the in-process broker the broker and the
@@ -426,11 +425,10 @@ class Chain:
         return vending.vend_topup(self.store, self.keystore, self.meter_id, amount=amount, kwh=kwh, rng=self.rng)
 
     def message(self, msg_id):
-        return self.store.q1("SELECT * FROM messages WHERE msg_id=?", (msg_id,))
+        return self.store.message(msg_id)
 
     def undelivered(self):
-        return self.store.q1("SELECT COUNT(*) AS n FROM messages WHERE meter_id=? AND state!='done'",
-                             (self.meter_id,))["n"]
+        return len(self.store.messages(self.meter_id, done=False))
 
     def events(self, kind=None):
         return [e for e in self.store.events(self.meter_id, limit=100000) if kind is None or e["kind"] == kind]
@@ -598,9 +596,7 @@ def remote_topups(count=50, drop=0.3, seed=1, broker="sim", land_timeout_s=1800,
                           "faults": [f for f in fault_log if f[0] >= ch.now_s - settle_s]})
         expected = sum(a for _, a, _ in vended)
         credited = final - start_topups
-        done = {r["msg_id"]: (r["code"], r["detail"]) for r in
-                ch.store.q("SELECT msg_id, code, detail FROM messages WHERE meter_id=? AND state='done'",
-                           (ch.meter_id,))}
+        done = {r["msg_id"]: (r["code"], r["detail"]) for r in ch.store.messages(ch.meter_id, done=True)}
         results_received = sum(1 for mid, _, _ in vended if mid in done)
         # Lost: a top-up whose amount never reached the ledger, even after settling. Duplicates: credit
         # beyond the sum of the distinct vends, counted in top-ups (by the amounts, smallest first).
@@ -676,7 +672,7 @@ def register_sim(simsub):
                         "time: not reproducible to the message)")
     q.add_argument("--json", action="store_true", help="print one JSON object")
     q.set_defaults(func=cmd_remote_topups)
-    from host_tools.sim import ota_scenario      # firmware update campaigns (docs/ota.md)
+    from host_tools.sim.scenarios import ota as ota_scenario     # firmware update campaigns (docs/ota.md)
     ota_scenario.register(ssub)
 
 

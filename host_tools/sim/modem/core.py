@@ -1,14 +1,11 @@
-"""A SIMCom cellular modem at AT-command level (SIM7600 dialect, SIM800 second), in virtual time: boot
-URCs, SIM, signal, registration that takes seconds, network time, SMS through an SMS centre (PDU and text
-mode, UCS2), and a transparent TCP link bridged to a REAL socket to the MQTT broker on 127.0.0.1, with
-faults on demand (no coverage, link drop, delay, garbage, hang, reboot). See docs/sim-modem.md.
+"""What every SIMCom modem the simulator models shares, at AT-command level, in virtual time: the runner's
+interface, boot, SIM, signal, registration that takes seconds, network time, the AT line parser and its
+prompts, SMS through an SMS centre (PDU and text mode, UCS2) with the SIM's message store, and the
+transparent TCP bridge to a REAL socket to the MQTT broker on 127.0.0.1 (or to the in-process broker),
+with faults on demand (no coverage, link drop, delay, garbage, hang, reboot). See docs/sim-modem.md.
 
-SIM7600 TLS as the modem's own SSL stack does it: certificates downloaded into the modem's file system
-(AT+CCERTDOWN, kept across power cycles), SSL context 0 configured (AT+CSSLCFG sslversion / authmode /
-cacert), then AT+CCHMODE=1, AT+CCHSTART, AT+CCHSSLCFG, AT+CCHOPEN=0,host,port,2 -> CONNECT in
-transparent mode. With a real broker the modem really terminates TLS (Python's ssl, verifying the server
-against the downloaded CA and the host the firmware named); with the in-process broker the bytes pass in
-clear once the same configuration checks passed (it has no TLS listener).
+A dialect (sim7600.py, sim800.py) is a subclass: its identity and URCs as class attributes, its own
+packet-data commands as `_at_<NAME>` methods. `make_modem()` (host_tools/sim/modem/__init__.py) picks one.
 
 The model reads the wall clock never; virtual ms come from `clock()`. Network I/O happens in poll()."""
 import datetime
@@ -16,9 +13,9 @@ import errno
 import heapq
 import select
 import socket
-import ssl
+import ssl             # the TCP bridge's reads and writes also run over a TLS socket (tls.py)
 
-from host_tools.sim import sms_pdu
+from host_tools.sim.modem import sms_pdu
 
 CRLF = b"\r\n"
 _GUARD_MS = 1000          # +++ escape: silence before and after
@@ -62,13 +59,17 @@ class _MqttFramer:
         return types
 
 
-class ModemModel:
-    def __init__(self, rng, dialect="sim7600", broker=("127.0.0.1", 1883), smsc=None, clock=lambda: 0,
-                 epoch_s=0, powered=True):
-        if dialect not in ("sim7600", "sim800"):
-            raise ValueError(f"unknown modem dialect {dialect!r}: sim7600 or sim800")
+class ModemCore:
+    """The shared core; not a modem by itself (a dialect subclass names the model and its commands)."""
+    dialect = None                   # "sim7600" | "sim800"
+    MODEL = ""                       # ATI / AT+CGMM
+    BOOT_URCS = ()                   # what the modem says when it has booted
+    ACCESS_TECH = 0                  # AT+COPS? <AcT>: 0 GSM, 7 LTE
+    ATO_BANNER = "CONNECT"           # back to data mode (ATO)
+    NETWORK_LOST_URCS = ()           # the packet-data context died with the network
+
+    def __init__(self, rng, broker=("127.0.0.1", 1883), smsc=None, clock=lambda: 0, epoch_s=0, powered=True):
         self.rng = rng
-        self.dialect = dialect
         self.broker = broker if hasattr(broker, "connect") else tuple(broker)
         self.smsc = smsc
         self.clock = clock
@@ -89,8 +90,6 @@ class ModemModel:
         self._tn = 0
         self._sock = None
         self._sim = {}                   # SIM SMS storage: idx -> dict
-        self.certs = {}                  # the modem's certificate files (AT+CCERTDOWN): name -> bytes
-        self.tls_sessions = 0            # TLS handshakes completed (tests)
         self._reset_state()
         if powered:
             self.set_power(True)
@@ -212,9 +211,9 @@ class ModemModel:
         self._cscs = "IRA"
         self._csmp_dcs = 0
         self._cnmi_mt = 0
-        self._prompt = None              # pending CMGS: ("pdu", length) or ("text", number)
+        self._prompt = None              # pending CMGS: ("pdu", length) or ("text", number); ("raw", (n, done))
         self._prompt_buf = bytearray()
-        self._net_open = False           # SIM7600 NETOPEN / SIM800 CIICR done
+        self._net_open = False           # the packet-data context is up (SIM7600 NETOPEN / SIM800 CIICR)
         self._apn = None
         self._cipmode = 0
         self._data_mode = False
@@ -228,10 +227,6 @@ class ModemModel:
         self._awaiting = 0
         self._up = _MqttFramer()
         self._down = _MqttFramer()
-        self._ssl = {}                   # SSL context 0 (AT+CSSLCFG): sslversion, authmode, cacert
-        self._cchmode = 0
-        self._cch_started = False
-        self._cch_ctx = None             # AT+CCHSSLCFG: the SSL context of session 0
 
     def _event(self, what):
         self.log.append((self.clock(), "* " + what))
@@ -269,9 +264,7 @@ class ModemModel:
 
     def _booted(self):
         self._booting = False
-        urcs = ["RDY", "+CPIN: READY", "SMS DONE", "PB DONE"] if self.dialect == "sim7600" else \
-            ["RDY", "+CFUN: 1", "+CPIN: READY", "Call Ready", "SMS Ready"]
-        for u in urcs:
+        for u in self.BOOT_URCS:
             self._line_out(u, 0)
         self._reg = 2
         if self.coverage:
@@ -352,14 +345,13 @@ class ModemModel:
             self._esc_count = 0
 
     def _prompt_byte(self, b):
-        if self._prompt[0] == "cert":              # AT+CCERTDOWN: exactly <len> bytes, no Ctrl-Z
+        if self._prompt[0] == "raw":               # exactly <n> bytes, no Ctrl-Z (a file download)
             self._prompt_buf.append(b)
-            name, n = self._prompt[1]
+            n, done = self._prompt[1]
             if len(self._prompt_buf) >= n:
-                self.certs[name] = bytes(self._prompt_buf)
+                data = bytes(self._prompt_buf)
                 self._prompt, self._prompt_buf = None, bytearray()
-                self._event(f"certificate {name} stored ({n} bytes)")
-                self._ok(100)
+                done(data)
             return
         if b == 0x1B:                              # ESC cancels
             self._prompt, self._prompt_buf = None, bytearray()
@@ -424,7 +416,7 @@ class ModemModel:
             self.echo = ucmd == "E1"
             return self._ok()
         if ucmd in ("I", "+CGMM", "+GMM"):
-            self._line_out("SIMCOM_SIM7600E" if self.dialect == "sim7600" else "SIMCOM_SIM800L")
+            self._line_out(self.MODEL)
             return self._ok()
         if ucmd == "O":
             return self._ato()
@@ -444,12 +436,6 @@ class ModemModel:
     def _at_CMEE(self, arg, q, s):
         self._ok()
 
-    def _at_CTZU(self, arg, q, s):     # SIM7600: update the clock from the network (always on here)
-        return self._ok() if self.dialect == "sim7600" else self._error()
-
-    def _at_CLTS(self, arg, q, s):     # SIM800: the same
-        return self._ok() if self.dialect == "sim800" else self._error()
-
     def _at_CFUN(self, arg, q, s):
         if q:
             self._line_out("+CFUN: 1")
@@ -465,8 +451,6 @@ class ModemModel:
         self._ok()
 
     def _reg_query(self, name):
-        if name == "CEREG" and self.dialect == "sim800":
-            return self._error()
         self._line_out(f"+{name}: 0,{self._reg}")
         self._ok()
 
@@ -477,12 +461,12 @@ class ModemModel:
         return self._reg_query("CGREG") if q else self._ok()
 
     def _at_CEREG(self, arg, q, s):
-        return self._reg_query("CEREG") if q else (self._error() if self.dialect == "sim800" else self._ok())
+        return self._reg_query("CEREG") if q else self._ok()
 
     def _at_COPS(self, arg, q, s):
         if q:
             if self._reg in (1, 5):
-                self._line_out(f'+COPS: 0,0,"{_OPERATOR}",{7 if self.dialect == "sim7600" else 0}')
+                self._line_out(f'+COPS: 0,0,"{_OPERATOR}",{self.ACCESS_TECH}')
             else:
                 self._line_out("+COPS: 0")
         self._ok()
@@ -631,7 +615,7 @@ class ModemModel:
             self._line_out(u, 0)
         self._held_urcs = []
 
-    # -- packet data: SIM7600 -------------------------------------------------------------------------
+    # -- packet data: what both dialects share (the dialects open and close the context and socket) ----
     def _at_CIPMODE(self, arg, q, s):
         if q:
             self._line_out(f"+CIPMODE: {self._cipmode}")
@@ -639,205 +623,17 @@ class ModemModel:
         self._cipmode = 1 if arg.strip() == "1" else 0
         self._ok()
 
-    def _at_NETOPEN(self, arg, q, s):
-        if self.dialect != "sim7600":
-            return self._error()
-        if q:
-            self._line_out(f"+NETOPEN: {1 if self._net_open else 0}")
-            return self._ok()
-        if self._net_open:
-            self._line_out("+IP ERROR: Network is already opened")
-            return self._error()
-        self._ok()
-        if self._reg in (1, 5):
-            self._net_open = True
-            self._line_out("+NETOPEN: 0", self.rng.randint(300, 1500))
-        else:
-            self._line_out("+NETOPEN: 1", 3000)
-
-    def _at_NETCLOSE(self, arg, q, s):
-        if self.dialect != "sim7600":
-            return self._error()
-        if not self._net_open:
-            self._line_out("+NETCLOSE: 2")
-            return self._error()
-        self._close_socket()
-        self._net_open = False
-        self._ok()
-        self._line_out("+NETCLOSE: 0", 200)
-
-    def _at_CIPOPEN(self, arg, q, s):
-        if self.dialect != "sim7600":
-            return self._error()
-        parts = [p.strip().strip('"') for p in arg.split(",")]
-        if len(parts) < 4 or parts[1].upper() != "TCP" or not self._net_open or self._cipmode != 1:
-            return self._error()          # only transparent TCP is modelled
-        if self._sock is not None or self._connecting:
-            self._line_out("+CIPOPEN: 0,4")
-            return self._error()
-        self._start_connect(parts[2], parts[3], "CONNECT 115200")
-
-    def _at_CIPCLOSE(self, arg, q, s):
-        if self._sock is None and not self._connecting:
-            return self._error()
-        self._close_socket()
-        if self.dialect == "sim7600":
-            self._ok()
-            self._line_out("+CIPCLOSE: 0,0", 100)
-        else:
-            self._line_out("CLOSE OK", 100)
-
-    # -- TLS: SIM7600 SSL commands ----------------------------------------------------------------------
-    def _at_CCERTDOWN(self, arg, q, s):
-        if self.dialect != "sim7600":
-            return self._error()
-        parts = [p.strip() for p in arg.split(",")]
-        try:
-            name, n = parts[0].strip('"'), int(parts[1])
-        except (IndexError, ValueError):
-            return self._error()
-        if not name or not 0 < n <= 10240:
-            return self._error()
-        self._prompt = ("cert", (name, n))
-        self._emit(b"\r\n>", 20)
-
-    def _at_CSSLCFG(self, arg, q, s):
-        parts = [p.strip().strip('"') for p in arg.split(",")]
-        if self.dialect != "sim7600" or len(parts) != 3 or parts[1] != "0":
-            return self._error()
-        key, value = parts[0].lower(), parts[2]
-        if key in ("sslversion", "authmode"):
-            if not value.isdigit():
-                return self._error()
-            self._ssl[key] = int(value)
-        elif key == "cacert":
-            if value not in self.certs:
-                return self._error()
-            self._ssl[key] = value
-        elif key == "enablesni":
-            self._ssl[key] = value == "1"
-        else:
-            return self._error()
-        self._ok()
-
-    def _at_CCHMODE(self, arg, q, s):
-        if self.dialect != "sim7600" or self._cch_started:
-            return self._error()
-        self._cchmode = 1 if arg.strip() == "1" else 0
-        self._ok()
-
-    def _at_CCHSTART(self, arg, q, s):
-        if self.dialect != "sim7600":
-            return self._error()
-        if self._cch_started:
-            return self._error()
-        self._ok()
-        if self._reg in (1, 5):
-            self._cch_started = self._net_open = True
-            self._line_out("+CCHSTART: 0", self.rng.randint(300, 1500))
-        else:
-            self._line_out("+CCHSTART: 1", 3000)
-
-    def _at_CCHSSLCFG(self, arg, q, s):
-        parts = [p.strip() for p in arg.split(",")]
-        if self.dialect != "sim7600" or parts != ["0", "0"] or not self._cch_started:
-            return self._error()
-        self._cch_ctx = 0
-        self._ok()
-
-    def _at_CCHOPEN(self, arg, q, s):
-        parts = [p.strip().strip('"') for p in arg.split(",")]
-        if self.dialect != "sim7600" or len(parts) < 4 or parts[0] != "0" or parts[3] != "2":
-            return self._error()          # session 0, client type 2 (TLS) only
-        if not self._cch_started or self._cchmode != 1 or self._cch_ctx != 0:
-            return self._error()
-        if self._sock is not None or self._connecting:
-            self._line_out("+CCHOPEN: 0,4")
-            return self._error()
-        cfg = self._ssl
-        if cfg.get("authmode") != 1 or cfg.get("cacert") not in self.certs or cfg.get("sslversion") not in (3, 4):
-            self._event(f"TLS refused: SSL context 0 is {cfg}")
-            self._line_out("+CCHOPEN: 0,15", 200)   # SSL handshake failed
-            return self._error()
-        self._start_connect(parts[1], parts[2], "CONNECT 115200", tls=True)
-
-    def _at_CCHCLOSE(self, arg, q, s):
-        if self.dialect != "sim7600" or (self._sock is None and not self._connecting):
-            return self._error()
-        self._close_socket()
-        self._ok()
-        self._line_out("+CCHCLOSE: 0,0", 100)
-
-    def _at_CCHSTOP(self, arg, q, s):
-        if self.dialect != "sim7600" or not self._cch_started:
-            return self._error()
-        self._close_socket()
-        self._cch_started = self._net_open = False
-        self._cch_ctx = None
-        self._ok()
-        self._line_out("+CCHSTOP: 0", 100)
-
-    def _tls_wrap(self, sock, host):
-        """The modem's side of the TLS handshake: the server must chain to the downloaded CA and be
-        named `host` (what the firmware asked for). Raises ssl.SSLError / OSError when it does not."""
-        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-        ctx.minimum_version = ssl.TLSVersion.TLSv1_2
-        ctx.load_verify_locations(cadata=self.certs[self._ssl["cacert"]].decode("ascii", "replace"))
-        wrapped = ctx.wrap_socket(sock, server_hostname=host)
-        self.tls_sessions += 1
-        return wrapped
-
-    # -- packet data: SIM800 --------------------------------------------------------------------------
-    def _at_CSTT(self, arg, q, s):
-        if self.dialect != "sim800":
-            return self._error()
-        self._apn = arg.split(",")[0].strip().strip('"')
-        self._ok()
-
-    def _at_CIICR(self, arg, q, s):
-        if self.dialect != "sim800":
-            return self._error()
-        if self._reg not in (1, 5):
-            return self._error(2000)
-        self._net_open = True
-        self._ok(self.rng.randint(500, 2000))
-
-    def _at_CIFSR(self, arg, q, s):
-        if not self._net_open:
-            return self._error()
-        self._line_out("10.%d.%d.%d" % (self.rng.randint(0, 255), self.rng.randint(0, 255), self.rng.randint(1, 254)))
-
-    def _at_CIPSTART(self, arg, q, s):
-        if self.dialect != "sim800":
-            return self._error()
-        parts = [p.strip().strip('"') for p in arg.split(",")]
-        if len(parts) < 3 or parts[0].upper() != "TCP" or not self._net_open:
-            return self._error()
-        if self._sock is not None or self._connecting:
-            self._line_out("ALREADY CONNECT")
-            return self._error()
-        self._ok()
-        self._start_connect(parts[1], parts[2], "CONNECT" if self._cipmode == 1 else "CONNECT OK")
-
-    def _at_CIPSHUT(self, arg, q, s):
-        self._close_socket()
-        self._net_open = False
-        self._line_out("SHUT OK", 200)
-
-    def _at_CIPSTATUS(self, arg, q, s):
-        self._ok()
-        state = "CONNECT OK" if self._sock else ("IP GPRSACT" if self._net_open else "IP INITIAL")
-        self._line_out("STATE: " + state)
-
     # -- the TCP bridge -------------------------------------------------------------------------------
-    def _start_connect(self, host, port, banner, tls=False):
+    def _start_connect(self, host, port, banner, transparent, wrap=None, fail=("CONNECT FAIL",)):
+        """Open the bridge after a network delay. `transparent()`: enter data mode once connected;
+        `wrap(sock, host)`: a layer over a real socket (TLS); `fail`: the lines when it cannot connect."""
         try:
             port = int(port)
         except ValueError:
             return self._error()
         self.connect_log.append((host, port))
         self._connecting = True
-        local = hasattr(self.broker, "connect")      # the in-process broker (host_tools/sim/mqttbroker)
+        local = hasattr(self.broker, "connect")      # the in-process broker (host_tools/sim/net/mqttbroker)
         where = "the in-process broker" if local else "broker %s:%s" % (self.broker[0], self.broker[1])
         self._event(f"TCP open {host}:{port} -> {where}")
 
@@ -848,15 +644,12 @@ class ModemModel:
             try:
                 # the simulated network maps the head-end address to the broker
                 sock = self.broker.connect() if local else socket.create_connection(self.broker, timeout=2.0)
-                if tls and not local:
-                    sock = self._tls_wrap(sock, host)
+                if wrap is not None and not local:
+                    sock = wrap(sock, host)
             except OSError as e:                 # ssl.SSLError included: a server the CA does not vouch for
-                self._event(f"{'TLS' if tls else 'TCP'} connect failed: {e}")
-                if tls:
-                    self._line_out("+CCHOPEN: 0,15", 0)
-                    self._error(0)
-                else:
-                    self._line_out("CONNECT FAIL", 0)
+                self._event(f"{'TLS' if wrap is not None else 'TCP'} connect failed: {e}")
+                for line in fail:
+                    self._line_out(line, 0)
                 return
             sock.setblocking(False)
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -866,7 +659,7 @@ class ModemModel:
             self._rx_held.clear()
             self._tx.clear()
             self._line_out(banner, 0)
-            if (self._cchmode if tls else self._cipmode) == 1:
+            if transparent():
                 self._data_mode = True
                 self._last_rx_ms = self.clock()
         self._after(self.rng.randint(150, 900) + self.extra_delay_ms, done)
@@ -875,7 +668,7 @@ class ModemModel:
         if self._sock is None:
             self._line_out("NO CARRIER")
             return
-        self._line_out("CONNECT 115200" if self.dialect == "sim7600" else "CONNECT")
+        self._line_out(self.ATO_BANNER)
         self._data_mode = True
         self._last_rx_ms = self.clock()
         if self._rx_held:
@@ -910,12 +703,13 @@ class ModemModel:
             self._line_out("CLOSED", 0)
         self._flush_urcs()
         if network:
-            self._net_open = False
-            self._cch_started = False
-            if self.dialect == "sim7600":
-                self._line_out("+CIPEVENT: NETWORK CLOSED UNEXPECTEDLY", 0)
-            else:
-                self._line_out("+PDP: DEACT", 0)
+            self._network_closed()
+            for u in self.NETWORK_LOST_URCS:
+                self._line_out(u, 0)
+
+    def _network_closed(self):
+        """The packet-data context is gone with the network (a dialect adds its own sessions)."""
+        self._net_open = False
 
     def _net_io(self, now, wait_s):
         if self.powered and not self.hung and not self._booting:

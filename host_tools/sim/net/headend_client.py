@@ -1,4 +1,4 @@
-"""The head-end's MQTT client on the simulator's in-process broker (host_tools/sim/mqttbroker.py): the
+"""The head-end's MQTT client on the simulator's in-process broker (host_tools/sim/net/mqttbroker.py): the
 part of paho's interface `HeadEnd` uses, over a `LocalClient`, so the real head-end runs unchanged in
 virtual time. paho reconnects by itself after a broker restart; so does this client, `reconnect_s`
 virtual seconds later, when the scenario calls `service()` on its step."""

@@ -20,7 +20,7 @@ from host_tools.headend.demo import make_fleet
 from host_tools.headend.service import HeadEnd
 from host_tools.headend.store import Store
 from host_tools.ota import keys, package, simimage
-from host_tools.sim import otachip
+from host_tools.sim.esp32 import otachip
 
 OLD, NEW = "0.1.0", "0.2.0"
 STEP_S = 0.5
@@ -51,9 +51,9 @@ def run(meters=3, drop=0.0, cuts=0, seed=1, bad_signature=False, broken_image=Fa
         raise UsageError("--drop must be a probability 0..1 (below 1)", hint="e.g. --drop 0.3")
     if cuts < 0:
         raise UsageError("--cuts must be 0 or more")
-    from host_tools.sim.runner import SimMeter
-    from host_tools.sim.headend_client import SimHeadEndClient
-    from host_tools.sim.scenario import SteppedBroker
+    from host_tools.sim.esp32.runner import SimMeter
+    from host_tools.sim.net.headend_client import SimHeadEndClient
+    from host_tools.sim.scenarios.chain import SteppedBroker
     say = log or (lambda text: None)
     rng = random.Random(seed)
     wall0 = time.monotonic()
@@ -149,8 +149,7 @@ def run(meters=3, drop=0.0, cuts=0, seed=1, bad_signature=False, broken_image=Fa
             broker.sim.pump()
 
         def online():
-            n = store.q1("SELECT COUNT(*) AS n FROM meters WHERE status='online'")["n"]
-            return n == len(fleet)
+            return sum(r["status"] == "online" for r in store.meters()) == len(fleet)
 
         while not online():
             step()
@@ -174,7 +173,8 @@ def run(meters=3, drop=0.0, cuts=0, seed=1, bad_signature=False, broken_image=Fa
             now = virtual["s"]
             if phases and rng.random() < 0.25:
                 # a cut lands on a meter that is in the phase wanted now (a random moment within it)
-                live = [m for m in fleet if not m.bricked and _in_phase(store, cid, m, phases[0], size)]
+                targets = {t["meter"]: t for t in heota.status(store, cid)["meters"]}
+                live = [m for m in fleet if not m.bricked and _in_phase(targets.get(m.id), m, phases[0], size)]
                 if live:
                     # spread over the fleet: a meter cut fewest times so far (three cuts in three trials
                     # of one meter is a rollback the head-end stops re-offering, as for a crashing image)
@@ -219,10 +219,10 @@ def run(meters=3, drop=0.0, cuts=0, seed=1, bad_signature=False, broken_image=Fa
 PHASES = ("download", "verify_switch", "first_boot")
 
 
-def _in_phase(store, cid, m, phase, size):
+def _in_phase(t, m, phase, size):
     """download: chunks arriving; verify_switch: the last chunk served, the image being read back, hashed,
-    checked and switched to; first_boot: the new image running, not yet marked valid."""
-    t = store.q1("SELECT state, bytes FROM ota_targets WHERE campaign_id=? AND meter_id=?", (cid, m.id))
+    checked and switched to; first_boot: the new image running, not yet marked valid. `t`: the meter's
+    target in the campaign (head-end `ota.status`), None when it has none."""
     if t is None:
         return False
     if phase == "download":
@@ -235,14 +235,14 @@ def _in_phase(store, cid, m, phase, size):
 
 def _could_still(store, cid, phase):
     """A phase some meter may still reach (no cut waits for what cannot come)."""
-    rows = store.q("SELECT state FROM ota_targets WHERE campaign_id=?", (cid,))
+    rows = heota.status(store, cid)["meters"]
     return any(r["state"] in ("pending", "offered", "downloading", "installed") for r in rows) and phase != "download"
 
 
 def _settled(store, cid, fleet):
-    rows = store.q("SELECT meter_id, state FROM ota_targets WHERE campaign_id=?", (cid,))
+    rows = heota.status(store, cid)["meters"]
     bricked = {m.id for m in fleet if m.bricked}
-    return all(r["state"] in heota.FINAL or r["meter_id"] in bricked for r in rows)
+    return all(r["state"] in heota.FINAL or r["meter"] in bricked for r in rows)
 
 
 def _credit(sim):
