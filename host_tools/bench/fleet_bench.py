@@ -80,7 +80,7 @@ class _Serve:
     def worker_pids(self):
         if self.n == 1:
             return [self.proc.pid]
-        return [int(m.group(1)) for m in (re.search(r"started \(pid (\d+)\)", x) for x in self.lines) if m]
+        return [int(m.group(1)) for m in (re.search(r"started \(pid (\d+)", x) for x in self.lines) if m]
 
     def ready(self, store, timeout=120):
         keys = ["heartbeat"] if self.n == 1 else [f"heartbeat:w{i}" for i in range(self.n)]

@@ -123,6 +123,7 @@ class HeadEnd:
         return self
 
     def stop(self):
+        self.connected.clear()            # (the disconnect that follows is ours, not one to count)
         if self.shared_group and getattr(self.client, "_protocol", None) == mqtt.MQTTv5:
             # stopped on purpose: leave the group, so the broker stops handing this worker a share (a
             # killed worker keeps its session, and its restart takes back what it had been handed)
@@ -148,6 +149,8 @@ class HeadEnd:
         self.connected.set()
 
     def _on_disconnect(self, client, userdata, flags, reason, props):
+        if self.connected.is_set():
+            self.counts["disconnects"] = self.counts.get("disconnects", 0) + 1   # taken over, or the link dropped
         self.connected.clear()
 
     def serve(self, stop_event, on_tick=None):
