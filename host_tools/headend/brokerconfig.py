@@ -193,7 +193,7 @@ def worker_settings(folder, users):
 
 
 def build(store, folder, hostnames=("localhost", "127.0.0.1"), port=8883, plain_port=None, workers=1,
-          persistence=True, bind="0.0.0.0", run_as=None):
+          persistence=True, bind="0.0.0.0", run_as=None, max_queued=100000):
     """Write the broker's files from the store's meters; returns a summary dict (paths, counts, URL)."""
     if not 1 <= port <= 65535 or (plain_port is not None and not 1 <= plain_port <= 65535):
         raise UsageError("a port is 1..65535", hint="e.g. --port 8883")
@@ -223,7 +223,9 @@ def build(store, folder, hostnames=("localhost", "127.0.0.1"), port=8883, plain_
         "allow_anonymous false",
         f"password_file {folder / 'passwd'}",
         f"acl_file {folder / 'acl'}",
-        "max_queued_messages 10000",
+        # per client: a meter's downlinks are few; a head-end worker's queue takes the fleet's burst at the
+        # quarter hour while it is busy (past this mosquitto drops uplinks)
+        f"max_queued_messages {int(max_queued)}",
         "max_inflight_messages 100",
     ]
     if run_as:
