@@ -297,3 +297,97 @@ def test_broker_logins_missing_a_worker_stop_serve_with_the_command_that_makes_t
                         str(tmp_path / "users.json")], capture_output=True, text=True, timeout=120)
     assert r.returncode != 0 and "Traceback" not in r.stderr, r.stderr
     assert "no login for headend-w1" in r.stderr and "broker-config --workers 2" in r.stderr, r.stderr
+
+
+# -- the uplink sequence window across workers -----------------------------------------------------------
+def near_sorted(items, block, rng):
+    """items reordered within consecutive blocks (a late uplink is at most one block late)."""
+    out = []
+    for b in range(0, len(items), block):
+        chunk = items[b:b + block]
+        rng.shuffle(chunk)
+        out += chunk
+    return out
+
+
+class _NoClient:
+    """Stands in for the MQTT client where a test calls ingest() directly."""
+
+
+def test_two_workers_racing_on_the_same_uplinks_accept_each_seq_exactly_once(store_target, tmp_path):
+    """Both workers are handed every uplink of two meters (as after a takeover redelivery), each in its own
+    near-sorted order, at once: the check and the advance of up_seq are one row-locked transaction, so each
+    seq is accepted by exactly one of them, the late-but-unseen ones included, and refused by the other."""
+    import random
+
+    from host_tools.headend import workers
+    from host_tools.headend.service import HeadEnd
+    csv_path, _, rows = make_fleet(str(tmp_path / "fleet"), 2)
+    setup = Store(store_target)
+    setup.import_csv(csv_path)
+    meters = [FakeMeter(r["meter_id"], bytes.fromhex(r["message_key_hex"])) for r in rows]
+    n = 60
+    sent = [(fm.meter_id, fm.uplink({"t": "reading", "ts": 1796601600 + i, "import_wh": i, "credit": 7})[1])
+            for i in range(n) for fm in meters]
+    heads = [HeadEnd(Store(store_target), "mqtt://127.0.0.1:1", client=_NoClient(), shared_group="g",
+                     seq_window=workers.SEQ_WINDOW) for _ in range(2)]
+    results = [[], []]
+    start = threading.Barrier(2)
+
+    def work(i):
+        start.wait()
+        for mid, payload in near_sorted(list(sent), 16, random.Random(i)):
+            results[i].append(heads[i].store.retrying(lambda: heads[i].ingest(mid, payload)))
+    ts = [threading.Thread(target=work, args=(i,)) for i in range(2)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join(300)
+    replay = heads[0].ingest(meters[0].meter_id, sent[0][1])           # a replay after the race
+    for h in heads:
+        h.store.close()
+    outcomes = results[0] + results[1]
+    assert len(outcomes) == 4 * n, f"{len(outcomes)} outcomes of {4 * n}"
+    assert outcomes.count("reading") == 2 * n, f"{outcomes.count('reading')} accepted of {2 * n} seqs: " \
+                                               f"{[o for o in outcomes if o != 'reading'][:5]}"
+    assert outcomes.count("rejected:stale") == 2 * n, {o: outcomes.count(o) for o in set(outcomes)}
+    assert replay == "rejected:stale"
+    got = setup.q1("SELECT COUNT(*) AS n, COUNT(DISTINCT meter_id || ':' || ts) AS d FROM readings")
+    assert got["n"] == got["d"] == 2 * n, f"readings {dict(got)}, expected {2 * n} distinct"
+    for fm in meters:
+        assert setup.meter(fm.meter_id)["up_seq"] == n
+    setup.close()
+
+
+def test_two_workers_take_reordered_and_replayed_uplinks_no_replay_accepted_no_genuine_one_refused(fleet):
+    """Meters publish their uplinks out of order (each at most one block of 8 late) and some of them again
+    (replays, the same bytes): through the shared subscription the two workers take them interleaved."""
+    import random
+    store, ks, meters, pool, broker = fleet
+    w = Workers(store, broker, 2)
+    rng = random.Random(16)
+    n, replays = 40, {}
+    try:
+        assert ready(store, 2), w.lines
+        for fm in meters:
+            ups = [fm.uplink({"t": "reading", "ts": 1796601600 + i, "import_wh": i, "credit": 3}) for i in range(n)]
+            again = rng.sample(range(n), 6)
+            replays[fm.meter_id] = len(again)
+            order = near_sorted(ups, 8, rng)
+            order += [ups[i] for i in again]
+            for topic, payload in order:
+                pool.publish(fm, topic, payload)
+        total = sum(replays.values())
+        rejected = lambda: store.q1("SELECT COUNT(*) AS n FROM events WHERE kind='uplink_rejected'")["n"]  # noqa: E731
+        done = wait_for(lambda: readings(store)["n"] >= n * METERS and rejected() >= total, 90)
+    finally:
+        w.stop()
+    got = readings(store)
+    whys = [e["data"]["why"] for fm in meters for e in store.events(fm.meter_id, 1000) if e["kind"] == "uplink_rejected"]
+    assert done and got["n"] == got["d"] == n * METERS, \
+        f"{dict(got)} readings of {n * METERS} genuine uplinks; {len(whys)} rejected of {total} replays; {w.lines[-4:]}"
+    assert len(whys) == total and set(whys) == {"stale"}, f"{len(whys)} rejected of {total} replays: {set(whys)}"
+    for fm in meters:
+        assert store.meter(fm.meter_id)["up_seq"] == n
+    per_worker = w.readings_per_worker()
+    assert len(per_worker) == 2 and min(per_worker) > 0, per_worker

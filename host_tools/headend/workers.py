@@ -25,7 +25,11 @@ from host_tools.headend import acl
 from host_tools.headend.broker import parse_url, with_login
 
 GROUP = "headend"
-SEQ_WINDOW = 32          # several workers commit one meter's uplinks out of order (seqwindow.py)
+# Several workers commit one meter's uplinks out of order (seqwindow.py): a seq is still accepted (once)
+# up to this far below the meter's highest. The reorder is at most the number of the meter's uplinks in
+# flight at once: the firmware's uplink queue holds about 10 (comms/uplink.py, 3,800 bytes); 62 is the
+# most the 64-bit up_window column holds.
+SEQ_WINDOW = 62
 RESTART_PAUSE_S = 0.5
 
 
@@ -138,7 +142,7 @@ class Supervisor:
             self.poll()
             stop_event.wait(0.2)
 
-    def stop(self, timeout=10.0):
+    def stop(self, timeout=30.0):
         self._stopping = True
         for p in self.procs.values():
             if p.poll() is None:
