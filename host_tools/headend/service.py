@@ -139,7 +139,7 @@ class HeadEnd:
         # paho's network thread writes the DISCONNECT; stopping it first would lose the packet, and a
         # worker's session would then stay in the shared group for its expiry (1 h), dealt a share of the
         # uplinks that no one takes (seen in the fleet bench going from 4 workers to 2: 45 % of readings)
-        if rc == mqtt.MQTT_ERR_SUCCESS:
+        if rc == mqtt.MQTT_ERR_SUCCESS and getattr(self.client, "_thread", None) is not None:
             self._gone.wait(timeout)
         self.client.loop_stop()
 
