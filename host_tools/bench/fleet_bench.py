@@ -77,6 +77,7 @@ class _Serve:
         if n > 1 and logins:
             argv += ["--broker-logins", logins]      # each worker its own login, the secret group
         self.n = n
+        self.started = time.time()
         self.proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         self.lines = []
         threading.Thread(target=self._read, daemon=True).start()
@@ -88,16 +89,33 @@ class _Serve:
     def worker_pids(self):
         if self.n == 1:
             return [self.proc.pid]
-        return [int(m.group(1)) for m in (re.search(r"started \(pid (\d+)", x) for x in self.lines) if m]
+        pids = {}
+        for m in (re.search(r"worker (\d+) started \(pid (\d+)", x) for x in list(self.lines)):
+            if m:
+                pids[int(m.group(1))] = int(m.group(2))       # a restarted worker: its newest pid
+        return list(pids.values())
 
     def ready(self, store, timeout=120):
+        """Every worker has beaten its heartbeat since this serve started (a previous run's are older)."""
         keys = ["heartbeat"] if self.n == 1 else [f"heartbeat:w{i}" for i in range(self.n)]
         end = time.monotonic() + timeout
         while time.monotonic() < end:
             vals = [store.service(k) for k in keys]
-            if all(v is not None and float(v) > time.time() - 5 for v in vals):
+            if all(v is not None and float(v) > self.started for v in vals) and len(self.worker_pids()) == self.n:
                 return True
             time.sleep(0.2)
+        return False
+
+    def quiet(self, timeout=300, window_s=3.0, below=0.10):
+        """Wait until the workers together use less than `below` of a core (the retained statuses every
+        worker is handed at subscription, 10,000 of them, are worked through first)."""
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            pids = self.worker_pids()
+            c0 = sum(_cpu_s(p) for p in pids)
+            time.sleep(window_s)
+            if (sum(_cpu_s(p) for p in pids) - c0) / window_s < below:
+                return True
         return False
 
     def stop(self):
@@ -233,6 +251,7 @@ def run(sessions=SESSIONS, workers=WORKERS, topups=TOPUPS, paced=PACED, readings
                     continue
                 # the retained statuses every worker is handed at subscription: drained before timing
                 _settle(store)
+                res[k + "quiet_before_readings"] = serve.quiet()
                 # readings: every meter publishes `readings` at once
                 before = store.q1("SELECT COUNT(*) AS n FROM readings")["n"]
                 pids = serve.worker_pids()
