@@ -71,11 +71,11 @@ class Workers:
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
             try:
-                self.proc.wait(30)
+                self.proc.wait(90)             # longer than the supervisor gives its workers (30 s)
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
-        self.t.join(5)
+        self.t.join(30)                    # until every worker has closed the output (its stop line)
         return self.lines
 
     def readings_per_worker(self):
