@@ -226,7 +226,7 @@ def cmd_serve(args):
         from host_tools.headend import workers
         if not url:
             raise UsageError("a worker needs --broker")
-        he = HeadEnd(store, url, client_id=workers.worker_client_id(url, args.worker_id), shared_group=workers.share_group(),
+        he = HeadEnd(store, url, client_id=workers.worker_client_id(args.worker_id), shared_group=workers.share_group(),
                      seq_window=workers.SEQ_WINDOW, **common)
     else:
         he = HeadEnd(store, url, **common)

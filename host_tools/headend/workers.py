@@ -75,11 +75,10 @@ def worker_url(args, index, logins=None):
     return args.broker
 
 
-def worker_client_id(url, index):
-    """A worker's client id: its user name when it has its own login (what the broker binds it to),
-    else `headend-w<i>`."""
-    user = parse_url(url)[2]
-    return user if user == acl.worker_user(index) else acl.worker_user(index)
+def worker_client_id(index):
+    """A worker's client id, `headend-w<i>`: its user name when it has its own login (what broker-config's
+    mosquitto binds it to), and distinct from the other workers' on a development broker."""
+    return acl.worker_user(index)
 
 
 def worker_argv(args, index):
