@@ -1,7 +1,8 @@
 """Benchmark: a fleet of lightweight simulated meter sessions (FakeMeter: the real envelope protocol and
 MACs, each meter its own paho MQTT session, STS tokens checked with the firmware's decoder) against
 mosquitto run from `meterkit headend broker-config` (a user per meter, ACLs, client id bound to the user,
-a login per worker; its plain loopback listener: TLS is not in these figures) and PostgreSQL (private
+a login per worker; its plain loopback listener, or with HEADEND_FLEET_TLS=1 its mqtts listener for the
+meters and the workers) and PostgreSQL (private
 server, fsync on), served by `meterkit headend serve --workers N` for N in 4, 2, 1. The sessions are
 driven by one asyncio loop (host_tools/headend/fakefleet.py), connected concurrently and paced. Per N:
 
@@ -15,7 +16,7 @@ driven by one asyncio loop (host_tools/headend/fakefleet.py), connected concurre
   over the readings phase divided by the readings.
 
 Size and shape from the environment: HEADEND_FLEET_SESSIONS (10000), HEADEND_FLEET_WORKERS ("4,2,1"),
-HEADEND_FLEET_READINGS (1), HEADEND_FLEET_TOPUPS (1000), HEADEND_FLEET_PACED (300). The load generator
+HEADEND_FLEET_READINGS (1), HEADEND_FLEET_TOPUPS (1000), HEADEND_FLEET_PACED (300), HEADEND_FLEET_TLS (0). The load generator
 (the fake meters, the vending) runs on the same 2 cores as the workers, the broker and the database:
 see docs/scale.md."""
 import os
@@ -34,6 +35,7 @@ READINGS = int(os.environ.get("HEADEND_FLEET_READINGS", "1"))
 TOPUPS = int(os.environ.get("HEADEND_FLEET_TOPUPS", "1000"))
 PACED = int(os.environ.get("HEADEND_FLEET_PACED", "300"))
 IDLE_S = 10.0
+TLS = os.environ.get("HEADEND_FLEET_TLS", "0") == "1"     # meters and workers on the mqtts listener
 TICK = os.sysconf("SC_CLK_TCK")
 
 
@@ -71,9 +73,11 @@ def _p95(xs):
 
 
 class _Serve:
-    def __init__(self, db, url, n, logins=None):
+    def __init__(self, db, url, n, logins=None, ca_file=None):
         argv = [sys.executable, "-m", "host_tools.cli", "headend", "serve", "--db", db, "--broker", url,
                 "--workers", str(n), "--retry-s", "120", "--retry-max-s", "600", "--operator", "bench"]
+        if ca_file:
+            argv += ["--ca-file", ca_file]
         if n > 1 and logins:
             argv += ["--broker-logins", logins]      # each worker its own login, the secret group
         self.n = n
@@ -187,7 +191,7 @@ def _cpu_self():
     return r.ru_utime + r.ru_stime
 
 
-def run(sessions=SESSIONS, workers=WORKERS, topups=TOPUPS, paced=PACED, readings=READINGS):
+def run(sessions=SESSIONS, workers=WORKERS, topups=TOPUPS, paced=PACED, readings=READINGS, tls=TLS):
     import json
 
     from host_tools.headend import brokerconfig, vending
@@ -205,7 +209,8 @@ def run(sessions=SESSIONS, workers=WORKERS, topups=TOPUPS, paced=PACED, readings
     pg = PostgresServer(fsync=True).start()
     broker = None
     fleet = None
-    res = {"fleet_sessions_target": sessions, "fleet_load_average_at_start": round(os.getloadavg()[0], 1)}
+    res = {"fleet_sessions_target": sessions, "fleet_tls": tls,
+           "fleet_load_average_at_start": round(os.getloadavg()[0], 1)}
     try:
         url = pg.database("fleet")
         csv_path, ks_path, rows = make_fleet(tmp, sessions)
@@ -218,16 +223,17 @@ def run(sessions=SESSIONS, workers=WORKERS, topups=TOPUPS, paced=PACED, readings
         os.chmod(tmp, 0o755)
         out = brokerconfig.build(store, os.path.join(tmp, "broker"), port=tls_port, plain_port=plain,
                                  workers=max(max(workers), 2), persistence=False, max_queued=1000000,
-                                 run_as="root" if os.geteuid() == 0 else None)
+                                 bind="127.0.0.1", run_as="root" if os.geteuid() == 0 else None)
         broker = Mosquitto(config=out["conf"], port=plain).start()
+        host, port, ca = ("localhost", tls_port, out["ca"]) if tls else ("127.0.0.1", plain, None)
         with open(os.path.join(out["folder"], "headend-users.json")) as f:
-            he_url = with_login(f"mqtt://127.0.0.1:{plain}", "headend", json.load(f)["headend"])
+            he_url = with_login(f"{'mqtts' if tls else 'mqtt'}://{host}:{port}", "headend", json.load(f)["headend"])
         step = max(1, sessions // max(1, topups))
         sample = {r["meter_id"] for r in rows[::step][:topups]}
         meters = [FakeMeter(r["meter_id"], bytes.fromhex(r["message_key_hex"]), r["broker_password"],
                             vending.decoder_key(ks, store.meter(r["meter_id"])) if r["meter_id"] in sample else None)
                   for r in rows]
-        fleet = AsyncMeterFleet("127.0.0.1", plain, meters)
+        fleet = AsyncMeterFleet(host, port, meters, ca_file=ca)
         t0 = time.monotonic()
         last = [0.0]
 
@@ -244,7 +250,7 @@ def run(sessions=SESSIONS, workers=WORKERS, topups=TOPUPS, paced=PACED, readings
         for n in workers:
             k = f"fleet_w{n}_"
             res[k + "load_average"] = round(os.getloadavg()[0], 1)
-            serve = _Serve(url, he_url, n, out["logins_file"])
+            serve = _Serve(url, he_url, n, out["logins_file"], ca)
             try:
                 if not serve.ready(store):
                     res[k + "error"] = "workers not ready: " + " | ".join(serve.lines[-3:])

@@ -14,8 +14,14 @@ MISC_EVERY_S = 5.0          # paho's keepalive bookkeeping (PINGREQ when due) fo
 
 
 class AsyncMeterFleet:
-    def __init__(self, host, port, meters, keepalive=300, in_flight=100, rate=500.0):
+    def __init__(self, host, port, meters, keepalive=300, in_flight=100, rate=500.0, ca_file=None):
+        """`ca_file`: every session over TLS (mqtts), trusting this CA (broker-config's ca.crt); one SSL
+        context serves them all. `host` must then be a name on the broker's certificate."""
         self.host, self.port = host, port
+        self._tls = None
+        if ca_file:
+            import ssl
+            self._tls = ssl.create_default_context(cafile=str(ca_file))
         self.meters = list(meters)
         self.keepalive = keepalive
         self.in_flight = in_flight
@@ -38,6 +44,8 @@ class AsyncMeterFleet:
         c.username_pw_set(fm.meter_id, fm.password or "")
         c.will_set(f"meters/{fm.meter_id}/status", b"offline", qos=1, retain=True)
         c.max_queued_messages_set(0)
+        if self._tls is not None:
+            c.tls_set_context(self._tls)     # the handshake runs inside connect(): on loopback, a few ms
         c.on_connect = self._on_connect
         c.on_message = self._on_message
         loop = self.loop
