@@ -237,6 +237,7 @@ def test_two_workers_on_the_locked_down_broker_each_log_in_as_their_own_user_and
     logins = settings["logins"]
     assert sorted(logins) == ["headend-w0", "headend-w1"] and len(set(logins.values())) == 2, sorted(logins)
     assert settings["group"].startswith("headend-") and len(settings["group"]) >= 40, settings["group"]
+    assert os.stat(out["logins_file"]).st_mode & 0o777 == 0o600, oct(os.stat(out["logins_file"]).st_mode)
     url = open(out["url_file"]).read().strip()
     w = Workers(store, url, 2, extra=["--ca-file", out["ca"], "--broker-logins", out["logins_file"]])
     try:
