@@ -79,15 +79,14 @@ class Workers:
         return self.lines
 
     def readings_per_worker(self):
-        return [int(m.group(1)) for m in (re.search(r"(\d+) reading\(s\)", x) for x in self.lines) if m]
+        return [int(n) for n in re.findall(r"(\d+) reading\(s\)", "\n".join(self.lines))]
 
     def stopped(self):
         """{worker index: {count name: value}} from each worker's stop line."""
         out = {}
-        for line in self.lines:
-            m = re.match(r"head-end worker (\d+) stopped: (.*)", line)
-            if m:
-                out[int(m.group(1))] = {name: int(v) for v, name in re.findall(r"(\d+) ([a-z ]+?)\(s\)", m.group(2))}
+        text = "\n".join(self.lines)
+        for i, counts in re.findall(r"head-end worker (\d+) stopped: (.*?broker disconnect\(s\))", text):
+            out[int(i)] = {name: int(v) for v, name in re.findall(r"(\d+) ([a-z ]+?)\(s\)", counts)}
         return out
 
 

@@ -275,10 +275,12 @@ def cmd_serve(args):
     else:
         c = he.counts
         who = "head-end" if args.worker_id is None else f"head-end worker {args.worker_id}"
+        # one write with its newline: workers share their supervisor's output, and a line written in two
+        # pieces could be cut by another worker's
         print(who + " stopped: %d downlink(s) sent, %d result(s), %d rejected uplink(s), %d reading(s), "
-              "%d event(s) received, %d broker disconnect(s)" % (
+              "%d event(s) received, %d broker disconnect(s)\n" % (
                   c.get("sent", 0), c.get("results", 0), c.get("rejected", 0), c.get("readings", 0),
-                  c.get("events", 0), c.get("disconnects", 0)), flush=True)
+                  c.get("events", 0), c.get("disconnects", 0)), end="", flush=True)
     return 0
 
 
