@@ -263,7 +263,7 @@ def test_broker_config_keeps_the_ca_adds_meters_and_hashes_every_password(tmp_pa
     more, _, _ = make_fleet(str(tmp_path / "more"), 1, seed_serial=5000)
     store.import_csv(more)
     out = brokerconfig.build(store, tmp_path / "b", port=18883, workers=2)
-    assert out["meters"] == 4 and out["headend_users"] == ["headend", "headend-2"]
+    assert out["meters"] == 4 and out["headend_users"] == ["headend", "headend-w0", "headend-w1"]
     assert (tmp_path / "b" / "ca.crt").read_bytes() == ca1, "the CA changed: every meter would lose trust"
     assert json.loads((tmp_path / "b" / "headend-users.json").read_text())["headend"] == users1["headend"]
     # the hash is mosquitto's $7$ PBKDF2-SHA512 form, checked by hand here (mosquitto itself checks it above)

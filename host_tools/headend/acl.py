@@ -7,12 +7,14 @@ all enforce, so a test on any of them tests the same rules.
   head-end's included).
 - A meter publishes only `meters/<its id>/up` and `meters/<its id>/status` (its will must be on that
   status topic), and subscribes to and receives only `meters/<its id>/down`.
-- The head-end's users (`headend`, and `headend-<n>` for more workers) publish only on
+- The head-end's users (`headend`, and `headend-w<i>` for worker i of `serve --workers N`, each its own
+  login and so its own client id) publish only on
   `meters/<id>/down` and subscribe to `meters/+/up` and `meters/+/status` (also as MQTT v5 shared
   subscriptions `$share/<group>/...`)."""
 import re
 
 HEADEND_USER = "headend"
+WORKER_USER = HEADEND_USER + "-w{}"     # worker i's own login (and, bound to it, its client id)
 _HEADEND = re.compile(r"headend(-[A-Za-z0-9_]{1,16})?\Z")
 _ID = re.compile(r"[A-Za-z0-9_-]{1,32}\Z")
 PUBLISH, SUBSCRIBE, RECEIVE = "publish", "subscribe", "receive"
@@ -21,6 +23,11 @@ HEADEND_FILTERS = ("meters/+/up", "meters/+/status", "meters/+/fwreq")
 # the head-end downlinks and firmware chunks (host_tools/headend/ota.py)
 METER_WRITES = ("up", "status", "fwreq")
 HEADEND_WRITES = ("down", "fw")
+
+
+def worker_user(index):
+    """The broker login of worker `index` (0-based) of `serve --workers N`."""
+    return WORKER_USER.format(int(index))
 
 
 def is_headend_user(user):

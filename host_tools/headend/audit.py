@@ -88,7 +88,7 @@ def audited(verb, func, open_store):
             result = "interrupted"
             raise
         finally:
-            recorded = {k: v for k, v in vars(args).items() if k not in _NOT_RECORDED and v is not None}
+            recorded = {k: _no_password(v) for k, v in vars(args).items() if k not in _NOT_RECORDED and v is not None}
             detail = dict(detail, seconds=round(time.time() - started, 3), **args.audit.get("detail", {}))
             try:
                 store = open_store(args)
@@ -101,6 +101,14 @@ def audited(verb, func, open_store):
                 finally:
                     store.close()
     return run
+
+
+def _no_password(value):
+    """An argument as it may be recorded: a URL's password (a broker's, a database's) hidden."""
+    if isinstance(value, str) and "://" in value:
+        from host_tools.headend.db import redact
+        return redact(value)
+    return value
 
 
 def register(sub, common):

@@ -6,7 +6,7 @@ import logging
 import secrets
 import socket
 import threading
-from urllib.parse import urlparse
+from urllib.parse import quote, unquote, urlparse
 
 from host_tools.errors import DeviceError, UsageError
 
@@ -21,7 +21,16 @@ def parse_url(url):
         port = u.port or (8883 if is_tls(url) else 1883)
     except ValueError:
         raise UsageError(f"broker URL {url!r} has a bad port", hint="a port number 1..65535") from None
-    return u.hostname, port, u.username, u.password
+    return (u.hostname, port, unquote(u.username) if u.username is not None else None,
+            unquote(u.password) if u.password is not None else None)
+
+
+def with_login(url, user, password):
+    """The same broker URL logging in as user:password instead (both percent-encoded)."""
+    host, port, _, _ = parse_url(url)
+    scheme = url.split("://", 1)[0] if "://" in url else "mqtt"
+    shown = f"[{host}]" if ":" in host else host
+    return f"{scheme}://{quote(user, safe='')}:{quote(password, safe='')}@{shown}:{port}"
 
 
 def is_tls(url):

@@ -6,7 +6,10 @@ store. Writes into one folder:
   IP addresses (remade when they change or it nears its end);
 - `passwd`: one user per meter (user name = meter id, its provisioned broker password) and the head-end's
   own users, in mosquitto's PBKDF2-SHA512 hash format (`$7$`), so no password is stored in clear;
-- `headend-users.json`: the head-end's users and their passwords (kept across runs; 0600);
+- `headend-users.json`: the head-end's users and their passwords (kept across runs; 0600): `headend`, and
+  `headend-w<i>` for each worker of `serve --workers N`;
+- `headend-workers.json` (with `--workers N`, 0600): the workers' logins and their secret shared-subscription
+  group, for `serve --workers N --broker-logins` (see `worker_settings`);
 - `acl`: the topic rules of `acl.py`;
 - `mosquitto.conf`: an mqtts listener (TLS 1.2+, the server certificate), optionally a plain listener on
   loopback for the head-end on the same host, `allow_anonymous false`, `use_username_as_clientid true`,
@@ -144,7 +147,10 @@ def make_server_cert(folder, hostnames):
 
 # -- users, ACL, config ---------------------------------------------------------------------------------
 def headend_users(folder, workers=1):
-    """{user: password} of the head-end's own users (`headend`, then `headend-2`..), kept across runs."""
+    """{user: password} of the head-end's own users, kept across runs: `headend` (one `serve`, and the
+    operator's URL), and for `serve --workers N` (N > 1) one login per worker, `headend-w0`..`headend-w<N-1>`
+    (mosquitto binds the client id to the user name, so workers sharing one login would take over each
+    other's session)."""
     path = Path(folder) / "headend-users.json"
     users = {}
     if path.exists():
@@ -152,7 +158,7 @@ def headend_users(folder, workers=1):
             users = json.loads(path.read_text())
         except ValueError:
             raise UsageError(f"{path} is not JSON", hint="remove it to make new head-end passwords") from None
-    names = [acl.HEADEND_USER] + [f"{acl.HEADEND_USER}-{i}" for i in range(2, workers + 1)]
+    names = [acl.HEADEND_USER] + ([acl.worker_user(i) for i in range(workers)] if workers > 1 else [])
     changed = False
     for n in names:
         if n not in users:
@@ -164,8 +170,30 @@ def headend_users(folder, workers=1):
     return users
 
 
+def worker_settings(folder, users):
+    """`headend-workers.json` (0600) for `serve --workers N --broker-logins`: the workers' logins and the
+    shared-subscription group they join, a secret kept across runs.
+
+    Why a secret group: mosquitto's acl_file grants every SUBSCRIBE and checks access only when it delivers,
+    so a meter's login that subscribed to `$share/<the workers' group>/meters/+/up` would join the group and
+    be dealt its share of every meter's uplinks, which the ACL then drops: uplinks lost. A group name the
+    meters cannot guess (128 random bits) leaves such a subscriber in a group of its own."""
+    path = Path(folder) / "headend-workers.json"
+    group = None
+    if path.exists():
+        try:
+            group = json.loads(path.read_text()).get("group")
+        except (ValueError, AttributeError):
+            group = None
+    if not isinstance(group, str) or not group.startswith("headend-"):
+        group = "headend-" + secrets.token_hex(16)
+    logins = {u: p for u, p in users.items() if u != acl.HEADEND_USER}
+    _write(path, json.dumps({"group": group, "logins": logins}, indent=1, sort_keys=True) + "\n")
+    return path
+
+
 def build(store, folder, hostnames=("localhost", "127.0.0.1"), port=8883, plain_port=None, workers=1,
-          persistence=True, bind="0.0.0.0", run_as=None):
+          persistence=True, bind="0.0.0.0", run_as=None, max_queued=100000):
     """Write the broker's files from the store's meters; returns a summary dict (paths, counts, URL)."""
     if not 1 <= port <= 65535 or (plain_port is not None and not 1 <= plain_port <= 65535):
         raise UsageError("a port is 1..65535", hint="e.g. --port 8883")
@@ -195,7 +223,9 @@ def build(store, folder, hostnames=("localhost", "127.0.0.1"), port=8883, plain_
         "allow_anonymous false",
         f"password_file {folder / 'passwd'}",
         f"acl_file {folder / 'acl'}",
-        "max_queued_messages 10000",
+        # per client: a meter's downlinks are few; a head-end worker's queue takes the fleet's burst at the
+        # quarter hour while it is busy (past this mosquitto drops uplinks)
+        f"max_queued_messages {int(max_queued)}",
         "max_inflight_messages 100",
     ]
     if run_as:
@@ -215,6 +245,8 @@ def build(store, folder, hostnames=("localhost", "127.0.0.1"), port=8883, plain_
     host = hostnames[0]
     url = f"mqtts://{acl.HEADEND_USER}:{he[acl.HEADEND_USER]}@{host}:{port}"
     _write(folder / "headend.url", url + "\n")
+    workers_file = worker_settings(folder, he) if workers > 1 else None
     return {"folder": str(folder), "conf": str(folder / "mosquitto.conf"), "ca": str(folder / "ca.crt"),
             "meters": len(lines) - len(he), "skipped": skipped, "headend_users": list(he), "port": port,
-            "plain_port": plain_port, "hostnames": hostnames, "url_file": str(folder / "headend.url")}
+            "plain_port": plain_port, "hostnames": hostnames, "url_file": str(folder / "headend.url"),
+            "logins_file": str(workers_file) if workers_file else None}

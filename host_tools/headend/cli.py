@@ -61,7 +61,9 @@ def register(subparsers):
 
     s = sub.add_parser("serve", help="run the head-end service on MQTT (embedded broker unless --broker)")
     common(s, json_flag=False)
-    s.add_argument("--broker", help="mqtt://[user:password@]host:port of the broker (default: start an embedded one)")
+    s.add_argument("--broker", default=os.environ.get("METERKIT_HEADEND_BROKER"),
+                   help="mqtt[s]://[user:password@]host:port of the broker (or $METERKIT_HEADEND_BROKER; default: "
+                        "start an embedded one)")
     s.add_argument("--ca-file", help="the CA certificate of an mqtts:// broker (broker-config's ca.crt)")
     s.add_argument("--broker-port", type=number(1, 65535, integer=True, unit="port"),
                    help="the embedded broker's port (default: a free one)")
@@ -76,6 +78,9 @@ def register(subparsers):
                    help="alarm when one meter sends nothing for this long (default %(default)g)")
     s.add_argument("--workers", type=number(1, 64, integer=True, unit=""), default=1, help="run N worker processes sharing the uplinks "
                    "(MQTT v5 shared subscription) and the outbox; needs --broker")
+    s.add_argument("--broker-logins", metavar="FILE", help="with --workers N: broker-config's headend-workers.json; "
+                   "worker i logs in as headend-w<i>, the workers share a secret group (needed on broker-config's "
+                   "mosquitto, which binds client id to user name)")
     s.add_argument("--worker-id", type=int, help=argparse.SUPPRESS)   # one worker of --workers N
     s.set_defaults(func=cmd_serve)
     from host_tools.headend import ota_cli     # `headend ota ...`: packages and campaigns
@@ -92,7 +97,7 @@ def register(subparsers):
     bc.add_argument("--plain-port", type=number(1, 65535, integer=True, unit="port"),
                     help="also a plain listener on 127.0.0.1 for a head-end on the same host")
     bc.add_argument("--workers", type=number(1, 64, integer=True, unit=""), default=1,
-                    help="head-end users to make (headend, headend-2, ...), one per worker")
+                    help="head-end users to make: headend, and for N > 1 headend-w0..headend-w<N-1>, one per worker")
     bc.add_argument("--run-as", metavar="USER", help="the `user` mosquitto drops to when started as root "
                                                      "(default: mosquitto's own)")
     bc.set_defaults(func=cmd_broker_config)
@@ -222,7 +227,7 @@ def cmd_serve(args):
         from host_tools.headend import workers
         if not url:
             raise UsageError("a worker needs --broker")
-        he = HeadEnd(store, url, client_id=f"headend-w{args.worker_id}", shared_group=workers.GROUP,
+        he = HeadEnd(store, url, client_id=workers.worker_client_id(args.worker_id), shared_group=workers.share_group(),
                      seq_window=workers.SEQ_WINDOW, **common)
     else:
         he = HeadEnd(store, url, **common)
@@ -270,9 +275,13 @@ def cmd_serve(args):
         emit({"stopped": True, "broker": shown, "db": args.db, "counts": he.counts}, True)
     else:
         c = he.counts
-        print("head-end stopped: %d downlink(s) sent, %d result(s), %d rejected uplink(s), %d reading(s), "
-              "%d event(s) received" % (c.get("sent", 0), c.get("results", 0), c.get("rejected", 0),
-                                        c.get("readings", 0), c.get("events", 0)), flush=True)
+        who = "head-end" if args.worker_id is None else f"head-end worker {args.worker_id}"
+        # one write with its newline: workers share their supervisor's output, and a line written in two
+        # pieces could be cut by another worker's
+        print(who + " stopped: %d downlink(s) sent, %d result(s), %d rejected uplink(s), %d reading(s), "
+              "%d event(s) received, %d broker disconnect(s)\n" % (
+                  c.get("sent", 0), c.get("results", 0), c.get("rejected", 0), c.get("readings", 0),
+                  c.get("events", 0), c.get("disconnects", 0)), end="", flush=True)
     return 0
 
 
@@ -289,15 +298,22 @@ def cmd_broker_config(args):
         if out["skipped"]:
             print(f"NOT given a login (bad meter ids, fix and re-import): {', '.join(map(repr, out['skipped']))}")
         print(f"run:   mosquitto -c {out['conf']}   (after changes: kill -HUP <its pid>)")
-        print(f"serve: meterkit headend serve --db {args.db} --broker \"$(cat {out['url_file']})\" --ca-file {out['ca']}")
+        workers = (f" --workers {args.workers} --broker-logins {out['logins_file']}" if args.workers > 1 else "")
+        print(f"serve: meterkit headend serve --db {args.db} --broker \"$(cat {out['url_file']})\" --ca-file {out['ca']}"
+              + workers)
         print(f"meters get {out['ca']} (the utility CA) and port {out['port']} with their keys")
 
 
 def _serve_workers(args):
     from host_tools.headend import audit, workers
+    from host_tools.headend.db import redact
     _store(args, must_exist=False).close()        # created and migrated once, before the workers start
     args.operator_name = audit.operator_name(args.operator)
-    sup = workers.Supervisor(args, args.workers).start()
+    sup = workers.Supervisor(args, args.workers)
+    if not sup.logins and not args.json:
+        print(f"note: all {args.workers} workers log in as the --broker URL's user; a broker that binds the client "
+              f"id to the user (broker-config's) needs --broker-logins headend-workers.json", flush=True)
+    sup.start()
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *a: stop.set())
     if args.duration_s:
@@ -305,8 +321,9 @@ def _serve_workers(args):
         timer.daemon = True
         timer.start()
     if not args.json:
+        group = workers.GROUP if not sup.logins else "<secret>"
         print(f"head-end: {args.workers} workers on {args.broker.split('@')[-1]} (shared subscription "
-              f"$share/{workers.GROUP}/...), db {args.db}; Ctrl-C stops", flush=True)
+              f"$share/{group}/...), db {redact(args.db)}; Ctrl-C stops", flush=True)
     try:
         sup.run(stop)
     except KeyboardInterrupt:

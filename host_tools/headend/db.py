@@ -123,7 +123,7 @@ class SqliteConnection:
         self.raw.execute("PRAGMA busy_timeout=30000")
         if path != ":memory:":
             for suffix in ("", "-wal", "-shm"):   # an older file made 0644 is closed up too
-                if os.path.exists(path + suffix):
+                if os.path.isfile(path + suffix):  # (a regular file: never a device such as /dev/null)
                     os.chmod(path + suffix, 0o600)
 
     def execute(self, sql, args=()):

@@ -114,8 +114,11 @@ class FakeMeter:
 class FakeMeterPool:
     """Drives many FakeMeters' paho clients from one thread with select(); start() connects them all."""
 
-    def __init__(self, host, port, meters, keepalive=120):
+    def __init__(self, host, port, meters, keepalive=120, ca_file=None):
+        """`ca_file`: connect with TLS (mqtts), trusting this CA (broker-config's ca.crt), as a meter's
+        modem does; `host` must then be a name on the broker's certificate."""
         self.host, self.port = host, port
+        self.ca_file = ca_file
         self.meters = list(meters)
         self.keepalive = keepalive
         self._calls = queue.Queue()
@@ -128,6 +131,8 @@ class FakeMeterPool:
         c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=fm.meter_id, clean_session=False,
                         protocol=mqtt.MQTTv311, userdata=fm)
         c.username_pw_set(fm.meter_id, fm.password or "")
+        if self.ca_file:
+            c.tls_set(ca_certs=self.ca_file)
         c.will_set(f"meters/{fm.meter_id}/status", b"offline", qos=1, retain=True)
         c.on_connect = self._on_connect
         c.on_message = self._on_message
