@@ -1,5 +1,5 @@
 """Who may do what on the broker: the one policy that the mosquitto files (`brokerconfig.py`), the
-embedded amqtt broker (`amqtt_auth.py`) and the simulator's stepped broker (`sim/mqttbroker.py` hooks)
+embedded amqtt broker (`amqtt_auth.py`) and the simulator's stepped broker (`sim/net/mqttbroker.py` hooks)
 all enforce, so a test on any of them tests the same rules.
 
 - Every meter logs in as its own user (user name = meter id, its provisioned password) and its client
