@@ -8,6 +8,7 @@ SIM_COMMANDS = [
     "host_tools.sim.powercut",
     "host_tools.sim.scenario",
     "host_tools.sim.profile",
+    "host_tools.chaos.cli",
 ]
 
 
