@@ -21,6 +21,7 @@ TRUTH_SLACK_WH = 1.0
 RECOVERY_BOUND_S = 180.0
 GRACE_S = 120.0
 REPORT_WINDOW_S = 300.0
+PERIOD_S = 10                   # the run's metering period (run.meter_settings)
 # The reasons the rules allow the supply to be open for in this run (no power limit, tamper or voltage
 # limits are configured): NO_CREDIT outside friendly hours with a known time, REMOTE while commanded.
 ALLOWED = ("NO_CREDIT", "REMOTE")
@@ -69,6 +70,8 @@ class _MeterWatch:
         self.import0 = None
         self.truth0 = None
         self.report_checks = []
+        self.ring = []               # (virtual s, truth Wh) of the last steps: the energy before a fault
+        self.pre_wh = 0.0            # energy of the metering period before each fault (in the chip, unread)
         self.offset = 0              # counts the runner saw while the chip answered garbage (not energy)
         self.garbage_from = None
 
@@ -160,6 +163,10 @@ class Checker:
     # -- faults ------------------------------------------------------------------------------------
     def _blind(self, m, w):
         if w.blind_since is None:
+            # what the chip held unread when metering stopped: at most the period before (a step more)
+            now, truth = self.run.v, m.sim.world.true_import_wh
+            before = [x for x in w.ring if x[0] <= now - PERIOD_S - self.run.step_s]
+            w.pre_wh += truth - (before[-1][1] if before else (w.ring[0][1] if w.ring else truth))
             w.blind_since = self.run.v
             w.blind_truth = m.sim.world.true_import_wh
             w.blind_faults += 1
@@ -226,6 +233,9 @@ class Checker:
                     w.blind_truth = world.true_import_wh
                     w.blind_since = now
             w.last_counts = c
+            w.ring.append((now, world.true_import_wh))
+            if len(w.ring) > 64:
+                del w.ring[:32]
             if w.report_checks and w.report_checks[0][0] <= now:
                 self._check_reports(m, w)
             self._supply(m, w, world)
@@ -380,8 +390,7 @@ class Checker:
             truth = m.sim.world.true_import_wh - w.truth0
             if w.blind_since is not None:
                 w.blind_wh += m.sim.world.true_import_wh - w.blind_truth
-            period_wh = 10 * 12000 / 3600.0              # one 10 s period at the board's 60 A maximum... bounded
-            bound = w.blind_wh + sum(x for x in w.unbilled if x > 0) + w.blind_faults * period_wh + TRUTH_SLACK_WH
+            bound = w.blind_wh + w.pre_wh + sum(x for x in w.unbilled if x > 0) + TRUTH_SLACK_WH
             if imp > truth + TRUTH_SLACK_WH or truth - imp > bound:
                 self.flag(m, "energy", "registered %.2f Wh, truth %.2f Wh (bound %.2f Wh)" % (imp, truth, bound))
             # the firmware against the campaign

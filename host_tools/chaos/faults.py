@@ -104,12 +104,12 @@ def _torn_write(run, m, rng):
         m.sim.flash.cut_hook = None
         return rng.randrange(len(data))
     m.sim.flash.cut_hook = hook
-    return Strike("power cut inside the %d-th next flash write" % k[0], metering=True)
+    return Strike("power cut inside the %d-th next flash write" % k[0])      # the boot check sees the death
 
 
 def _cut_in_token(run, m, rng):
     m.cut_next_token = True   # the next token entered is cut inside its application (see run.py)
-    return Strike("power cut inside the next token's application", metering=True)
+    return Strike("power cut inside the next token's application")
 
 
 def _outage(run, m, rng):
@@ -132,7 +132,7 @@ def _brownout(run, m, rng):
 
 def _cut_in_ota(run, m, rng):
     m.cut_in_ota = True       # cut at the next loop step where this meter is downloading or switching
-    return Strike("power cut inside the firmware update (download or switch)", metering=True)
+    return Strike("power cut inside the firmware update (download or switch)")
 
 
 for _k in (
