@@ -72,8 +72,8 @@ def test_virtual_provider_books_and_callbacks():
 
 
 def _run(seed):
-    out = subprocess.run([sys.executable, "-m", "host_tools.cli", "sim", "chaos", "--days", "1", "--meters", "2",
-                          "--seed", str(seed), "--faults-per-day", "12", "--json"], cwd=str(ROOT),
+    out = subprocess.run([sys.executable, "-m", "host_tools.cli", "sim", "chaos", "--days", "0.25", "--meters", "2",
+                          "--seed", str(seed), "--faults-per-day", "40", "--json"], cwd=str(ROOT),
                          capture_output=True, text=True, timeout=900)
     assert out.stdout.strip(), "no report; stderr: %s" % out.stderr[-3000:]
     return out.returncode, json.loads(out.stdout)
@@ -84,7 +84,7 @@ def test_small_chaos_run_has_no_violation_and_is_reproducible():
     rc, rep = _run(5)
     assert rep["violations"] == [], json.dumps(rep["violations"][:10], indent=1)
     assert rc == 0
-    assert rep["days"] == 1 and rep["meters"] == 2 and rep["seed"] == 5
+    assert rep["days"] == 0.25 and rep["meters"] == 2 and rep["seed"] == 5
     assert rep["faults_total"] >= 10, rep["faults"]
     assert rep["cuts_checked"] >= 1, "no boot was checked against the flash"
     assert rep["recovery_max_s"] is not None and rep["recovery_max_s"] <= rep["bounds"]["recovery_s"]

@@ -69,7 +69,8 @@ class _MeterWatch:
         self.base_counts = {}
         self.import0 = None
         self.truth0 = None
-        self.report_checks = []
+        self.reports = []            # (unix start, unix end of the window, fault kind, event kind)
+        self.boot_times = []         # unix times of boots
         self.ring = []               # (virtual s, truth Wh) of the last steps: the energy before a fault
         self.pre_wh = 0.0            # energy of the metering period before each fault (in the chip, unread)
         self.offset = 0              # counts the runner saw while the chip answered garbage (not energy)
@@ -131,6 +132,7 @@ class Checker:
     def on_boot(self, m):
         w = self.w[m.id]
         w.boots += 1
+        w.boot_times.append(self.run.unix_now())
         self.boot_checks += 1
         try:
             rec = committed_record(m.sim.flash)
@@ -180,12 +182,8 @@ class Checker:
         if st.metering:
             self._blind(m, w)
         if st.report:
-            try:
-                seq = m.sim.request("events", since=1 << 30).get("seq", 0)
-            except SimulationError:
-                seq = None
-            end = self.run.v + (st.undo_s or 0) + REPORT_WINDOW_S
-            w.report_checks.append((end, kind, st.report, seq, w.boots))
+            start = self.run.unix_now()
+            w.reports.append((start, start + (st.undo_s or 0) + REPORT_WINDOW_S, kind, st.report))
 
     def fault_ended(self, m, kind, st):
         if m is None:
@@ -236,8 +234,6 @@ class Checker:
             w.ring.append((now, world.true_import_wh))
             if len(w.ring) > 64:
                 del w.ring[:32]
-            if w.report_checks and w.report_checks[0][0] <= now:
-                self._check_reports(m, w)
             self._supply(m, w, world)
 
     def _supply(self, m, w, world):
@@ -257,9 +253,12 @@ class Checker:
             v = m.sim.request("credit")
             ping = m.sim.request("ping")
         except SimulationError as e:
-            self.flag(m, "stuck", "the meter did not answer with its supply off: %s" % e)
+            if world.grid_on:
+                self.flag(m, "stuck", "the meter did not answer with its supply off: %s" % e)
             return
         reasons = v.get("reasons") or []
+        if isinstance(reasons, str):
+            reasons = [r for r in reasons.replace("|", " ").replace(",", " ").split() if r]
         unix = self.run.unix_now()
         from host_tools.chaos.run import FRIENDLY
         if not reasons:
@@ -302,33 +301,47 @@ class Checker:
         return False
 
     def _check_reports(self, m, w):
-        _, kind, report, seq, boots = w.report_checks.pop(0)
-        self.report_checks += 1
-        if seq is None:
-            return
-        try:
-            evs = m.sim.request("events", since=seq).get("events") or []
-        except SimulationError:
-            return
-        n = sum(1 for e in evs if e[2] == report)
-        allowed = 1 + (w.boots - boots)           # a boot inside the fault may report it again, once
-        if n == 0:
-            self.flag(m, "reported", "%s fault never reported (%s)" % (kind, report))
-        elif n > allowed:
-            self.flag(m, "reported", "%s fault reported %d times (%s; %d boots in between)"
-                      % (kind, n, report, w.boots - boots))
+        """Every fault with a report kind reached the head-end as exactly one event of that kind (one more
+        per boot inside the fault's window: a new boot finds the fault again). Each event is put to the
+        latest fault of its kind that began before it (by the meter's own timestamp)."""
+        by_kind = {}
+        for e in self.run.store.events(m.id, limit=1000000):
+            if e["source"] == "meter":
+                ts = (e["data"] or {}).get("ts")
+                if ts is not None:
+                    by_kind.setdefault(e["kind"], []).append(ts)
+        for report in sorted({r[3] for r in w.reports}):
+            mine = sorted((r for r in w.reports if r[3] == report), key=lambda r: r[0])
+            counts = [0] * len(mine)
+            for ts in by_kind.get(report, []):
+                k = None
+                for i, r in enumerate(mine):
+                    if r[0] - 1 <= ts <= r[1]:
+                        k = i
+                if k is not None:
+                    counts[k] += 1
+            for r, n in zip(mine, counts):
+                self.report_checks += 1
+                boots = sum(1 for b in w.boot_times if r[0] <= b <= r[1])
+                at = round(r[0] - (self.run.unix_now() - self.run.v) - self.run.t0, 1)     # the fault's step
+                if n == 0:
+                    self.flag(m, "reported", "%s fault at step %s never reached the head-end as %s" % (r[2], at, report))
+                elif n > 1 + boots:
+                    self.flag(m, "reported", "%s fault at step %s reached the head-end as %d %s events (%d boots)"
+                              % (r[2], at, n, report, boots))
 
     # -- every simulated hour ----------------------------------------------------------------------
     def hourly(self):
         for m in self.run.fleet:
-            if m.dead:
-                continue
+            if m.dead or not m.sim.world.grid_on:
+                continue              # a meter without supply answers nobody: asked at the next hour
             w = self.w[m.id]
             try:
                 v = m.sim.request("credit")
                 counts = m.sim.request("events", since=1 << 30).get("counts") or {}
             except SimulationError as e:
-                self.flag(m, "stuck", "the meter did not answer: %s" % e)
+                if m.sim.world.grid_on:           # (an outage that began while asking is no fault of the meter)
+                    self.flag(m, "stuck", "the meter did not answer: %s" % e)
                 continue
             if v.get("check") is not None:
                 self.flag(m, "conservation", "meter check: %s" % v["check"])
@@ -354,8 +367,7 @@ class Checker:
             if m.dead:
                 per_meter.append({"meter": m.id, "dead": m.dead})
                 continue
-            while w.report_checks:
-                self._check_reports(m, w)
+            self._check_reports(m, w)
             v = m.sim.request("credit")
             tot = m.sim.request("totals", fresh=True)
             status = m.sim.request("status")
@@ -375,7 +387,7 @@ class Checker:
             tids = {}
             for e in st.events(m.id, limit=1000000):
                 if e["source"] == "meter" and e["kind"] == "topup":
-                    tid = e["data"].get("tid")
+                    tid = ((e["data"] or {}).get("data") or {}).get("tid")
                     if tid is not None:
                         tids[tid] = tids.get(tid, 0) + 1
             vend_tids = [r["tid"] for r in st.q("SELECT tid FROM vends WHERE meter_id=?", (m.id,))]

@@ -65,7 +65,8 @@ def _modem(what):
         mo = m.sim.modem
         if what == "hang":
             mo.hang()
-            return Strike("modem hung (the meter must power-cycle it)", report="modem_reset")
+            # the meter logs modem_reset; it is not one of the events uplinked (comms/cellular.UPLINK_EVENTS)
+            return Strike("modem hung (the meter must power-cycle it)")
         if what == "reboot":
             mo.reboot()
             return Strike("modem rebooted by itself")
@@ -89,12 +90,16 @@ def _sms_loss(run, m, rng):
 
 
 def _power_cut(run, m, rng):
+    if not m.sim.world.grid_on:
+        return Strike("(no supply already: nothing to cut)")
     m.sim.power_cut()
     return Strike("power cut at a random instant", metering=True)
 
 
 def _torn_write(run, m, rng):
     """Tear the k-th next flash write at a random byte (k in 1..8): wherever the firmware is writing."""
+    if not m.sim.world.grid_on:
+        return Strike("(no supply already: nothing to cut)")
     k = [rng.randint(1, 8)]
 
     def hook(off, data):
@@ -108,11 +113,15 @@ def _torn_write(run, m, rng):
 
 
 def _cut_in_token(run, m, rng):
+    if not m.sim.world.grid_on:
+        return Strike("(no supply already: nothing to cut)")
     m.cut_next_token = True   # the next token entered is cut inside its application (see run.py)
     return Strike("power cut inside the next token's application")
 
 
 def _outage(run, m, rng):
+    if not m.sim.world.grid_on:
+        return Strike("(no supply already: nothing to cut)")
     dur = rng.randint(30, 7200) * 1000
     w = m.sim.world
     w.outage(w.now_ms + 1, dur)
@@ -122,6 +131,8 @@ def _outage(run, m, rng):
 
 def _brownout(run, m, rng):
     """The supply sags below the hold-up threshold and comes back: shorter or longer than the hold-up."""
+    if not m.sim.world.grid_on:
+        return Strike("(no supply already: nothing to cut)")
     holdup = int(m.sim.info.get("power_fail_holdup_ms", 0))
     dur = rng.randint(20, max(40, 3 * holdup))
     w = m.sim.world
@@ -131,6 +142,8 @@ def _brownout(run, m, rng):
 
 
 def _cut_in_ota(run, m, rng):
+    if not m.sim.world.grid_on:
+        return Strike("(no supply already: nothing to cut)")
     m.cut_in_ota = True       # cut at the next loop step where this meter is downloading or switching
     return Strike("power cut inside the firmware update (download or switch)")
 

@@ -158,12 +158,9 @@ class ChaosRun:
         self.he = HeadEnd(store, self.broker.url, retry_s=30.0, retry_max_s=600.0, clock=self.unix_now,
                           client=SimHeadEndClient(self.broker.sim, clock=lambda: self.v))
         self.he.start()
-        ota_client = self.broker.sim.client("headend-ota", clean_session=True,
-                                            on_message=lambda t, p, q, d, r: self.ota.on_request(t.split("/")[1], bytes(p)))
-        self.ota = heota.OtaService(store, lambda topic, payload: ota_client.publish(topic, payload, 0),
-                                    rng=random.Random(seed * 7 + 5))
-        ota_client.connect()
-        ota_client.subscribe(heota.REQUEST_FILTER, 0)
+        # chunks on the head-end's own session, as `headend serve` does (it subscribes again after a broker
+        # restart; a separate clean session would lose its subscription in the first restart)
+        self.ota = heota.attach(self.he, rng=random.Random(seed * 7 + 5))
 
         # The agency over the same store: customers (every second one with post-paid arrears), payments
         # through the virtual provider, texts to the customers' phones.
@@ -235,7 +232,14 @@ class ChaosRun:
         the campaign. Fault times come from the FaultSchedule (times are from the start of the run)."""
         rng = random.Random(self.seed * 31337 + 5)
         end = self.t0 + self.days * 86400
+        span = end - self.t0
         for m in self.fleet:
+            # whatever the length of the run, each meter sees a purchase, an operator's top-up and a remote
+            # disconnect early on, so that a short run exercises every path
+            self.at(self.t0 + rng.uniform(0.02, 0.2) * span, lambda m=m, a=rng.randint(10, 60) * 100: self.purchase(m, a))
+            self.at(self.t0 + rng.uniform(0.02, 0.3) * span,
+                    lambda m=m, a=rng.randint(1, 20) * 100 + rng.randint(0, 99): self.remote_topup(m, a))
+            self.at(self.t0 + rng.uniform(0.1, 0.5) * span, lambda m=m, d=rng.randint(60, 900): self.remote_relay(m, d))
             t = self.t0
             while True:
                 t += rng.expovariate(1.3 / 86400)
