@@ -33,19 +33,18 @@ def test_power_fail_is_committed_and_reported_once_while_the_input_stays_high(me
 
 def test_a_brown_out_within_the_hold_up_is_survived_reported_once_and_re_arms(meter):
     """The simulator kept the power-fail input high and the death due after the supply came back within
-    the hold-up; now the input falls again, the meter lives on, and the next sag is reported again."""
+    the hold-up; now the input falls again and the meter lives on. The next sag, with no other input in
+    between (re-armed by the metering poll, not only by an input wake), is reported again."""
     m = meter
     w = m.world
     boots = m.boots
     holdup = m.info["power_fail_holdup_ms"]
-    w.outage(w.now_ms + 1, holdup // 2)
-    m.run_for(30)
-    c1 = m.request("events")["counts"].get("power_fail")
-    assert m.boots == boots, "a sag shorter than the hold-up rebooted the meter"
-    assert c1 == 1, c1
     before = m.request("totals", fresh=True)["import_wh"]
     w.outage(w.now_ms + 1, holdup // 2)
-    m.run_for(60)
-    assert m.request("events")["counts"].get("power_fail") == 2
-    assert m.boots == boots
-    assert m.request("totals", fresh=True)["import_wh"] > before, "metering stopped after the brown-out"
+    m.run_for(30)
+    w.outage(w.now_ms + 1, holdup // 2)
+    m.run_for(30)
+    counts = m.request("events")["counts"]
+    assert m.boots == boots, "a sag shorter than the hold-up rebooted the meter"
+    assert counts.get("power_fail") == 2, counts
+    assert m.request("totals", fresh=True)["import_wh"] > before, "metering stopped after the brown-outs"

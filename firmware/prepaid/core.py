@@ -253,6 +253,8 @@ class Prepaid:
 
     def poll(self):
         """After each metering poll: standing charge, credit rule, power limit, relay, commits."""
+        if self._pf_seen and not self.power_fail_pin.value():
+            self._pf_seen = False            # the supply came back (a brown-out): the next sag is news
         clock = self.clock
         now = clock.time()
         valid = clock.time_valid
@@ -304,7 +306,8 @@ class Prepaid:
     def power_failing(self):
         """The supply is going: take the last energy out of the chip and commit it now, once while the
         power-fail input stays high (other input may wake the loop again within the hold-up: it must not
-        commit and report again each time); a supply that comes back (a brown-out) re-arms it."""
+        commit and report again each time); a supply seen back (here, or at the next metering poll: a
+        brown-out) re-arms it. Sags closer together than that with no wake between are one episode."""
         if self.power_fail_pin.value():
             if self._pf_seen:
                 return True

@@ -183,7 +183,8 @@ class Checker:
             self._blind(m, w)
         if st.report:
             start = self.run.unix_now()
-            w.reports.append((start, start + (st.undo_s or 0) + REPORT_WINDOW_S, kind, st.report))
+            w.reports.append((start, start + (st.undo_s or 0) + REPORT_WINDOW_S, kind, st.report,
+                              start + (st.undo_s or 0)))
 
     def fault_ended(self, m, kind, st):
         if m is None:
@@ -311,7 +312,15 @@ class Checker:
                 if ts is not None:
                     by_kind.setdefault(e["kind"], []).append(ts)
         for report in sorted({r[3] for r in w.reports}):
-            mine = sorted((r for r in w.reports if r[3] == report), key=lambda r: r[0])
+            # Faults of one kind that follow each other within a metering period (with no wake between,
+            # the meter sees one episode: two sags 7 s apart are one power failure) are one fault here.
+            mine = []
+            for r in sorted((r for r in w.reports if r[3] == report), key=lambda r: r[0]):
+                if mine and r[0] <= mine[-1][4] + PERIOD_S + self.run.quiet_step_s:
+                    p = mine[-1]
+                    mine[-1] = (p[0], max(p[1], r[1]), p[2] + "+" + r[2], report, max(p[4], r[4]))
+                else:
+                    mine.append(r)
             counts = [0] * len(mine)
             for ts in by_kind.get(report, []):
                 k = None

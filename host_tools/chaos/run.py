@@ -489,6 +489,7 @@ class ChaosRun:
             "days": self.days, "meters": self.n, "seed": self.seed,
             "faults": dict(sorted(self.faults.items())),
             "faults_total": sum(self.faults.values()),
+            "fault_log": self.fault_log,
             "fault_kinds": self.kinds,
             "provider_callback_faults": dict(self.provider.fault_counts),
             "activity": dict(self.stats, chunks_served=self.ota.stats.get("chunks", 0)),
