@@ -325,7 +325,7 @@ class Checker:
             for ts in by_kind.get(report, []):
                 k = None
                 for i, r in enumerate(mine):
-                    if r[0] - 1 <= ts <= r[1]:
+                    if int(r[0]) - 1 <= ts <= r[1]:        # ts: the meter's whole seconds
                         k = i
                 if k is not None:
                     counts[k] += 1
