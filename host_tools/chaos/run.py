@@ -157,10 +157,11 @@ class ChaosRun:
         self.broker = SteppedBroker(lambda: self.v)
         self.he = HeadEnd(store, self.broker.url, retry_s=30.0, retry_max_s=600.0, clock=self.unix_now,
                           client=SimHeadEndClient(self.broker.sim, clock=lambda: self.v))
-        self.he.start()
-        # chunks on the head-end's own session, as `headend serve` does (it subscribes again after a broker
-        # restart; a separate clean session would lose its subscription in the first restart)
+        # chunks on the head-end's own session, attached before it connects, as `headend serve` does (its
+        # topics are subscribed at every connect; a separate clean session would lose its subscription in
+        # the first broker restart)
         self.ota = heota.attach(self.he, rng=random.Random(seed * 7 + 5))
+        self.he.start()
 
         # The agency over the same store: customers (every second one with post-paid arrears), payments
         # through the virtual provider, texts to the customers' phones.
