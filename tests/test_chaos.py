@@ -95,3 +95,16 @@ def test_small_chaos_run_has_no_violation_and_is_reproducible():
         r.pop("wall_s")
     assert rep2 == rep, "the same seed gave two reports: %s" % [
         k for k in rep if rep.get(k) != rep2.get(k)]
+
+
+@pytest.mark.parametrize("args, said", [
+    (["--days", "-1"], "--days"),
+    (["--days", "1", "--kinds", "chip_silent,nope"], "nope"),
+    (["--days", "1", "--meters", "0"], "--meters"),
+    (["--days", "1", "--faults-per-day", "-2"], "--faults-per-day"),
+])
+def test_bad_arguments_are_one_line_and_exit_2(args, said):
+    out = subprocess.run([sys.executable, "-m", "host_tools.cli", "sim", "chaos"] + args, cwd=str(ROOT),
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 2, (out.returncode, out.stderr)
+    assert said in out.stderr and "Traceback" not in out.stderr and len(out.stderr.strip().splitlines()) == 1, out.stderr
