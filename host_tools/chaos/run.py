@@ -76,6 +76,17 @@ class _CustomerSms:
         return "sms-%d" % len(text)
 
 
+class _Inbox:
+    """E-mail and WhatsApp: receipts and statements the customers read (nothing the run acts on)."""
+
+    def __init__(self, name):
+        self.name, self.sent = name, 0
+
+    def send(self, address, text, subject=None):
+        self.sent += 1
+        return "%s-%d" % (self.name, self.sent)
+
+
 _TOKEN = re.compile(r"\d[\d -]{18,}\d")
 
 
@@ -167,7 +178,8 @@ class ChaosRun:
         # through the virtual provider, texts to the customers' phones.
         self.provider = VirtualProvider(random.Random(seed * 13 + 1), self.unix_now)
         settings = Settings(clock=self.unix_now, payment_poll_after_s=120.0, secret="chaos-%d" % seed)
-        self.agency = Agency(store, settings, self.provider, self.keystore, sms=_CustomerSms(self))
+        self.agency = Agency(store, settings, self.provider, self.keystore, sms=_CustomerSms(self),
+                             email=_Inbox("email"), whatsapp=_Inbox("whatsapp"))
         ids = [r["meter_id"] for r in rows]
         registry.import_csv(store, customers_csv(ids, arrears_every=2), self.unix_now())
         self.checker = Checker(self)
