@@ -25,7 +25,8 @@ def test_schedule_same_seed_same_faults_and_other_seed_differs():
 def test_schedule_draws_every_kind_over_a_long_run():
     items = FaultSchedule(1, days=100, meters=3, per_day=6).items
     drawn = {k for _, _, k, _ in items}
-    assert drawn == set(faults.REGISTRY), "never drawn: %s" % sorted(set(faults.REGISTRY) - drawn)
+    usable = {k for k, v in faults.REGISTRY.items() if v.available()}
+    assert drawn == usable, "never drawn: %s" % sorted(usable - drawn)
     fleet = [x for x in items if x[1] is None]
     assert fleet and all(faults.REGISTRY[k].scope == "fleet" for _, _, k, _ in fleet), fleet[:3]
 
@@ -43,6 +44,22 @@ def test_a_new_kind_plugs_in_by_name_and_a_missing_machine_leaves_it_out():
     finally:
         faults.REGISTRY.pop("test_only_kind")
         faults.REGISTRY.pop("test_unavailable")
+
+
+def test_tear_hook_speaks_both_cut_hook_signatures():
+    import random
+
+    class Flash:
+        cut_hook = None
+    f = Flash()
+    f.cut_hook = faults.tear_hook(f, 2, random.Random(1), ("write",))
+    assert f.cut_hook(0, b"abcd") is None, "the first write was torn, not the second"
+    land = f.cut_hook(4, b"efgh")
+    assert 0 <= land < 4 and f.cut_hook is None, (land, f.cut_hook)
+    f.cut_hook = faults.tear_hook(f, 1, random.Random(1), ("erase",))
+    assert f.cut_hook("write", 0, 100) is None, "a write torn by an erase-only hook"
+    land = f.cut_hook("erase", 4096, 4096)
+    assert 0 <= land < 4096 and f.cut_hook is None
 
 
 def test_friendly_windows_computed_independently():

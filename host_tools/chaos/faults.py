@@ -3,7 +3,7 @@
 A kind is a name with a weight, a scope (one meter, or the whole fleet: the broker), and a `strike`
 function that applies it to the simulated world and says how it ends. New kinds plug in by name:
 
-    faults.register(FaultKind("torn_erase", strike=my_strike, weight=2))
+    faults.register(FaultKind("bit_flips", strike=my_strike, weight=2, available=lambda: ...))
 
 and the schedule draws them like the rest (`kinds=` limits a run to some). A kind whose machinery is
 missing from the simulator (`available()` false) is left out of the draw, so a schedule made where the
@@ -96,20 +96,46 @@ def _power_cut(run, m, rng):
     return Strike("power cut at a random instant", metering=True)
 
 
-def _torn_write(run, m, rng):
-    """Tear the k-th next flash write at a random byte (k in 1..8): wherever the firmware is writing."""
-    if not m.sim.world.grid_on:
-        return Strike("(no supply already: nothing to cut)")
-    k = [rng.randint(1, 8)]
+def tear_hook(flash, k, rng, kinds=("write",)):
+    """A flash `cut_hook` that tears the k-th next operation of `kinds` at a random byte. It speaks both the
+    hook of today, fn(offset, data) for writes, and the one the flash models grow, fn(kind, offset, n)
+    with kind "write" or "erase" (None: the operation completes; k: k bytes land, then the power goes)."""
+    left = [k]
 
-    def hook(off, data):
-        k[0] -= 1
-        if k[0] > 0:
+    def hook(*a):
+        if len(a) == 3:
+            kind, _off, n = a
+        else:
+            kind, n = "write", len(a[1])
+        if kind not in kinds or n <= 0:
             return None
-        m.sim.flash.cut_hook = None
-        return rng.randrange(len(data))
-    m.sim.flash.cut_hook = hook
-    return Strike("power cut inside the %d-th next flash write" % k[0])      # the boot check sees the death
+        left[0] -= 1
+        if left[0] > 0:
+            return None
+        flash.cut_hook = None
+        return rng.randrange(n)
+    return hook
+
+
+def _erase_hooks():
+    """Whether the flash model offers erases to its cut hook (torn erases)."""
+    import inspect
+    from host_tools.sim.flashfile import FlashFile
+    try:
+        return "cut_hook" in inspect.getsource(FlashFile.erase)
+    except (OSError, TypeError):
+        return False
+
+
+def _torn(kinds, what):
+    def strike(run, m, rng):
+        """Tear the k-th next flash operation (k in 1..8) at a random byte: wherever the firmware is."""
+        if not m.sim.world.grid_on:
+            return Strike("(no supply already: nothing to cut)")
+        k = rng.randint(1, 8)
+        m.sim.flash.cut_hook = tear_hook(m.sim.flash, k, rng, kinds)
+        return Strike("power cut inside the %d-th next flash %s" % (k, what))     # the boot check sees the death
+    return strike
 
 
 def _cut_in_token(run, m, rng):
@@ -159,7 +185,9 @@ for _k in (
         FaultKind("broker_restart", _broker_restart, 1, scope="fleet"),
         FaultKind("sms_loss", _sms_loss, 2),
         FaultKind("power_cut", _power_cut, 3),
-        FaultKind("torn_write", _torn_write, 3),
+        FaultKind("torn_write", _torn(("write",), "write"), 3),
+        FaultKind("torn_erase", _torn(("erase",), "erase"), 2, available=_erase_hooks,
+                  doc="a block left partly erased (drawn once the flash model hands erases to its cut hook)"),
         FaultKind("cut_in_token", _cut_in_token, 1),
         FaultKind("outage", _outage, 2),
         FaultKind("brownout", _brownout, 2),

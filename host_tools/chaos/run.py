@@ -315,16 +315,8 @@ class ChaosRun:
     def _arm_token_cut(self, m):
         if m.cut_next_token:
             m.cut_next_token = False
-            k = [self.rng.randint(1, 3)]
-            rng = random.Random(self.rng.getrandbits(32))
-
-            def hook(off, data):
-                k[0] -= 1
-                if k[0] > 0:
-                    return None
-                m.sim.flash.cut_hook = None
-                return rng.randrange(len(data))
-            m.sim.flash.cut_hook = hook
+            m.sim.flash.cut_hook = F.tear_hook(m.sim.flash, self.rng.randint(1, 3), random.Random(self.rng.getrandbits(32)),
+                                               ("write", "erase"))
 
     def keypad(self, m, digits):
         if m.dead or not m.sim.world.grid_on:
