@@ -93,8 +93,13 @@ class Checker:
         return round(self.run.v - getattr(self.run, "t0", 0.0), 1)
 
     def flag(self, m, check, what):
-        self.violations.append({"seed": self.run.seed, "step": self.step, "meter": m.id if m is not None else None,
-                                "check": check, "what": what})
+        r = self.run
+        self.violations.append({"seed": r.seed, "step": self.step, "meter": m.id if m is not None else None,
+                                "check": check, "what": what,
+                                "reproduce": "meterkit sim chaos --days %s --meters %d --seed %d --faults-per-day %s%s --json"
+                                             % (r.days, r.n, r.seed, r.per_day,
+                                                (" --kinds " + ",".join(r.kinds_asked) if r.kinds_asked else "")
+                                                + ("" if r.campaign_wanted else " --no-campaign"))})
         self.run.say("VIOLATION step %s meter %s %s: %s" % (self.step, m.id if m else "-", check, what))
 
     # -- set-up ------------------------------------------------------------------------------------

@@ -106,6 +106,7 @@ class ChaosRun:
         self.rng = random.Random(seed)
         self.schedule = F.FaultSchedule(seed, days, meters, per_day, kinds, start_s=0.0)
         self.kinds = self.schedule.kinds
+        self.kinds_asked = list(kinds) if kinds else None
         self.tmp = tempfile.TemporaryDirectory(prefix="chaos-") if workdir is None else None
         self.wd = self.tmp.name if self.tmp else str(workdir)
         self.v = 0.0              # virtual seconds since the world's epoch
