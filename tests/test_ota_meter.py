@@ -384,6 +384,21 @@ show(res=res, after=Store().load("prepaid"))
     assert kinds(r)[-1] == "record_migrated"
 
 
+def test_an_offer_hours_after_boot_is_downloaded_not_abandoned_at_once(meter):
+    """Found by `meterkit sim chaos`: the stall clock started at boot, so an offer accepted more than the
+    stall time after boot was abandoned before its first chunk was asked for."""
+    work, _ = meter
+    r = run(work, '''
+u = make()
+CLK.t += 7 * 3600 * 1000
+code = u.offer(offer())[0]
+w = u.wanted()
+show(code=code, w=w, state=u.state)
+''')
+    assert r["code"] == "accepted" and r["w"] is not None and r["state"] != "idle", r
+    assert not [e for e in r["events"] if e[0] == "ota_failed"], r["events"]
+
+
 def test_a_download_nobody_serves_for_hours_is_abandoned_and_the_meter_takes_the_next_offer(meter, signer):
     work, pkg = meter
     key, _ = signer

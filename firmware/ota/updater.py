@@ -116,6 +116,7 @@ class Updater:
         r = self.rec
         if r.get("st") in (DOWNLOAD, READY, SWITCHED) and not self.trial:
             if hexlify(data).decode() == r.get("ofr"):
+                self._progress = self.clock.ticks_ms()     # the head-end is serving this offer: not stalled
                 return O.ACCEPTED, "resuming at %d of %d" % (r.get("off", 0), r["size"])
             return BUSY, "installing %s" % r.get("v")
         if self.trial:
@@ -134,6 +135,9 @@ class Updater:
                     "from": self.version, "floor": r.get("floor")}
         self._save()
         self._asked = None
+        # the stall clock starts with the download, not at boot: an offer hours after boot was abandoned
+        # at once ("no chunk for 21600 s") before its first chunk was asked for
+        self._progress = self.clock.ticks_ms()
         self.emit("ota_offered", {"version": h["version"], "size": h["size"], "slot": self.rec["slot"]})
         if self._slot_sha(h["size"]) == h["sha256"]:
             # the slot already holds this image, verified (an offer again after a rollback caused by a

@@ -119,6 +119,7 @@ class Prepaid:
         self.last_commit = self.last_full = clock.ticks_ms()
         meter.listeners.append(self.on_energy)
         self.power_fail_pin = board.pin("power_fail")
+        self._pf_seen = False
         self.commits = 0
         if not state:
             self.commit()   # the first commit also writes `born`
@@ -255,6 +256,8 @@ class Prepaid:
 
     def poll(self):
         """After each metering poll: standing charge, credit rule, power limit, relay, commits."""
+        if self._pf_seen and not self.power_fail_pin.value():
+            self._pf_seen = False            # the supply came back (a brown-out): the next sag is news
         clock = self.clock
         now = clock.time()
         valid = clock.time_valid
@@ -304,12 +307,19 @@ class Prepaid:
         self.emit("statement", {"month": month_name(mo[0])})
 
     def power_failing(self):
-        """The supply is going: take the last energy out of the chip and commit it now."""
+        """The supply is going: take the last energy out of the chip and commit it now, once while the
+        power-fail input stays high (other input may wake the loop again within the hold-up: it must not
+        commit and report again each time); a supply seen back (here, or at the next metering poll: a
+        brown-out) re-arms it. Sags closer together than that with no wake between are one episode."""
         if self.power_fail_pin.value():
+            if self._pf_seen:
+                return True
+            self._pf_seen = True
             self.meter.poll()
             self.commit_energy()
             self.emit("power_fail", None)
             return True
+        self._pf_seen = False
         return False
 
     # -- credit changes (each committed before it is acknowledged) -------------------------------

@@ -30,6 +30,7 @@ BENCHES = [
     "host_tools.bench.ota_bench",
     "host_tools.bench.ota_bench:run_campaign",
     "host_tools.bench.chips_bench",
+    "host_tools.bench.chaos_bench",
 ]
 
 LONG = [

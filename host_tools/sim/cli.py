@@ -8,6 +8,7 @@ SIM_COMMANDS = [
     "host_tools.sim.scenarios.powercut",
     "host_tools.sim.scenarios.chain",
     "host_tools.sim.profile",
+    "host_tools.chaos.cli",
 ]
 
 

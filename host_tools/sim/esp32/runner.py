@@ -465,6 +465,12 @@ class SimMeter:
         firmware dies. Returns True when the firmware must be woken now."""
         w = self.world
         if w.bench is not None or w.grid_on:
+            if self._death_at is not None:
+                # A brown-out: the supply came back within the hold-up, so the power-fail input falls again
+                # (before, it stayed high and the death stayed due although the supply was back).
+                self.pins[self.info["pins"]["power_fail"]] = 0
+                self._death_at = None
+                self._pf_told = False
             return False
         if self._death_at is None:
             self.pins[self.info["pins"]["power_fail"]] = 1

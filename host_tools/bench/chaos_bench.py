@@ -1,0 +1,45 @@
+"""The chaos year (`meterkit sim chaos`): several meters through a long stretch of simulated days in which
+every fault the simulator has strikes at random, with the independent checks. A year of several meters
+takes hours on 2 busy cores, so `make bench` runs CHAOS_BENCH_DAYS (default 10) days of CHAOS_BENCH_METERS
+(default 3) meters and reports the rate (meter-days per wall second) from which a year's cost follows;
+`CHAOS_BENCH_DAYS=365 python -m host_tools.bench.chaos_bench` runs the year.
+
+Keys: chaos_days, chaos_meters, chaos_seed, chaos_faults_total, chaos_faults_<kind>, chaos_violations,
+chaos_recovery_max_s, chaos_max_unbilled_wh_per_cut, chaos_cuts_checked, chaos_payments_paid,
+chaos_payments_credited, chaos_meter_days_per_wall_s, chaos_wall_s, chaos_year_wall_s_est."""
+import json
+import os
+import sys
+
+from host_tools.chaos.run import run as chaos
+
+
+def run():
+    days = float(os.environ.get("CHAOS_BENCH_DAYS", "10"))
+    meters = int(os.environ.get("CHAOS_BENCH_METERS", "3"))
+    seed = int(os.environ.get("CHAOS_BENCH_SEED", "1"))
+    rep = chaos(days=days, meters=meters, seed=seed, per_day=6.0,
+                log=lambda text: sys.stderr.write(text + "\n"))
+    out = {"chaos_days": days, "chaos_meters": meters, "chaos_seed": seed,
+           "chaos_faults_total": rep["faults_total"], "chaos_violations": len(rep["violations"]),
+           "chaos_recovery_max_s": rep["recovery_max_s"],
+           "chaos_max_unbilled_wh_per_cut": rep["max_unbilled_wh_per_cut"],
+           "chaos_cuts_checked": rep["cuts_checked"],
+           "chaos_payments_paid": rep["payments"]["paid"], "chaos_payments_credited": rep["payments"]["credited"],
+           "chaos_wall_s": rep["wall_s"]}
+    for k, n in rep["faults"].items():
+        out["chaos_faults_%s" % k] = n
+    rate = days * meters / rep["wall_s"] if rep["wall_s"] else None
+    out["chaos_meter_days_per_wall_s"] = round(rate, 3) if rate else None
+    out["chaos_year_wall_s_est"] = round(365 * meters / rate) if rate else None
+    if rep["violations"]:
+        path = os.path.join("build", "chaos-violations.json")
+        os.makedirs("build", exist_ok=True)
+        with open(path, "w") as f:
+            json.dump(rep["violations"], f, indent=1)
+        out["chaos_violations_file"] = path
+    return out
+
+
+if __name__ == "__main__":
+    print(json.dumps(run(), indent=1, sort_keys=True))
