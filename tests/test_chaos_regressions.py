@@ -1,7 +1,7 @@
 """Bugs `meterkit sim chaos` found, each pinned by the smallest run that shows it."""
 import pytest
 
-from host_tools.sim.runner import SimMeter
+from host_tools.sim.esp32.runner import SimMeter
 
 LOAD = {"kind": "constant", "name": "steady", "watts": 2000, "pf": 1.0}
 

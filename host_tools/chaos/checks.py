@@ -15,7 +15,7 @@ Stated bounds:
   energy to meter);
 - a supply the rules keep on is on again within GRACE_S (the poll, the relay's pulse and its retries)."""
 from host_tools.errors import SimulationError
-from host_tools.sim.powercut import BAD_EVENTS, committed_record, ledger_problems
+from host_tools.sim.scenarios.powercut import BAD_EVENTS, committed_record, ledger_problems
 
 UNBILLED_WH = 1.0               # + the energy of the two metering periods before the cut
 TRUTH_SLACK_WH = 1.0

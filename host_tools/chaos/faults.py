@@ -120,7 +120,7 @@ def tear_hook(flash, k, rng, kinds=("write",)):
 def _erase_hooks():
     """Whether the flash model offers erases to its cut hook (torn erases)."""
     import inspect
-    from host_tools.sim.flashfile import FlashFile
+    from host_tools.sim.world.flashfile import FlashFile
     try:
         return "cut_hook" in inspect.getsource(FlashFile.erase)
     except (OSError, TypeError):

@@ -145,11 +145,11 @@ class ChaosRun:
         from host_tools.headend.service import HeadEnd
         from host_tools.headend.store import Store
         from host_tools.ota import keys, package, simimage
-        from host_tools.sim import otachip
-        from host_tools.sim.headend_client import SimHeadEndClient
-        from host_tools.sim.runner import SimMeter
-        from host_tools.sim.scenario import SteppedBroker
-        from host_tools.sim.smsc import SMSC
+        from host_tools.sim.esp32 import otachip
+        from host_tools.sim.net.headend_client import SimHeadEndClient
+        from host_tools.sim.esp32.runner import SimMeter
+        from host_tools.sim.scenarios.chain import SteppedBroker
+        from host_tools.sim.modem.smsc import SMSC
         wd, seed = self.wd, self.seed
         self.say("building the firmware images %s and %s" % (OLD, NEW))
         keys.generate(os.path.join(wd, "maker.pem"), force=True)
