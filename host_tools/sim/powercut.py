@@ -45,7 +45,7 @@ _SLOT_HDR = struct.Struct("<4sBBHIII")
 FAULTS = ("torn-write", "torn-erase", "bitflip", "slow-erase", "brownout")
 # The flash's age and its losses (host_tools/sim/flashfile.FlashFaults): at the end of its rated
 # endurance every block has seen about 100,000 erases and, per power cycle, loses a bit with this chance.
-BITFLIP_RATE = 1e-4
+BITFLIP_RATE = 2e-3
 SLOW_ERASE_RATE = 0.01
 # Brown-outs: a sag of this many ms (the board holds up 40 ms): some survived, some not.
 BROWNOUT_MS = (5, 120)
