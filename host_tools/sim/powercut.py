@@ -19,7 +19,18 @@ Two independent views are checked after every boot:
 - the running meter's `credit`, `totals` and `events` replies: `check` is None, conservation, the
   debit rule, top-ups, and no `ledger_lost` or store-fault event.
 
-Library: `run(cuts, seed, power_fail)` -> result dict; `PowerCutRun` for step-by-step use (tests).
+Fault kinds (`faults=`, `--faults`; all by default on the command line, none by default in `run`):
+`torn-write` and `torn-erase` (the cut lands inside the k-th next flash program or erase, at a random
+byte: host_tools/sim/flashfile.FlashFaults), `bitflip` (an aged flash at its rated 100,000 erases:
+worn blocks lose a programmed bit while the meter is off, at BITFLIP_RATE per block per power cycle;
+the store corrects one lost bit per slot from its CRC, and the checker reads a slot the same way,
+by its own bit-by-bit search), `slow-erase` (an erase still running when the driver returns: reads
+meet a mix; a cut then leaves it) and `brownout` (a sag of 5-120 ms against the 40 ms hold-up: the
+power-fail warning fires and the supply may come back in time; a brown-out that kills the meter may
+leave no registered energy unbilled). Steps rotate instant / torn / brown-out cuts.
+
+Library: `run(cuts, seed, power_fail, faults=FAULTS)` -> result dict; `PowerCutRun` for step-by-step
+use (tests).
 """
 import json
 import random
