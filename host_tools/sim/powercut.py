@@ -179,10 +179,11 @@ def committed_record(flash, name="prepaid", corrected=None):
     """The value of record `name` the next boot will load from this flash (FlashFile): a valid
     journal's entry, else the newest valid slot (one lost bit corrected, as the store does; the names
     go into `corrected`). Raises SimulationError when none is readable."""
-    from littlefs import LittleFS
+    from littlefs import LittleFS, UserContext
     blocks = flash.size // flash.block_size
-    fs = LittleFS(block_size=flash.block_size, block_count=blocks, name_max=255, mount=False)
-    fs.context.buffer = bytearray(flash.read(0, flash.size))
+    # The image as the context's buffer from the start (a default context would first zero 2 MB).
+    fs = LittleFS(context=UserContext(buffer=bytearray(flash.read(0, flash.size))),
+                  block_size=flash.block_size, block_count=blocks, name_max=255, mount=False)
     try:
         fs.mount()
     except Exception as e:
@@ -466,7 +467,7 @@ class PowerCutRun:
                 self.check_live()       # survived: the meter runs on, its state still whole
         elif i % (3 if "brownout" in self.faults else 2) == 0:
             self.kind = "instant"
-            self._activity(300)
+            self._activity(120)
             m.run_until(m.world.now_ms + rng.randrange(1, 2000))
             m.power_cut()
             if i + 1 < self.planned and rng.random() < 0.25:
