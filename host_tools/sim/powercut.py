@@ -53,7 +53,8 @@ BAD_EVENTS = ("ledger_lost", "store_record_corrupt", "store_slot_newer_lost", "s
 _SLOT_HDR = struct.Struct("<4sBBHIII")
 
 # Fault kinds a run can draw (`--faults`): where a cut may land and what the flash does to the bits.
-FAULTS = ("torn-write", "torn-erase", "bitflip", "slow-erase", "brownout")
+FAULTS = ("torn-write", "torn-erase", "bitflip", "slow-erase", "brownout", "keypad-tokens")
+PAN = "600727000000000009"
 # The flash's age and its losses (host_tools/sim/flashfile.FlashFaults): at the end of its rated
 # endurance every block has seen about 100,000 erases and, per power cycle, loses a bit with this chance.
 BITFLIP_RATE = 2e-3
@@ -222,6 +223,7 @@ class TopupBook:
         self.amounts = {}         # ref -> amount, every top-up sent
         self.acked = set()
         self.pending = None       # the ref sent and not yet acknowledged (retried after a cut)
+        self.lost = 0             # top-ups flagged lost already (each loss is one violation)
 
     def sent(self, ref, amount):
         self.amounts[ref] = amount
@@ -232,6 +234,13 @@ class TopupBook:
         if self.pending == ref:
             self.pending = None
 
+    def forgive(self, topups):
+        """A loss was flagged (a violation already): take the meter's `topups` as the new base so the
+        same loss is not flagged again at every later check."""
+        base = sum(self.amounts[r] for r in self.acked) - self.lost
+        if topups < base:
+            self.lost += base - topups
+
     def problems(self, topups, refs):
         """Check a meter's `topups` total (and its recent applied refs, when known) against the book."""
         applied = set(self.acked)
@@ -239,7 +248,7 @@ class TopupBook:
             maybe = self.amounts[self.pending]
         else:
             maybe = 0
-        base = sum(self.amounts[r] for r in applied)
+        base = sum(self.amounts[r] for r in applied) - self.lost
         if refs is not None:
             unknown = [r for r in refs if r not in self.amounts]
             if unknown:
@@ -283,6 +292,10 @@ class PowerCutRun:
         self.power_fail = power_fail
         self.faults = tuple(f for f in FAULTS if f in faults)
         self.rng = random.Random(seed * 7919 + (1 if power_fail else 0))
+        if heap is None and "keypad-tokens" in self.faults:
+            # A provisioned meter starts its cellular side too: the heap simulated online meters get
+            # (at the default 256k its boot meets a MemoryError and the crash loop ends in safe mode).
+            heap = "384k"
         self.m = SimMeter(seed=seed, profile="household", settings=settings(commit_wh, commit_s),
                           heap=heap, mpy=mpy)
         if self.faults:
@@ -292,8 +305,14 @@ class PowerCutRun:
                 bitflip_rate=BITFLIP_RATE if "bitflip" in self.faults else 0.0,
                 read_during_erase=SLOW_ERASE_RATE if "slow-erase" in self.faults else 0.0,
                 wear_base=ENDURANCE if "bitflip" in self.faults else 0))
+        self.sts_key = None
+        self.digits = {}            # ref "sts:TID" -> the token typed for it (retyped after a cut)
+        self._tid = 0
+        self.keypad_tokens = 0
+        if "keypad-tokens" in self.faults:
+            self._provision()
         self.flips = 0
-        self.flips_in_records = 0
+        self.flip_effects = {}      # "harmless" / "record" / "filesystem" -> power cycles with flips
         self.corrected = 0          # slots the checker read only after putting a lost bit back
         self.recovered_events = {}
         self.brownouts = 0
@@ -324,6 +343,17 @@ class PowerCutRun:
     def close(self):
         self.m.close()
 
+    def _provision(self):
+        """Give the meter identity and an STS decoder key (drawn from the seed) so tokens can be typed."""
+        import secrets
+        self.sts_key = bytes(self.rng.getrandbits(8) for _ in range(16))
+        r = self.m.request("provision", pan=PAN, serial=9, meter_id=PAN, sgc="123457", ti=1, krn=1,
+                           base_date="14", sts_key=self.sts_key.hex(), message_key=secrets.token_hex(32),
+                           service_key=secrets.token_hex(32),
+                           broker={"host": "he.example", "port": 1883, "username": PAN, "password": "s3cret-pass"})
+        if not r.get("ok"):
+            raise SimulationError("the meter refused provisioning for keypad tokens: %s" % r.get("error"))
+
     def _flag(self, what):
         self.violations.append({"seed": self.seed, "step": self.step_no, "cut": self.kind, "what": what,
                                 "power_fail": self.power_fail})
@@ -334,7 +364,12 @@ class PowerCutRun:
         if m.boots:
             self.cuts += 1
             self.cut_kinds[self.kind] = self.cut_kinds.get(self.kind, 0) + 1
-            self.flips += len(m.flash.power_cycle())     # the bits worn blocks lost while it was off
+            m.keys.clear()            # keys typed into a dead meter are gone; the customer starts again
+            before = m.flash.read(0, m.flash.size) if m.flash.faults and m.flash.faults.bitflip_rate else None
+            flips = m.flash.power_cycle()            # the bits worn blocks lost while it was off
+            self.flips += len(flips)
+            if flips:
+                self._classify_flips(before)
             corrected = []
             try:
                 rec = committed_record(m.flash, corrected=corrected)
@@ -357,8 +392,33 @@ class PowerCutRun:
                     self._flag("committed state: " + p)
                 for p in self.book.problems(rec["ledger"]["topups"], rec.get("refs")):
                     self._flag("committed state: " + p)
+                    if "lost" in p:
+                        self.book.forgive(rec["ledger"]["topups"])
             self.corrected += len(corrected)
         self._boot()
+
+    def _classify_flips(self, before):
+        """What the bits just lost did, read with littlefs from the image before and after: nothing
+        (free or stale blocks), a record slot's bytes only (the store corrects one bit per slot), or
+        the file system itself (a metadata commit failing its CRC: littlefs drops it and every later
+        commit of that block, so files roll back or vanish; no record-level check can see it)."""
+        from host_tools.build.image import read_image
+        bs = self.m.flash.block_size
+
+        def files(img):
+            try:
+                return read_image(img, bs)
+            except Exception:        # noqa: BLE001 - an image littlefs cannot mount at all
+                return None
+        a, b = files(before), files(self.m.flash.read(0, self.m.flash.size))
+        if a == b:
+            kind = "harmless"
+        elif a is not None and b is not None and a.keys() == b.keys() and all(
+                a[n] == b[n] or n.rsplit(".", 1)[-1] in ("a", "b") for n in a):
+            kind = "record"
+        else:
+            kind = "filesystem"
+        self.flip_effects[kind] = self.flip_effects.get(kind, 0) + 1
 
     def check_live(self):
         """Ask the running meter for its credit and events and check them."""
@@ -405,20 +465,63 @@ class PowerCutRun:
         self.book.ack(ref)
         return True
 
+    def keypad_token(self, ref=None):
+        """Type an STS currency token on the keypad (a new one, unless retyping `ref` after a cut);
+        True when the prepaid record on flash holds its ref (the meter commits before it shows)."""
+        from host_tools.vend.sts_encode import build, encode_amount, tid_from_time
+        m = self.m
+        if ref is None:
+            amount = self.rng.choice((500, 1000, 2000, 5000, 10000))
+            import datetime
+            now = datetime.datetime.fromtimestamp(m.world.epoch + m.world.now_ms // 1000, datetime.timezone.utc)
+            self._tid = max(self._tid + 1, tid_from_time(now))
+            ref = "sts:%d" % self._tid
+            self.digits[ref] = build(self.sts_key, 0, 4, self.rng.randrange(16), self._tid,
+                                     encode_amount(amount * 1000))["token"]
+            self.book.sent(ref, amount)
+            self.keypad_tokens += 1
+        boots = m.boots
+        for d in self.digits[ref]:
+            m.press(d)
+        m.press("ENTER")
+        m.run_for(2)
+        if m.boots != boots:
+            self.interrupted += 1
+            return False              # a cut while it was typed or applied: typed again after the boot
+        try:
+            refs = committed_record(m.flash).get("refs") or []
+        except SimulationError as e:
+            self._flag("after a keypad token: %s" % e)
+            return False
+        if ref not in refs:
+            self._flag("keypad token %s not applied" % ref)
+            self.book.pending = None
+            return False
+        self.book.ack(ref)
+        return True
+
+    def _send(self, ref=None):
+        """A top-up: typed as an STS token on the keypad half of the time when that kind is drawn."""
+        if ref is not None:
+            return self.keypad_token(ref) if ref.startswith("sts:") else self.topup(ref)
+        if self.sts_key is not None and self.rng.random() < 0.5:
+            return self.keypad_token()
+        return self.topup()
+
     def _retry_pending(self):
         for _ in range(5):
             if self.book.pending is None:
                 return
-            self.topup(self.book.pending)
+            self._send(self.book.pending)
 
     def _activity(self, max_s):
         """A stretch of normal life: maybe a top-up, then metering for a random time."""
         if not self.m.world.grid_on:
             pass                  # nobody tops up a meter that is off (and it could not answer)
         elif self.book.pending is not None:
-            self.topup(self.book.pending)
+            self._send(self.book.pending)
         elif self.rng.random() < 0.4:
-            self.topup()
+            self._send()
         self.m.run_for(self.rng.uniform(0.5, max_s))
 
     def _arm_tear(self, kmax):
@@ -526,9 +629,11 @@ def run(cuts=200, seed=1, power_fail=False, heap=None, progress=None, commit_wh=
             "torn_writes": m.flash.torn_writes,
             "torn_erases": m.flash.torn_erases,
             "bit_flips": r.flips,
+            "bit_flip_effects": dict(sorted(r.flip_effects.items())),
             "slots_corrected": r.corrected,
             "store_slot_corrected_events": r.recovered_events.get("store_slot_corrected", 0),
             "slow_erases": m.flash.slow_erases,
+            "keypad_tokens": r.keypad_tokens,
             "brownouts": r.brownouts,
             "brownouts_cut": r.brownouts_cut,
             "cut_kinds": dict(sorted(r.cut_kinds.items())),
