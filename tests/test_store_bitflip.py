@@ -127,3 +127,21 @@ def test_bit_location_from_the_syndrome_matches_brute_force():
             m = bytearray(msg)
             m[j] ^= 1 << b
             assert records._bit_at(base ^ zlib.crc32(m), len(msg)) == (j, b)
+
+
+def test_a_rotten_older_slot_is_reported_once_however_often_the_record_is_checked(root):
+    s = Store(root)
+    s.commit("pe", b"\x01" + bytes(range(40)))
+    s.commit("pe", b"\x01" + bytes(range(1, 41)))
+    path, gen = newest_slot(root, "pe")
+    other = path[:-1] + ("a" if path.endswith("b") else "b")
+    data = bytearray(open(other, "rb").read())
+    data[30] ^= 0x03                              # two bits: beyond correction
+    open(other, "wb").write(bytes(data))
+    s = Store(root)
+    seen = []
+    for _ in range(50):                          # an energy commit checks the generation every poll
+        s.generation("pe")
+        s.load("pe")
+        seen += s.take_faults()
+    assert seen == [("slot_corrupt", "pe")]

@@ -194,6 +194,7 @@ class Store:
     def __init__(self, root):
         self.root = root
         self.faults = []
+        self._told = []
         self._hdr = bytearray(_HEADER_LEN)
         self._chunk = bytearray(_CHUNK)
         self._newest = {}  # name -> (slot, generation) of the newest valid slot, once known
@@ -275,9 +276,13 @@ class Store:
         return self.root + "/" + JOURNAL
 
     def _fault(self, code, detail):
-        # Bounded, and once per fault: every load of a record with a bad slot would repeat it.
-        if len(self.faults) < _MAX_FAULTS and (code, detail) not in self.faults:
-            self.faults.append((code, detail))
+        # Bounded, and once per fault while running: every load of a record with a bad slot (an
+        # energy commit's generation check, every poll) would repeat it after take_faults().
+        f = (code, detail)
+        if len(self._told) < 2 * _MAX_FAULTS and f not in self._told:
+            self._told.append(f)
+            if len(self.faults) < _MAX_FAULTS:
+                self.faults.append(f)
 
     def _probe(self, name, name_b, slot):
         """(state, gen, kind, length): state is the generation when valid, _ABSENT (no file, or an
