@@ -131,3 +131,14 @@ def test_a_bit_lost_in_the_newest_prepaid_slot_is_corrected_by_the_meter_and_the
     v = r.check_live()
     assert r.violations == [] and r.recovered_events.get("store_slot_corrected") == 1
     assert v["credit"] <= credit and credit - v["credit"] < 100     # metering on, nothing lost or made
+
+
+def test_cli_refuses_an_unknown_fault_kind_in_one_line():
+    import subprocess
+    import sys
+    from pathlib import Path
+    meterkit = str(Path(sys.executable).parent / "meterkit")
+    p = subprocess.run([meterkit, "sim", "powercut", "--cuts", "3", "--faults", "torn-write,bogus"],
+                       capture_output=True, text=True, timeout=60)
+    assert p.returncode == 2 and "unknown kind bogus" in p.stderr and "Traceback" not in p.stderr, p.stderr
+    assert len(p.stderr.strip().splitlines()) == 1
