@@ -36,6 +36,8 @@ def _many(cuts, pf, seed0):
         "torn_erases": sum(r["torn_erases"] for r in res),
         "bit_flips": sum(r["bit_flips"] for r in res),
         "corrected": sum(r["slots_corrected"] for r in res),
+        "flip_effects": {k: sum(r["bit_flip_effects"].get(k, 0) for r in res)
+                         for k in ("harmless", "record", "filesystem")},
         "brownouts": sum(r["brownouts"] for r in res),
         "brownouts_cut": sum(r["brownouts_cut"] for r in res),
         "slow_erases": sum(r["slow_erases"] for r in res),
@@ -67,6 +69,8 @@ def run(cuts=CUTS):
         "powercut_torn_erases": a["torn_erases"],
         "powercut_bit_flips": a["bit_flips"],
         "powercut_slots_corrected": a["corrected"],
+        "powercut_bit_flips_in_littlefs_metadata": a["flip_effects"]["filesystem"],
+        "powercut_bit_flips_in_record_slots": a["flip_effects"]["record"],
         "powercut_brownouts": a["brownouts"],
         "powercut_brownouts_cut": a["brownouts_cut"],
         "powercut_slow_erases": a["slow_erases"],
