@@ -142,3 +142,12 @@ def test_cli_refuses_an_unknown_fault_kind_in_one_line():
                        capture_output=True, text=True, timeout=60)
     assert p.returncode == 2 and "unknown kind bogus" in p.stderr and "Traceback" not in p.stderr, p.stderr
     assert len(p.stderr.strip().splitlines()) == 1
+
+
+def test_the_same_seed_makes_the_same_run_with_every_fault_kind():
+    a = powercut.run(cuts=9, seed=6, faults=powercut.FAULTS)
+    b = powercut.run(cuts=9, seed=6, faults=powercut.FAULTS)
+    for r in (a, b):
+        r.pop("wall_seconds")
+    assert a == b
+    assert a["keypad_tokens"] > 0 and a["violations"] == []
