@@ -29,6 +29,8 @@ class App:
     def _meter_job(self):
         self.meter.poll()
         self.prepaid.poll()
+        if self.store is not None and self.store.faults:
+            self._store_faults()      # what later loads found (the prepaid record's, a token store's)
 
     def _on_input(self):
         self.prepaid.power_failing()

@@ -10,7 +10,7 @@ KINDS = (
     "relay_welded", "low_credit", "emergency_taken", "emergency_repaid", "debt_recovered", "credit_cleared",
     "token", "token_state_unreadable", "tamper", "auth_failed", "provisioned", "factory_locked",
     "link_up", "link_down", "modem_reset", "queue_overflow", "store_slot_newer_lost", "store_journal",
-    "statement", "config_changed", "debt_loaded",
+    "statement", "config_changed", "debt_loaded", "store_slot_corrected",
 )
 
 

@@ -15,6 +15,13 @@ copied or renamed onto another record is refused.
 leaves all of them old or all new. Recovery runs in `Store()` before anything can be loaded. The
 journal code is loaded only while it is needed (RAM: it is not resident).
 
+A slot that fails its CRC is first corrected when one bit flipped (a worn NOR cell losing its charge):
+CRC-32 has Hamming distance 4 at these lengths, so the syndrome (stored ^ computed CRC) names the one
+bit, with no extra bytes on flash. The fix is only taken when it turns a 1 back into a 0 (charge loss
+only raises bits), and the header still reads sane; the corrected value is written as the next
+generation into the other slot, then over the rotten one (scrubbed), and reported once as
+`slot_corrected`.
+
 `load` raises `StoreMissing` (never written) or `StoreCorrupt` (no valid slot): it never invents a
 default. Anything the app should log as an event (a bad slot, a replayed or discarded journal) is
 queued in `faults`; drain it with `take_faults()`. Beware when a newest slot rotted: loading the older
@@ -116,12 +123,78 @@ def parse(name, data):
     return gen, decode(kind, payload)
 
 
+_POLY = 0xEDB88320
+
+
+def _bit_at(syndrome, n):
+    """The bit (byte index, bit 0-7) whose flip in an n-byte message changes its CRC-32 by `syndrome`,
+    or None. A flip at byte j, bit b moves the register by one bit shifted through 8(n-j)-b zero-input
+    steps (CRC is linear; the init and final XOR cancel), so walk those steps once from 1."""
+    t = 1
+    for k in range(1, 8 * n + 1):
+        t = (t >> 1) ^ (_POLY if t & 1 else 0)
+        if t == syndrome:
+            nj = (k + 7) >> 3
+            return n - nj, 8 * nj - k
+    return None
+
+
+def _fix(store, name, name_b, slot, other):
+    """Correct a one-bit flip in `slot` and write the value as the next generation into the other
+    slot; (slot, gen, kind, length) as _scan returns, or None when it cannot be corrected."""
+    try:
+        f = open(store._path(name, slot), "rb")
+    except OSError:
+        return None
+    try:
+        data = bytearray(f.read(_HEADER_LEN + MAX_PAYLOAD + 1))
+    finally:
+        f.close()
+    size = len(data)
+    if not _HEADER_LEN <= size <= _HEADER_LEN + MAX_PAYLOAD:
+        return None
+    body = memoryview(data)
+    crc = struct.unpack_from("<I", data, _CRC_AT)[0]
+    syn = crc ^ crc32(name_b, crc32(body[_HEADER_LEN:], crc32(body[:_CRC_AT])))
+    if syn & (syn - 1) == 0:
+        if not crc & syn:
+            return None
+        # One bit of the stored CRC itself flipped: the data is whole.
+    else:
+        hit = _bit_at(syn, size - 4 + len(name_b))
+        if hit is None or hit[0] >= size - 4:
+            return None  # no single bit explains it, or it points into the name (not stored)
+        i = hit[0] + (4 if hit[0] >= _CRC_AT else 0)
+        if not data[i] >> hit[1] & 1:
+            return None  # charge loss only turns 0 into 1: a 0 to set back is not a lost bit
+        data[i] ^= 1 << hit[1]
+    magic, fmt, kind, _, gen, length, _c = struct.unpack_from(_HEADER, data)
+    if magic != _MAGIC or fmt != _FORMAT or kind > KIND_BYTES or length != size - _HEADER_LEN:
+        return None
+    payload = bytes(body[_HEADER_LEN:])
+    if kind == KIND_JSON:
+        try:
+            json.loads(payload)
+        except ValueError:
+            return None
+    if other[0] > gen:
+        return None  # the other slot is valid and newer: nothing to recover here
+    store._fault("slot_corrected", name)
+    # The value goes whole into the other slot first (the rotten one still holds it, correctably,
+    # should this write be cut), then over the rotten one, so no bad slot is left to report again.
+    gen = max(gen, other[1]) + 1
+    store._write_slot(name, name_b, 1 - slot, gen, kind, payload)
+    store._write_slot(name, name_b, slot, gen + 1, kind, payload)
+    return slot, gen + 1, kind, length
+
+
 class Store:
     """Records under `root` (a directory on a mounted littlefs); recovers an interrupted commit_many."""
 
     def __init__(self, root):
         self.root = root
         self.faults = []
+        self._told = []
         self._hdr = bytearray(_HEADER_LEN)
         self._chunk = bytearray(_CHUNK)
         self._newest = {}  # name -> (slot, generation) of the newest valid slot, once known
@@ -203,9 +276,13 @@ class Store:
         return self.root + "/" + JOURNAL
 
     def _fault(self, code, detail):
-        # Bounded, and once per fault: every load of a record with a bad slot would repeat it.
-        if len(self.faults) < _MAX_FAULTS and (code, detail) not in self.faults:
-            self.faults.append((code, detail))
+        # Bounded, and once per fault while running: every load of a record with a bad slot (an
+        # energy commit's generation check, every poll) would repeat it after take_faults().
+        f = (code, detail)
+        if len(self._told) < 2 * _MAX_FAULTS and f not in self._told:
+            self._told.append(f)
+            if len(self.faults) < _MAX_FAULTS:
+                self.faults.append(f)
 
     def _probe(self, name, name_b, slot):
         """(state, gen, kind, length): state is the generation when valid, _ABSENT (no file, or an
@@ -249,6 +326,15 @@ class Store:
         """Probe both slots: (slot, gen, kind, length) of the newest valid, or raise; notes bad slots."""
         a = self._probe(name, name_b, 0)
         b = self._probe(name, name_b, 1)
+        if a[0] == _BAD or b[0] == _BAD:
+            # The fault path: a bit lost in a worn block is corrected and scrubbed into the other slot
+            # (the bad slot claiming the newer generation first, when both are bad).
+            for slot in ((0, 1) if a[1] >= b[1] else (1, 0)):
+                if (a, b)[slot][0] == _BAD:
+                    fixed = _fix(self, name, name_b, slot, (b, a)[slot])
+                    if fixed is not None:
+                        self._newest[name] = (fixed[0], fixed[1])
+                        return fixed
         if a[0] < 0 and b[0] < 0:
             if a[0] == _ABSENT and b[0] == _ABSENT:
                 raise StoreMissing("record %s was never written" % name)

@@ -465,12 +465,12 @@ class SimMeter:
         firmware dies. Returns True when the firmware must be woken now."""
         w = self.world
         if w.bench is not None or w.grid_on:
-            if self._death_at is not None:
-                # A brown-out: the supply came back within the hold-up, so the power-fail input falls again
-                # (before, it stayed high and the death stayed due although the supply was back).
+            if self._death_at is not None and w.grid_on:
+                # A brown-out shorter than the hold-up: the supply is back before the firmware died.
                 self.pins[self.info["pins"]["power_fail"]] = 0
                 self._death_at = None
                 self._pf_told = False
+                self.stats["brownouts_survived"] = self.stats.get("brownouts_survived", 0) + 1
             return False
         if self._death_at is None:
             self.pins[self.info["pins"]["power_fail"]] = 1

@@ -19,7 +19,18 @@ Two independent views are checked after every boot:
 - the running meter's `credit`, `totals` and `events` replies: `check` is None, conservation, the
   debit rule, top-ups, and no `ledger_lost` or store-fault event.
 
-Library: `run(cuts, seed, power_fail)` -> result dict; `PowerCutRun` for step-by-step use (tests).
+Fault kinds (`faults=`, `--faults`; all by default on the command line, none by default in `run`):
+`torn-write` and `torn-erase` (the cut lands inside the k-th next flash program or erase, at a random
+byte: host_tools/sim/world/flashfile.FlashFaults), `bitflip` (an aged flash at its rated 100,000 erases:
+worn blocks lose a programmed bit while the meter is off, at BITFLIP_RATE per block per power cycle;
+the store corrects one lost bit per slot from its CRC, and the checker reads a slot the same way,
+by its own bit-by-bit search), `slow-erase` (an erase still running when the driver returns: reads
+meet a mix; a cut then leaves it) and `brownout` (a sag of 5-120 ms against the 40 ms hold-up: the
+power-fail warning fires and the supply may come back in time; a brown-out that kills the meter may
+leave no registered energy unbilled). Steps rotate instant / torn / brown-out cuts.
+
+Library: `run(cuts, seed, power_fail, faults=FAULTS)` -> result dict; `PowerCutRun` for step-by-step
+use (tests).
 """
 import json
 import random
@@ -34,10 +45,25 @@ OPENING = 20000
 FLASH_BLOCKS = 512
 ENDURANCE = 100000
 # Event kinds that mean the state was lost or damaged (counts run on across reboots).
+# A corrected slot (a lost bit put back from its CRC) is a recovered fault: counted, not a violation.
+RECOVERED_EVENTS = ("store_slot_corrected",)
+# With worn blocks losing bits, a slot that fails its CRC beyond correction is a fault the store
+# detected and reported (once): counted; whether credit went wrong is for the ledger checks to say.
+DETECTED_EVENTS = ("store_slot_corrupt", "store_slot_newer_lost")
 BAD_EVENTS = ("ledger_lost", "store_record_corrupt", "store_slot_newer_lost", "store_slot_corrupt",
               "store_unavailable", "flash_unavailable", "config_invalid")
 
 _SLOT_HDR = struct.Struct("<4sBBHIII")
+
+# Fault kinds a run can draw (`--faults`): where a cut may land and what the flash does to the bits.
+FAULTS = ("torn-write", "torn-erase", "bitflip", "slow-erase", "brownout", "keypad-tokens")
+PAN = "600727000000000009"
+# The flash's age and its losses (host_tools/sim/world/flashfile.FlashFaults): at the end of its rated
+# endurance every block has seen about 100,000 erases and, per power cycle, loses a bit with this chance.
+BITFLIP_RATE = 2e-3
+SLOW_ERASE_RATE = 0.01
+# Brown-outs: a sag of this many ms (the board holds up 40 ms): some survived, some not.
+BROWNOUT_MS = (5, 120)
 _J_HEAD = struct.Struct("<4sBBH")
 _J_ENTRY = struct.Struct("<BBHII")
 
@@ -58,8 +84,7 @@ def settings(commit_wh=None, commit_s=None):
 
 
 # -- the committed state, read from the flash image ------------------------------------------------
-def _slot(name, data):
-    """(generation, value) of a slot file's bytes, or None when it is empty or fails its checks."""
+def _slot_whole(name, data):
     if len(data) < _SLOT_HDR.size:
         return None
     magic, fmt, kind, _, gen, length, crc = _SLOT_HDR.unpack_from(data)
@@ -68,7 +93,34 @@ def _slot(name, data):
         return None
     if zlib.crc32(name.encode(), zlib.crc32(payload, zlib.crc32(data[:16]))) != crc:
         return None
-    return gen, (json.loads(payload) if kind == 0 else bytes(payload))
+    if kind == 0:
+        try:
+            return gen, json.loads(payload)
+        except ValueError:
+            return None
+    return gen, bytes(payload)
+
+
+def _slot(name, data, corrected=None):
+    """(generation, value) of a slot file's bytes, or None when it is empty or fails its checks. A slot
+    that one lost bit (a 1 that was programmed 0) spoils is read as the store corrects it: tried here
+    bit by bit (the firmware walks the CRC syndrome instead); `corrected` collects the names."""
+    got = _slot_whole(name, data)
+    if got is not None or len(data) < _SLOT_HDR.size or len(data) > _SLOT_HDR.size + 4096:
+        return got
+    buf = bytearray(data)
+    for i in range(len(buf)):
+        v = buf[i]
+        for b in range(8):
+            if v >> b & 1:
+                buf[i] = v ^ (1 << b)
+                got = _slot_whole(name, buf)
+                if got is not None:
+                    if corrected is not None:
+                        corrected.append(name)
+                    return got
+        buf[i] = v
+    return None
 
 
 # The energy record `pe` (firmware/prepaid/core.py): format byte 1, then zig-zag LEB128 varints in this order.
@@ -127,13 +179,15 @@ def _journal_entry(name, data):
     return found
 
 
-def committed_record(flash, name="prepaid"):
+def committed_record(flash, name="prepaid", corrected=None):
     """The value of record `name` the next boot will load from this flash (FlashFile): a valid
-    journal's entry, else the newest valid slot. Raises SimulationError when none is readable."""
-    from littlefs import LittleFS
+    journal's entry, else the newest valid slot (one lost bit corrected, as the store does; the names
+    go into `corrected`). Raises SimulationError when none is readable."""
+    from littlefs import LittleFS, UserContext
     blocks = flash.size // flash.block_size
-    fs = LittleFS(block_size=flash.block_size, block_count=blocks, name_max=255, mount=False)
-    fs.context.buffer = bytearray(flash.read(0, flash.size))
+    # The image as the context's buffer from the start (a default context would first zero 2 MB).
+    fs = LittleFS(context=UserContext(buffer=bytearray(flash.read(0, flash.size))),
+                  block_size=flash.block_size, block_count=blocks, name_max=255, mount=False)
     try:
         fs.mount()
     except Exception as e:
@@ -151,7 +205,7 @@ def committed_record(flash, name="prepaid"):
             return j[1]
         best = None
         for s in "ab":
-            got = _slot(n, read("%s.%s" % (n, s)))
+            got = _slot(n, read("%s.%s" % (n, s)), corrected)
             if got and (best is None or got[0] > best[0]):
                 best = got
         return None if best is None else best[1]
@@ -172,6 +226,7 @@ class TopupBook:
         self.amounts = {}         # ref -> amount, every top-up sent
         self.acked = set()
         self.pending = None       # the ref sent and not yet acknowledged (retried after a cut)
+        self.lost = 0             # top-ups flagged lost already (each loss is one violation)
 
     def sent(self, ref, amount):
         self.amounts[ref] = amount
@@ -182,6 +237,13 @@ class TopupBook:
         if self.pending == ref:
             self.pending = None
 
+    def forgive(self, topups):
+        """A loss was flagged (a violation already): take the meter's `topups` as the new base so the
+        same loss is not flagged again at every later check."""
+        base = sum(self.amounts[r] for r in self.acked) - self.lost
+        if topups < base:
+            self.lost += base - topups
+
     def problems(self, topups, refs):
         """Check a meter's `topups` total (and its recent applied refs, when known) against the book."""
         applied = set(self.acked)
@@ -189,7 +251,7 @@ class TopupBook:
             maybe = self.amounts[self.pending]
         else:
             maybe = 0
-        base = sum(self.amounts[r] for r in applied)
+        base = sum(self.amounts[r] for r in applied) - self.lost
         if refs is not None:
             unknown = [r for r in refs if r not in self.amounts]
             if unknown:
@@ -222,13 +284,43 @@ def ledger_problems(led, import_wh=None, price=PRICE_PER_MWH):
 class PowerCutRun:
     """One meter, cut `cuts` times. `step(i)` makes cut i and checks the boot after it."""
 
-    def __init__(self, seed=1, power_fail=False, heap=None, commit_wh=None, commit_s=None, mpy=True):
+    def __init__(self, seed=1, power_fail=False, heap=None, commit_wh=None, commit_s=None, mpy=True,
+                 faults=()):
+        from host_tools.sim.world.flashfile import FlashFaults
         from host_tools.sim.esp32.runner import SimMeter
+        bad = [f for f in faults if f not in FAULTS]
+        if bad:
+            raise UsageError("unknown fault kind %s" % ", ".join(bad), hint="kinds: " + ",".join(FAULTS))
         self.seed = seed
         self.power_fail = power_fail
+        self.faults = tuple(f for f in FAULTS if f in faults)
         self.rng = random.Random(seed * 7919 + (1 if power_fail else 0))
+        if heap is None and "keypad-tokens" in self.faults:
+            # A provisioned meter starts its cellular side too: the heap simulated online meters get
+            # (at the default 256k its boot meets a MemoryError and the crash loop ends in safe mode).
+            heap = "384k"
         self.m = SimMeter(seed=seed, profile="household", settings=settings(commit_wh, commit_s),
                           heap=heap, mpy=mpy)
+        if self.faults:
+            self.m.flash.set_faults(FlashFaults(
+                seed, torn_write=True, torn_erase="torn-erase" in self.faults,
+                bitflip_wear=ENDURANCE if "bitflip" in self.faults else None,
+                bitflip_rate=BITFLIP_RATE if "bitflip" in self.faults else 0.0,
+                read_during_erase=SLOW_ERASE_RATE if "slow-erase" in self.faults else 0.0,
+                wear_base=ENDURANCE if "bitflip" in self.faults else 0))
+        self.sts_key = None
+        self.digits = {}            # ref "sts:TID" -> the token typed for it (retyped after a cut)
+        self._tid = 0
+        self.keypad_tokens = 0
+        if "keypad-tokens" in self.faults:
+            self._provision()
+        self.flips = 0
+        self.flip_effects = {}      # "harmless" / "record" / "filesystem" -> power cycles with flips
+        self.corrected = 0          # slots the checker read only after putting a lost bit back
+        self.recovered_events = {}
+        self.brownouts = 0
+        self.brownouts_cut = 0
+        self.cut_kinds = {}
         self.book = TopupBook()
         self.violations = []
         self.cuts = 0
@@ -254,6 +346,17 @@ class PowerCutRun:
     def close(self):
         self.m.close()
 
+    def _provision(self):
+        """Give the meter identity and an STS decoder key (drawn from the seed) so tokens can be typed."""
+        self.sts_key = bytes(self.rng.getrandbits(8) for _ in range(16))
+        # Every key from the seed too: the records' bytes (and so where lost bits land) repeat.
+        r = self.m.request("provision", pan=PAN, serial=9, meter_id=PAN, sgc="123457", ti=1, krn=1,
+                           base_date="14", sts_key=self.sts_key.hex(), message_key="%064x" % self.rng.getrandbits(256),
+                           service_key="%064x" % self.rng.getrandbits(256),
+                           broker={"host": "he.example", "port": 1883, "username": PAN, "password": "s3cret-pass"})
+        if not r.get("ok"):
+            raise SimulationError("the meter refused provisioning for keypad tokens: %s" % r.get("error"))
+
     def _flag(self, what):
         self.violations.append({"seed": self.seed, "step": self.step_no, "cut": self.kind, "what": what,
                                 "power_fail": self.power_fail})
@@ -263,8 +366,16 @@ class PowerCutRun:
         m = self.m
         if m.boots:
             self.cuts += 1
+            self.cut_kinds[self.kind] = self.cut_kinds.get(self.kind, 0) + 1
+            m.keys.clear()            # keys typed into a dead meter are gone; the customer starts again
+            before = m.flash.read(0, m.flash.size) if m.flash.faults and m.flash.faults.bitflip_rate else None
+            flips = m.flash.power_cycle()            # the bits worn blocks lost while it was off
+            self.flips += len(flips)
+            if flips:
+                self._classify_flips(before)
+            corrected = []
             try:
-                rec = committed_record(m.flash)
+                rec = committed_record(m.flash, corrected=corrected)
             except SimulationError as e:
                 self._flag("after the cut: %s" % e)
                 rec = None
@@ -278,13 +389,39 @@ class PowerCutRun:
                     self.max_unbilled_wh = lost
                 if lost < 0:
                     self._flag("committed import exceeds the energy read by %.4f Wh" % -lost)
-                elif self.power_fail and lost > 0:
+                elif (self.power_fail or self.kind == "brownout") and lost > 0:
                     self._flag("%.4f Wh registered and not committed despite the power-fail warning" % lost)
                 for p in ledger_problems(rec["ledger"], imp_wh):
                     self._flag("committed state: " + p)
                 for p in self.book.problems(rec["ledger"]["topups"], rec.get("refs")):
                     self._flag("committed state: " + p)
+                    if "lost" in p:
+                        self.book.forgive(rec["ledger"]["topups"])
+            self.corrected += len(corrected)
         self._boot()
+
+    def _classify_flips(self, before):
+        """What the bits just lost did, read with littlefs from the image before and after: nothing
+        (free or stale blocks), a record slot's bytes only (the store corrects one bit per slot), or
+        the file system itself (a metadata commit failing its CRC: littlefs drops it and every later
+        commit of that block, so files roll back or vanish; no record-level check can see it)."""
+        from host_tools.build.image import read_image
+        bs = self.m.flash.block_size
+
+        def files(img):
+            try:
+                return read_image(img, bs)
+            except Exception:        # noqa: BLE001 - an image littlefs cannot mount at all
+                return None
+        a, b = files(before), files(self.m.flash.read(0, self.m.flash.size))
+        if a == b:
+            kind = "harmless"
+        elif a is not None and b is not None and a.keys() == b.keys() and all(
+                a[n] == b[n] or n.rsplit(".", 1)[-1] in ("a", "b") for n in a):
+            kind = "record"
+        else:
+            kind = "filesystem"
+        self.flip_effects[kind] = self.flip_effects.get(kind, 0) + 1
 
     def check_live(self):
         """Ask the running meter for its credit and events and check them."""
@@ -301,6 +438,9 @@ class PowerCutRun:
             self._flag("meter view: " + p)
         counts = self.m.request("events")["counts"]
         for k, n in counts.items():
+            if k in RECOVERED_EVENTS or ("bitflip" in self.faults and k in DETECTED_EVENTS):
+                self.recovered_events[k] = n
+                continue
             if (k in BAD_EVENTS or k.startswith("store_record") or k.startswith("store_slot")) \
                     and n > self._bad_counts.get(k, 0):
                 self._bad_counts[k] = n
@@ -328,36 +468,81 @@ class PowerCutRun:
         self.book.ack(ref)
         return True
 
+    def keypad_token(self, ref=None):
+        """Type an STS currency token on the keypad (a new one, unless retyping `ref` after a cut);
+        True when the prepaid record on flash holds its ref (the meter commits before it shows)."""
+        from host_tools.vend.sts_encode import build, encode_amount, tid_from_time
+        m = self.m
+        if ref is None:
+            amount = self.rng.choice((500, 1000, 2000, 5000, 10000))
+            import datetime
+            now = datetime.datetime.fromtimestamp(m.world.epoch + m.world.now_ms // 1000, datetime.timezone.utc)
+            self._tid = max(self._tid + 1, tid_from_time(now))
+            ref = "sts:%d" % self._tid
+            self.digits[ref] = build(self.sts_key, 0, 4, self.rng.randrange(16), self._tid,
+                                     encode_amount(amount * 1000))["token"]
+            self.book.sent(ref, amount)
+            self.keypad_tokens += 1
+        boots = m.boots
+        for d in self.digits[ref]:
+            m.press(d)
+        m.press("ENTER")
+        m.run_for(2)
+        if m.boots != boots:
+            self.interrupted += 1
+            return False              # a cut while it was typed or applied: typed again after the boot
+        try:
+            refs = committed_record(m.flash).get("refs") or []
+        except SimulationError as e:
+            self._flag("after a keypad token: %s" % e)
+            return False
+        if ref not in refs:
+            self._flag("keypad token %s not applied" % ref)
+            self.book.pending = None
+            return False
+        self.book.ack(ref)
+        return True
+
+    def _send(self, ref=None):
+        """A top-up: typed as an STS token on the keypad half of the time when that kind is drawn."""
+        if ref is not None:
+            return self.keypad_token(ref) if ref.startswith("sts:") else self.topup(ref)
+        if self.sts_key is not None and self.rng.random() < 0.5:
+            return self.keypad_token()
+        return self.topup()
+
     def _retry_pending(self):
         for _ in range(5):
             if self.book.pending is None:
                 return
-            self.topup(self.book.pending)
+            self._send(self.book.pending)
 
     def _activity(self, max_s):
         """A stretch of normal life: maybe a top-up, then metering for a random time."""
         if not self.m.world.grid_on:
             pass                  # nobody tops up a meter that is off (and it could not answer)
         elif self.book.pending is not None:
-            self.topup(self.book.pending)
+            self._send(self.book.pending)
         elif self.rng.random() < 0.4:
-            self.topup()
+            self._send()
         self.m.run_for(self.rng.uniform(0.5, max_s))
 
     def _arm_tear(self, kmax):
-        """Tear the k-th next flash write (k random in 1..kmax) at a random byte."""
+        """Tear the k-th next flash operation (k random in 1..kmax) at a random byte: a program, or an
+        erase when torn erases are drawn (without a fault model only programs reach the hook)."""
         m = self.m
         rng = self.rng
         k = [rng.randrange(1, kmax + 1)]
         self._torn = False
 
-        def hook(off, data):
+        def hook(kind, off, n):
             k[0] -= 1
             if k[0] > 0:
                 return None
             m.flash.cut_hook = None
-            self._torn = True
-            return rng.randrange(len(data))
+            self._torn = kind
+            self.kind = "torn-" + kind
+            return rng.randrange(n)
         m.flash.cut_hook = hook
 
     def step(self, i):
@@ -373,9 +558,22 @@ class PowerCutRun:
             m.world.outage(start, dur)
             while m.boots == boots:
                 self._activity(120)
-        elif i % 2 == 0:
+        elif "brownout" in self.faults and i % 3 == 2:
+            # The supply sags below the hold-up: the power-fail warning fires; it may come back in time.
+            self.kind = "brownout"
+            while True:
+                self._activity(120)
+                self.brownouts += 1
+                start = m.world.now_ms + rng.randrange(1, 30000)
+                m.world.outage(start, rng.randrange(*BROWNOUT_MS))
+                m.run_until(start + BROWNOUT_MS[1] + 1000)
+                if m.boots != boots:
+                    self.brownouts_cut += 1
+                    break
+                self.check_live()       # survived: the meter runs on, its state still whole
+        elif i % (3 if "brownout" in self.faults else 2) == 0:
             self.kind = "instant"
-            self._activity(300)
+            self._activity(120)
             m.run_until(m.world.now_ms + rng.randrange(1, 2000))
             m.power_cut()
             if i + 1 < self.planned and rng.random() < 0.25:
@@ -397,18 +595,20 @@ class PowerCutRun:
             self._torn = False
         # Boot (the hook checks the committed state), finish an interrupted top-up, check the meter.
         m.run_for(1)
-        if self.kind == "instant" and self._torn:
+        if self.kind.startswith("torn") and self._torn:
             self.torn_at_boot += 1
         self._retry_pending()
         self.check_live()
 
 
-def run(cuts=200, seed=1, power_fail=False, heap=None, progress=None, commit_wh=None, commit_s=None):
+def run(cuts=200, seed=1, power_fail=False, heap=None, progress=None, commit_wh=None, commit_s=None,
+        faults=()):
     """Run `cuts` power cuts on one simulated meter; return the result dict (see module doc)."""
     if cuts < 1:
         raise UsageError("--cuts must be at least 1", hint="e.g. --cuts 200")
     t0 = time.monotonic()
-    r = PowerCutRun(seed=seed, power_fail=power_fail, heap=heap, commit_wh=commit_wh, commit_s=commit_s)
+    r = PowerCutRun(seed=seed, power_fail=power_fail, heap=heap, commit_wh=commit_wh, commit_s=commit_s,
+                    faults=faults)
     r.planned = cuts
     try:
         for i in range(cuts):
@@ -429,7 +629,19 @@ def run(cuts=200, seed=1, power_fail=False, heap=None, progress=None, commit_wh=
             "projected_flash_life_years": round(life, 1) if life else None,
             "flash_blocks_erased": erases,
             "flash_writes": m.flash.writes,
-            "torn_writes": m.stats.get("torn_writes", 0),
+            "torn_writes": m.flash.torn_writes,
+            "torn_erases": m.flash.torn_erases,
+            "bit_flips": r.flips,
+            "bit_flip_effects": dict(sorted(r.flip_effects.items())),
+            "slots_corrected": r.corrected,
+            "store_slot_corrected_events": r.recovered_events.get("store_slot_corrected", 0),
+            "store_fault_events": dict(sorted(r.recovered_events.items())),
+            "slow_erases": m.flash.slow_erases,
+            "keypad_tokens": r.keypad_tokens,
+            "brownouts": r.brownouts,
+            "brownouts_cut": r.brownouts_cut,
+            "cut_kinds": dict(sorted(r.cut_kinds.items())),
+            "faults": list(r.faults),
             "torn_writes_at_boot": r.torn_at_boot,
             "outages": m.stats.get("outages", 0),
             "boots": m.boots,
@@ -476,15 +688,30 @@ def register_sim(simsub):
     p.add_argument("--seed", type=int, default=1, help="the run's seed (default 1)")
     p.add_argument("--power-fail", action="store_true",
                    help="real outages with the power-fail warning instead of instant and torn cuts")
+    p.add_argument("--faults", default=",".join(FAULTS), metavar="KINDS",
+                   help="fault kinds, comma-separated, from %s (default all; 'none': instant cuts and "
+                        "torn writes only)" % ",".join(FAULTS))
     p.add_argument("--heap", default=None, help="MicroPython heap cap")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=cmd_powercut)
+
+
+def parse_faults(text):
+    """The --faults list: kinds from FAULTS, or 'none'."""
+    kinds = [k.strip() for k in text.split(",") if k.strip()]
+    if kinds == ["none"]:
+        return ()
+    bad = [k for k in kinds if k not in FAULTS]
+    if bad:
+        raise UsageError("--faults: unknown kind %s" % ", ".join(bad), hint="kinds: %s, or none" % ",".join(FAULTS))
+    return tuple(kinds)
 
 
 def cmd_powercut(args):
     import sys
 
     from host_tools.cli import emit
+    parse_faults(args.faults)        # bad input is refused before anything starts
     progress = prog = None
     if not args.json and sys.stderr.isatty():
         from rich.progress import Progress
@@ -496,7 +723,7 @@ def cmd_powercut(args):
             prog.update(task, completed=done)
     try:
         res = run(cuts=args.cuts, seed=args.seed, power_fail=args.power_fail, heap=args.heap,
-                  progress=progress)
+                  progress=progress, faults=parse_faults(args.faults))
     finally:
         if prog:
             prog.stop()

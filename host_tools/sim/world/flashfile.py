@@ -1,5 +1,35 @@
 """The simulated meter's `vfs` partition: a littlefs image in a file, the same image the build makes for
-the board. Counts what is written (wear) and can tear a write to model a power cut inside it."""
+the board. Counts what is written (wear, per block too) and, with a `FlashFaults` model, fails the way a
+worn NOR flash does.
+
+Fault models (public API, also used by the chaos run):
+
+    faults = FlashFaults(seed, torn_write=True, torn_erase=True, bitflip_wear=5000, bitflip_rate=0.02,
+                         read_during_erase=0.01, wear_base=4000)
+    flash = FlashFile(path, size, block_size, faults=faults)     # or: flash.faults = faults
+    flash.cut_hook = lambda kind, off, n: None or k               # cut the power inside this operation
+    flips = flash.power_cycle()                                   # bits lost while the meter was off
+
+- **Torn write** (`torn_write`): a program the power cut lands its first k bytes; the rest keep what
+  they held (erased 0xFF, as littlefs programs only erased space).
+- **Torn erase** (`torn_erase`): an erase the power cut leaves its block partly erased: bytes before a
+  random cut read 0xFF, the rest keep their old content.
+- **Bit flips in worn blocks** (`bitflip_wear`, `bitflip_rate`): every block counts its erases
+  (`erase_counts`, starting from `wear_base` with a seeded +-10 % spread: an aged meter). At each
+  `power_cycle()` a block with w >= bitflip_wear erases loses one bit with probability
+  `bitflip_rate * w / bitflip_wear` (capped at 1): a programmed 0 reads 1 (charge loss, the NOR
+  retention failure), anywhere in the block's programmed bytes - record data or littlefs metadata.
+- **Read during an erase** (`read_during_erase`): with this probability an erase is still running when
+  the driver returns (a worn block erases slowly); until the next program or erase completes it, the
+  block reads as a seeded mix of 0xFF and old bytes, and a power cut in that window leaves the mix.
+
+`cut_hook(kind, off, n)` ("write" or "erase", partition offset, length) returns None to let the
+operation complete, or the byte at which the power dies. Without a fault model only writes are offered
+to the hook (the behaviour before the models). Every choice comes from the seed: a run is reproducible.
+Counts: `torn_writes`, `torn_erases`, `bit_flips`, `slow_erases`, `flip_log` [(block, offset, bit)].
+"""
+import random
+
 from host_tools.build import image as build_image
 from host_tools.flash import crypt
 
@@ -27,13 +57,49 @@ def read_image_files(path, size, block_size, offset=0, cipher=None):
     return {n.lstrip("/"): d for n, d in build_image.read_image(image, block_size).items()}
 
 
+class FlashFaults:
+    """Seeded fault model for a FlashFile (see the module docstring for each kind)."""
+
+    def __init__(self, seed=1, torn_write=True, torn_erase=True, bitflip_wear=None, bitflip_rate=0.0,
+                 read_during_erase=0.0, wear_base=0):
+        if bitflip_rate < 0 or read_during_erase < 0 or wear_base < 0:
+            raise ValueError("fault rates and wear must not be negative")
+        if bitflip_rate and not bitflip_wear:
+            raise ValueError("bitflip_rate needs bitflip_wear (the erase count where blocks start to lose bits)")
+        self.seed = seed
+        self.torn_write = torn_write
+        self.torn_erase = torn_erase
+        self.bitflip_wear = bitflip_wear
+        self.bitflip_rate = bitflip_rate
+        self.read_during_erase = read_during_erase
+        self.wear_base = wear_base
+        self.rng = random.Random("flashfaults-%d" % seed)
+
+    def initial_wear(self, blocks):
+        """Erases each block has seen before the run: wear_base +- 10 %, seeded."""
+        if not self.wear_base:
+            return [0] * blocks
+        lo, hi = int(self.wear_base * 0.9), int(self.wear_base * 1.1)
+        return [self.rng.randint(lo, hi) for _ in range(blocks)]
+
+    def flip_chance(self, wear):
+        if not self.bitflip_rate or wear < self.bitflip_wear:
+            return 0.0
+        return min(1.0, self.bitflip_rate * wear / self.bitflip_wear)
+
+    def erase_mix(self, old):
+        """What a block being erased reads: each byte either already 0xFF or still old."""
+        r = self.rng
+        return bytes(0xFF if r.random() < 0.5 else b for b in old)
+
+
 class FlashFile:
     """The partition as the CPU sees it. With `cipher` (a host_tools.flash.crypt.FlashCipher: the chip's
     flash encryption is on and the partition is encrypted) the file holds ciphertext, as the flash chip
     does; reads are decrypted and writes encrypted at their absolute flash address, as the flash cache
     does. Erased flash stays 0xFF in the file (it reads back as noise, as on the chip)."""
 
-    def __init__(self, path, size, block_size, offset=0, cipher=None):
+    def __init__(self, path, size, block_size, offset=0, cipher=None, faults=None):
         self.path = path
         self.cipher = cipher
         self.size = size
@@ -43,7 +109,20 @@ class FlashFile:
         self.bytes_written = 0
         self.blocks_erased = 0
         self.writes = 0
-        self.cut_hook = None           # fn(offset, data) -> None or number of bytes to land before a cut
+        self.cut_hook = None           # fn(kind, offset, length) -> None or the byte the power dies at
+        self.erase_counts = [0] * (size // block_size)
+        self.torn_writes = self.torn_erases = self.bit_flips = self.slow_erases = 0
+        self.flip_log = []             # (block, offset in block, bit) of every bit lost
+        self._erasing = None           # block whose erase still runs (read_during_erase)
+        self.faults = None
+        if faults is not None:
+            self.set_faults(faults)
+
+    def set_faults(self, faults):
+        """Use fault model `faults` from now on (its initial wear is laid over the blocks' counts)."""
+        self.faults = faults
+        for b, w in enumerate(faults.initial_wear(len(self.erase_counts))):
+            self.erase_counts[b] += w
 
     def _check(self, off, n):
         if off < 0 or off + n > self.size:
@@ -75,23 +154,93 @@ class FlashFile:
 
     def write(self, off, data):
         self._check(off, len(data))
-        if self.cut_hook:
-            land = self.cut_hook(off, data)
+        self._settle()        # a program waits for an erase still running
+        fa = self.faults
+        if self.cut_hook and (fa is None or fa.torn_write):
+            land = self.cut_hook("write", off, len(data))
             if land is not None:
                 self._put(off, data[:land])
                 self.f.flush()
+                self.torn_writes += 1
                 raise PowerCut(off + land)
         self._put(off, data)
         self.f.flush()        # the firmware reads the file directly
         self.bytes_written += len(data)
         self.writes += 1
 
+    def _raw(self, off, n):
+        self.f.seek(self.offset + off)
+        return self.f.read(n)
+
+    def _raw_put(self, off, data):
+        # Raw bytes as the flash chip holds them (ciphertext when encrypted): erases and bit rot.
+        self.f.seek(self.offset + off)
+        self.f.write(data)
+
     def erase(self, off, n):
         self._check(off, n)
-        self.f.seek(self.offset + off)
-        self.f.write(b"\xff" * n)
+        self._settle()
+        fa = self.faults
+        bs = self.block_size
+        if self.cut_hook and fa is not None and fa.torn_erase:
+            cut = self.cut_hook("erase", off, n)
+            if cut is not None:
+                # A partly erased range: 0xFF up to the cut, the old content after it.
+                self._raw_put(off, b"\xff" * cut)
+                self.f.flush()
+                for b in range(off // bs, (off + max(cut, 1) + bs - 1) // bs):
+                    self.erase_counts[b] += 1
+                self.torn_erases += 1
+                raise PowerCut(off + cut)
+        for b in range(off // bs, (off + n) // bs):
+            self.erase_counts[b] += 1
+        if fa is not None and fa.read_during_erase and n == bs and fa.rng.random() < fa.read_during_erase:
+            # Still erasing when the driver returns: reads meet a mix until the next operation.
+            self._raw_put(off, fa.erase_mix(self._raw(off, n)))
+            self._erasing = off
+            self.slow_erases += 1
+        else:
+            self._raw_put(off, b"\xff" * n)
         self.f.flush()
-        self.blocks_erased += n // self.block_size
+        self.blocks_erased += n // bs
+
+    def _settle(self):
+        if self._erasing is not None:
+            self._raw_put(self._erasing, b"\xff" * self.block_size)
+            self.f.flush()
+            self._erasing = None
+
+    def power_off(self):
+        """The supply is gone: an erase still running stops where it is (its mix stays)."""
+        self._erasing = None
+
+    def power_cycle(self):
+        """The meter was off: worn blocks lose bits (see FlashFaults). Returns [(block, offset, bit)]."""
+        self.power_off()
+        fa = self.faults
+        if fa is None or not fa.bitflip_rate:
+            return []
+        bs = self.block_size
+        flips = []
+        for b, w in enumerate(self.erase_counts):
+            p = fa.flip_chance(w)
+            if not p or fa.rng.random() >= p:
+                continue
+            raw = bytearray(self._raw(b * bs, bs))
+            # A programmed 0 bit turns 1: pick among the bytes that hold a 0 (none in an erased block).
+            zeros = [i for i, v in enumerate(raw) if v != 0xFF]
+            if not zeros:
+                continue
+            i = fa.rng.choice(zeros)
+            bit = fa.rng.choice([k for k in range(8) if not raw[i] >> k & 1])
+            raw[i] |= 1 << bit
+            self._raw_put(b * bs + i, bytes(raw[i:i + 1]))
+            flips.append((b, i, bit))
+        if flips:
+            self.f.flush()
+            self.bit_flips += len(flips)
+            self.flip_log.extend(flips)
+        return flips
 
     def _fs(self):
         import littlefs
