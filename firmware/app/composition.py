@@ -29,8 +29,11 @@ class App:
     def _meter_job(self):
         self.meter.poll()
         self.prepaid.poll()
-        if self.store is not None and self.store.faults:
-            self._store_faults()      # what later loads found (the prepaid record's, a token store's)
+        store = self.store
+        if store is not None and store.faults:
+            # what later loads found (the prepaid record's, a token store's)
+            for code, detail in store.take_faults():
+                self.events.emit("store_" + code, {"detail": detail})
 
     def _on_input(self):
         self.prepaid.power_failing()
