@@ -11,25 +11,9 @@ from comms.at import ATEngine, Cmd, CONNECT, ESCAPE, LINE
 from comms.mqtt import DOWN, UP, MQTTClient
 from comms.protocol import Protocol
 from comms_support import FakeClock, FakeStore
+from host_tools.fuzz.mutate import mutate_bytes as mutate
 
 N = int(os.environ.get("FUZZ_ITERATIONS", "40000"))  # per parser; 5 parsers
-
-
-def mutate(rng, data):
-    b = bytearray(data)
-    for _ in range(rng.randint(1, 4)):
-        op = rng.randrange(4)
-        if op == 0 and b:
-            b[rng.randrange(len(b))] = rng.randrange(256)
-        elif op == 1 and b:
-            del b[rng.randrange(len(b)):][:rng.randint(1, 8)]
-        elif op == 2:
-            i = rng.randrange(len(b) + 1)
-            b[i:i] = bytes(rng.randrange(256) for _ in range(rng.randint(1, 8)))
-        elif b:
-            i = rng.randrange(len(b))
-            b[i:i] = b[i:i + rng.randint(1, 16)]
-    return bytes(b)
 
 
 AT_SAMPLES = [b"\r\nOK\r\n", b"\r\nERROR\r\n", b"\r\n+CME ERROR: 10\r\n", b"\r\n+CREG: 0,1\r\n", b'+CMTI: "SM",2\r\n',

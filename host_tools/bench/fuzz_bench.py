@@ -18,6 +18,7 @@ import traceback
 from pathlib import Path
 
 from host_tools.errors import MeterkitError
+from host_tools.fuzz.mutate import mutate_bytes
 from host_tools.headend import envelope
 from host_tools.headend.demo import CSV_COLUMNS, make_fleet
 from host_tools.headend.service import HeadEnd
@@ -59,22 +60,6 @@ def _good_inner(rng, t):
     if t == "statement":
         return {"t": t, "month": "2026-%02d" % rng.randint(1, 12), "import_wh": 1, "cost": 2, "topups": 0, "credit": 5}
     return {"t": t, "why": "stale", "s": rng.randrange(100)}
-
-
-def _mutate_bytes(rng, b):
-    b = bytearray(b)
-    for _ in range(rng.randint(1, 4)):
-        op = rng.randrange(4)
-        if op == 0 and b:
-            b[rng.randrange(len(b))] = rng.randrange(256)
-        elif op == 1 and b:
-            del b[rng.randrange(len(b)):][:rng.randint(1, 8)]
-        elif op == 2:
-            i = rng.randrange(len(b) + 1)
-            b[i:i] = bytes(rng.randrange(256) for _ in range(rng.randint(1, 8)))
-        else:
-            b = b[:rng.randrange(len(b) + 1)]
-    return bytes(b)
 
 
 def fuzz_ingest(n=N, seed=1):
@@ -122,7 +107,7 @@ def fuzz_ingest(n=N, seed=1):
             elif kind < 0.72:                        # another meter's key / topic
                 payload = envelope.seal(keys[other], mid, seq, inner, direction=envelope.UP)
             else:                                    # mutated bytes of a genuine one
-                payload = _mutate_bytes(rng, envelope.seal(keys[mid], mid, seq, inner, direction=envelope.UP))
+                payload = mutate_bytes(rng, envelope.seal(keys[mid], mid, seq, inner, direction=envelope.UP))
             before = store.meter(mid)["up_seq"]
             stats["inputs"] += 1
             try:
@@ -195,7 +180,7 @@ def fuzz_csv(directory, n=N, seed=1):
         elif p < 0.15:
             data = buf.getvalue().encode("latin-1", "replace") + b"\xe9"
         elif p < 0.35:
-            data = _mutate_bytes(rng, data)
+            data = mutate_bytes(rng, data)
         path.write_bytes(data)
         stats["inputs"] += 1
         try:
