@@ -346,3 +346,23 @@ def test_network_time_only_corrects_a_bounded_drift_of_a_known_clock(known, expe
     else:
         assert clock.set_calls == [] and got[0][0] == "time_rejected"
         assert clock.time() < 1795602600 - 600 or clock.time() > 1795602600 + 600
+
+
+def test_a_modem_that_restarts_mid_command_is_not_waited_for_and_the_text_is_sent_again():
+    # The modem reboots by itself while a text is being sent: its answer will never come. The meter
+    # abandons the command at once (RDY), keeps the text, climbs back and sends it after the restart.
+    link, clock, modem, broker, _, events, _, _ = make(sms_check_s=60)
+    drive(link, clock, 2000, until=up(link))
+    sent_before = len(modem.sms_sent)
+    modem.cmgs_delay = 50000                      # the part is in the network's hands for 50 s
+    link.sms.notify("topup", amount=100, credit=1000)
+    drive(link, clock, 2000, until=lambda: len(modem.sms_sent) > sent_before)
+    assert link.sms.outbox, "the text was taken off the outbox before its OK"
+    modem.cmgs_delay = 0
+    modem.reset()                                  # RDY: the pending +CMGS/OK is gone with the restart
+    t0 = clock.ms
+    drive(link, clock, 3000, until=lambda: up(link)() and not link.sms.outbox)
+    assert up(link)() and not link.sms.outbox, link.status()
+    assert clock.ms - t0 < 40000, "waited %d ms for a command the restarted modem never answers" % (clock.ms - t0)
+    assert not [d for k, d in events if k == "sms_failed"], events
+    assert len(modem.sms_sent) == sent_before + 2   # the text again (at least once: its OK was lost)

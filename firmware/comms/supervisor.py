@@ -172,7 +172,9 @@ class Supervisor:
         elif line.startswith("*PSUTTZ") or line.startswith("+CTZV") or line.startswith("DST:"):
             self._want_time = True
         elif line == "RDY" and self.state not in ("off", "boot", "sync", "init", "cycle"):
-            # The modem restarted by itself (brown-out, its own watchdog): its settings are gone.
+            # The modem restarted by itself (brown-out, its own watchdog): its settings are gone, and
+            # so is the command it was answering: abandon it rather than wait out its timeout.
+            self.at.flush()
             self.cycles += 1
             self.emit("modem_reset", {"why": "modem restarted", "cycles": self.cycles})
             self._drop_session()
@@ -325,6 +327,12 @@ class Supervisor:
             if not cmd.done():
                 return True
             self._sms_job = None
+            if cmd.result == "FLUSHED":
+                # abandoned by a modem restart or power cycle, not answered: nothing was read, sent
+                # or deleted, so the work is done again (a read is never followed by a blind delete)
+                if what == "read" and extra not in self._sms_idx:
+                    self._sms_idx.insert(0, extra)
+                return False
             if what == "read":
                 if cmd.ok:
                     for ln in cmd.lines:
