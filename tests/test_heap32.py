@@ -5,6 +5,7 @@ cellular side online, takes an STS token and a statement; the same run on the 64
 import pytest
 
 from host_tools.bench import heap32_bench as hb
+from host_tools.bench import wasm32
 
 pytestmark = pytest.mark.timeout(600)
 
@@ -16,7 +17,7 @@ def work(tmp_path_factory):
 
 
 def test_the_32bit_interpreter_is_installed():
-    hb._node()      # UsageError naming `make node_modules` when it is not
+    wasm32.node()      # UsageError naming `make node_modules` when it is not
 
 
 @pytest.mark.parametrize("name,fn", [("wasm32", hb.run_wasm), ("unix64", hb.run_unix)])

@@ -9,7 +9,6 @@ chip_<name>_calibrated_worst_error_pct, chip_<name>_calibrated_passed (meters pa
 chip_<name>_heap_32bit_driver_live_bytes; for the BL0942 also the pass count on the `typical` front end
 (±1 degree phase), which a chip without a phase register cannot correct."""
 import json
-import subprocess
 import tempfile
 from pathlib import Path
 
@@ -28,7 +27,6 @@ SEEDS = (1, 2, 3, 4)
 # loaded before the count).
 _DRIVER_CODE = r"""
 import gc, sys, json
-sys.path.insert(0, '/app')
 class Bus:
     def transfer(self, buf, n):
         for i in range(len(buf)):
@@ -55,25 +53,6 @@ gc.collect()
 print('DRIVER32 %d' % (gc.mem_alloc() - before))
 """
 
-_NODE = r"""
-import { loadMicroPython } from %(pkg)s;
-import fs from "fs";
-const [tree, codeFile] = process.argv.slice(2);
-const mp = await loadMicroPython({heapsize: 4 * 1024 * 1024, stdout: (s) => process.stdout.write(s + "\n"),
-                                  stderr: (s) => process.stderr.write(s + "\n")});
-function copy(src, dst) {
-  for (const e of fs.readdirSync(src, {withFileTypes: true})) {
-    if (e.name.startsWith(".")) continue;
-    if (e.isDirectory()) { mp.FS.mkdir(dst + "/" + e.name); copy(src + "/" + e.name, dst + "/" + e.name); }
-    else mp.FS.writeFile(dst + "/" + e.name, fs.readFileSync(src + "/" + e.name));
-  }
-}
-mp.FS.mkdir("/app");
-copy(tree, "/app");
-mp.runPython(fs.readFileSync(codeFile, "utf8"));
-"""
-
-
 def metering_of(chip):
     from host_tools.sim.esp32.runner import chip_metering
     return chip_metering("sim", chip)
@@ -81,9 +60,9 @@ def metering_of(chip):
 
 def driver_heap_32bit(chip):
     """Bytes the chip's driver (module + instance after start and poll) holds on the 32-bit heap."""
-    from host_tools.bench.heap32_bench import PACKAGE, _node
+    from host_tools.bench import wasm32
     from host_tools.sim.esp32.fwbuild import build_tree
-    node = _node()
+    wasm32.node()
     with tempfile.TemporaryDirectory(prefix="chip32-", dir=str(BUILD) if BUILD.exists() else None) as d:
         work = Path(d)
         t = work / "tree"
@@ -94,11 +73,7 @@ def driver_heap_32bit(chip):
             dst.parent.mkdir(parents=True, exist_ok=True)
             dst.write_bytes(p.read_bytes())
         (t / "metering.json").write_text(json.dumps(metering_of(chip)))
-        js = work / "run.mjs"
-        js.write_text(_NODE % {"pkg": json.dumps(PACKAGE.as_uri())})
-        code = work / "code.py"
-        code.write_text(_DRIVER_CODE)
-        proc = subprocess.run([node, str(js), str(t), str(code)], capture_output=True, text=True, timeout=300)
+        proc = wasm32.run(t, _DRIVER_CODE, work, 4 * 1024 * 1024, timeout=300)
         for line in proc.stdout.splitlines():
             if line.startswith("DRIVER32 "):
                 return int(line.split()[1])

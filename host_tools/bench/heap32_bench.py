@@ -25,48 +25,16 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from host_tools.build.compile import compile_source
-from host_tools.errors import UsageError
 from host_tools.paths import BUILD, ROOT, board_dir, micropython_bin
 from host_tools.sim.esp32.fwbuild import build_tree
+from host_tools.bench import wasm32
 
 HERE = Path(__file__).resolve().parent / "heap32"
-PACKAGE = ROOT / "node_modules" / "@micropython" / "micropython-webassembly-pyscript" / "micropython.mjs"
 BOARD = "esp32_atm90e26"
 EPOCH = 1767571200           # the in-process board's clock starts here (2026-01-05)
 RUNS = ("base", "ui", "full")
 TARGET_LIVE = 96 * 1024      # .mpy mode must fit a PSRAM-less ESP32 (about 110 KB of heap) with room
 STRETCH_LIVE = 64 * 1024
-
-_NODE = r"""
-import { loadMicroPython } from %(pkg)s;
-import fs from "fs";
-const [tree, codeFile] = process.argv.slice(2);
-const mp = await loadMicroPython({heapsize: 8 * 1024 * 1024, stdout: (s) => process.stdout.write(s + "\n"),
-                                  stderr: (s) => process.stderr.write(s + "\n")});
-function copy(src, dst) {
-  for (const e of fs.readdirSync(src, {withFileTypes: true})) {
-    if (e.name.startsWith(".")) continue;
-    if (e.isDirectory()) { mp.FS.mkdir(dst + "/" + e.name); copy(src + "/" + e.name, dst + "/" + e.name); }
-    else mp.FS.writeFile(dst + "/" + e.name, fs.readFileSync(src + "/" + e.name));
-  }
-}
-mp.FS.mkdir("/app");
-copy(tree, "/app");
-mp.runPython("import sys\nsys.path.insert(0, '/app')\n" + fs.readFileSync(codeFile, "utf8"));
-const tick = mp.globals.get("tick");
-while (!tick()) {}
-mp.runPython("finish()");
-"""
-
-
-def _node():
-    node = shutil.which("node") or shutil.which("nodejs")
-    if not node:
-        raise UsageError("node is not installed", hint="apt-get install nodejs npm (see .ci/run)")
-    if not PACKAGE.exists():
-        raise UsageError("the 32-bit MicroPython (npm @micropython/micropython-webassembly-pyscript) is not installed",
-                         hint="run `make node_modules` (npm ci, pinned in package-lock.json)")
-    return node
 
 
 def provision_request():
@@ -127,12 +95,8 @@ def _parse(proc, what):
 
 
 def run_wasm(tree, work, mode, prov, token, modules=(), seconds=3600):
-    node = _node()
-    js = work / "run.mjs"
-    js.write_text(_NODE % {"pkg": json.dumps(PACKAGE.as_uri())})
-    code = work / ("wasm-%s.py" % mode)
-    code.write_text(_code(mode, "/flash", "/app/board.json", prov, token, modules, seconds))
-    proc = subprocess.run([node, str(js), str(tree), str(code)], capture_output=True, text=True, timeout=1200)
+    proc = wasm32.run(tree, _code(mode, "/flash", "/app/board.json", prov, token, modules, seconds), work,
+                      8 * 1024 * 1024, then=wasm32.STEP_UNTIL_DONE, name="wasm-%s" % mode)
     return _parse(proc, "the 32-bit run (%s)" % mode)
 
 
