@@ -15,11 +15,12 @@ from host_tools.agency.history import seed_history
 from host_tools.agency.settings import Settings
 from host_tools.agency.stack import OPERATORS, Stack, customer_phone
 from host_tools.headend.demo import make_fleet
+from host_tools.lifecycle import Managed
 
 DEMO_SPEED = 5.0     # the firmware meter's virtual seconds per wall second
 
 
-class DemoWorld:
+class DemoWorld(Managed):
     def __init__(self, fake_meters=4, host="127.0.0.1", port=None, speed=DEMO_SPEED, on_sms=None, history=True,
                  workdir=None):
         self.fake_meters, self.host, self.port, self.speed = fake_meters, host, port, speed
@@ -87,12 +88,3 @@ class DemoWorld:
         if self.tmp:
             self.tmp.cleanup()
 
-    def __enter__(self):
-        try:
-            return self.start()
-        except BaseException:
-            self.close()
-            raise
-
-    def __exit__(self, *exc):
-        self.close()

@@ -22,6 +22,7 @@ from host_tools.agency.web.app import create_app
 from host_tools.headend import vending
 from host_tools.headend.demo import make_fleet
 from host_tools.headend.store import Store
+from host_tools.lifecycle import Managed
 
 OPERATORS = (("admin", "admin-demo-pass", "admin"), ("agent", "agent-demo-pass", "agent"),
              ("viewer", "viewer-demo-pass", "viewer"))
@@ -43,7 +44,7 @@ def customers_csv(meter_ids, arrears_every=0):
     return out.getvalue()
 
 
-class Stack:
+class Stack(Managed):
     def __init__(self, workdir=None, meters=3, store=None, keystore=None, meter_ids=None, faults=0.0, seed=1,
                  settings=None, time_scale=1.0, worker_period_s=0.2, arrears_every=0, host="127.0.0.1",
                  port=None, on_sms=None):
@@ -112,12 +113,3 @@ class Stack:
                 self.store.close()
             self.tmp.cleanup()
 
-    def __enter__(self):
-        try:
-            return self.start()
-        except BaseException:
-            self.close()
-            raise
-
-    def __exit__(self, *exc):
-        self.close()

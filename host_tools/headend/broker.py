@@ -9,6 +9,7 @@ import threading
 from urllib.parse import quote, unquote, urlparse
 
 from host_tools.errors import DeviceError, UsageError
+from host_tools.lifecycle import Managed
 
 
 def parse_url(url):
@@ -46,7 +47,7 @@ def free_port(host="127.0.0.1"):
     return port
 
 
-class EmbeddedBroker:
+class EmbeddedBroker(Managed):
     """An amqtt broker on 127.0.0.1 in a background thread; `url` once started (with the head-end's own
     credentials in it when there is a registry). With `db`, meters authenticate with their provisioned
     broker password and the topic rules of `acl.py` apply (as on mosquitto); without, every client is
@@ -120,8 +121,4 @@ class EmbeddedBroker:
         if self._thread:
             self._thread.join(10)
 
-    def __enter__(self):
-        return self.start()
-
-    def __exit__(self, *exc):
-        self.stop()
+    close = stop    # what `with` calls on the way out (host_tools.lifecycle)

@@ -13,6 +13,7 @@ import time
 
 from host_tools.errors import DeviceError
 from host_tools.headend.broker import free_port
+from host_tools.lifecycle import Managed
 
 
 def password_line(user, password, iterations=101):
@@ -27,7 +28,7 @@ def mosquitto_path():
     return shutil.which("mosquitto") or next((p for p in ("/usr/sbin/mosquitto",) if os.path.exists(p)), None)
 
 
-class Mosquitto:
+class Mosquitto(Managed):
     def __init__(self, port=None, passwords=None, max_connections=-1, config=None, max_queued_messages=10000):
         self.port = port or free_port()
         self.max_queued_messages = max_queued_messages
@@ -107,8 +108,4 @@ class Mosquitto:
         if self.dir:
             shutil.rmtree(self.dir, ignore_errors=True)
 
-    def __enter__(self):
-        return self.start()
-
-    def __exit__(self, *exc):
-        self.stop()
+    close = stop    # what `with` calls on the way out (host_tools.lifecycle)

@@ -12,6 +12,7 @@ import tempfile
 
 from host_tools.errors import DeviceError
 from host_tools.headend.broker import free_port
+from host_tools.lifecycle import Managed
 
 
 def pg_bin():
@@ -23,7 +24,7 @@ def pg_bin():
     return os.path.dirname(os.path.realpath(exe)) if exe else None
 
 
-class PostgresServer:
+class PostgresServer(Managed):
     def __init__(self, port=None, fsync=True):
         self.port = port or free_port()
         self.fsync = fsync            # the benchmark measures with it on: durability is part of the cost
@@ -92,8 +93,4 @@ class PostgresServer:
             shutil.rmtree(self.dir, ignore_errors=True)
             self.dir = None
 
-    def __enter__(self):
-        return self.start()
-
-    def __exit__(self, *exc):
-        self.stop()
+    close = stop    # what `with` calls on the way out (host_tools.lifecycle)

@@ -32,6 +32,7 @@ from host_tools.headend.demo import make_fleet
 from host_tools.headend.mosquitto import mosquitto_path
 from host_tools.headend.service import HeadEnd
 from host_tools.headend.store import Store
+from host_tools.lifecycle import Managed
 from host_tools.paths import ROOT
 from host_tools.sim.net.mqttbroker import SimBroker
 
@@ -239,7 +240,7 @@ def make_broker(kind, clock=None, store=None):
     raise UsageError("unknown broker %r" % kind, hint=", ".join(BROKERS))
 
 
-class Chain:
+class Chain(Managed):
     """Broker + head-end (its own thread) + one provisioned simulated meter with a modem, in `workdir`
     (a temporary folder by default). `settings` become the meter's settings.json; `smsc` is the SMS
     centre behind its modem. The meter is provisioned with the household's number (CUSTOMER: receipts,
@@ -366,15 +367,6 @@ class Chain:
         if self.tmp:
             self.tmp.cleanup()
 
-    def __enter__(self):
-        try:
-            return self.start()
-        except BaseException:
-            self.close()
-            raise
-
-    def __exit__(self, *exc):
-        self.close()
 
     # -- driving -----------------------------------------------------------------------------------
     @property
