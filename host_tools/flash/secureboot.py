@@ -19,6 +19,7 @@ from esp_pylib.logger import EspLog
 from esptool.util import FatalError
 
 from host_tools.errors import UsageError
+from host_tools.keyfile import read_private_key
 from host_tools.flash.progress import ThreadRoutedLog
 
 SECTOR = espsecure.SECTOR_SIZE          # the signature sector starts on a 4 KB boundary
@@ -58,20 +59,11 @@ class _Named(io.BytesIO):
 def read_signing_key(path):
     """The PEM bytes of an RSA-3072 secure boot v2 signing key; UsageError (never quoting the file)
     for anything else."""
-    try:
-        pem = open(path, "rb").read()
-    except OSError as e:
-        raise UsageError(f"cannot read the secure boot signing key {path}: {e.strerror or e}",
-                         hint="make one with `espsecure generate-signing-key --version 2 --scheme rsa3072 KEY.pem`") from None
-    try:
-        key = serialization.load_pem_private_key(pem, password=None)
-    except (ValueError, TypeError):
-        raise UsageError(f"{path} is not an unencrypted PEM private key",
-                         hint="make one with `espsecure generate-signing-key --version 2 --scheme rsa3072 KEY.pem`") from None
+    hint = "make one with `espsecure generate-signing-key --version 2 --scheme rsa3072 KEY.pem`"
+    pem, key = read_private_key(path, "secure boot signing key", hint)
     if not isinstance(key, rsa.RSAPrivateKey) or key.key_size != 3072:
         kind = f"RSA-{key.key_size}" if isinstance(key, rsa.RSAPrivateKey) else type(key).__name__
-        raise UsageError(f"{path} is a {kind} key; secure boot v2 on the ESP32 needs RSA-3072",
-                         hint="make one with `espsecure generate-signing-key --version 2 --scheme rsa3072 KEY.pem`")
+        raise UsageError(f"{path} is a {kind} key; secure boot v2 on the ESP32 needs RSA-3072", hint=hint)
     return pem
 
 

@@ -14,6 +14,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
 from host_tools.errors import UsageError
+from host_tools.keyfile import read_private_key
 
 KEY_BITS = 2048
 EXPONENT = 65537
@@ -57,16 +58,7 @@ def public_paths(private_path):
 
 
 def load_private(path):
-    try:
-        data = Path(path).read_bytes()
-    except OSError as e:
-        raise UsageError(f"cannot read signing key {path}: {e.strerror or e}",
-                         hint="make one with `meterkit ota keygen --out FILE`") from None
-    try:
-        key = serialization.load_pem_private_key(data, password=None)
-    except (ValueError, TypeError):
-        raise UsageError(f"{path} is not an unencrypted PEM private key",
-                         hint="use the key `meterkit ota keygen` wrote") from None
+    _pem, key = read_private_key(path, "signing key", "make one with `meterkit ota keygen --out FILE`")
     _check_rsa(key.public_key(), path)
     return key
 
