@@ -57,6 +57,7 @@ def run(cuts=CUTS):
     print("   power-fail: %d outages, %d violations, max unbilled %s Wh (%.0f s)" % (
         b["cuts"], len(b["violations"]), b["max_unbilled"], t2 - t1), flush=True)
     steady = powercut.steady_wear(days=1.0, seed=7)
+    steady_prov = powercut.steady_wear(days=1.0, seed=7, provisioned=True)
     life = powercut.FLASH_BLOCKS * powercut.ENDURANCE / a["per_day"] / 365 if a["per_day"] else None
     for v in (a["violations"] + b["violations"])[:10]:
         print("   violation:", v)
@@ -84,4 +85,7 @@ def run(cuts=CUTS):
         "powercut_pf_wall_seconds": round(t2 - t1, 1),
         "steady_flash_blocks_written_per_day": steady["flash_blocks_written_per_day"],
         "steady_projected_flash_life_years": steady["projected_flash_life_years"],
+        # provisioned, its broker never reached (the uplink queue record rewritten per queued message)
+        "steady_offline_flash_blocks_written_per_day": steady_prov["flash_blocks_written_per_day"],
+        "steady_offline_projected_flash_life_years": steady_prov["projected_flash_life_years"],
     }

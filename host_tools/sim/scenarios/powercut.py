@@ -348,14 +348,7 @@ class PowerCutRun:
 
     def _provision(self):
         """Give the meter identity and an STS decoder key (drawn from the seed) so tokens can be typed."""
-        self.sts_key = bytes(self.rng.getrandbits(8) for _ in range(16))
-        # Every key from the seed too: the records' bytes (and so where lost bits land) repeat.
-        r = self.m.request("provision", pan=PAN, serial=9, meter_id=PAN, sgc="123457", ti=1, krn=1,
-                           base_date="14", sts_key=self.sts_key.hex(), message_key="%064x" % self.rng.getrandbits(256),
-                           service_key="%064x" % self.rng.getrandbits(256),
-                           broker={"host": "he.example", "port": 1883, "username": PAN, "password": "s3cret-pass"})
-        if not r.get("ok"):
-            raise SimulationError("the meter refused provisioning for keypad tokens: %s" % r.get("error"))
+        self.sts_key = provision(self.m, self.rng)
 
     def _flag(self, what):
         self.violations.append({"seed": self.seed, "step": self.step_no, "cut": self.kind, "what": what,
@@ -657,12 +650,30 @@ def run(cuts=200, seed=1, power_fail=False, heap=None, progress=None, commit_wh=
         r.close()
 
 
-def steady_wear(days=1.0, seed=1, topups_per_day=2, commit_wh=None):
+def provision(m, rng):
+    """Provision SimMeter `m` as the keypad-token runs do (identity, an STS key, a broker it never
+    reaches, so its cellular side runs offline), every key drawn from `rng` so the records' bytes
+    repeat with the seed. Returns the STS key."""
+    sts_key = bytes(rng.getrandbits(8) for _ in range(16))
+    r = m.request("provision", pan=PAN, serial=9, meter_id=PAN, sgc="123457", ti=1, krn=1,
+                  base_date="14", sts_key=sts_key.hex(), message_key="%064x" % rng.getrandbits(256),
+                  service_key="%064x" % rng.getrandbits(256),
+                  broker={"host": "he.example", "port": 1883, "username": PAN, "password": "s3cret-pass"})
+    if not r.get("ok"):
+        raise SimulationError("the meter refused provisioning for keypad tokens: %s" % r.get("error"))
+    return sts_key
+
+
+def steady_wear(days=1.0, seed=1, topups_per_day=2, commit_wh=None, provisioned=False):
     """Blocks erased per simulated day by the same meter with no power cut (normal life: metering,
-    commits, a few top-ups): the wear figure a cut-a-minute run exaggerates."""
+    commits, a few top-ups): the wear figure a cut-a-minute run exaggerates. `provisioned`: the meter
+    is provisioned with a broker it never reaches (its uplink queue fills and keeps being rewritten),
+    under the heap provisioned meters get."""
     from host_tools.sim.esp32.runner import SimMeter
-    m = SimMeter(seed=seed, profile="household", settings=settings(commit_wh))
+    m = SimMeter(seed=seed, profile="household", settings=settings(commit_wh), heap="384k" if provisioned else None)
     try:
+        if provisioned:
+            provision(m, random.Random(seed))
         end = int(days * 86400000)
         n = max(1, int(days * topups_per_day))
         for k in range(n):
