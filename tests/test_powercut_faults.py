@@ -144,13 +144,12 @@ def test_cli_refuses_an_unknown_fault_kind_in_one_line():
     assert len(p.stderr.strip().splitlines()) == 1
 
 
-def test_the_same_seed_makes_the_same_run_with_every_fault_kind_but_bit_flips():
-    # Where lost bits land has been seen to differ between two runs of one seed under load (an open
-    # question, see the README); every other kind repeats exactly.
-    kinds = tuple(k for k in powercut.FAULTS if k != "bitflip")
-    a = powercut.run(cuts=9, seed=6, faults=kinds)
-    b = powercut.run(cuts=9, seed=6, faults=kinds)
+def test_the_same_seed_makes_the_same_run_with_every_fault_kind_to_the_byte():
+    # Bit flips included: where a lost bit lands depends on the flash's content, which once differed
+    # between two runs of one seed (the unix port stamped each file commit with the host's clock).
+    a = powercut.run(cuts=12, seed=6, faults=powercut.FAULTS)
+    b = powercut.run(cuts=12, seed=6, faults=powercut.FAULTS)
     for r in (a, b):
         r.pop("wall_seconds")
-    assert a == b
-    assert a["keypad_tokens"] > 0 and a["violations"] == []
+    assert a["bit_flips"] > 0 and a["keypad_tokens"] > 0 and a["violations"] == [], a
+    assert a == b, {k: (a[k], b[k]) for k in a if a[k] != b[k]}

@@ -471,6 +471,7 @@ class Board:
         self.flash = found[0] if found else None
         self.random = HwRandom(os.urandom, Radio(_RF_SETTLE_MS, time.sleep_ms))
         self.console_locked = False
+        self._mounted_at = None
 
     def pin(self, name):
         p = self._pins.get(name)
@@ -482,6 +483,8 @@ class Board:
         """Mount the littlefs file system on the vfs partition; return where it is mounted.
         The stock ESP32 boot script already mounts that partition at "/": a second littlefs instance
         on the same blocks would corrupt it, so then "/" is returned instead of mounting again."""
+        if self._mounted_at is not None:
+            return self._mounted_at
         fl = self.info["flash"]
         if self.flash is None:
             raise OSError("no 'vfs' partition in the partition table")
@@ -496,9 +499,16 @@ class Board:
             table = ()  # a port without the listing: assume nothing of ours is mounted
         for fs, where in table:
             if isinstance(fs, lfs) and where in (path, "/"):
-                return where  # the only littlefs on this board is the vfs partition
-        fs = lfs(self.flash)  # OSError (ENODEV) when the partition holds no file system
+                # The only littlefs on this board is the vfs partition. The stock boot script mounts
+                # it with file times on: mounted again here without them, before any file is open
+                # (main.py is parsed whole before it runs), so each file commit carries no clock.
+                _vfs.umount(where)
+                _vfs.mount(lfs(self.flash, mtime=False), where)
+                self._mounted_at = where
+                return where
+        fs = lfs(self.flash, mtime=False)  # OSError (ENODEV) when the partition holds no file system
         _vfs.mount(fs, path)
+        self._mounted_at = path
         return path
 
     def reset(self):

@@ -236,7 +236,9 @@ class Board:
         return p
 
     def mount(self, path="/flash"):
-        vfs = os.VfsLfs2(self.flash)
+        # mtime=False as on the ESP32 boards: no host clock reaches the flash (a file's mtime came
+        # from the machine running the simulation, so two runs of one seed wrote different bytes)
+        vfs = os.VfsLfs2(self.flash, mtime=False)
         os.mount(vfs, path)
         return path
 

@@ -32,6 +32,7 @@ leave no registered energy unbilled). Steps rotate instant / torn / brown-out cu
 Library: `run(cuts, seed, power_fail, faults=FAULTS)` -> result dict; `PowerCutRun` for step-by-step
 use (tests).
 """
+import hashlib
 import json
 import random
 import struct
@@ -642,6 +643,8 @@ def run(cuts=200, seed=1, power_fail=False, heap=None, progress=None, commit_wh=
             "topups_acked": len(r.book.acked),
             "topups_interrupted": r.interrupted,
             "sim_days": round(days, 3),
+            # the partition's bytes at the end: two runs of one seed end with the same flash
+            "flash_sha256": hashlib.sha256(m.flash.read(0, m.flash.size)).hexdigest(),
             "power_fail": power_fail,
             "seed": seed,
             "wall_seconds": round(time.monotonic() - t0, 2),
