@@ -180,3 +180,68 @@ def test_headend_ota_verbs(he, pkgfile):
     assert r.returncode == 2 and "unknown meter" in r.stderr
     r = mk("headend", "ota", "campaign", "start", "0.2.0", "--stages", "50,20", "--db", db)
     assert r.returncode == 2 and "stages" in r.stderr
+
+
+class Clock:
+    def __init__(self, t=1_000_000.0):
+        self.t = t
+
+    def __call__(self):
+        return self.t
+
+
+def test_a_stage_where_no_meter_finished_halts_at_its_timeout_instead_of_opening_the_next(he):
+    """Audit of issue 14: 10 meters, stages 10,100, the one stage-0 meter never answered; after 24 h the
+    success rate defaulted to 100 % and all 10 were offered."""
+    store, svc, _sent, ids, _ = he
+    store.clock = clock = Clock()
+    cid = ota.start_campaign(store, "0.2.0", ids[:10], stages=(10, 100), threshold_pct=90)
+    svc.tick()
+    assert len(offered(store, cid)) == 1
+    clock.t += 86400
+    svc.tick()
+    st = ota.status(store, cid)
+    assert st["state"] == "halted" and st["stage"] == 0, st
+    assert "no meter" in st["note"] and "0 of 1" in st["note"], st["note"]
+    svc.tick()
+    assert len(offered(store, cid)) == 1, "a stage without evidence opened the next one"
+
+
+def test_a_stage_where_every_meter_refused_halts_the_campaign(he):
+    store, svc, _sent, ids, _ = he
+    cid = ota.start_campaign(store, "0.2.0", "all", stages=(10, 100), threshold_pct=90)
+    svc.tick()
+    for m in offered(store, cid):
+        meter_event(store, m, "ota_refused", version="0.2.0", code="bad_signature", why="key not trusted")
+    svc.tick()
+    svc.tick()
+    st = ota.status(store, cid)
+    assert st["state"] == "halted" and "refused" in st["note"], st
+    assert len(offered(store, cid)) == 2
+
+
+def test_a_stage_needs_a_valid_install_even_with_a_zero_threshold(he):
+    store, svc, _sent, ids, _ = he
+    cid = ota.start_campaign(store, "0.2.0", "all", stages=(10, 100), threshold_pct=0)
+    svc.tick()
+    for m in offered(store, cid):
+        meter_event(store, m, "ota_failed", version="0.2.0", code="hash_mismatch", why="slot hashes to 00")
+    svc.tick()
+    svc.tick()
+    st = ota.status(store, cid)
+    assert st["state"] == "halted" and "0.0 %" in st["note"], st
+    assert len(offered(store, cid)) == 2
+
+
+def test_a_success_rate_equal_to_the_threshold_lets_the_stage_proceed(he):
+    """docs/ota.md: a stage proceeds when the share valid is at least the threshold (rate >= threshold)."""
+    store, svc, _sent, ids, _ = he
+    cid = ota.start_campaign(store, "0.2.0", "all", stages=(10, 100), threshold_pct=50)
+    svc.tick()
+    a, b = offered(store, cid)
+    meter_event(store, a, "ota_valid", version="0.2.0")
+    meter_event(store, b, "ota_rolled_back", version="0.2.0", reason="not healthy within 600 s: link")
+    svc.tick()
+    svc.tick()
+    st = ota.status(store, cid)
+    assert st["state"] == "running" and st["stage"] == 1 and len(offered(store, cid)) == 20, st

@@ -248,10 +248,13 @@ class OtaService:
         timed_out = now - c["stage_started"] >= c["stage_timeout_s"]
         if len(done) < len(rows) and not timed_out:
             return
-        # the success rate counts the meters that tried the image (a refusal, e.g. another board, is
-        # reported but is not the image failing)
+        # The success rate counts the meters that tried the image (a refusal, e.g. another board, is
+        # reported but is not the image failing). A stage proceeds only on evidence: at least one meter
+        # installed it and proved it valid, and valid / tried is at least the threshold. A stage with no
+        # meter finished (all offline at its timeout) or none that tried it (all refused) halts.
         tried = [d for d in done if d in ("valid", "rolled_back", "failed")]
-        rate = 100.0 * tried.count("valid") / len(tried) if tried else 100.0
+        valid = tried.count("valid")
+        rate = 100.0 * valid / len(tried) if tried else 0.0
         if stage + 1 >= len(stages):
             if len(done) == len(rows):
                 with self.store.tx() as db:
@@ -259,13 +262,22 @@ class OtaService:
                                ("%d of %d tried it: %.1f %% valid" % (len(tried), len(rows), rate) if tried
                                 else "no meter tried the image", c["id"]))
             return
-        with self.store.tx() as db:
-            if rate >= c["threshold_pct"]:
+        if valid and valid * 100.0 >= c["threshold_pct"] * len(tried):
+            with self.store.tx() as db:
                 db.execute("UPDATE ota_campaigns SET stage=?, stage_started=?, note=NULL WHERE id=?",
                            (stage + 1, now, c["id"]))
-            else:
-                db.execute("UPDATE ota_campaigns SET state='halted', note=? WHERE id=?",
-                           ("stage %d: %.1f %% valid, below %.1f %%" % (stage, rate, c["threshold_pct"]), c["id"]))
+            return
+        if tried:
+            why = "%.1f %% valid (%d of %d that tried it): %s" % (
+                rate, valid, len(tried), "below %.1f %%" % c["threshold_pct"] if valid else "no valid install")
+        elif done:
+            refused = done.count("refused")
+            why = "no meter tried the image: %d of %d finished, %d refused" % (len(done), len(rows), refused)
+        else:
+            why = "no meter finished within %.0f s: 0 of %d" % (c["stage_timeout_s"], len(rows))
+        with self.store.tx() as db:
+            db.execute("UPDATE ota_campaigns SET state='halted', note=? WHERE id=?",
+                       ("stage %d: %s" % (stage, why), c["id"]))
 
 
 def attach(headend, rng=None):
