@@ -418,3 +418,120 @@ show(a=a, b=b, c=c, state=u.state, d=u.offer(offer("next.bin"))[0], status=u.sta
     assert r["c"] is None and r["d"] == "accepted" and r["status"]["target"] == "0.3.0", r
     failed = [e for e in r["events"] if e[0] == "ota_failed"]
     assert failed and failed[0][1]["code"] == "abandoned", r["events"]
+
+
+MIGRATING = '''
+from ota import migrate
+
+
+class Cut(Exception):
+    pass
+
+
+def cut_after(n):
+    """A store that loses power after its n-th commit from now (the commit made, nothing after it)."""
+    st = Store()
+    count = [0]
+    commit = st.commit
+
+    def c(name, obj):
+        commit(name, obj)
+        count[0] += 1
+        if count[0] >= n:
+            raise Cut()
+    st.commit = c
+    return st
+
+
+STEPS = (("prepaid", 1, lambda v: {"f": 2, "credit_minor": v["credit"]}),
+         ("tariff", 1, lambda v: {"f": 2, "rate_minor": v["rate"] * 100}))
+u = make("0.2.0")
+'''
+
+
+def test_record_migrations_cut_off_after_the_image_marked_itself_valid_run_at_the_next_boot(meter):
+    """Audit of issue 14: migrations ran only from prove(); a power cut after mark_app_valid and before
+    (or during) the migrations meant they never ran. The ota record's "mig" notes the image whose
+    migrations ran to the end; at boot a valid image without it runs them (again: steps are idempotent)."""
+    work, _pkg = meter
+    (work / "rec-prepaid.json").write_text(json.dumps({"credit": 5000}))
+    (work / "rec-tariff.json").write_text(json.dumps({"rate": 7}))
+    _install_and_switch(work)
+    assert otachip.boot(work / "chip.img").label == "ota_1"
+    # first boot of 0.2.0: valid, then the power goes after the first migrated record is written
+    r = run(work, MIGRATING + '''
+u.boot()
+u.on_valid = lambda: migrate.run(cut_after(1), "0.2.0", STEPS, emit)
+try:
+    res = u.prove({"link": True})
+except Cut:
+    res = "cut"
+show(res=res, rec=Store().load("ota"), prepaid=Store().load("prepaid"), tariff=Store().load("tariff"))
+''', slot="ota_1")
+    assert r["res"] == "cut" and r["rec"]["last"]["result"] == "valid" and r["rec"]["mig"] is None, r
+    assert r["prepaid"] == {"f": 2, "credit_minor": 5000} and r["tariff"] == {"rate": 7}, r
+    assert newest_state(work) == "valid"
+    assert otachip.boot(work / "chip.img").label == "ota_1", "a valid image must keep running after a cut"
+    # the next boot: the image is valid and its migrations are not noted done: they run, once each
+    r = run(work, MIGRATING + '''
+u.on_valid = lambda: migrate.run(Store(), "0.2.0", STEPS, emit)
+res = u.boot()
+show(res=res, rec=Store().load("ota"), prepaid=Store().load("prepaid"), tariff=Store().load("tariff"))
+''', slot="ota_1")
+    assert r["res"] is None and r["rec"]["mig"] == "0.2.0", r
+    assert r["prepaid"] == {"f": 2, "credit_minor": 5000}, "a record migrated before the cut was migrated again"
+    assert r["tariff"] == {"f": 2, "rate_minor": 700}, r
+    assert [e[1]["record"] for e in r["events"] if e[0] == "record_migrated"] == ["tariff"], r["events"]
+    # and never again
+    r = run(work, MIGRATING + '''
+calls = []
+u.on_valid = lambda: calls.append(1)
+show(res=u.boot(), calls=len(calls))
+''', slot="ota_1")
+    assert r["res"] is None and r["calls"] == 0, r
+
+
+def test_a_cut_between_valid_and_any_migration_runs_them_at_the_next_boot(meter):
+    work, _pkg = meter
+    (work / "rec-prepaid.json").write_text(json.dumps({"credit": 5000}))
+    _install_and_switch(work)
+    assert otachip.boot(work / "chip.img").label == "ota_1"
+    r = run(work, MIGRATING + '''
+u.boot()
+def cut():
+    raise Cut()
+u.on_valid = cut
+try:
+    res = u.prove({"link": True})
+except Cut:
+    res = "cut"
+show(res=res)
+''', slot="ota_1")
+    assert r["res"] == "cut", r
+    r = run(work, MIGRATING + '''
+u.on_valid = lambda: migrate.run(Store(), "0.2.0", STEPS, emit)
+show(res=u.boot(), prepaid=Store().load("prepaid"), status=u.status())
+''', slot="ota_1")
+    assert r["res"] is None and r["prepaid"] == {"f": 2, "credit_minor": 5000}, r
+    assert r["status"]["state"] == "idle" and r["status"]["last"]["result"] == "valid"
+
+
+def test_a_rolled_back_or_never_updated_image_runs_no_migrations_at_boot(meter):
+    work, _pkg = meter
+    (work / "rec-prepaid.json").write_text(json.dumps({"credit": 5000}))
+    r = run(work, MIGRATING.replace('make("0.2.0")', 'make("0.1.0")') + '''
+calls = []
+u.on_valid = lambda: calls.append(1)
+show(res=u.boot(), calls=len(calls))
+''')
+    assert r["res"] is None and r["calls"] == 0, r
+    _install_and_switch(work)
+    assert otachip.boot(work / "chip.img").label == "ota_1"
+    r = run(work, MIGRATING + '''
+u.boot()
+calls = []
+u.on_valid = lambda: calls.append(1)
+CLK.t += 1000
+show(res=u.prove({"link": False}), calls=len(calls), prepaid=Store().load("prepaid"))
+''', slot="ota_1")
+    assert r["res"] is None and r["calls"] == 0 and r["prepaid"] == {"credit": 5000}, r
