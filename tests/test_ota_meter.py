@@ -535,3 +535,76 @@ CLK.t += 1000
 show(res=u.prove({"link": False}), calls=len(calls), prepaid=Store().load("prepaid"))
 ''', slot="ota_1")
     assert r["res"] is None and r["calls"] == 0 and r["prepaid"] == {"credit": 5000}, r
+
+
+def test_the_switch_waits_for_a_quiet_moment_no_relay_move_pending_and_no_commit_open(meter):
+    """Issue 14: set_boot and the reboot never while the relay is changing or a commit is open. The
+    relay's pulse and a commit run inside one job (the updater's job never sees them half-way), so what
+    it can see is a relay move the contact did not confirm (pulsed again every relay_retry_s) and a
+    commit_many's journal still on flash."""
+    work, _pkg = meter
+    r = run(work, '''
+from ota.wiring import OtaService
+from relay.latching import LatchingRelay
+from relay.supply import Supply, NO_CREDIT
+from store.records import Store as Records, JOURNAL
+
+
+class Pin:
+    def __init__(self, v=0):
+        self.v = v
+
+    def value(self, v=None):
+        if v is None:
+            return self.v
+        self.v = v
+
+
+class Clk:
+    def ticks_ms(self):
+        return CLK.t
+
+    def ticks_add(self, a, b):
+        return a + b
+
+    def ticks_diff(self, a, b):
+        return a - b
+
+    def sleep_ms(self, ms):
+        CLK.t += ms
+
+
+class NS:
+    def __init__(self, **kw):
+        for k in kw:
+            setattr(self, k, kw[k])
+
+
+feedback = Pin(0)                      # the auxiliary contact says open, whatever the coil is told
+relay = LatchingRelay(Pin(), Pin(), Clk(), emit, feedback=feedback, state={"closed": 0})
+supply = Supply(relay, Clk(), emit)    # no reason holds: it wants the supply closed
+store = Records(W + "/store")
+queue = []
+cell = NS(link=NS(uplink=NS(queue=queue)))
+app = NS(service=NS(buf=bytearray()), prepaid=NS(supply=supply, relay=relay), store=store, cellular=cell)
+svc = OtaService(app, None)
+out = {"relay_unconfirmed": svc.quiet(cell)}
+feedback.v = 1                         # the contact moved: the next retry confirms it
+CLK.t += 60000
+supply.poll(CLK.t)
+out["relay_settled"] = svc.quiet(cell)
+with open(W + "/store/" + JOURNAL, "wb") as f:
+    f.write(b"MTxn")                   # a commit_many in progress (its journal on flash)
+out["commit_open"] = svc.quiet(cell)
+os.remove(W + "/store/" + JOURNAL)
+out["all_quiet"] = svc.quiet(cell)
+app.service.buf = bytearray(b'{"cmd":')
+out["service_half_read"] = svc.quiet(cell)
+app.service.buf = bytearray()
+queue.append(b"x")
+out["uplink_owed"] = svc.quiet(cell)
+show(out=out, closed=relay.closed, failed=relay.failed)
+''')
+    assert r["out"] == {"relay_unconfirmed": False, "relay_settled": True, "commit_open": False, "all_quiet": True,
+                        "service_half_read": False, "uplink_owed": False}, r
+    assert r["closed"] is True and r["failed"] is False
