@@ -57,6 +57,7 @@ def test_packed_image_is_the_app_with_its_hash_and_passes_every_check(kit):
     (("--board", "sim"), "k.pub.pem", "wrong_board"),
     (("--anti-rollback", "0.3.0"), "k.pub.pem", "downgrade"),
     (("--running", "0.0.9"), "k.pub.pem", "too_old"),
+    (("--running", "0.2.0"), "k.pub.pem", "already_installed"),    # what the meter answers (firmware/ota/offer.py)
 ])
 def test_refusals_have_their_own_result_code(kit, extra, trust, code):
     rc, out = inspect(kit, *extra, trust=trust)
