@@ -118,9 +118,10 @@ def test_pause_stops_new_offers_and_cancel_drops_the_meters_not_yet_offered(he):
     svc.tick()
     assert len(offered(store, cid)) == 2
     st = ota.set_state(store, cid, "cancel")
-    assert st["state"] == "cancelled" and st["counts"]["cancelled"] == 18
+    assert st["state"] == "cancelled" and st["counts"]["cancelled"] == 20
     svc.tick()
-    assert ota.status(store, cid)["counts"] == {"offered": 2, "cancelled": 18}
+    # the two offers were still in the outbox (never delivered): withdrawn with the rest
+    assert ota.status(store, cid)["counts"] == {"cancelled": 20}
     assert store.q1("SELECT COUNT(*) AS n FROM messages WHERE kind='cmd'")["n"] == 2, "a cancelled meter was offered"
     with pytest.raises(Exception) as e:
         ota.set_state(store, cid, "resume")
@@ -180,3 +181,109 @@ def test_headend_ota_verbs(he, pkgfile):
     assert r.returncode == 2 and "unknown meter" in r.stderr
     r = mk("headend", "ota", "campaign", "start", "0.2.0", "--stages", "50,20", "--db", db)
     assert r.returncode == 2 and "stages" in r.stderr
+
+
+class Clock:
+    def __init__(self, t=1_000_000.0):
+        self.t = t
+
+    def __call__(self):
+        return self.t
+
+
+def test_a_stage_where_no_meter_finished_halts_at_its_timeout_instead_of_opening_the_next(he):
+    """Audit of issue 14: 10 meters, stages 10,100, the one stage-0 meter never answered; after 24 h the
+    success rate defaulted to 100 % and all 10 were offered."""
+    store, svc, _sent, ids, _ = he
+    store.clock = clock = Clock()
+    cid = ota.start_campaign(store, "0.2.0", ids[:10], stages=(10, 100), threshold_pct=90)
+    svc.tick()
+    assert len(offered(store, cid)) == 1
+    clock.t += 86400
+    svc.tick()
+    st = ota.status(store, cid)
+    assert st["state"] == "halted" and st["stage"] == 0, st
+    assert "no meter" in st["note"] and "0 of 1" in st["note"], st["note"]
+    svc.tick()
+    assert len(offered(store, cid)) == 1, "a stage without evidence opened the next one"
+
+
+def test_a_stage_where_every_meter_refused_halts_the_campaign(he):
+    store, svc, _sent, ids, _ = he
+    cid = ota.start_campaign(store, "0.2.0", "all", stages=(10, 100), threshold_pct=90)
+    svc.tick()
+    for m in offered(store, cid):
+        meter_event(store, m, "ota_refused", version="0.2.0", code="bad_signature", why="key not trusted")
+    svc.tick()
+    svc.tick()
+    st = ota.status(store, cid)
+    assert st["state"] == "halted" and "refused" in st["note"], st
+    assert len(offered(store, cid)) == 2
+
+
+def test_a_stage_needs_a_valid_install_even_with_a_zero_threshold(he):
+    store, svc, _sent, ids, _ = he
+    cid = ota.start_campaign(store, "0.2.0", "all", stages=(10, 100), threshold_pct=0)
+    svc.tick()
+    for m in offered(store, cid):
+        meter_event(store, m, "ota_failed", version="0.2.0", code="hash_mismatch", why="slot hashes to 00")
+    svc.tick()
+    svc.tick()
+    st = ota.status(store, cid)
+    assert st["state"] == "halted" and "0.0 %" in st["note"], st
+    assert len(offered(store, cid)) == 2
+
+
+def test_a_success_rate_equal_to_the_threshold_lets_the_stage_proceed(he):
+    """docs/ota.md: a stage proceeds when the share valid is at least the threshold (rate >= threshold)."""
+    store, svc, _sent, ids, _ = he
+    cid = ota.start_campaign(store, "0.2.0", "all", stages=(10, 100), threshold_pct=50)
+    svc.tick()
+    a, b = offered(store, cid)
+    meter_event(store, a, "ota_valid", version="0.2.0")
+    meter_event(store, b, "ota_rolled_back", version="0.2.0", reason="not healthy within 600 s: link")
+    svc.tick()
+    svc.tick()
+    st = ota.status(store, cid)
+    assert st["state"] == "running" and st["stage"] == 1 and len(offered(store, cid)) == 20, st
+
+
+def test_cancel_withdraws_offers_not_taken_and_serves_meters_that_took_one_to_the_end(he):
+    """Audit of issue 14: cancel marked only pending targets; queued fw_offers stayed in the outbox, so an
+    offline meter returning later accepted an offer nobody served and answered `busy` for 6 h."""
+    store, svc, sent, ids, _ = he
+    cid = ota.start_campaign(store, "0.2.0", ids[:4], stages=(100,))
+    svc.tick()
+    sha8 = ota.status(store, cid)["sha256"][:8]
+    took, mid_dl, queued, sent_unanswered = sorted(targets(store, cid))
+    msg = {m: store.q1("SELECT msg_id FROM ota_targets WHERE meter_id=?", (m,))["msg_id"] for m in ids[:4]}
+    with store.tx() as db:
+        db.execute("UPDATE messages SET state='done', code='accepted' WHERE msg_id IN (?,?)", (msg[took], msg[mid_dl]))
+        db.execute("UPDATE messages SET state='sent', attempts=1 WHERE msg_id=?", (msg[sent_unanswered],))
+    assert svc.on_request(mid_dl, ("%s 0 1024" % sha8).encode())
+    st = ota.set_state(store, cid, "cancel")
+    t = targets(store, cid)
+    assert t[queued]["state"] == t[sent_unanswered]["state"] == "cancelled", t
+    assert t[took]["state"] == "offered" and t[mid_dl]["state"] == "downloading", t
+    assert "2 offers withdrawn" in st["note"], st["note"]
+    left = store.q("SELECT msg_id FROM messages WHERE kind='cmd' AND state!='done'")
+    assert left == [], "an offer of a cancelled campaign is still in the outbox"
+    for m in (queued, sent_unanswered):
+        row = store.q1("SELECT code FROM messages WHERE msg_id=?", (msg[m],))
+        assert row["code"] == "withdrawn", row
+    # meters that took it are served to the end and followed
+    n = len(sent)
+    assert svc.on_request(mid_dl, ("%s 1024 1024" % sha8).encode())
+    assert svc.on_request(took, ("%s 0 1024" % sha8).encode())
+    # the broker held the sent offer: the meter took it after all, and is served rather than left busy
+    assert svc.on_request(sent_unanswered, ("%s 0 1024" % sha8).encode())
+    assert len(sent) == n + 3
+    meter_event(store, mid_dl, "ota_switch", version="0.2.0")
+    meter_event(store, mid_dl, "ota_valid", version="0.2.0")
+    meter_event(store, took, "ota_rolled_back", version="0.2.0", reason="reset before the new image proved itself")
+    svc.tick()
+    t = targets(store, cid)
+    assert t[mid_dl]["state"] == "valid" and t[sent_unanswered]["state"] == "downloading", t
+    assert t[took]["state"] == "rolled_back", "a cancelled campaign offered again after a reset rollback"
+    assert ota.status(store, cid)["state"] == "cancelled"
+    assert store.q1("SELECT COUNT(*) AS n FROM messages WHERE kind='cmd'")["n"] == 4, "a cancelled campaign offered"

@@ -418,3 +418,193 @@ show(a=a, b=b, c=c, state=u.state, d=u.offer(offer("next.bin"))[0], status=u.sta
     assert r["c"] is None and r["d"] == "accepted" and r["status"]["target"] == "0.3.0", r
     failed = [e for e in r["events"] if e[0] == "ota_failed"]
     assert failed and failed[0][1]["code"] == "abandoned", r["events"]
+
+
+MIGRATING = '''
+from ota import migrate
+
+
+class Cut(Exception):
+    pass
+
+
+def cut_after(n):
+    """A store that loses power after its n-th commit from now (the commit made, nothing after it)."""
+    st = Store()
+    count = [0]
+    commit = st.commit
+
+    def c(name, obj):
+        commit(name, obj)
+        count[0] += 1
+        if count[0] >= n:
+            raise Cut()
+    st.commit = c
+    return st
+
+
+STEPS = (("prepaid", 1, lambda v: {"f": 2, "credit_minor": v["credit"]}),
+         ("tariff", 1, lambda v: {"f": 2, "rate_minor": v["rate"] * 100}))
+u = make("0.2.0")
+'''
+
+
+def test_record_migrations_cut_off_after_the_image_marked_itself_valid_run_at_the_next_boot(meter):
+    """Audit of issue 14: migrations ran only from prove(); a power cut after mark_app_valid and before
+    (or during) the migrations meant they never ran. The ota record's "mig" notes the image whose
+    migrations ran to the end; at boot a valid image without it runs them (again: steps are idempotent)."""
+    work, _pkg = meter
+    (work / "rec-prepaid.json").write_text(json.dumps({"credit": 5000}))
+    (work / "rec-tariff.json").write_text(json.dumps({"rate": 7}))
+    _install_and_switch(work)
+    assert otachip.boot(work / "chip.img").label == "ota_1"
+    # first boot of 0.2.0: valid, then the power goes after the first migrated record is written
+    r = run(work, MIGRATING + '''
+u.boot()
+u.on_valid = lambda: migrate.run(cut_after(1), "0.2.0", STEPS, emit)
+try:
+    res = u.prove({"link": True})
+except Cut:
+    res = "cut"
+show(res=res, rec=Store().load("ota"), prepaid=Store().load("prepaid"), tariff=Store().load("tariff"))
+''', slot="ota_1")
+    assert r["res"] == "cut" and r["rec"]["last"]["result"] == "valid" and r["rec"]["mig"] is None, r
+    assert r["prepaid"] == {"f": 2, "credit_minor": 5000} and r["tariff"] == {"rate": 7}, r
+    assert newest_state(work) == "valid"
+    assert otachip.boot(work / "chip.img").label == "ota_1", "a valid image must keep running after a cut"
+    # the next boot: the image is valid and its migrations are not noted done: they run, once each
+    r = run(work, MIGRATING + '''
+u.on_valid = lambda: migrate.run(Store(), "0.2.0", STEPS, emit)
+res = u.boot()
+show(res=res, rec=Store().load("ota"), prepaid=Store().load("prepaid"), tariff=Store().load("tariff"))
+''', slot="ota_1")
+    assert r["res"] is None and r["rec"]["mig"] == "0.2.0", r
+    assert r["prepaid"] == {"f": 2, "credit_minor": 5000}, "a record migrated before the cut was migrated again"
+    assert r["tariff"] == {"f": 2, "rate_minor": 700}, r
+    assert [e[1]["record"] for e in r["events"] if e[0] == "record_migrated"] == ["tariff"], r["events"]
+    # and never again
+    r = run(work, MIGRATING + '''
+calls = []
+u.on_valid = lambda: calls.append(1)
+show(res=u.boot(), calls=len(calls))
+''', slot="ota_1")
+    assert r["res"] is None and r["calls"] == 0, r
+
+
+def test_a_cut_between_valid_and_any_migration_runs_them_at_the_next_boot(meter):
+    work, _pkg = meter
+    (work / "rec-prepaid.json").write_text(json.dumps({"credit": 5000}))
+    _install_and_switch(work)
+    assert otachip.boot(work / "chip.img").label == "ota_1"
+    r = run(work, MIGRATING + '''
+u.boot()
+def cut():
+    raise Cut()
+u.on_valid = cut
+try:
+    res = u.prove({"link": True})
+except Cut:
+    res = "cut"
+show(res=res)
+''', slot="ota_1")
+    assert r["res"] == "cut", r
+    r = run(work, MIGRATING + '''
+u.on_valid = lambda: migrate.run(Store(), "0.2.0", STEPS, emit)
+show(res=u.boot(), prepaid=Store().load("prepaid"), status=u.status())
+''', slot="ota_1")
+    assert r["res"] is None and r["prepaid"] == {"f": 2, "credit_minor": 5000}, r
+    assert r["status"]["state"] == "idle" and r["status"]["last"]["result"] == "valid"
+
+
+def test_a_rolled_back_or_never_updated_image_runs_no_migrations_at_boot(meter):
+    work, _pkg = meter
+    (work / "rec-prepaid.json").write_text(json.dumps({"credit": 5000}))
+    r = run(work, MIGRATING.replace('make("0.2.0")', 'make("0.1.0")') + '''
+calls = []
+u.on_valid = lambda: calls.append(1)
+show(res=u.boot(), calls=len(calls))
+''')
+    assert r["res"] is None and r["calls"] == 0, r
+    _install_and_switch(work)
+    assert otachip.boot(work / "chip.img").label == "ota_1"
+    r = run(work, MIGRATING + '''
+u.boot()
+calls = []
+u.on_valid = lambda: calls.append(1)
+CLK.t += 1000
+show(res=u.prove({"link": False}), calls=len(calls), prepaid=Store().load("prepaid"))
+''', slot="ota_1")
+    assert r["res"] is None and r["calls"] == 0 and r["prepaid"] == {"credit": 5000}, r
+
+
+def test_the_switch_waits_for_a_quiet_moment_no_relay_move_pending_and_no_commit_open(meter):
+    """Issue 14: set_boot and the reboot never while the relay is changing or a commit is open. The
+    relay's pulse and a commit run inside one job (the updater's job never sees them half-way), so what
+    it can see is a relay move the contact did not confirm (pulsed again every relay_retry_s) and a
+    commit_many's journal still on flash."""
+    work, _pkg = meter
+    r = run(work, '''
+from ota.wiring import OtaService
+from relay.latching import LatchingRelay
+from relay.supply import Supply, NO_CREDIT
+from store.records import Store as Records, JOURNAL
+
+
+class Pin:
+    def __init__(self, v=0):
+        self.v = v
+
+    def value(self, v=None):
+        if v is None:
+            return self.v
+        self.v = v
+
+
+class Clk:
+    def ticks_ms(self):
+        return CLK.t
+
+    def ticks_add(self, a, b):
+        return a + b
+
+    def ticks_diff(self, a, b):
+        return a - b
+
+    def sleep_ms(self, ms):
+        CLK.t += ms
+
+
+class NS:
+    def __init__(self, **kw):
+        for k in kw:
+            setattr(self, k, kw[k])
+
+
+feedback = Pin(0)                      # the auxiliary contact says open, whatever the coil is told
+relay = LatchingRelay(Pin(), Pin(), Clk(), emit, feedback=feedback, state={"closed": 0})
+supply = Supply(relay, Clk(), emit)    # no reason holds: it wants the supply closed
+store = Records(W + "/store")
+queue = []
+cell = NS(link=NS(uplink=NS(queue=queue)))
+app = NS(service=NS(buf=bytearray()), prepaid=NS(supply=supply, relay=relay), store=store, cellular=cell)
+svc = OtaService(app, None)
+out = {"relay_unconfirmed": svc.quiet(cell)}
+feedback.v = 1                         # the contact moved: the next retry confirms it
+CLK.t += 60000
+supply.poll(CLK.t)
+out["relay_settled"] = svc.quiet(cell)
+with open(W + "/store/" + JOURNAL, "wb") as f:
+    f.write(b"MTxn")                   # a commit_many in progress (its journal on flash)
+out["commit_open"] = svc.quiet(cell)
+os.remove(W + "/store/" + JOURNAL)
+out["all_quiet"] = svc.quiet(cell)
+app.service.buf = bytearray(b'{"cmd":')
+out["service_half_read"] = svc.quiet(cell)
+app.service.buf = bytearray()
+queue.append(b"x")
+out["uplink_owed"] = svc.quiet(cell)
+show(out=out, closed=relay.closed, failed=relay.failed)
+''')
+    assert r["out"] == {"relay_unconfirmed": False, "relay_settled": True, "commit_open": False, "all_quiet": True,
+                        "service_half_read": False, "uplink_owed": False}, r
+    assert r["closed"] is True and r["failed"] is False

@@ -57,6 +57,7 @@ def test_packed_image_is_the_app_with_its_hash_and_passes_every_check(kit):
     (("--board", "sim"), "k.pub.pem", "wrong_board"),
     (("--anti-rollback", "0.3.0"), "k.pub.pem", "downgrade"),
     (("--running", "0.0.9"), "k.pub.pem", "too_old"),
+    (("--running", "0.2.0"), "k.pub.pem", "already_installed"),    # what the meter answers (firmware/ota/offer.py)
 ])
 def test_refusals_have_their_own_result_code(kit, extra, trust, code):
     rc, out = inspect(kit, *extra, trust=trust)
@@ -119,3 +120,25 @@ def test_offer_is_the_signed_head_and_fits_one_mqtt_message(kit):
     assert off[:8] == package.MAGIC and len(off) < 2048
     (hl,) = struct.unpack_from("<I", off, 8)
     assert off[12:12 + hl] == pkg.header_bytes
+
+
+def test_the_result_code_table_in_the_docs_lists_every_code_of_the_tool_and_the_meter():
+    import re
+    from pathlib import Path
+
+    from host_tools.ota import codes
+    root = Path(__file__).resolve().parent.parent
+    doc = (root / "docs" / "ota.md").read_text()
+    table = doc[doc.index("### Result codes"):doc.index("## On the meter")]
+    documented = set(re.findall(r"^\| `([a-z_]+)` \|", table, re.M))
+    tool = {v for k, v in vars(codes).items() if k.isupper() and isinstance(v, str)}
+    meter = set()
+    for name in ("offer.py", "updater.py"):
+        src = (root / "firmware" / "ota" / name).read_text()
+        meter |= set(re.findall(r'^[A-Z_]+ = "([a-z_]+)"$', src, re.M))
+        meter |= set(re.findall(r'return "([a-z_]+)"', src))
+        meter |= set(re.findall(r'"code": "([a-z_]+)"', src))
+    meter -= {"idle", "dl", "ready", "switched", "ok", "done", "other_image", "reset", "valid", "trial",
+              "rolled_back", "ota"}          # states and job answers, not result codes
+    assert tool == documented, (tool ^ documented)
+    assert meter <= documented, meter - documented

@@ -3,9 +3,12 @@ trial, and after a rollback, every record stays in the format the old image read
 lost or created by an update or a rollback.
 
 A step is (record name, the format it upgrades from, function old value -> new value); the record's
-format is its "f" field (1 when absent). The ota record notes the last image whose steps ran, so a step
-never runs twice. This release changes no record format: STEPS is empty, and the mechanism is proved by
-tests/test_ota_meter.py with steps of its own."""
+format is its "f" field (1 when absent). The ota record's "mig" notes the image whose steps ran to the
+end (ota/updater.py); a power cut after the image marked itself valid and before that runs them again
+at the next boot, so `run` must be safe to repeat and every step idempotent: a step is applied only to a
+record still in its `from` format, and its function must return the record in a newer format (written
+in one commit), so a record migrated before the cut is left alone. This release changes no record
+format: STEPS is empty, and the mechanism is proved by tests/test_ota_meter.py with steps of its own."""
 STEPS = ()
 
 
@@ -18,8 +21,11 @@ def run(store, version, steps=STEPS, emit=None):
         except Exception:
             continue                  # never written (or unreadable: the app reports that itself)
         if not isinstance(v, dict) or v.get("f", 1) != from_format:
-            continue
-        store.commit(name, fn(v))
+            continue                  # not written yet in that format, or migrated already (a re-run)
+        v = fn(v)
+        if v.get("f", 1) == from_format:
+            raise ValueError(name)    # a step that keeps the format would run again on every re-run
+        store.commit(name, v)
         done.append(name)
         if emit is not None:
             emit("record_migrated", {"record": name, "from": from_format, "version": version})

@@ -5,9 +5,11 @@ new image's proof before it marks itself valid; otherwise the bootloader rolls b
 and the old image reports `ota_rolled_back` with the reason (docs/ota.md).
 
 The progress record `ota` (format 1) is read and written by every version: an image that is rolled back
-still reads it. Chunk requests go out one at a time, no sooner than `gap_ms` after the last chunk (the
-rate limit that leaves metering, tokens and the keypad their time) and again after `retry_ms` without
-an answer (a dropped link or a head-end that went away)."""
+still reads it. Its "mig", written when an image marks itself valid, is null until that image's record
+migrations ran to the end, then its version: a cut in between leaves them to run at the next boot. Chunk requests go out one at
+a time, no sooner than `gap_ms` after the last chunk (the rate limit that leaves metering, tokens and
+the keypad their time) and again after `retry_ms` without an answer (a dropped link or a head-end that
+went away)."""
 import hashlib
 from binascii import hexlify, unhexlify
 
@@ -107,7 +109,20 @@ class Updater:
             self.emit("ota_rolled_back", {"version": r.get("v"), "running": self.version, "slot": self.slot,
                                           "reason": why})
             return "rolled_back"
+        if st == IDLE and r.get("mig", self.version) != self.version:
+            # marked valid, but a cut came before its record migrations were noted done: run them now
+            try:
+                self._migrate()
+            except Exception as e:
+                self.emit("job_failed", {"job": "ota_migrate", "error": repr(e)})   # again next boot
         return None
+
+    def _migrate(self):
+        """This image's record migrations (`on_valid`; safe to run again), then the marker they ran."""
+        if self.on_valid is not None:
+            self.on_valid()
+        self.rec["mig"] = self.version
+        self._save()
 
     # -- the offer ---------------------------------------------------------------------------------
     def offer(self, data):
@@ -266,13 +281,12 @@ class Updater:
             ar = r.get("ar")
             if ar and (not floor or O.version_tuple(ar) > O.version_tuple(floor)):
                 floor = ar
-            self.rec = {"f": 1, "st": IDLE, "floor": floor,
+            self.rec = {"f": 1, "st": IDLE, "floor": floor, "mig": None,     # migrations not yet run
                         "last": {"v": self.version, "result": "valid", "from": r.get("from")}}
             self._save()
             self.trial = False
             self.emit("ota_valid", {"version": self.version, "slot": self.slot, "from": r.get("from")})
-            if self.on_valid is not None:
-                self.on_valid()       # migrations only now: a rolled-back image still reads every record
+            self._migrate()           # migrations only now: a rolled-back image still reads every record
             return "valid"
         if self.clock.ticks_diff(self.clock.ticks_ms(), self._trial_end) >= 0:
             failing.sort()

@@ -123,10 +123,12 @@ class OtaService:
             app.board.reset()
 
     def quiet(self, cell):
-        """A moment to reboot: the supply decision settled, no service request half-read, and what the
-        meter owes the head-end (results, the `ota_ready` event) delivered."""
+        """A moment to reboot: the relay not changing (no move the contact did not confirm, due to be
+        pulsed again), no commit open (a commit_many's journal on flash), no service request half-read,
+        and what the meter owes the head-end (results, the `ota_ready` event) delivered. (A pulse and a
+        commit run inside one job: this job never sees one half-way.)"""
         app = self.app
-        if app.service.buf:
+        if app.service.buf or app.prepaid.supply._retry_at is not None or app.store.journal_pending():
             return False
         if cell is not None and len(cell.link.uplink.queue):
             return False

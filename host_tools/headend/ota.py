@@ -8,7 +8,8 @@ outbox (`fw_offer`, signed, retried, queued for meters that are offline until th
 `meters/<id>/fwreq` are answered on `meters/<id>/fw`, each chunk MACed with that meter's message key.
 
 Per-meter states: pending (not yet offered: a later stage) -> offered -> downloading (bytes) ->
-installed (switched, proving itself) -> valid | rolled_back (reason) | refused (result code) | failed."""
+installed (switched, proving itself) -> valid | rolled_back (reason) | refused (result code) | failed;
+cancelled (the campaign cancelled before the meter took its offer)."""
 import base64
 import hashlib
 import hmac
@@ -106,9 +107,35 @@ def set_state(store, cid, action):
         db.execute("UPDATE ota_campaigns SET state=?, note=NULL, stage_started=CASE WHEN ?='running' THEN ? "
                    "ELSE stage_started END WHERE id=?", (new, new, store.clock(), cid))
         if new == "cancelled":
-            db.execute("UPDATE ota_targets SET state='cancelled', updated=? WHERE campaign_id=? AND state='pending'",
-                       (store.clock(), cid))
+            _cancel(store, db, cid)
     return status(store, cid)
+
+
+def _cancel(store, db, cid):
+    """Withdraw what the meters have not taken: targets not yet offered, and offers still in the outbox
+    (not answered: queued for an offline meter, or sent with no result) are dropped from it, those
+    targets cancelled. A meter has no way to drop an offer it took (no cancel command on the meter), so
+    meters that accepted it or are downloading are served to the end and followed (`tick`); a withdrawn
+    offer the meter got after all (the broker held it) shows as a chunk request and is served too
+    (`on_request`), never left `busy` for the 6 hours until it abandons the download."""
+    now = store.clock()
+    why = "campaign %d cancelled" % cid
+    withdrawn = 0
+    for t in db.execute("SELECT t.meter_id, t.msg_id FROM ota_targets t JOIN messages m ON m.msg_id=t.msg_id WHERE "
+                        "t.campaign_id=? AND t.state='offered' AND m.state!='done' FOR UPDATE", (cid,)).fetchall():
+        db.execute("UPDATE messages SET state='done', code='withdrawn', detail=?, done_at=? WHERE msg_id=?",
+                   (json.dumps({"why": why}), now, t["msg_id"]))
+        db.execute("UPDATE ota_targets SET state='cancelled', reason='offer withdrawn', updated=? WHERE "
+                   "campaign_id=? AND meter_id=?", (now, cid, t["meter_id"]))
+        store.log(t["meter_id"], "headend", "command_withdrawn", {"msg_id": t["msg_id"], "cmd": "fw_offer",
+                                                                  "why": why}, db=db)
+        withdrawn += 1
+    db.execute("UPDATE ota_targets SET state='cancelled', reason='not offered', updated=? WHERE campaign_id=? AND "
+               "state='pending'", (now, cid))
+    served = db.execute("SELECT COUNT(*) AS n FROM ota_targets WHERE campaign_id=? AND state IN "
+                        "('offered','downloading','installed')", (cid,)).fetchone()["n"]
+    db.execute("UPDATE ota_campaigns SET note=? WHERE id=?",
+               ("cancelled: %d offers withdrawn, %d meters that took it served to the end" % (withdrawn, served), cid))
 
 
 def status(store, cid=None):
@@ -164,8 +191,11 @@ class OtaService:
             return False
         t = self.store.q1("SELECT t.campaign_id, c.sha256, m.message_key_hex FROM ota_targets t JOIN ota_campaigns c "
                           "ON c.id=t.campaign_id JOIN meters m ON m.meter_id=t.meter_id WHERE t.meter_id=? AND "
-                          "c.sha256 LIKE ? AND c.state!='cancelled' AND t.state IN ('offered','downloading') "
-                          "ORDER BY t.campaign_id DESC", (meter_id, sha8 + "%"))
+                          "c.sha256 LIKE ? AND (t.state IN ('offered','downloading') OR (t.state='cancelled' AND "
+                          "t.msg_id IS NOT NULL)) ORDER BY t.state='cancelled', t.campaign_id DESC",
+                          (meter_id, sha8 + "%"))
+        # (a cancelled campaign's meters that took the offer are served to the end: the meter has no
+        # cancel, and one refused its chunks would answer `busy` to every offer until it gave up)
         pkg = self._blob(t["sha256"]) if t else None
         if pkg is None or off < 0 or not 0 < n <= 4096 or off + n > len(pkg.image):
             self.stats["requests_refused"] += 1
@@ -179,14 +209,18 @@ class OtaService:
         self.stats["chunks"] += 1
         self.stats["chunk_bytes"] += n
         with self.store.tx() as db:
-            db.execute("UPDATE ota_targets SET state='downloading', bytes=?, updated=? WHERE campaign_id=? AND "
-                       "meter_id=? AND state IN ('offered','downloading')",
+            db.execute("UPDATE ota_targets SET state='downloading', bytes=?, updated=?, reason=CASE WHEN "
+                       "state='cancelled' THEN 'took the offer before it was withdrawn' ELSE reason END WHERE "
+                       "campaign_id=? AND meter_id=? AND state IN ('offered','downloading','cancelled')",
                        (off + n, self.store.clock(), t["campaign_id"], meter_id))
         return True
 
     # -- campaigns ---------------------------------------------------------------------------------
     def tick(self):
-        for c in self.store.q("SELECT * FROM ota_campaigns WHERE state IN ('running','paused','halted')"):
+        # a cancelled campaign is followed while meters that took its offer are still on their way
+        for c in self.store.q("SELECT * FROM ota_campaigns c WHERE state IN ('running','paused','halted') OR "
+                              "(state='cancelled' AND EXISTS (SELECT 1 FROM ota_targets t WHERE t.campaign_id=c.id "
+                              "AND t.state IN ('offered','downloading','installed')))"):
             self._follow(c)
             if c["state"] == "running":
                 self._advance(c)
@@ -218,7 +252,8 @@ class OtaService:
                     new, code, reason = "valid", None, None
                 elif k == "ota_rolled_back" and d.get("version") == pkg_version:
                     new, reason = "rolled_back", d.get("reason")
-                    if str(reason).startswith(RESET_ROLLBACK) and t["attempts"] < ATTEMPTS:
+                    if str(reason).startswith(RESET_ROLLBACK) and t["attempts"] < ATTEMPTS and \
+                            c["state"] != "cancelled":
                         new = "pending"      # a cut, not the image: offered again (its slot keeps the image)
                 elif k == "ota_failed":
                     new, code, reason = "failed", d.get("code"), d.get("why")
@@ -248,10 +283,13 @@ class OtaService:
         timed_out = now - c["stage_started"] >= c["stage_timeout_s"]
         if len(done) < len(rows) and not timed_out:
             return
-        # the success rate counts the meters that tried the image (a refusal, e.g. another board, is
-        # reported but is not the image failing)
+        # The success rate counts the meters that tried the image (a refusal, e.g. another board, is
+        # reported but is not the image failing). A stage proceeds only on evidence: at least one meter
+        # installed it and proved it valid, and valid / tried is at least the threshold. A stage with no
+        # meter finished (all offline at its timeout) or none that tried it (all refused) halts.
         tried = [d for d in done if d in ("valid", "rolled_back", "failed")]
-        rate = 100.0 * tried.count("valid") / len(tried) if tried else 100.0
+        valid = tried.count("valid")
+        rate = 100.0 * valid / len(tried) if tried else 0.0
         if stage + 1 >= len(stages):
             if len(done) == len(rows):
                 with self.store.tx() as db:
@@ -259,13 +297,22 @@ class OtaService:
                                ("%d of %d tried it: %.1f %% valid" % (len(tried), len(rows), rate) if tried
                                 else "no meter tried the image", c["id"]))
             return
-        with self.store.tx() as db:
-            if rate >= c["threshold_pct"]:
+        if valid and valid * 100.0 >= c["threshold_pct"] * len(tried):
+            with self.store.tx() as db:
                 db.execute("UPDATE ota_campaigns SET stage=?, stage_started=?, note=NULL WHERE id=?",
                            (stage + 1, now, c["id"]))
-            else:
-                db.execute("UPDATE ota_campaigns SET state='halted', note=? WHERE id=?",
-                           ("stage %d: %.1f %% valid, below %.1f %%" % (stage, rate, c["threshold_pct"]), c["id"]))
+            return
+        if tried:
+            why = "%.1f %% valid (%d of %d that tried it): %s" % (
+                rate, valid, len(tried), "below %.1f %%" % c["threshold_pct"] if valid else "no valid install")
+        elif done:
+            refused = done.count("refused")
+            why = "no meter tried the image: %d of %d finished, %d refused" % (len(done), len(rows), refused)
+        else:
+            why = "no meter finished within %.0f s: 0 of %d" % (c["stage_timeout_s"], len(rows))
+        with self.store.tx() as db:
+            db.execute("UPDATE ota_campaigns SET state='halted', note=? WHERE id=?",
+                       ("stage %d: %s" % (stage, why), c["id"]))
 
 
 def attach(headend, rng=None):

@@ -26,9 +26,11 @@ def register(sub, common):
     s.add_argument("--share", type=float, default=100.0, help="%% of those meters (default 100)")
     s.add_argument("--stages", default="1,10,100", help="cumulative %% of the targets per stage (default 1,10,100)")
     s.add_argument("--threshold", type=float, default=95.0,
-                   help="a stage proceeds only when this %% of the meters that tried it are valid (default 95)")
+                   help="a stage proceeds only when at least this %% of the meters that tried it are valid, "
+                   "and at least one is (default 95)")
     s.add_argument("--stage-timeout-s", type=float, default=86400.0,
-                   help="judge a stage on the meters finished after this long (offline ones get it later)")
+                   help="judge a stage on the meters finished after this long (offline ones get it later); "
+                   "with none finished, or all refused, the campaign halts")
     common(s)
     s.set_defaults(func=cmd_start)
     for action in ("pause", "resume", "cancel"):

@@ -38,7 +38,8 @@ def register(sub):
     k.add_argument("--trust", action="append", default=[], help="a trusted public key (.pub.pem); repeat for "
                    "several (default: $METERKIT_OTA_TRUST)")
     k.add_argument("--board", help="the meter's board (default: do not check)")
-    k.add_argument("--running", help="the meter's running version (checks min_version)")
+    k.add_argument("--running", help="the meter's running version (checks min_version, and "
+                   "already_installed when it is the package's)")
     k.add_argument("--anti-rollback", help="the meter's anti-rollback version (checks for a downgrade)")
     k.add_argument("--json", action="store_true")
     k.set_defaults(func=cmd_inspect)

@@ -13,6 +13,11 @@ BUSY = "busy"                     # another update is in progress on the meter
 HASH_MISMATCH = "hash_mismatch"   # the downloaded image does not hash to the signed SHA-256
 BAD_CHUNK = "bad_chunk"           # a chunk failed its check (hash, length, offset): asked again
 BAD_IMAGE = "bad_image"           # the image is not an app image for this chip
+# the meter's alone (firmware/ota/updater.py), listed so that every word of docs/ota.md's table is here
+NO_SLOT = "no_ota_slot"           # the meter has no other OTA slot to write into
+DUPLICATE = "duplicate"           # a chunk behind the bytes already written: ignored
+OUT_OF_ORDER = "out_of_order"     # a chunk ahead of the offset expected: ignored, asked again
+ABANDONED = "abandoned"           # no chunk for 6 hours: the download is given up
 
 REFUSALS = (BAD_PACKAGE, BAD_SIGNATURE, WRONG_BOARD, DOWNGRADE, TOO_OLD, TOO_BIG, SAME_VERSION, BUSY,
-            HASH_MISMATCH, BAD_IMAGE)
+            HASH_MISMATCH, BAD_IMAGE, NO_SLOT)

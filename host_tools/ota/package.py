@@ -183,8 +183,8 @@ def read(path):
 
 def check(pkg, trusted, board=None, running=None, anti_rollback=None, slot=None):
     """The checks a meter makes, in its order: signature by a trusted key, board, anti-rollback, the
-    running version against min_version, size against the slot, then the image's hash (a meter checks
-    that last, once downloaded). `trusted` is a list of public keys. Raises Refused; returns a summary."""
+    running version against min_version and against the package's own (already_installed), size
+    against the slot, then the image's hash (a meter checks that last, once downloaded). `trusted` is a list of public keys. Raises Refused; returns a summary."""
     h = pkg.header
     signer = next((k for k in trusted if keys.key_id(k) == h["key_id"]), None)
     if signer is None:
@@ -203,6 +203,9 @@ def check(pkg, trusted, board=None, running=None, anti_rollback=None, slot=None)
     if running is not None and parse_version(running, "running version") < parse_version(h["min_version"]):
         raise Refused(codes.TOO_OLD, f"the meter runs {running}; this package installs only over {h['min_version']} "
                       "or later", hint="update to an intermediate version first")
+    if running is not None and parse_version(running, "running version") == version:
+        raise Refused(codes.SAME_VERSION, f"the meter already runs {running}",
+                      hint="offer it to meters on another version")
     limit = slot if slot is not None else h["slot_size"]
     if board is not None and slot is None:
         limit = slot_size(board)
