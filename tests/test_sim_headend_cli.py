@@ -102,6 +102,9 @@ def test_malformed_set_time_is_refused_and_spends_no_sms_counter(chain):
     (["headend", "topup", "X", "--amount", "nan"], "not a positive amount"),
     (["headend", "topup", "X", "--kwh", "0"], "not a positive amount"),
     (["headend", "topup", "X", "--amount", "1", "--wait", "nan"], "--wait"),
+    # past the largest STS amount: the limit is said in the token's own unit (money here, not kWh)
+    (["headend", "topup", "X", "--amount", "99999"], "amount 99999 currency units outside 0..182.01624 currency units"),
+    (["headend", "topup", "X", "--kwh", "9999999"], "amount 9999999 kWh outside 0..1820162.4 kWh"),
 ])
 def test_head_end_refusals_exit_2_without_traceback(chain, argv, needle):
     argv = list(argv)
