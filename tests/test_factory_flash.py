@@ -132,9 +132,27 @@ def test_a_file_system_built_for_another_board_is_refused(tmp_path, capsys):
     build(BOARD, tmp_path / "build", versions={})
     (tmp_path / "firmware.bin").write_bytes(imagegen.combined())
     with start_rom(tmp_path / "f.bin", link=tmp_path / "esp") as link:
-        rc, out = run_flash(capsys, [link.port], tmp_path, board="sim", fs="build/fs.img")
+        rc, out = run_flash(capsys, [link.port], tmp_path, board="esp32_bl0942", fs="build/fs.img")
         assert link.rom.requests == 0
-    assert rc == 2 and "built for board 'esp32_atm90e26', not 'sim'" in out["error"], out
+    assert rc == 2 and "built for board 'esp32_atm90e26', not 'esp32_bl0942'" in out["error"], out
+
+
+@pytest.mark.parametrize("as_json", [True, False])
+def test_a_board_that_is_not_an_esp_chip_is_refused_before_any_port_is_opened(images, capsys, as_json):
+    """`--board sim` is the simulator's board (the unix port): refused in the planning step, before the
+    (simulated ESP32) chip on the port hears a single request, and pointing at what to do instead."""
+    tmp, _ = images
+    with start_rom(tmp / "f.bin", link=tmp / "esp") as link:
+        argv = ["flash", "--board", "sim", "-p", link.port, "--firmware", str(tmp / "firmware.bin")]
+        rc = main(argv + (["--json"] if as_json else []))
+        assert link.rom.requests == 0, "the port was opened"
+    cap = capsys.readouterr()
+    assert rc == 2, cap
+    text = json.loads(cap.out)["error"] + " " + json.loads(cap.out)["hint"] if as_json else cap.err
+    assert "board sim is not an ESP chip (its MCU is unix)" in text, text
+    assert "meterkit sim start" in text and "--board esp32_atm90e26" in text, text
+    assert "wrong chip" not in text and "Traceback" not in cap.err
+    assert (tmp / "f.bin").read_bytes() == b"\xff" * (4 * MB)
 
 
 def test_a_file_system_that_is_not_littlefs_is_refused(tmp_path, capsys):
