@@ -206,3 +206,32 @@ def test_a_missing_firmware_file_is_one_clear_line_not_a_traceback(images, capsy
     tmp, _ = images
     rc, out = run_flash(capsys, ["/dev/null-port"], tmp, firmware="missing.bin")
     assert rc == 2 and out["error"].startswith("cannot read ") and "missing.bin" in out["error"], out
+
+
+def test_port_auto_flashes_the_one_meter_attached(images, capsys, monkeypatch):
+    """`flash -p auto` resolves the port as every verb does (here a simulated board's link named like a
+    meter's, no USB bridge on the machine) instead of opening a port called 'auto'."""
+    tmp, fw = images
+    from host_tools.device import ports
+    monkeypatch.setattr(ports.list_ports, "comports", lambda: [])
+    monkeypatch.chdir(tmp)
+    with start_rom(tmp / "f.bin", link=tmp / "board.meter") as link:
+        rc, out = run_flash(capsys, ["auto"], tmp)
+        assert link.rom.blocks_written > 0
+    assert rc == 0 and out["flashed"] == 1, out
+    assert out["results"][0]["port"].endswith("board.meter"), out
+    assert (tmp / "f.bin").read_bytes()[FW_OFFSET:FW_OFFSET + len(fw)] == fw
+
+
+def test_port_auto_with_no_meter_and_a_missing_port_are_said_once(images, capsys, monkeypatch):
+    tmp, _ = images
+    from host_tools.device import ports
+    monkeypatch.setattr(ports.list_ports, "comports", lambda: [])
+    monkeypatch.chdir(tmp)
+    rc = main(["flash", "--board", BOARD, "-p", "auto", "--firmware", str(tmp / "firmware.bin")])
+    cap = capsys.readouterr()
+    assert rc == 3 and "--port auto found no meter" in cap.err and "Traceback" not in cap.err, cap
+    missing = str(tmp / "nope")
+    rc = main(["flash", "--board", BOARD, "-p", missing, "--firmware", str(tmp / "firmware.bin")])
+    out = capsys.readouterr().out
+    assert rc == 1 and f"{missing}: FAILED  no such port" in out and out.count(missing) == 1, out

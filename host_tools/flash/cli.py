@@ -12,7 +12,7 @@ from host_tools.flash.flasher import flash_many
 
 def register(sub):
     p = sub.add_parser("flash", help="flash MicroPython + the application image onto ESP32 boards (esptool)")
-    p.add_argument("--port", action="append", required=True, help="serial port, pty or socket://host:port; repeat")
+    p.add_argument("--port", action="append", required=True, help="serial port, pty, socket://host:port or auto (the one meter attached); repeat")
     p.add_argument("--board", required=True, help="board name under boards/ (its mcu and flash layout)")
     p.add_argument("--firmware", required=True, help="MicroPython firmware.bin, written at the board's firmware offset")
     p.add_argument("--fs", default=None, help="littlefs image from `meterkit build`, written at the vfs offset")
@@ -37,7 +37,13 @@ def register(sub):
 
 
 def handler(args):
-    results = flash_many(args.port, args.board, args.firmware, args.fs, show_progress=not args.json,
+    from host_tools.device.ports import resolve
+    ports = [resolve(p) for p in args.port]          # `auto`: the one meter attached, as every verb does
+    if len(set(ports)) != len(ports):
+        from host_tools.errors import UsageError
+        twice = sorted({p for p in ports if ports.count(p) > 1})
+        raise UsageError("port %s given twice" % ", ".join(twice), hint="give each board's port once")
+    results = flash_many(ports, args.board, args.firmware, args.fs, show_progress=not args.json,
                          console=Console(stderr=True), compress=not args.no_compress,
                          block_timeout=args.block_timeout, seal=args.seal,
                          keep_download_mode=args.keep_download_mode, secure_boot_key=args.secure_boot_key,
