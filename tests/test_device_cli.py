@@ -4,6 +4,7 @@ rendered in units, `meterkit console` driven through a pty, `meterkit monitor`, 
 import json
 import os
 import pty
+import re
 import select
 import signal
 import subprocess
@@ -78,6 +79,23 @@ def test_relay_and_set_time_in_factory_mode(meter):
     assert p.returncode == 0 and json.loads(p.stdout)["time"] == 1780000000
     bad = mk("device", "-p", meter["port"], "set-time", "yesterday")
     assert bad.returncode == 2 and "ISO 8601" in bad.stderr
+
+
+def test_event_details_and_settings_read_as_words_and_units(meter):
+    mk("device", "-p", meter["port"], "relay", "open", "--json")
+    mk("device", "-p", meter["port"], "relay", "close", "--json")
+    p = mk("device", "-p", meter["port"], "events")
+    assert p.returncode == 0 and "safe mode no" in p.stdout and "open yes" in p.stdout, p.stdout
+    for raw in ("True", "False", "None", "{"):
+        assert raw not in p.stdout, (raw, p.stdout)
+    p = mk("device", "-p", meter["port"], "config")
+    assert p.returncode == 0, p.stderr
+    rows = {re.split(r"\s{2,}", ln.strip())[0]: ln for ln in p.stdout.splitlines() if ln.strip()}
+    assert "MRU" in rows["opening credit"] and "MRU/kWh" in rows["block 1"], p.stdout
+    assert "commit at least every" in rows and "commit after" in rows and "commit" not in rows, p.stdout
+    assert "tariff 1" in rows and "{" not in p.stdout and "[" not in p.stdout, p.stdout
+    j = json.loads(mk("device", "-p", meter["port"], "config", "--json").stdout)
+    assert j["settings"]["prepaid"]["commit_s"] > 0 and isinstance(j["settings"]["prepaid"]["tariff"]["tariffs"], list)
 
 
 def test_console_session_through_a_pty(meter, tmp_path):

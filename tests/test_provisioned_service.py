@@ -52,6 +52,13 @@ def test_privileged_requests_authenticate_from_the_record_db(meter):
     cfg = json.loads(p.stdout)
     assert cfg["provisioned"] is True and "IgainL" in cfg["calibration"], cfg
     assert "tariff" in cfg["settings"]["prepaid"] and cfg["settings"]["meter_period_s"] > 0, cfg["settings"]
+    # for people: the provisioning time as a local date, not Unix seconds
+    from host_tools import render
+    at = cfg["provisioned_at"]
+    for req in ("identity", "config"):
+        p = mk("device", "-p", meter["port"], req, "--db", meter["db"])
+        line = [ln for ln in p.stdout.splitlines() if ln.startswith("provisioned at")]
+        assert line and render.local_time(at) in line[0] and str(int(at)) not in p.stdout, p.stdout
 
 
 def test_an_opaygo_token_made_with_the_recorded_secret_is_accepted(meter):
