@@ -29,8 +29,8 @@ def register(sub):
     p.add_argument("--skip-secure-boot-on-old-silicon", action="store_true",
                    help="with --secure-boot-key: seal a board older than silicon v3 with flash encryption only "
                         "instead of refusing it")
-    p.add_argument("--db", default=None, help="manufacturing record DB for --seal (default factory-records.sqlite "
-                                               "or $METERKIT_FACTORY_DB)")
+    p.add_argument("--db", default=None, help="manufacturing record DB for --seal (default $METERKIT_FACTORY_DB, or "
+                                               "factory-records.sqlite in the data folder, where `provision` keeps it)")
     p.add_argument("--operator", default=None, help="who ran the line (recorded with --seal)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=handler)
@@ -66,11 +66,11 @@ def handler(args):
 
 
 def record_seals(results, args):
-    """One sealing row per sealed board in the manufacturing record (keyed by MAC)."""
-    import os
-
-    from host_tools.provision.records import DEFAULT_DB, RecordDB
-    db = RecordDB(args.db or os.environ.get("METERKIT_FACTORY_DB") or DEFAULT_DB)
+    """One sealing row per sealed board in the manufacturing record (keyed by MAC): the record DB
+    `provision` writes (the data folder's, unless --db or $METERKIT_FACTORY_DB names another)."""
+    from host_tools.paths import factory_db
+    from host_tools.provision.records import RecordDB
+    db = RecordDB(args.db or factory_db(existing=False))
     fw = hashlib.sha256(Path(args.firmware).read_bytes()).hexdigest()
     fs = hashlib.sha256(Path(args.fs).read_bytes()).hexdigest() if args.fs else None
     try:
