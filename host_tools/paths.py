@@ -17,6 +17,17 @@ def data_dir():
     return Path(os.environ.get("METERKIT_DATA") or os.getcwd())
 
 
+def factory_db(existing=True):
+    """The manufacturing record DB a tool uses when no --db is given: $METERKIT_FACTORY_DB, else
+    factory-records.sqlite in the data folder; with `existing`, that file only when it is there (None
+    otherwise), for tools that read records; without, its path anyway, for tools that write them."""
+    if os.environ.get("METERKIT_FACTORY_DB"):
+        return os.environ["METERKIT_FACTORY_DB"]
+    from host_tools.provision.records import DEFAULT_DB
+    p = data_dir() / DEFAULT_DB
+    return str(p) if (p.exists() or not existing) else None
+
+
 def venv_bin(name):
     """Path of a console script installed beside the running interpreter (the project's .venv)."""
     here = Path(sys.executable).parent / name

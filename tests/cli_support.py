@@ -11,9 +11,11 @@ METERKIT = str(Path(sys.executable).parent / "meterkit")
 
 
 def mk(*argv, cwd=None, timeout=120, env=None):
-    """Run meterkit; wide output (no wrapping), no factory DB from the caller's environment."""
-    e = dict(os.environ, COLUMNS="160", **(env or {}))
+    """Run meterkit; wide output (no wrapping), no factory DB from the caller's environment (`env` may
+    give one)."""
+    e = dict(os.environ, COLUMNS="160")
     e.pop("METERKIT_FACTORY_DB", None)
+    e.update(env or {})
     return subprocess.run([METERKIT, *argv], capture_output=True, text=True, timeout=timeout, cwd=cwd, env=e)
 
 

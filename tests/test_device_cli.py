@@ -4,6 +4,7 @@ rendered in units, `meterkit console` driven through a pty, `meterkit monitor`, 
 import json
 import os
 import pty
+import re
 import select
 import signal
 import subprocess
@@ -30,18 +31,19 @@ def _pty_reader(fd):
     """read_until(needle): read the pty until `needle` shows, or fail saying what was seen."""
     seen = {"out": b""}
 
-    def read_until(needle, timeout=30):
-        """needle None: just drain what comes within `timeout`."""
+    def read_until(needle, timeout=30, start=0):
+        """needle None: just drain what comes within `timeout`. `start`: look only at what came after
+        that many bytes (a reply to the latest line, not an earlier one)."""
         end = time.monotonic() + timeout
-        while (needle is None or needle not in seen["out"]) and time.monotonic() < end:
+        while (needle is None or needle not in seen["out"][start:]) and time.monotonic() < end:
             if select.select([fd], [], [], 0.05)[0]:
                 try:
                     seen["out"] += os.read(fd, 65536)
                 except OSError:
                     break
         if needle is not None:
-            assert needle in seen["out"], "did not see %r in:\n%s" % (needle,
-                                                                     seen["out"][-3000:].decode(errors="replace"))
+            assert needle in seen["out"][start:], "did not see %r in:\n%s" % (
+                needle, seen["out"][start:][-3000:].decode(errors="replace"))
     return read_until, seen
 
 
@@ -80,6 +82,23 @@ def test_relay_and_set_time_in_factory_mode(meter):
     assert bad.returncode == 2 and "ISO 8601" in bad.stderr
 
 
+def test_event_details_and_settings_read_as_words_and_units(meter):
+    mk("device", "-p", meter["port"], "relay", "open", "--json")
+    mk("device", "-p", meter["port"], "relay", "close", "--json")
+    p = mk("device", "-p", meter["port"], "events")
+    assert p.returncode == 0 and "safe mode no" in p.stdout and "open yes" in p.stdout, p.stdout
+    for raw in ("True", "False", "None", "{"):
+        assert raw not in p.stdout, (raw, p.stdout)
+    p = mk("device", "-p", meter["port"], "config")
+    assert p.returncode == 0, p.stderr
+    rows = {re.split(r"\s{2,}", ln.strip())[0]: ln for ln in p.stdout.splitlines() if ln.strip()}
+    assert "MRU" in rows["opening credit"] and "MRU/kWh" in rows["block 1"], p.stdout
+    assert "commit at least every" in rows and "commit after" in rows and "commit" not in rows, p.stdout
+    assert "tariff 1" in rows and "{" not in p.stdout and "[" not in p.stdout, p.stdout
+    j = json.loads(mk("device", "-p", meter["port"], "config", "--json").stdout)
+    assert j["settings"]["prepaid"]["commit_s"] > 0 and isinstance(j["settings"]["prepaid"]["tariff"]["tariffs"], list)
+
+
 def test_console_session_through_a_pty(meter, tmp_path):
     hist = tmp_path / "hist"
     pid, fd = pty.fork()
@@ -107,6 +126,51 @@ def test_console_session_through_a_pty(meter, tmp_path):
         os.close(fd)
     assert b"connected to unprovisioned" in seen["out"]
     assert "credit" in hist.read_text() and "quit" in hist.read_text()
+
+
+def test_console_recalls_a_line_with_the_up_arrow_and_completes_a_request_with_tab(meter, tmp_path):
+    """As a person types: `tot` + Tab completes to `totals` (the meter answers with its energy), the
+    up arrow recalls that line and Enter sends it again (answered again); the history of an earlier
+    session is recalled too."""
+    hist = tmp_path / "hist"
+    hist.write_text("status\n")                   # a line from an earlier session
+    pid, fd = pty.fork()
+    if pid == 0:   # the child: the console, as a person runs it in a terminal
+        os.environ.update(COLUMNS="120", TERM="xterm")
+        os.execv(METERKIT, [METERKIT, "console", "-p", meter["port"], "--history", str(hist)])
+    read_until, seen = _pty_reader(fd)
+    try:
+        read_until(b"> ")
+        mark = len(seen["out"])
+        os.write(fd, b"tot\t")                       # Tab: the one request starting `tot`
+        read_until(b"totals", start=mark)
+        os.write(fd, b"\r")
+        read_until(b"imported", start=mark)          # the meter's totals, rendered
+        read_until(b"> ", start=len(seen["out"]) - 2)
+        mark = len(seen["out"])
+        os.write(fd, b"\x1b[A")                      # up arrow: the line just sent
+        read_until(b"totals", start=mark)
+        os.write(fd, b"\r")
+        read_until(b"imported", start=mark)          # answered again: the recalled line was sent
+        read_until(b"kWh", start=mark)
+        read_until(b"> ", start=len(seen["out"]) - 2)
+        mark = len(seen["out"])
+        os.write(fd, b"\x1b[A\x1b[A")                # twice: the earlier session's line
+        read_until(b"status", start=mark)
+        os.write(fd, b"\r")
+        read_until(b"uptime", start=mark)            # the meter's status reply
+        os.write(fd, b"quit\r")
+        _, status = os.waitpid(pid, 0)
+        assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
+    finally:
+        try:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+        except (ProcessLookupError, ChildProcessError):
+            pass
+        os.close(fd)
+    # the history: the earlier session's line, then this one's (a line repeated at once is kept once)
+    assert hist.read_text().splitlines()[-4:] == ["status", "totals", "status", "quit"], hist.read_text()
 
 
 def test_monitor_streams_readings_and_events_as_json_lines(meter):

@@ -63,9 +63,32 @@ def test_redeploy_skips_unchanged_files_and_copies_changed_ones(tmp_path, runnin
 def test_deploy_to_a_missing_port_says_so(tmp_path, capsys):
     src = make_tree(tmp_path / "src")
     build("sim", tmp_path / "build", source_root=src, versions={})
-    rc = main(["deploy", "--port", str(tmp_path / "nothing"), "--build-dir", str(tmp_path / "build"), "--json"])
+    rc = main(["deploy", "--port", str(tmp_path / "absent-port"), "--build-dir", str(tmp_path / "build"), "--json"])
     out = json.loads(capsys.readouterr().out)
     assert rc == 3 and "cannot open the port" in out["error"]
+    # said once: the port named once, with the reason (mpremote's own text names it again)
+    assert out["error"].count("absent-port") == 1 and "no such file or directory" in out["error"], out
+    rc = main(["deploy", "-p", str(tmp_path / "absent-port"), "--build-dir", str(tmp_path / "build")])
+    err = capsys.readouterr().err
+    assert rc == 3 and err.count("absent-port") == 1 and err.count("\n") == 1, err
+
+
+def test_deploy_port_auto_picks_the_one_meter(tmp_path, capsys, monkeypatch):
+    from host_tools.device import ports
+    monkeypatch.setattr(ports.list_ports, "comports", lambda: [])
+    monkeypatch.chdir(tmp_path)
+    src = make_tree(tmp_path / "src")
+    build("sim", tmp_path / "build", source_root=src, versions={})
+    rc = main(["deploy", "-p", "auto", "--build-dir", str(tmp_path / "build"), "--json"])
+    assert rc == 3 and "--port auto found no meter" in json.loads(capsys.readouterr().out)["error"]
+    dev = tmp_path / "device"
+    dev.mkdir()
+    with MicroPythonOnPty(tmp_path / "board.meter", cwd=dev) as mp:
+        rc = main(["deploy", "-p", "auto", "--build-dir", str(tmp_path / "build"), "--json"])
+        out = json.loads(capsys.readouterr().out)
+        assert rc == 0 and out["port"].endswith("board.meter") and out["copied"], out
+        assert mp.proc.poll() is None
+    assert (dev / "app.mpy").exists()
 
 
 def test_deploy_without_a_build_says_how_to_make_one(tmp_path, capsys):

@@ -132,9 +132,27 @@ def test_a_file_system_built_for_another_board_is_refused(tmp_path, capsys):
     build(BOARD, tmp_path / "build", versions={})
     (tmp_path / "firmware.bin").write_bytes(imagegen.combined())
     with start_rom(tmp_path / "f.bin", link=tmp_path / "esp") as link:
-        rc, out = run_flash(capsys, [link.port], tmp_path, board="sim", fs="build/fs.img")
+        rc, out = run_flash(capsys, [link.port], tmp_path, board="esp32_bl0942", fs="build/fs.img")
         assert link.rom.requests == 0
-    assert rc == 2 and "built for board 'esp32_atm90e26', not 'sim'" in out["error"], out
+    assert rc == 2 and "built for board 'esp32_atm90e26', not 'esp32_bl0942'" in out["error"], out
+
+
+@pytest.mark.parametrize("as_json", [True, False])
+def test_a_board_that_is_not_an_esp_chip_is_refused_before_any_port_is_opened(images, capsys, as_json):
+    """`--board sim` is the simulator's board (the unix port): refused in the planning step, before the
+    (simulated ESP32) chip on the port hears a single request, and pointing at what to do instead."""
+    tmp, _ = images
+    with start_rom(tmp / "f.bin", link=tmp / "esp") as link:
+        argv = ["flash", "--board", "sim", "-p", link.port, "--firmware", str(tmp / "firmware.bin")]
+        rc = main(argv + (["--json"] if as_json else []))
+        assert link.rom.requests == 0, "the port was opened"
+    cap = capsys.readouterr()
+    assert rc == 2, cap
+    text = json.loads(cap.out)["error"] + " " + json.loads(cap.out)["hint"] if as_json else cap.err
+    assert "board sim is not an ESP chip (its MCU is unix)" in text, text
+    assert "meterkit sim start" in text and "--board esp32_atm90e26" in text, text
+    assert "wrong chip" not in text and "Traceback" not in cap.err
+    assert (tmp / "f.bin").read_bytes() == b"\xff" * (4 * MB)
 
 
 def test_a_file_system_that_is_not_littlefs_is_refused(tmp_path, capsys):
@@ -188,3 +206,32 @@ def test_a_missing_firmware_file_is_one_clear_line_not_a_traceback(images, capsy
     tmp, _ = images
     rc, out = run_flash(capsys, ["/dev/null-port"], tmp, firmware="missing.bin")
     assert rc == 2 and out["error"].startswith("cannot read ") and "missing.bin" in out["error"], out
+
+
+def test_port_auto_flashes_the_one_meter_attached(images, capsys, monkeypatch):
+    """`flash -p auto` resolves the port as every verb does (here a simulated board's link named like a
+    meter's, no USB bridge on the machine) instead of opening a port called 'auto'."""
+    tmp, fw = images
+    from host_tools.device import ports
+    monkeypatch.setattr(ports.list_ports, "comports", lambda: [])
+    monkeypatch.chdir(tmp)
+    with start_rom(tmp / "f.bin", link=tmp / "board.meter") as link:
+        rc, out = run_flash(capsys, ["auto"], tmp)
+        assert link.rom.blocks_written > 0
+    assert rc == 0 and out["flashed"] == 1, out
+    assert out["results"][0]["port"].endswith("board.meter"), out
+    assert (tmp / "f.bin").read_bytes()[FW_OFFSET:FW_OFFSET + len(fw)] == fw
+
+
+def test_port_auto_with_no_meter_and_a_missing_port_are_said_once(images, capsys, monkeypatch):
+    tmp, _ = images
+    from host_tools.device import ports
+    monkeypatch.setattr(ports.list_ports, "comports", lambda: [])
+    monkeypatch.chdir(tmp)
+    rc = main(["flash", "--board", BOARD, "-p", "auto", "--firmware", str(tmp / "firmware.bin")])
+    cap = capsys.readouterr()
+    assert rc == 3 and "--port auto found no meter" in cap.err and "Traceback" not in cap.err, cap
+    missing = str(tmp / "nope")
+    rc = main(["flash", "--board", BOARD, "-p", missing, "--firmware", str(tmp / "firmware.bin")])
+    out = capsys.readouterr().out
+    assert rc == 1 and f"{missing}: FAILED  no such port" in out and out.count(missing) == 1, out

@@ -143,6 +143,32 @@ def test_the_cli_seals_and_records_the_seal_but_never_the_key(line, capsys):
     assert boot(tmp / "cli.bin").vfs_encrypted
 
 
+def test_the_seal_goes_into_the_data_folders_record_db_where_provision_writes(line, capsys, tmp_path,
+                                                                             monkeypatch):
+    """No --db: the seal is recorded in factory-records.sqlite in the data folder (as `provision`
+    keeps it), not in the working folder."""
+    tmp = line["tmp"]
+    if not (tmp / "esp-build" / "fs.img").exists():
+        build("esp32_atm90e26", tmp / "esp-build", versions={}, frozen=True)
+    data, work = tmp_path / "data", tmp_path / "work"
+    data.mkdir()
+    work.mkdir()
+    monkeypatch.setenv("METERKIT_DATA", str(data))
+    monkeypatch.delenv("METERKIT_FACTORY_DB", raising=False)
+    monkeypatch.chdir(work)
+    with start_rom(tmp_path / "dd.bin", link=tmp_path / "dd", index=21) as link:
+        rc = main(["flash", "--board", "esp32_atm90e26", "--port", link.port, "--firmware", str(tmp / "fw.bin"),
+                   "--fs", str(tmp / "esp-build" / "fs.img"), "--seal", "--json"])
+    out = json.loads(capsys.readouterr().out)
+    assert rc == 0 and out["results"][0]["sealed"], out
+    assert not (work / "factory-records.sqlite").exists()
+    db = RecordDB(data / "factory-records.sqlite")
+    try:
+        assert db.seal_record(out["results"][0]["mac"])["board"] == "esp32_atm90e26"
+    finally:
+        db.close()
+
+
 def test_sealing_an_image_without_an_encrypted_vfs_partition_is_refused_untouched(tmp_path, capsys):
     build("sim", tmp_path / "build", versions={}, frozen=True)
     (tmp_path / "fw.bin").write_bytes(imagegen.combined())  # MicroPython's stock table: vfs made at boot, plain

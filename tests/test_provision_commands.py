@@ -201,6 +201,28 @@ def test_provisioning_twice_is_refused_unless_rekey(app):
     assert r["ok"] and r["rekey"] is True and ident.load_keys(app.store)["krn"] == 2
 
 
+def test_base_date_defaults_to_14_and_a_recorded_one_is_kept(tmp_path):
+    """A request without base_date gets 14, as the host tools use everywhere (93's TIDs ran out in
+    November 2024); a meter provisioned with 93 keeps its recorded 93 across reboots."""
+    app = FakeApp(tmp_path / "new")
+    assert app.call("provision", **provision_req())["ok"]
+    assert ident.load_keys(app.store)["base_date"] == "14"
+    assert app.call("identity")["sts"]["base_date"] == "14"
+    old = FakeApp(tmp_path / "old")
+    assert old.call("provision", **provision_req(base_date="93"))["ok"]
+    rebooted = FakeApp(tmp_path / "old")
+    assert ident.load_keys(rebooted.store)["base_date"] == "93"
+    assert rebooted.call("identity")["sts"]["base_date"] == "93"
+
+
+def test_firmware_dkga04_defaults_to_base_date_14():
+    from tokens import dkga04
+    ids = ("123457", 1, 1, 2, PAN)
+    assert dkga04.message(*ids) == dkga04.message(*ids, "14") != dkga04.message(*ids, "93")
+    vk = bytes(range(20))
+    assert dkga04.decoder_key(vk, *ids) == dkga04.decoder_key(vk, *ids, "14")
+
+
 def test_factory_lock_needs_provisioning_and_survives_a_reboot(tmp_path):
     app = FakeApp(tmp_path / "flash")
     r = app.call("factory_lock")

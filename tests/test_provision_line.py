@@ -204,8 +204,10 @@ def test_a_power_cycled_meter_keeps_its_identity_lock_and_keys(line, capsys):
     assert rc == (0 if st["passed"] else 1) and {i["item"] for i in st["items"]} >= {"flash", "clock"}
 
 
-def test_selftest_of_a_locked_meter_without_the_record_db_says_to_give_it(line, capsys):
+def test_selftest_of_a_locked_meter_without_the_record_db_says_to_give_it(line, capsys, tmp_path, monkeypatch):
     mt = line["meters"][1]
+    monkeypatch.delenv("METERKIT_FACTORY_DB", raising=False)
+    monkeypatch.setenv("METERKIT_DATA", str(tmp_path))     # no factory-records.sqlite to fall back on
     rc = main(["selftest", "--port", mt.port, "--json"])
     err = json.loads(capsys.readouterr().out)
     assert rc == 3 and "left factory mode" in err["error"] and "--db" in err["hint"]

@@ -38,7 +38,7 @@ def test_self_test_of_a_sim_start_meter_passes_its_modem(meter):
 
 
 def test_privileged_request_without_the_record_db_is_refused_in_one_line(meter, tmp_path):
-    p = mk("device", "-p", meter["port"], "relay", "open", cwd=str(tmp_path))
+    p = mk("device", "-p", meter["port"], "relay", "open", cwd=str(tmp_path), env={"METERKIT_DATA": str(tmp_path)})
     assert p.returncode == 3 and "left factory mode" in p.stderr and "--db" in p.stderr, p.stderr
     assert p.stderr.count("\n") == 1 and "Traceback" not in p.stderr
 
@@ -52,6 +52,13 @@ def test_privileged_requests_authenticate_from_the_record_db(meter):
     cfg = json.loads(p.stdout)
     assert cfg["provisioned"] is True and "IgainL" in cfg["calibration"], cfg
     assert "tariff" in cfg["settings"]["prepaid"] and cfg["settings"]["meter_period_s"] > 0, cfg["settings"]
+    # for people: the provisioning time as a local date, not Unix seconds
+    from host_tools import render
+    at = cfg["provisioned_at"]
+    for req in ("identity", "config"):
+        p = mk("device", "-p", meter["port"], req, "--db", meter["db"])
+        line = [ln for ln in p.stdout.splitlines() if ln.startswith("provisioned at")]
+        assert line and render.local_time(at) in line[0] and str(int(at)) not in p.stdout, p.stdout
 
 
 def test_an_opaygo_token_made_with_the_recorded_secret_is_accepted(meter):
@@ -63,8 +70,9 @@ def test_an_opaygo_token_made_with_the_recorded_secret_is_accepted(meter):
     assert p.returncode == 0 and json.loads(p.stdout)["result"] == "accepted", p.stdout + p.stderr
 
 
-def test_a_provisioned_meter_is_recalibrated_with_the_record_db(meter):
-    p = mk("calibrate", "-p", meter["port"], "-b", "sim:" + meter["bench"], "--json", cwd=str(meter["dir"]))
+def test_a_provisioned_meter_is_recalibrated_with_the_record_db(meter, tmp_path):
+    p = mk("calibrate", "-p", meter["port"], "-b", "sim:" + meter["bench"], "--json", cwd=str(meter["dir"]),
+           env={"METERKIT_DATA": str(tmp_path)})
     assert p.returncode == 3 and "left factory mode" in p.stderr, p.stderr
     p = mk("calibrate", "-p", meter["port"], "-b", "sim:" + meter["bench"], "--db", meter["db"], "--json",
            cwd=str(meter["dir"]), timeout=300)
@@ -74,6 +82,28 @@ def test_a_provisioned_meter_is_recalibrated_with_the_record_db(meter):
     assert out["certificate_number"].startswith("CAL-")
     p = mk("calibrate", "verify", os.path.dirname(out["report"]["json"]), cwd=str(meter["dir"]))
     assert p.returncode == 0 and "verified" in p.stdout, p.stdout + p.stderr
+
+
+def test_calibrate_and_selftest_find_the_record_db_as_device_does(meter, tmp_path):
+    """No --db: the record DB is $METERKIT_FACTORY_DB, else factory-records.sqlite in the data folder
+    (as for `meterkit device`), so a provisioned meter is recalibrated and self-tested without naming it."""
+    import shutil
+    data = tmp_path / "data"
+    data.mkdir()
+    shutil.copy(meter["db"], data / "factory-records.sqlite")
+    p = mk("selftest", "-p", meter["port"], "--json", env={"METERKIT_FACTORY_DB": meter["db"]})
+    st = json.loads(p.stdout)
+    assert p.returncode in (0, 1) and "error" not in st and {i["item"] for i in st["items"]} >= {"flash", "clock"}, \
+        p.stdout + p.stderr
+    p = mk("selftest", "-p", meter["port"], "--json", env={"METERKIT_DATA": str(data)})
+    assert p.returncode in (0, 1) and "left factory mode" not in p.stdout + p.stderr, p.stdout + p.stderr
+    p = mk("calibrate", "-p", meter["port"], "-b", "sim:" + meter["bench"], "--json", cwd=str(tmp_path),
+           env={"METERKIT_DATA": str(data)}, timeout=300)
+    assert p.returncode == 0, p.stdout + p.stderr
+    out = json.loads(p.stdout)
+    assert out["passed"] and out["stored_in_meter"] and out["meter"] == meter["prov"]["meter_id"], out
+    # the certificate is kept with the meter's record in the DB that was found
+    assert list((data / "certificates" / out["meter"]).iterdir()), out
 
 
 def test_an_older_record_db_gains_the_opaygo_columns_and_parallel_opens_agree(tmp_path):

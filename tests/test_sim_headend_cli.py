@@ -67,7 +67,32 @@ def test_topup_human_output_says_amount_and_answer(chain):
     mid = chain["info"]["meters"][1]["meter_id"]
     p = mk("headend", "topup", mid, "--amount", "5", "--wait", "30", "--db", chain["db"], "--keystore", chain["ks"],
            timeout=150)
-    assert p.returncode == 0 and "5 of currency" in p.stdout and "answered: accepted" in p.stdout, p.stdout
+    assert p.returncode == 0 and "5.00 MRU for meter" in p.stdout and "answered: accepted" in p.stdout, p.stdout
+    assert "of currency" not in p.stdout
+
+
+def test_events_and_reconcile_read_in_money_and_json_stays_exact(chain):
+    mid = chain["info"]["meters"][0]["meter_id"]
+    p = mk("headend", "topup", mid, "--amount", "25", "--wait", "30", "--db", chain["db"], "--keystore", chain["ks"],
+           timeout=150)
+    assert p.returncode == 0, p.stdout + p.stderr
+    p = mk("headend", "events", mid, "--db", chain["db"])
+    assert p.returncode == 0, p.stderr
+    vended = [ln for ln in p.stdout.splitlines() if " vended " in ln]
+    assert vended and "amount 25.00 MRU" in vended[-1] and "quantity" not in p.stdout, p.stdout
+    topup = [ln for ln in p.stdout.splitlines() if " topup " in ln]
+    assert topup and "amount 25.00 MRU" in topup[-1] and "channel remote" in topup[-1], p.stdout
+    result = [ln for ln in p.stdout.splitlines() if " result " in ln]
+    assert result and "added 25.00 MRU" in result[-1] and "first yes" in result[-1], p.stdout
+    for raw in ("{'", "True", "None", "2500000"):
+        assert raw not in p.stdout, (raw, p.stdout)
+    j = json.loads(mk("headend", "events", mid, "--db", chain["db"], "--json").stdout)
+    v = [e for e in j["events"] if e["kind"] == "vended"][-1]
+    assert v["data"]["quantity"] == 2500000 and v["data"]["what"] == "currency", v
+    p = mk("headend", "reconcile", mid, "--db", chain["db"])
+    assert " MRU" in p.stdout and "vended " in p.stdout, p.stdout
+    j = json.loads(mk("headend", "reconcile", mid, "--db", chain["db"], "--json").stdout)
+    assert isinstance(j["meters"][0]["vended_minor"], int)
 
 
 def test_statements_with_no_readings_are_said_in_words(chain, tmp_path):
@@ -102,6 +127,9 @@ def test_malformed_set_time_is_refused_and_spends_no_sms_counter(chain):
     (["headend", "topup", "X", "--amount", "nan"], "not a positive amount"),
     (["headend", "topup", "X", "--kwh", "0"], "not a positive amount"),
     (["headend", "topup", "X", "--amount", "1", "--wait", "nan"], "--wait"),
+    # past the largest STS amount: the limit is said in the token's own unit (money here, not kWh)
+    (["headend", "topup", "X", "--amount", "99999"], "amount 99999 currency units outside 0..182.01624 currency units"),
+    (["headend", "topup", "X", "--kwh", "9999999"], "amount 9999999 kWh outside 0..1820162.4 kWh"),
 ])
 def test_head_end_refusals_exit_2_without_traceback(chain, argv, needle):
     argv = list(argv)

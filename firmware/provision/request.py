@@ -68,7 +68,7 @@ def records_from_request(req, now):
         sgc = "%06d" % sgc
     if not isinstance(sgc, str) or not (1 <= len(sgc) <= 6) or not all("0" <= c <= "9" for c in sgc):
         raise ProvisionError("sgc must be the supply group code, up to 6 digits")
-    base = req.get("base_date", "93")
+    base = req.get("base_date", "14")   # as the host tools: base date 93's TIDs ran out in November 2024
     if base not in BASE_DATES:
         raise ProvisionError("base_date must be one of 93, 14, 35")
     broker = req.get("broker")

@@ -13,7 +13,7 @@ def _field(text):
     return bytes((len(b),)) + b
 
 
-def message(sgc, ti, krn, kt, pan, base_date="93", ea="11"):
+def message(sgc, ti, krn, kt, pan, base_date="14", ea="11"):
     """The KDF input: 0x04 | "04" | base date | EA | TI | 0x00 | 0x04 | SGC | KT | KRN | PAN | L=128."""
     label = b"\x04" + _field("04") + _field(str(base_date)) + _field(str(ea)) + _field("%02d" % int(ti))
     context = (b"\x04" + _field("%06d" % int(sgc)) + _field(str(int(kt))) + _field(str(int(krn)))
@@ -21,6 +21,6 @@ def message(sgc, ti, krn, kt, pan, base_date="93", ea="11"):
     return label + b"\x00" + context + b"\x00\x00\x00\x80"
 
 
-def decoder_key(vending_key, sgc, ti, krn, kt, pan, base_date="93", ea="11"):
+def decoder_key(vending_key, sgc, ti, krn, kt, pan, base_date="14", ea="11"):
     """The 16-byte decoder key (inputs must already be valid: see host_tools.vend.dkga04)."""
     return hmac_sha256(vending_key, message(sgc, ti, krn, kt, pan, base_date, ea))[:16]

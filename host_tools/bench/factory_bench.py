@@ -53,7 +53,7 @@ def _boards_per_hour(tmp, parallel, firmware, image):
             results = flash_many(ports, BOARD, firmware, image, show_progress=False)
             bad = [r for r in results if not r["ok"]]
             if bad:
-                raise RuntimeError(f"flashing failed during the benchmark: {bad[0]['error']}")
+                raise RuntimeError(f"flashing failed during the benchmark: {bad[0]['port']}: {bad[0]['error']}")
         elapsed = time.monotonic() - t0
     finally:
         _stop(procs)

@@ -5,6 +5,7 @@ import sys
 from host_tools.calibrate import classes
 from host_tools.calibrate.lab import DEFAULT_TEST_FACTOR, run_lab, summary
 from host_tools.errors import UsageError
+from host_tools.paths import factory_db
 
 
 def register(sub):
@@ -37,8 +38,10 @@ def register(sub):
     p.add_argument("--lab-key", metavar="PEM", help="the lab's Ed25519 signing key (default lab-signing-key.pem in "
                                                     "the data folder; made on first use)")
     p.add_argument("--meter", help="name for the certificate when the meter reports no id")
-    p.add_argument("--db", help="the factory's manufacturing record DB: a provisioned meter is authenticated with the "
-                                "service key it holds, and the certificate is kept with the meter's record")
+    p.add_argument("--db", default=factory_db(),
+                   help="the factory's manufacturing record DB: a provisioned meter is authenticated with the "
+                        "service key it holds, and the certificate is kept with the meter's record (default "
+                        "$METERKIT_FACTORY_DB, or factory-records.sqlite in the data folder)")
     p.add_argument("--test-factor", type=int, default=DEFAULT_TEST_FACTOR,
                    help="test output = this x the meter constant during the session (default %d)" % DEFAULT_TEST_FACTOR)
     p.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for each meter reply (default 10)")

@@ -7,7 +7,7 @@ from host_tools.deploy.deployer import deploy
 
 def register(sub):
     p = sub.add_parser("deploy", help="copy the built application onto a running board (mpremote, no reset)")
-    p.add_argument("--port", required=True, help="the board's serial port (or a pty)")
+    p.add_argument("--port", required=True, help="the board's serial port, a pty, or auto (the one meter attached)")
     p.add_argument("--board", default=None, help="which build/<board>/ to deploy (default: the only build)")
     p.add_argument("--build-dir", default=None, help="a build folder made with `meterkit build --out`")
     p.add_argument("--dest", default="", help="folder on the board (default: its current folder, / on ESP32)")

@@ -33,8 +33,8 @@ def _remote(dest, rel):
 
 
 def deploy(port, board=None, build_dir=None, dest="", force=False, on_file=None):
-    """Copy the app tree to `dest` on the board at `port` ("" = the board's current directory, which
-    is the flash root on an ESP32). Returns {"copied": [...], "unchanged": [...], "bytes": n}."""
+    """Copy the app tree to `dest` on the board at `port` (or "auto": the one meter attached; "" = the
+    board's current directory, which is the flash root on an ESP32). Returns {"copied": [...], "unchanged": [...], "bytes": n}."""
     build = Path(build_dir) if build_dir else find_build(board)
     tree = build / TREE_NAME
     if not tree.is_dir():
@@ -43,11 +43,12 @@ def deploy(port, board=None, build_dir=None, dest="", force=False, on_file=None)
     files = sorted(p for p in tree.rglob("*") if p.is_file())
     dirs = sorted({p.parent.relative_to(tree).as_posix() for p in files} - {"."},
                   key=lambda s: s.count("/"))
+    from host_tools.device.ports import reason, resolve
+    port = resolve(port)                    # `auto`: the one meter attached
     try:
         t = SerialTransport(port, baudrate=115200)
     except TransportError as e:
-        from host_tools.device.ports import reason
-        raise DeviceError(f"{port}: cannot open the port ({reason(e)})",
+        raise DeviceError(f"cannot open the port {port}: {reason(e, port)}",
                           hint="check the port name (`meterkit devs` lists them) and that nothing else has it open") from None
     copied, unchanged, nbytes = [], [], 0
     try:

@@ -1,7 +1,6 @@
 """A meter's service port for the technician: `meterkit device -p P REQUEST [WORDS]` (one request),
 `meterkit console -p P` (interactive, with history), `meterkit monitor -p P` (streams events and
 readings), `meterkit devs` (candidate ports; `-p auto` picks the one meter)."""
-import os
 import sys
 
 from host_tools.cli import emit
@@ -11,12 +10,8 @@ from host_tools.device.client import ServiceClient
 
 def _db_default():
     """$METERKIT_FACTORY_DB, else the factory's record DB in the data folder when there is one."""
-    if os.environ.get("METERKIT_FACTORY_DB"):
-        return os.environ["METERKIT_FACTORY_DB"]
-    from host_tools.paths import data_dir
-    from host_tools.provision.records import DEFAULT_DB
-    p = data_dir() / DEFAULT_DB
-    return str(p) if p.exists() else None
+    from host_tools.paths import factory_db
+    return factory_db()
 
 
 def _port(p):

@@ -37,9 +37,8 @@ def monitor(client, interval=2.0, count=None, as_json=False, out=None, sleep=tim
                 if as_json:
                     out.write(json.dumps({"event": kind, "seq": s, "time": at, "data": data}, sort_keys=True) + "\n")
                 else:
-                    detail = ", ".join("%s %s" % kv for kv in sorted(data.items())) if isinstance(data, dict) else ""
                     out.write("%s  EVENT #%s %s %s\n" % (render.local_time(at) if at else "time unknown", s, kind,
-                                                         detail))
+                                                         render.detail(data)))
                 seq = max(seq, s or 0)
             seq = max(seq, ev.get("seq", seq))
             r = client.call("readings", fresh=True)

@@ -13,14 +13,22 @@ USB_BRIDGES = {0x10C4: "Silicon Labs", 0x1A86: "WCH", 0x0403: "FTDI", 0x303A: "E
 SIM_LINK_GLOBS = ("meter*.pty", "*.meter")
 
 
-def reason(exc):
-    """The one useful sentence of a pyserial/OS error (pyserial repeats the port and errno)."""
+def reason(exc, port=None):
+    """The one useful sentence of a pyserial/OS error (pyserial repeats the port and errno); mpremote
+    says only "failed to access PORT", so for `port` the reason is read from the file itself."""
     errno = getattr(exc, "errno", None)
     if errno is None and exc.args and isinstance(exc.args[0], int):
         errno = exc.args[0]
     if errno:
         return os.strerror(errno).lower()
     text = str(exc)
+    if text.startswith("failed to access") and port is not None:
+        if not port.startswith(("socket://", "rfc2217://")):
+            if not os.path.exists(port):
+                return os.strerror(2).lower()
+            if not os.access(port, os.R_OK | os.W_OK):
+                return os.strerror(13).lower()
+        return "it is busy or not a serial port"
     return text.split(": ", 1)[-1] if text.startswith("could not open port") else text
 
 

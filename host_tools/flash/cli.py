@@ -12,7 +12,7 @@ from host_tools.flash.flasher import flash_many
 
 def register(sub):
     p = sub.add_parser("flash", help="flash MicroPython + the application image onto ESP32 boards (esptool)")
-    p.add_argument("--port", action="append", required=True, help="serial port, pty or socket://host:port; repeat")
+    p.add_argument("--port", action="append", required=True, help="serial port, pty, socket://host:port or auto (the one meter attached); repeat")
     p.add_argument("--board", required=True, help="board name under boards/ (its mcu and flash layout)")
     p.add_argument("--firmware", required=True, help="MicroPython firmware.bin, written at the board's firmware offset")
     p.add_argument("--fs", default=None, help="littlefs image from `meterkit build`, written at the vfs offset")
@@ -29,15 +29,21 @@ def register(sub):
     p.add_argument("--skip-secure-boot-on-old-silicon", action="store_true",
                    help="with --secure-boot-key: seal a board older than silicon v3 with flash encryption only "
                         "instead of refusing it")
-    p.add_argument("--db", default=None, help="manufacturing record DB for --seal (default factory-records.sqlite "
-                                               "or $METERKIT_FACTORY_DB)")
+    p.add_argument("--db", default=None, help="manufacturing record DB for --seal (default $METERKIT_FACTORY_DB, or "
+                                               "factory-records.sqlite in the data folder, where `provision` keeps it)")
     p.add_argument("--operator", default=None, help="who ran the line (recorded with --seal)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=handler)
 
 
 def handler(args):
-    results = flash_many(args.port, args.board, args.firmware, args.fs, show_progress=not args.json,
+    from host_tools.device.ports import resolve
+    ports = [resolve(p) for p in args.port]          # `auto`: the one meter attached, as every verb does
+    if len(set(ports)) != len(ports):
+        from host_tools.errors import UsageError
+        twice = sorted({p for p in ports if ports.count(p) > 1})
+        raise UsageError("port %s given twice" % ", ".join(twice), hint="give each board's port once")
+    results = flash_many(ports, args.board, args.firmware, args.fs, show_progress=not args.json,
                          console=Console(stderr=True), compress=not args.no_compress,
                          block_timeout=args.block_timeout, seal=args.seal,
                          keep_download_mode=args.keep_download_mode, secure_boot_key=args.secure_boot_key,
@@ -60,11 +66,11 @@ def handler(args):
 
 
 def record_seals(results, args):
-    """One sealing row per sealed board in the manufacturing record (keyed by MAC)."""
-    import os
-
-    from host_tools.provision.records import DEFAULT_DB, RecordDB
-    db = RecordDB(args.db or os.environ.get("METERKIT_FACTORY_DB") or DEFAULT_DB)
+    """One sealing row per sealed board in the manufacturing record (keyed by MAC): the record DB
+    `provision` writes (the data folder's, unless --db or $METERKIT_FACTORY_DB names another)."""
+    from host_tools.paths import factory_db
+    from host_tools.provision.records import RecordDB
+    db = RecordDB(args.db or factory_db(existing=False))
     fw = hashlib.sha256(Path(args.firmware).read_bytes()).hexdigest()
     fs = hashlib.sha256(Path(args.fs).read_bytes()).hexdigest() if args.fs else None
     try:

@@ -30,20 +30,20 @@ def _device_error(port, stage, err):
     text = str(err)
     low = text.lower()
     if "could not open" in low or "no such file" in low or "errno 2" in low:
-        return DeviceError(f"{port}: no such port", hint="check the cable and the port name")
+        return DeviceError("no such port", hint="check the cable and the port name")
     if "magic value" in low or "autodetect" in low:
-        return DeviceError(f"{port}: wrong chip: {text.splitlines()[0]}",
+        return DeviceError(f"wrong chip: {text.splitlines()[0]}",
                            hint="this is not an ESP32 board; take it off the line")
     if "md5 of file does not match" in low or "written flash region is empty" in low:
-        return DeviceError(f"{port}: verify mismatch in the {stage} image: {text.splitlines()[0]}",
+        return DeviceError(f"verify mismatch in the {stage} image: {text.splitlines()[0]}",
                            hint="reflash this board; if it fails again its flash chip is bad")
     if "failed to connect" in low:
-        return DeviceError(f"{port}: the board does not answer ({text.splitlines()[0]})",
+        return DeviceError(f"the board does not answer ({text.splitlines()[0]})",
                            hint="hold BOOT while resetting so the board is in download mode")
     if stage in ("firmware", "fs") and ("timed out" in low or "serial" in low or "packet" in low):
-        return DeviceError(f"{port}: the board stopped answering while writing the {stage} image "
+        return DeviceError(f"the board stopped answering while writing the {stage} image "
                            f"({text.splitlines()[0]})", hint="check power and cable, then reflash it")
-    return DeviceError(f"{port}: {stage} failed: {text.splitlines()[0] if text else type(err).__name__}",
+    return DeviceError(f"{stage} failed: {text.splitlines()[0] if text else type(err).__name__}",
                        hint="see the board's log in the result")
 
 
@@ -73,7 +73,7 @@ def _check_secure_boot_silicon(port, esp, skip_old):
         return True
     if skip_old:
         return False
-    raise DeviceError(f"{port}: refused, nothing written: silicon revision v{rev // 100}.{rev % 100} has no secure "
+    raise DeviceError(f"refused, nothing written: silicon revision v{rev // 100}.{rev % 100} has no secure "
                       "boot v2 (it needs v3.0 or later)",
                       hint="put a v3 board on the line, or pass --skip-secure-boot-on-old-silicon to seal this one "
                            "with flash encryption only")
@@ -94,7 +94,7 @@ def flash_board(port, plan, log=None, compress=True, block_timeout=None, connect
     esp = None
     try:
         if not port.startswith(("socket://", "rfc2217://")) and not os.path.exists(port):
-            raise DeviceError(f"{port}: no such port", hint="check the cable and the port name")
+            raise DeviceError("no such port", hint="check the cable and the port name")
         try:
             esp = detect_chip(port, connect_mode="no-reset", connect_attempts=connect_attempts)
         except (FatalError, SerialException, OSError) as e:
@@ -102,7 +102,7 @@ def flash_board(port, plan, log=None, compress=True, block_timeout=None, connect
         result["chip"] = esp.get_chip_description()
         result["mac"] = ":".join(f"{b:02x}" for b in esp.read_mac())
         if not _chip_matches(esp.CHIP_NAME, info["mcu"]):
-            raise DeviceError(f"{port}: wrong chip: found {esp.CHIP_NAME}, board {info.get('name')} "
+            raise DeviceError(f"wrong chip: found {esp.CHIP_NAME}, board {info.get('name')} "
                               f"needs {info['mcu']}", hint="put this board on the line for its own MCU")
         result["chip_revision"] = esp.get_chip_revision()
         secure_boot = False
@@ -115,14 +115,14 @@ def flash_board(port, plan, log=None, compress=True, block_timeout=None, connect
         stage = "flash size"
         size_text = detect_flash_size(esp)
         if size_text is None:
-            raise DeviceError(f"{port}: the board's flash chip reports an unknown size (JEDEC id "
+            raise DeviceError(f"the board's flash chip reports an unknown size (JEDEC id "
                               f"{esp.flash_id():#08x})", hint="this module's flash is not supported; take it off the line")
         flash_size = parse_flash_size(size_text)
         result["flash_size"] = size_text
         try:
             writes = plan.writes_for(flash_size)
         except ImageError as e:
-            raise DeviceError(f"{port}: refused, nothing written: {e}",
+            raise DeviceError(f"refused, nothing written: {e}",
                               hint="use a firmware laid for this module's flash size") from None
         result["vfs_offset"] = writes[-1][0] if writes[-1][2] == "fs" else None
         key = None
@@ -220,7 +220,7 @@ def flash_many(ports, board, firmware, fs_image=None, show_progress=True, consol
             r = {"port": port, "ok": False, "error": e.message, "hint": e.hint}
             bar.update(task, description=f"{port} FAILED")
         except Exception as e:  # a bug or surprise on one board must not take the line down
-            r = {"port": port, "ok": False, "error": f"{port}: {type(e).__name__}: {e}", "hint": "report this"}
+            r = {"port": port, "ok": False, "error": f"{type(e).__name__}: {e}", "hint": "report this"}
             bar.update(task, description=f"{port} FAILED")
         r["seconds"] = round(time.monotonic() - t0, 3)
         r["log_tail"] = log.lines[-5:]

@@ -140,9 +140,13 @@ def plan_flash(board, firmware, fs_image=None):
     built for this board). Raises UsageError naming the problem; returns a FlashPlan."""
     info = board_info(board)
     mcu = str(info.get("mcu", "esp32")).lower().replace("-", "")
+    if not mcu.startswith("esp"):
+        raise UsageError(f"board {info.get('name', board)} is not an ESP chip (its MCU is {info.get('mcu')}): "
+                         "there is nothing to flash", hint="run a simulated meter with `meterkit sim start`; to flash "
+                         "an ESP32 board give its own board, e.g. --board esp32_atm90e26")
     data = _read(firmware)
     try:
-        checked = espimage.check_firmware(data, chip=mcu if mcu.startswith("esp") else "esp32")
+        checked = espimage.check_firmware(data, chip=mcu)
     except espimage.ImageError as e:
         raise UsageError(f"firmware refused: {e}", hint="flash the combined image MicroPython publishes for an "
                          "ESP32 (bootloader, partition table and app; written at 0x1000)") from None

@@ -383,8 +383,8 @@ def cmd_topup(args):
 
 
 def _quantity_text(what, q):
-    from host_tools.vend.sts_encode import unit_text
-    return unit_text(q, "kwh") if what == "kwh" else unit_text(q, "currency").replace("currency units", "of currency")
+    from host_tools import render
+    return render.token_amount(what, q)
 
 
 def _print_topup(out):
@@ -476,13 +476,13 @@ def cmd_events(args):
     from rich.table import Table
 
     from host_tools import render
+    # the unit of the meter's credit figures: money, or Wh on a meter in kWh mode (as its readings say)
+    in_kwh = (store.last_reading(args.meter) or {}).get("mode") == "kwh"
     t = Table(box=None, pad_edge=False)
     for col in ("time", "from", "event", "detail"):
         t.add_column(col)
     for e in evs:
-        d = e["data"]
-        detail = ", ".join(f"{k} {v}" for k, v in sorted(d.items())) if isinstance(d, dict) else str(d or "")
-        t.add_row(render.local_time(e["at"]), e["source"], e["kind"], detail)
+        t.add_row(render.local_time(e["at"]), e["source"], e["kind"], render.detail(e["data"], in_kwh))
     render.console().print(t)
     return 0
 

@@ -88,14 +88,18 @@ def cmd_reconcile(args):
     if args.json:
         emit(out, True)
     else:
+        from host_tools import render
         for m in out["meters"]:
             sys.stdout.write("%s  vends %d  accepted %d (%d confirmed by `used`)  refused %d  pending %d  "
-                             "vended %.2f  accepted %.2f\n" % (
+                             "vended %s  accepted %s\n" % (
                                  m["meter_id"], m["vends"], m["accepted"], m["confirmed_by_used"], m["refused"],
-                                 m["pending"], m["vended_minor"] / args.minor_per_major,
-                                 m["accepted_minor"] / args.minor_per_major))
+                                 m["pending"], render.money(m["vended_minor"], args.minor_per_major),
+                                 render.money(m["accepted_minor"], args.minor_per_major)))
         for x in out["mismatches"]:
-            sys.stdout.write("  %s %s TID %s: %s\n" % (x["kind"], x.get("msg_id") or "-", x["tid"], x["cause"]))
+            amount = (" (%s)" % render.token_amount(x["what"], x["quantity"])
+                      if x.get("what") and x.get("quantity") is not None else "")
+            sys.stdout.write("  %s %s TID %s%s: %s\n" % (x["kind"], x.get("msg_id") or "-", x["tid"], amount,
+                                                         x["cause"]))
         if not out["mismatches"]:
             sys.stdout.write("no differences: every vend was credited once\n")
     return 0 if out["ok"] else 1

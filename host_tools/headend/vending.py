@@ -60,7 +60,7 @@ def quantity(kwh=None, amount=None):
     if q <= 0:
         raise UsageError(f"a top-up of {kwh if kwh is not None else amount} is not possible",
                          hint="the amount must be positive")
-    sts_encode.encode_amount(q)  # raises UsageError past the largest STS amount
+    sts_encode.encode_amount(q, what)  # raises UsageError past the largest STS amount, in the token's unit
     return what, q, sub
 
 
@@ -118,7 +118,7 @@ def vend_topup(store, keystore, meter_id, kwh=None, amount=None, now=None, rng=N
         row = db.execute("SELECT MAX(tid) AS t FROM vends WHERE meter_id=? AND sgc=? AND ti=? AND krn=?",
                          (meter_id, meter["sgc"], meter["ti"], meter["krn"])).fetchone()
         tid = max(minute, (row["t"] + 1) if row["t"] is not None else 0)
-        f = sts_encode.build(key, 0, sub, (rng.getrandbits(4) if rng is not None else sts_encode.random_rnd()), tid, sts_encode.encode_amount(q))
+        f = sts_encode.build(key, 0, sub, (rng.getrandbits(4) if rng is not None else sts_encode.random_rnd()), tid, sts_encode.encode_amount(q, what))
         db.execute("INSERT INTO vends (meter_id, sgc, ti, krn, tid, token, what, quantity, msg_id, created,"
                    " request_key) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
                    (meter_id, meter["sgc"], meter["ti"], meter["krn"], tid, f["token"], what, q, msg_id, now,

@@ -37,7 +37,7 @@ def flash_boards(workdir, n, firmware, fs_image, first_index=0, flash_size=4 << 
             r.stop()
     bad = [r for r in results if not r["ok"]]
     if bad:
-        raise SimulationError(f"flashing failed: {bad[0]['error']}", hint=bad[0].get("hint"))
+        raise SimulationError(f"flashing failed: {bad[0]['port']}: {bad[0]['error']}", hint=bad[0].get("hint"))
     return flashes
 
 

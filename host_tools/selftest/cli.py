@@ -3,13 +3,16 @@ import sys
 
 from host_tools.cli import emit
 from host_tools.device.client import ServiceClient
+from host_tools.paths import factory_db
 from host_tools.selftest import run_selftest
 
 
 def register(sub):
     p = sub.add_parser("selftest", help="run a meter's self-test and show each item (exit 1 on any failure)")
     p.add_argument("--port", required=True, help="the meter's service port (a simulated meter prints its pty)")
-    p.add_argument("--db", help="factory record DB, needed once the meter has left factory mode (its service key)")
+    p.add_argument("--db", default=factory_db(),
+                   help="factory record DB, needed once the meter has left factory mode (its service key; default "
+                        "$METERKIT_FACTORY_DB, or factory-records.sqlite in the data folder)")
     p.add_argument("--timeout", type=float, default=15.0, help="seconds to wait for the meter (default 15)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=cmd_selftest)
