@@ -201,6 +201,9 @@ def build(store, folder, hostnames=("localhost", "127.0.0.1"), port=8883, plain_
         raise UsageError(f"--workers {workers} is not 1..64", hint="one head-end user per worker")
     hostnames = list(dict.fromkeys(hostnames)) or ["localhost"]
     folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise UsageError(f"--out {folder} is a file, not a folder", hint="give a folder for the broker's files "
+                         "(mosquitto.conf, passwords, ACLs, certificates)")
     folder.mkdir(parents=True, exist_ok=True)
     os.chmod(folder, 0o700 if run_as is None else 0o755)
     make_ca(folder)

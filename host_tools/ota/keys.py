@@ -30,7 +30,11 @@ def key_id(public_key):
 def generate(out, force=False):
     """Write a new private key at `out` (mode 0600), its public PEM beside it (`.pub.pem`) and the
     meter's trust file (`.trust.json`). Refuses to overwrite a key unless force."""
+    if not str(out).strip() or Path(out).name in ("", ".", ".."):
+        raise UsageError(f"--out {out!r} names no file", hint="e.g. --out ota-signing-key.pem")
     out = Path(out)
+    if out.is_dir():
+        raise UsageError(f"--out {out} is a folder", hint="name the key file, e.g. --out ota-signing-key.pem")
     pub_path, trust_path = public_paths(out)
     if out.exists() and not force:
         raise UsageError(f"{out} already exists", hint="keep the key you have, or pass --force to replace it")

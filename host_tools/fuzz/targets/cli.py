@@ -137,6 +137,7 @@ class CliTarget:
                     os.environ.pop(k, None)
                 else:
                     os.environ[k] = v
+        self.last_output = out.getvalue() + err.getvalue()     # what the verb said (a test reads it)
         if rc is not None and not isinstance(rc, int):
             raise Violation("%s ended with %r, not an exit code" % (" ".join(argv[:2]), rc))
         if rc and "Traceback" in err.getvalue():
