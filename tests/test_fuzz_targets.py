@@ -82,6 +82,30 @@ def test_key_check_with_a_list_as_key_is_refused(service):
     assert r["ok"] is False and r["error"].startswith("ProvisionError: key must be one of"), r
 
 
+@pytest.mark.parametrize("reg", [4.0, "4", None, [4]])
+def test_raw_write_with_a_register_that_is_not_an_integer_is_refused(service, reg):
+    # was (10^5 bench, seed 19, step 31767): "TypeError: unsupported operand type(s) for &: 'float' and
+    # 'int'" as the reply: 4.0 == 4 passed the writable-register check and reached the SPI frame
+    assert service.run({"state": "locked_auth", "req": {"cmd": "raw_write", "reg": reg, "value": 0, "id": 22}}) \
+        == "raw_write:refused"
+    r = service.meters["locked"].request({"cmd": "raw_write", "reg": reg, "value": 0, "id": 23})
+    assert r["ok"] is False and "register address must be an integer" in r["error"], r
+
+
+def test_the_harness_starts_a_meter_again_when_a_rekey_replaced_its_service_key(service):
+    # the 10^5 bench's 49 'escapes' (seed 19, from step 73,812): an authorised rekey among the inputs
+    # gave the meter another service key, and the harness's next session was refused, correctly
+    from host_tools.fuzz.meter import provision_request
+    m = service.meters["locked"]
+    assert service.run({"state": "locked_auth", "req": {"cmd": "ping", "id": 1}}) == "ping:ok"
+    r = m.request(dict(provision_request(), cmd="provision", rekey=True, krn=2, service_key="0123456789abcdef" * 4, id=2))
+    assert r["ok"], r
+    m.request({"cmd": "auth_end", "id": 3})
+    assert m.service_key_changed()
+    assert service.run({"state": "locked_auth", "req": {"cmd": "ping", "id": 4}}) == "ping:ok"
+    assert not m.service_key_changed() and m.authorised()
+
+
 def test_a_token_sms_from_an_alphanumeric_sender_is_not_answered(tmp_path):
     # was: ValueError from the reply's PDU address ("invalid literal for int() with base 16")
     t = make("sms", tmp_path)

@@ -149,7 +149,16 @@ class Meter:
         mac = hmac.new(SERVICE_KEY, bytes.fromhex(nonce), hashlib.sha256).hexdigest()
         r = self.request({"cmd": "auth", "id": 0, "mac": mac})
         if not r.get("ok"):
-            raise RuntimeError("could not open a service session: %r" % (r,))
+            raise SessionRefused("could not open a service session: %r" % (r,), r)
+
+    def service_key_changed(self):
+        """True when the keys record no longer holds the service key this harness signs with (an
+        authorised rekey among the inputs replaced it)."""
+        try:
+            k = self.app.store.load("keys")
+        except Exception:
+            return True
+        return k.get("service_key") != SERVICE_KEY.hex()
 
     def authorised(self):
         """True when a privileged command would pass the gate now (factory mode or an open session)."""
@@ -173,6 +182,17 @@ class Meter:
                 "reasons": p.supply.reasons(), "tamper": list(p.tamper.names()),
                 "time": app.clock.time(), "time_valid": app.clock.time_valid,
                 "settings": copy.deepcopy(app.settings), "records": recs}
+
+
+class SessionRefused(RuntimeError):
+    def __init__(self, text, reply):
+        super().__init__(text)
+        self.reply = reply
+
+    @property
+    def locked_out(self):
+        """The port refused because earlier inputs sent wrong MACs (its lockout), not this MAC."""
+        return "too many wrong MACs" in str(self.reply.get("error"))
 
 
 def credit_delta(before, after):

@@ -55,6 +55,7 @@ def raw_read(chip, addr):
 
 
 def raw_write(chip, addr, value):
+    check_int("register address", addr, 0, 0x7F)   # 4.0 == 4 would pass the next check and break the frame
     if addr not in _WRITABLE_RAW:
         raise ValueError("only SmallPMod (0x04) may be written raw")
     check_int("value", value, 0, 0xFFFF)

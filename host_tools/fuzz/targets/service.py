@@ -9,7 +9,7 @@ import json
 import re
 
 from host_tools.fuzz.harness import Violation
-from host_tools.fuzz.meter import EPOCH, PAN, provision_request
+from host_tools.fuzz.meter import EPOCH, PAN, SessionRefused, provision_request
 from host_tools.fuzz.mutate import junk, mutate_bytes, mutate_value, rbytes
 from host_tools.fuzz.targets.meterdoor import PROTECTED, MeterDoor, diff
 
@@ -84,7 +84,17 @@ class ServiceTarget(MeterDoor):
         m = self.meters["factory" if state == "factory" else "locked"]
         session = m.app.provision.session
         if state == "locked_auth" and not m.authorised():
-            m.authenticate()
+            try:
+                m.authenticate()
+            except SessionRefused as e:
+                # Earlier inputs may have locked the port out (wrong MACs; the harness's clock does not
+                # run, so the lockout would never end) or re-keyed the meter under a session: both are
+                # the meter doing its job. Start that meter again; any other refusal is a finding.
+                if not (e.locked_out or m.service_key_changed()):
+                    raise
+                m.reset()
+                self._watch(m)
+                m.authenticate()
         elif state == "locked":
             session.opened_at = None
         if state != "factory" and session.factory_mode:
