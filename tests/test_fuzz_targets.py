@@ -137,6 +137,7 @@ def test_customer_import_refuses_what_escaped_before(tmp_path, text, words):
     (["headend", "broker-config", "--out", "{bad}", "--db", "{db}"], "is a file, not a folder"),
     (["ota", "keygen", "--json", "--out", "", "--force"], "names no file"),
     (["ota", "keygen", "--out", "{dir}"], "is a folder"),
+    (["headend", "backup", "", "--db", "{db}"], "file name is empty"),   # was IsADirectoryError (cwd)
 ])
 def test_cli_ends_in_a_usage_error_where_it_printed_a_traceback(tmp_path, capsys, argv, words):
     t = make("cli", tmp_path)

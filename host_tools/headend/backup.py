@@ -39,6 +39,8 @@ def _partial(dest):
 
 def backup(target, dest):
     """Copy the store at `target` (path or URL) to the file `dest`; returns {"file", "bytes", "format", ...}."""
+    if not str(dest).strip():
+        raise UsageError("the backup's file name is empty", hint="e.g. meterkit headend backup he-backup.sqlite")
     if os.path.isdir(dest):
         raise UsageError(f"{dest} is a folder", hint="give the backup's file name")
     dest, tmp = _partial(dest)
