@@ -208,3 +208,25 @@ def test_a_token_typed_in_the_live_view_reaches_the_chosen_meter(tmp_path):
         except (ProcessLookupError, ChildProcessError):
             pass
         os.close(fd)
+
+
+def test_meters_join_a_head_end_on_postgresql_as_on_a_sqlite_file(store_target, tmp_path):
+    # `sim start --headend` took only an existing SQLite file: a PostgreSQL head-end could not be joined
+    from host_tools.headend.store import Store
+    from host_tools.sim.join import HeadendJoin
+    Store(store_target).close()                      # the head-end's store, as `headend serve` makes it
+    join = HeadendJoin(store_target, str(_keystore(tmp_path)), "mqtt://127.0.0.1:1883")
+    try:
+        rows = join.prepare(2)
+        assert join.broker == ("127.0.0.1", 1883)
+        ids = {r["meter_id"] for r in join.store.meters()}
+        assert {r["meter_id"] for r in rows} <= ids and len(rows) == 2, (rows, ids)
+    finally:
+        join.close()
+
+
+def test_a_head_end_database_that_does_not_exist_is_refused(tmp_path):
+    from host_tools.errors import UsageError
+    from host_tools.sim.join import HeadendJoin
+    with pytest.raises(UsageError, match="no head-end database"):
+        HeadendJoin(str(tmp_path / "none.db"), str(_keystore(tmp_path)), "mqtt://127.0.0.1:1883")

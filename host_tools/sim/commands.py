@@ -46,9 +46,9 @@ def register_sim(simsub):
     p.add_argument("--heap", default=None, help="MicroPython heap cap (default %s, 384k with the modem)" % DEFAULT_HEAP)
     p.add_argument("--meters", type=int, default=1, help="how many meters (default 1; --link PATH becomes "
                                                          "PATH-1, PATH-2, ...)")
-    p.add_argument("--headend", metavar="DB", help="put the meters on this head-end: they are registered in its "
-                                                   "database and connect to its broker (start `meterkit headend "
-                                                   "serve --db DB` first)")
+    p.add_argument("--headend", metavar="DB|URL", help="put the meters on this head-end: they are registered in its "
+                                                   "database (a SQLite file or a postgresql:// URL) and connect "
+                                                   "to its broker (start `meterkit headend serve --db DB` first)")
     p.add_argument("--broker", metavar="URL", help="the broker the meters' modems reach (default: the one `headend "
                                                    "serve` recorded in --headend DB)")
     p.add_argument("--keystore", default=os.environ.get("METERKIT_KEYSTORE"),

@@ -71,11 +71,13 @@ def provision_meter(meter, store, keystore, row, broker):
 
 
 class HeadendJoin:
-    """What `serve` needs to join its meters: open with the head-end DB, vending settings (the vending
+    """What `serve` needs to join its meters: open with the head-end DB (a SQLite file or a
+    postgresql:// URL, as `headend serve --db` takes), vending settings (the vending
     key is in the PKCS#11 module) and broker."""
 
     def __init__(self, db, keystore_path=None, broker_url=None):
-        if not db or not os.path.exists(db):
+        from host_tools.headend.db import is_url
+        if not db or not is_url(db) and not os.path.exists(db):   # a SQLite file, or a PostgreSQL URL
             raise UsageError(f"no head-end database at {db}",
                              hint="start `meterkit headend serve --db DB` (it creates it) and give the same --headend DB")
         self.keystore = vending.load_keystore(keystore_path)
