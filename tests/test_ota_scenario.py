@@ -42,3 +42,13 @@ def test_an_image_that_fails_its_health_check_is_rolled_back_and_reported_by_eve
     assert all("link" in t["reason"] for t in out["targets"]), out["targets"]
     assert all(v["version"] == "0.1.0" and v["slot"] == "ota_0" and v["last"]["result"] == "rolled_back"
                for v in out["versions"].values()), out["versions"]
+
+
+def test_one_meter_updates_over_a_2g_class_link_at_the_pace_its_bandwidth_and_round_trip_allow():
+    out = scenario("--meters", "1", "--link", "2g")
+    assert out["updated"] == 1 and out["rolled_back"] == 0, out["targets"]
+    assert out["link"] == {"name": "2g", "rtt_ms": 650, "down_bps": 40000, "up_bps": 20000}
+    # a chunk's round trip (650 ms, about 1.4 KB down at 40 kbit/s) comes back after the job's next run:
+    # slower than the meter's own pace of one chunk a second, and within what the bearer could carry
+    rate = out["image_bytes"] / out["max_download_sim_s"]
+    assert 300 < rate < 1000, out["max_download_sim_s"]

@@ -41,16 +41,73 @@ class _Meter:
         self.first_chunk = None
         self.last_chunk = None
         self.base = None
+        self.timing = None
+
+
+class _LoopTiming:
+    """One meter's superloop seen from the simulator: each stretch the firmware ran between two sleeps
+    (from the reply to its ADVANCE to its next ADVANCE: wall ms on the unix port, with the virtual ms it
+    woke at), and the virtual ms of each access to the metering chip (its polls). Virtual time stands
+    still while the firmware runs, so a busy stretch is what a metering poll falling due, or a key
+    pressed, would wait for on the chip; the wall figure includes the simulator serving the frames of
+    that stretch, so it is an upper bound for the unix port."""
+
+    def __init__(self, sim):
+        from host_tools.sim.esp32 import link as L
+        self.busy = []                 # (virtual ms woken, wall ms busy)
+        self.chip = []                 # virtual ms of metering-chip frames (one entry per instant)
+        self._woke = None
+        handle, advance, boot = sim._handle, sim._advance, sim.boot
+        chip_frames = (L.SPI, L.METER_UART)
+
+        def _handle(ftype, p, stop_at_ms):
+            if ftype == L.ADVANCE:
+                if self._woke is not None:
+                    self.busy.append((self._woke[0], (time.perf_counter() - self._woke[1]) * 1000.0))
+                self._woke = None
+            elif ftype in chip_frames and (not self.chip or self.chip[-1] != sim.world.now_ms):
+                self.chip.append(sim.world.now_ms)
+            return handle(ftype, p, stop_at_ms)
+
+        def _advance(stop_at_ms):
+            ok = advance(stop_at_ms)
+            if ok:
+                self._woke = (sim.world.now_ms, time.perf_counter())
+            return ok
+
+        def _boot():
+            self._woke = None          # a boot is not a stretch of the loop
+            return boot()
+        sim._handle, sim._advance, sim.boot = _handle, _advance, _boot
+
+    def window(self, t0, t1):
+        """Within virtual [t0, t1): the worst busy stretch (and the median), and the widest gap between
+        two metering polls (virtual ms)."""
+        b = sorted(ms for t, ms in self.busy if t0 <= t < t1)
+        polls = [t for t in self.chip if t0 <= t < t1]
+        gaps = [b_ - a for a, b_ in zip(polls, polls[1:])]
+        return {"sim_s": round((t1 - t0) / 1000.0, 1), "wakes": len(b),
+                "worst_busy_ms": round(b[-1], 2) if b else None, "median_busy_ms": round(b[len(b) // 2], 3) if b else None,
+                "polls": len(polls), "worst_poll_gap_sim_ms": max(gaps) if gaps else None}
 
 
 def run(meters=3, drop=0.0, cuts=0, seed=1, bad_signature=False, broken_image=False, stages=(100,),
-        threshold_pct=90.0, timeout_s=7200, workdir=None, log=None):
+        threshold_pct=90.0, timeout_s=7200, workdir=None, log=None, link=None, timing=False):
+    """`link`: the meters' cellular bearer (host_tools/sim/modem/linkprofile.py): "lte" (None, the
+    default: the link adds no time) or "2g" (GPRS class: 40/20 kbit/s, 650 ms round trip). `timing`:
+    the report's `loop` says how long the first meter's superloop stayed busy and how far apart its
+    metering polls came, during its download and after the campaign (_LoopTiming)."""
     if not 1 <= meters <= 200:
         raise UsageError("--meters must be 1..200", hint="each meter is a MicroPython process")
     if not 0.0 <= drop < 1.0:
         raise UsageError("--drop must be a probability 0..1 (below 1)", hint="e.g. --drop 0.3")
     if cuts < 0:
         raise UsageError("--cuts must be 0 or more")
+    from host_tools.sim.modem import linkprofile
+    try:
+        bearer = linkprofile.get(link)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
     from host_tools.sim.esp32.runner import SimMeter
     from host_tools.sim.net.headend_client import SimHeadEndClient
     from host_tools.sim.scenarios.chain import SteppedBroker
@@ -117,8 +174,10 @@ def run(meters=3, drop=0.0, cuts=0, seed=1, bad_signature=False, broken_image=Fa
             otachip.create(chip, old_img)
             sim = SimMeter(seed=seed * 100 + i, afe="ideal", profile="constant", heap=HEAP, broker=broker.sim,
                            settings=SETTINGS, workdir=os.path.join(d, "work"), epoch=epoch, esp32=chip,
-                           files={"ota_trust.json": trust})
+                           files={"ota_trust.json": trust}, link=bearer)
             m = _Meter(sim, row)
+            if timing and not fleet:
+                m.timing = _LoopTiming(sim)
             fleet.append(m)
             by_id[m.id] = m
             sim.run_for(3)
@@ -197,6 +256,14 @@ def run(meters=3, drop=0.0, cuts=0, seed=1, bad_signature=False, broken_image=Fa
         ota.tick()
         report = _report(store, cid, fleet, seed, cuts_done, stats, ota, wall0, virtual["s"])
         report["campaign_sim_s"] = round(t_settled - t_campaign, 1)
+        report["link"] = bearer.as_dict()
+        m0 = fleet[0]
+        if m0.timing is not None and m0.first_chunk is not None:
+            dl = (int(m0.first_chunk * 1000), int(m0.last_chunk * 1000))
+            # after: the last 50 simulated seconds, the campaign over (the new image, proved, metering)
+            after = (int((virtual["s"] - 50) * 1000), int(virtual["s"] * 1000))
+            report["loop"] = {"download": m0.timing.window(*dl), "after": m0.timing.window(*after),
+                              "meter_period_s": SETTINGS["meter_period_s"]}
         if os.environ.get("OTA_SCENARIO_TRACE"):
             report["modem_logs"] = {m.id: m.sim.modem.log[-60:] for m in fleet if m.sim.modem is not None}
             report["broker_log"] = list(getattr(broker.sim, "log", []))[-80:]
@@ -301,6 +368,9 @@ def register(simsub_scenario):
     p.add_argument("--bad-signature", action="store_true", help="sign the package with a key the meters do not trust")
     p.add_argument("--broken-image", action="store_true", help="an image that fails its health check")
     p.add_argument("--stages", default="100", help="cumulative %% per stage, e.g. 1,10,100 (default 100)")
+    p.add_argument("--link", default="lte", choices=("lte", "2g"),
+                   help="the meters' cellular bearer: lte (default: adds no time) or 2g (GPRS class: 40/20 kbit/s, "
+                        "650 ms round trip)")
     p.add_argument("--timeout", type=float, default=7200, help="simulated seconds before giving up")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_ota)
@@ -315,6 +385,6 @@ def cmd_ota(args):
         raise UsageError(f"--stages {args.stages!r} is not a list of numbers", hint="e.g. 1,10,100") from None
     say = (lambda text: sys.stderr.write(text + "\n")) if not args.json else None
     res = run(meters=args.meters, drop=args.drop, cuts=args.cuts, seed=args.seed, bad_signature=args.bad_signature,
-              broken_image=args.broken_image, stages=stages, timeout_s=args.timeout, log=say)
+              broken_image=args.broken_image, stages=stages, timeout_s=args.timeout, log=say, link=args.link)
     emit(res, args.json)
     return 0 if res["bricked"] == 0 and res["credit_violations"] == 0 else 1
