@@ -24,6 +24,18 @@ def test_good_package_updates_every_meter_through_drops_and_cuts_in_every_phase(
     out = scenario("--meters", "2", "--drop", "0.3", "--cuts", "3", "--seed", "4")
     assert out["updated"] == 2 and out["rolled_back"] == 0 and out["refused"] == 0, out["targets"]
     assert sorted(c["phase"] for c in out["cuts"]) == ["download", "first_boot", "verify_switch"], out["cuts"]
+    # each cut lands in the phase it is labelled with, by the meter's own state at the cut (an audit of
+    # this very seed saw a verify_switch cut, placed by the head-end's lagging view, land on a meter that
+    # had rolled back two seconds before and was idle)
+    for c in out["cuts"]:
+        st = c["state"]
+        assert c["observed"] == c["phase"], c
+        if c["phase"] == "download":
+            assert st["record"] == "dl" and 0 < st["slot_bytes"] < out["image_bytes"], c
+        elif c["phase"] == "verify_switch":
+            assert st["running"] != st["target_slot"] and (st["record"] == "ready" or st["otadata"] == "new"), c
+        else:
+            assert st["otadata"] == "pending_verify" and st["running"] == st["target_slot"], c
     assert out["chunks_lost"] > 0 and out["max_download_sim_s"] > 0
     assert all(v["version"] == "0.2.0" and v["slot"] == "ota_1" for v in out["versions"].values()), out["versions"]
 
