@@ -224,9 +224,11 @@ def run_2g(seed=1):
             "ota_update_2g_wall_s": r["wall_s"]}
 
 
-def run_campaign(meters=100, drop=0.3, cuts=30, seed=1):
+def run_campaign(meters=100, drop=0.3, cuts=30, seed=1, link=None):
+    """`link`: the meters' bearer ("lte", the default, or "2g"; host_tools/sim/modem/linkprofile.py)."""
     from host_tools.sim.scenarios import ota as ota_scenario
-    r = ota_scenario.run(meters=meters, drop=drop, cuts=cuts, seed=seed, stages=(1, 10, 100), threshold_pct=90)
+    r = ota_scenario.run(meters=meters, drop=drop, cuts=cuts, seed=seed, stages=(1, 10, 100), threshold_pct=90,
+                         link=link)
     p = "ota_campaign%d_" % meters
     return {p + k: r[k] for k in ("meters", "updated", "rolled_back", "refused", "bricked", "credit_violations",
                                   "max_download_sim_s", "campaign_sim_s", "wall_s", "chunks_lost")} | {
