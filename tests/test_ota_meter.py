@@ -608,3 +608,101 @@ show(out=out, closed=relay.closed, failed=relay.failed)
     assert r["out"] == {"relay_unconfirmed": False, "relay_settled": True, "commit_open": False, "all_quiet": True,
                         "service_half_read": False, "uplink_owed": False}, r
     assert r["closed"] is True and r["failed"] is False
+
+
+# -- power cuts inside the switch (the scenario's cuts land between its steps, when the firmware sleeps:
+# the read-back and checks run inside the job that wrote the last chunk, and set_boot, the record and the
+# reset inside one job run, so these are placed here) ----------------------------------------------------
+def _credit(work):
+    return json.loads((work / "rec-prepaid.json").read_text())
+
+
+def test_a_cut_while_the_verified_image_waits_for_its_quiet_moment_switches_after_the_next_boot(meter):
+    """Between `ready` and set_boot: nothing was switched, the old image boots, finds the image verified
+    in its slot and switches at its next quiet moment; one trial, no rollback, credit untouched."""
+    work, pkg = meter
+    (work / "rec-prepaid.json").write_text(json.dumps({"credit": 5000}))
+    r = run(work, '''
+u = make()
+u.offer(offer())
+serve(u)
+show(state=u.state)                 # verified; the power goes before the job's quiet moment
+''')
+    assert r["state"] == "ready", r
+    assert otachip.boot(work / "chip.img").label == "ota_0"
+    r = run(work, '''
+u = make()
+b = u.boot()
+st = u.status()["state"]
+show(boot=b, st=st, switched=u.switch(True))
+''')
+    assert r["boot"] is None and r["st"] == "ready" and r["switched"] is True, r
+    assert kinds(r) == ["ota_switch"], r["events"]
+    b = otachip.boot(work / "chip.img")
+    assert b.label == "ota_1" and b.image == pkg.image
+    r = run(work, '''
+u = make("0.2.0")
+t = u.boot()
+show(trial=t, proved=u.prove({"metering": True, "records": True, "service": True, "link": True}))
+''', slot="ota_1")
+    assert r["trial"] == "trial" and r["proved"] == "valid", r
+    assert kinds(r).count("ota_trial") == 1
+    assert _credit(work) == {"credit": 5000}
+
+
+def _set_boot_then_cut(work):
+    """The switch's first half: set_boot made the new slot the boot slot; the power goes before the
+    record says `switched`."""
+    r = run(work, '''
+u = make()
+u.offer(offer())
+serve(u)
+u.part.set_boot()
+show(rec=Store().load("ota"))
+''')
+    assert r["rec"]["st"] == "ready", r
+    b = otachip.boot(work / "chip.img")
+    assert b.label == "ota_1" and newest_state(work) == "pending_verify", b.note
+
+
+def test_a_cut_between_set_boot_and_the_record_noting_it_boots_the_trial_and_the_new_image_notes_it(meter):
+    work, _pkg = meter
+    (work / "rec-prepaid.json").write_text(json.dumps({"credit": 5000}))
+    _set_boot_then_cut(work)
+    r = run(work, '''
+u = make("0.2.0")
+t = u.boot()
+show(trial=t, rec=Store().load("ota"), status=u.status(),
+     proved=u.prove({"metering": True, "records": True, "service": True, "link": True}))
+''', slot="ota_1")
+    assert r["trial"] == "trial" and r["status"]["state"] == "trial", r
+    assert r["rec"]["st"] == "switched", "the trial image must note the switch the cut kept from the record"
+    assert r["proved"] == "valid" and kinds(r) == ["ota_trial", "ota_valid"], r["events"]
+    assert newest_state(work) == "valid" and otachip.boot(work / "chip.img").label == "ota_1"
+    assert _credit(work) == {"credit": 5000}
+
+
+def test_a_trial_after_a_cut_between_set_boot_and_the_record_that_fails_is_rolled_back_and_reported(meter):
+    """Before the fix the old image found its record still `ready` after the rollback: it reported
+    nothing and switched again, a second trial of the image nobody was told had failed."""
+    work, _pkg = meter
+    (work / "rec-prepaid.json").write_text(json.dumps({"credit": 5000}))
+    _set_boot_then_cut(work)
+    r = run(work, '''
+u = make("0.2.0")
+show(trial=u.boot())                # a reset (another cut) before it proves itself
+''', slot="ota_1")
+    assert r["trial"] == "trial" and kinds(r) == ["ota_trial"], r
+    b = otachip.boot(work / "chip.img")
+    assert b.label == "ota_0" and "rollback" in b.note, b.note
+    r = run(work, '''
+u = make("0.1.0")
+b = u.boot()
+show(boot=b, switched=u.switch(True), status=u.status())
+''')
+    assert r["boot"] == "rolled_back" and r["switched"] is False, r
+    ev = [e for e in r["events"] if e[0] == "ota_rolled_back"]
+    assert ev and ev[0][1]["reason"] == "reset before the new image proved itself", r["events"]
+    assert r["status"]["state"] == "idle" and r["status"]["last"]["result"] == "rolled_back", r["status"]
+    assert otachip.boot(work / "chip.img").label == "ota_0", "the old image must stay after the rollback"
+    assert _credit(work) == {"credit": 5000}

@@ -97,6 +97,11 @@ class Updater:
         r = self.rec
         st = r.get("st")
         if st in (READY, SWITCHED) and self.slot == r.get("slot"):
+            if st == READY:
+                # a cut between set_boot and the record noting it: noted now, so a reset before this
+                # image proves itself is the old one's rollback to report, not a switch to do again
+                r["st"] = SWITCHED
+                self._save()
             self.trial = True
             self._trial_end = self.clock.ticks_add(self.clock.ticks_ms(), self.trial_s * 1000)
             self.emit("ota_trial", {"version": self.version, "slot": self.slot, "from": r.get("from")})

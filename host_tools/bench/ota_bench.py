@@ -1,11 +1,21 @@
 """Firmware updates: the meter's signature check under the unix-port MicroPython (RSA-2048 as shipped, and
 what Ed25519 and ECDSA P-256 verifies would cost in pure MicroPython, from timed scalar multiplications),
-an estimate for a 240 MHz ESP32, one meter's update over the simulated cellular link, and a campaign.
+an estimate for a 240 MHz ESP32, one meter's update over the simulated cellular link (as it always was,
+and over a 2G-class bearer), the final read-back hash of the slot, and a campaign.
 
 Keys: ota_rsa2048_verify_ms, ota_offer_check_ms, ota_ed25519_verify_ms_est, ota_p256_verify_ms_est,
 ota_rsa2048_verify_esp32_ms_est, ota_update_download_sim_s, ota_update_campaign_sim_s,
-ota_update_image_bytes, ota_update_bytes_per_sim_s; run_campaign: ota_campaign100_* (100 meters,
-30 % drops, 30 cuts)."""
+ota_update_image_bytes, ota_update_bytes_per_sim_s;
+over the `2g` bearer (host_tools/sim/modem/linkprofile.py: typical GPRS class 10 figures, 40 kbit/s down,
+20 kbit/s up, 650 ms round trip): ota_update_download_2g_sim_s, ota_update_2g_bytes_per_sim_s,
+ota_update_campaign_2g_sim_s, ota_update_download_2g_1p5mb_sim_s_est (a 1.5 MiB image at the same
+pace); during that download, on the first meter: ota_worst_loop_busy_during_download_ms (the longest the
+superloop stayed busy in one wake, unix port, wall ms: what a metering poll falling due or a key press
+waits at most), its _esp32_ms_est (x40), ota_worst_loop_busy_after_update_ms (the same measure over the
+last 50 s, the update done: the baseline), ota_worst_poll_gap_during_download_sim_ms (virtual ms between
+two metering polls; the period is 5,000 ms); the read-back: ota_readback_sha_ms (the bench image's
+slot hashed by the updater's _slot_sha, unix port), ota_readback_sha_1p5mb_ms and its _esp32_ms_est;
+run_campaign: ota_campaign100_* (100 meters, 30 % drops, 30 cuts)."""
 import json
 import subprocess
 import tempfile
@@ -118,6 +128,69 @@ def verify_costs(reps=50):
             "ota_p256_verify_esp32_ms_est": round((2 * r["p_smul_us"] + r["p_inv_us"]) / 1000 * ESP32_SLOWER)}
 
 
+_READBACK = r'''
+import time, esp32
+from ota.updater import Updater
+
+
+class Store:
+    def load(self, name):
+        raise OSError(2)
+
+    def commit(self, name, obj):
+        pass
+
+
+class Clock:
+    def ticks_ms(self):
+        return 0
+
+    def ticks_add(self, a, b):
+        return a + b
+
+    def ticks_diff(self, a, b):
+        return a - b
+
+
+u = Updater(Store(), esp32.Partition, Clock(), lambda k, d: None, "sim", "0.1.0", [])
+u.part = esp32.Partition("ota_1")
+out = []
+for n in SIZES:
+    best = None
+    for i in range(REPS):
+        t = time.ticks_us()
+        u._slot_sha(n)
+        dt = time.ticks_diff(time.ticks_us(), t)
+        best = dt if best is None or dt < best else best
+    out.append(best)
+print(out)
+'''
+
+MIB_1P5 = 0x180000      # a 1.5 MiB image: the whole of the board's OTA slot
+
+
+def readback_costs(image_bytes, reps=5):
+    """How long the updater's final read-back hash (`Updater._slot_sha`, all of it in one job run) blocks
+    on the unix port, through the simulated ESP32's esp32.Partition, for the bench image and a 1.5 MiB
+    one (best of `reps`)."""
+    import os
+    from host_tools.flash import imagegen
+    from host_tools.sim.esp32 import otachip
+    with tempfile.TemporaryDirectory() as d:
+        chip = Path(d) / "chip.img"
+        otachip.create(chip, imagegen.app(48 * 1024, version="0.1.0", seed=5))
+        code = "SIZES = (%d, %d)\nREPS = %d\n" % (image_bytes, MIB_1P5, reps) + _READBACK
+        env = dict(os.environ, MICROPYPATH=":".join([str(FIRMWARE), str(otachip.SHIM_DIR)]), METER_CHIP=str(chip),
+                   METER_RUNNING_SLOT="ota_0")
+        p = subprocess.run([micropython_bin(), "-X", "heapsize=128k", "-c", code], capture_output=True, text=True,
+                           timeout=600, env=env)
+    if p.returncode:
+        raise RuntimeError(p.stderr)
+    small, big = json.loads(p.stdout.strip().splitlines()[-1])
+    return {"ota_readback_sha_ms": round(small / 1000, 2), "ota_readback_sha_1p5mb_ms": round(big / 1000, 2),
+            "ota_readback_sha_1p5mb_esp32_ms_est": round(big / 1000 * ESP32_SLOWER)}
+
+
 def run():
     from host_tools.sim.scenarios import ota as ota_scenario
     out = verify_costs()
@@ -128,12 +201,34 @@ def run():
                ota_update_image_bytes=r["image_bytes"],
                ota_update_bytes_per_sim_s=round(r["image_bytes"] / r["max_download_sim_s"]),
                ota_update_wall_s=r["wall_s"])
+    out.update(run_2g())
+    out.update(readback_costs(r["image_bytes"]))
     return out
 
 
-def run_campaign(meters=100, drop=0.3, cuts=30, seed=1):
+def run_2g(seed=1):
+    """One meter's update over the 2G-class bearer, with its superloop timed during the download."""
     from host_tools.sim.scenarios import ota as ota_scenario
-    r = ota_scenario.run(meters=meters, drop=drop, cuts=cuts, seed=seed, stages=(1, 10, 100), threshold_pct=90)
+    r = ota_scenario.run(meters=1, seed=seed, link="2g", timing=True)
+    if r["updated"] != 1:
+        raise RuntimeError("the single-meter update over 2G did not complete: %s" % r["targets"])
+    rate = r["image_bytes"] / r["max_download_sim_s"]
+    dl, after = r["loop"]["download"], r["loop"]["after"]
+    return {"ota_update_download_2g_sim_s": r["max_download_sim_s"], "ota_update_2g_bytes_per_sim_s": round(rate),
+            "ota_update_campaign_2g_sim_s": r["campaign_sim_s"],
+            "ota_update_download_2g_1p5mb_sim_s_est": round(MIB_1P5 / rate),
+            "ota_worst_loop_busy_during_download_ms": dl["worst_busy_ms"],
+            "ota_worst_loop_busy_during_download_esp32_ms_est": round(dl["worst_busy_ms"] * ESP32_SLOWER),
+            "ota_worst_loop_busy_after_update_ms": after["worst_busy_ms"],
+            "ota_worst_poll_gap_during_download_sim_ms": dl["worst_poll_gap_sim_ms"],
+            "ota_update_2g_wall_s": r["wall_s"]}
+
+
+def run_campaign(meters=100, drop=0.3, cuts=30, seed=1, link=None):
+    """`link`: the meters' bearer ("lte", the default, or "2g"; host_tools/sim/modem/linkprofile.py)."""
+    from host_tools.sim.scenarios import ota as ota_scenario
+    r = ota_scenario.run(meters=meters, drop=drop, cuts=cuts, seed=seed, stages=(1, 10, 100), threshold_pct=90,
+                         link=link)
     p = "ota_campaign%d_" % meters
     return {p + k: r[k] for k in ("meters", "updated", "rolled_back", "refused", "bricked", "credit_violations",
                                   "max_download_sim_s", "campaign_sim_s", "wall_s", "chunks_lost")} | {

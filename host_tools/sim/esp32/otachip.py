@@ -70,6 +70,15 @@ def read_state(path):
     return {"otadata": ents, "slots": [p.name for p in _slots(parts)]}
 
 
+def read_slot(path, label, n):
+    """The first `n` bytes of app slot `label` as the chip holds them (what a meter wrote there)."""
+    with open(path, "rb") as f:
+        f.seek(parttable.TABLE_OFFSET)
+        p = next(p for p in _slots(parttable.parse(f.read(parttable.TABLE_MAX))) if p.name == label)
+        f.seek(p.offset)
+        return f.read(min(n, p.size))
+
+
 def _secure_boot_digest(path):
     """The BLOCK2 key digest when the chip (its eFuses beside the chip file, if any) has secure boot v2
     on, else None: then the bootloader starts only an app whose signature block verifies against it."""

@@ -105,13 +105,14 @@ class SimMeter:
                  settings=None, heap=None, mpy=True, workdir=None, realtime=False, speed=1.0,
                  time_valid=True, flash_image=None, keep_flash=False, flash_offset=0,
                  app_from_flash=False, broker=None, smsc=None, epoch=None, frozen=False, vfs_size=None,
-                 flash_cipher=None, repl=None, lcd_plays=True, chip=None, esp32=None, files=None):
+                 flash_cipher=None, repl=None, lcd_plays=True, chip=None, esp32=None, files=None, link=None):
         """`lcd_plays`: the board's LCD can play planned frames by itself (False: a board whose
         display the meter must wake to draw every display period, as before the LCD timer).
         `chip`: the metering chip (another variant of the board: boards/<board>/chips/).
         `esp32`: a simulated ESP32's application flash (host_tools/sim/esp32/otachip.py): each boot runs the
         frozen app carried by the image in the slot its bootloader selects. `files`: more files for a
-        fresh file system ({name: bytes}, beside settings.json)."""
+        fresh file system ({name: bytes}, beside settings.json). `link`: the cellular bearer's profile
+        (host_tools/sim/modem/linkprofile.py: "lte", the default, adds nothing; "2g")."""
         self.board = board
         self.lcd_plays = lcd_plays
         self.info = json.loads((board_dir(board) / "board.json").read_text())
@@ -194,7 +195,7 @@ class SimMeter:
             from host_tools.sim.modem import make_modem
             self.modem = make_modem(_random.Random(seed * 31 + 7), self.info.get("modem", {}).get("dialect", "sim7600"),
                                     broker=broker, smsc=smsc, clock=lambda: self.world.now_ms,
-                                    epoch_s=self.world.epoch, powered=False)
+                                    epoch_s=self.world.epoch, powered=False, link=link)
         # UART0 with REPL semantics (a simulated ESP32: booting from its flash): a Ctrl-C stops an app that
         # has not disabled keyboard interrupt, and once the app has ended the REPL answers until the
         # watchdog (if armed) resets the board

@@ -7,20 +7,24 @@ with faults on demand (no coverage, link drop, delay, garbage, hang, reboot). Se
 A dialect (sim7600.py, sim800.py) is a subclass: its identity and URCs as class attributes, its own
 packet-data commands as `_at_<NAME>` methods. `make_modem()` (host_tools/sim/modem/__init__.py) picks one.
 
-The model reads the wall clock never; virtual ms come from `clock()`. Network I/O happens in poll()."""
+The model reads the wall clock never; virtual ms come from `clock()`. Network I/O happens in poll().
+The bearer between the modem and the network (`link`, linkprofile.py: round trip and bandwidth each way)
+times the bytes of the data path; the default profile adds nothing."""
 import datetime
 import errno
 import heapq
+import math
 import select
 import socket
 import ssl             # the TCP bridge's reads and writes also run over a TLS socket (tls.py)
 
-from host_tools.sim.modem import sms_pdu
+from host_tools.sim.modem import linkprofile, sms_pdu
 
 CRLF = b"\r\n"
 _GUARD_MS = 1000          # +++ escape: silence before and after
 _SIM_SLOTS = 30
 _OPERATOR = "SimTel"
+_AIR_PIECE = 512          # a shaped downlink reaches the firmware in pieces of this size as they arrive
 
 # MQTT packet types, only to know when the firmware is waiting for the broker (lockstep pacing)
 _REQUESTS = {1, 6, 8, 10, 12}          # CONNECT, PUBREL, SUBSCRIBE, UNSUBSCRIBE, PINGREQ (+ PUBLISH qos>0)
@@ -68,8 +72,12 @@ class ModemCore:
     ATO_BANNER = "CONNECT"           # back to data mode (ATO)
     NETWORK_LOST_URCS = ()           # the packet-data context died with the network
 
-    def __init__(self, rng, broker=("127.0.0.1", 1883), smsc=None, clock=lambda: 0, epoch_s=0, powered=True):
+    def __init__(self, rng, broker=("127.0.0.1", 1883), smsc=None, clock=lambda: 0, epoch_s=0, powered=True,
+                 link=None):
+        """`link`: the bearer's profile, a name in linkprofile.PROFILES ("lte", "2g") or a LinkProfile;
+        None is "lte", which adds nothing."""
         self.rng = rng
+        self.link = linkprofile.get(link)
         self.broker = broker if hasattr(broker, "connect") else tuple(broker)
         self.smsc = smsc
         self.clock = clock
@@ -128,6 +136,8 @@ class ModemCore:
             cands.append(self._esc_last_ms + _GUARD_MS)
         if self._sock is not None and self.net_poll_ms:
             cands.append(self._last_poll_ms + self.net_poll_ms)
+        if self._ul_q:
+            cands.append(self._ul_q[0][0])
         return min(cands) if cands else None
 
     def poll(self, now_ms, wait_s=0.0):
@@ -183,6 +193,10 @@ class ModemCore:
     def set_delay_ms(self, ms):
         self.extra_delay_ms = max(0, int(ms))
 
+    def set_link(self, profile):
+        """The bearer from now on (a name in linkprofile.PROFILES or a LinkProfile)."""
+        self.link = linkprofile.get(profile)
+
     def set_garbage(self, rate):
         self.garbage_rate = max(0.0, min(1.0, float(rate)))
 
@@ -227,6 +241,13 @@ class ModemCore:
         self._awaiting = 0
         self._up = _MqttFramer()
         self._down = _MqttFramer()
+        self._air_reset()
+
+    def _air_reset(self):
+        """Nothing in flight on the bearer (a new link, or the old one gone with what it carried)."""
+        self._ul_q = []                  # [ready_ms, bytearray]: uplink bytes still in the air
+        self._ul_free = 0.0              # when the uplink has sent what it was given (float ms)
+        self._dl_free = 0.0              # when the downlink has carried what it was given
 
     def _event(self, what):
         self.log.append((self.clock(), "* " + what))
@@ -326,6 +347,21 @@ class ModemCore:
         self._last_rx_ms = now
 
     def _to_net(self, data):
+        """Bytes from the firmware for the broker: on the air first when the bearer is shaped (each byte
+        behind the ones before it at the uplink's rate, then half the round trip)."""
+        link = self.link
+        if not link.shaped:
+            return self._on_air_up(data)
+        start = max(float(self.clock()), self._ul_free)
+        self._ul_free = start + link.airtime_ms(len(data), link.up_bps)
+        ready = math.ceil(self._ul_free + link.rtt_ms / 2.0)
+        if self._ul_q and self._ul_q[-1][0] == ready:
+            self._ul_q[-1][1] += data
+        else:
+            self._ul_q.append([ready, bytearray(data)])
+
+    def _on_air_up(self, data):
+        """Bytes that crossed the uplink: to the broker's socket at the next I/O."""
         self._tx += data
         for typ, flags in self._up.feed(data):
             if typ in _REQUESTS or (typ == 3 and flags > 0):
@@ -662,7 +698,8 @@ class ModemCore:
             if transparent():
                 self._data_mode = True
                 self._last_rx_ms = self.clock()
-        self._after(self.rng.randint(150, 900) + self.extra_delay_ms, done)
+        # the TCP handshake adds the bearer's round trip (0 unless shaped), after the same draw as always
+        self._after(self.rng.randint(150, 900) + self.extra_delay_ms + self.link.rtt_ms, done)
 
     def _ato(self):
         if self._sock is None:
@@ -693,6 +730,7 @@ class ModemCore:
         self._esc_count = 0
         self._awaiting = 0
         self._tx.clear()
+        self._air_reset()                # what was in the air is lost with the link
 
     def _close_link(self, urc, network=False, vanish=False):
         was = self._sock is not None or self._connecting
@@ -716,6 +754,8 @@ class ModemCore:
             self._store_inbound()
         if self._sock is None:
             return
+        while self._ul_q and self._ul_q[0][0] <= now:
+            self._on_air_up(bytes(self._ul_q.pop(0)[1]))
         if self._tx:
             try:
                 n = self._sock.send(self._tx)
@@ -744,6 +784,18 @@ class ModemCore:
                 if typ in _REPLIES and self._awaiting > 0:
                     self._awaiting -= 1
             if self._data_mode:
-                self._emit(data, 0)
+                self._downlink(data)
             else:
-                self._rx_held += data
+                self._rx_held += data      # held in the modem (given at ATO), not timed by the bearer
+
+    def _downlink(self, data):
+        """Broker bytes towards the firmware: at once, or when shaped behind the bytes before them at the
+        downlink's rate plus half the round trip, in pieces as they come off the air."""
+        link = self.link
+        if not link.shaped:
+            return self._emit(data, 0)
+        now = self.clock()
+        for i in range(0, len(data), _AIR_PIECE):
+            piece = data[i:i + _AIR_PIECE]
+            self._dl_free = max(float(now), self._dl_free) + link.airtime_ms(len(piece), link.down_bps)
+            self._emit(piece, math.ceil(self._dl_free + link.rtt_ms / 2.0) - now)

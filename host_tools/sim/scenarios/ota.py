@@ -1,7 +1,8 @@
 """`meterkit sim scenario ota`: N simulated ESP32 meters (the real firmware, its frozen app carried by the
 image in the slot their bootloader selects) on one head-end and an in-process broker in virtual time,
 updated by a campaign over the flaky simulated cellular link, with random power cuts during the download,
-the write, the switch and the first boot (docs/ota.md).
+the write, the switch and the first boot (docs/ota.md), each placed by the meter's own state (its `ota`
+record on its flash, its chip's otadata) and reported with the phase observed.
 
 The report: `meters`, `updated` (running the new version, marked valid), `rolled_back` (reported by the
 meter), `refused`, `bricked` (no slot boots), `credit_violations` (a ledger that fails its conservation
@@ -38,19 +39,80 @@ class _Meter:
         self.sim, self.row, self.id = sim, row, row["meter_id"]
         self.bricked = None
         self.cuts = 0
+        self.trial_cuts = 0            # cuts in its first boot: each a rollback the head-end offers again
+        self.last_cut_s = None
+        self.dl_cut_bytes = 0          # what its slot held at its last cut in the download
         self.first_chunk = None
         self.last_chunk = None
         self.base = None
+        self.timing = None
+
+
+class _LoopTiming:
+    """One meter's superloop seen from the simulator: each stretch the firmware ran between two sleeps
+    (from the reply to its ADVANCE to its next ADVANCE: wall ms on the unix port, with the virtual ms it
+    woke at), and the virtual ms of each access to the metering chip (its polls). Virtual time stands
+    still while the firmware runs, so a busy stretch is what a metering poll falling due, or a key
+    pressed, would wait for on the chip; the wall figure includes the simulator serving the frames of
+    that stretch, so it is an upper bound for the unix port."""
+
+    def __init__(self, sim):
+        from host_tools.sim.esp32 import link as L
+        self.busy = []                 # (virtual ms woken, wall ms busy)
+        self.chip = []                 # virtual ms of metering-chip frames (one entry per instant)
+        self._woke = None
+        handle, advance, boot = sim._handle, sim._advance, sim.boot
+        chip_frames = (L.SPI, L.METER_UART)
+
+        def _handle(ftype, p, stop_at_ms):
+            if ftype == L.ADVANCE:
+                if self._woke is not None:
+                    self.busy.append((self._woke[0], (time.perf_counter() - self._woke[1]) * 1000.0))
+                self._woke = None
+            elif ftype in chip_frames and (not self.chip or self.chip[-1] != sim.world.now_ms):
+                self.chip.append(sim.world.now_ms)
+            return handle(ftype, p, stop_at_ms)
+
+        def _advance(stop_at_ms):
+            ok = advance(stop_at_ms)
+            if ok:
+                self._woke = (sim.world.now_ms, time.perf_counter())
+            return ok
+
+        def _boot():
+            self._woke = None          # a boot is not a stretch of the loop
+            return boot()
+        sim._handle, sim._advance, sim.boot = _handle, _advance, _boot
+
+    def window(self, t0, t1):
+        """Within virtual [t0, t1): the worst busy stretch (and the median), and the widest gap between
+        two metering polls (virtual ms)."""
+        b = sorted(ms for t, ms in self.busy if t0 <= t < t1)
+        polls = [t for t in self.chip if t0 <= t < t1]
+        gaps = [b_ - a for a, b_ in zip(polls, polls[1:])]
+        return {"sim_s": round((t1 - t0) / 1000.0, 1), "wakes": len(b),
+                "worst_busy_ms": round(b[-1], 2) if b else None,
+                "median_busy_ms": round(b[len(b) // 2], 3) if b else None,
+                "polls": len(polls), "worst_poll_gap_sim_ms": max(gaps) if gaps else None}
 
 
 def run(meters=3, drop=0.0, cuts=0, seed=1, bad_signature=False, broken_image=False, stages=(100,),
-        threshold_pct=90.0, timeout_s=7200, workdir=None, log=None):
+        threshold_pct=90.0, timeout_s=7200, workdir=None, log=None, link=None, timing=False):
+    """`link`: the meters' cellular bearer (host_tools/sim/modem/linkprofile.py): "lte" (None, the
+    default: the link adds no time) or "2g" (GPRS class: 40/20 kbit/s, 650 ms round trip). `timing`:
+    the report's `loop` says how long the first meter's superloop stayed busy and how far apart its
+    metering polls came, during its download and after the campaign (_LoopTiming)."""
     if not 1 <= meters <= 200:
         raise UsageError("--meters must be 1..200", hint="each meter is a MicroPython process")
     if not 0.0 <= drop < 1.0:
         raise UsageError("--drop must be a probability 0..1 (below 1)", hint="e.g. --drop 0.3")
     if cuts < 0:
         raise UsageError("--cuts must be 0 or more")
+    from host_tools.sim.modem import linkprofile
+    try:
+        bearer = linkprofile.get(link)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
     from host_tools.sim.esp32.runner import SimMeter
     from host_tools.sim.net.headend_client import SimHeadEndClient
     from host_tools.sim.scenarios.chain import SteppedBroker
@@ -117,8 +179,10 @@ def run(meters=3, drop=0.0, cuts=0, seed=1, bad_signature=False, broken_image=Fa
             otachip.create(chip, old_img)
             sim = SimMeter(seed=seed * 100 + i, afe="ideal", profile="constant", heap=HEAP, broker=broker.sim,
                            settings=SETTINGS, workdir=os.path.join(d, "work"), epoch=epoch, esp32=chip,
-                           files={"ota_trust.json": trust})
+                           files={"ota_trust.json": trust}, link=bearer)
             m = _Meter(sim, row)
+            if timing and not fleet:
+                m.timing = _LoopTiming(sim)
             fleet.append(m)
             by_id[m.id] = m
             sim.run_for(3)
@@ -165,24 +229,42 @@ def run(meters=3, drop=0.0, cuts=0, seed=1, bad_signature=False, broken_image=Fa
         phases = [PHASES[i % len(PHASES)] for i in range(cuts)]
         rng.shuffle(phases)
         cuts_done = []
+        own_cache = {}
         next_fault = virtual["s"] + rng.expovariate(drop / 60.0) if drop else None
         t_end = virtual["s"] + timeout_s
-        size = len(package.parse(open(pkg_path, "rb").read()).image)
+        image = package.parse(open(pkg_path, "rb").read()).image
+        # a download cut lands once a meter's slot holds this share of what it had left to write when
+        # its download started (or its last download cut): a random moment within the download (its
+        # committed record moves 16 KB at a time)
+        dl_marks = [rng.random() for _ in range(phases.count("download"))]
         while virtual["s"] < t_end:
             step()
             now = virtual["s"]
-            if phases and rng.random() < 0.25:
-                # a cut lands on a meter that is in the phase wanted now (a random moment within it)
-                targets = {t["meter"]: t for t in heota.status(store, cid)["meters"]}
-                live = [m for m in fleet if not m.bricked and _in_phase(targets.get(m.id), m, phases[0], size)]
-                if live:
-                    # spread over the fleet: a meter cut fewest times so far (three cuts in three trials
-                    # of one meter is a rollback the head-end stops re-offering, as for a crashing image)
-                    least = min(m.cuts for m in live)
-                    m = rng.choice([x for x in live if x.cuts == least])
-                    m.cuts += 1
-                    m.sim.power_cut()
-                    cuts_done.append({"at_s": round(now, 1), "meter": m.id, "phase": phases.pop(0)})
+            # a cut lands on a meter that is in a phase still wanted, by the meter's own state (a random
+            # moment within it; verify/switch lasts a step or two, so every step is a moment to find it);
+            # the phases wanted are tried in their shuffled order, so one not reached yet holds none back
+            if phases:
+                roll = rng.random()
+                targets = None
+                for ph in sorted(set(phases), key=phases.index):
+                    if ph == "first_boot" and roll >= 0.25:
+                        continue
+                    if targets is None:
+                        targets = {t["meter"]: t for t in heota.status(store, cid)["meters"]}
+                    got = _pick(ph, fleet, targets, image, rng, own_cache, dl_marks[0] if dl_marks else None, now)
+                    if got is not None:
+                        m, own = got
+                        m.cuts += 1
+                        m.last_cut_s = now
+                        m.trial_cuts += ph == "first_boot"
+                        m.sim.power_cut()
+                        phases.remove(ph)
+                        if ph == "download":
+                            dl_marks.pop(0)
+                            m.dl_cut_bytes = own["slot_bytes"]
+                        cuts_done.append({"at_s": round(now, 1), "meter": m.id, "phase": ph,
+                                          "observed": _phase(own), "state": own})
+                        break
             if next_fault is not None and now >= next_fault:
                 m = rng.choice(fleet)
                 if m.sim.modem is not None and not m.bricked:
@@ -197,6 +279,14 @@ def run(meters=3, drop=0.0, cuts=0, seed=1, bad_signature=False, broken_image=Fa
         ota.tick()
         report = _report(store, cid, fleet, seed, cuts_done, stats, ota, wall0, virtual["s"])
         report["campaign_sim_s"] = round(t_settled - t_campaign, 1)
+        report["link"] = bearer.as_dict()
+        m0 = fleet[0]
+        if m0.timing is not None and m0.first_chunk is not None:
+            dl = (int(m0.first_chunk * 1000), int(m0.last_chunk * 1000))
+            # after: the last 50 simulated seconds, the campaign over (the new image, proved, metering)
+            after = (int((virtual["s"] - 50) * 1000), int(virtual["s"] * 1000))
+            report["loop"] = {"download": m0.timing.window(*dl), "after": m0.timing.window(*after),
+                              "meter_period_s": SETTINGS["meter_period_s"]}
         if os.environ.get("OTA_SCENARIO_TRACE"):
             report["modem_logs"] = {m.id: m.sim.modem.log[-60:] for m in fleet if m.sim.modem is not None}
             report["broker_log"] = list(getattr(broker.sim, "log", []))[-80:]
@@ -219,18 +309,124 @@ def run(meters=3, drop=0.0, cuts=0, seed=1, bad_signature=False, broken_image=Fa
 PHASES = ("download", "verify_switch", "first_boot")
 
 
-def _in_phase(t, m, phase, size):
-    """download: chunks arriving; verify_switch: the last chunk served, the image being read back, hashed,
-    checked and switched to; first_boot: the new image running, not yet marked valid. `t`: the meter's
-    target in the campaign (head-end `ota.status`), None when it has none."""
-    if t is None:
-        return False
-    if phase == "download":
-        return t["state"] == "downloading" and 0 < t["bytes"] < size
-    if phase == "verify_switch":
-        return t["state"] == "downloading" and t["bytes"] == size and m.sim.running_slot == "ota_0"
+# The head-end's view of a meter that may be downloading or verifying (its view lags: a hint only; an
+# image offered again after a rollback by reset is verified in the slot at once: `offered`)
+_MAYBE = ("offered", "downloading")
+_READS = 8          # the most meters whose record is read at one step looking for a phase
+_COME_BACK_S = 60   # a meter cut this recently is left to boot and go on first
+
+
+def _own_state(m, cache=None):
+    """The update as the meter itself holds it, for placing and reporting cuts: its `ota` record as its
+    next boot would load it from its flash (`st`: idle, dl, ready, switched; `off`: bytes committed;
+    `slot`: the slot it installs into), the newest `otadata` entry of its chip (what its bootloader goes
+    by) and the slot it runs. The firmware sleeps between the scenario's steps, so this is its state at
+    the instant a cut would land. `cache` ({meter id: ((writes, erases), record)}) spares reading a flash
+    nothing was written to since."""
+    from host_tools.sim.scenarios.powercut import committed_record
+    fl = m.sim.flash
+    key = (fl.writes, fl.blocks_erased)
+    hit = cache.get(m.id) if cache is not None else None
+    if hit is not None and hit[0] == key:
+        rec = hit[1]
+    else:
+        try:
+            rec = committed_record(fl, "ota")
+        except SimulationError:
+            rec = None                 # never written: no update yet
+        if cache is not None:
+            cache[m.id] = (key, rec)
+    rec = rec or {}
+    return {"record": rec.get("st", "idle"), "bytes": rec.get("off"), "target_slot": rec.get("slot"),
+            "otadata": _own_state_otadata(m), "running": m.sim.running_slot}
+
+
+def _phase(own):
+    """The phase a meter is in by its own state: download (its record says chunks are being fetched);
+    verify_switch (the image whole in the slot and verified, the switch waiting for a quiet moment, or
+    set_boot done and the board not yet reset); first_boot (the new image runs and has not marked itself
+    valid: its otadata entry pending verification); otherwise idle, or rollback (the old image back,
+    about to report it). The read-back and checks run inside the job that wrote the last chunk, so no
+    cut between two steps lands within them (tests/test_ota_meter.py cuts within the switch)."""
+    if own["otadata"] == "pending_verify":
+        return "first_boot"
+    if own["otadata"] == "new":
+        return "verify_switch"
+    st = own["record"]
+    if st == "dl":
+        return "download"
+    if st == "ready" and own["running"] != own["target_slot"]:
+        return "verify_switch"
+    if st == "switched" and own["running"] != own["target_slot"]:
+        return "rollback"
+    return "idle"
+
+
+def _pick(phase, fleet, targets, image, rng, cache, mark=None, now=0.0):
+    """(meter, its own state) for a cut in `phase`, or None. A meter cut fewest times so far first (spread
+    over the fleet), none cut in the last _COME_BACK_S (its state is still the one the cut left), and none
+    cut in as many first boots as the head-end offers an image again after a rollback by reset, less one
+    (three cuts in three trials of one meter is a rollback it stops re-offering, as for a crashing
+    image). A download cut waits for a meter whose slot holds the share `mark` of what it had to write
+    since the start, or its last cut in its download."""
+    size = len(image)
+    live = [m for m in fleet if not m.bricked and (m.last_cut_s is None or now - m.last_cut_s >= _COME_BACK_S)]
+    if phase == "first_boot":
+        live = [m for m in live if m.trial_cuts < heota.ATTEMPTS - 1]
+        cands = [m for m in live if _own_state_otadata(m) == "pending_verify"]
+        if not cands:
+            return None
+        least = min(m.cuts for m in cands)
+        m = rng.choice([x for x in cands if x.cuts == least])
+        return m, _own_state(m, cache)
+    # the head-end's view, which lags, only narrows the meters whose record is read: a download cut
+    # needs one the head-end served what the cut waits for (it cannot have written more than it was
+    # sent); a verify/switch cut one served the whole image, or offered it again after a rollback
+    # caused by a cut (the image still in its slot: verified at once, no download)
+    hint = []
+    for m in live:
+        t = targets.get(m.id) or {}
+        if t.get("state") not in _MAYBE:
+            continue
+        if phase == "download" and (t.get("bytes") or 0) < _need(m, mark, size):
+            continue
+        if phase == "verify_switch" and t.get("bytes") != size and t.get("state") != "offered":
+            continue
+        hint.append(m)
+    for m in sorted(hint, key=lambda m: (m.cuts, rng.random()))[:_READS]:
+        if phase == "download":
+            slot_bytes = _slot_bytes(m, "ota_1" if m.sim.running_slot == "ota_0" else "ota_0", image)
+            if slot_bytes < _need(m, mark, size):
+                continue
+        own = _own_state(m, cache)
+        if _phase(own) != phase:
+            continue
+        if phase == "download":
+            own["slot_bytes"] = slot_bytes
+        return m, own
+    return None
+
+
+def _need(m, mark, size):
+    """The bytes a meter's slot must hold for a download cut: past where its last cut left it, by the
+    share `mark` of the rest."""
+    return max(m.dl_cut_bytes + 1, int(m.dl_cut_bytes + (mark or 0.0) * (size - m.dl_cut_bytes)))
+
+
+def _slot_bytes(m, label, image):
+    """How much of the image the meter's target slot holds, from its start, in the chip's flash (chunks
+    are written in order, each 4 KB block erased before its first)."""
+    got = otachip.read_slot(m.sim.esp32, label, len(image))
+    for i in range(0, len(image), 1024):
+        if got[i:i + 1024] != image[i:i + 1024]:
+            return i
+    return len(image)
+
+
+def _own_state_otadata(m):
+    """The state of the newest `otadata` entry of the meter's chip (what its bootloader goes by), or None."""
     ents = [e for e in otachip.read_state(m.sim.esp32)["otadata"] if e is not None]
-    return bool(ents) and max(ents)[1] == "pending_verify"
+    return max(ents)[1] if ents else None
 
 
 def _could_still(store, cid, phase):
@@ -301,6 +497,9 @@ def register(simsub_scenario):
     p.add_argument("--bad-signature", action="store_true", help="sign the package with a key the meters do not trust")
     p.add_argument("--broken-image", action="store_true", help="an image that fails its health check")
     p.add_argument("--stages", default="100", help="cumulative %% per stage, e.g. 1,10,100 (default 100)")
+    p.add_argument("--link", default="lte", choices=("lte", "2g"),
+                   help="the meters' cellular bearer: lte (default: adds no time) or 2g (GPRS class: 40/20 kbit/s, "
+                        "650 ms round trip)")
     p.add_argument("--timeout", type=float, default=7200, help="simulated seconds before giving up")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_ota)
@@ -315,6 +514,6 @@ def cmd_ota(args):
         raise UsageError(f"--stages {args.stages!r} is not a list of numbers", hint="e.g. 1,10,100") from None
     say = (lambda text: sys.stderr.write(text + "\n")) if not args.json else None
     res = run(meters=args.meters, drop=args.drop, cuts=args.cuts, seed=args.seed, bad_signature=args.bad_signature,
-              broken_image=args.broken_image, stages=stages, timeout_s=args.timeout, log=say)
+              broken_image=args.broken_image, stages=stages, timeout_s=args.timeout, log=say, link=args.link)
     emit(res, args.json)
     return 0 if res["bricked"] == 0 and res["credit_violations"] == 0 else 1
