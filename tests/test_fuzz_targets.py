@@ -106,6 +106,17 @@ def test_the_harness_starts_a_meter_again_when_a_rekey_replaced_its_service_key(
     assert not m.service_key_changed() and m.authorised()
 
 
+@pytest.mark.parametrize("inner", [
+    {"t": "event", "seq": 667, "ts": 1767571200, "kind": "\ud800", "data": {}},
+    {"t": "event", "seq": 668, "ts": 1767571200, "kind": "boot", "data": {"\udfff": ["x", {"a": "\ud801"}]}},
+])
+def test_a_signed_uplink_with_a_lone_surrogate_is_rejected_as_malformed(tmp_path, inner):
+    # was (10^5 bench, seed 19, step 28,819): UnicodeEncodeError from the event log's INSERT inside
+    # the uplink's transaction (JSON's "\ud800" is valid JSON but no UTF-8 text)
+    t = make("headend_ingest", tmp_path)
+    assert t.run({"m": 0, "kind": "deep_junk", "inner": inner, "ds": 1}) == "rejected:malformed"
+
+
 def test_a_token_sms_from_an_alphanumeric_sender_is_not_answered(tmp_path):
     # was: ValueError from the reply's PDU address ("invalid literal for int() with base 16")
     t = make("sms", tmp_path)

@@ -90,8 +90,26 @@ def _reject(inner):
 CHECKS = {"result": _result, "reading": _reading, "event": _event, "statement": _statement, "reject": _reject}
 
 
+def _utf8(v, depth=0):
+    # JSON may carry "\ud800": a lone surrogate, valid JSON, that no UTF-8 store can hold (the
+    # event log's INSERT raised UnicodeEncodeError half-way through the uplink's transaction)
+    if isinstance(v, str):
+        try:
+            v.encode("utf-8")
+        except UnicodeEncodeError:
+            _bad("text that is not UTF-8 (a lone surrogate)")
+    elif depth < 32 and isinstance(v, dict):
+        for k, x in v.items():
+            _utf8(k, depth + 1)
+            _utf8(x, depth + 1)
+    elif depth < 32 and isinstance(v, list):
+        for x in v:
+            _utf8(x, depth + 1)
+
+
 def check(inner):
     """Raise EnvelopeError('malformed') unless the inner message's fields fit its type."""
+    _utf8(inner)
     fn = CHECKS.get(inner.get("t"))
     if fn is None:
         raise EnvelopeError("wrong_type", f"type {inner.get('t')!r} is not an uplink")
