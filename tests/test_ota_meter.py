@@ -237,9 +237,33 @@ st = u.status()
 res = serve(u)
 show(start=st, res=res, n=len(res), state=u.state)
 ''')
-    assert r["start"]["bytes"] == 16384, r["start"]          # committed every 16 KB: chunks 17-21 again
+    assert r["start"]["bytes"] == 21 * 1024, r["start"]      # committed every chunk: on from chunk 22,
+    assert r["res"][-1] == "done" and r["state"] == "ready", r  # inside the block chunks 21-24 share
+    assert r["n"] == (len(pkg.image) - 21 * 1024 + 1023) // 1024
+    assert slot_bytes(work, "ota_1", len(pkg.image)) == pkg.image
+
+
+def test_a_cut_between_a_chunks_write_and_its_commit_writes_that_chunk_again(meter):
+    work, pkg = meter
+    r = run(work, '''
+u = make()
+u.offer(offer())
+res = serve(u, limit=21)
+with open(W + "/image.bin", "rb") as f:
+    f.seek(21 * 1024)
+    data = f.read(1024)
+u.part.writeblocks(5, data, 1024)   # chunk 22 reaches the slot (block 5, after chunk 21), the power goes
+show(res=res)
+''')
+    assert r["res"] == ["ok"] * 21
+    r = run(work, '''
+u = make()
+st = u.status()
+res = serve(u)
+show(start=st, res=res, state=u.state)
+''')
+    assert r["start"]["bytes"] == 21 * 1024, r["start"]      # chunk 22 was never committed: asked again
     assert r["res"][-1] == "done" and r["state"] == "ready", r
-    assert r["n"] == (len(pkg.image) - 16384 + 1023) // 1024
     assert slot_bytes(work, "ota_1", len(pkg.image)) == pkg.image
 
 

@@ -9,7 +9,13 @@ still reads it. Its "mig", written when an image marks itself valid, is null unt
 migrations ran to the end, then its version: a cut in between leaves them to run at the next boot. Chunk requests go out one at
 a time, no sooner than `gap_ms` after the last chunk (the rate limit that leaves metering, tokens and
 the keypad their time) and again after `retry_ms` without an answer (a dropped link or a head-end that
-went away)."""
+went away).
+
+Progress ("off") is committed after every chunk written, so a resume asks for the next chunk, not
+the last 16 KB again. A slot block is erased only before its first chunk; a resume inside a block
+writes into its erased rest. A cut between a chunk's write and its commit makes the resume write
+that chunk again over itself: the same bytes on NOR flash (a torn write is completed, never
+changed), and the whole image is hashed from flash before it is used."""
 import hashlib
 from binascii import hexlify, unhexlify
 
@@ -19,7 +25,6 @@ from ota import offer as O
 
 _RECORD = "ota"
 _BLOCK = const(4096)
-_COMMIT_EVERY = const(16384)      # progress committed every 16 KB: a resume rewrites at most that
 
 IDLE = "idle"
 DOWNLOAD = "dl"
@@ -223,8 +228,7 @@ class Updater:
         self._last_rx = self._progress = self.clock.ticks_ms()
         if off == r["size"]:
             return self._finish()
-        if off % _COMMIT_EVERY == 0:
-            self._save()
+        self._save()                     # a resume goes on from the next chunk (see the module text)
         return "ok"
 
     def _slot_sha(self, size):
