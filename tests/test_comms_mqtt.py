@@ -299,3 +299,62 @@ def test_an_application_failure_on_one_message_leaves_it_unacked_and_the_stream_
     assert c.state == UP, c.error
     assert seen == [7, 8]
     assert wire.packets() == [{"type": pkt.PUBACK, "pid": 8}]     # 7 stays for the broker to resend
+
+
+def test_a_message_the_application_failed_on_is_fetched_again_by_a_reconnect():
+    """A broker redelivers only on a new connection: without one, each failure held a slot of its
+    in-flight window (20 on mosquitto) for the life of the link, and 20 of them stalled the downlink."""
+    fail = [True]
+
+    def on_message(topic, payload, pid):
+        if fail[0]:
+            raise OSError(28)            # e.g. the flash is full
+        return True
+
+    c, clock, wire, _ = client(on_message=on_message)
+    wire.packets()
+    c.feed(pkt.publish("d", b"a", 1, 7))
+    c.poll()
+    assert c.state == UP
+    clock.advance(4999)
+    c.poll()
+    assert c.state == UP, "ended before redo_ms"
+    clock.advance(1)
+    c.poll()
+    assert (c.state, c.error) == (DOWN, "redeliver")
+    # failing again on the redelivery: the next wait doubles (a message that always fails costs a
+    # reconnect now and then, never a loop)
+    c.start()
+    c.feed(pkt.connack(True, 0) + pkt.publish("d", b"a", 1, 7, dup=True))
+    clock.advance(9999)
+    c.poll()
+    assert c.state == UP, c.error
+    clock.advance(1)
+    c.poll()
+    assert c.error == "redeliver"
+    # handled at last: acknowledged, and the wait is back to 5 s for the next failure
+    fail[0] = False
+    c.start()
+    wire.packets()
+    c.feed(pkt.connack(True, 0) + pkt.publish("d", b"a", 1, 7, dup=True))
+    assert wire.packets() == [{"type": pkt.PUBACK, "pid": 7}]
+    fail[0] = True
+    c.feed(pkt.publish("d", b"b", 1, 8))
+    clock.advance(5000)
+    c.poll()
+    assert c.error == "redeliver"
+
+
+def test_a_failure_waits_for_the_own_publishes_in_flight_before_reconnecting():
+    def on_message(topic, payload, pid):
+        raise MemoryError
+
+    c, clock, wire, _ = client(on_message=on_message)
+    c.publish("up", b"x")
+    c.feed(pkt.publish("d", b"a", 1, 7))
+    clock.advance(6000)
+    c.poll()
+    assert c.state == UP, "a reconnect now would only resend the publish"
+    c.feed(pkt.ack(pkt.PUBACK, 1))
+    c.poll()
+    assert (c.state, c.error) == (DOWN, "redeliver")

@@ -147,6 +147,45 @@ def test_replay_of_an_id_forgotten_long_ago_is_stale():
     assert h.acted.count(("relay_open", {})) == 1
 
 
+def test_remembered_results_always_fit_the_record():
+    """Regression: 64 remembered top-up results (about 66 bytes each) outgrew the record's 4 KB, so from
+    the 62nd remote top-up on every commit raised, the message was left unacknowledged and, with the
+    broker's 20 in flight, the downlink stalled on a link that never dropped."""
+    h = Harness()
+    h.on_token = lambda digits, source: (h.acted.append(("token", digits)) or
+                                         ("accepted", {"credit": 123456789, "added": 10000}))
+    h.p.on_token = h.on_token
+    for i in range(1, 301):
+        mid = "9f%030d" % i            # the head-end's message ids are 32 hex digits
+        assert h.p.receive(env(i, {"t": "token", "id": mid, "token": "%020d" % i})) == "accepted", i
+    assert h.store.commits >= 300 and len(h.acted) == 300
+    assert 30 <= len(h.p.ids) < 64, len(h.p.ids)   # bounded by bytes before the count
+    # the newest are still answered from memory, across a reboot as well
+    h2 = Harness(h.store)
+    assert h2.p.receive(env(300, {"t": "token", "id": "9f%030d" % 300, "token": "%020d" % 300})) == "repeat"
+    assert h2.acted == [] and h2.inner_up()[-1]["detail"] == {"credit": 123456789, "added": 10000}
+
+
+def test_a_long_result_is_remembered_without_its_detail():
+    h = Harness()
+    big = {"readings": "x" * 600}
+    h.on_command = lambda name, args: (h.acted.append(name) or ("done", big if name.startswith("get") else {}))
+    h.p.on_command = h.on_command
+    for i in range(1, 41):
+        assert h.p.receive(env(i, cmd("r%d" % i, "get_readings"))) == "accepted"
+    assert h.p.ids[-1] == ["r40", "done", None]
+    # a read asked again is read again (it changes nothing) and answered in full
+    assert h.p.receive(env(40, cmd("r40", "get_readings"))) == "repeat"
+    assert h.acted.count("get_readings") == 41 and h.inner_up()[-1]["detail"] == big
+    # anything else with a long result is answered with its code, never acted on twice
+    h.on_command = lambda name, args: (h.acted.append(name) or ("done", big))
+    h.p.on_command = h.on_command
+    assert h.p.receive(env(41, cmd("o41"))) == "accepted"
+    assert h.p.receive(env(41, cmd("o41"))) == "repeat"
+    assert h.acted.count("relay_open") == 1 and h.inner_up()[-1] == {"t": "result", "ref": "o41", "code": "done",
+                                                                      "detail": {}}
+
+
 def test_state_survives_reboot():
     store = FakeStore()
     h = Harness(store)

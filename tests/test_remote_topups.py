@@ -31,6 +31,16 @@ def test_fifty_remote_topups_with_30pct_link_faults_land_exactly_once():
     assert rep["moves"] == [], rep
 
 
+def test_ninety_remote_topups_in_a_row_on_a_good_link_all_land_promptly():
+    """Regression: on a link that never dropped, the 62nd top-up's result no longer fitted the meter's
+    protocol record, every later message stayed unacknowledged, and from the 83rd on the broker's
+    in-flight window (20) was full: nothing landed until a reconnect."""
+    rep = remote_topups(count=90, drop=0.0, seed=1, land_timeout_s=60, settle_s=60)
+    assert rep["lost"] == 0 and rep["duplicates"] == 0, rep
+    assert rep["results_received"] == rep["results_accepted"] == 90, rep
+    assert rep["latency_p95_s"] <= 5, rep          # simulated seconds: one round trip, no stall
+
+
 def test_the_same_seed_gives_the_same_report():
     """On the in-process broker the whole chain runs in virtual time: one failing run is enough to
     diagnose, because it can be run again to the message."""

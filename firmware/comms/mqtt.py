@@ -4,6 +4,10 @@ link delivered, `poll()` for timers (keepalive, retransmission, CONNACK wait), `
 QoS 1 both ways. Outgoing QoS 1 publishes stay in a bounded in-flight table until PUBACKed and are
 re-sent with DUP after `retry_ms`; inbound QoS 1 is acknowledged only after `on_message` returned
 True (the application has processed and persisted it), so a crash before that gets it redelivered.
+A broker redelivers only on a new connection, so a message the application failed on (an exception:
+memory, flash) ends the session after `redo_ms` (doubling while failures repeat, back to the start
+after a success): the reconnect brings it again, and a full window of unacknowledged messages can
+never stall the downlink of a link that stays up.
 Any protocol error closes the session (`state` DOWN, `error` says why); the supervisor reconnects.
 
 Liveness. A transparent cellular link fails silently (a hung modem swallows bytes), so the session
@@ -20,6 +24,8 @@ CONNECTING = const(1)
 UP = const(2)
 
 _CONNACK_MS = const(30000)
+_REDO_MS = const(5000)
+_REDO_MAX_MS = const(3600000)
 _HDR = const(0)
 _LEN = const(1)
 _BODY = const(2)
@@ -45,6 +51,8 @@ class MQTTClient:
         self.probe_ms = probe_ms
         self.brisk_ms = brisk_ms
         self._brisk_until = None     # ticks until which the quiet link is probed every probe_ms
+        self._redo_at = None         # ticks at which to reconnect for a redelivery
+        self._redo_ms = _REDO_MS
         self._buf = bytearray(max_packet)  # one body at a time, allocated once
         self.inflight = {}  # pid -> [packet bytes, sent ticks]
         self.subs = {}  # pid -> [filters]
@@ -76,6 +84,7 @@ class MQTTClient:
         self.subs = {}
         self._ping_due = None
         self._brisk_until = None
+        self._redo_at = None  # the new connection is the redelivery
 
     def disconnect(self):
         if self.state == UP:
@@ -140,6 +149,11 @@ class MQTTClient:
                 e[1] = now
                 self.stats["retx"] += 1
                 self._send(p)
+        if self._redo_at is not None and c.ticks_diff(now, self._redo_at) >= 0 and not self.inflight:
+            self._redo_at = None
+            self._redo_ms = min(self._redo_ms * 2, _REDO_MAX_MS)
+            self.close("redeliver")
+            return
         if self.inflight and self.keepalive_s and c.ticks_diff(now, self._last_rx) >= self.keepalive_s * 1500:
             # Resends keep the idle ping below from ever running; nothing heard for 1.5 keepalives
             # while a PUBACK is owed means a dead link (a hung modem): end the session.
@@ -255,6 +269,10 @@ class MQTTClient:
                 self.stats["errors"] += 1
                 self.error = "on_message: %s" % type(e).__name__
                 done = False
+                if self._redo_at is None:
+                    self._redo_at = self.clock.ticks_add(self.clock.ticks_ms(), self._redo_ms)
+        if done and self._redo_at is None:
+            self._redo_ms = _REDO_MS
         if d["qos"] == 1 and done and self.state == UP:
             self._send(pkt.ack(pkt.PUBACK, d["pid"]))
 

@@ -15,6 +15,9 @@ from micropython import const
 from comms import auth
 
 _KEEP_IDS = const(64)
+_IDS_BYTES = const(3072)  # the remembered results' share of the 4 KB record (JSON bytes)
+_DETAIL_MAX = const(160)  # a longer result (readings, a statement) is remembered without its detail
+_READS = ("get_readings", "get_statement")
 _SEQ_BLOCK = const(32)  # tx seqs reserved per flash write; a reboot skips the unused rest
 _MAX_PAYLOAD = const(4096)
 _MAX_REPORTS = const(8)  # consecutive rejections reported; more are only counted (no flash flood)
@@ -122,7 +125,10 @@ class Protocol:
         for e in self.ids:
             if e[0] == mid:
                 self.stats["repeat"] += 1
-                self._result(mid, e[1], e[2])
+                d = e[2]
+                if d is None:  # too long to keep: a read is read again, anything else says no more
+                    d = self._act(t, inner)[1] if t == "cmd" and inner.get("cmd") in _READS else {}
+                self._result(mid, e[1], d)
                 return "repeat"
         if not unsigned_token and s <= self.rx:
             self._reject("stale", s)
@@ -193,9 +199,21 @@ class Protocol:
         return self.on_command(name, args)
 
     def _remember(self, mid, code, detail):
-        self.ids.append([mid, code, detail])
-        if len(self.ids) > _KEEP_IDS:
-            self.ids.pop(0)
+        """Keep the newest results that fit both the count and the byte budget: the record has a
+        4 KB ceiling, and a result that could not be saved would leave its message unacknowledged."""
+        ids = self.ids
+        e = [mid, code, detail]
+        if len(json.dumps(e)) > _DETAIL_MAX:
+            e[2] = None
+        ids.append(e)
+        room = _IDS_BYTES
+        keep = 0
+        for i in range(len(ids) - 1, -1, -1):
+            room -= len(json.dumps(ids[i])) + 2
+            if room < 0 or keep == _KEEP_IDS:
+                break
+            keep += 1
+        del ids[:len(ids) - keep]
         self._save()
 
     def _result(self, mid, code, detail):
