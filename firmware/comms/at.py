@@ -112,7 +112,9 @@ class ATEngine:
             self.stream.write(data)
             self._last_tx = self.clock.ticks_ms()
 
-    def _start_next(self):
+    def start_next(self):
+        """Write the next queued command when the modem is free (also called right after the owner
+        queued one, so a command goes out in the same pass as the answer before it)."""
         c = self.clock
         while self.cur is None and self.queue:
             cmd = self.queue[0]
@@ -154,7 +156,7 @@ class ATEngine:
     def poll(self):
         """Read what is available, handle it, run timers; returns the number of bytes consumed."""
         c = self.clock
-        self._start_next()
+        self.start_next()
         data = self.stream.read()
         n = len(data) if data else 0
         if n:
@@ -167,7 +169,7 @@ class ATEngine:
         cmd = self.cur
         if cmd is not None and cmd.result is None and c.ticks_diff(c.ticks_ms(), cmd._deadline) >= 0:
             self._finish("TIMEOUT")
-        self._start_next()
+        self.start_next()
         return n
 
     def feed(self, data):

@@ -200,6 +200,7 @@ class Supervisor:
             st()
         else:       # climbing the ladder (comms/ladder.py), loaded until the session is up
             load("comms.ladder", "s_" + self.state)(self)
+        self.at.start_next()  # a command queued just now goes out now, not at the next poll
         if self.state == "up" or self.state == "mqtt":
             # Only in data mode: a PINGREQ written while escaped would be lost and then missed.
             self.mqtt.poll()
