@@ -87,21 +87,61 @@ def test_sms_prompt_sends_payload_with_ctrl_z():
 
 def test_timeouts_count_consecutively_and_reset_on_an_answer():
     e, s, clock, _ = engine()
-    for i in range(3):
-        c = e.send(Cmd("AT", 1000))
-        e.poll()
-        clock.advance(999)
-        e.poll()
-        assert not c.done()
-        clock.advance(1)
-        e.poll()
-        assert c.result == "TIMEOUT"
-    assert e.silent == 3
-    e.send("AT")
+    c = e.send(Cmd("AT", 1000))
     e.poll()
+    clock.advance(999)
+    e.poll()
+    assert not c.done()
+    clock.advance(1)
+    e.poll()
+    assert c.result == "TIMEOUT" and e.silent == 1
+    for i in (2, 3):                 # the engine's own probes time out in turn
+        clock.advance(1000)
+        e.poll()
+        assert e.silent == i
     s.rx.append(b"OK\r\n")
     e.poll()
     assert e.silent == 0
+
+
+def test_a_hung_modem_is_found_in_seconds_not_in_long_command_timeouts():
+    """Regression: a modem that hung during the SMS outbox cost three 60 s AT+CMGS timeouts (182 s of
+    simulated time) before the supervisor's hang limit of 3 power-cycled it."""
+    e, s, clock, _ = engine()
+    c = e.send(Cmd("AT+CMGS=23", 60000, payload=b"0011"))
+    later = e.send(Cmd("AT+CSQ"))
+    e.poll()
+    clock.advance(4999)
+    e.poll()
+    assert not c.done()
+    clock.advance(1)             # a live modem prompts at once: no "> " in 5 s is a timeout
+    e.poll()
+    assert c.result == "TIMEOUT" and e.silent == 1
+    assert s.tx.endswith(b"AT\r"), s.tx          # a bare AT, before the commands queued
+    clock.advance(1000)
+    e.poll()
+    assert e.silent == 2 and later._sent is False
+    clock.advance(1000)
+    e.poll()
+    assert e.silent == 3               # 7 s in all: the supervisor's hang limit power-cycles now
+    s.rx.append(b"\r\nOK\r\n")         # or the modem was only slow: it answers the probe
+    e.poll()
+    assert e.silent == 0 and s.tx.endswith(b"AT+CSQ\r")
+
+
+def test_a_prompted_command_gets_its_whole_timeout_after_the_prompt():
+    e, s, clock, _ = engine()
+    c = e.send(Cmd("AT+CMGS=23", 60000, payload=b"0011"))
+    e.poll()
+    clock.advance(1000)
+    s.rx.append(b"\r\n> ")
+    e.poll()
+    clock.advance(59999)
+    e.poll()
+    assert not c.done()
+    s.rx.append(b"\r\n+CMGS: 4\r\n\r\nOK\r\n")
+    e.poll()
+    assert c.ok
 
 
 def test_overlong_and_non_ascii_lines_are_dropped_and_counted():

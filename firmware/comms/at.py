@@ -17,6 +17,8 @@ ESCAPE = const(3)  # "+++" with guard times, answered by OK
 _MAX_LINES = const(24)  # response lines kept per command; more are counted, not stored
 _HOLD_MS = const(300)  # a possible marker prefix is held back at most this long in data mode
 _PROMPT = const(0x3E)  # '>' of the SMS prompt, which has no line end
+_PROMPT_MS = const(5000)  # a live modem prompts at once: a command with a payload waits this long for it
+_PROBE_MS = const(1000)  # after a timeout in command mode, a bare AT asks whether the modem is there
 
 _FINAL_OK = ("OK", "SHUT OK", "CLOSE OK", "SEND OK")
 _FINAL_ERR = ("ERROR", "NO CARRIER", "CONNECT FAIL", "NO DIALTONE", "BUSY", "NO ANSWER")
@@ -135,7 +137,8 @@ class ATEngine:
             else:
                 self.stream.write(cmd.text.encode() + b"\r")
                 self._last_tx = now
-                cmd._deadline = c.ticks_add(now, cmd.timeout_ms)
+                cmd._deadline = c.ticks_add(now, cmd.timeout_ms if cmd.payload is None else
+                                            min(cmd.timeout_ms, _PROMPT_MS))
             self.queue.pop(0)
             cmd._sent = True
             self.cur = cmd
@@ -149,6 +152,10 @@ class ATEngine:
         if result == "TIMEOUT":
             self.silent += 1
             self.stats["timeouts"] += 1
+            if not self.data_mode:
+                # A command can take long to time out (an SMS: 60 s); a hung modem must not cost that
+                # many times over before the supervisor's hang limit: the next ones are short probes.
+                self.queue.insert(0, Cmd("AT", _PROBE_MS))
         else:
             self.silent = 0
 
