@@ -349,3 +349,18 @@ def test_every_credit_is_a_topup_event_the_head_end_reconciles_whatever_the_chan
         kinds = sorted(m["kind"] for m in out["mismatches"])
         assert kinds == ["unvended_topup"], out["mismatches"]
         assert [m["channel"] for m in out["mismatches"]] == ["service"], out["mismatches"]
+
+
+def test_the_bench_reports_latency_percentiles_at_each_fault_rate_from_its_own_runs():
+    from host_tools.bench.remote_bench import latency_sweep
+
+    def r(broker, drop, seed, p50):
+        return {"broker": broker, "drop": drop, "seed": seed, "latency_p50_s": p50, "latency_p95_s": p50 * 2,
+                "latency_p99_s": p50 * 3}
+    runs = [r("sim", 0.0, 1, 1.5), r("sim", 0.1, 1, 2.0), r("sim", 0.3, 1, 3.0), r("sim", 0.3, 2, 99.0),
+            r("sim-volatile", 0.5, 11, 77.0), r("sim", 0.5, 11, 5.0), r("amqtt", 0.3, 1, 55.0)]
+    out = latency_sweep(runs)
+    assert out["remote_topup_latency_p50_s_at_0"] == 1.5 and out["remote_topup_latency_p99_s_at_10"] == 6.0
+    assert out["remote_topup_latency_p95_s_at_30"] == 6.0, "30 % must be seed 1 on the stepped broker"
+    assert out["remote_topup_latency_p50_s_at_50"] == 5.0, "50 % must be the session-keeping broker's run"
+    assert latency_sweep([])["remote_topup_latency_p95_s_at_10"] is None
