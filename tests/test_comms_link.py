@@ -221,7 +221,11 @@ def test_sms_in_command_mode_is_read_on_cmti():
     assert "AT+CMGR=1" in modem.commands and "AT+CMGD=1" in modem.commands
     assert not modem.sms_sent  # not registered: the reply waits in the outbox
     modem.reg = 1
-    drive(link, clock, 100)
+    # the data link first (it carries the money: remote top-ups waiting in the broker), then the
+    # reply at the first escape, within a minute of the session coming up
+    drive(link, clock, 600, until=up(link))
+    assert link.supervisor.state == "up" and not modem.sms_sent
+    drive(link, clock, 600, until=lambda: modem.sms_sent)
     assert pdu.decode(modem.sms_sent[0][1])["text"] == "Solde: 123,45 MRU, environ 9 jours restants."
 
 

@@ -86,8 +86,6 @@ def s_reg(sv):
                 sv.registered = True
             elif cmd.text == "AT+CSQ":
                 sv.rssi = dl.parse_csq(cmd)
-        if sv.registered and sv.sms and sv.sms.outbox:
-            return  # texts first: they need no data link (sent by _sms_work on the next polls)
         if sv.registered:
             sv._go("info")
             sv._info = [sv.dialect.cops()]
