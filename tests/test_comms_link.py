@@ -34,6 +34,7 @@ def make(dialect="sim7600", chunk=64, clock_start=0, **cfg_extra):
            "host": "127.0.0.1", "port": 1883, "reading_period_s": 900, "sms_check_s": 600,
            "customer": "+22236000001", "registered": ["+22236000099"], "lang": "fr"}
     cfg.update(cfg_extra)
+    cfg = {k: v for k, v in cfg.items() if v is not None}     # None: the firmware's default
     link = MeterLink(modem, clock, cfg, store, FakeRandom(), lambda k, d: events.append((k, d)),
                      on_token, on_command, lambda: (12345, 9),
                      lambda: {"import_wh": 10, "export_wh": 0, "credit": 5, "debt": 0, "p_w": 0,
@@ -141,6 +142,36 @@ def test_hung_modem_is_power_cycled_and_recovers(dialect):
     drive(link, clock, 3000, until=lambda: modem.power_cycles >= 2)
     assert modem.power_cycles == 2
     assert any(k == "modem_reset" for k, _ in events)
+    drive(link, clock, 3000, until=up(link))
+    assert link.supervisor.state == "up"
+
+
+def test_a_modem_that_hangs_on_an_idle_link_is_found_within_the_30_s_check():
+    """A hung modem swallows everything in data mode, and an idle session pings only at three quarters
+    of its 120 s keepalive: the default check of the modem (an escape every 30 s, which also reads
+    waiting texts) finds it first. It was every 600 s; a remote top-up then waited up to 100 s."""
+    link, clock, modem, broker, _, events, _, _ = make(sms_check_s=None)
+    drive(link, clock, 2000, until=up(link))
+    drive(link, clock, 50)
+    cycles = modem.power_cycles
+    modem.hang = True
+    n = drive(link, clock, 600, until=lambda: modem.power_cycles > cycles)
+    assert modem.power_cycles == cycles + 1, "not power-cycled within 60 s"
+    assert n * 100 <= 40000, "found after %d ms" % (n * 100)
+    drive(link, clock, 3000, until=up(link))
+    assert link.supervisor.state == "up"
+
+
+def test_a_modem_that_rebooted_under_the_data_link_is_noticed_at_once():
+    """A modem that restarts by itself (brown-out, firmware crash) is in command mode again and says
+    RDY: the link is gone, and waiting for a ping to go unanswered cost 10-20 s."""
+    link, clock, modem, broker, _, events, _, _ = make()
+    drive(link, clock, 2000, until=up(link))
+    drive(link, clock, 50)
+    modem.set_power(False)
+    modem.set_power(True)                 # the UART says RDY 0.5 s later
+    drive(link, clock, 10)
+    assert link.supervisor.state != "up" and ("link_down", {"why": "closed"}) in events
     drive(link, clock, 3000, until=up(link))
     assert link.supervisor.state == "up"
 

@@ -26,7 +26,7 @@ URC_PREFIXES = ("+CMTI:", "+CREG:", "+CGREG:", "+CEREG:", "CLOSED", "+CIPEVENT:"
                 "*PSUTTZ:", "+CTZV:", "+CTZE:", "DST:", "+IPCLOSE:", "+CIPCLOSE:", "+NETOPEN:",
                 "+NETCLOSE:", "SMS Ready", "Call Ready", "RDY", "PB DONE", "+CLIP:", "+PDP:",
                 "+CMT:", "NORMAL POWER DOWN", "+CFUN:", "UNDER-VOLTAGE", "OVER-VOLTAGE")
-_MARK_CLOSED = (b"\r\nCLOSED\r\n", b"\r\nNO CARRIER\r\n")
+_MARK_CLOSED = (b"\r\nCLOSED\r\n", b"\r\nNO CARRIER\r\n", b"\r\nRDY\r\n")  # RDY: the modem rebooted
 _MARK_OK = b"\r\nOK\r\n"
 
 

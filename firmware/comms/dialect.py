@@ -38,7 +38,10 @@ class Dialect:
         return Cmd("AT+CCLK?")
 
     def sms_send(self, tpdu_len, pdu_hex):
-        return Cmd("AT+CMGS=%d" % tpdu_len, 60000, payload=pdu_hex.encode())
+        # Submitting takes a few seconds on a live network; a modem that hung after the prompt must
+        # not hold the AT channel (and the link's recovery) for a minute. A text that timed out stays
+        # in the outbox and is sent again.
+        return Cmd("AT+CMGS=%d" % tpdu_len, 30000, payload=pdu_hex.encode())
 
     def sms_read(self, idx):
         return Cmd("AT+CMGR=%d" % idx, 10000)

@@ -37,7 +37,7 @@ class Supervisor:
         self.apn = cfg.get("apn", "internet")
         self.host = cfg.get("host", "127.0.0.1")
         self.port = cfg.get("port", 1883)
-        self.sms_check_ms = cfg.get("sms_check_s", 600) * 1000
+        self.sms_check_ms = cfg.get("sms_check_s", 30) * 1000
         self.backoff_min_ms = cfg.get("backoff_min_s", 5) * 1000
         self.backoff_max_ms = cfg.get("backoff_max_s", 900) * 1000
         self.reg_timeout_ms = cfg.get("reg_timeout_s", 180) * 1000
