@@ -26,7 +26,8 @@ URC_PREFIXES = ("+CMTI:", "+CREG:", "+CGREG:", "+CEREG:", "CLOSED", "+CIPEVENT:"
                 "*PSUTTZ:", "+CTZV:", "+CTZE:", "DST:", "+IPCLOSE:", "+CIPCLOSE:", "+NETOPEN:",
                 "+NETCLOSE:", "SMS Ready", "Call Ready", "RDY", "PB DONE", "+CLIP:", "+PDP:",
                 "+CMT:", "NORMAL POWER DOWN", "+CFUN:", "UNDER-VOLTAGE", "OVER-VOLTAGE")
-_MARK_CLOSED = (b"\r\nCLOSED\r\n", b"\r\nNO CARRIER\r\n", b"\r\nRDY\r\n")  # RDY: the modem rebooted
+_MARK_RDY = b"\r\nRDY\r\n"  # the modem restarted by itself: the data link is gone with it
+_MARK_CLOSED = (b"\r\nCLOSED\r\n", b"\r\nNO CARRIER\r\n", _MARK_RDY)
 _MARK_OK = b"\r\nOK\r\n"
 
 
@@ -227,6 +228,8 @@ class ATEngine:
             self.sink(data[:cut])
         self.data_mode = False
         rest = data[cut + abs(mlen):]
+        if mlen > 0 and data[cut:cut + mlen] == _MARK_RDY:
+            rest = data[cut:]  # the restarted modem's RDY is also its URC (the supervisor starts it again)
         if mlen < 0:
             self._finish("OK")
         else:
