@@ -12,8 +12,6 @@ from host_tools.sim.scenarios import powercut
 from host_tools.sim.scenarios.powercut import PowerCutRun, TopupBook, committed_record, ledger_problems
 
 METERKIT = str(Path(sys.executable).parent / "meterkit")
-# The household load peaks at a few kW: one 1-second poll is at most ~2.5 Wh.
-ONE_POLL_WH = 2.5
 
 
 def test_200_cuts_half_instant_half_torn_writes_break_nothing():
@@ -23,8 +21,10 @@ def test_200_cuts_half_instant_half_torn_writes_break_nothing():
     assert r["torn_writes"] == 100                   # every odd cut tore a flash write
     assert r["topups_interrupted"] > 0               # some cuts hit a top-up: retried with its ref
     assert r["topups_acked"] == r["topups_sent"] > 50
-    # What a cut may leave unbilled: under commit_wh (1 Wh) plus one metering poll.
-    assert 0 < r["max_unbilled_wh_per_cut"] <= 1 + ONE_POLL_WH
+    # What a cut may leave unbilled: at most commit_wh (1 Wh; the bound) while the load rises
+    # by less than 3/4 Wh within a poll, as this household's does. It was 1.03 Wh here when commits
+    # came at 1 Wh less one poll (no room for a rise).
+    assert 0 < r["max_unbilled_wh_per_cut"] <= 1
     assert r["flash_blocks_written_per_day"] > 0 and r["projected_flash_life_years"] > 0
 
 

@@ -14,11 +14,12 @@ littlefs keeps it inline in its metadata log and a commit erases no block of its
 would cost a block erase per commit). `pe` carries the generation of the full record it extends; at
 boot it is laid over `prepaid` only when the generations match, so a full commit (which holds the
 same numbers) always supersedes older `pe` copies. Energy commits happen at the poll after which
-one more poll like it would leave more than `commit_wh` Wh uncommitted (counted to the meter's
-register resolution, fractions included), when `commit_s` seconds have passed, and at once when the
-board signals a failing supply (power-fail input). Energy registered but not committed when power is
-lost (even by a cut that tears the commit itself) is therefore about `commit_wh` at most (more only
-by how much the load rose between two polls), and zero with a power-fail warning.
+one more poll like it would leave more than a quarter of `commit_wh` Wh uncommitted (counted to the
+meter's register resolution, fractions included), when `commit_s` seconds have passed, and at once
+when the board signals a failing supply (power-fail input). Energy registered but not committed when
+power is lost (even by a cut that tears the commit itself) is therefore at most `commit_wh` as long
+as the load rises by less than three quarters of it within one poll, and zero with a power-fail
+warning.
 
 A missing record on a meter that has already been commissioned (the `born` record exists) is a
 fault: the ledger starts at zero credit with the fault reported - state is never re-created with
@@ -284,9 +285,11 @@ class Prepaid:
         u = pos - self._pos_done
         if clock.ticks_diff(t, self.last_full) >= 24 * 3600000:
             self.commit()
-        elif u + step > self.commit_wh * m.den or (u and clock.ticks_diff(t, self.last_commit) >= self.commit_ms):
-            # Before another poll like this one could leave more than commit_wh uncommitted: a cut
-            # (even one that tears this commit) loses at most about commit_wh of registered energy.
+        elif 4 * (u + step) > self.commit_wh * m.den or (u and clock.ticks_diff(t, self.last_commit) >= self.commit_ms):
+            # Before another poll like this one could leave more than a quarter of commit_wh
+            # uncommitted: a cut (even one that tears this commit) loses what was uncommitted plus the
+            # next poll, so the other three quarters are kept for the load rising within one poll
+            # (2.7 kW at 1 s polls with the default 1 Wh).
             self.commit_energy()
 
     def _month_turn(self, now):
