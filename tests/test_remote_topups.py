@@ -356,11 +356,32 @@ def test_the_bench_reports_latency_percentiles_at_each_fault_rate_from_its_own_r
 
     def r(broker, drop, seed, p50):
         return {"broker": broker, "drop": drop, "seed": seed, "latency_p50_s": p50, "latency_p95_s": p50 * 2,
-                "latency_p99_s": p50 * 3}
+                "latency_p99_s": p50 * 3, "latency_net_p50_s": p50 / 2, "latency_net_p95_s": p50,
+                "latency_net_p99_s": p50 * 1.5}
     runs = [r("sim", 0.0, 1, 1.5), r("sim", 0.1, 1, 2.0), r("sim", 0.3, 1, 3.0), r("sim", 0.3, 2, 99.0),
             r("sim-volatile", 0.5, 11, 77.0), r("sim", 0.5, 11, 5.0), r("amqtt", 0.3, 1, 55.0)]
     out = latency_sweep(runs)
     assert out["remote_topup_latency_p50_s_at_0"] == 1.5 and out["remote_topup_latency_p99_s_at_10"] == 6.0
     assert out["remote_topup_latency_p95_s_at_30"] == 6.0, "30 % must be seed 1 on the stepped broker"
     assert out["remote_topup_latency_p50_s_at_50"] == 5.0, "50 % must be the session-keeping broker's run"
+    assert out["remote_topup_latency_net_p95_s_at_30"] == 3.0 and out["remote_topup_latency_net_p99_s_at_0"] == 2.25
     assert latency_sweep([])["remote_topup_latency_p95_s_at_10"] is None
+
+
+def test_the_net_latency_leaves_out_only_time_no_meter_could_have_used():
+    from types import SimpleNamespace as NS
+
+    from host_tools.sim.scenarios.chain import _no_network
+
+    def modem(**kw):
+        d = dict(coverage=True, powered=True, hung=False, _booting=False, _reg=1)
+        d.update(kw)
+        return NS(**d)
+    assert _no_network(modem(coverage=False))                 # no coverage: nothing to reach
+    assert _no_network(modem(_booting=True, _reg=2))          # a working modem booting
+    assert _no_network(modem(_reg=2))                         # ... or searching for the network
+    assert not _no_network(modem())                           # registered: the meter's time
+    assert not _no_network(modem(hung=True, _reg=2))          # hung: the meter must notice it
+    assert not _no_network(modem(powered=False, _reg=0))      # kept off by the meter: its choice
+    rep = remote_topups(count=20, drop=0.5, seed=7)
+    assert rep["lost"] == 0 and rep["latency_net_p95_s"] <= rep["latency_p95_s"], rep

@@ -60,12 +60,15 @@ def _summary(prefix, runs):
 
 def latency_sweep(runs):
     """remote_topup_latency_{p50,p95,p99}_s_at_{0,10,30,50}: seed 1 (seed 11 at 50 %) of each fault rate
-    on the in-process broker that keeps sessions (simulated seconds from vend to the meter's result)."""
+    on the in-process broker that keeps sessions (simulated seconds from vend to the meter's result),
+    and remote_topup_latency_net_*: the same less the time no network could carry it."""
     out = {}
     for pct, seed in ((0, 1), (10, 1), (30, 1), (50, 11)):
         r = next((r for r in runs if r["broker"] == "sim" and round(r["drop"] * 100) == pct and r["seed"] == seed), None)
         for q in (50, 95, 99):
             out["remote_topup_latency_p%d_s_at_%d" % (q, pct)] = r["latency_p%d_s" % q] if r else None
+            # less the time no network was there (no coverage, the modem booting or registering)
+            out["remote_topup_latency_net_p%d_s_at_%d" % (q, pct)] = r.get("latency_net_p%d_s" % q) if r else None
     return out
 
 
