@@ -25,6 +25,7 @@ def test_200_cuts_half_instant_half_torn_writes_break_nothing():
     # by less than 3/4 Wh within a poll, as this household's does. It was 1.03 Wh here when commits
     # came at 1 Wh less one poll (no room for a rise).
     assert 0 < r["max_unbilled_wh_per_cut"] <= 1
+    assert r["max_unbilled_wh_per_cut_files_kept"] == r["max_unbilled_wh_per_cut"]    # no bit flips here
     assert r["flash_blocks_written_per_day"] > 0 and r["projected_flash_life_years"] > 0
 
 
@@ -65,6 +66,18 @@ def test_checker_flags_a_topup_the_book_cannot_explain(cut_run):
     assert any(w.startswith("committed state: unexplained top-up refs") for w in what), what
     assert any(w.startswith("meter view: unexplained top-up") for w in what), what
     assert all(v["seed"] == 5 and v["step"] == 1 for v in r.violations)
+
+
+def test_a_violation_after_a_metadata_flip_says_files_were_rolled_back(cut_run):
+    """What a metadata flip's rollback costs (issue 19) is told apart in the report, and kept out of
+    the commit rule's own unbilled figure."""
+    r = cut_run
+    r._rolled_back = True
+    r._flag("1.0000 Wh registered and not committed despite the power-fail warning")
+    assert r.violations[-1]["after"].startswith("a littlefs metadata flip"), r.violations[-1]
+    r._rolled_back = False
+    r._flag("other")
+    assert "after" not in r.violations[-1]
 
 
 def test_checker_flags_an_acknowledged_topup_the_meter_does_not_hold(cut_run):
