@@ -20,9 +20,10 @@ def kinds(m):
 
 
 def corrupt_and_boot(m, name):
-    """Power off, flip a byte in every slot of record `name`, power on; the meter's answers after."""
+    """Power off, flip a byte in every slot of record `name` (both copies: primary and mirror), power
+    on; the meter's answers after."""
     m.power_cut()
-    files = [f for f in m.flash.list_files() if f.rsplit(".", 1)[0] == name or f == name]
+    files = [f for f in m.flash.list_files() if f == name or f.rsplit(".", 1)[0] in (name, "_mirror/" + name)]
     assert files, "no file of record %s on flash: %s" % (name, m.flash.list_files())
     flipped = m.flash.flip_bytes(files, at=-1)
     assert sorted(flipped) == sorted(files)

@@ -90,10 +90,11 @@ def test_a_crash_message_is_cut_short_and_logging_it_never_raises(tmp_path):
 
 def test_a_corrupt_boot_record_is_a_fresh_count_not_a_crash(tmp_path):
     boot(tmp_path, "reset")
-    for slot in ("a", "b"):
-        p = tmp_path / ("boot." + slot)
-        if p.exists():
-            p.write_bytes(b"\x00" * 30)
+    for d in (tmp_path, tmp_path / "_mirror"):       # both copies (one alone is restored from the other)
+        for slot in ("a", "b"):
+            p = d / ("boot." + slot)
+            if p.exists():
+                p.write_bytes(b"\x00" * 30)
     s = boot(tmp_path, "reset")
     assert ("record_reset", {"record": "boot", "error": "StoreCorrupt"}) in s.notes
     assert s.resets == 1 and s.boots == 1

@@ -14,6 +14,7 @@ from micropython import const
 
 BOOT = "boot"
 CRASH = "crash"
+MIRROR = "/_mirror"         # every record slot again, in its own littlefs metadata pair (store/records.py)
 RESETS = const(4)           # resets in a row, each within STABLE_S of the last: safe mode
 STABLE_S = const(600)       # a boot that runs this long clears the count
 SAFE_HOLD_S = const(21600)  # safe mode retries the full application after 6 h of stable running
@@ -40,7 +41,7 @@ class Startup:
             return
         try:
             from store.records import Store
-            self.store = Store(self.root)
+            self.store = Store(self.root, self.root + MIRROR)
         except Exception as e:   # a file system that will not even list: meter on, report it
             self.notes.append(("store_unavailable", {"error": "%s: %s" % (type(e).__name__, e)}))
             return
@@ -109,7 +110,7 @@ def log_crash(board, store, exc, boots=0):
                 root = board.mount("/flash")
             except OSError:
                 root = "/flash"          # mounted already (the app got that far)
-            store = Store(root)
+            store = Store(root, root + MIRROR)
         try:
             old = store.load(CRASH)
         except Exception:

@@ -141,6 +141,8 @@ def _apply(store, name, kind, gen, payload):
     except (StoreMissing, StoreCorrupt):
         store._write_slot(name, name_b, 0, gen, kind, payload)
         return
+    if newest > gen:
+        return  # the record moved on after this journal: a journal brought back by a rollback is stale
     if newest == gen and nkind == kind:
         # The stored CRC of that slot (its header was already checked by _probe) against this payload's.
         hdr = store._hdr

@@ -22,6 +22,16 @@ only raises bits), and the header still reads sane; the corrected value is writt
 generation into the other slot, then over the rotten one (scrubbed), and reported once as
 `slot_corrected`.
 
+Mirror (`Store(root, mirror)`, what the meter uses): every slot is written again, after the primary,
+into a second directory with its own littlefs metadata pair. Littlefs drops every commit after one
+whose metadata fails its CRC (a worn block losing a bit while the meter is off), so one directory can
+roll back to an older state, all its files together; the other still holds the newest generation.
+Before a record is read, each slot's two copies are made to agree on the better one (valid, newer):
+both directories are prefixes of one history, so the newer copy of each slot is the longer prefix's,
+and the records stay consistent with each other. The primary losing its newest generation is reported
+once (`slot_restored`); a mirror behind (a cut between the two writes, a meter of the older layout)
+is brought up silently. The cost is twice the flash writes of every commit.
+
 `load` raises `StoreMissing` (never written) or `StoreCorrupt` (no valid slot): it never invents a
 default. Anything the app should log as an event (a bad slot, a replayed or discarded journal) is
 queued in `faults`; drain it with `take_faults()`. Beware when a newest slot rotted: loading the older
@@ -191,17 +201,21 @@ def _fix(store, name, name_b, slot, other):
 class Store:
     """Records under `root` (a directory on a mounted littlefs); recovers an interrupted commit_many."""
 
-    def __init__(self, root):
+    def __init__(self, root, mirror=None):
         self.root = root
+        self.mirror = mirror  # a second directory (its own littlefs metadata pair) holding every slot again
         self.faults = []
         self._told = []
         self._hdr = bytearray(_HEADER_LEN)
         self._chunk = bytearray(_CHUNK)
         self._newest = {}  # name -> (slot, generation) of the newest valid slot, once known
-        try:
-            os.stat(root)
-        except OSError:
-            os.mkdir(root)
+        for d in (root, mirror):
+            if d is None:
+                continue
+            try:
+                os.stat(d)
+            except OSError:
+                os.mkdir(d)
         try:
             os.stat(self._jpath())
         except OSError:
@@ -269,8 +283,8 @@ class Store:
 
     # ---- slots
 
-    def _path(self, name, slot):
-        return "%s/%s.%s" % (self.root, name, "ab"[slot])
+    def _path(self, name, slot, copy=0):
+        return "%s/%s.%s" % (self.mirror if copy else self.root, name, "ab"[slot])
 
     def _jpath(self):
         return self.root + "/" + JOURNAL
@@ -284,14 +298,14 @@ class Store:
             if len(self.faults) < _MAX_FAULTS:
                 self.faults.append(f)
 
-    def _probe(self, name, name_b, slot):
+    def _probe(self, name, name_b, slot, copy=0):
         """(state, gen, kind, length): state is the generation when valid, _ABSENT (no file, or an
         empty one) or _BAD.
 
         Streams the payload through the CRC in small chunks so checking a slot allocates nothing big.
         """
         try:
-            f = open(self._path(name, slot), "rb")
+            f = open(self._path(name, slot, copy), "rb")
         except OSError:
             return _ABSENT, 0, 0, 0
         hdr = self._hdr
@@ -322,8 +336,45 @@ class Store:
         finally:
             f.close()
 
+    def _mend(self, name, name_b):
+        """With a mirror: make each slot's two copies agree on the better one (valid, then newer),
+        copying it over the other. Littlefs drops every commit after one whose metadata fails its CRC
+        (a worn block losing a bit), so one directory can roll back; the other still holds the newest
+        generation, and since both are prefixes of one history, the newer copy of each slot is the
+        longer prefix's. The primary losing its newest generation is reported once (`slot_restored`);
+        a mirror behind the primary (a cut between the two writes, an older layout) is only brought up."""
+        pr = (self._probe(name, name_b, 0, 0), self._probe(name, name_b, 1, 0))
+        mr = (self._probe(name, name_b, 0, 1), self._probe(name, name_b, 1, 1))
+        if max(pr[0][0], pr[1][0]) < max(mr[0][0], mr[1][0]):
+            self._fault("slot_restored", name)
+        for slot in (0, 1):
+            p = pr[slot][0]
+            m = mr[slot][0]
+            if m >= 0 and m > p:
+                self._copy(self._path(name, slot, 1), self._path(name, slot, 0))
+            elif p >= 0 and p > m:
+                self._copy(self._path(name, slot, 0), self._path(name, slot, 1))
+
+    def _copy(self, src, dst):
+        c = self._chunk
+        f = open(src, "rb")
+        try:
+            g = open(dst, "wb")
+            try:
+                while True:
+                    k = f.readinto(c)
+                    if not k:
+                        break
+                    g.write(memoryview(c)[:k])
+            finally:
+                g.close()
+        finally:
+            f.close()
+
     def _scan(self, name, name_b):
         """Probe both slots: (slot, gen, kind, length) of the newest valid, or raise; notes bad slots."""
+        if self.mirror is not None:
+            self._mend(name, name_b)
         a = self._probe(name, name_b, 0)
         b = self._probe(name, name_b, 1)
         if a[0] == _BAD or b[0] == _BAD:
@@ -363,16 +414,17 @@ class Store:
 
     def _write_slot(self, name, name_b, slot, gen, kind, payload):
         header(self._hdr, name_b, kind, gen, payload)
-        path = self._path(name, slot)
         self._newest.pop(name, None)
-        f = open(path, "wb")
-        try:
-            f.write(self._hdr)
-            f.write(payload)
-        finally:
-            f.close()
-        if self._probe(name, name_b, slot)[0] != gen:
-            raise StoreError("record %s: slot %s did not read back after writing" % (name, path))
+        for copy in ((0, 1) if self.mirror is not None else (0,)):
+            path = self._path(name, slot, copy)
+            f = open(path, "wb")
+            try:
+                f.write(self._hdr)
+                f.write(payload)
+            finally:
+                f.close()
+            if self._probe(name, name_b, slot, copy)[0] != gen:
+                raise StoreError("record %s: slot %s did not read back after writing" % (name, path))
         self._newest[name] = (slot, gen)
 
     def _remove(self, path):

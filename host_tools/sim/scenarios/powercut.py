@@ -47,7 +47,8 @@ FLASH_BLOCKS = 512
 ENDURANCE = 100000
 # Event kinds that mean the state was lost or damaged (counts run on across reboots).
 # A corrected slot (a lost bit put back from its CRC) is a recovered fault: counted, not a violation.
-RECOVERED_EVENTS = ("store_slot_corrected",)
+# So is a slot copy restored from the store's mirror (a rotten copy, or a directory littlefs rolled back).
+RECOVERED_EVENTS = ("store_slot_corrected", "store_slot_restored")
 # With worn blocks losing bits, a slot that fails its CRC beyond correction is a fault the store
 # detected and reported (once): counted; whether credit went wrong is for the ledger checks to say.
 DETECTED_EVENTS = ("store_slot_corrupt", "store_slot_newer_lost")
@@ -201,14 +202,15 @@ def committed_record(flash, name="prepaid", corrected=None):
         except Exception:
             return b""
     def newest(n):
-        j = _journal_entry(n, read("_journal"))
-        if j is not None:
-            return j[1]
         best = None
-        for s in "ab":
-            got = _slot(n, read("%s.%s" % (n, s)), corrected)
-            if got and (best is None or got[0] > best[0]):
-                best = got
+        for d in ("", "_mirror/"):              # the store's two copies of each slot (store/records.py)
+            for s in "ab":
+                got = _slot(n, read("%s%s.%s" % (d, n, s)), corrected)
+                if got and (best is None or got[0] > best[0]):
+                    best = got
+        j = _journal_entry(n, read("_journal"))
+        if j is not None and (best is None or j[0] >= best[0]):
+            return j[1]                         # replayed at boot (a journal older than the record is not)
         return None if best is None else best[1]
     rec = newest(name)
     if rec is None:

@@ -1,0 +1,108 @@
+"""Records written into two directories (two littlefs metadata pairs): a directory rolled back to an
+older state (littlefs dropping every commit after one whose metadata lost a bit) is restored from the
+other, a torn write is not mistaken for a rollback, and a journal brought back by a rollback is stale
+and never replayed over newer records (issue 19: an acknowledged top-up rolled back)."""
+import os
+import shutil
+
+import pytest
+
+from store import Store, journal, records
+
+
+@pytest.fixture
+def dirs(tmp_path):
+    return str(tmp_path / "state"), str(tmp_path / "state" / "_mirror")
+
+
+def snapshot(d):
+    return {n: open(os.path.join(d, n), "rb").read() for n in os.listdir(d) if os.path.isfile(os.path.join(d, n))}
+
+
+def put_back(d, snap):
+    for n in os.listdir(d):
+        if os.path.isfile(os.path.join(d, n)):
+            os.remove(os.path.join(d, n))
+    for n, b in snap.items():
+        with open(os.path.join(d, n), "wb") as f:
+            f.write(b)
+
+
+def test_every_slot_is_written_in_both_directories(dirs):
+    root, mirror = dirs
+    s = Store(root, mirror)
+    s.commit("credit", {"milli": 100})
+    s.commit("credit", {"milli": 90})
+    assert sorted(n for n in os.listdir(root) if n != "_mirror") == sorted(os.listdir(mirror)) == ["credit.a", "credit.b"]
+    for n in ("credit.a", "credit.b"):
+        assert open(os.path.join(root, n), "rb").read() == open(os.path.join(mirror, n), "rb").read()
+    assert Store(root, mirror).load("credit") == {"milli": 90}
+
+
+def test_a_primary_rolled_back_is_restored_from_the_mirror_and_reported(dirs):
+    root, mirror = dirs
+    s = Store(root, mirror)
+    s.commit("prepaid", {"credit": 100})
+    old = snapshot(root)
+    s.commit("prepaid", {"credit": 10100})          # a top-up acknowledged
+    s.commit("prepaid", {"credit": 10090})
+    put_back(root, old)                             # littlefs dropped the primary's later commits
+    s2 = Store(root, mirror)
+    assert s2.load("prepaid") == {"credit": 10090}
+    assert s2.take_faults() == [("slot_restored", "prepaid")]
+    assert Store(root, mirror).load("prepaid") == {"credit": 10090}    # mended on flash, not just read
+    assert Store(root).load("prepaid") == {"credit": 10090}
+
+
+def test_a_mirror_rolled_back_is_brought_up_silently(dirs):
+    root, mirror = dirs
+    s = Store(root, mirror)
+    s.commit("prepaid", {"credit": 100})
+    old = snapshot(mirror)
+    s.commit("prepaid", {"credit": 200})
+    s.commit("prepaid", {"credit": 300})
+    put_back(mirror, old)
+    s2 = Store(root, mirror)
+    assert s2.load("prepaid") == {"credit": 300} and s2.take_faults() == []
+    assert snapshot(mirror) == {n: b for n, b in snapshot(root).items()}
+
+
+def test_a_cut_inside_the_primary_write_is_not_a_rollback(dirs):
+    root, mirror = dirs
+    s = Store(root, mirror)
+    s.commit("prepaid", {"credit": 1})              # gen 1 in slot a
+    s.commit("prepaid", {"credit": 2})              # gen 2 in slot b
+    # gen 3 goes to slot a, primary first: littlefs opened the file and the power went before the close
+    open(os.path.join(root, "prepaid.a"), "wb").close()
+    s2 = Store(root, mirror)
+    assert s2.load("prepaid") == {"credit": 2} and s2.take_faults() == []
+    assert s2.commit("prepaid", {"credit": 3}) == 3
+    assert Store(root, mirror).load("prepaid") == {"credit": 3}
+
+
+def test_a_mirror_missing_on_a_meter_of_the_older_layout_is_created_from_the_primary(dirs):
+    root, mirror = dirs
+    s = Store(root)
+    s.commit("prepaid", {"credit": 5})
+    s.commit("prepaid", {"credit": 6})
+    s2 = Store(root, mirror)
+    assert s2.load("prepaid") == {"credit": 6} and s2.take_faults() == []
+    assert sorted(os.listdir(mirror)) == ["prepaid.a", "prepaid.b"]
+
+
+def test_a_journal_brought_back_by_a_rollback_is_not_replayed_over_newer_records(dirs):
+    root, mirror = dirs
+    s = Store(root, mirror)
+    s.commit_many({"prepaid": {"credit": 100}, "tokens": {"tids": [1]}})
+    jpath = os.path.join(root, records.JOURNAL)
+    # The journal of a second commit_many, as a rollback would bring it back after both moved on.
+    entries = []
+    for name, val in (("prepaid", {"credit": 9999}), ("tokens", {"tids": []})):
+        kind, payload = records.encode(val)
+        entries.append((name, kind, 2, payload))
+    s.commit_many({"prepaid": {"credit": 200}, "tokens": {"tids": [1, 2]}})    # gen 2
+    s.commit_many({"prepaid": {"credit": 300}, "tokens": {"tids": [1, 2, 3]}})  # gen 3
+    journal.write(jpath, entries, bytearray(20))
+    s2 = Store(root, mirror)                         # recovery at boot
+    assert s2.load("prepaid") == {"credit": 300} and s2.load("tokens") == {"tids": [1, 2, 3]}
+    assert not os.path.exists(jpath)
