@@ -22,6 +22,22 @@ def _data_folder_outside_the_checkout(tmp_path_factory):
     yield
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _cheap_operator_password_hashing():
+    """Operator passwords hashed in this process with argon2id at its lowest cost (time 1, 8 KiB): the
+    tests prove the sign-in flow, not the hash's cost, and the production parameters take 0.2 s of CPU
+    per hash or check (three operators in every agency Stack). Hashes keep their `$argon2id$` form and
+    `verify` reads the parameters from the hash, so a database written by a `meterkit` subprocess (the
+    production parameters) still checks here."""
+    from argon2 import PasswordHasher
+
+    from host_tools.agency import security
+    saved = security._hasher
+    security._hasher = PasswordHasher(time_cost=1, memory_cost=8, parallelism=1)
+    yield
+    security._hasher = saved
+
+
 # The vending key of the tests: the published DKGA04 vector's (docs/tokens.md), imported once into a
 # SoftHSM2 token made for this test session in a temporary SOFTHSM2_CONF folder, removed afterwards.
 TEST_VENDING_KEY_HEX = "abababababababab949494949494949401234567"
