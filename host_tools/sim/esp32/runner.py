@@ -529,7 +529,9 @@ class SimMeter:
             if now_v >= target:
                 return target
             wait = min((target - now_v) / 1000.0 / self.speed, 0.05)
-            host = list(self.wake_fds()) if self.wake_fds else []
+            # (not while waiting for a reply of the runner's own: request() would take the early return
+            # for silence)
+            host = list(self.wake_fds()) if self.wake_fds and not self._for_reply else []
             if self.service.pty_fd is not None or host:
                 pty = [self.service.pty_fd] if self.service.pty_fd is not None else []
                 r, _, _ = select.select(pty + host, [], [], wait)
@@ -558,6 +560,7 @@ class SimMeter:
     # readable, _serve returns early so the host can answer it (see live.serve).
     wake_fds = None
     _yield_to_host = False
+    _for_reply = False
     reset_cause = "power"     # why the next boot happens (the firmware's board.reset_cause())
     _pending_until = None
     _pending_wake = True
@@ -569,6 +572,7 @@ class SimMeter:
         """Serve frames until virtual time reaches stop_at_ms (the firmware blocked in ADVANCE past it),
         or the reply with id until_reply arrived."""
         self._stop_at = stop_at_ms
+        self._for_reply = until_reply is not None
         while True:
             if not self.powered or (self.world.bench is None and not self.world.grid_on and self.link is None):
                 if not self._outage():
