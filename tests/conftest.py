@@ -13,6 +13,12 @@ import os  # noqa: E402
 import pytest  # noqa: E402
 
 
+def pytest_collection_modifyitems(config, items):
+    """Tests marked `long` go first (otherwise in collection order): xdist hands tests out in this order,
+    and a 60 s test handed out last keeps one worker busy while the other has nothing left to do."""
+    items.sort(key=lambda item: item.get_closest_marker("long") is None)
+
+
 @pytest.fixture(scope="session", autouse=True)
 def _data_folder_outside_the_checkout(tmp_path_factory):
     """What tools keep by default (TID store, lab register and signing key, certificates, head-end DB)

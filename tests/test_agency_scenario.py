@@ -4,9 +4,12 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 from host_tools.agency import scenario
 
 
+@pytest.mark.long
 def test_scenario_with_provider_faults_credits_every_purchase_exactly_once():
     # speed 150: the head-end's retries, the agency's polls and the provider's delays 150 times shorter than
     # production (the outcome does not depend on it; 300 passes too): 17 s of wall clock instead of 38 s at 50.

@@ -105,6 +105,7 @@ def _report(proc):
     return proc.returncode, json.loads(out)
 
 
+@pytest.mark.long
 @pytest.mark.timeout(1800)
 def test_small_chaos_run_has_no_violation_and_is_reproducible():
     # The two runs of seed 5 go at once: they share nothing (temporary folders, an in-process broker, virtual

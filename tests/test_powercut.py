@@ -16,6 +16,7 @@ METERKIT = str(Path(sys.executable).parent / "meterkit")
 ONE_POLL_WH = 2.5
 
 
+@pytest.mark.long
 def test_200_cuts_half_instant_half_torn_writes_break_nothing():
     r = powercut.run(cuts=200, seed=1)
     assert r["violations"] == []

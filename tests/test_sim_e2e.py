@@ -17,6 +17,7 @@ METERKIT = str(Path(sys.executable).parent / "meterkit")
 COUNT_WH = 1 / 32.0        # one 0.1-pulse register count at 3200 imp/kWh
 
 
+@pytest.mark.long
 def test_ideal_front_end_30_days_matches_truth_to_the_register_resolution():
     r = run(days=30, seed=3, afe="ideal", period_s=60)
     assert r["sim_seconds"] == 30 * 86400
@@ -28,6 +29,7 @@ def test_ideal_front_end_30_days_matches_truth_to_the_register_resolution():
     assert 0 < r["firmware_heap_peak_bytes"] <= r["firmware_heap_limit_bytes"]
 
 
+@pytest.mark.long
 def test_a_front_end_3_percent_high_in_current_reads_3_percent_high():
     r = run(days=30, seed=3, afe="gain_plus_3pct", period_s=60)
     assert 2.9 <= r["error_pct"] <= 3.1
@@ -45,6 +47,7 @@ def test_solar_export_lands_in_the_export_total():
     assert abs(r["meter_export_wh"] - r["true_export_wh"]) / r["true_export_wh"] < 0.002
 
 
+@pytest.mark.long
 @pytest.mark.parametrize("fault", ["silent", "garbage"])
 def test_chip_fault_detected_reported_recovered_with_no_energy_lost(fault):
     r = run(days=0.25, seed=6, afe="ideal", profile="constant", period_s=1, faults=["%s@3600+90" % fault])
@@ -53,6 +56,7 @@ def test_chip_fault_detected_reported_recovered_with_no_energy_lost(fault):
     assert abs(r["meter_import_wh"] - r["true_import_wh"]) <= COUNT_WH
 
 
+@pytest.mark.long
 def test_chip_reset_detected_recalibrated_and_loss_bounded_by_one_poll():
     r = run(days=0.25, seed=6, afe="ideal", profile="constant", period_s=1, faults=["reset@3600"])
     assert r["events"].get("meter_reset") == 1 and r["events"].get("meter_recovered") == 1
