@@ -24,6 +24,29 @@ COMMANDS = [
     "host_tools.ota.cli",
 ]
 
+# The module that registers each top-level verb: `meterkit VERB ...` builds its parser from that module alone.
+# The whole parser imports every verb's dependencies (esptool, the simulator, the head-end, ...): about
+# 0.4 s of CPU at every start. tests/test_cli_verbs.py checks this table against COMMANDS.
+VERB_MODULES = {
+    "build": "host_tools.build.cli",
+    "flash": "host_tools.flash.cli",
+    "deploy": "host_tools.deploy.cli",
+    "sim": "host_tools.sim.cli",
+    "vend": "host_tools.vend.cli",
+    "token": "host_tools.vend.cli",
+    "keys": "host_tools.keys.cli",
+    "device": "host_tools.device.cli",
+    "console": "host_tools.device.cli",
+    "devs": "host_tools.device.cli",
+    "monitor": "host_tools.device.cli",
+    "provision": "host_tools.provision.cli",
+    "selftest": "host_tools.selftest.cli",
+    "calibrate": "host_tools.calibrate.cli",
+    "demo": "host_tools.demo",
+    "headend": "host_tools.headend.cli",
+    "agency": "host_tools.agency.cli",
+    "ota": "host_tools.ota.cli",
+}
 
 # The short flags people know from esptool and mpremote, given to every parser that has the long one.
 SHORT_FLAGS = {"--port": "-p", "--bench": "-b", "--baud": "-b"}
@@ -69,7 +92,13 @@ def emit(obj, as_json):
 
 
 def main(argv=None, commands=None):
-    """Run one verb; `commands` limits the parser to those verb modules (a quick start for children)."""
+    """Run one verb; `commands` limits the parser to those verb modules (a quick start for children).
+    Without it, a known verb first in argv needs only its own module; anything else (-h, -V, a typo)
+    gets the whole parser, so the listing and the errors name every verb."""
+    if commands is None:
+        first = (sys.argv[1:] if argv is None else list(argv))[:1]
+        if first and first[0] in VERB_MODULES:
+            commands = [VERB_MODULES[first[0]]]
     parser = build_parser(commands)
     args = parser.parse_args(argv)
     try:

@@ -13,6 +13,12 @@ import os  # noqa: E402
 import pytest  # noqa: E402
 
 
+def pytest_collection_modifyitems(config, items):
+    """Tests marked `long` go first (otherwise in collection order): xdist hands tests out in this order,
+    and a 60 s test handed out last keeps one worker busy while the other has nothing left to do."""
+    items.sort(key=lambda item: item.get_closest_marker("long") is None)
+
+
 @pytest.fixture(scope="session", autouse=True)
 def _data_folder_outside_the_checkout(tmp_path_factory):
     """What tools keep by default (TID store, lab register and signing key, certificates, head-end DB)
@@ -20,6 +26,22 @@ def _data_folder_outside_the_checkout(tmp_path_factory):
     if "METERKIT_DATA" not in os.environ:
         os.environ["METERKIT_DATA"] = str(tmp_path_factory.mktemp("meterkit-data"))
     yield
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _cheap_operator_password_hashing():
+    """Operator passwords hashed in this process with argon2id at its lowest cost (time 1, 8 KiB): the
+    tests prove the sign-in flow, not the hash's cost, and the production parameters take 0.2 s of CPU
+    per hash or check (three operators in every agency Stack). Hashes keep their `$argon2id$` form and
+    `verify` reads the parameters from the hash, so a database written by a `meterkit` subprocess (the
+    production parameters) still checks here."""
+    from argon2 import PasswordHasher
+
+    from host_tools.agency import security
+    saved = security._hasher
+    security._hasher = PasswordHasher(time_cost=1, memory_cost=8, parallelism=1)
+    yield
+    security._hasher = saved
 
 
 # The vending key of the tests: the published DKGA04 vector's (docs/tokens.md), imported once into a

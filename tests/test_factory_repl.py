@@ -80,6 +80,7 @@ def test_ctrl_c_stops_an_app_that_allows_it_and_mpremote_gets_the_repl_until_the
         meter.stop()
 
 
+@pytest.mark.long
 def test_ctrl_c_and_raw_repl_change_nothing_once_the_app_disabled_keyboard_interrupt(boards):
     tmp, _, flash = boards
     ks = tmp / "keystore.json"

@@ -14,6 +14,7 @@ from host_tools.sim.scenarios.powercut import PowerCutRun, TopupBook, committed_
 METERKIT = str(Path(sys.executable).parent / "meterkit")
 
 
+@pytest.mark.long
 def test_200_cuts_half_instant_half_torn_writes_break_nothing():
     r = powercut.run(cuts=200, seed=1)
     assert r["violations"] == []

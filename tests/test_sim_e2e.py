@@ -17,6 +17,7 @@ METERKIT = str(Path(sys.executable).parent / "meterkit")
 COUNT_WH = 1 / 32.0        # one 0.1-pulse register count at 3200 imp/kWh
 
 
+@pytest.mark.long
 def test_ideal_front_end_30_days_matches_truth_to_the_register_resolution():
     r = run(days=30, seed=3, afe="ideal", period_s=60)
     assert r["sim_seconds"] == 30 * 86400
@@ -28,6 +29,7 @@ def test_ideal_front_end_30_days_matches_truth_to_the_register_resolution():
     assert 0 < r["firmware_heap_peak_bytes"] <= r["firmware_heap_limit_bytes"]
 
 
+@pytest.mark.long
 def test_a_front_end_3_percent_high_in_current_reads_3_percent_high():
     r = run(days=30, seed=3, afe="gain_plus_3pct", period_s=60)
     assert 2.9 <= r["error_pct"] <= 3.1
@@ -45,6 +47,7 @@ def test_solar_export_lands_in_the_export_total():
     assert abs(r["meter_export_wh"] - r["true_export_wh"]) / r["true_export_wh"] < 0.002
 
 
+@pytest.mark.long
 @pytest.mark.parametrize("fault", ["silent", "garbage"])
 def test_chip_fault_detected_reported_recovered_with_no_energy_lost(fault):
     r = run(days=0.25, seed=6, afe="ideal", profile="constant", period_s=1, faults=["%s@3600+90" % fault])
@@ -53,6 +56,7 @@ def test_chip_fault_detected_reported_recovered_with_no_energy_lost(fault):
     assert abs(r["meter_import_wh"] - r["true_import_wh"]) <= COUNT_WH
 
 
+@pytest.mark.long
 def test_chip_reset_detected_recalibrated_and_loss_bounded_by_one_poll():
     r = run(days=0.25, seed=6, afe="ideal", profile="constant", period_s=1, faults=["reset@3600"])
     assert r["events"].get("meter_reset") == 1 and r["events"].get("meter_recovered") == 1
@@ -63,17 +67,30 @@ def test_chip_reset_detected_recalibrated_and_loss_bounded_by_one_poll():
     assert -COUNT_WH <= lost <= max_w / 3600 + COUNT_WH
 
 
-def _cli_run(*args):
-    out = subprocess.run([METERKIT, "sim", "run", "--json", *args], capture_output=True, text=True,
-                         timeout=300, check=True).stdout
+def _cli_start(*args):
+    return subprocess.Popen([METERKIT, "sim", "run", "--json", *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+
+
+def _cli_result(proc):
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err[-3000:]
     lines = [x for x in out.splitlines() if x.strip()]
     assert len(lines) == 1
     return json.loads(lines[0])
 
 
 def test_sim_run_json_has_the_contract_keys_and_is_reproducible():
-    a = _cli_run("--days", "2", "--seed", "9")
-    b = _cli_run("--days", "2", "--seed", "9")
+    # The three runs go at once (each its own world, flash file and firmware process).
+    procs = [_cli_start("--days", "2", "--seed", "9"), _cli_start("--days", "2", "--seed", "9"),
+             _cli_start("--days", "2", "--seed", "10")]
+    try:
+        a, b, c = [_cli_result(p) for p in procs]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.communicate()
     for k in ("sim_seconds", "wall_seconds", "true_import_wh", "true_export_wh", "meter_import_wh",
               "meter_export_wh", "error_pct", "firmware_heap_peak_bytes", "firmware_heap_limit_bytes",
               "events", "seed"):
@@ -81,7 +98,6 @@ def test_sim_run_json_has_the_contract_keys_and_is_reproducible():
     a.pop("wall_seconds")
     b.pop("wall_seconds")
     assert a == b
-    c = _cli_run("--days", "2", "--seed", "10")
     assert c["true_import_wh"] != a["true_import_wh"]
 
 

@@ -143,6 +143,7 @@ for label, pad, histories in (("inline", "x" * 20, 40), ("block", "y" * 700, 4))
     assert rs[0]["cuts"] > 3000 and rs[1]["max_bytes"] > 600, rs
 
 
+@pytest.mark.long
 def test_commit_many_leaves_all_records_old_or_all_new_after_a_cut_anywhere():
     code = HARNESS + r'''
 rig = Rig()

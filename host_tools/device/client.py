@@ -63,7 +63,11 @@ class ServiceClient:
             if time.monotonic() >= deadline:
                 return None
             try:
-                chunk = self.ser.read(4096)
+                # One byte (waiting at most the port's 0.1 s timeout), then whatever else has arrived:
+                # read(4096) would wait out the whole timeout on every reply shorter than 4 KB.
+                chunk = self.ser.read(1)
+                if chunk and self.ser.in_waiting:
+                    chunk += self.ser.read(self.ser.in_waiting)
             except (serial.SerialException, OSError) as e:
                 raise DeviceError("read from %s failed: %s" % (self.port, _reason(e))) from None
             self._buf += chunk

@@ -273,6 +273,7 @@ def serve(seed=1, profile="household", afe="typical", grid="stable", speed=1.0, 
         try:
             from host_tools.calibrate.bench.sim import BenchServer
             bench = BenchServer(m)
+            m.wake_fds = bench.sockets     # a bench request is answered at once, not at the chunk's end
         except ImportError:
             pass
         if as_json:

@@ -280,6 +280,13 @@ class BenchServer:
 
     serve_once = poll
 
+    def sockets(self):
+        """The listening socket and every client's: readable means poll() has something to do."""
+        try:
+            return [self.sock] + list(self.clients)
+        except RuntimeError:      # a client came or went in another thread: the next call sees it
+            return [self.sock]
+
     def _accept(self):
         while True:
             try:

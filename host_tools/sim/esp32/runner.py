@@ -453,6 +453,9 @@ class SimMeter:
             w.advance_to(target, stop_on_power=True)
             if self._power_check():
                 break
+            if self._yield_to_host:
+                self._yield_to_host = False
+                return False          # as at stop_at_ms: the ADVANCE stays pending until served again
         self._pending_until = None
         flags = self._flags()
         if flags & L.IN_POWER_FAIL:
@@ -526,9 +529,13 @@ class SimMeter:
             if now_v >= target:
                 return target
             wait = min((target - now_v) / 1000.0 / self.speed, 0.05)
-            if self.service.pty_fd is not None:
-                r, _, _ = select.select([self.service.pty_fd], [], [], wait)
-                if r:
+            # (not while waiting for a reply of the runner's own: request() would take the early return
+            # for silence)
+            host = list(self.wake_fds()) if self.wake_fds and not self._for_reply else []
+            if self.service.pty_fd is not None or host:
+                pty = [self.service.pty_fd] if self.service.pty_fd is not None else []
+                r, _, _ = select.select(pty + host, [], [], wait)
+                if pty and pty[0] in r:
                     try:
                         data = os.read(self.service.pty_fd, 4096)
                     except OSError:
@@ -536,6 +543,11 @@ class SimMeter:
                     if data:
                         self._service_in(data)
                         return max(w.now_ms, min(target, now_v))
+                elif r:
+                    # The host has something to answer (a bench request): end this stretch of serving
+                    # now, with the firmware on a clean ADVANCE, instead of at the end of the chunk.
+                    self._yield_to_host = True
+                    return max(w.now_ms, min(target, now_v))
             else:
                 time.sleep(wait)
             if self.tick_hook:
@@ -544,6 +556,11 @@ class SimMeter:
                     return max(w.now_ms, min(target, now_v))
 
     tick_hook = None
+    # Realtime: a callable giving sockets or fds of the host's own (the calibration bench's); when one is
+    # readable, _serve returns early so the host can answer it (see live.serve).
+    wake_fds = None
+    _yield_to_host = False
+    _for_reply = False
     reset_cause = "power"     # why the next boot happens (the firmware's board.reset_cause())
     _pending_until = None
     _pending_wake = True
@@ -555,6 +572,7 @@ class SimMeter:
         """Serve frames until virtual time reaches stop_at_ms (the firmware blocked in ADVANCE past it),
         or the reply with id until_reply arrived."""
         self._stop_at = stop_at_ms
+        self._for_reply = until_reply is not None
         while True:
             if not self.powered or (self.world.bench is None and not self.world.grid_on and self.link is None):
                 if not self._outage():
