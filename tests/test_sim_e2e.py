@@ -29,9 +29,11 @@ def test_ideal_front_end_30_days_matches_truth_to_the_register_resolution():
     assert 0 < r["firmware_heap_peak_bytes"] <= r["firmware_heap_limit_bytes"]
 
 
-@pytest.mark.long
 def test_a_front_end_3_percent_high_in_current_reads_3_percent_high():
-    r = run(days=30, seed=3, afe="gain_plus_3pct", period_s=60)
+    # A gain error scales every reading: a week of the same household (about 32 kWh) shows it as well as
+    # a month (the month-long accumulation is the ideal front end's test above); 30 days cost 40 s more.
+    r = run(days=7, seed=3, afe="gain_plus_3pct", period_s=60)
+    assert r["true_import_wh"] > 25000
     assert 2.9 <= r["error_pct"] <= 3.1
 
 
@@ -50,7 +52,8 @@ def test_solar_export_lands_in_the_export_total():
 @pytest.mark.long
 @pytest.mark.parametrize("fault", ["silent", "garbage"])
 def test_chip_fault_detected_reported_recovered_with_no_energy_lost(fault):
-    r = run(days=0.25, seed=6, afe="ideal", profile="constant", period_s=1, faults=["%s@3600+90" % fault])
+    # two hours: the fault at the first, an hour of metering after it to show nothing was lost
+    r = run(days=2 / 24, seed=6, afe="ideal", profile="constant", period_s=1, faults=["%s@3600+90" % fault])
     assert r["events"].get("meter_" + fault) == 1
     assert r["events"].get("meter_recovered") == 1
     assert abs(r["meter_import_wh"] - r["true_import_wh"]) <= COUNT_WH
@@ -58,7 +61,7 @@ def test_chip_fault_detected_reported_recovered_with_no_energy_lost(fault):
 
 @pytest.mark.long
 def test_chip_reset_detected_recalibrated_and_loss_bounded_by_one_poll():
-    r = run(days=0.25, seed=6, afe="ideal", profile="constant", period_s=1, faults=["reset@3600"])
+    r = run(days=2 / 24, seed=6, afe="ideal", profile="constant", period_s=1, faults=["reset@3600"])
     assert r["events"].get("meter_reset") == 1 and r["events"].get("meter_recovered") == 1
     lost = r["true_import_wh"] - r["meter_import_wh"]
     # The chip drops what it held when it resets and meters nothing until restarted: at most one
