@@ -111,21 +111,32 @@ def cut_run():
     r.close()
 
 
-def test_a_bit_lost_in_the_newest_prepaid_slot_is_corrected_by_the_meter_and_the_checker(cut_run):
-    r = cut_run
-    m = r.m
-    m.power_cut()
+def image_files(m):
     fl = m.info["flash"]
-    files = read_image_files(str(m.flash_path), fl["vfs_size"], fl["block_size"], m.flash.offset)
+    return read_image_files(str(m.flash_path), fl["vfs_size"], fl["block_size"], m.flash.offset)
+
+
+def cut_and_pick_a_bit(m):
+    """Power off; the newest prepaid slot (a or b), its value, its files, and a programmed bit of it
+    (byte offset, mask) that charge loss could lose."""
+    m.power_cut()
+    files = image_files(m)
     slots = {s: powercut._slot("prepaid", files.get("prepaid." + s, b"")) for s in "ab"}
     newest = max((s for s in slots if slots[s]), key=lambda s: slots[s][0])
     data = files["prepaid." + newest]
     at = next(i for i in range(40, len(data)) if data[i] != 0xFF)
     bit = next(b for b in range(8) if not data[at] >> b & 1)
+    return newest, slots[newest][1], files, at, 1 << bit
+
+
+def test_a_bit_lost_in_the_newest_prepaid_slot_is_corrected_by_the_meter_and_the_checker(cut_run):
+    r = cut_run
+    m = r.m
+    newest, value, _, at, mask = cut_and_pick_a_bit(m)
     # the same bit in both copies (primary and mirror): one rotten copy alone is restored from the
     # other (next test); both rotten, the store corrects the bit from the CRC
-    assert len(m.flash.flip_bytes(["prepaid." + newest, "_mirror/prepaid." + newest], at=at, mask=1 << bit)) == 2
-    credit = slots[newest][1]["ledger"]["credit"]
+    assert len(m.flash.flip_bytes(["prepaid." + newest, "_mirror/prepaid." + newest], at=at, mask=mask)) == 2
+    credit = value["ledger"]["credit"]
     r.kind = "bitflip"
     m.run_for(1)                                   # boots: the checker reads the image first
     assert r.corrected >= 1 and r.violations == []
@@ -138,22 +149,14 @@ def test_a_bit_lost_in_the_newest_prepaid_slot_is_corrected_by_the_meter_and_the
 def test_a_bit_lost_in_one_copy_of_the_newest_prepaid_slot_is_restored_from_the_other(cut_run):
     r = cut_run
     m = r.m
-    m.power_cut()
-    fl = m.info["flash"]
-    files = read_image_files(str(m.flash_path), fl["vfs_size"], fl["block_size"], m.flash.offset)
-    slots = {s: powercut._slot("prepaid", files.get("prepaid." + s, b"")) for s in "ab"}
-    newest = max((s for s in slots if slots[s]), key=lambda s: slots[s][0])
-    data = files["prepaid." + newest]
-    assert files["_mirror/prepaid." + newest] == data
-    at = next(i for i in range(40, len(data)) if data[i] != 0xFF)
-    bit = next(b for b in range(8) if not data[at] >> b & 1)
-    assert m.flash.flip_bytes(["prepaid." + newest], at=at, mask=1 << bit)
+    newest, _, files, at, mask = cut_and_pick_a_bit(m)
+    assert files["_mirror/prepaid." + newest] == files["prepaid." + newest]
+    assert m.flash.flip_bytes(["prepaid." + newest], at=at, mask=mask)
     r.kind = "bitflip"
     m.run_for(4)
     r.check_live()
     assert r.violations == [] and r.recovered_events.get("store_slot_restored") == 1, r.recovered_events
-    files = read_image_files(str(m.flash_path), fl["vfs_size"], fl["block_size"], m.flash.offset)
-    assert powercut._slot("prepaid", files["prepaid." + newest])        # mended on flash
+    assert powercut._slot("prepaid", image_files(m)["prepaid." + newest])        # mended on flash
 
 
 def test_cli_refuses_an_unknown_fault_kind_in_one_line():
