@@ -26,9 +26,9 @@ Mirror (`Store(root, mirror)`, what the meter uses): every slot is written again
 into a second directory with its own littlefs metadata pair. Littlefs drops every commit after one
 whose metadata fails its CRC (a worn block losing a bit while the meter is off), so one directory can
 roll back to an older state, all its files together; the other still holds the newest generation.
-The first time a record is read after boot, each slot's two copies are made to agree on the better one (valid, newer):
-both directories are prefixes of one history, so the newer copy of each slot is the longer prefix's,
-and the records stay consistent with each other. The primary losing its newest generation is reported
+The first time a record is read after boot, each slot's two copies are made to agree on the better
+one (valid, newer): both directories are prefixes of one history, so the newer copy of each slot is
+the longer prefix's, and the records stay consistent with each other. The primary losing its newest generation is reported
 once (`slot_restored`); a mirror behind (a cut between the two writes, a meter of the older layout)
 is brought up silently. The cost is twice the flash writes of every commit.
 
