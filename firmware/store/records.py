@@ -209,7 +209,6 @@ class Store:
         self._hdr = bytearray(_HEADER_LEN)
         self._chunk = bytearray(_CHUNK)
         self._newest = {}  # name -> (slot, generation) of the newest valid slot, once known
-        self._mended = set()  # records whose two copies were made to agree since this Store began
         for d in (root, mirror):
             if d is None:
                 continue
@@ -374,11 +373,11 @@ class Store:
 
     def _scan(self, name, name_b):
         """Probe both slots: (slot, gen, kind, length) of the newest valid, or raise; notes bad slots."""
-        if self.mirror is not None and name not in self._mended:
-            # Once per record and boot: a directory rolls back only across a power cycle, and from
-            # here on every write goes to both copies (a generation check per top-up stays 2 probes).
+        if self.mirror is not None and name not in self._newest:
+            # Once per record and boot (and again after a bad read): a directory rolls back only
+            # across a power cycle, and from here on every write goes to both copies (a generation
+            # check per top-up stays 2 probes).
             self._mend(name, name_b)
-            self._mended.add(name)
         a = self._probe(name, name_b, 0)
         b = self._probe(name, name_b, 1)
         if a[0] == _BAD or b[0] == _BAD:
