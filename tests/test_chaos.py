@@ -102,7 +102,9 @@ def _report(proc):
             proc.kill()
             proc.communicate()
     assert out.strip(), "no report; stderr: %s" % err[-3000:]
-    return proc.returncode, json.loads(out)
+    rep = json.loads(out)
+    assert "wall_s" in rep, "not a chaos report (exit %s): %s\nstderr: %s" % (proc.returncode, out[:2000], err[-3000:])
+    return proc.returncode, rep
 
 
 @pytest.mark.long
@@ -116,7 +118,7 @@ def test_small_chaos_run_has_no_violation_and_is_reproducible():
     finally:
         rc2, rep2 = _report(second)
     assert rep["violations"] == [], json.dumps(rep["violations"][:10], indent=1)
-    assert rc == 0
+    assert rc == 0 and rc2 == 0, (rc, rc2)
     assert rep["days"] == 0.25 and rep["meters"] == 2 and rep["seed"] == 5
     assert rep["faults_total"] >= 10, rep["faults"]
     assert rep["cuts_checked"] >= 1, "no boot was checked against the flash"
