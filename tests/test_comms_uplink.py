@@ -166,3 +166,43 @@ def test_a_result_replaces_an_older_unsent_result_for_the_same_message():
     up.protocol._result("t-1", "accepted", {"added": 5})
     got = [(inner(e)["ref"], inner(e)["code"]) for e in up.queue]
     assert got == [("t-2", "accepted"), ("t-1", "accepted")], got
+
+
+def test_a_queue_full_by_bytes_reports_its_overflow_once_room_returns_and_is_not_rewritten_meanwhile():
+    """An offline meter whose queue is full by its bytes (fewer entries than its capacity) once queued a
+    `queue_overflow` event at every poll: each pushed the oldest entry out, so the count was never
+    cleared, and every poll rewrote the whole 3.8 KB record (twice with the store's mirror)."""
+    store = RecordStore()
+    commits = []
+    real_commit = store.commit
+    store.commit = lambda name, obj: (commits.append(name), real_commit(name, obj))
+    up, _, clock = make(store, capacity=32)
+    big = "z" * 900
+    for n in range(6):
+        up.event("big", {"n": n, "pad": big})
+    assert len(up.queue) < up.capacity and up.dropped > 0, (len(up.queue), up.dropped)
+    dropped, queue, ev = up.dropped, list(up.queue), up.ev_seq
+    del commits[:]
+    for _ in range(50):                  # offline polls: nothing to say until there is room
+        up.poll(None)
+    assert commits == [], "%d commits while nothing changed" % len(commits)
+    assert up.queue == queue and up.dropped == dropped and up.ev_seq == ev
+    m = FakeMQTT(room=8)
+    up.poll(m)
+    for pid in list(m.inflight):
+        up.on_puback(pid)
+    up.poll(m)
+    overflow = [inner(e)["data"] for e in up.queue if inner(e)["kind"] == "queue_overflow"]
+    assert overflow == [{"dropped": dropped}], overflow
+    assert up.dropped == 0, "the report itself pushed an entry out (%d dropped)" % up.dropped
+
+
+def test_the_room_kept_for_the_overflow_report_holds_one_with_a_long_meter_id_and_large_counters():
+    from comms.uplink import _OVERFLOW_ROOM, _cost
+    store = FakeStore()
+    proto = Protocol("M" * 32, b"k" * 32, store, lambda e: None)
+    proto._tx = proto._tx_limit = 10 ** 10 - 2
+    up = Uplink(proto, store, FakeClock(), "meters/%s/up" % ("M" * 32), 32, 900)
+    up.ev_seq = 10 ** 10 - 2
+    up.event("queue_overflow", {"dropped": 10 ** 6})
+    assert _cost(up.queue[-1]) <= _OVERFLOW_ROOM, (_cost(up.queue[-1]), up.queue[-1])

@@ -9,12 +9,16 @@ message (the meter's answer to a redelivery says the same). When full the oldest
 (the cumulative registers in the readings after it cover it), or the oldest entry when only results
 and events are left, and counted; once there is room again a `queue_overflow` event with the count is
 queued behind what is left, so sequence numbers stay in sending order (the head-end rejects s <= last
-accepted, so nothing may overtake an older entry)."""
+accepted, so nothing may overtake an older entry). "Room" is an entry and the report's bytes: a report
+that pushed another entry out would be due again at the next poll."""
 from micropython import const
 
 _RECORD = "uplink"
 _READING = '\\"t\\": \\"reading\\"'   # how a reading's inner text shows inside its envelope
 _MAX_BYTES = const(3800)               # the queue's encoded size, under the store's 4096-byte record
+# What a `queue_overflow` report takes in the queue: 273 bytes with a 1-character meter id, 305 with
+# 32 characters and 10-digit counters. It is queued only when it fits without pushing anything out.
+_OVERFLOW_ROOM = const(340)
 
 
 def _cost(env):
@@ -122,7 +126,9 @@ class Uplink:
                 r["t"] = "reading"
                 r["ts"] = now
                 self.send_inner(r)
-        if self.dropped and len(self.queue) < self.capacity:
+        # Room for the report itself: a report that pushed an entry out would count it and be due
+        # again at the next poll, rewriting the whole record every poll while the link is down.
+        if self.dropped and len(self.queue) < self.capacity and self._bytes + _OVERFLOW_ROOM <= _MAX_BYTES:
             n = self.dropped
             self.dropped = 0
             self.event("queue_overflow", {"dropped": n})
