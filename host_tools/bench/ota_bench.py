@@ -224,6 +224,11 @@ def run_2g(seed=1):
             "ota_update_2g_wall_s": r["wall_s"]}
 
 
+def run_campaign_small():
+    """`make bench`: the campaign with 20 meters and 6 cuts (`make bench-long`: 100 and 30)."""
+    return run_campaign(meters=20, cuts=6)
+
+
 def run_campaign(meters=100, drop=0.3, cuts=30, seed=1, link=None):
     """`link`: the meters' bearer ("lte", the default, or "2g"; host_tools/sim/modem/linkprofile.py)."""
     from host_tools.sim.scenarios import ota as ota_scenario
