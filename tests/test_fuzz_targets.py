@@ -1,4 +1,4 @@
-"""A seeded sample of every fuzz target (host_tools/fuzz/; `make bench` runs 10^5 inputs per target):
+"""A seeded sample of every fuzz target (host_tools/fuzz/; `make bench-long` runs 10^5 inputs per target):
 no exception may escape and every invariant must hold. Plus the inputs the fuzzing found, each as a
 regression test of its fix."""
 import json
