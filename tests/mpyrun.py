@@ -2,7 +2,6 @@
 import json
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -11,8 +10,8 @@ MPY_SUPPORT = ROOT / "tests" / "mpy_support"
 
 
 def micropython_bin():
-    exe = Path(sys.executable).parent / "micropython"
-    return os.environ.get("METER_MICROPYTHON") or str(exe)
+    from host_tools.paths import micropython_bin as fast
+    return fast()
 
 
 def run_micropython(code, heap="96k", path=(), timeout=120, check=True, env=None):
