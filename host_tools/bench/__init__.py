@@ -38,6 +38,8 @@ BENCHES = [
 
 # (entry, what it runs and how long it took here on 2 cores)
 LONG = [
+    ("host_tools.bench.sim_bench:run_long", "a simulated year at a 1-minute period, display on (about 12 min), "
+                                            "then the lowest heap cap for 30 days (8 runs of about 1 min)"),
     ("host_tools.bench.powercut_bench:run_long",
      "100,000 power cuts with every fault kind, then 10,000 outages: about 0.1 s a cut a process, 1.5-2 h"),
     ("host_tools.bench.fuzz_all_bench:run_long", "10^5 inputs for each of 8 parsers (keypad 2*10^4, CLI 5*10^3): "
@@ -63,7 +65,7 @@ def _main(argv=None):
     names = list(argv if argv is not None else sys.argv[1:])
     if names == ["--long"]:
         names = [n for n, _ in LONG]
-        print("make bench-long: about 5-6 hours on 2 cores, in this order:", flush=True)
+        print("make bench-long: about 6 hours on 2 cores, in this order:", flush=True)
         for n, what in LONG:
             print("   %-45s %s" % (n, what), flush=True)
     names = names or BENCHES
