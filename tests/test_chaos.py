@@ -142,3 +142,25 @@ def test_bad_arguments_are_one_line_and_exit_2(args, said):
                          capture_output=True, text=True, timeout=120)
     assert out.returncode == 2, (out.returncode, out.stderr)
     assert said in out.stderr and "Traceback" not in out.stderr and len(out.stderr.strip().splitlines()) == 1, out.stderr
+
+
+def test_the_run_is_not_settled_while_a_meter_is_still_in_a_grid_outage():
+    """An outage that struck late in the run (up to 2 h long) outlived the settling, and the final checks
+    asked a meter with no supply for its credit (`chaos_bench`, 1 day of 3 meters, seed 1)."""
+    from types import SimpleNamespace as NS
+
+    from host_tools.chaos.run import ChaosRun
+
+    class Store:
+        def q1(self, sql, args=()):
+            return {"n": 0}
+
+    r = ChaosRun.__new__(ChaosRun)
+    r.store, r.cid, r.provider = Store(), None, NS(queue=[])
+    world = NS(grid_on=False)
+    r.fleet = [NS(dead=None, sim=NS(world=NS(grid_on=True))), NS(dead=None, sim=NS(world=world))]
+    assert not r._settled(), "settled while a meter has no supply"
+    world.grid_on = True
+    assert r._settled()
+    r.fleet[1].sim.world.grid_on, r.fleet[1].dead = False, "stopped"
+    assert r._settled(), "a meter that stopped for good must not hold the settling forever"

@@ -455,8 +455,9 @@ class ChaosRun:
         self.settle()
         return self.report()
 
-    def settle(self, limit_s=7200):
-        """The faults end, the links come back, every downlink gets its answer, the agency finishes."""
+    def settle(self, limit_s=9000):
+        """The faults end, the links come back, every downlink gets its answer, the agency finishes. A grid
+        outage is not undone: it ends on its own (up to 2 h after it struck), and the meter boots again."""
         for _, _, fn in list(self.undo):
             fn()
         self.undo = []
@@ -487,7 +488,8 @@ class ChaosRun:
         if self.cid is not None:
             rows = self.store.q("SELECT state FROM ota_targets WHERE campaign_id=?", (self.cid,))
             camp = all(r["state"] in heota.FINAL for r in rows)
-        return n == 0 and p == 0 and camp and not self.provider.queue
+        grid = all(m.sim.world.grid_on for m in self.fleet if not m.dead)
+        return n == 0 and p == 0 and camp and grid and not self.provider.queue
 
     def report(self):
         rep = self.checker.final()
