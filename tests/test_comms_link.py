@@ -402,3 +402,38 @@ def test_a_modem_that_restarts_mid_command_is_not_waited_for_and_the_text_is_sen
     assert clock.ms - t0 < 40000, "waited %d ms for a command the restarted modem never answers" % (clock.ms - t0)
     assert not [d for k, d in events if k == "sms_failed"], events
     assert len(modem.sms_sent) == sent_before + 2   # the text again (at least once: its OK was lost)
+
+
+def test_no_escape_while_uplinks_wait_and_texts_go_once_the_queue_is_empty():
+    """A burst of remote top-ups (a result, an event and a text each): an escape for the outbox stopped
+    publishing for seconds while results piled up in the 3.8 KB queue, which then dropped some; the
+    head-end resent those top-ups and got `old` back. Escapes now wait while uplinks wait (up to 5 min)."""
+    link, clock, modem, broker, _, _, _, _ = make(sms_check_s=30)
+    drive(link, clock, 2000, until=up(link))
+    link.sms.notify("topup", amount=100, credit=1000)
+    escaped = []
+    for i in range(1200):                  # 2 minutes of uplinks every 0.5 s, the text waiting
+        if i % 5 == 0:
+            link.event("topup", {"n": i})
+        drive(link, clock, 1)
+        if link.supervisor.state != "up":
+            escaped.append(clock.ms)
+    assert not escaped, "escaped at %s ms while uplinks were waiting" % escaped[:3]
+    assert not modem.sms_sent
+    drive(link, clock, 1200, until=lambda: modem.sms_sent and link.supervisor.state == "up")
+    assert modem.sms_sent, "the text never went once the queue had emptied"
+    assert not link.uplink.queue
+
+
+def test_the_escape_waits_no_longer_than_five_minutes_for_uplinks_that_never_stop():
+    link, clock, modem, broker, _, _, _, _ = make(sms_check_s=30)
+    drive(link, clock, 2000, until=up(link))
+    t0 = clock.ms
+    for i in range(4000):
+        if i % 5 == 0:
+            link.event("x", {"n": i})
+        drive(link, clock, 1)
+        if link.supervisor.state == "escape":
+            break
+    assert link.supervisor.state == "escape", link.supervisor.state
+    assert 300000 <= clock.ms - t0 <= 340000, clock.ms - t0

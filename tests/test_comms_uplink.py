@@ -206,3 +206,24 @@ def test_the_room_kept_for_the_overflow_report_holds_one_with_a_long_meter_id_an
     up.ev_seq = 10 ** 10 - 2
     up.event("queue_overflow", {"dropped": 10 ** 6})
     assert _cost(up.queue[-1]) <= _OVERFLOW_ROOM, (_cost(up.queue[-1]), up.queue[-1])
+
+
+def test_when_full_events_go_before_results_so_the_head_ends_books_close():
+    """A burst of remote top-ups (a result and a `topup` event each) while the link pauses: the results
+    stay, the events go first. A dropped result made the head-end resend the top-up, and a meter that
+    had forgotten it answered `used`."""
+    up, store, clock = make(capacity=6)
+    up.protocol.send_result = up.enqueue
+    for n in range(5):
+        up.protocol._result("t-%d" % n, "accepted", {"added": 100 + n})
+        up.event("topup", {"ref": "t-%d" % n})
+    kept = [(inner(e)["t"], inner(e).get("ref") or inner(e)["data"]["ref"]) for e in up.queue]
+    assert kept == [("result", "t-0"), ("result", "t-1"), ("result", "t-2"), ("result", "t-3"),
+                    ("result", "t-4"), ("event", "t-4")], kept
+    assert up.dropped == 4
+    seqs = [json.loads(e)["s"] for e in up.queue]
+    assert seqs == sorted(seqs)
+    for n in range(5, 8):            # only results left to give: the oldest result goes
+        up.protocol._result("t-%d" % n, "accepted", {})
+    refs = [inner(e).get("ref") for e in up.queue if inner(e)["t"] == "result"]
+    assert refs == ["t-2", "t-3", "t-4", "t-5", "t-6", "t-7"], refs

@@ -20,6 +20,7 @@ from util import load, unload
 _SMS_BACKLOG = const(16)
 _MIN_UP_MS = const(30000)  # at least this long in data mode before an escape for the outbox
 _CMDMODE_MS = const(60000)  # longest stay in command mode per escape: the broker expects pings
+_DEFER_MS = const(300000)  # longest an escape waits for the uplink queue to empty
 
 
 class Supervisor:
@@ -34,6 +35,7 @@ class Supervisor:
         self.sms = sms
         self.on_up = on_up
         self.on_down = on_down
+        self.busy = None  # () -> True while uplinks wait to be sent or acknowledged (comms/link.py)
         self.apn = cfg.get("apn", "internet")
         self.host = cfg.get("host", "127.0.0.1")
         self.port = cfg.get("port", 1883)
@@ -224,6 +226,11 @@ class Supervisor:
         due = self.clock.ticks_diff(now, self._sms_due) >= 0
         if self.sms and self.sms.outbox and self.clock.ticks_diff(now, self._up_since) >= _MIN_UP_MS:
             due = True  # texts waiting: escape soon, but let the session breathe between escapes
+        if due and self.busy is not None and self.busy() and self.clock.ticks_diff(now, self._sms_due) < _DEFER_MS:
+            # Uplinks are waiting (results of top-ups among them): an escape stops publishing for
+            # seconds while they pile up, and a full queue drops entries. Texts and the modem check wait
+            # (the session proves the modem meanwhile: a PUBACK owed on a quiet link is probed).
+            due = False
         if due and self.mqtt.idle():
             self._sms_due = self.clock.ticks_add(now, self.sms_check_ms)
             self._go("escape")

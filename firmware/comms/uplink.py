@@ -6,8 +6,8 @@ once JSON has escaped the envelopes' quotes, so the queue keeps its encoded size
 (a queue that outgrew its record could never be saved again, and every message after it would fail:
 a long outage must not end the meter's link). A result replaces an older unsent result for the same
 message (the meter's answer to a redelivery says the same). When full the oldest reading is dropped
-(the cumulative registers in the readings after it cover it), or the oldest entry when only results
-and events are left, and counted; once there is room again a `queue_overflow` event with the count is
+(the cumulative registers in the readings after it cover it), else the oldest event or statement,
+else the oldest result, and counted; once there is room again a `queue_overflow` event with the count is
 queued behind what is left, so sequence numbers stay in sending order (the head-end rejects s <= last
 accepted, so nothing may overtake an older entry). "Room" is an entry and the report's bytes: a report
 that pushed another entry out would be due again at the next poll."""
@@ -15,6 +15,7 @@ from micropython import const
 
 _RECORD = "uplink"
 _READING = '\\"t\\": \\"reading\\"'   # how a reading's inner text shows inside its envelope
+_RESULT = '\\"t\\": \\"result\\"'
 _MAX_BYTES = const(3800)               # the queue's encoded size, under the store's 4096-byte record
 # What a `queue_overflow` report takes in the queue: 273 bytes with a 1-character meter id, 305 with
 # 32 characters and 10-digit counters. It is queued only when it fits without pushing anything out.
@@ -44,6 +45,7 @@ class Uplink:
         self.ev_seq = st.get("ev", 0)
         self._sent = {}  # pid -> envelope text, for this MQTT session only
         self._next_reading = None
+        self.last_ms = None  # ticks of the last entry queued (comms/link.py: a burst under way)
         self.stats = {"queued": 0, "sent": 0, "acked": 0, "dropped_total": 0}
 
     def set_period(self, period_s):
@@ -80,18 +82,27 @@ class Uplink:
                     self._remove(i)
                     break
         while q and (len(q) >= self.capacity or self._bytes + cost > _MAX_BYTES):
-            at = 0
-            for i in range(len(q)):     # readings go first: the registers in the next one cover them
-                if _READING in q[i]:
-                    at = i
-                    break
-            self._remove(at)
+            self._remove(self._victim())
             self.dropped += 1
             self.stats["dropped_total"] += 1
         q.append(envelope)
+        self.last_ms = self.clock.ticks_ms()
         self._bytes += cost
         self.stats["queued"] += 1
         self._save()
+
+    def _victim(self):
+        """The entry to drop: the oldest reading (the registers in the next one cover it), else the
+        oldest event or statement, else the oldest result. A result is what closes the head-end's books
+        on a downlink; once dropped, a resend may find it forgotten and be answered `used`."""
+        q = self.queue
+        other = -1
+        for i in range(len(q)):
+            if _READING in q[i]:
+                return i
+            if other < 0 and _RESULT not in q[i]:
+                other = i
+        return other if other >= 0 else 0
 
     def _busy(self, env):
         for pid in self._sent:
