@@ -437,3 +437,30 @@ def test_the_escape_waits_no_longer_than_five_minutes_for_uplinks_that_never_sto
             break
     assert link.supervisor.state == "escape", link.supervisor.state
     assert 300000 <= clock.ms - t0 <= 340000, clock.ms - t0
+
+
+def test_an_escape_whose_guard_silence_never_comes_is_given_up_and_the_uplink_flows_on():
+    """Downlinks every 0.4 s: the meter acknowledges each, so the second of silence before "+++" never
+    comes. The escape (due after 5 minutes of deferral) is given up after 3 s and publishing goes on."""
+    link, clock, modem, broker, _, _, _, commands = make(sms_check_s=30)
+    drive(link, clock, 2000, until=up(link))
+    link.sms.notify("topup", amount=100, credit=1000)
+    out_since, longest, seq = None, 0, 10
+    for i in range(9000):                  # 6 minutes
+        if i % 4 == 0:
+            seq += 1
+            broker.send("meters/%s/down" % MID, signed_down(seq, {"t": "cmd", "id": "c%d" % seq,
+                                                                   "cmd": "relay_open", "args": {}}))
+        drive(link, clock, 1)
+        if link.supervisor.state != "up":
+            out_since = clock.ms if out_since is None else out_since
+            longest = max(longest, clock.ms - out_since)
+        else:
+            out_since = None
+    assert "+++" not in modem.commands and modem.escape_at is None
+    assert 2900 <= longest <= 3500, longest          # tried once the 5 minutes had passed, then given up
+    drive(link, clock, 100)
+    inners = [json.loads(json.loads(p)["p"]) for p in broker.up_payloads()]
+    answered = {i["ref"] for i in inners if i["t"] == "result"}
+    assert len(commands) == seq - 10 and answered == {"c%d" % n for n in range(11, seq + 1)}, (
+        len(commands), seq - 10, len(answered))

@@ -21,6 +21,7 @@ _SMS_BACKLOG = const(16)
 _MIN_UP_MS = const(30000)  # at least this long in data mode before an escape for the outbox
 _CMDMODE_MS = const(60000)  # longest stay in command mode per escape: the broker expects pings
 _DEFER_MS = const(300000)  # longest an escape waits for the uplink queue to empty
+_GUARD_WAIT_MS = const(3000)  # an escape whose silence before "+++" has not come by then is given up
 
 
 class Supervisor:
@@ -239,6 +240,13 @@ class Supervisor:
     def _s_escape(self):
         c = self._cmd
         if not c.done():
+            if not c._sent and self.clock.ticks_diff(self.clock.ticks_ms(), self._reg_since) >= _GUARD_WAIT_MS:
+                # Traffic keeps the meter talking (it acknowledges every incoming message), so the
+                # second of silence "+++" needs has not come, and nothing is published meanwhile: stay
+                # in data mode, and try again at the next check.
+                if c in self.at.queue:
+                    self.at.queue.remove(c)
+                self._go("up")
             return
         if not c.ok:
             self._close_then_fail("escape failed: " + str(c.result))
