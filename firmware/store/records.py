@@ -158,6 +158,8 @@ def _fix(store, name, name_b, slot, other):
         return None
     try:
         data = bytearray(f.read(_HEADER_LEN + MAX_PAYLOAD + 1))
+    except OSError:
+        return None             # littlefs cannot read it (a corrupt file): nothing to correct
     finally:
         f.close()
     size = len(data)
@@ -333,6 +335,8 @@ class Store:
             if crc32(name_b, c) != crc:
                 return _BAD, gen, 0, 0
             return gen, gen, kind, length
+        except OSError:
+            return _BAD, 0, 0, 0        # littlefs cannot read it back (a corrupt file): a bad slot
         finally:
             f.close()
 
@@ -350,10 +354,15 @@ class Store:
         for slot in (0, 1):
             p = pr[slot][0]
             m = mr[slot][0]
-            if m >= 0 and m > p:
-                self._copy(self._path(name, slot, 1), self._path(name, slot, 0))
-            elif p >= 0 and p > m:
-                self._copy(self._path(name, slot, 0), self._path(name, slot, 1))
+            try:
+                if m >= 0 and m > p:
+                    self._copy(self._path(name, slot, 1), self._path(name, slot, 0))
+                elif p >= 0 and p > m:
+                    self._copy(self._path(name, slot, 0), self._path(name, slot, 1))
+            except OSError:
+                # A directory that no longer takes writes (its metadata lost to worn blocks) must not
+                # stop the meter from starting: the slots are read as they are, and the fault is told.
+                self._fault("mirror_failed", name)
 
     def _copy(self, src, dst):
         c = self._chunk
@@ -420,14 +429,21 @@ class Store:
         self._newest.pop(name, None)
         for copy in ((0, 1) if self.mirror is not None else (0,)):
             path = self._path(name, slot, copy)
-            f = open(path, "wb")
             try:
-                f.write(self._hdr)
-                f.write(payload)
-            finally:
-                f.close()
-            if self._probe(name, name_b, slot, copy)[0] != gen:
-                raise StoreError("record %s: slot %s did not read back after writing" % (name, path))
+                f = open(path, "wb")
+                try:
+                    f.write(self._hdr)
+                    f.write(payload)
+                finally:
+                    f.close()
+                if self._probe(name, name_b, slot, copy)[0] != gen:
+                    raise StoreError("record %s: slot %s did not read back after writing" % (name, path))
+            except (OSError, StoreError):
+                if not copy:
+                    raise
+                # The mirror's directory no longer takes writes (its metadata lost to worn blocks):
+                # the primary holds the commit; the meter goes on without the second copy, and says so.
+                self._fault("mirror_failed", name)
         self._newest[name] = (slot, gen)
 
     def _remove(self, path):
