@@ -4,14 +4,12 @@ import os
 import subprocess
 from pathlib import Path
 
+from host_tools.paths import micropython_bin  # noqa: F401  (the launcher the tools use; tests import it here)
+
 ROOT = Path(__file__).resolve().parent.parent
 FIRMWARE = ROOT / "firmware"
 MPY_SUPPORT = ROOT / "tests" / "mpy_support"
 
-
-def micropython_bin():
-    from host_tools.paths import micropython_bin as fast
-    return fast()
 
 
 def run_micropython(code, heap="96k", path=(), timeout=120, check=True, env=None):

@@ -96,6 +96,13 @@ class ATEngine:
     def busy(self):
         return self.cur is not None or bool(self.queue)
 
+    def withdraw(self, cmd):
+        """Take back a queued command not yet written to the modem; False once it has gone out."""
+        if cmd._sent or cmd not in self.queue:
+            return False
+        self.queue.remove(cmd)
+        return True
+
     def flush(self, why="FLUSHED"):
         """Abandon every queued command (power-cycle, link reset)."""
         for c in self.queue:

@@ -52,14 +52,7 @@ class MeterLink:
         self.supervisor = Supervisor(modem, clock, dialect, cfg,
                                      self.mqtt, rng, emit, self.sms, self._session_up,
                                      self.uplink.session_lost)
-        self.supervisor.busy = self._uplink_waiting
-
-    def _uplink_waiting(self):
-        # Entries waiting, or one queued in the last 5 s: a burst (top-ups back to back) empties the
-        # queue between its entries, and an escape then would stop it for seconds.
-        up = self.uplink
-        return len(up.queue) > 0 or (up.last_ms is not None
-                                     and up.clock.ticks_diff(up.clock.ticks_ms(), up.last_ms) < 5000)
+        self.supervisor.busy = self.uplink.flowing
 
     def _queue(self, envelope):
         self.uplink.enqueue(envelope)

@@ -240,12 +240,11 @@ class Supervisor:
     def _s_escape(self):
         c = self._cmd
         if not c.done():
-            if not c._sent and self.clock.ticks_diff(self.clock.ticks_ms(), self._reg_since) >= _GUARD_WAIT_MS:
+            if (self.clock.ticks_diff(self.clock.ticks_ms(), self._reg_since) >= _GUARD_WAIT_MS
+                    and self.at.withdraw(c)):
                 # Traffic keeps the meter talking (it acknowledges every incoming message), so the
                 # second of silence "+++" needs has not come, and nothing is published meanwhile: stay
                 # in data mode, and try again at the next check.
-                if c in self.at.queue:
-                    self.at.queue.remove(c)
                 self._go("up")
             return
         if not c.ok:

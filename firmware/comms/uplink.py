@@ -45,7 +45,7 @@ class Uplink:
         self.ev_seq = st.get("ev", 0)
         self._sent = {}  # pid -> envelope text, for this MQTT session only
         self._next_reading = None
-        self.last_ms = None  # ticks of the last entry queued (comms/link.py: a burst under way)
+        self._last_ms = None  # ticks of the last entry queued (flowing)
         self.stats = {"queued": 0, "sent": 0, "acked": 0, "dropped_total": 0}
 
     def set_period(self, period_s):
@@ -86,10 +86,16 @@ class Uplink:
             self.dropped += 1
             self.stats["dropped_total"] += 1
         q.append(envelope)
-        self.last_ms = self.clock.ticks_ms()
+        self._last_ms = self.clock.ticks_ms()
         self._bytes += cost
         self.stats["queued"] += 1
         self._save()
+
+    def flowing(self):
+        """Entries waiting, or one queued in the last 5 s: a burst (top-ups back to back) empties the
+        queue between its entries, and an escape to command mode then would stop it for seconds."""
+        c = self.clock
+        return len(self.queue) > 0 or (self._last_ms is not None and c.ticks_diff(c.ticks_ms(), self._last_ms) < 5000)
 
     def _victim(self):
         """The entry to drop: the oldest reading (the registers in the next one cover it), else the
