@@ -179,3 +179,15 @@ def test_the_same_seed_makes_the_same_run_with_every_fault_kind_to_the_byte():
         r.pop("wall_seconds")
     assert a["bit_flips"] > 0 and a["keypad_tokens"] > 0 and a["violations"] == [], a
     assert a == b, {k: (a[k], b[k]) for k in a if a[k] != b[k]}
+
+
+def test_fixed_blocks_start_unworn_and_keep_their_bits_while_the_rest_aged(flash):
+    """The superblock pair of an aged littlefs has not been worn like the blocks littlefs levels: it
+    starts at no erases (FlashFaults.fixed_blocks) and loses no bit; the other blocks still do."""
+    for b in range(4):
+        flash.write(b * BS, b"\x00" * 64)
+    flash.set_faults(FlashFaults(7, bitflip_wear=900, bitflip_rate=1.0, wear_base=1000, fixed_blocks=(0, 1)))
+    assert flash.erase_counts[0] == flash.erase_counts[1] == 0, flash.erase_counts
+    assert min(flash.erase_counts[2:]) >= 900, flash.erase_counts
+    flips = flash.power_cycle()
+    assert {b for b, _, _ in flips} == {2, 3}, flips

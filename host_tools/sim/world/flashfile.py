@@ -19,6 +19,10 @@ Fault models (public API, also used by the chaos run):
   `power_cycle()` a block with w >= bitflip_wear erases loses one bit with probability
   `bitflip_rate * w / bitflip_wear` (capped at 1): a programmed 0 reads 1 (charge loss, the NOR
   retention failure), anywhere in the block's programmed bytes - record data or littlefs metadata.
+  `fixed_blocks` are blocks the file system pins in place and rewrites rarely (littlefs's superblock
+  pair, blocks 0 and 1: never wear-levelled, compacted only when the pair itself fills, which littlefs
+  keeps logarithmic by moving the root out of it): an aged meter has not worn them, so they start at
+  no erases and age by their own erases only (the retention of a block depends on its own cycling).
 - **Read during an erase** (`read_during_erase`): with this probability an erase is still running when
   the driver returns (a worn block erases slowly); until the next program or erase completes it, the
   block reads as a seeded mix of 0xFF and old bytes, and a power cut in that window leaves the mix.
@@ -61,7 +65,7 @@ class FlashFaults:
     """Seeded fault model for a FlashFile (see the module docstring for each kind)."""
 
     def __init__(self, seed=1, torn_write=True, torn_erase=True, bitflip_wear=None, bitflip_rate=0.0,
-                 read_during_erase=0.0, wear_base=0):
+                 read_during_erase=0.0, wear_base=0, fixed_blocks=()):
         if bitflip_rate < 0 or read_during_erase < 0 or wear_base < 0:
             raise ValueError("fault rates and wear must not be negative")
         if bitflip_rate and not bitflip_wear:
@@ -73,14 +77,19 @@ class FlashFaults:
         self.bitflip_rate = bitflip_rate
         self.read_during_erase = read_during_erase
         self.wear_base = wear_base
+        self.fixed_blocks = tuple(fixed_blocks)
         self.rng = random.Random("flashfaults-%d" % seed)
 
     def initial_wear(self, blocks):
-        """Erases each block has seen before the run: wear_base +- 10 %, seeded."""
+        """Erases each block has seen before the run: wear_base +- 10 %, seeded; none for fixed blocks."""
         if not self.wear_base:
             return [0] * blocks
         lo, hi = int(self.wear_base * 0.9), int(self.wear_base * 1.1)
-        return [self.rng.randint(lo, hi) for _ in range(blocks)]
+        wear = [self.rng.randint(lo, hi) for _ in range(blocks)]
+        for b in self.fixed_blocks:
+            if 0 <= b < blocks:
+                wear[b] = 0
+        return wear
 
     def flip_chance(self, wear):
         if not self.bitflip_rate or wear < self.bitflip_wear:
