@@ -143,3 +143,23 @@ def test_cli_refuses_zero_cuts():
     p = subprocess.run([METERKIT, "sim", "powercut", "--cuts", "0", "--json"], capture_output=True,
                        text=True, timeout=60)
     assert p.returncode != 0 and "--cuts" in json.loads(p.stdout)["error"]
+
+
+def test_a_meter_that_cannot_answer_for_its_credit_is_a_violation_not_a_crash_of_the_checker():
+    """A reply with an error (a MemoryError loading the action code was seen) is flagged with what the
+    meter said; the checker goes on."""
+    r = powercut.PowerCutRun(seed=1)
+    try:
+        real = r.m.request
+
+        def refusing(cmd, **kw):
+            if cmd in ("credit", "events"):
+                return {"ok": False, "error": "MemoryError: memory allocation failed, allocating 1280 bytes"}
+            return real(cmd, **kw)
+        r.m.request = refusing
+        r.check_live()
+        whats = [v["what"] for v in r.violations]
+        assert any(w.startswith("meter refused credit/totals: MemoryError") for w in whats), whats
+        assert any(w.startswith("meter refused events: MemoryError") for w in whats), whats
+    finally:
+        r.close()

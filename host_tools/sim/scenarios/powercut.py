@@ -440,13 +440,21 @@ class PowerCutRun:
         # Asked back to back (no virtual time passes, so no metering poll in between): the same
         # instant's totals, for the debit rule on the live state too.
         tot = self.m.request("totals", fresh=False)
-        if v.get("check") is not None:
-            self._flag("meter check: %s" % v["check"])
-        for p in ledger_problems(v, tot["import_wh"] if self.m.world.now_ms == t_ms else None):
-            self._flag("meter view: " + p)
-        for p in self.book.problems(v["topups"], None):
-            self._flag("meter view: " + p)
-        counts = self.m.request("events")["counts"]
+        if not (v.get("ok") and tot.get("ok")):
+            # A meter that cannot answer for its credit (e.g. a MemoryError loading the action code)
+            # cannot take a top-up either: a violation, and no ledger to check.
+            self._flag("meter refused credit/totals: %s" % (v.get("error") or tot.get("error")))
+        else:
+            if v.get("check") is not None:
+                self._flag("meter check: %s" % v["check"])
+            for p in ledger_problems(v, tot["import_wh"] if self.m.world.now_ms == t_ms else None):
+                self._flag("meter view: " + p)
+            for p in self.book.problems(v["topups"], None):
+                self._flag("meter view: " + p)
+        ev = self.m.request("events")
+        if not ev.get("ok"):
+            self._flag("meter refused events: %s" % ev.get("error"))
+        counts = ev.get("counts") or {}
         for k, n in counts.items():
             if k in RECOVERED_EVENTS or ("bitflip" in self.faults and k in DETECTED_EVENTS):
                 self.recovered_events[k] = n
