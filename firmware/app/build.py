@@ -67,6 +67,8 @@ def build(app, board, boot):
     app.provision = ProvisionCommands(app.service, app.store, clock, board.random, app.events.emit,
                                       board.info.get("name"), VERSION, app.run_selftest)
     app.sched = Scheduler(clock, board.watchdog, app._job_failed)
+    # The first job (App._meter_job finds itself at sched.jobs[0]): one period apart, or sooner under
+    # a high load (what the prepaid core's poll returns).
     app.sched.every("meter", app.settings["meter_period_s"] * 1000, app._meter_job,
                      app.settings["meter_period_s"] * 1000)
     app.sched.every("gc", app.settings["meter_period_s"] * 1000 * app.settings["gc_every_polls"],

@@ -28,7 +28,10 @@ class App:
 
     def _meter_job(self):
         self.meter.poll()
-        self.prepaid.poll()
+        job = self.sched.jobs[0]          # this job (app/build.py adds it first)
+        gap = self.prepaid.poll(job.period_ms)
+        if gap < job.period_ms:           # a high load: the next poll sooner (prepaid.core.poll)
+            job.next = self.sched.clock.ticks_add(job.due, gap)
         store = self.store
         if store is not None and store.faults:
             # what later loads found (the prepaid record's, a token store's)
