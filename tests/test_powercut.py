@@ -163,3 +163,23 @@ def test_a_meter_that_cannot_answer_for_its_credit_is_a_violation_not_a_crash_of
         assert any(w.startswith("meter refused events: MemoryError") for w in whats), whats
     finally:
         r.close()
+
+
+def test_a_failed_mirror_write_is_counted_as_a_recovered_fault_not_a_violation():
+    """The store's mirror is best effort (`mirror_failed`: the primary holds the record, the mirror is
+    mended at the next boot); the checker counts it with the recovered faults."""
+    r = powercut.PowerCutRun(seed=1)
+    try:
+        real = r.m.request
+
+        def with_mirror_fault(cmd, **kw):
+            got = real(cmd, **kw)
+            if cmd == "events":
+                got = dict(got, counts=dict(got["counts"], store_mirror_failed=2))
+            return got
+        r.m.request = with_mirror_fault
+        r.check_live()
+        assert r.violations == [], r.violations
+        assert r.recovered_events.get("store_mirror_failed") == 2, r.recovered_events
+    finally:
+        r.close()

@@ -49,7 +49,9 @@ ENDURANCE = 100000
 # Event kinds that mean the state was lost or damaged (counts run on across reboots).
 # A corrected slot (a lost bit put back from its CRC) is a recovered fault: counted, not a violation.
 # So is a slot copy restored from the store's mirror (a rotten copy, or a directory littlefs rolled back).
-RECOVERED_EVENTS = ("store_slot_corrected", "store_slot_restored")
+# A mirror write that failed (the store's second copy is best effort: the primary holds the record,
+# the mirror is mended at the next boot) is one too.
+RECOVERED_EVENTS = ("store_slot_corrected", "store_slot_restored", "store_mirror_failed")
 # With worn blocks losing bits, a slot that fails its CRC beyond correction is a fault the store
 # detected and reported (once): counted; whether credit went wrong is for the ledger checks to say.
 DETECTED_EVENTS = ("store_slot_corrupt", "store_slot_newer_lost")
