@@ -11,7 +11,6 @@ FIRMWARE = ROOT / "firmware"
 MPY_SUPPORT = ROOT / "tests" / "mpy_support"
 
 
-
 def run_micropython(code, heap="96k", path=(), timeout=120, check=True, env=None):
     """Run `code` (source text) under micropython; return stdout. Fails the test on a non-zero exit."""
     mpath = [".frozen", str(FIRMWARE), str(MPY_SUPPORT)] + [str(p) for p in path]

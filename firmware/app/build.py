@@ -9,7 +9,7 @@ from metering.calibration import Calibration, stored_calibration
 from app.events import Events
 from app.sched import Scheduler
 from metering.meter import Meter
-from prepaid.core import GAP_MIN_MS, Prepaid
+from prepaid.core import FAST_PERIOD_MS, GAP_MIN_MS, Prepaid
 from provision.commands import ProvisionCommands
 from service.port import ServicePort
 from util import drop, unload
@@ -72,7 +72,7 @@ def build(app, board, boot):
     # GAP_MIN_MS: the load met at boot is not known yet, and a cut tearing the first commit loses
     # what that poll read (1.3 Wh at 4.7 kW after a whole second).
     period = app.settings["meter_period_s"] * 1000
-    app.sched.every("meter", period, app._meter_job, GAP_MIN_MS if period <= 1000 else period)
+    app.sched.every("meter", period, app._meter_job, GAP_MIN_MS if period <= FAST_PERIOD_MS else period)
     app.sched.every("gc", app.settings["meter_period_s"] * 1000 * app.settings["gc_every_polls"],
                      app._gc)
     app.sched.on_input(app._on_input)

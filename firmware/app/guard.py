@@ -46,8 +46,7 @@ def _intern_names():
     an image of .mpy files the next table is one block of about 14 KB (1,280 names, the size the
     MemoryError states). Grown at the first top-up after a boot, on a heap in small pieces, it failed
     and the top-up with it, or the build itself (power-cut runs at the 256k cap); grown here, the heap
-    is empty. Frozen
-    modules keep their names in flash: nothing grows. Never fails the boot."""
+    is empty. Frozen modules keep their names in flash: nothing grows. Never fails the boot."""
     import sys
     had = set(sys.modules)
     try:

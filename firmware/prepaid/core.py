@@ -53,6 +53,7 @@ HOT_POLICY = ("day", "today", "armed_credit", "armed_days")
 _REFS = 32
 _DEBT_REFS = 8       # arrears loads are rare: one at migration, a few corrections
 GAP_MIN_MS = 200    # the shortest gap between metering polls under a high load (0.8 Wh at 14.4 kW)
+FAST_PERIOD_MS = 1000   # metering periods up to this poll sooner under a high load; longer ones are kept
 _NONE = -0x3FFFFFFF   # a None in the energy record (a time not known yet): no real value takes it
 _NOT_LANDED = 0
 _LANDED = 1
@@ -294,7 +295,7 @@ class Prepaid:
         p = abs(m.reading.p_w)
         gap = period_ms
         quarter = 900000 * self.commit_wh          # W x ms in a quarter of commit_wh
-        if gap <= 1000 and p * gap > quarter:      # a longer period is a choice of fewer polls: kept
+        if gap <= FAST_PERIOD_MS and p * gap > quarter:   # a longer period is a choice of fewer polls
             gap = max(GAP_MIN_MS, int(quarter // p))
         # The next poll's energy at this load, in Wh/den: mWh times units per Wh/1000 (at 1 s periods
         # small ints on a 32-bit port: p x gap is then at most a quarter of commit_wh in W x ms, or
