@@ -20,10 +20,11 @@ def kinds(m):
 
 
 def corrupt_and_boot(m, name):
-    """Power off, flip a byte in every slot of record `name` (both copies: primary and mirror), power
+    """Power off, flip a byte in every slot of record `name` (every copy: primary, mirror, vault), power
     on; the meter's answers after."""
     m.power_cut()
-    files = [f for f in m.flash.list_files() if f == name or f.rsplit(".", 1)[0] in (name, "_mirror/" + name)]
+    files = [f for f in m.flash.list_files()
+             if f == name or f.rsplit(".", 1)[0] in (name, "_mirror/" + name, "_vault/" + name)]
     assert files, "no file of record %s on flash: %s" % (name, m.flash.list_files())
     flipped = m.flash.flip_bytes(files, at=-1)
     assert sorted(flipped) == sorted(files)

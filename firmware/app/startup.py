@@ -15,6 +15,11 @@ from micropython import const
 BOOT = "boot"
 CRASH = "crash"
 MIRROR = "/_mirror"         # every record slot again, in its own littlefs metadata pair (store/records.py)
+VAULT = "/_vault"           # a third copy of every record but the busy ones below (store/records.py)
+# Records written at every poll, uplink or boot: the energy commit (prepaid.core.HOT), the uplink queue
+# and this boot count. Losing their newest commit to a double rollback costs a few Wh or a reading
+# resent, never credit; a third copy of them would raise the flash wear by half.
+VAULT_SKIP = ("pe", "uplink", BOOT)
 RESETS = const(4)           # resets in a row, each within STABLE_S of the last: safe mode
 STABLE_S = const(600)       # a boot that runs this long clears the count
 SAFE_HOLD_S = const(21600)  # safe mode retries the full application after 6 h of stable running
@@ -41,7 +46,7 @@ class Startup:
             return
         try:
             from store.records import Store
-            self.store = Store(self.root, self.root + MIRROR)
+            self.store = Store(self.root, self.root + MIRROR, self.root + VAULT, VAULT_SKIP)
         except Exception as e:   # a file system that will not even list: meter on, report it
             self.notes.append(("store_unavailable", {"error": "%s: %s" % (type(e).__name__, e)}))
             return
@@ -110,7 +115,7 @@ def log_crash(board, store, exc, boots=0):
                 root = board.mount("/flash")
             except OSError:
                 root = "/flash"          # mounted already (the app got that far)
-            store = Store(root, root + MIRROR)
+            store = Store(root, root + MIRROR, root + VAULT, VAULT_SKIP)
         try:
             old = store.load(CRASH)
         except Exception:

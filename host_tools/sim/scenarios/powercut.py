@@ -211,7 +211,7 @@ def committed_record(flash, name="prepaid", corrected=None):
             return b""
     def newest(n):
         best = None
-        for d in ("", "_mirror/"):              # the store's two copies of each slot (store/records.py)
+        for d in ("", "_mirror/", "_vault/"):   # the store's copies of each slot (store/records.py)
             for s in "ab":
                 got = _slot(n, read("%s%s.%s" % (d, n, s)), corrected)
                 if got and (best is None or got[0] > best[0]):
