@@ -96,7 +96,9 @@ def test_ctrl_c_and_raw_repl_change_nothing_once_the_app_disabled_keyboard_inter
             time.sleep(0.5)
             got = ser.read(4096)
         assert b"raw REPL" not in got and b">>>" not in got, got
-        rm = mpremote(meter.port, "import os; print(os.listdir())", timeout=15)
+        # mpremote on a REPL that answers finishes in about a second; one that never gets the raw REPL
+        # waits for ever, so 6 s tells them apart
+        rm = mpremote(meter.port, "import os; print(os.listdir())", timeout=6)
         out = rm.stdout.decode() if isinstance(rm.stdout, bytes) else rm.stdout
         assert rm.returncode != 0 and "board.json" not in out, (rm.returncode, out)
         with serial.Serial(meter.port, timeout=0.5) as ser:
