@@ -65,6 +65,7 @@ def boards(tmp_path_factory):
     return tmp, open_flash, locked_flash
 
 
+@pytest.mark.long
 def test_ctrl_c_stops_an_app_that_allows_it_and_mpremote_gets_the_repl_until_the_watchdog(boards):
     tmp, flash, _ = boards
     meter = SimMeterProcess(flash, tmp / "meter-open", env=heap_env(tmp, None))

@@ -72,6 +72,7 @@ def line(tmp_path_factory):
             mt.stop()
 
 
+@pytest.mark.long
 def test_four_flashed_meters_are_provisioned_with_distinct_identities(line):
     res = line["results"]
     assert not [r for r in res if isinstance(r, Exception)], res

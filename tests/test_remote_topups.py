@@ -41,6 +41,7 @@ def test_ninety_remote_topups_in_a_row_on_a_good_link_all_land_promptly():
     assert rep["latency_p95_s"] <= 5, rep          # simulated seconds: one round trip, no stall
 
 
+@pytest.mark.long
 def test_the_same_seed_gives_the_same_report():
     """On the in-process broker the whole chain runs in virtual time: one failing run is enough to
     diagnose, because it can be run again to the message."""

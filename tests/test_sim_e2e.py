@@ -29,6 +29,7 @@ def test_ideal_front_end_30_days_matches_truth_to_the_register_resolution():
     assert 0 < r["firmware_heap_peak_bytes"] <= r["firmware_heap_limit_bytes"]
 
 
+@pytest.mark.long
 def test_a_front_end_3_percent_high_in_current_reads_3_percent_high():
     # A gain error scales every reading: a week of the same household (about 32 kWh) shows it as well as
     # a month (the month-long accumulation is the ideal front end's test above); 30 days cost 40 s more.
@@ -37,6 +38,7 @@ def test_a_front_end_3_percent_high_in_current_reads_3_percent_high():
     assert 2.9 <= r["error_pct"] <= 3.1
 
 
+@pytest.mark.long
 def test_an_uncalibrated_typical_meter_is_off_by_a_few_percent():
     r = run(days=5, seed=4, afe="typical", period_s=60)
     assert 0.3 <= abs(r["error_pct"]) <= 10
@@ -83,6 +85,7 @@ def _cli_result(proc):
     return json.loads(lines[0])
 
 
+@pytest.mark.long
 def test_sim_run_json_has_the_contract_keys_and_is_reproducible():
     # The three runs go at once (each its own world, flash file and firmware process).
     procs = [_cli_start("--days", "2", "--seed", "9"), _cli_start("--days", "2", "--seed", "9"),

@@ -310,12 +310,18 @@ class Board:
                 self.ioctl(6, n + i)
             off = 0
         pos = n * self.block_size + off
-        # One frame per call, the data sent straight from littlefs's buffer (no copy, no big buffer).
+        # One frame per call: littlefs's program buffer (its cache, 128 bytes here) is copied behind the
+        # header in one socket write; a larger one goes straight from littlefs's buffer (no big buffer).
         link = self._link
         tx = link.tx
-        struct.pack_into("<BHI", tx, 0, _FLASH_W, len(buf) + 4, pos)
-        link.s.write(memoryview(tx)[:7])
-        link.s.write(buf)
+        n = len(buf)
+        struct.pack_into("<BHI", tx, 0, _FLASH_W, n + 4, pos)
+        if n <= _CHUNK:
+            tx[7:7 + n] = buf
+            link.s.write(memoryview(tx)[:7 + n])
+        else:
+            link.s.write(memoryview(tx)[:7])
+            link.s.write(buf)
         link.recv()
         if link.rx[3]:
             raise self._eio      # EIO: the flash reported a program failure
