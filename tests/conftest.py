@@ -13,6 +13,17 @@ import os  # noqa: E402
 import pytest  # noqa: E402
 
 
+def pytest_collection_finish(session):
+    """Everything imported to collect the tests (every test module and what it loads: esptool, the
+    head-end, the agency, cryptography, ...) is moved out of the cyclic collector's reach. The firmware
+    calls `gc.collect()` where MicroPython needs its heap tidied (after a module is dropped, before a
+    big allocation); under CPython in a worker holding the whole suite each call walked millions of
+    objects (about 0.1 s), so a CPython test of the service port spent most of its time there."""
+    import gc
+    gc.collect()
+    gc.freeze()
+
+
 def pytest_collection_modifyitems(config, items):
     """Tests marked `long` go first (otherwise in collection order): xdist hands tests out in this order,
     and a 60 s test handed out last keeps one worker busy while the other has nothing left to do."""
