@@ -213,8 +213,8 @@ def test_primary_and_mirror_rolled_back_together_keep_an_acknowledged_topup_from
     assert any(n.startswith("_vault/prepaid.") for n in now), sorted(now)
     assert not any(n.startswith("_vault/pe.") for n in now), "the energy commit is not vaulted"
     both = lambda n: not n.startswith("_vault/")
-    m.flash.put_files({n: b for n, b in before.items() if both(n)},
-                      remove=[n for n in now if both(n) and n not in before])
+    m.flash.put_files({n: b for n, b in before.items() if both(n)})
+    m.flash.remove_files([n for n in now if both(n) and n not in before])
     assert powercut.committed_record(m.flash)["ledger"]["topups"] > topups   # the checker reads the vault
     r.kind = "bitflip"
     m.run_for(4)

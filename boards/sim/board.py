@@ -314,11 +314,11 @@ class Board:
         # header in one socket write; a larger one goes straight from littlefs's buffer (no big buffer).
         link = self._link
         tx = link.tx
-        n = len(buf)
-        struct.pack_into("<BHI", tx, 0, _FLASH_W, n + 4, pos)
-        if n <= _CHUNK:
-            tx[7:7 + n] = buf
-            link.s.write(memoryview(tx)[:7 + n])
+        size = len(buf)
+        struct.pack_into("<BHI", tx, 0, _FLASH_W, size + 4, pos)
+        if size <= _CHUNK:
+            tx[7:7 + size] = buf
+            link.s.write(memoryview(tx)[:7 + size])
         else:
             link.s.write(memoryview(tx)[:7])
             link.s.write(buf)

@@ -215,6 +215,7 @@ class Store:
         self.mirror = mirror  # a second directory (its own littlefs metadata pair) holding every slot again
         self.vault = vault    # a third, for every record but those in `skip` (see the module docstring)
         self.skip = skip
+        self._dirs = (root, mirror, vault)   # by copy number (_path): made once, not per path
         self.faults = []
         self._told = []
         self._hdr = bytearray(_HEADER_LEN)
@@ -295,7 +296,7 @@ class Store:
     # ---- slots
 
     def _path(self, name, slot, copy=0):
-        return "%s/%s.%s" % ((self.root, self.mirror, self.vault)[copy], name, "ab"[slot])
+        return "%s/%s.%s" % (self._dirs[copy], name, "ab"[slot])
 
     def _copies(self, name):
         """The directories holding `name`'s slots, as copy numbers for _path: primary first."""

@@ -299,19 +299,14 @@ class FlashFile:
         self._write_back(fs, buf)
         return done
 
-    def put_files(self, files, remove=()):
-        """Write each {name: bytes} of `files` whole and delete the names in `remove` (with the meter
-        off), through littlefs: a directory put back to an older state, as littlefs leaves it after
-        dropping the commits that followed one whose metadata lost a bit."""
+    def put_files(self, files):
+        """Write each {name: bytes} of `files` whole (with the meter off), through littlefs: with
+        `remove_files` for the files made since, a directory put back to an older state, as littlefs
+        leaves it after dropping the commits that followed one whose metadata lost a bit."""
         fs, buf = self._fs()
         for n, data in files.items():
             with fs.open("/" + n.lstrip("/"), "wb") as f:
                 f.write(bytes(data))
-        for n in remove:
-            try:
-                fs.remove("/" + n.lstrip("/"))
-            except FileNotFoundError:
-                pass
         self._write_back(fs, buf)
 
     def fill(self, name="junk", keep_blocks=0):
