@@ -61,6 +61,7 @@ class SimClock:
         self.now_ms, self._epoch, valid = struct.unpack_from("<QIB", self.rx, 3)
         self.time_valid = bool(valid)
         self.flags = 0
+        self.levels = -1     # GPIO 0-23 as of the last ADVANCE reply; -1 after a GPIO write (link.py)
         self._adv = bytearray(12)
         self._adv[0] = _ADVANCE
         self._adv[1] = 9
@@ -118,8 +119,10 @@ class SimClock:
         adv = self._adv
         struct.pack_into("<QB", adv, 3, until_ms, wake)
         self.s.write(adv)
-        self.recv()
-        self.now_ms, self.flags = struct.unpack_from("<QB", self.rx, 3)
+        n = self.recv()
+        rx = self.rx
+        self.now_ms, self.flags = struct.unpack_from("<QB", rx, 3)
+        self.levels = rx[12] | (rx[13] << 8) | (rx[14] << 16) if n >= 13 else -1
 
     def sleep_until(self, ticks):
         """Sleep until `ticks`; True if it returned because input is waiting."""
@@ -178,11 +181,16 @@ class SimPin:
         self._w[0] = num
 
     def value(self, v=None):
+        link = self._link
         if v is None:
-            self._link.call(_GPIO_R, bytes((self._num,)))
-            return self._link.rx[3]
+            num = self._num
+            if link.levels >= 0 and num < 24:
+                return (link.levels >> num) & 1
+            link.call(_GPIO_R, bytes((num,)))
+            return link.rx[3]
+        link.levels = -1     # a write may move an input (a relay pulse): read the next level afresh
         self._w[1] = 1 if v else 0
-        self._link.send(_GPIO_W, self._w)
+        link.send(_GPIO_W, self._w)
 
 
 def _board_json_path():
@@ -218,6 +226,7 @@ class Board:
         img = os.getenv("METER_FLASH")
         self._flash_file = open(img, "rb") if img else None
         self._flash_off = int(os.getenv("METER_FLASH_OFFSET") or "0")
+        self._fpos = -1      # the image file's position: littlefs's reads mostly run on (no seek then)
         random.seed(int(os.getenv("METER_SEED") or "1"))
         self._last = None
         self._plan_tx = None
@@ -290,8 +299,10 @@ class Board:
         pos = n * self.block_size + off
         f = self._flash_file
         if f is not None:
-            f.seek(self._flash_off + pos)
-            f.readinto(buf)
+            at = self._flash_off + pos
+            if at != self._fpos:
+                f.seek(at)
+            self._fpos = at + f.readinto(buf)
             return
         link = self._link
         done = 0

@@ -7,7 +7,7 @@ reply frame of the same type; the others are fire-and-forget and take effect in 
 | type | name | request payload | reply payload |
 |---|---|---|---|
 | 1 | HELLO | firmware build string | `<QIB` now_ms, epoch_s at ms 0, time_valid (reply) |
-| 2 | ADVANCE | `<QB` until_ms, wake_on_input | `<QB` now_ms, input flags (reply) |
+| 2 | ADVANCE | `<QB` until_ms, wake_on_input | `<QBI` now_ms, input flags, levels of GPIO 0-23 (reply) |
 | 3 | SPI | `<BB` bus, frame_len + frames | the frames as MISO carried them (reply) |
 | 4 | UART_W | `<B` port + bytes | - |
 | 5 | UART_R | `<BH` port, max | bytes available now (reply) |
@@ -28,6 +28,11 @@ reply frame of the same type; the others are fire-and-forget and take effect in 
 Input flags in ADVANCE replies: 1 service bytes waiting, 2 key waiting, 4 power failing,
 8 modem bytes waiting, 16 a GPIO input changed. ADVANCE returns early (now < until) when input
 arrives in realtime mode; in lockstep it returns early only at instants the world scheduled.
+
+GPIO levels in ADVANCE replies: bit n is what GPIO_R of pin n (n < 24) would answer at that instant.
+A level changes only as time passes (an ADVANCE) or through a GPIO_W (a relay pulse, a modem's power
+pin), so the board answers reads from the last reply until it writes a pin, saving a round trip per
+read of the cover switch or the power-fail input.
 """
 import socket
 import struct
@@ -44,6 +49,7 @@ PORT_SERVICE, PORT_MODEM = 0, 1
 _HDR = struct.Struct("<BH")
 _Q = struct.Struct("<Q")
 _QB = struct.Struct("<QB")
+_QBI = struct.Struct("<QBI")
 
 
 class LinkClosed(Exception):
@@ -104,8 +110,8 @@ def listen(host="127.0.0.1", port=0):
     return s, s.getsockname()[1]
 
 
-def pack_advance_reply(now_ms, flags):
-    return _QB.pack(now_ms, flags)
+def pack_advance_reply(now_ms, flags, levels=0):
+    return _QBI.pack(now_ms, flags, levels & 0xFFFFFF)
 
 
 def unpack_u64(payload):

@@ -177,6 +177,7 @@ class SimMeter:
                                cipher=flash_cipher)
         self.pins = {v: 0 for v in self.info["pins"].values()}
         self.pin_names = {v: k for k, v in self.info["pins"].items()}
+        self._level_pins = tuple(sorted(p for p in self.pin_names if p < 24))
         self._display_lines = []
         self._display_plan = []       # [(virtual ms, lines)] the board's LCD plays while the meter sleeps
         self.keys = []
@@ -460,8 +461,16 @@ class SimMeter:
         flags = self._flags()
         if flags & L.IN_POWER_FAIL:
             self._pf_told = True
-        self.link.reply(L.ADVANCE, L.pack_advance_reply(w.now_ms, flags))
+        self.link.reply(L.ADVANCE, L.pack_advance_reply(w.now_ms, flags, self._levels()))
         return True
+
+    def _levels(self):
+        """The levels of GPIO 0-23 as one mask (see link.py: the board reads pins from it)."""
+        v = 0
+        for pin in self._level_pins:
+            if self._gpio_read(pin):
+                v |= 1 << pin
+        return v
 
     def _power_check(self):
         """The meter is powered by the grid it measures. When the grid fails, the power-fail input
