@@ -76,7 +76,8 @@ def test_power_up_reaches_mqtt_session_with_will_online_and_subscription(dialect
 
 
 def test_ladder_and_session_work_across_the_ticks_wrap():
-    link, clock, modem, broker, _, _, _, _ = make(clock_start=(1 << 30) - 10000)
+    # the wrap falls two seconds into the climb (a booted modem's RDY starts it within seconds)
+    link, clock, modem, broker, _, _, _, _ = make(clock_start=(1 << 30) - 2000)
     drive(link, clock, 2000, until=up(link))
     assert link.supervisor.state == "up" and clock.ticks_ms() < 100000  # ticks wrapped meanwhile
     drive(link, clock, 3000)
@@ -464,3 +465,22 @@ def test_an_escape_whose_guard_silence_never_comes_is_given_up_and_the_uplink_fl
     answered = {i["ref"] for i in inners if i["t"] == "result"}
     assert len(commands) == seq - 10 and answered == {"c%d" % n for n in range(11, seq + 1)}, (
         len(commands), seq - 10, len(answered))
+
+
+@pytest.mark.parametrize("says_rdy", [True, False])
+def test_a_modem_that_says_rdy_is_spoken_to_at_once_one_that_autobauds_after_its_boot_time(says_rdy):
+    # SIM7600: 12 s of boot time. A modem on a fixed baud rate says RDY when it can take commands
+    # (0.5 s here); one that autobauds says nothing, and the first AT waits the whole boot time.
+    link, clock, modem, broker, _, _, _, _ = make("sim7600")
+    if not says_rdy:
+        say = modem._say
+        modem._say = lambda *lines, delay=0: say(*[x for x in lines if x != "RDY"], delay=delay)
+    t0 = clock.ms
+    drive(link, clock, 200, until=lambda: "AT" in modem.commands)
+    first_at_s = (clock.ms - t0) / 1000.0
+    if says_rdy:
+        assert first_at_s <= 1.0, first_at_s
+    else:
+        assert 12.0 <= first_at_s <= 12.2, first_at_s
+    drive(link, clock, 300, until=up(link))
+    assert link.supervisor.state == "up"

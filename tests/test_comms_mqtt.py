@@ -207,7 +207,55 @@ def test_keepalive_ping_and_missing_pingresp_closes():
     clock.advance(90000)
     c.poll()
     assert wire.packets() == [{"type": pkt.PINGREQ}]
-    clock.advance(9999)
+    # CONNACK and PINGRESP came back at once: the wait is the shortest one
+    assert c.ping_wait() == 3000
+    clock.advance(2999)
+    c.poll()
+    assert c.state == UP
+    clock.advance(1)
+    c.poll()
+    assert c.state == DOWN and c.error == "no pingresp"
+
+
+def test_the_ping_wait_follows_the_round_trips_the_link_has_shown():
+    clock = FakeClock()
+    wire = Wire()
+    c = MQTTClient(clock, wire, "meter-1", keepalive_s=120, ping_wait_ms=10000)
+    assert c.ping_wait() == 10000            # nothing measured yet: the configured wait
+    c.start()
+    clock.advance(2000)                      # a slow link: CONNACK after 2 s
+    c.feed(pkt.connack(False, 0))
+    assert c.state == UP
+    assert c.ping_wait() == 2000 + 4 * 1000  # smoothed round trip plus four variations (RFC 6298)
+    for _ in range(30):                      # then it answers pings in 300 ms
+        clock.advance(90000)
+        c.poll()
+        assert wire.packets()[-1] == {"type": pkt.PINGREQ}
+        clock.advance(300)
+        c.feed(pkt.simple(pkt.PINGRESP))
+    assert c.ping_wait() == 3000             # never below the floor however fast the link
+    c2 = MQTTClient(clock, Wire(), "meter-2", keepalive_s=120, ping_wait_ms=10000)
+    c2.start()
+    clock.advance(9000)                      # a very slow link: the configured wait is the ceiling
+    c2.feed(pkt.connack(False, 0))
+    assert c2.ping_wait() == 10000
+
+
+def test_a_byte_heard_after_the_ping_restarts_its_wait():
+    # A PINGRESP queued behind a download on a slow link: the link is alive while bytes come.
+    c, clock, wire, _ = client(keepalive_s=120)
+    wire.packets()
+    clock.advance(90000)
+    c.poll()
+    assert wire.packets() == [{"type": pkt.PINGREQ}]
+    big = pkt.publish("meters/M/ota", b"x" * 300, 0)
+    clock.advance(2500)
+    c.feed(big[:100])                         # part of a packet
+    clock.advance(2500)
+    c.poll()
+    assert c.state == UP                      # 5 s after the ping, 2.5 s after the last byte
+    c.feed(big[100:])
+    clock.advance(2999)
     c.poll()
     assert c.state == UP
     clock.advance(1)

@@ -8,7 +8,7 @@ from comms import dialect as dl
 from comms import mqtt as mq
 
 _SYNC_TRIES = const(10)
-_REG_POLL_MS = const(3000)
+_REG_POLL_MS = const(1000)
 
 
 def s_off(sv):

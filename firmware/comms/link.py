@@ -31,7 +31,7 @@ class MeterLink:
         self.mqtt = MQTTClient(clock, None, mid, user=mid, password=cfg.get("password", ""),
                                keepalive_s=cfg.get("keepalive_s", 120),
                                ping_wait_ms=cfg.get("ping_wait_s", 10) * 1000,
-                               probe_ms=cfg.get("probe_s", 4) * 1000, brisk_ms=cfg.get("brisk_s", 120) * 1000,
+                               probe_ms=cfg.get("probe_s", 2) * 1000, brisk_ms=cfg.get("brisk_s", 120) * 1000,
                                will=(self.topic_status, b"offline", 1, True),
                                on_message=self._message, on_puback=self.uplink.on_puback)
         self.sms = None

@@ -14,8 +14,14 @@ Liveness. A transparent cellular link fails silently (a hung modem swallows byte
 proves the link by pings: when idle, at three quarters of the keepalive; when a PUBACK is owed and
 nothing was heard for `probe_ms`, at once; and for `brisk_ms` after a message from the head-end (a
 transaction is under way and another often follows), whenever the link has been quiet `probe_ms`.
-No PINGRESP within `ping_wait_ms` ends the session. The brisk window costs a few dozen two-byte pings
-per head-end message, a few per month on a normal meter; the idle keepalive stays long."""
+Nothing heard within the ping wait after a PINGREQ ends the session. The wait is tuned to the link:
+the round trips of CONNACK and PINGRESP give a smoothed round trip and its variation (as TCP's
+retransmission timer, RFC 6298), and the wait is their sum with four variations, at least
+`_WAIT_MIN_MS` and at most `ping_wait_ms` (which also applies until a round trip has been seen). A
+hung modem on a link answering in half a second is found in seconds, not tens of seconds; a slow or
+jittery link keeps a longer wait, and a byte heard after the ping (a PINGRESP queued behind a
+download) restarts it. The brisk window costs a few dozen two-byte pings per head-end message, a few
+per month on a normal meter; the idle keepalive stays long."""
 from micropython import const
 from comms import mqttpkt as pkt
 
@@ -26,6 +32,7 @@ UP = const(2)
 _CONNACK_MS = const(30000)
 _REDO_MS = const(5000)
 _REDO_MAX_MS = const(3600000)
+_WAIT_MIN_MS = const(3000)      # the shortest ping wait, however fast the link has answered
 _HDR = const(0)
 _LEN = const(1)
 _BODY = const(2)
@@ -53,6 +60,8 @@ class MQTTClient:
         self._brisk_until = None     # ticks until which the quiet link is probed every probe_ms
         self._redo_at = None         # ticks at which to reconnect for a redelivery
         self._redo_ms = _REDO_MS
+        self._srtt = -1              # smoothed round trip, ms (-1: none seen yet)
+        self._rttvar = 0
         self._buf = bytearray(max_packet)  # one body at a time, allocated once
         self.inflight = {}  # pid -> [packet bytes, sent ticks]
         self.subs = {}  # pid -> [filters]
@@ -90,6 +99,25 @@ class MQTTClient:
         if self.state == UP:
             self._send(pkt.simple(pkt.DISCONNECT))
         self.close(None)
+
+    def ping_wait(self):
+        """How long a PINGREQ may go unanswered (nothing heard) before the link counts as dead, ms."""
+        if self._srtt < 0:
+            return self.ping_wait_ms
+        w = self._srtt + 4 * self._rttvar
+        return self.ping_wait_ms if w > self.ping_wait_ms else (_WAIT_MIN_MS if w < _WAIT_MIN_MS else w)
+
+    def _rtt_sample(self, sent):
+        r = self.clock.ticks_diff(self.clock.ticks_ms(), sent)
+        if r < 0:
+            return
+        if self._srtt < 0:
+            self._srtt = r
+            self._rttvar = r // 2
+        else:
+            d = self._srtt - r
+            self._rttvar = (3 * self._rttvar + (d if d >= 0 else -d)) // 4
+            self._srtt = (7 * self._srtt + r) // 8
 
     def _send(self, data):
         self.write(data)
@@ -160,7 +188,8 @@ class MQTTClient:
             self.close("no answer")
             return
         if self._ping_due is not None:
-            if c.ticks_diff(now, self._ping_due) >= self.ping_wait_ms:
+            heard = self._last_rx if c.ticks_diff(self._last_rx, self._ping_due) > 0 else self._ping_due
+            if c.ticks_diff(now, heard) >= self.ping_wait():
                 self.close("no pingresp")
             return
         quiet = c.ticks_diff(now, self._last_rx)
@@ -237,6 +266,7 @@ class MQTTClient:
             else:
                 self.state = UP
                 self.session_present = d["session_present"]
+                self._rtt_sample(self._since)
             return
         if t == pkt.PUBLISH:
             if self.brisk_ms:
@@ -251,6 +281,8 @@ class MQTTClient:
             if 0x80 in d["codes"]:
                 self.close("subscription refused")
         elif t == pkt.PINGRESP:
+            if self._ping_due is not None:
+                self._rtt_sample(self._ping_due)
             self._ping_due = None
         elif t == pkt.UNSUBACK:
             pass

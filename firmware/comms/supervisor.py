@@ -22,6 +22,7 @@ _MIN_UP_MS = const(30000)  # at least this long in data mode before an escape fo
 _CMDMODE_MS = const(60000)  # longest stay in command mode per escape: the broker expects pings
 _DEFER_MS = const(300000)  # longest an escape waits for the uplink queue to empty
 _GUARD_WAIT_MS = const(3000)  # an escape whose silence before "+++" has not come by then is given up
+_RDY_SETTLE_MS = const(300)   # after a booting modem's RDY, before the first AT (its boot chatter)
 
 
 class Supervisor:
@@ -174,6 +175,10 @@ class Supervisor:
             self._link_lost = True
         elif line.startswith("*PSUTTZ") or line.startswith("+CTZV") or line.startswith("DST:"):
             self._want_time = True
+        elif line == "RDY" and self.state == "boot":
+            # The modem says it is ready before the dialect's boot time is up (a modem on a fixed
+            # baud rate does; one that autobauds says nothing and the full boot time is waited).
+            self._go("boot", _RDY_SETTLE_MS)
         elif line == "RDY" and self.state not in ("off", "boot", "sync", "init", "cycle"):
             # The modem restarted by itself (brown-out, its own watchdog): its settings are gone, and
             # so is the command it was answering: abandon it rather than wait out its timeout.
@@ -302,7 +307,7 @@ class Supervisor:
         self._drop_session()
         cmds = []
         if self.at.data_mode:
-            cmds.append(Cmd("+++", 2000, ESCAPE, optional=True))
+            cmds.append(Cmd("+++", 1000, ESCAPE, optional=True))  # OK comes as the guard time ends
         for c in self.dialect.close_data():
             c.optional = True
             cmds.append(c)

@@ -522,6 +522,7 @@ def remote_topups(count=50, drop=0.3, seed=1, broker="sim", land_timeout_s=1800,
     landed = set()     # msg ids seen landing on the ledger
     moves = []         # ledger moves that were not exactly the top-up awaited, each explained
     pending = []       # [virtual ms, what, top-up number]: faults to strike, and coverage to restore
+    slow = []          # (net s, gross s, top-up number, fault drawn, vended at s) of each landed top-up
 
     with Chain(workdir=workdir, seed=seed, broker=broker, speed=speed) as ch:
         def strike():
@@ -585,6 +586,7 @@ def remote_topups(count=50, drop=0.3, seed=1, broker="sim", land_timeout_s=1800,
                 net_latencies.append(max(0.0, latencies[-1] - out_ms / 1000.0))
                 by_fault.setdefault(drawn, []).append(latencies[-1])
                 net_by_fault.setdefault(drawn, []).append(net_latencies[-1])
+                slow.append((net_latencies[-1], latencies[-1], i + 1, drawn, v0 / 1000.0))
             else:
                 say("top-up %d: not landed after %d simulated seconds" % (i + 1, land_timeout_s))
             if got != base + amount_minor:
@@ -656,6 +658,10 @@ def remote_topups(count=50, drop=0.3, seed=1, broker="sim", land_timeout_s=1800,
             "latency_by_fault": {k: {"n": len(v), "p50_s": _percentile(v, 50), "p95_s": _percentile(v, 95),
                                      "max_s": max(v), "net_p95_s": _percentile(net_by_fault[k], 95),
                                      "net_max_s": max(net_by_fault[k])} for k, v in sorted(by_fault.items())},
+            # the slowest net latencies with the faults from a minute before each vend to its landing
+            "latency_net_tail": [{"topup": n, "fault": d, "latency_s": g, "net_s": net, "vended_at_s": round(t0, 2),
+                                  "faults": [f for f in fault_log if t0 - 60 <= f[0] <= t0 + g]}
+                                 for net, g, n, d, t0 in sorted(slow, reverse=True)[:max(1, len(slow) // 20)]],
             "faults_injected": sum(faults.values()),
             "faults": faults,
             "redeliveries": len(ch.events("redelivery")),
