@@ -367,6 +367,18 @@ def test_sleep_until_returns_early_when_service_bytes_arrive(env):
     assert b.service.read() == b"PING\n"
 
 
+def test_sleep_until_returns_early_when_modem_bytes_arrive(env):
+    # A head-end message or an AT answer is read at once, not at the next one-second link tick.
+    b = env.make()
+    c = b.clock
+    uart = b.modem._uart
+    env.vt.at(40, lambda: uart.feed(b"\r\nOK\r\n"))
+    assert c.sleep_until(c.ticks_add(c.ticks_ms(), 5000)) is True
+    assert env.vt.ms <= 50
+    assert b.modem.read() == b"\r\nOK\r\n"
+    assert c.sleep_until(c.ticks_add(c.ticks_ms(), 200)) is False    # read: no wake any more
+
+
 # ---------------------------------------------------------------- service port and modem
 
 

@@ -106,15 +106,18 @@ class Clock:
 
 
 class Wake:
-    """What makes sleep_until return early: service bytes waiting; the keypad's INT low or a falling
-    edge on it (the PCF8574 holds INT low until its port is read, so the level means an unread
-    change); a key down but not yet reported; the supply monitor's power-fail rising edge. Power-fail
-    wakes on the edge (and at start if already high), not the level: a level would turn every sleep
-    of the hold-up time into a spin, and the app reads the pin to know the state.
+    """What makes sleep_until return early: service bytes waiting; modem bytes waiting (the link reads
+    them at once: an AT answer or a head-end message does not wait for the next link tick); the
+    keypad's INT low or a falling edge on it (the PCF8574 holds INT low until its port is read, so
+    the level means an unread change); a key down but not yet reported; the supply monitor's
+    power-fail rising edge. Power-fail wakes on the edge (and at start if already high), not the
+    level: a level would turn every sleep of the hold-up time into a spin, and the app reads the pin
+    to know the state.
     The IRQ handlers only set a flag; sleep_until consumes the flags."""
 
-    def __init__(self, service, keypad, keypad_int, power_fail):
+    def __init__(self, service, keypad, keypad_int, power_fail, modem_uart=None):
         self._service = service
+        self._modem = modem_uart
         self._keypad = keypad
         self._kint = keypad_int
         self.key = keypad_int.value() == 0
@@ -134,7 +137,8 @@ class Wake:
             self.key = False
             self.power = False
             return True
-        return self._kint.value() == 0 or self._keypad.pending or self._service.waiting()
+        return (self._kint.value() == 0 or self._keypad.pending or self._service.waiting()
+                or (self._modem is not None and self._modem.any() > 0))
 
 
 class Keypad:
@@ -462,7 +466,7 @@ class Board:
         self.display = PlayingDisplay(Hd44780I2c(self.i2c, c["lcd_addr"], time.sleep_ms), machine.Timer(0), time)
 
         self.service = StdioPort(sys.stdin.buffer, sys.stdout.buffer)
-        wake = Wake(self.service, keys, self.pin("keypad_int"), self.pin("power_fail"))
+        wake = Wake(self.service, keys, self.pin("keypad_int"), self.pin("power_fail"), uart)
         self.keypad = Keypad(keys, wake)
         self.watchdog = Watchdog()
         self.clock = Clock(time, machine.RTC(), wake, self.watchdog.feed)
