@@ -139,3 +139,37 @@ def test_privileged_commands_go_through_the_gate():
     r = st.replies()
     assert r[0]["ok"] is False and r[0]["error"] == "authenticate first"
     assert r[1]["done"] is True
+
+
+def test_a_quiet_job_sleeps_to_its_next_timer_and_comes_back_within_a_period_when_busy():
+    clock = FakeClock()
+    s = Scheduler(clock)
+    runs = []
+    state = {"quiet": 0}
+    s.every("link", 1000, lambda: runs.append(clock.ms), quiet=lambda: state["quiet"], quiet_max_ms=10000)
+    # another job gives the link work at 30 s (as an input or an event would)
+    s.every("meter", 60000, lambda: state.update(quiet=0), first_in_ms=30000)
+    for _ in range(3):              # busy: once a second
+        s.step()
+    assert runs == [0, 1000, 2000]
+    state["quiet"] = 4500           # quiet: the next run at its timer, not one period on
+    s.step()
+    s.step()
+    assert runs[3:] == [3000, 7500]
+    state["quiet"] = 60000          # a long quiet is capped (timers the job does not know of)
+    s.step()
+    s.step()
+    assert runs[5:] == [12000, 22000]
+    s.step()                        # 30000: the meter job runs and the link is busy again
+    s.step()
+    assert runs[7:] == [31000], runs
+
+
+def test_a_quiet_function_that_fails_keeps_the_period():
+    clock = FakeClock()
+    s = Scheduler(clock)
+    runs = []
+    s.every("link", 1000, lambda: runs.append(clock.ms), quiet=lambda: 1 // 0)
+    for _ in range(3):
+        s.step()
+    assert runs == [0, 1000, 2000]

@@ -83,7 +83,8 @@ def build(app, board, boot):
         app.cellular = cellular.start(board, app.store, app.events, app.settings, app.prepaid,
                                        app.meter, app.actions, VERSION)
     if app.cellular is not None:
-        app.sched.every("link", 1000, app.cellular.poll)
+        # once a second while the link works; on a quiet session, to its next timer (app/sched.py)
+        app.sched.every("link", 1000, app.cellular.poll, quiet=app.cellular.quiet_ms)
     from ota.wiring import start as ota_start      # updates in the field (firmware/ota/)
     app.ota = ota_start(app)
     if app.ota is None:

@@ -1,6 +1,12 @@
 """A cooperative scheduler (the meter's superloop): periodic jobs on the board clock, and input
 handlers run as soon as the board says input is waiting. All timing uses wrapping ticks.
 
+A job may say how long it has nothing to do (`quiet`: a function returning milliseconds, 0 while
+busy): after each run it is not woken again before then (at most `quiet_max_ms` on, for the timers
+it does not know of), and before each sleep it is brought back to one period on as soon as it says
+it is busy again (an input, another job or an event gave it work). The link polls the modem once a
+second while something is under way, and sleeps to its next timer on a quiet session.
+
 Each job counts its runs and the processor time it took (`us`, from the port's microsecond ticks:
 real time, not the board clock, so a simulated meter's profile shows where the interpreter works);
 `status` reports them."""
@@ -11,11 +17,13 @@ _us_diff = getattr(time, "ticks_diff", None)
 
 
 class Job:
-    def __init__(self, name, period_ms, fn, due):
+    def __init__(self, name, period_ms, fn, due, quiet=None, quiet_max_ms=0):
         self.name = name
         self.period_ms = period_ms
         self.fn = fn
         self.due = due
+        self.quiet = quiet
+        self.quiet_max_ms = quiet_max_ms
         self.runs = 0
         self.us = 0         # microseconds spent running (wraps at 2**30 like ticks: a profile, not a meter)
         self.fails = 0      # failures in a row
@@ -33,9 +41,9 @@ class Scheduler:
         self.running = False
         self.ticks = 0  # loop iterations, for benchmarks
 
-    def every(self, name, period_ms, fn, first_in_ms=0):
+    def every(self, name, period_ms, fn, first_in_ms=0, quiet=None, quiet_max_ms=10000):
         c = self.clock
-        job = Job(name, period_ms, fn, c.ticks_add(c.ticks_ms(), first_in_ms))
+        job = Job(name, period_ms, fn, c.ticks_add(c.ticks_ms(), first_in_ms), quiet, quiet_max_ms)
         self.jobs.append(job)
         return job
 
@@ -84,10 +92,32 @@ class Scheduler:
                 job.next = None
                 if nxt is None:
                     nxt = c.ticks_add(job.due, job.period_ms)
+                    if job.quiet is not None:
+                        q = self._quiet(job)
+                        if q > job.period_ms:
+                            nxt = c.ticks_add(c.ticks_ms(), q)
                 # Fell more than a period behind (a long fault or a reboot): re-anchor instead of bursting.
                 if c.ticks_diff(nxt, c.ticks_ms()) < 0:
                     nxt = c.ticks_add(c.ticks_ms(), job.period_ms)
                 job.due = nxt
+
+    def _quiet(self, job):
+        try:
+            q = job.quiet()
+        except Exception:       # noqa: BLE001 - a job that cannot say keeps its period
+            return 0
+        return q if q < job.quiet_max_ms else job.quiet_max_ms
+
+    def _wake_busy(self):
+        """A quiet job that has work again runs within one period (see the module docstring)."""
+        c = self.clock
+        for job in self.jobs:
+            if job.quiet is not None:
+                now = c.ticks_ms()
+                q = self._quiet(job)
+                lim = q if q > job.period_ms else job.period_ms
+                if c.ticks_diff(job.due, now) > lim:
+                    job.due = c.ticks_add(now, lim)
 
     def profile(self):
         """{job name: [runs, milliseconds spent]}."""
@@ -126,6 +156,7 @@ class Scheduler:
     def step(self):
         """One superloop pass: run due jobs, feed the watchdog, sleep until the next job or input."""
         self.run_due()
+        self._wake_busy()
         if self.watchdog:
             self.watchdog.feed()
         self.ticks += 1

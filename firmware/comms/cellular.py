@@ -265,3 +265,11 @@ class Cellular:
     def poll(self):
         self._statement()
         self.link.poll()
+
+    def quiet_ms(self):
+        """Milliseconds of nothing to do: the link's, or 0 while a statement is still to be handed
+        over (its text waits for the statement hour)."""
+        st = self.prepaid.statement
+        if st and (st[0] > self.stmt_up or st[0] > self.stmt_sms):
+            return 0
+        return self.link.quiet_ms()

@@ -70,6 +70,15 @@ class MeterLink:
             self.on_fw(payload)
         return True  # handled (or not for us): acknowledge so the broker stops resending
 
+    def quiet_ms(self):
+        """Milliseconds the link has nothing to do (the scheduler's `quiet`, see app/sched.py)."""
+        q = self.supervisor.quiet_ms()
+        if q:
+            u = self.uplink.quiet_ms()
+            if u < q:
+                q = u
+        return q
+
     def up(self):
         """True while the MQTT session is up."""
         return self.mqtt.state == UP and self.supervisor.state == "up"

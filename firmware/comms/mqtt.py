@@ -100,6 +100,18 @@ class MQTTClient:
             self._send(pkt.simple(pkt.DISCONNECT))
         self.close(None)
 
+    def quiet_ms(self):
+        """Milliseconds until a timer of this session is due, 0 while anything is under way (a
+        connect, a publish or subscription unacknowledged, a ping unanswered, the brisk window, a
+        packet half-read, a redelivery planned)."""
+        if (self.state != UP or self.inflight or self.subs or self._ping_due is not None
+                or self._brisk_until is not None or self._redo_at is not None or self._phase != _HDR):
+            return 0
+        if not self.keepalive_s:
+            return 0x3FFFFFFF
+        q = self.keepalive_s * 750 - self.clock.ticks_diff(self.clock.ticks_ms(), self._last_tx)
+        return q if q > 0 else 0
+
     def ping_wait(self):
         """How long a PINGREQ may go unanswered (nothing heard) before the link counts as dead, ms."""
         if self._srtt < 0:

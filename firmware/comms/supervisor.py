@@ -214,6 +214,19 @@ class Supervisor:
             self.mqtt.poll()
         return n
 
+    def quiet_ms(self):
+        """Milliseconds of nothing to do (see app/sched.py): only on an idle session in data mode,
+        until its next timer or the next modem check; 0 otherwise (climbing, escaping, commands
+        outstanding, texts or uplinks waiting)."""
+        if (self.state != "up" or self._link_lost or self.at.busy() or (self.sms is not None and self.sms.outbox)
+                or (self.busy is not None and self.busy())):
+            return 0
+        d = self.clock.ticks_diff(self._sms_due, self.clock.ticks_ms())
+        q = self.mqtt.quiet_ms()
+        if d < q:
+            q = d
+        return q if q > 0 else 0
+
     def _enter_up(self):
         unload("comms.ladder")
         self._go("up")

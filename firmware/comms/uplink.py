@@ -133,6 +133,15 @@ class Uplink:
             return False
         return now >= self._next_reading
 
+    def quiet_ms(self):
+        """Milliseconds until the next reading is due; 0 while entries wait or a report is owed."""
+        if self.queue or self.dropped:
+            return 0
+        if not self.read or self._next_reading is None:
+            return 0x3FFFFFFF if not self.read else 0
+        q = (self._next_reading - self.clock.time()) * 1000
+        return q if q > 0 else 0
+
     def poll(self, mqtt):
         """Queue a reading when due; publish unsent entries while the session has room."""
         if self.read and self.reading_due():

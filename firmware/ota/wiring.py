@@ -44,7 +44,7 @@ def start(app):
         m.run(app.store, VERSION, emit=app.events.emit)
     u.on_valid = migrate
     u.boot()
-    app.sched.every("ota", 1000, svc.tick)
+    app.sched.every("ota", 1000, svc.tick, quiet=svc.quiet_ms)
     if app.cellular is not None:
         app.cellular.link.on_fw = svc.on_chunk
     return svc
@@ -121,6 +121,11 @@ class OtaService:
                                        ("%s %d %d" % w).encode(), 0)
         elif st == "ready" and u.switch(self.quiet(cell)):
             app.board.reset()
+
+    def quiet_ms(self):
+        """Nothing to do while no update is under way (an offer arriving makes it busy again)."""
+        u = self.updater
+        return 0 if u.trial or u.state != "idle" else 0x3FFFFFFF
 
     def quiet(self, cell):
         """A moment to reboot: the relay not changing (no move the contact did not confirm, due to be
