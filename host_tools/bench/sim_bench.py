@@ -45,8 +45,11 @@ def run():
         "sim_day_firmware_cpu_seconds": day["firmware_cpu_seconds"],
         "sim_day_frames": day["link_frames"],
     }
-    for kind, n in day["frames_by_kind"].items():
-        out["sim_day_frames_%s" % kind] = n
+    # every kind the link knows, 0 when none was sent (bench.json keeps keys from earlier runs: a kind
+    # no longer sent must not keep its old count)
+    from host_tools.sim.profile import _KINDS
+    for kind in _KINDS.values():
+        out["sim_day_frames_%s" % kind] = day["frames_by_kind"].get(kind, 0)
     return out
 
 
