@@ -234,6 +234,11 @@ def test_the_ping_wait_follows_the_round_trips_the_link_has_shown():
         clock.advance(300)
         c.feed(pkt.simple(pkt.PINGRESP))
     assert c.ping_wait() == 3000             # never below the floor however fast the link
+    c.close("link lost")                     # a new connection: its own round trips from its CONNACK
+    c.start()
+    clock.advance(1500)
+    c.feed(pkt.connack(True, 0))
+    assert c.ping_wait() == 1500 + 4 * 750
     c2 = MQTTClient(clock, Wire(), "meter-2", keepalive_s=120, ping_wait_ms=10000)
     c2.start()
     clock.advance(9000)                      # a very slow link: the configured wait is the ceiling

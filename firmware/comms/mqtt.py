@@ -79,6 +79,7 @@ class MQTTClient:
         self.state = CONNECTING
         self.error = None
         self._since = self._last_rx = self.clock.ticks_ms()
+        self._srtt = -1      # a new connection may run over another bearer (2G after LTE): measured afresh
         self._send(pkt.connect(self.client_id, self.keepalive_s, self.user, self.password, self.will))
 
     def close(self, why):
