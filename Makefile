@@ -33,7 +33,7 @@ sysdeps:
 # others wait on wall clocks (a watchdog, a broker, a browser, a subprocess starting): 5 min 12 s
 # against 6 min 9 s with -n 2 on the same tree.
 test: sysdeps venv node_modules
-	$(BIN)/python -m pytest -q -n 3 --timeout=900 tests
+	$(BIN)/python -m host_tools.testtime -q -n 3 --timeout=900 tests
 
 demo: venv
 	$(BIN)/meterkit demo

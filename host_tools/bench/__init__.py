@@ -92,6 +92,9 @@ def _main(argv=None):
             print(f"   {k:45s} {v}")
         print(f"   ({time.monotonic() - t0:.1f} s)", flush=True)
         out.write_text(json.dumps(results, indent=2, sort_keys=True) + "\n")
+    from host_tools.testtime import bench_figures
+    results.update(bench_figures())     # the last `make test` run here (build/make_test.json)
+    out.write_text(json.dumps(results, indent=2, sort_keys=True) + "\n")
     print(f"\n{'key':45s} value")
     for k in sorted(results):
         print(f"{k:45s} {results[k]}")
