@@ -36,6 +36,7 @@ class Scheduler:
         self.watchdog = watchdog
         self.on_error = on_error
         self.jobs = []
+        self._quiet_jobs = []   # the jobs that say when they have nothing to do (_wake_busy)
         self.input_handlers = []
         self.input_fails = 0
         self.running = False
@@ -45,6 +46,8 @@ class Scheduler:
         c = self.clock
         job = Job(name, period_ms, fn, c.ticks_add(c.ticks_ms(), first_in_ms), quiet, quiet_max_ms)
         self.jobs.append(job)
+        if quiet is not None:
+            self._quiet_jobs.append(job)
         return job
 
     def on_input(self, fn):
@@ -111,13 +114,12 @@ class Scheduler:
     def _wake_busy(self):
         """A quiet job that has work again runs within one period (see the module docstring)."""
         c = self.clock
-        for job in self.jobs:
-            if job.quiet is not None:
-                now = c.ticks_ms()
-                q = self._quiet(job)
-                lim = q if q > job.period_ms else job.period_ms
-                if c.ticks_diff(job.due, now) > lim:
-                    job.due = c.ticks_add(now, lim)
+        for job in self._quiet_jobs:
+            now = c.ticks_ms()
+            q = self._quiet(job)
+            lim = q if q > job.period_ms else job.period_ms
+            if c.ticks_diff(job.due, now) > lim:
+                job.due = c.ticks_add(now, lim)
 
     def profile(self):
         """{job name: [runs, milliseconds spent]}."""

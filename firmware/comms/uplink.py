@@ -137,8 +137,10 @@ class Uplink:
         """Milliseconds until the next reading is due; 0 while entries wait or a report is owed."""
         if self.queue or self.dropped:
             return 0
-        if not self.read or self._next_reading is None:
-            return 0x3FFFFFFF if not self.read else 0
+        if not self.read:
+            return 0x3FFFFFFF
+        if self._next_reading is None:
+            return 0
         q = (self._next_reading - self.clock.time()) * 1000
         return q if q > 0 else 0
 
