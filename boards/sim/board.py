@@ -226,7 +226,6 @@ class Board:
         img = os.getenv("METER_FLASH")
         self._flash_file = open(img, "rb") if img else None
         self._flash_off = int(os.getenv("METER_FLASH_OFFSET") or "0")
-        self._fpos = -1      # the image file's position: littlefs's reads mostly run on (no seek then)
         random.seed(int(os.getenv("METER_SEED") or "1"))
         self._last = None
         self._plan_tx = None
@@ -299,10 +298,8 @@ class Board:
         pos = n * self.block_size + off
         f = self._flash_file
         if f is not None:
-            at = self._flash_off + pos
-            if at != self._fpos:
-                f.seek(at)
-            self._fpos = at + f.readinto(buf)
+            f.seek(self._flash_off + pos)
+            f.readinto(buf)
             return
         link = self._link
         done = 0
