@@ -41,6 +41,16 @@ def client(**kw):
     return c, clock, wire, got
 
 
+def ends_after(c, clock, ms, why, before=UP):
+    """The session is still `before` 1 ms short of `ms` from now, and ends with `why` at `ms`."""
+    clock.advance(ms - 1)
+    c.poll()
+    assert c.state == before, (c.state, c.error)
+    clock.advance(1)
+    c.poll()
+    assert c.state == DOWN and c.error == why, (c.state, c.error)
+
+
 ROUND_TRIPS = [
     (pkt.connect("id", 120, "user", "pw", ("w/t", b"bye", 1, True), clean=False),
      {"type": pkt.CONNECT, "clean": False, "keepalive": 120, "client_id": "id", "will": ("w/t", b"bye", 1, True),
@@ -111,9 +121,7 @@ def test_no_connack_times_out():
     clock.advance(29000)
     c.poll()
     assert c.state == CONNECTING
-    clock.advance(1000)
-    c.poll()
-    assert c.state == DOWN and c.error == "connack timeout"
+    ends_after(c, clock, 1000, "connack timeout", before=CONNECTING)
 
 
 def test_qos1_publish_retransmitted_with_dup_until_acked():
@@ -209,12 +217,7 @@ def test_keepalive_ping_and_missing_pingresp_closes():
     assert wire.packets() == [{"type": pkt.PINGREQ}]
     # CONNACK and PINGRESP came back at once: the wait is the shortest one
     assert c.ping_wait() == 3000
-    clock.advance(2999)
-    c.poll()
-    assert c.state == UP
-    clock.advance(1)
-    c.poll()
-    assert c.state == DOWN and c.error == "no pingresp"
+    ends_after(c, clock, 3000, "no pingresp")
 
 
 def test_the_ping_wait_follows_the_round_trips_the_link_has_shown():
@@ -260,12 +263,7 @@ def test_a_byte_heard_after_the_ping_restarts_its_wait():
     c.poll()
     assert c.state == UP                      # 5 s after the ping, 2.5 s after the last byte
     c.feed(big[100:])
-    clock.advance(2999)
-    c.poll()
-    assert c.state == UP
-    clock.advance(1)
-    c.poll()
-    assert c.state == DOWN and c.error == "no pingresp"
+    ends_after(c, clock, 3000, "no pingresp")
 
 
 def test_an_owed_puback_on_a_quiet_link_is_proved_by_a_ping_within_seconds():
